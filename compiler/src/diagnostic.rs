@@ -1,0 +1,136 @@
+//! The diagnostic model, shared by every rule and every renderer.
+//!
+//! A diagnostic is data: a rule (code, severity, docs), a message, a primary label
+//! (span plus YAML path), related labels, help, the resource it is about and the
+//! upstream codes it is equivalent to. Rendering lives in `meshc-validator`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::RuleMeta;
+use crate::source::Span;
+use crate::yaml::YamlPath;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; never fails a run.
+    Info,
+    /// Likely a mistake; fails a run with `--deny-warnings`.
+    Warning,
+    /// Breaks traffic or is rejected by the mesh; fails a run.
+    Error,
+}
+
+impl Severity {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+    /// Parse `error`, `warning` or `info`.
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "error" => Some(Severity::Error),
+            "warning" | "warn" => Some(Severity::Warning),
+            "info" => Some(Severity::Info),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A span with an optional YAML path and label text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    /// Where.
+    pub span: Span,
+    /// The YAML path of the node, when known.
+    pub path: Option<YamlPath>,
+    /// Text shown at the span.
+    pub message: Option<String>,
+}
+
+impl Label {
+    /// A label at `span`.
+    pub fn new(span: Span) -> Self {
+        Label {
+            span,
+            path: None,
+            message: None,
+        }
+    }
+    /// Set the YAML path.
+    pub fn with_path(mut self, path: YamlPath) -> Self {
+        self.path = Some(path);
+        self
+    }
+    /// Set the text.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    /// The rule that found it (code, name, docs, equivalents).
+    pub rule: &'static RuleMeta,
+    /// Effective severity (the rule's default unless configured otherwise).
+    pub severity: Severity,
+    /// One line saying what is wrong, naming the offending values.
+    pub message: String,
+    /// Where it is.
+    pub primary: Label,
+    /// Other places that explain it.
+    pub related: Vec<Label>,
+    /// How to fix it.
+    pub help: Option<String>,
+    /// The resource, as `Kind namespace/name`.
+    pub resource: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic of `rule` at `primary`, with the rule's default severity.
+    pub fn new(rule: &'static RuleMeta, message: impl Into<String>, primary: Label) -> Self {
+        Diagnostic {
+            rule,
+            severity: rule.severity,
+            message: message.into(),
+            primary,
+            related: Vec::new(),
+            help: None,
+            resource: None,
+        }
+    }
+    /// Add a related label.
+    pub fn with_related(mut self, label: Label) -> Self {
+        self.related.push(label);
+        self
+    }
+    /// Set the help text.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+    /// Set the resource.
+    pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+    /// The rule's code, such as `MC0101`.
+    pub fn code(&self) -> &'static str {
+        self.rule.code
+    }
+}

@@ -1,0 +1,481 @@
+//! meshc's compiler: service-mesh policy text in, typed resources and
+//! diagnostics out.
+//!
+//! The compiler does no I/O: callers hand it [`Input`]s (a path and bytes) and
+//! get an [`Analysis`] back. Stages: decode and load YAML with spans
+//! ([`yaml`]), identify each document, check it against its schema ([`schema`]),
+//! deserialise it into the typed [`model`], index the repository
+//! ([`analysis::Context`]) and run the semantic [`rules`]. Loading never fails
+//! as a whole; everything wrong becomes a [`Diagnostic`].
+//!
+//! # Example
+//! ```
+//! use meshc_compiler::{analyze, Input, Options};
+//! let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  http:\n  - timout: 5s\n";
+//! let a = analyze(vec![Input::new("vs.yaml", yaml)], &Options::default());
+//! assert_eq!(a.diagnostics[0].code(), "MC0010");
+//! assert_eq!(a.diagnostics[0].message, "unknown field `timout`");
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod analysis;
+pub mod config;
+pub mod diagnostic;
+pub mod model;
+pub mod rules;
+pub mod schema;
+pub mod source;
+pub mod yaml;
+
+use std::collections::{BTreeSet, HashMap};
+
+use rayon::prelude::*;
+
+pub use analysis::{Context, Resource};
+pub use config::{ConfigFile, Settings};
+pub use diagnostic::{Diagnostic, Label, Severity};
+pub use source::{FileId, LineCol, SourceFile, SourceMap, Span};
+pub use yaml::{Limits, YamlPath};
+
+use model::{Kind, Spec};
+use rules::load;
+use yaml::{Node, Value};
+
+/// Annotation listing rule codes to suppress on a resource.
+pub const IGNORE_ANNOTATION: &str = "meshc.dev/ignore";
+
+/// One input file.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Path as shown in diagnostics.
+    pub path: String,
+    /// The bytes, or why they could not be had.
+    pub content: Result<Vec<u8>, InputError>,
+}
+
+/// Why an input has no bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// Larger than the limit; the size in bytes.
+    TooLarge(u64),
+    /// Could not be read.
+    Io(String),
+}
+
+impl Input {
+    /// An input from text.
+    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
+        Input {
+            path: path.into(),
+            content: Ok(text.into().into_bytes()),
+        }
+    }
+    /// An input from bytes.
+    pub fn bytes(path: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Input {
+            path: path.into(),
+            content: Ok(bytes),
+        }
+    }
+}
+
+/// What a run is configured with.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// Loader limits.
+    pub limits: Limits,
+    /// Source of the settings (`meshc.toml`), to locate configuration problems.
+    pub config_source: Option<(String, String)>,
+}
+
+/// A document meshc does not model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Where it is.
+    pub span: Span,
+    /// Its `apiVersion`.
+    pub api_version: String,
+    /// Its `kind`.
+    pub kind: String,
+}
+
+/// The result of analysing a set of inputs.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// The inputs' text, addressed by the spans.
+    pub sources: SourceMap,
+    /// Resources meshc models, in input order.
+    pub resources: Vec<Resource>,
+    /// Findings, sorted by file, position and code.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Documents of kinds meshc does not model.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Analysis {
+    /// Count of diagnostics at `severity`.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
+    }
+}
+
+struct FileResult {
+    source: SourceFile,
+    resources: Vec<Resource>,
+    diagnostics: Vec<Diagnostic>,
+    skipped: Vec<Skipped>,
+}
+
+/// Analyse `inputs`: load, check schemas, run every rule.
+pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
+    let results: Vec<FileResult> = inputs
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, input)| load_file(FileId(i as u32), input, &options.limits))
+        .collect();
+    let mut analysis = Analysis::default();
+    let mut diagnostics = Vec::new();
+    for r in results {
+        analysis.sources.add(r.source);
+        analysis.resources.extend(r.resources);
+        diagnostics.extend(r.diagnostics);
+        analysis.skipped.extend(r.skipped);
+    }
+    check_duplicates(&analysis.resources, &mut diagnostics);
+    let ctx = Context::new(&analysis.resources, &options.settings);
+    rules::check_all(&ctx, &mut diagnostics);
+    config_problems(options, &mut analysis.sources, &mut diagnostics);
+    let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);
+    analysis.diagnostics = sort(&analysis.sources, diagnostics);
+    analysis
+}
+
+fn load_file(id: FileId, input: Input, limits: &Limits) -> FileResult {
+    let mut out = FileResult {
+        source: SourceFile::new(input.path.clone(), ""),
+        resources: Vec::new(),
+        diagnostics: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let empty = Span::new(id, 0, 0);
+    let bytes = match input.content {
+        Ok(b) if b.len() > limits.max_file_bytes => Err(InputError::TooLarge(b.len() as u64)),
+        other => other,
+    };
+    let text = match bytes {
+        Err(InputError::TooLarge(n)) => {
+            let d = Diagnostic::new(
+                &load::UNREADABLE_FILE,
+                format!(
+                    "file is {n} bytes, over the {} byte limit",
+                    limits.max_file_bytes
+                ),
+                Label::new(empty),
+            )
+            .with_help(
+                "policy files are small; split it, or exclude generated files from the lint paths",
+            );
+            out.diagnostics.push(d);
+            return out;
+        }
+        Err(InputError::Io(e)) => {
+            out.diagnostics.push(Diagnostic::new(
+                &load::UNREADABLE_FILE,
+                format!("cannot read file: {e}"),
+                Label::new(empty),
+            ));
+            return out;
+        }
+        Ok(b) => match String::from_utf8(b) {
+            Ok(t) => t,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+                out.source = SourceFile::new(input.path, valid);
+                let d = Diagnostic::new(
+                    &load::UNREADABLE_FILE,
+                    format!("file is not UTF-8 (invalid byte at offset {at})"),
+                    Label::new(Span::new(id, at, at)),
+                )
+                .with_help("save the file as UTF-8");
+                out.diagnostics.push(d);
+                return out;
+            }
+        },
+    };
+    let text = text
+        .strip_prefix('\u{feff}')
+        .map(str::to_owned)
+        .unwrap_or(text);
+    out.source = SourceFile::new(input.path, text);
+    let docs = yaml::load(id, &out.source, limits, &mut out.diagnostics);
+    for doc in docs {
+        let Some(root) = doc.root else { continue };
+        identify(root, doc.index, id, doc.span, &mut out);
+    }
+    out
+}
+
+/// Read a document's identity, check its schema and type it.
+fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut FileResult) {
+    if matches!(root.value, Value::Null) {
+        return;
+    }
+    let identity_error = |out: &mut FileResult, span: Span, path: YamlPath, msg: String| {
+        out.diagnostics.push(Diagnostic::new(
+            &load::RESOURCE_IDENTITY,
+            msg,
+            Label::new(span).with_path(path),
+        ));
+    };
+    if !matches!(root.value, Value::Map(_)) {
+        identity_error(
+            out,
+            root.span,
+            YamlPath::default(),
+            "document is not a mapping".into(),
+        );
+        return;
+    }
+    let str_field = |key: &str| root.get(key).and_then(Node::as_str).map(str::to_owned);
+    let (Some(api_version), Some(kind_name)) = (str_field("apiVersion"), str_field("kind")) else {
+        let missing = if str_field("apiVersion").is_none() {
+            "apiVersion"
+        } else {
+            "kind"
+        };
+        let span = root.get(missing).map_or(
+            Span::new(file, doc_span.start as usize, doc_span.start as usize),
+            |n| n.span,
+        );
+        identity_error(
+            out,
+            span,
+            path![missing],
+            format!("document has no string `{missing}`"),
+        );
+        return;
+    };
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let Some(kind) = Kind::lookup(group, &kind_name) else {
+        out.skipped.push(Skipped {
+            span: root.span,
+            api_version,
+            kind: kind_name,
+        });
+        return;
+    };
+    let kind_span = root.get("kind").map_or(root.span, |n| n.span);
+    if !kind.versions().contains(&version) {
+        let span = root.get("apiVersion").map_or(root.span, |n| n.span);
+        let d = Diagnostic::new(
+            &load::SCHEMA,
+            format!("{kind_name} is not served at `{api_version}`"),
+            Label::new(span).with_path(path!["apiVersion"]),
+        )
+        .with_help(format!(
+            "use one of: {}",
+            kind.versions()
+                .iter()
+                .map(|v| format!("{group}/{v}").trim_start_matches('/').to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out.diagnostics.push(d);
+        return;
+    }
+    let meta = root.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
+        .map(str::to_owned);
+    let Some(name) = name else {
+        let span = meta.map_or(kind_span, |m| m.span);
+        identity_error(
+            out,
+            span,
+            path!["metadata", "name"],
+            format!("{kind_name} has no `metadata.name`"),
+        );
+        return;
+    };
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Node::as_str)
+        .unwrap_or("default")
+        .to_owned();
+    let resource_name = format!("{} {namespace}/{name}", kind.as_str());
+    let json = root.to_json();
+    let violations = schema::validate(kind, &root, &json);
+    for v in &violations {
+        let (span, key) = root.locate(&v.path.0);
+        let span = if v.at_key { key.unwrap_or(span) } else { span };
+        let mut d = Diagnostic::new(
+            &load::SCHEMA,
+            v.message.clone(),
+            Label::new(span).with_path(v.path.clone()),
+        )
+        .with_resource(resource_name.clone());
+        if v.at_key {
+            d = d.with_help("remove the field, or fix its spelling; unknown fields are rejected by the API server");
+        }
+        out.diagnostics.push(d);
+    }
+    let typed = Spec::from_json(kind, json);
+    let (meta, spec) = match typed {
+        Ok((meta, spec)) => (meta, Some(spec)),
+        Err(e) => {
+            if violations.is_empty() {
+                let d = Diagnostic::new(
+                    &load::SCHEMA,
+                    format!("cannot read {kind_name}: {e}"),
+                    Label::new(root.span),
+                )
+                .with_resource(resource_name);
+                out.diagnostics.push(d);
+            }
+            (
+                model::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    ..Default::default()
+                },
+                None,
+            )
+        }
+    };
+    out.resources.push(Resource {
+        file,
+        doc,
+        root,
+        kind,
+        api_version,
+        name,
+        namespace,
+        meta,
+        spec,
+    });
+}
+
+fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<(Kind, &str, &str), &Resource> = HashMap::new();
+    for r in resources {
+        if let Some(first) = seen.insert((r.kind, &r.namespace, &r.name), r) {
+            let d = r
+                .diag(
+                    &load::DUPLICATE_RESOURCE,
+                    path!["metadata", "name"],
+                    format!("{} is declared twice", r.display()),
+                )
+                .with_related(
+                    first
+                        .label(path!["metadata", "name"])
+                        .with_message("first declared here"),
+                )
+                .with_help("only one of them exists in the cluster; merge them or rename one");
+            seen.insert((r.kind, &r.namespace, &r.name), first);
+            out.push(d);
+        }
+    }
+}
+
+/// Report unknown codes in `meshc.toml` as `MC0020`, located in the file.
+fn config_problems(options: &Options, sources: &mut SourceMap, out: &mut Vec<Diagnostic>) {
+    if options.settings.problems.is_empty() {
+        return;
+    }
+    let (path, text) = options
+        .config_source
+        .clone()
+        .unwrap_or_else(|| ("meshc.toml".into(), String::new()));
+    let id = sources.add(SourceFile::new(path, text.clone()));
+    for (needle, message) in &options.settings.problems {
+        let at = text
+            .find(&format!("\"{needle}\""))
+            .map(|i| i + 1)
+            .or_else(|| text.find(needle.as_str()))
+            .unwrap_or(0);
+        let span = Span::new(id, at, at + if text.is_empty() { 0 } else { needle.len() });
+        out.push(
+            Diagnostic::new(&load::UNKNOWN_CODE, message.clone(), Label::new(span))
+                .with_help("`meshc rules` lists every code"),
+        );
+    }
+}
+
+/// Apply `meshc.dev/ignore` annotations, select/ignore and severity overrides.
+fn suppress(
+    resources: &[Resource],
+    settings: &Settings,
+    diagnostics: Vec<Diagnostic>,
+) -> Vec<Diagnostic> {
+    let mut ignored: HashMap<String, Vec<String>> = HashMap::new();
+    let mut out = Vec::new();
+    for r in resources {
+        let Some(value) = r
+            .meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IGNORE_ANNOTATION))
+        else {
+            continue;
+        };
+        let codes: Vec<String> = value
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect();
+        for code in &codes {
+            if !config::is_known_selector(code) {
+                let p = path!["metadata", "annotations", IGNORE_ANNOTATION];
+                out.push(
+                    r.diag(
+                        &load::UNKNOWN_CODE,
+                        p,
+                        format!("`{code}` in `{IGNORE_ANNOTATION}` names no rule"),
+                    )
+                    .with_help("`meshc rules` lists every code"),
+                );
+            }
+        }
+        ignored.entry(r.display()).or_default().extend(codes);
+    }
+    out.extend(diagnostics.into_iter().filter(|d| {
+        let by_annotation = d
+            .resource
+            .as_ref()
+            .and_then(|r| ignored.get(r))
+            .is_some_and(|codes| codes.iter().any(|c| d.code().starts_with(c.as_str())));
+        !by_annotation
+    }));
+    out.retain(|d| settings.enabled(d.code()));
+    for d in &mut out {
+        if let Some(s) = settings.severity.get(d.code()) {
+            d.severity = *s;
+        }
+    }
+    out
+}
+
+fn sort(sources: &SourceMap, mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diagnostics.sort_by(|a, b| {
+        let pa = &sources.get(a.primary.span.file).path;
+        let pb = &sources.get(b.primary.span.file).path;
+        (pa, a.primary.span.start, a.code(), &a.message).cmp(&(
+            pb,
+            b.primary.span.start,
+            b.code(),
+            &b.message,
+        ))
+    });
+    let mut seen = BTreeSet::new();
+    diagnostics.retain(|d| seen.insert((d.primary.span, d.code(), d.message.clone())));
+    diagnostics
+}

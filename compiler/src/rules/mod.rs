@@ -1,0 +1,190 @@
+//! The rule catalogue: one file per rule, one table of codes.
+//!
+//! Codes are `MC` plus four digits, grouped by hundreds: `MC00xx` loading and
+//! schema, `MC01xx` references, `MC02xx` routing, `MC03xx` mTLS, `MC04xx`
+//! authorization, `MC05xx` resilience. A code is never reused. Each rule's doc
+//! comment (What it does / Why is this bad? / Example / Fix) is kept as data by
+//! [`declare_rule!`], so `meshc explain` prints exactly what the source says.
+
+use crate::analysis::Context;
+use crate::diagnostic::{Diagnostic, Severity};
+
+pub mod load;
+pub mod mtls;
+pub mod references;
+pub mod routing;
+
+/// Which part of the policy a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// Reading files, YAML and schemas.
+    Load,
+    /// Names that must resolve to something.
+    References,
+    /// Traffic routing.
+    Routing,
+    /// Mutual TLS.
+    Mtls,
+    /// Authorization.
+    Authorization,
+    /// Retries, timeouts, circuit breaking.
+    Resilience,
+}
+
+impl Group {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Load => "load",
+            Group::References => "references",
+            Group::Routing => "routing",
+            Group::Mtls => "mtls",
+            Group::Authorization => "authorization",
+            Group::Resilience => "resilience",
+        }
+    }
+}
+
+/// A rule's identity and documentation.
+#[derive(Debug)]
+pub struct RuleMeta {
+    /// Stable code, `MC` + 4 digits.
+    pub code: &'static str,
+    /// Kebab-case name.
+    pub name: &'static str,
+    /// Group.
+    pub group: Group,
+    /// Default severity.
+    pub severity: Severity,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Equivalent upstream codes (`IST0101`, `KIA1107`).
+    pub equivalents: &'static [&'static str],
+    /// The rule's documentation in Markdown, from its doc comment.
+    pub doc: &'static str,
+}
+
+impl RuleMeta {
+    /// The documentation with the one leading space of each `///` line removed.
+    pub fn documentation(&self) -> String {
+        self.doc
+            .lines()
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl PartialEq for RuleMeta {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+    }
+}
+
+/// Declare a rule: its doc comment becomes [`RuleMeta::doc`].
+#[macro_export]
+macro_rules! declare_rule {
+    (
+        $(#[doc = $doc:literal])*
+        pub static $id:ident = {
+            code: $code:literal,
+            name: $name:literal,
+            group: $group:ident,
+            severity: $sev:ident,
+            summary: $summary:literal,
+            equivalents: [$($eq:literal),* $(,)?] $(,)?
+        };
+    ) => {
+        $(#[doc = $doc])*
+        pub static $id: $crate::rules::RuleMeta = $crate::rules::RuleMeta {
+            code: $code,
+            name: $name,
+            group: $crate::rules::Group::$group,
+            severity: $crate::diagnostic::Severity::$sev,
+            summary: $summary,
+            equivalents: &[$($eq),*],
+            doc: concat!($($doc, "\n"),*),
+        };
+    };
+}
+
+/// Every rule, ordered by code.
+pub static ALL: &[&RuleMeta] = &[
+    &load::YAML_SYNTAX,
+    &load::DUPLICATE_KEY,
+    &load::YAML_LIMITS,
+    &load::UNREADABLE_FILE,
+    &load::SCHEMA,
+    &load::RESOURCE_IDENTITY,
+    &load::DUPLICATE_RESOURCE,
+    &load::UNKNOWN_CODE,
+    &references::dangling_subset::DANGLING_SUBSET,
+    &references::unknown_host::UNKNOWN_HOST,
+    &references::unknown_gateway::UNKNOWN_GATEWAY,
+    &routing::unreachable_rule::UNREACHABLE_RULE,
+    &routing::weight_sum::WEIGHT_SUM,
+    &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
+];
+
+/// Look a rule up by code (case-insensitive) or by name.
+pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
+    ALL.iter()
+        .copied()
+        .find(|r| r.code.eq_ignore_ascii_case(code_or_name) || r.name == code_or_name)
+}
+
+/// Run every semantic rule over the analysed repository.
+pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    references::dangling_subset::check(ctx, out);
+    references::unknown_host::check(ctx, out);
+    references::unknown_gateway::check(ctx, out);
+    routing::unreachable_rule::check(ctx, out);
+    routing::weight_sum::check(ctx, out);
+    mtls::permissive_leftover::check(ctx, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_sorted_and_well_formed() {
+        let mut prev = "";
+        for r in ALL {
+            assert!(
+                r.code.len() == 6
+                    && r.code.starts_with("MC")
+                    && r.code[2..].chars().all(|c| c.is_ascii_digit()),
+                "{}",
+                r.code
+            );
+            assert!(
+                r.code > prev,
+                "codes must be unique and sorted: {} after {prev}",
+                r.code
+            );
+            prev = r.code;
+            assert!(
+                !r.summary.ends_with('.'),
+                "{}: summary is one line without a full stop",
+                r.code
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_doc_has_the_four_sections() {
+        for r in ALL {
+            let doc = r.documentation();
+            for h in [
+                "## What it does",
+                "## Why is this bad?",
+                "## Example",
+                "## Fix",
+            ] {
+                assert!(doc.contains(h), "{} lacks `{h}`", r.code);
+            }
+            assert!(doc.contains("```yaml"), "{} has no YAML example", r.code);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! mTLS rules (`MC03xx`).
+
+pub mod permissive_leftover;

@@ -1,0 +1,136 @@
+//! `MC0101` dangling-subset.
+
+use std::collections::HashMap;
+
+use crate::analysis::{Context, host_matches};
+use crate::declare_rule;
+use crate::diagnostic::Diagnostic;
+use crate::model::{Kind, Spec};
+
+declare_rule! {
+    /// ## What it does
+    /// Reports a VirtualService route or mirror that names a `subset` which no
+    /// DestinationRule for that host defines.
+    ///
+    /// ## Why is this bad?
+    /// The proxy has no cluster for the subset, so every request the route takes
+    /// fails with 503 (`NR`, no route), the classic broken canary.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// kind: VirtualService
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - route:
+    ///     - destination: {host: reviews, subset: v4}   # no DestinationRule defines v4
+    /// ```
+    ///
+    /// ## Fix
+    /// Define the subset in the host's DestinationRule, or route to one that exists:
+    /// ```yaml
+    /// kind: DestinationRule
+    /// spec:
+    ///   host: reviews
+    ///   subsets:
+    ///   - name: v4
+    ///     labels: {version: v4}
+    /// ```
+    pub static DANGLING_SUBSET = {
+        code: "MC0101",
+        name: "dangling-subset",
+        group: References,
+        severity: Error,
+        summary: "A route names a subset that no DestinationRule defines",
+        equivalents: ["IST0101", "KIA1107"],
+    };
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    // Resolved DestinationRule host → (subset names, index of the rule).
+    let mut rules: HashMap<String, Vec<(Vec<&str>, usize)>> = HashMap::new();
+    for (i, r, spec) in ctx.of_kind(Kind::DestinationRule) {
+        let Spec::DestinationRule(dr) = spec else {
+            continue;
+        };
+        let subsets = dr
+            .subsets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        rules
+            .entry(ctx.fqdn(&dr.host, &r.namespace))
+            .or_default()
+            .push((subsets, i));
+    }
+    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
+        for (path, dest) in super::destinations(vs) {
+            let Some(subset) = dest.subset.as_deref() else {
+                continue;
+            };
+            let host = ctx.fqdn(&dest.host, &r.namespace);
+            // Istio applies the most specific DestinationRule whose host covers this one.
+            let candidates: Vec<&(Vec<&str>, usize)> = match rules.get(&host) {
+                Some(exact) => exact.iter().collect(),
+                None => {
+                    let mut wild: Vec<(&String, &Vec<(Vec<&str>, usize)>)> = rules
+                        .iter()
+                        .filter(|(h, _)| host_matches(h, &host))
+                        .collect();
+                    wild.sort_by_key(|(h, _)| std::cmp::Reverse(h.len()));
+                    wild.first()
+                        .map(|(_, v)| v.iter().collect())
+                        .unwrap_or_default()
+                }
+            };
+            if candidates
+                .iter()
+                .any(|(subsets, _)| subsets.contains(&subset))
+            {
+                continue;
+            }
+            let mut d = r.diag(
+                &DANGLING_SUBSET,
+                path.join("subset"),
+                format!(
+                    "subset `{subset}` of host `{}` is not defined by any DestinationRule",
+                    dest.host
+                ),
+            );
+            for (subsets, i) in &candidates {
+                let dr = &ctx.resources[*i];
+                let known = if subsets.is_empty() {
+                    "defines no subsets".to_string()
+                } else {
+                    format!(
+                        "defines {}",
+                        subsets
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                d = d.with_related(
+                    dr.label(crate::path!["spec", "subsets"])
+                        .with_message(format!("{} {known}", dr.display())),
+                );
+            }
+            d = d.with_help(if candidates.is_empty() {
+                format!(
+                    "add a DestinationRule for `{}` that defines subset `{subset}`",
+                    dest.host
+                )
+            } else {
+                format!(
+                    "add subset `{subset}` to the DestinationRule, or route to a subset it defines"
+                )
+            });
+            out.push(d);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Routing rules (`MC02xx`).
+
+pub mod unreachable_rule;
+pub mod weight_sum;

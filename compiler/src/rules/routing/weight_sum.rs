@@ -1,0 +1,98 @@
+//! `MC0202` weight-sum.
+
+use crate::analysis::Context;
+use crate::declare_rule;
+use crate::diagnostic::Diagnostic;
+use crate::model::{Kind, Spec};
+use crate::path;
+use crate::yaml::YamlPath;
+
+declare_rule! {
+    /// ## What it does
+    /// Reports a route with more than one destination whose weights do not add up
+    /// to 100. A destination without `weight` counts as 0, as in Istio.
+    ///
+    /// ## Why is this bad?
+    /// Istio's admission webhook rejects it (`total destination weight 120 != 100`),
+    /// so the rollout stops at apply time; where validation is off, the split that
+    /// reaches the proxies is not the one the author wrote.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// route:
+    /// - destination: {host: reviews, subset: v1}
+    ///   weight: 90
+    /// - destination: {host: reviews, subset: v2}
+    ///   weight: 20
+    /// ```
+    ///
+    /// ## Fix
+    /// ```yaml
+    /// route:
+    /// - destination: {host: reviews, subset: v1}
+    ///   weight: 80
+    /// - destination: {host: reviews, subset: v2}
+    ///   weight: 20
+    /// ```
+    pub static WEIGHT_SUM = {
+        code: "MC0202",
+        name: "weight-sum",
+        group: Routing,
+        severity: Error,
+        summary: "Route weights do not sum to 100",
+        equivalents: ["IST0106"],
+    };
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
+        let mut routes: Vec<(YamlPath, Vec<Option<i64>>)> = Vec::new();
+        for (i, h) in vs.http.iter().flatten().enumerate() {
+            routes.push((
+                path!["spec", "http", i, "route"],
+                h.route.iter().flatten().map(|d| d.weight).collect(),
+            ));
+        }
+        for (i, t) in vs.tcp.iter().flatten().enumerate() {
+            routes.push((
+                path!["spec", "tcp", i, "route"],
+                t.route.iter().flatten().map(|d| d.weight).collect(),
+            ));
+        }
+        for (i, t) in vs.tls.iter().flatten().enumerate() {
+            routes.push((
+                path!["spec", "tls", i, "route"],
+                t.route.iter().flatten().map(|d| d.weight).collect(),
+            ));
+        }
+        for (path, weights) in routes {
+            if weights.len() < 2 {
+                continue;
+            }
+            let total: i64 = weights.iter().map(|w| w.unwrap_or(0)).sum();
+            if total == 100 {
+                continue;
+            }
+            let shown = weights
+                .iter()
+                .map(|w| w.map_or("unset".to_string(), |w| w.to_string()))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let mut d = r.diag(
+                &WEIGHT_SUM,
+                path.clone(),
+                format!("destination weights sum to {total}, not 100 ({shown})"),
+            );
+            for (j, w) in weights.iter().enumerate() {
+                if w.is_none() {
+                    d = d
+                        .with_related(r.label(path.join(j)).with_message("no weight: counts as 0"));
+                }
+            }
+            out.push(d.with_help("adjust the weights so they add up to exactly 100"));
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Schema validation: raw documents against the JSON Schema generated from the
+//! typed model, with each error mapped back to the YAML node it is about.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use serde_json::Value as Json;
+
+use crate::model::Kind;
+use crate::yaml::{Node, PathSeg, YamlPath};
+
+/// One schema violation, located by YAML path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// Path of the offending node (for an unknown field: the field itself).
+    pub path: YamlPath,
+    /// What is wrong, in one line.
+    pub message: String,
+    /// True when `path` names a mapping key that should be highlighted as the key.
+    pub at_key: bool,
+}
+
+struct Compiled {
+    schema: Json,
+    validator: jsonschema::Validator,
+}
+
+fn compiled(kind: Kind) -> &'static Compiled {
+    static CELLS: [OnceLock<Compiled>; Kind::ALL.len()] =
+        [const { OnceLock::new() }; Kind::ALL.len()];
+    let i = Kind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind is in ALL");
+    CELLS[i].get_or_init(|| {
+        let schema = kind.schema();
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .expect("schemas generated from the model are valid JSON Schema");
+        Compiled { schema, validator }
+    })
+}
+
+/// The generated JSON Schema of a kind (for tests and `meshc schema`).
+pub fn schema_json(kind: Kind) -> &'static Json {
+    &compiled(kind).schema
+}
+
+/// Validate `doc` (the JSON form of `root`) as a `kind`.
+pub fn validate(kind: Kind, root: &Node, doc: &Json) -> Vec<Violation> {
+    let c = compiled(kind);
+    if c.validator.is_valid(doc) {
+        return Vec::new();
+    }
+    let mut out: Vec<Violation> = Vec::new();
+    for err in c.validator.iter_errors(doc) {
+        let path = YamlPath::from_pointer(root, err.instance_path().as_str());
+        let instance = err.instance();
+        let (message, key) = match err.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for field in unexpected {
+                    out.push(Violation {
+                        path: path.join(field.as_str()),
+                        message: format!("unknown field `{field}`"),
+                        at_key: true,
+                    });
+                }
+                continue;
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(t) => t.to_string(),
+                    TypeKind::Multiple(ts) => ts
+                        .iter()
+                        .map(|t| t.to_string())
+                        .filter(|t| t != "null")
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                };
+                (
+                    format!("expected {expected}, found {}", json_type(instance)),
+                    false,
+                )
+            }
+            ValidationErrorKind::Enum { options } => {
+                let opts = options
+                    .as_array()
+                    .map(|a| a.iter().map(short).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
+                (format!("{} is not one of: {opts}", short(instance)), false)
+            }
+            ValidationErrorKind::Required { property } => (
+                format!(
+                    "missing required field `{}`",
+                    property.as_str().unwrap_or("?")
+                ),
+                false,
+            ),
+            ValidationErrorKind::OneOfMultipleValid { .. }
+            | ValidationErrorKind::OneOfNotValid { .. }
+            | ValidationErrorKind::AnyOf { .. }
+            | ValidationErrorKind::Not { .. } => {
+                let fields = exclusive_fields(&c.schema, err.schema_path().as_str());
+                let present: Vec<String> = instance
+                    .as_object()
+                    .map(|o| {
+                        o.keys()
+                            .filter(|k| fields.contains(k))
+                            .map(|k| format!("`{k}`"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if present.len() > 1 {
+                    (format!("set only one of {}", present.join(", ")), false)
+                } else if !fields.is_empty() && present.is_empty() {
+                    (
+                        format!(
+                            "set one of {}",
+                            fields
+                                .iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        false,
+                    )
+                } else {
+                    (truncate(&err.to_string()), false)
+                }
+            }
+            _ => (truncate(&err.to_string()), false),
+        };
+        out.push(Violation {
+            path,
+            message,
+            at_key: key,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.message.cmp(&b.message)));
+    out.dedup();
+    out
+}
+
+/// The field names a `oneOf`/`anyOf` at `schema_path` is about (its `required` lists).
+fn exclusive_fields(root: &Json, schema_path: &str) -> Vec<String> {
+    let mut node = root;
+    let mut last_combinator = None;
+    for seg in schema_path.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg == "$ref" {
+            let Some(target) = node
+                .get("$ref")
+                .and_then(Json::as_str)
+                .and_then(|r| r.strip_prefix('#'))
+            else {
+                break;
+            };
+            match root.pointer(target) {
+                Some(n) => node = n,
+                None => break,
+            }
+            continue;
+        }
+        let next = match node {
+            Json::Object(m) => m.get(&seg),
+            Json::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                if matches!(seg.as_str(), "oneOf" | "anyOf" | "not") {
+                    last_combinator = Some(n);
+                }
+                node = n;
+            }
+            None => break,
+        }
+    }
+    let mut fields = Vec::new();
+    collect_required(last_combinator.unwrap_or(node), &mut fields);
+    fields
+}
+
+fn collect_required(node: &Json, out: &mut Vec<String>) {
+    match node {
+        Json::Object(m) => {
+            if let Some(Json::Array(req)) = m.get("required") {
+                for r in req.iter().filter_map(Json::as_str) {
+                    if !out.iter().any(|o| o == r) {
+                        out.push(r.to_string());
+                    }
+                }
+            }
+            for k in ["oneOf", "anyOf", "allOf", "not"] {
+                if let Some(n) = m.get(k) {
+                    collect_required(n, out);
+                }
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|n| collect_required(n, out)),
+        _ => {}
+    }
+}
+
+fn json_type(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "mapping",
+    }
+}
+
+fn short(v: &Json) -> String {
+    truncate(&v.to_string())
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(MAX).collect::<String>())
+    }
+}
+
+/// The last key of a path, if it ends in a key.
+pub fn last_key(path: &YamlPath) -> Option<&str> {
+    match path.0.last() {
+        Some(PathSeg::Key(k)) => Some(k),
+        _ => None,
+    }
+}

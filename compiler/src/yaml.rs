@@ -1,0 +1,840 @@
+//! Spanned YAML loading: text in, documents of [`Node`]s plus diagnostics out.
+//!
+//! Built on `saphyr-parser`'s event stream (a maintained, pure-Rust YAML 1.2 parser)
+//! so that every key, value and item keeps its byte range. On top of the events this
+//! module enforces what policy files need: duplicate keys are errors, aliases are
+//! expanded under a node budget (no alias bombs), nesting is bounded, and a stream is
+//! split at document markers first so a broken document never hides its neighbours.
+//! Parsing never fails as a whole.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+
+use crate::diagnostic::{Diagnostic, Label};
+use crate::rules::load;
+use crate::source::{FileId, SourceFile, Span};
+
+/// Bounds that keep hostile input cheap.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest nesting of sequences and mappings in a document.
+    pub max_depth: usize,
+    /// Most nodes that alias expansion may add to one document.
+    pub max_alias_nodes: usize,
+    /// Largest file accepted, in bytes.
+    pub max_file_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 64,
+            max_alias_nodes: 100_000,
+            max_file_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A YAML value with the span of its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// Where the value is written (for an alias: where the anchored value is).
+    pub span: Span,
+}
+
+/// A YAML value after core-schema resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `null`, `~` or nothing.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// A string (quoted, block, or a plain scalar that is no other type).
+    String(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in source order, keys unique.
+    Map(Vec<Entry>),
+}
+
+/// One mapping entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The key as a string.
+    pub key: String,
+    /// Where the key is written.
+    pub key_span: Span,
+    /// The value.
+    pub value: Node,
+}
+
+impl Node {
+    /// The value of `key` if this is a mapping that has it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|e| &e.value)
+    }
+    /// The entry for `key` if this is a mapping that has it.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+    /// The string, if this is a string scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// Follow a path from this node.
+    pub fn at(&self, path: &[PathSeg]) -> Option<&Node> {
+        let mut node = self;
+        for seg in path {
+            node = match (seg, &node.value) {
+                (PathSeg::Key(k), Value::Map(_)) => node.get(k)?,
+                (PathSeg::Index(i), Value::Seq(items)) => items.get(*i as usize)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+    /// The span best describing `path`: the value's span, or the deepest existing
+    /// ancestor's. For a mapping key that exists, `key_span` gives the key.
+    pub fn locate(&self, path: &[PathSeg]) -> (Span, Option<Span>) {
+        let mut node = self;
+        let mut key_span = None;
+        for seg in path {
+            let next = match (seg, &node.value) {
+                (PathSeg::Key(k), Value::Map(_)) => node.entry(k).map(|e| {
+                    key_span = Some(e.key_span);
+                    &e.value
+                }),
+                (PathSeg::Index(i), Value::Seq(items)) => {
+                    key_span = None;
+                    items.get(*i as usize)
+                }
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return (node.span, None),
+            }
+        }
+        (node.span, key_span)
+    }
+    /// Convert to JSON for schema validation and typed deserialisation. Mapping
+    /// entries whose value is `null` are dropped, as the Kubernetes API server
+    /// prunes them: `null` means "not set".
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::String(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .filter(|e| e.value.value != Value::Null)
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+    /// Count of nodes in this tree.
+    fn size(&self) -> usize {
+        match &self.value {
+            Value::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
+            Value::Map(entries) => 1 + entries.iter().map(|e| e.value.size()).sum::<usize>(),
+            _ => 1,
+        }
+    }
+}
+
+/// One step of a YAML path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathSeg {
+    /// A mapping key.
+    Key(Box<str>),
+    /// A sequence index.
+    Index(u32),
+}
+
+impl From<&str> for PathSeg {
+    fn from(s: &str) -> Self {
+        PathSeg::Key(s.into())
+    }
+}
+impl From<usize> for PathSeg {
+    fn from(i: usize) -> Self {
+        PathSeg::Index(i as u32)
+    }
+}
+
+/// A path into a document, displayed as `spec.http[1].route[0].destination.subset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct YamlPath(pub Vec<PathSeg>);
+
+impl YamlPath {
+    /// Parse a JSON pointer (`/spec/http/1`) against a document so that indices
+    /// into sequences become indices and everything else keys.
+    pub fn from_pointer(root: &Node, pointer: &str) -> YamlPath {
+        let mut segs = Vec::new();
+        let mut node = Some(root);
+        for raw in pointer.split('/').skip(1) {
+            let key = raw.replace("~1", "/").replace("~0", "~");
+            let seg = match node.map(|n| &n.value) {
+                Some(Value::Seq(_)) => key
+                    .parse::<u32>()
+                    .map_or_else(|_| PathSeg::Key(key.clone().into()), PathSeg::Index),
+                _ => PathSeg::Key(key.into()),
+            };
+            node = node.and_then(|n| n.at(std::slice::from_ref(&seg)));
+            segs.push(seg);
+        }
+        YamlPath(segs)
+    }
+    /// Append a segment.
+    pub fn push(&mut self, seg: impl Into<PathSeg>) {
+        self.0.push(seg.into());
+    }
+    /// A copy with one more segment.
+    pub fn join(&self, seg: impl Into<PathSeg>) -> YamlPath {
+        let mut p = self.clone();
+        p.push(seg);
+        p
+    }
+}
+
+/// Build a path from segments: `path!["spec", "http", 1usize]`.
+#[macro_export]
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { $crate::yaml::YamlPath(vec![$($crate::yaml::PathSeg::from($seg)),*]) };
+}
+
+impl fmt::Display for YamlPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                PathSeg::Index(n) => write!(f, "[{n}]")?,
+                PathSeg::Key(k) if is_plain_key(k) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(k)?;
+                }
+                PathSeg::Key(k) => write!(f, "[{k:?}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_plain_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// One YAML document of a file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// 0-based position of the document in its file.
+    pub index: usize,
+    /// The root node; `None` for an empty document or one that failed to parse.
+    pub root: Option<Node>,
+    /// The document's text range.
+    pub span: Span,
+}
+
+/// Load every document of `file`. Returns the documents that could be read (a
+/// failed one has `root: None`) and the diagnostics of the ones that could not.
+pub fn load(
+    file_id: FileId,
+    file: &SourceFile,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Document> {
+    let mut docs = Vec::new();
+    for chunk in split_documents(&file.text) {
+        let chunk_text = &file.text[chunk.start..chunk.end];
+        let mut loader = Loader {
+            file_id,
+            file,
+            line_offset: chunk.first_line - 1,
+            limits,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            alias_nodes: 0,
+        };
+        let mut parser = Parser::new_from_str(chunk_text);
+        let doc_span = Span::new(file_id, chunk.start, chunk.end);
+        let mut produced = false;
+        loop {
+            match loader.next_document(&mut parser) {
+                Ok(Some(root)) => {
+                    produced = true;
+                    docs.push(Document {
+                        index: docs.len(),
+                        root,
+                        span: doc_span,
+                    });
+                }
+                Ok(None) => break,
+                Err(diag) => {
+                    diags.push(*diag);
+                    docs.push(Document {
+                        index: docs.len(),
+                        root: None,
+                        span: doc_span,
+                    });
+                    produced = true;
+                    break;
+                }
+            }
+        }
+        let _ = produced;
+    }
+    docs
+}
+
+struct Chunk {
+    start: usize,
+    end: usize,
+    first_line: usize,
+}
+
+/// Split a stream at lines that start a document (`---`), keeping the marker line
+/// with the document it starts. A chunk holding only comments yields no document.
+fn split_documents(text: &str) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let (mut start, mut first_line) = (0usize, 1usize);
+    let (mut offset, mut line) = (0usize, 1usize);
+    for l in text.split_inclusive('\n') {
+        let is_marker =
+            l.starts_with("---") && l[3..].chars().next().is_none_or(|c| c.is_whitespace());
+        if is_marker && offset > start {
+            chunks.push(Chunk {
+                start,
+                end: offset,
+                first_line,
+            });
+            start = offset;
+            first_line = line;
+        }
+        offset += l.len();
+        line += 1;
+    }
+    chunks.push(Chunk {
+        start,
+        end: text.len(),
+        first_line,
+    });
+    chunks
+}
+
+enum Frame {
+    Seq {
+        start: Span,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Span,
+        anchor: usize,
+        entries: Vec<Entry>,
+        key: Option<(String, Span)>,
+        seen: Option<HashSet<String>>,
+        merges: Vec<Node>,
+    },
+}
+
+struct Loader<'a> {
+    file_id: FileId,
+    file: &'a SourceFile,
+    line_offset: usize,
+    limits: &'a Limits,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    alias_nodes: usize,
+}
+
+type LoadResult<T> = Result<T, Box<Diagnostic>>;
+
+impl Loader<'_> {
+    fn span(&self, s: &saphyr_parser::Span) -> Span {
+        let start = self
+            .file
+            .offset_of(s.start.line() + self.line_offset, s.start.col());
+        let end = self
+            .file
+            .offset_of(s.end.line() + self.line_offset, s.end.col());
+        Span::new(self.file_id, start, end)
+    }
+
+    fn error(
+        &self,
+        rule: &'static crate::rules::RuleMeta,
+        span: Span,
+        message: String,
+        help: Option<&str>,
+    ) -> Box<Diagnostic> {
+        let mut d = Diagnostic::new(rule, message, Label::new(span));
+        if let Some(h) = help {
+            d = d.with_help(h);
+        }
+        Box::new(d)
+    }
+
+    /// Read the next document of this chunk; `Ok(None)` at the end of the stream.
+    fn next_document(
+        &mut self,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+    ) -> LoadResult<Option<Option<Node>>> {
+        self.anchors.clear();
+        self.alias_nodes = 0;
+        let mut root: Option<Node> = None;
+        let mut in_doc = false;
+        loop {
+            let (event, span) = match parser.next_event() {
+                None => return Ok(None),
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    let m = e.marker();
+                    let at = self.file.offset_of(m.line() + self.line_offset, m.col());
+                    let span = Span::new(self.file_id, at, at);
+                    if e.info().contains("recursion limit") {
+                        return Err(self.error(&load::YAML_LIMITS, span, format!("nesting too deep: {}", e.info()), Some("no mesh resource nests this deep; check the indentation or brackets")));
+                    }
+                    return Err(self.error(
+                        &load::YAML_SYNTAX,
+                        span,
+                        format!("invalid YAML: {}", e.info()),
+                        None,
+                    ));
+                }
+            };
+            match event {
+                Event::StreamStart | Event::Nothing => {}
+                Event::StreamEnd => return Ok(None),
+                Event::DocumentStart(_) => in_doc = true,
+                Event::DocumentEnd => {
+                    if in_doc {
+                        return Ok(Some(root));
+                    }
+                }
+                Event::SequenceStart(anchor, _) => {
+                    self.check_depth(&span)?;
+                    self.stack.push(Frame::Seq {
+                        start: self.span(&span),
+                        anchor,
+                        items: Vec::new(),
+                    });
+                }
+                Event::MappingStart(anchor, _) => {
+                    self.check_depth(&span)?;
+                    self.stack.push(Frame::Map {
+                        start: self.span(&span),
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                        seen: None,
+                        merges: Vec::new(),
+                    });
+                }
+                Event::SequenceEnd => {
+                    let Some(Frame::Seq {
+                        start,
+                        anchor,
+                        items,
+                    }) = self.stack.pop()
+                    else {
+                        return Err(self.unbalanced(&span));
+                    };
+                    let end = items.last().map_or(start, |n| n.span);
+                    let node = Node {
+                        value: Value::Seq(items),
+                        span: start.to(end),
+                    };
+                    self.finish(node, anchor, &mut root)?;
+                }
+                Event::MappingEnd => {
+                    let Some(Frame::Map {
+                        start,
+                        anchor,
+                        mut entries,
+                        merges,
+                        ..
+                    }) = self.stack.pop()
+                    else {
+                        return Err(self.unbalanced(&span));
+                    };
+                    apply_merges(&mut entries, merges);
+                    let end = entries.last().map_or(start, |e| e.value.span);
+                    let node = Node {
+                        value: Value::Map(entries),
+                        span: start.to(end),
+                    };
+                    self.finish(node, anchor, &mut root)?;
+                }
+                Event::Scalar(text, style, anchor, tag) => {
+                    let sp = self.span(&span);
+                    let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                    let value = if style == ScalarStyle::Plain && !forced_str {
+                        resolve_plain(&text)
+                    } else {
+                        Value::String(text.into_owned())
+                    };
+                    self.finish(Node { value, span: sp }, anchor, &mut root)?;
+                }
+                Event::Alias(id) => {
+                    let sp = self.span(&span);
+                    let Some(target) = self.anchors.get(&id) else {
+                        return Err(self.error(
+                            &load::YAML_SYNTAX,
+                            sp,
+                            "alias names no anchor".into(),
+                            None,
+                        ));
+                    };
+                    self.alias_nodes += target.size();
+                    if self.alias_nodes > self.limits.max_alias_nodes {
+                        return Err(self.error(
+                            &load::YAML_LIMITS,
+                            sp,
+                            format!(
+                                "alias expansion exceeds {} nodes (an alias bomb?)",
+                                self.limits.max_alias_nodes
+                            ),
+                            Some("expand the aliases by hand or reduce their nesting"),
+                        ));
+                    }
+                    let node = target.clone();
+                    self.finish(node, 0, &mut root)?;
+                }
+            }
+        }
+    }
+
+    /// The parser guarantees balanced start and end events; should it ever not,
+    /// the document is reported rather than the process aborted.
+    fn unbalanced(&self, span: &saphyr_parser::Span) -> Box<Diagnostic> {
+        self.error(
+            &load::YAML_SYNTAX,
+            self.span(span),
+            "unbalanced YAML structure".into(),
+            None,
+        )
+    }
+
+    fn check_depth(&self, span: &saphyr_parser::Span) -> LoadResult<()> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(self.error(
+                &load::YAML_LIMITS,
+                self.span(span),
+                format!("nesting deeper than {} levels", self.limits.max_depth),
+                Some("no mesh resource nests this deep; check the indentation or brackets"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Attach a finished node to its parent (or make it the root).
+    fn finish(&mut self, node: Node, anchor: usize, root: &mut Option<Node>) -> LoadResult<()> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => *root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                key: key @ None, ..
+            }) => {
+                let key_text = match &node.value {
+                    Value::String(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Null => "null".to_string(),
+                    Value::Seq(_) | Value::Map(_) => {
+                        return Err(self.error(
+                            &load::YAML_SYNTAX,
+                            node.span,
+                            "complex mapping keys are not supported".into(),
+                            None,
+                        ));
+                    }
+                };
+                *key = Some((key_text, node.span));
+            }
+            Some(Frame::Map {
+                key: key @ Some(_),
+                entries,
+                seen,
+                merges,
+                ..
+            }) => {
+                let (key_text, key_span) = key.take().expect("key is set");
+                if key_text == "<<" {
+                    merges.push(node);
+                    return Ok(());
+                }
+                let duplicate = match seen {
+                    Some(set) => !set.insert(key_text.clone()),
+                    None => {
+                        let dup = entries.iter().any(|e| e.key == key_text);
+                        if entries.len() >= 16 {
+                            *seen = Some(
+                                entries
+                                    .iter()
+                                    .map(|e| e.key.clone())
+                                    .chain([key_text.clone()])
+                                    .collect(),
+                            );
+                        }
+                        dup
+                    }
+                };
+                if duplicate {
+                    let first = entries
+                        .iter()
+                        .find(|e| e.key == key_text)
+                        .map(|e| e.key_span);
+                    let mut d = Diagnostic::new(
+                        &load::DUPLICATE_KEY,
+                        format!("duplicate key `{key_text}`"),
+                        Label::new(key_span),
+                    );
+                    if let Some(first) = first {
+                        d = d.with_related(Label::new(first).with_message("first defined here"));
+                    }
+                    return Err(Box::new(
+                        d.with_help("YAML parsers disagree on which value wins; keep one"),
+                    ));
+                }
+                entries.push(Entry {
+                    key: key_text,
+                    key_span,
+                    value: node,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// YAML merge keys (`<<: *base`): entries of the merged mappings that the mapping
+/// does not set itself.
+fn apply_merges(entries: &mut Vec<Entry>, merges: Vec<Node>) {
+    for merge in merges {
+        let maps: Vec<Node> = match merge.value {
+            Value::Seq(items) => items,
+            _ => vec![merge],
+        };
+        for m in maps {
+            if let Value::Map(src) = m.value {
+                for e in src {
+                    if !entries.iter().any(|x| x.key == e.key) {
+                        entries.push(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolve a plain scalar the way Kubernetes' YAML reader does (YAML 1.2 core
+/// schema plus YAML 1.1 booleans).
+fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
+            return Value::Bool(true);
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false);
+        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    let first = b[0];
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
+        return Value::String(s.to_owned());
+    }
+    let (neg, digits) = match first {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let radix_int = |prefix: &str, radix: u32| {
+        digits
+            .strip_prefix(prefix)
+            .filter(|d| !d.is_empty())
+            .and_then(|d| i64::from_str_radix(d, radix).ok())
+            .map(|v| if neg { -v } else { v })
+    };
+    if let Some(v) = radix_int("0x", 16).or_else(|| radix_int("0o", 8)) {
+        return Value::Int(v);
+    }
+    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
+        return match s.parse::<i64>() {
+            Ok(v) => Value::Int(v),
+            Err(_) => s
+                .parse::<f64>()
+                .map_or_else(|_| Value::String(s.to_owned()), Value::Float),
+        };
+    }
+    let is_float = {
+        let mut seen_digit = false;
+        let mut it = digits.bytes().peekable();
+        while it.peek().is_some_and(|c| c.is_ascii_digit()) {
+            it.next();
+            seen_digit = true;
+        }
+        if it.peek() == Some(&b'.') {
+            it.next();
+            while it.peek().is_some_and(|c| c.is_ascii_digit()) {
+                it.next();
+                seen_digit = true;
+            }
+        }
+        if seen_digit && matches!(it.peek(), Some(b'e' | b'E')) {
+            it.next();
+            if matches!(it.peek(), Some(b'+' | b'-')) {
+                it.next();
+            }
+            let mut exp = false;
+            while it.peek().is_some_and(|c| c.is_ascii_digit()) {
+                it.next();
+                exp = true;
+            }
+            seen_digit = exp;
+        }
+        seen_digit && it.next().is_none()
+    };
+    if is_float && let Ok(f) = s.parse::<f64>() {
+        return Value::Float(f);
+    }
+    Value::String(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> (Vec<Document>, Vec<Diagnostic>, SourceFile) {
+        let file = SourceFile::new("t.yaml", text);
+        let mut diags = Vec::new();
+        let docs = load(FileId(0), &file, &Limits::default(), &mut diags);
+        (docs, diags, file)
+    }
+
+    #[test]
+    fn spans_point_at_values_and_keys() {
+        let (docs, diags, file) =
+            load_str("a: 1\nspec:\n  http:\n  - route:\n    - destination: {subset: v2}\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let root = docs[0].root.as_ref().unwrap();
+        let p = path![
+            "spec",
+            "http",
+            0usize,
+            "route",
+            0usize,
+            "destination",
+            "subset"
+        ];
+        assert_eq!(p.to_string(), "spec.http[0].route[0].destination.subset");
+        let (span, key) = root.locate(&p.0);
+        let lc = file.line_col(span.start as usize);
+        assert_eq!((lc.line, lc.column), (5, 29));
+        assert_eq!(&file.text[span.start as usize..span.end as usize], "v2");
+        assert_eq!(
+            &file.text[key.unwrap().start as usize..key.unwrap().end as usize],
+            "subset"
+        );
+    }
+
+    #[test]
+    fn scalars_resolve_like_kubernetes() {
+        assert_eq!(resolve_plain("80"), Value::Int(80));
+        assert_eq!(resolve_plain("-3"), Value::Int(-3));
+        assert_eq!(resolve_plain("0x1F"), Value::Int(31));
+        assert_eq!(resolve_plain("1.5"), Value::Float(1.5));
+        assert_eq!(resolve_plain("1e3"), Value::Float(1000.0));
+        assert_eq!(resolve_plain("yes"), Value::Bool(true));
+        assert_eq!(resolve_plain("~"), Value::Null);
+        assert_eq!(resolve_plain("1.2.3"), Value::String("1.2.3".into()));
+        assert_eq!(resolve_plain("v1"), Value::String("v1".into()));
+        assert_eq!(resolve_plain("-"), Value::String("-".into()));
+        assert_eq!(resolve_plain("."), Value::String(".".into()));
+    }
+
+    #[test]
+    fn bad_document_does_not_hide_others() {
+        let (docs, diags, _) = load_str("a: 1\n---\nb: [1\n---\nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert!(docs[0].root.is_some() && docs[1].root.is_none() && docs[2].root.is_some());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].rule.code, "MC0001");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let (_, diags, file) = load_str("a: 1\nb: 2\na: 3\n");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].rule.code, "MC0002");
+        assert_eq!(file.line_col(diags[0].primary.span.start as usize).line, 3);
+    }
+
+    #[test]
+    fn anchors_aliases_and_merges() {
+        let (docs, diags, _) = load_str("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n");
+        assert!(diags.is_empty());
+        let j = docs[0].root.as_ref().unwrap().to_json();
+        assert_eq!(j["other"], serde_json::json!({"y": 3, "x": 1}));
+    }
+
+    #[test]
+    fn alias_bomb_is_bounded() {
+        let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            s += &format!("a{i}: &a{i} [{}]\n", vec![prev.as_str(); 10].join(", "));
+        }
+        let (_, diags, _) = load_str(&s);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].rule.code, "MC0003");
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let s = format!("a: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        let (_, diags, _) = load_str(&s);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].rule.code, "MC0003");
+    }
+
+    #[test]
+    fn comments_only_is_no_document() {
+        let (docs, diags, _) = load_str("# nothing\n");
+        assert!(diags.is_empty());
+        assert!(docs.iter().all(|d| d.root.is_none()));
+    }
+}
