@@ -1,1 +1,303 @@
-fn main() {}
+//! `meshc`: the command line. Wiring only: argument parsing, reading files,
+//! calling the compiler and the validator, exit codes.
+//!
+//! Exit codes: 0 clean, 1 findings (errors, or warnings with
+//! `--deny-warnings`), 2 usage or I/O errors. A closed pipe is not an error.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, Settings, rules};
+use meshc_validator::{Format, RenderOptions};
+use rayon::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "meshc",
+    version,
+    about = "GitOps policy compiler and config validator for service meshes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check policy files and report diagnostics.
+    Lint(LintArgs),
+    /// List every rule.
+    Rules {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Print a rule's documentation.
+    Explain {
+        /// A rule code (`MC0101`) or name (`dangling-subset`).
+        code: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Concise,
+    Json,
+    Sarif,
+    Github,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+struct LintArgs {
+    /// Files and directories (recursive, honouring .gitignore); `-` reads standard input.
+    #[arg(default_value = ".")]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    format: OutputFormat,
+    /// Exit 1 on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
+    /// Run only these codes or prefixes (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    select: Vec<String>,
+    /// Skip these codes or prefixes.
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
+    /// Configuration file (default: `meshc.toml` in the first directory given, or the current one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Colour in human output.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+    /// Also list documents of kinds meshc does not model.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Lint(args) => lint(args),
+        Command::Rules { format } => list_rules(format),
+        Command::Explain { code } => explain(&code),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Write to stdout; a closed pipe ends output quietly.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn lint(args: LintArgs) -> Result<u8> {
+    let limits = Limits::default();
+    let (config_file, config_source) = load_config(&args)?;
+    let mut file = config_file;
+    if !args.select.is_empty() {
+        file.select = Some(args.select.clone());
+    }
+    file.ignore.extend(args.ignore.iter().cloned());
+    let settings = Settings::resolve(&file);
+    let inputs = collect_inputs(&args.paths, &limits)?;
+    let options = Options {
+        settings,
+        limits,
+        config_source,
+    };
+    let analysis = meshc_compiler::analyze(inputs, &options);
+    if args.verbose {
+        for s in &analysis.skipped {
+            let f = analysis.sources.get(s.span.file);
+            let lc = f.line_col(s.span.start as usize);
+            eprintln!(
+                "{}:{}:{}: skipped {} ({}): not a kind meshc checks",
+                f.path, lc.line, lc.column, s.kind, s.api_version
+            );
+        }
+    }
+    let format = match args.format {
+        OutputFormat::Human => Format::Human,
+        OutputFormat::Concise => Format::Concise,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Sarif => Format::Sarif,
+        OutputFormat::Github => Format::Github,
+    };
+    let color = match args.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    emit(&meshc_validator::render(
+        &analysis,
+        format,
+        RenderOptions { color, width: 100 },
+    ))?;
+    let errors = analysis.count(meshc_compiler::Severity::Error);
+    let warnings = analysis.count(meshc_compiler::Severity::Warning);
+    Ok(u8::from(errors > 0 || (args.deny_warnings && warnings > 0)))
+}
+
+/// `--config`, else `meshc.toml` in the first directory argument, else in the current directory.
+fn load_config(args: &LintArgs) -> Result<(ConfigFile, Option<(String, String)>)> {
+    let candidate = match &args.config {
+        Some(p) => Some(p.clone()),
+        None => args
+            .paths
+            .iter()
+            .find(|p| p.is_dir())
+            .map(|d| d.join("meshc.toml"))
+            .filter(|p| p.is_file())
+            .or_else(|| Some(PathBuf::from("meshc.toml")).filter(|p| p.is_file())),
+    };
+    let Some(path) = candidate else {
+        return Ok((ConfigFile::default(), None));
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let file = ConfigFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((file, Some((path.display().to_string(), text))))
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// Expand the arguments into inputs, in a stable order.
+fn collect_inputs(paths: &[PathBuf], limits: &Limits) -> Result<Vec<Input>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut inputs = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(limits.max_file_bytes as u64 + 1)
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+            inputs.push(Input::bytes("<stdin>", buf));
+        } else if p.is_dir() {
+            let mut found: Vec<PathBuf> = ignore::WalkBuilder::new(p)
+                .require_git(false)
+                .build()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_some_and(|t| t.is_file()) && is_yaml(e.path()))
+                .map(|e| e.into_path())
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    let max = limits.max_file_bytes as u64;
+    let read: Vec<Input> = files
+        .par_iter()
+        .map(|path| {
+            let shown = path
+                .strip_prefix("./")
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            let content = match std::fs::metadata(path) {
+                Ok(m) if m.len() > max => Err(InputError::TooLarge(m.len())),
+                Ok(_) => std::fs::read(path).map_err(|e| InputError::Io(e.to_string())),
+                Err(e) => Err(InputError::Io(e.to_string())),
+            };
+            Input {
+                path: shown,
+                content,
+            }
+        })
+        .collect();
+    inputs.extend(read);
+    Ok(inputs)
+}
+
+fn list_rules(format: ListFormat) -> Result<u8> {
+    let text = match format {
+        ListFormat::Text => {
+            let mut s = String::new();
+            for r in rules::ALL {
+                let eq = if r.equivalents.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", r.equivalents.join(", "))
+                };
+                s += &format!(
+                    "{}  {:<22} {:<8} {}{eq}\n",
+                    r.code,
+                    r.name,
+                    r.severity.as_str(),
+                    r.summary
+                );
+            }
+            s
+        }
+        ListFormat::Json => {
+            let list: Vec<_> = rules::ALL
+                .iter()
+                .map(|r| serde_json::json!({"code": r.code, "name": r.name, "group": r.group.as_str(), "severity": r.severity, "summary": r.summary, "equivalents": r.equivalents}))
+                .collect();
+            serde_json::to_string_pretty(&list)? + "\n"
+        }
+    };
+    emit(&text)?;
+    Ok(0)
+}
+
+fn explain(code: &str) -> Result<u8> {
+    let Some(r) = rules::find(code) else {
+        bail!("no rule `{code}`; `meshc rules` lists them")
+    };
+    let mut s = format!(
+        "# {} {}\n\n{}.\n\nGroup: {}. Default severity: {}.",
+        r.code,
+        r.name,
+        r.summary,
+        r.group.as_str(),
+        r.severity
+    );
+    if !r.equivalents.is_empty() {
+        s += &format!(" Equivalent upstream checks: {}.", r.equivalents.join(", "));
+    }
+    s += "\n\n";
+    s += &r.documentation();
+    emit(&s)?;
+    Ok(0)
+}
