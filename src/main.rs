@@ -189,7 +189,12 @@ fn load_config(args: &LintArgs) -> Result<(ConfigFile, Option<(String, String)>)
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let file = ConfigFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((file, Some((path.display().to_string(), text))))
+    let shown = path
+        .strip_prefix("./")
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    Ok((file, Some((shown, text))))
 }
 
 fn is_yaml(p: &Path) -> bool {

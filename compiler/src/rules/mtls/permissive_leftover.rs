@@ -172,21 +172,16 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
 }
 
 fn scope(r: &Resource, p: &PeerAuthenticationSpec) -> String {
-    match p
+    let labels = p
         .selector
         .as_ref()
         .and_then(|s| s.match_labels.as_ref())
-        .filter(|l| !l.is_empty())
-    {
-        Some(labels) => format!(
-            "workload policy {} ({})",
-            r.display(),
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        None => format!("namespace policy {}", r.display()),
+        .filter(|l| !l.is_empty());
+    match labels {
+        Some(labels) => {
+            let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("the workload policy for {}", shown.join(","))
+        }
+        None => format!("the namespace policy of `{}`", r.namespace),
     }
 }
