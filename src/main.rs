@@ -40,6 +40,15 @@ enum Command {
         /// A rule code (`MC0101`) or name (`dangling-subset`).
         code: String,
     },
+    /// Write a synthetic policy repository (for benchmarks).
+    #[command(hide = true)]
+    Synth {
+        /// Number of services.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Output directory (created).
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,6 +113,7 @@ fn main() -> ExitCode {
         Command::Lint(args) => lint(args),
         Command::Rules { format } => list_rules(format),
         Command::Explain { code } => explain(&code),
+        Command::Synth { services, out } => synth(services, &out),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -304,5 +314,17 @@ fn explain(code: &str) -> Result<u8> {
     s += "\n\n";
     s += &r.documentation();
     emit(&s)?;
+    Ok(0)
+}
+
+fn synth(services: usize, out: &Path) -> Result<u8> {
+    for (path, text) in meshc_compiler::synth::repository(services) {
+        let path = out.join(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(0)
 }

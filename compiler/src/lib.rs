@@ -26,6 +26,7 @@ pub mod model;
 pub mod rules;
 pub mod schema;
 pub mod source;
+pub mod synth;
 pub mod yaml;
 
 use std::collections::{BTreeSet, HashMap};
