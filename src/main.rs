@@ -178,6 +178,9 @@ fn lint(args: LintArgs) -> Result<u8> {
     ))?;
     let errors = analysis.count(meshc_compiler::Severity::Error);
     let warnings = analysis.count(meshc_compiler::Severity::Warning);
+    // The process ends right after; freeing a large analysis costs a tenth of
+    // the run (0.4 s for 70,000 resources), so leave it to the OS.
+    std::mem::forget(analysis);
     Ok(u8::from(errors > 0 || (args.deny_warnings && warnings > 0)))
 }
 

@@ -114,6 +114,9 @@ pub struct Analysis {
     pub diagnostics: Vec<Diagnostic>,
     /// Documents of kinds meshc does not model.
     pub skipped: Vec<Skipped>,
+    /// Number of inputs (the first `inputs` files of `sources`; a `meshc.toml`
+    /// with problems may follow them).
+    pub inputs: usize,
 }
 
 impl Analysis {
@@ -140,7 +143,10 @@ pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
         .enumerate()
         .map(|(i, input)| load_file(FileId(i as u32), input, &options.limits))
         .collect();
-    let mut analysis = Analysis::default();
+    let mut analysis = Analysis {
+        inputs: results.len(),
+        ..Analysis::default()
+    };
     let mut diagnostics = Vec::new();
     for r in results {
         analysis.sources.add(r.source);

@@ -1,5 +1,7 @@
 //! `MC0301` permissive-leftover.
 
+use std::collections::HashMap;
+
 use crate::analysis::{Context, Resource, selector_matches};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
@@ -79,10 +81,15 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         .iter()
         .find(|(r, p)| r.namespace == ctx.settings.root_namespace && is_wide(p));
     let mesh_mode = mesh.and_then(|(_, p)| mode(p));
-    let namespace_pa = |ns: &str| {
-        pas.iter()
-            .find(|(r, p)| r.namespace == ns && is_wide(p) && ns != ctx.settings.root_namespace)
-    };
+    // Namespace-wide policies by namespace (the first one, as Istio takes the oldest).
+    let mut by_namespace: HashMap<&str, &(&Resource, &PeerAuthenticationSpec)> = HashMap::new();
+    for pa in pas
+        .iter()
+        .filter(|(r, p)| is_wide(p) && r.namespace != ctx.settings.root_namespace)
+    {
+        by_namespace.entry(pa.0.namespace.as_str()).or_insert(pa);
+    }
+    let namespace_pa = |ns: &str| by_namespace.get(ns).copied();
 
     for (r, p) in &pas {
         let own = mode(p);
