@@ -280,11 +280,9 @@ pub fn load(
         };
         let mut parser = Parser::new_from_str(chunk_text);
         let doc_span = Span::new(file_id, chunk.start, chunk.end);
-        let mut produced = false;
         loop {
             match loader.next_document(&mut parser) {
                 Ok(Some(root)) => {
-                    produced = true;
                     docs.push(Document {
                         index: docs.len(),
                         root,
@@ -299,12 +297,10 @@ pub fn load(
                         root: None,
                         span: doc_span,
                     });
-                    produced = true;
                     break;
                 }
             }
         }
-        let _ = produced;
     }
     docs
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::{Context, Resource, selector_matches};
+use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, MutualTlsMode, PeerAuthenticationSpec, Spec};
@@ -174,7 +174,6 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 );
             }
         }
-        let _ = selector_matches;
     }
 }
 
