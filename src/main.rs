@@ -58,15 +58,6 @@ enum ListFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum OutputFormat {
-    Human,
-    Concise,
-    Json,
-    Sarif,
-    Github,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum Color {
     Auto,
     Always,
@@ -79,8 +70,8 @@ struct LintArgs {
     #[arg(default_value = ".")]
     paths: Vec<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-    format: OutputFormat,
+    #[arg(long, default_value = "human", value_parser = format_parser())]
+    format: Format,
     /// Exit 1 on warnings too.
     #[arg(long)]
     deny_warnings: bool,
@@ -133,6 +124,13 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
+/// `--format` values, as the validator names them.
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Format::NAMES)
+        .map(|s| Format::parse(&s).expect("a listed format name parses"))
+}
+
 fn lint(args: LintArgs) -> Result<u8> {
     let limits = Limits::default();
     let (config_file, config_source) = load_config(&args)?;
@@ -159,13 +157,6 @@ fn lint(args: LintArgs) -> Result<u8> {
             );
         }
     }
-    let format = match args.format {
-        OutputFormat::Human => Format::Human,
-        OutputFormat::Concise => Format::Concise,
-        OutputFormat::Json => Format::Json,
-        OutputFormat::Sarif => Format::Sarif,
-        OutputFormat::Github => Format::Github,
-    };
     let color = match args.color {
         Color::Always => true,
         Color::Never => false,
@@ -173,7 +164,7 @@ fn lint(args: LintArgs) -> Result<u8> {
     };
     emit(&meshc_validator::render(
         &analysis,
-        format,
+        args.format,
         RenderOptions { color, width: 100 },
     ))?;
     let errors = analysis.count(meshc_compiler::Severity::Error);

@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::{Kind, ObjectMeta, Spec};
 use crate::rules::RuleMeta;
-use crate::source::{FileId, Span};
+use crate::source::FileId;
 use crate::yaml::{Node, YamlPath};
 
 /// One resource read from the repository.
@@ -43,11 +43,6 @@ impl Resource {
         let (span, _) = self.root.locate(&path.0);
         Label::new(span).with_path(path)
     }
-    /// The span of the key at the end of `path`, or of its value.
-    pub fn key_span(&self, path: &YamlPath) -> Span {
-        let (span, key) = self.root.locate(&path.0);
-        key.unwrap_or(span)
-    }
     /// A diagnostic of `rule` about this resource at `path`.
     pub fn diag(
         &self,
@@ -66,8 +61,6 @@ impl Resource {
 /// A workload (Deployment, StatefulSet, DaemonSet or Pod).
 #[derive(Debug, Clone)]
 pub struct Workload {
-    /// Index into [`Context::resources`].
-    pub resource: usize,
     /// Namespace.
     pub namespace: String,
     /// Pod labels.
@@ -133,7 +126,6 @@ impl<'a> Context<'a> {
                 ) => {
                     let t = &w.template;
                     ctx.workloads.push(Workload {
-                        resource: i,
                         namespace: r.namespace.clone(),
                         labels: t.metadata.labels.clone().unwrap_or_default(),
                         annotations: t.metadata.annotations.clone().unwrap_or_default(),
@@ -146,7 +138,6 @@ impl<'a> Context<'a> {
                     });
                 }
                 (Kind::Pod, Some(Spec::Pod(p))) => ctx.workloads.push(Workload {
-                    resource: i,
                     namespace: r.namespace.clone(),
                     labels: r.labels(),
                     annotations: r.meta.annotations.clone().unwrap_or_default(),
@@ -229,14 +220,6 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
         Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
         None => pattern == host,
     }
-}
-
-/// Whether every `selector` label is set to the same value in `labels`.
-pub fn selector_matches(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[cfg(test)]

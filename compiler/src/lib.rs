@@ -373,7 +373,8 @@ fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut File
 fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<(Kind, &str, &str), &Resource> = HashMap::new();
     for r in resources {
-        if let Some(first) = seen.insert((r.kind, &r.namespace, &r.name), r) {
+        let first = *seen.entry((r.kind, &r.namespace, &r.name)).or_insert(r);
+        if !std::ptr::eq(first, r) {
             let d = r
                 .diag(
                     &load::DUPLICATE_RESOURCE,
@@ -386,7 +387,6 @@ fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
                         .with_message("first declared here"),
                 )
                 .with_help("only one of them exists in the cluster; merge them or rename one");
-            seen.insert((r.kind, &r.namespace, &r.name), first);
             out.push(d);
         }
     }

@@ -7,7 +7,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value as Json;
 
 use crate::model::Kind;
-use crate::yaml::{Node, PathSeg, YamlPath};
+use crate::yaml::{Node, YamlPath};
 
 /// One schema violation, located by YAML path.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +57,7 @@ pub fn validate(kind: Kind, root: &Node, doc: &Json) -> Vec<Violation> {
     for err in c.validator.iter_errors(doc) {
         let path = YamlPath::from_pointer(root, err.instance_path().as_str());
         let instance = err.instance();
-        let (message, key) = match err.kind() {
+        let message = match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for field in unexpected {
                     out.push(Violation {
@@ -78,25 +78,21 @@ pub fn validate(kind: Kind, root: &Node, doc: &Json) -> Vec<Violation> {
                         .collect::<Vec<_>>()
                         .join(" or "),
                 };
-                (
-                    format!("expected {expected}, found {}", json_type(instance)),
-                    false,
-                )
+                format!("expected {expected}, found {}", json_type(instance))
             }
             ValidationErrorKind::Enum { options } => {
                 let opts = options
                     .as_array()
                     .map(|a| a.iter().map(short).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default();
-                (format!("{} is not one of: {opts}", short(instance)), false)
+                format!("{} is not one of: {opts}", short(instance))
             }
-            ValidationErrorKind::Required { property } => (
+            ValidationErrorKind::Required { property } => {
                 format!(
                     "missing required field `{}`",
                     property.as_str().unwrap_or("?")
-                ),
-                false,
-            ),
+                )
+            }
             ValidationErrorKind::OneOfMultipleValid { .. }
             | ValidationErrorKind::OneOfNotValid { .. }
             | ValidationErrorKind::AnyOf { .. }
@@ -112,29 +108,20 @@ pub fn validate(kind: Kind, root: &Node, doc: &Json) -> Vec<Violation> {
                     })
                     .unwrap_or_default();
                 if present.len() > 1 {
-                    (format!("set only one of {}", present.join(", ")), false)
+                    format!("set only one of {}", present.join(", "))
                 } else if !fields.is_empty() && present.is_empty() {
-                    (
-                        format!(
-                            "set one of {}",
-                            fields
-                                .iter()
-                                .map(|f| format!("`{f}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        false,
-                    )
+                    let shown: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+                    format!("set one of {}", shown.join(", "))
                 } else {
-                    (truncate(&err.to_string()), false)
+                    truncate(&err.to_string())
                 }
             }
-            _ => (truncate(&err.to_string()), false),
+            _ => truncate(&err.to_string()),
         };
         out.push(Violation {
             path,
             message,
-            at_key: key,
+            at_key: false,
         });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path).then(a.message.cmp(&b.message)));
@@ -225,13 +212,5 @@ fn truncate(s: &str) -> String {
         s.to_string()
     } else {
         format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
-}
-
-/// The last key of a path, if it ends in a key.
-pub fn last_key(path: &YamlPath) -> Option<&str> {
-    match path.0.last() {
-        Some(PathSeg::Key(k)) => Some(k),
-        _ => None,
     }
 }

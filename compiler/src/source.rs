@@ -81,12 +81,11 @@ impl SourceFile {
     pub fn offset_of(&self, line: usize, col: usize) -> usize {
         let start = self.line_start(line);
         let rest = &self.text[start..];
-        if rest.is_char_boundary(col.min(rest.len()))
-            && rest.as_bytes()[..col.min(rest.len())].is_ascii()
-        {
-            return start + col.min(rest.len());
+        match rest.as_bytes().get(..col) {
+            // Columns count characters; over ASCII they are bytes.
+            Some(prefix) if prefix.is_ascii() => start + col,
+            _ => start + rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i),
         }
-        start + rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i)
     }
 
     /// Line and column of a byte offset.
@@ -102,21 +101,6 @@ impl SourceFile {
             line: line as u32 + 1,
             column: column as u32 + 1,
         }
-    }
-
-    /// The text of 1-based `line`, without its line break.
-    pub fn line_text(&self, line: usize) -> &str {
-        let start = self.line_start(line);
-        let end = self
-            .line_starts
-            .get(line)
-            .map_or(self.text.len(), |&e| e as usize);
-        self.text[start..end].trim_end_matches(['\n', '\r'])
-    }
-
-    /// Number of lines.
-    pub fn line_count(&self) -> usize {
-        self.line_starts.len()
     }
 }
 
@@ -155,14 +139,6 @@ impl SourceMap {
             .enumerate()
             .map(|(i, f)| (FileId(i as u32), f))
     }
-    /// Number of files.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-    /// True when no file was added.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -176,6 +152,5 @@ mod tests {
         let x = f.text.find('x').unwrap();
         assert_eq!(f.line_col(x), LineCol { line: 2, column: 7 });
         assert_eq!(f.offset_of(2, 6), x);
-        assert_eq!(f.line_text(2), "näme: x");
     }
 }

@@ -81,11 +81,7 @@ pub struct Summary {
 
 pub(crate) fn summary(a: &Analysis) -> Summary {
     Summary {
-        files: a
-            .sources
-            .files()
-            .filter(|(_, f)| f.path != "meshc.toml" || !a.resources.is_empty())
-            .count(),
+        files: a.inputs,
         resources: a.resources.len(),
         skipped: a.skipped.len(),
         errors: a.count(Severity::Error),

@@ -32,10 +32,13 @@ pub enum Format {
 }
 
 impl Format {
+    /// The names [`Format::parse`] accepts.
+    pub const NAMES: [&'static str; 5] = ["human", "concise", "json", "sarif", "github"];
+
     /// Parse a format name.
     pub fn parse(s: &str) -> Option<Format> {
         Some(match s {
-            "human" | "full" => Format::Human,
+            "human" => Format::Human,
             "concise" => Format::Concise,
             "json" => Format::Json,
             "sarif" => Format::Sarif,

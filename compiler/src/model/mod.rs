@@ -274,11 +274,6 @@ impl Kind {
         }
     }
 
-    /// True for Istio kinds (strict schemas).
-    pub fn is_istio(self) -> bool {
-        self.group().ends_with("istio.io")
-    }
-
     /// The kind named `kind` in API group `group`, if meshc models it.
     pub fn lookup(group: &str, kind: &str) -> Option<Kind> {
         Kind::ALL

@@ -75,12 +75,6 @@ impl RuleMeta {
     }
 }
 
-impl PartialEq for RuleMeta {
-    fn eq(&self, other: &Self) -> bool {
-        self.code == other.code
-    }
-}
-
 /// Declare a rule: its doc comment becomes [`RuleMeta::doc`].
 #[macro_export]
 macro_rules! declare_rule {
