@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, Settings, rules};
+use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, Settings, config, rules};
 use meshc_validator::{Format, RenderOptions};
 use rayon::prelude::*;
 
@@ -134,12 +134,19 @@ fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
 fn lint(args: LintArgs) -> Result<u8> {
     let limits = Limits::default();
     let (config_file, config_source) = load_config(&args)?;
-    let mut file = config_file;
-    if !args.select.is_empty() {
-        file.select = Some(args.select.clone());
+    if let Some(code) = args
+        .select
+        .iter()
+        .chain(&args.ignore)
+        .find(|c| !config::is_known_selector(c))
+    {
+        bail!("`{code}` names no rule; `meshc rules` lists them");
     }
-    file.ignore.extend(args.ignore.iter().cloned());
-    let settings = Settings::resolve(&file);
+    let mut settings = Settings::resolve(&config_file);
+    if !args.select.is_empty() {
+        settings.select = Some(args.select.clone());
+    }
+    settings.ignore.extend(args.ignore.iter().cloned());
     let inputs = collect_inputs(&args.paths, &limits)?;
     let options = Options {
         settings,

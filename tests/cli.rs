@@ -41,6 +41,9 @@ fn exit_codes() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no/such/path"));
     assert_eq!(meshc(&["lint", "--format", "xml"]).status.code(), Some(2));
     assert_eq!(meshc(&["explain", "MC9999"]).status.code(), Some(2));
+    let unknown = meshc(&["lint", "--ignore", "MC9999", "policies-examples/bookinfo"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("`MC9999` names no rule"));
 }
 
 #[test]
@@ -111,6 +114,22 @@ fn config_file_and_annotation_suppress() {
     );
     assert!(
         text.contains("meshc.toml:1:12: warning[MC0020] `MC0999` names no rule"),
+        "{text}"
+    );
+
+    // Located by the TOML parser, not by searching the text.
+    std::fs::write(
+        dir.path().join("meshc.toml"),
+        "# MC0999 was retired\nignore = [\"MC0999\"]\n[severity]\nMC0101 = \"loud\"\n",
+    )
+    .unwrap();
+    let text = stdout(&meshc_in(dir.path(), &["lint", "--format", "concise", "."]));
+    assert!(
+        text.contains("meshc.toml:2:12: warning[MC0020] `MC0999` names no rule"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meshc.toml:4:11: warning[MC0020] `loud` is not a severity"),
         "{text}"
     );
 

@@ -3,8 +3,10 @@
 //! rules read.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::diagnostic::Severity;
 use crate::rules;
@@ -14,13 +16,13 @@ use crate::rules;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     /// Only these codes or code prefixes (`MC01`) run; all when absent.
-    pub select: Option<Vec<String>>,
+    pub select: Option<Vec<Spanned<String>>>,
     /// Codes or prefixes that never run.
     #[serde(default)]
-    pub ignore: Vec<String>,
+    pub ignore: Vec<Spanned<String>>,
     /// Per-code severity: `MC0301 = "error"`.
     #[serde(default)]
-    pub severity: BTreeMap<String, String>,
+    pub severity: BTreeMap<Spanned<String>, Spanned<String>>,
     /// SPIFFE trust domain (default `cluster.local`).
     pub trust_domain: Option<String>,
     /// Istio's root namespace for mesh-wide policy (default `istio-system`).
@@ -58,8 +60,8 @@ pub struct Settings {
     /// Hosts assumed to exist.
     pub known_hosts: Vec<String>,
     /// Problems found while resolving (unknown codes, bad severities), as
-    /// `(offending text, message)`; reported as `MC0020`.
-    pub problems: Vec<(String, String)>,
+    /// `(byte range in meshc.toml, message)`; reported as `MC0020`.
+    pub problems: Vec<(Range<usize>, String)>,
 }
 
 impl Default for Settings {
@@ -71,30 +73,37 @@ impl Default for Settings {
 impl Settings {
     /// Resolve a config file with defaults.
     pub fn resolve(file: &ConfigFile) -> Settings {
-        let mut problems: Vec<(String, String)> = file
+        let codes = file
             .select
             .iter()
             .flatten()
             .chain(&file.ignore)
-            .chain(file.severity.keys())
-            .filter(|c| !is_known_selector(c))
-            .map(|c| (c.clone(), format!("`{c}` names no rule")))
+            .chain(file.severity.keys());
+        let mut problems: Vec<(Range<usize>, String)> = codes
+            .filter(|c| !is_known_selector(c.as_ref()))
+            .map(|c| (c.span(), format!("`{}` names no rule", c.as_ref())))
             .collect();
         let mut severity = BTreeMap::new();
         for (code, sev) in &file.severity {
-            match Severity::parse(sev) {
+            match Severity::parse(sev.as_ref()) {
                 Some(s) => {
-                    severity.insert(code.to_ascii_uppercase(), s);
+                    severity.insert(code.as_ref().to_ascii_uppercase(), s);
                 }
                 None => problems.push((
-                    sev.clone(),
-                    format!("`{sev}` is not a severity (error, warning, info)"),
+                    sev.span(),
+                    format!(
+                        "`{}` is not a severity (error, warning, info)",
+                        sev.as_ref()
+                    ),
                 )),
             }
         }
         Settings {
-            select: file.select.clone(),
-            ignore: file.ignore.clone(),
+            select: file
+                .select
+                .as_ref()
+                .map(|v| v.iter().map(|c| c.get_ref().clone()).collect()),
+            ignore: file.ignore.iter().map(|c| c.get_ref().clone()).collect(),
             severity,
             trust_domain: file
                 .trust_domain

@@ -402,13 +402,16 @@ fn config_problems(options: &Options, sources: &mut SourceMap, out: &mut Vec<Dia
         .clone()
         .unwrap_or_else(|| ("meshc.toml".into(), String::new()));
     let id = sources.add(SourceFile::new(path, text.clone()));
-    for (needle, message) in &options.settings.problems {
-        let at = text
-            .find(&format!("\"{needle}\""))
-            .map(|i| i + 1)
-            .or_else(|| text.find(needle.as_str()))
-            .unwrap_or(0);
-        let span = Span::new(id, at, at + if text.is_empty() { 0 } else { needle.len() });
+    for (range, message) in &options.settings.problems {
+        // The range includes the quotes of a TOML string; point at its content.
+        let quoted = text
+            .get(range.clone())
+            .is_some_and(|t| t.len() >= 2 && t.starts_with('"'));
+        let span = if quoted {
+            Span::new(id, range.start + 1, range.end - 1)
+        } else {
+            Span::new(id, range.start, range.end)
+        };
         out.push(
             Diagnostic::new(&load::UNKNOWN_CODE, message.clone(), Label::new(span))
                 .with_help("`meshc rules` lists every code"),
