@@ -13,6 +13,7 @@ pub mod load;
 pub mod mtls;
 pub mod references;
 pub mod routing;
+pub(crate) mod walk;
 
 /// Which part of the policy a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

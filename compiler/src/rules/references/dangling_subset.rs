@@ -68,7 +68,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };
-        for (path, dest) in super::destinations(vs) {
+        for (path, dest) in crate::rules::walk::destinations(vs) {
             let Some(subset) = dest.subset.as_deref() else {
                 continue;
             };

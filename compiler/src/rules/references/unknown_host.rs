@@ -49,7 +49,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };
-        for (path, dest) in super::destinations(vs) {
+        for (path, dest) in crate::rules::walk::destinations(vs) {
             let fqdn = ctx.fqdn(&dest.host, &r.namespace);
             if !ctx.host_exists(&fqdn) {
                 out.push(

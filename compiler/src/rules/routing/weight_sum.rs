@@ -4,7 +4,6 @@ use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Spec};
-use crate::path;
 use crate::yaml::YamlPath;
 
 declare_rule! {
@@ -49,26 +48,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };
-        let mut routes: Vec<(YamlPath, Vec<Option<i64>>)> = Vec::new();
-        for (i, h) in vs.http.iter().flatten().enumerate() {
-            routes.push((
-                path!["spec", "http", i, "route"],
-                h.route.iter().flatten().map(|d| d.weight).collect(),
-            ));
-        }
-        for (i, t) in vs.tcp.iter().flatten().enumerate() {
-            routes.push((
-                path!["spec", "tcp", i, "route"],
-                t.route.iter().flatten().map(|d| d.weight).collect(),
-            ));
-        }
-        for (i, t) in vs.tls.iter().flatten().enumerate() {
-            routes.push((
-                path!["spec", "tls", i, "route"],
-                t.route.iter().flatten().map(|d| d.weight).collect(),
-            ));
-        }
-        for (path, weights) in routes {
+        for route in crate::rules::walk::routes(vs) {
+            let weights: Vec<Option<i64>> = route.destinations.iter().map(|(_, w)| *w).collect();
+            let path = route.path;
             if weights.len() < 2 {
                 continue;
             }
