@@ -39,7 +39,7 @@ fn every_rule_has_a_fixture_with_snapshots() {
             &["lint", "--format", "human", ctx, &path],
         );
         assert!(
-            human.contains(&format!("{}", rule.code)),
+            human.contains(rule.code),
             "{}: fixture does not trigger the rule:\n{human}",
             rule.code
         );

@@ -812,7 +812,7 @@ mod tests {
         let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
             let prev = format!("*a{}", i - 1);
-            s += &format!("a{i}: &a{i} [{}]\n", vec![prev.as_str(); 10].join(", "));
+            s += &format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 10].join(", "));
         }
         let (_, diags, _) = load_str(&s);
         assert_eq!(diags.len(), 1);

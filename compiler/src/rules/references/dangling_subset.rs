@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::{Context, host_matches};
+use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Spec};
@@ -74,19 +74,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             };
             let host = ctx.fqdn(&dest.host, &r.namespace);
             // Istio applies the most specific DestinationRule whose host covers this one.
-            let candidates: Vec<&(Vec<&str>, usize)> = match rules.get(&host) {
-                Some(exact) => exact.iter().collect(),
-                None => {
-                    let mut wild: Vec<(&String, &Vec<(Vec<&str>, usize)>)> = rules
-                        .iter()
-                        .filter(|(h, _)| host_matches(h, &host))
-                        .collect();
-                    wild.sort_by_key(|(h, _)| std::cmp::Reverse(h.len()));
-                    wild.first()
-                        .map(|(_, v)| v.iter().collect())
-                        .unwrap_or_default()
-                }
-            };
+            let candidates: &[(Vec<&str>, usize)] = covering(&host)
+                .find_map(|h| rules.get(h.as_ref()))
+                .map_or(&[], Vec::as_slice);
             if candidates
                 .iter()
                 .any(|(subsets, _)| subsets.contains(&subset))
@@ -101,7 +91,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     dest.host
                 ),
             );
-            for (subsets, i) in &candidates {
+            for (subsets, i) in candidates {
                 let dr = &ctx.resources[*i];
                 let known = if subsets.is_empty() {
                     "defines no subsets".to_string()
@@ -132,5 +122,52 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             });
             out.push(d);
         }
+    }
+}
+
+/// `host` itself, then the wildcards covering it from the most specific:
+/// `a.b.c`, `*.b.c`, `*.c`, `*`.
+fn covering(host: &str) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    let suffixes = host
+        .match_indices('.')
+        .map(move |(i, _)| std::borrow::Cow::Owned(format!("*{}", &host[i..])));
+    std::iter::once(std::borrow::Cow::Borrowed(host))
+        .chain(suffixes)
+        .chain(std::iter::once(std::borrow::Cow::Borrowed("*")))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Input, Options, analyze};
+
+    #[test]
+    fn the_most_specific_wildcard_destination_rule_applies() {
+        let dr = |name: &str, host: &str, subset: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  host: \"{host}\"\n  subsets: [{{name: {subset}}}]\n---\n"
+            )
+        };
+        let vs = |subset: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: shop}}\nspec:\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n"
+            )
+        };
+        let run = |subset: &str| {
+            let text =
+                dr("all", "*", "v9") + &dr("shop", "*.shop.svc.cluster.local", "v1") + &vs(subset);
+            let a = analyze(vec![Input::new("t.yaml", text)], &Options::default());
+            a.diagnostics
+                .iter()
+                .filter(|d| d.code() == "MC0101")
+                .count()
+        };
+        assert_eq!(run("v1"), 0, "*.shop.svc.cluster.local defines v1");
+        assert_eq!(run("v9"), 1, "the less specific `*` rule does not apply");
+    }
+
+    #[test]
+    fn covering_goes_from_specific_to_general() {
+        let hosts: Vec<String> = super::covering("a.b.c").map(|h| h.into_owned()).collect();
+        assert_eq!(hosts, ["a.b.c", "*.b.c", "*.c", "*"]);
     }
 }

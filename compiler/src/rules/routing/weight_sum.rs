@@ -4,7 +4,6 @@ use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Spec};
-use crate::yaml::YamlPath;
 
 declare_rule! {
     /// ## What it does
