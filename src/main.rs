@@ -273,7 +273,7 @@ fn list_rules(format: ListFormat) -> Result<u8> {
                 let eq = if r.equivalents.is_empty() {
                     String::new()
                 } else {
-                    format!(" [{}]", r.equivalents.join(", "))
+                    format!(" [{}]", r.upstream_codes().join(", "))
                 };
                 s += &format!(
                     "{}  {:<22} {:<8} {}{eq}\n",
@@ -288,7 +288,7 @@ fn list_rules(format: ListFormat) -> Result<u8> {
         ListFormat::Json => {
             let list: Vec<_> = rules::ALL
                 .iter()
-                .map(|r| serde_json::json!({"code": r.code, "name": r.name, "group": r.group.as_str(), "severity": r.severity, "summary": r.summary, "equivalents": r.equivalents}))
+                .map(|r| serde_json::json!({"code": r.code, "name": r.name, "group": r.group.as_str(), "severity": r.severity, "summary": r.summary, "equivalents": r.upstream_codes(), "upstream": r.equivalents}))
                 .collect();
             serde_json::to_string_pretty(&list)? + "\n"
         }
@@ -310,7 +310,8 @@ fn explain(code: &str) -> Result<u8> {
         r.severity
     );
     if !r.equivalents.is_empty() {
-        s += &format!(" Equivalent upstream checks: {}.", r.equivalents.join(", "));
+        let checks: Vec<String> = r.equivalents.iter().map(|u| u.to_string()).collect();
+        s += &format!(" Equivalent upstream checks: {}.", checks.join(", "));
     }
     s += "\n\n";
     s += &r.documentation();

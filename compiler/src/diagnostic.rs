@@ -50,6 +50,24 @@ impl fmt::Display for Severity {
     }
 }
 
+/// A check of another tool that a meshc finding corresponds to: an
+/// `istioctl analyze` message code with the analyzer that emits it, or a Kiali
+/// validation code with its checker. Conformance scoring matches on both,
+/// because one IST code (IST0101) is emitted by many analyzers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Upstream {
+    /// `IST0101`, `KIA1107`.
+    pub code: &'static str,
+    /// The analyzer or checker, `virtualservice.DestinationRuleAnalyzer`.
+    pub check: &'static str,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code, self.check)
+    }
+}
+
 /// A span with an optional YAML path and label text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Label {
@@ -99,6 +117,8 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// The resource, as `Kind namespace/name`.
     pub resource: Option<String>,
+    /// The upstream checks this finding corresponds to (a subset of the rule's).
+    pub upstream: Vec<Upstream>,
 }
 
 impl Diagnostic {
@@ -112,6 +132,7 @@ impl Diagnostic {
             related: Vec::new(),
             help: None,
             resource: None,
+            upstream: rule.equivalents.to_vec(),
         }
     }
     /// Add a related label.
@@ -128,6 +149,22 @@ impl Diagnostic {
     pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
         self.resource = Some(resource.into());
         self
+    }
+    /// Keep only the upstream equivalents with these codes: a rule that covers
+    /// several upstream checks says which one this finding is.
+    pub fn with_upstream(mut self, codes: &[&str]) -> Self {
+        self.upstream.retain(|u| codes.contains(&u.code));
+        self
+    }
+    /// The distinct upstream codes, in the rule's order.
+    pub fn upstream_codes(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = Vec::new();
+        for u in &self.upstream {
+            if !v.contains(&u.code) {
+                v.push(u.code);
+            }
+        }
+        v
     }
     /// The rule's code, such as `MC0101`.
     pub fn code(&self) -> &'static str {

@@ -1,5 +1,6 @@
 //! The JSON output: meshc's public, versioned contract for tools.
 
+use meshc_compiler::diagnostic::Upstream;
 use meshc_compiler::{Analysis, Severity};
 use serde::Serialize;
 
@@ -40,7 +41,9 @@ pub struct JsonDiagnostic {
     /// `Kind namespace/name`, or null.
     pub resource: Option<String>,
     /// Equivalent upstream codes (`IST0101`, `KIA1107`).
-    pub equivalents: &'static [&'static str],
+    pub equivalents: Vec<&'static str>,
+    /// The same with the upstream analyzer or checker that emits each code.
+    pub upstream: Vec<Upstream>,
     /// How to fix it, or null.
     pub help: Option<String>,
     /// Related places.
@@ -109,7 +112,8 @@ pub fn report(a: &Analysis) -> JsonReport {
                 end_column: p.end_column,
                 path: d.primary.path.as_ref().map(|p| p.to_string()),
                 resource: d.resource.clone(),
-                equivalents: d.rule.equivalents,
+                equivalents: d.upstream_codes(),
+                upstream: d.upstream.clone(),
                 help: d.help.clone(),
                 related: d
                     .related

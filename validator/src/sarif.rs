@@ -22,7 +22,7 @@ pub(crate) fn render(a: &Analysis) -> String {
                 "fullDescription": {"text": r.summary},
                 "help": {"text": r.documentation(), "markdown": r.documentation()},
                 "defaultConfiguration": {"level": level(r.severity)},
-                "properties": {"tags": [r.group.as_str()], "equivalents": r.equivalents},
+                "properties": {"tags": [r.group.as_str()], "equivalents": r.upstream_codes()},
             })
         })
         .collect();
@@ -75,7 +75,7 @@ pub(crate) fn render(a: &Analysis) -> String {
                 result["relatedLocations"] = Value::Array(related);
             }
             if let Some(r) = &d.resource {
-                result["properties"] = json!({"resource": r, "equivalents": d.rule.equivalents});
+                result["properties"] = json!({"resource": r, "equivalents": d.upstream_codes()});
             }
             result
         })

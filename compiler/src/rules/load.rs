@@ -161,7 +161,7 @@ declare_rule! {
         group: Load,
         severity: Error,
         summary: "The resource does not match its schema",
-        equivalents: ["IST0106"],
+        equivalents: [("IST0106", "schema.ValidationAnalyzer")],
     };
 }
 

@@ -7,7 +7,7 @@
 //! [`declare_rule!`], so `meshc explain` prints exactly what the source says.
 
 use crate::analysis::Context;
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::{Diagnostic, Severity, Upstream};
 
 pub mod load;
 pub mod mtls;
@@ -59,13 +59,23 @@ pub struct RuleMeta {
     pub severity: Severity,
     /// One-line summary.
     pub summary: &'static str,
-    /// Equivalent upstream codes (`IST0101`, `KIA1107`).
-    pub equivalents: &'static [&'static str],
+    /// Equivalent upstream checks (`IST0101` of `virtualservice.DestinationRuleAnalyzer`).
+    pub equivalents: &'static [Upstream],
     /// The rule's documentation in Markdown, from its doc comment.
     pub doc: &'static str,
 }
 
 impl RuleMeta {
+    /// The distinct upstream codes, in order.
+    pub fn upstream_codes(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = Vec::new();
+        for u in self.equivalents {
+            if !v.contains(&u.code) {
+                v.push(u.code);
+            }
+        }
+        v
+    }
     /// The documentation with the one leading space of each `///` line removed.
     pub fn documentation(&self) -> String {
         self.doc
@@ -87,7 +97,7 @@ macro_rules! declare_rule {
             group: $group:ident,
             severity: $sev:ident,
             summary: $summary:literal,
-            equivalents: [$($eq:literal),* $(,)?] $(,)?
+            equivalents: [$(($eq:literal, $check:literal)),* $(,)?] $(,)?
         };
     ) => {
         $(#[doc = $doc])*
@@ -97,7 +107,7 @@ macro_rules! declare_rule {
             group: $crate::rules::Group::$group,
             severity: $crate::diagnostic::Severity::$sev,
             summary: $summary,
-            equivalents: &[$($eq),*],
+            equivalents: &[$($crate::diagnostic::Upstream { code: $eq, check: $check }),*],
             doc: concat!($($doc, "\n"),*),
         };
     };

@@ -42,7 +42,7 @@ declare_rule! {
         group: References,
         severity: Error,
         summary: "A route names a subset that no DestinationRule defines",
-        equivalents: ["IST0101", "KIA1107"],
+        equivalents: [("IST0101", "virtualservice.DestinationRuleAnalyzer"), ("KIA1107", "virtualservices.SubsetPresenceChecker")],
     };
 }
 

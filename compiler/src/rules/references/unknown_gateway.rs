@@ -36,7 +36,7 @@ declare_rule! {
         group: References,
         severity: Error,
         summary: "A VirtualService names a Gateway that does not exist",
-        equivalents: ["IST0101", "KIA1102"],
+        equivalents: [("IST0101", "virtualservice.GatewayAnalyzer"), ("KIA1102", "virtualservices.NoGatewayChecker")],
     };
 }
 

@@ -40,7 +40,7 @@ declare_rule! {
         group: References,
         severity: Error,
         summary: "A destination or DestinationRule host resolves to no Service or ServiceEntry",
-        equivalents: ["IST0101", "IST0174", "KIA1101", "KIA0202"],
+        equivalents: [("IST0101", "virtualservice.DestinationHostAnalyzer"), ("IST0174", "destinationrule.SubsetSelectPodAnalyzer"), ("KIA1101", "virtualservices.NoHostChecker"), ("KIA0202", "destinationrules.NoDestinationChecker")],
     };
 }
 

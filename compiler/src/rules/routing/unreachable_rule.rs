@@ -46,7 +46,7 @@ declare_rule! {
         group: Routing,
         severity: Warning,
         summary: "An HTTP rule can never match because earlier rules catch its traffic",
-        equivalents: ["IST0131"],
+        equivalents: [("IST0130", "schema.ValidationAnalyzer.VirtualService")],
     };
 }
 

@@ -38,7 +38,7 @@ declare_rule! {
         group: Routing,
         severity: Error,
         summary: "Route weights do not sum to 100",
-        equivalents: ["IST0106"],
+        equivalents: [("IST0106", "schema.ValidationAnalyzer")],
     };
 }
 
