@@ -61,6 +61,8 @@ impl Resource {
 /// A workload (Deployment, StatefulSet, DaemonSet or Pod).
 #[derive(Debug, Clone)]
 pub struct Workload {
+    /// Index of the resource that declares it.
+    pub index: usize,
     /// Namespace.
     pub namespace: String,
     /// Pod labels.
@@ -71,22 +73,60 @@ pub struct Workload {
     pub service_account: String,
 }
 
-/// Everything the rules read.
+/// A port of a Service or ServiceEntry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Port number.
+    pub number: i64,
+    /// Port name, when given.
+    pub name: Option<String>,
+    /// Protocol: the ServiceEntry's `protocol`, or the Service's `appProtocol`
+    /// or the protocol prefix of its port name (`http-web` → `HTTP`).
+    pub protocol: Option<String>,
+}
+
+/// A host something can route to: a Service's FQDN or a ServiceEntry host.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    /// The host as declared (FQDN for Services; possibly `*.suffix` for ServiceEntries).
+    pub host: String,
+    /// Index of the Service or ServiceEntry resource.
+    pub index: usize,
+    /// Its namespace.
+    pub namespace: String,
+    /// Where it is visible (`exportTo`, or the Service's
+    /// `networking.istio.io/exportTo` annotation); empty means everywhere.
+    pub export_to: Vec<String>,
+    /// Its ports.
+    pub ports: Vec<HostPort>,
+    /// The Service's selector (none for ServiceEntries).
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+/// Everything the rules read: the resources and the registry built from them.
 pub struct Context<'a> {
     /// All resources.
     pub resources: &'a [Resource],
     /// Settings.
     pub settings: &'a Settings,
-    /// FQDN → index of the Service resource.
-    pub services: HashMap<String, usize>,
-    /// ServiceEntry hosts (possibly wildcards) → index of the ServiceEntry.
-    pub service_entry_hosts: Vec<(String, usize)>,
-    /// Gateways by `namespace/name`.
-    pub gateways: HashSet<String>,
+    /// Every Service FQDN and ServiceEntry host.
+    pub hosts: Vec<HostEntry>,
+    /// Exact host → indices into `hosts`.
+    exact_hosts: HashMap<String, Vec<usize>>,
+    /// Indices into `hosts` of wildcard ServiceEntry hosts.
+    wildcard_hosts: Vec<usize>,
+    /// Gateways by `namespace/name` → resource index.
+    pub gateways: HashMap<String, usize>,
     /// Workloads.
     pub workloads: Vec<Workload>,
+    /// Namespace → indices into `workloads`.
+    workloads_by_ns: HashMap<String, Vec<usize>>,
     /// Namespaces declared in the repository, with their labels.
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    /// Namespaces declared or used by any resource.
+    pub known_namespaces: HashSet<String>,
+    /// Service accounts as `namespace/name`: declared, or used by a workload.
+    pub service_accounts: HashSet<String>,
 }
 
 impl<'a> Context<'a> {
@@ -95,37 +135,89 @@ impl<'a> Context<'a> {
         let mut ctx = Context {
             resources,
             settings,
-            services: HashMap::new(),
-            service_entry_hosts: Vec::new(),
-            gateways: HashSet::new(),
+            hosts: Vec::new(),
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: Vec::new(),
+            gateways: HashMap::new(),
             workloads: Vec::new(),
+            workloads_by_ns: HashMap::new(),
             namespaces: HashMap::new(),
+            known_namespaces: HashSet::new(),
+            service_accounts: HashSet::new(),
         };
         for (i, r) in resources.iter().enumerate() {
+            ctx.known_namespaces.insert(r.namespace.clone());
             match (&r.kind, &r.spec) {
-                (Kind::Service, Some(_)) => {
-                    ctx.services.insert(
-                        format!("{}.{}.svc.{}", r.name, r.namespace, settings.cluster_domain),
-                        i,
-                    );
+                (Kind::Service, Some(Spec::Service(svc))) => {
+                    let export_to = r
+                        .meta
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("networking.istio.io/exportTo"))
+                        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+                        .unwrap_or_default();
+                    let ports = svc
+                        .ports
+                        .iter()
+                        .flatten()
+                        .map(|p| HostPort {
+                            number: p.port,
+                            name: p.name.clone(),
+                            protocol: p
+                                .app_protocol
+                                .clone()
+                                .or_else(|| p.name.as_deref().and_then(protocol_of_port_name).map(str::to_string))
+                                .map(|s| s.to_ascii_uppercase()),
+                        })
+                        .collect();
+                    ctx.add_host(HostEntry {
+                        host: format!("{}.{}.svc.{}", r.name, r.namespace, settings.cluster_domain),
+                        index: i,
+                        namespace: r.namespace.clone(),
+                        export_to,
+                        ports,
+                        selector: svc.selector.clone(),
+                    });
                 }
                 (Kind::ServiceEntry, Some(Spec::ServiceEntry(se))) => {
+                    let ports: Vec<HostPort> = se
+                        .ports
+                        .iter()
+                        .flatten()
+                        .map(|p| HostPort {
+                            number: p.number,
+                            name: Some(p.name.clone()),
+                            protocol: p.protocol.as_ref().map(|s| s.to_ascii_uppercase()),
+                        })
+                        .collect();
                     for h in &se.hosts {
-                        ctx.service_entry_hosts.push((h.clone(), i));
+                        ctx.add_host(HostEntry {
+                            host: h.clone(),
+                            index: i,
+                            namespace: r.namespace.clone(),
+                            export_to: se.export_to.clone().unwrap_or_default(),
+                            ports: ports.clone(),
+                            selector: None,
+                        });
                     }
                 }
                 (Kind::Gateway, _) => {
-                    ctx.gateways.insert(format!("{}/{}", r.namespace, r.name));
+                    ctx.gateways.insert(format!("{}/{}", r.namespace, r.name), i);
                 }
                 (Kind::Namespace, _) => {
                     ctx.namespaces.insert(r.name.clone(), r.labels());
+                    ctx.known_namespaces.insert(r.name.clone());
+                }
+                (Kind::ServiceAccount, _) => {
+                    ctx.service_accounts.insert(format!("{}/{}", r.namespace, r.name));
                 }
                 (
                     Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet,
                     Some(Spec::Workload(w)),
                 ) => {
                     let t = &w.template;
-                    ctx.workloads.push(Workload {
+                    ctx.add_workload(Workload {
+                        index: i,
                         namespace: r.namespace.clone(),
                         labels: t.metadata.labels.clone().unwrap_or_default(),
                         annotations: t.metadata.annotations.clone().unwrap_or_default(),
@@ -137,7 +229,8 @@ impl<'a> Context<'a> {
                             .unwrap_or_else(|| "default".into()),
                     });
                 }
-                (Kind::Pod, Some(Spec::Pod(p))) => ctx.workloads.push(Workload {
+                (Kind::Pod, Some(Spec::Pod(p))) => ctx.add_workload(Workload {
+                    index: i,
                     namespace: r.namespace.clone(),
                     labels: r.labels(),
                     annotations: r.meta.annotations.clone().unwrap_or_default(),
@@ -151,6 +244,26 @@ impl<'a> Context<'a> {
             }
         }
         ctx
+    }
+
+    fn add_host(&mut self, h: HostEntry) {
+        let i = self.hosts.len();
+        if h.host.starts_with('*') {
+            self.wildcard_hosts.push(i);
+        } else {
+            self.exact_hosts.entry(h.host.clone()).or_default().push(i);
+        }
+        self.hosts.push(h);
+    }
+
+    fn add_workload(&mut self, w: Workload) {
+        self.service_accounts
+            .insert(format!("{}/{}", w.namespace, w.service_account));
+        self.workloads_by_ns
+            .entry(w.namespace.clone())
+            .or_default()
+            .push(self.workloads.len());
+        self.workloads.push(w);
     }
 
     /// Resources of one kind with a typed spec, with their indices.
@@ -167,28 +280,80 @@ impl<'a> Context<'a> {
 
     /// Istio's host resolution: a name without dots is a Service in `namespace`.
     pub fn fqdn(&self, host: &str, namespace: &str) -> String {
-        if host.contains('.') || host == "*" {
+        if host.contains('.') || host.starts_with('*') {
             host.to_string()
         } else {
             format!("{host}.{namespace}.svc.{}", self.settings.cluster_domain)
         }
     }
 
-    /// Whether a (resolved) host names something: a Service in the repo, a
-    /// ServiceEntry host, or a host configured as known. Wildcard hosts count as
-    /// known when they cover at least one of those.
-    pub fn host_exists(&self, fqdn: &str) -> bool {
-        if self.settings.is_known_host(fqdn) || self.services.contains_key(fqdn) {
-            return true;
+    /// The Services and ServiceEntries that define `fqdn` and are visible from
+    /// namespace `from` (their `exportTo` lets it see them). A wildcard `fqdn`
+    /// finds every visible host it covers. Exact hosts come first.
+    pub fn lookup(&self, fqdn: &str, from: &str) -> Vec<&HostEntry> {
+        let visible = |h: &&HostEntry| visible_from(&h.export_to, &h.namespace, from);
+        let mut out: Vec<&HostEntry> = self
+            .exact_hosts
+            .get(fqdn)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.hosts[i])
+            .filter(visible)
+            .collect();
+        out.extend(
+            self.wildcard_hosts
+                .iter()
+                .map(|&i| &self.hosts[i])
+                .filter(|h| host_matches(&h.host, fqdn) || host_matches(fqdn, &h.host))
+                .filter(visible),
+        );
+        if fqdn.starts_with('*') {
+            out.extend(
+                self.exact_hosts
+                    .iter()
+                    .filter(|(h, _)| host_matches(fqdn, h))
+                    .flat_map(|(_, v)| v.iter().map(|&i| &self.hosts[i]))
+                    .filter(visible),
+            );
         }
-        if self
-            .service_entry_hosts
+        out
+    }
+
+    /// Whether `fqdn` names something visible from namespace `from`: a Service,
+    /// a ServiceEntry host, or a host configured as known.
+    pub fn host_exists(&self, fqdn: &str, from: &str) -> bool {
+        self.settings.is_known_host(fqdn) || !self.lookup(fqdn, from).is_empty()
+    }
+
+    /// Workloads in `namespace` whose labels include all of `selector`.
+    pub fn workloads_matching<'s>(
+        &'s self,
+        namespace: &str,
+        selector: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'s Workload> + 's {
+        self.workloads_by_ns
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.workloads[i])
+            .filter(move |w| selects(selector, &w.labels))
+    }
+
+    /// Workloads anywhere whose labels include all of `selector`.
+    pub fn workloads_matching_anywhere<'s>(
+        &'s self,
+        selector: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'s Workload> + 's {
+        self.workloads
             .iter()
-            .any(|(h, _)| host_matches(h, fqdn) || host_matches(fqdn, h))
-        {
-            return true;
-        }
-        fqdn.starts_with('*') && self.services.keys().any(|s| host_matches(fqdn, s))
+            .filter(move |w| selects(selector, &w.labels))
+    }
+
+    /// Whether the repository declares any workload (Deployment, Pod...): rules
+    /// about selectors matching nothing only run when it does, so repositories
+    /// that keep workloads elsewhere get no false positives.
+    pub fn has_workloads(&self) -> bool {
+        !self.workloads.is_empty()
     }
 
     /// Whether the workload is meshed: its namespace (declared in the repo) has
@@ -211,6 +376,34 @@ impl<'a> Context<'a> {
                 || l.contains_key("istio.io/rev")
         })
     }
+}
+
+/// Whether `selector` (all key/value pairs) is contained in `labels`.
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Istio's `exportTo` visibility: an empty list or `*` is everywhere, `.` the
+/// owner's namespace, `~` nowhere, other entries name namespaces.
+pub fn visible_from(export_to: &[String], owner: &str, from: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == from || (e == "." && owner == from))
+}
+
+/// The protocol a Service port name declares by Istio's convention
+/// (`<protocol>[-<suffix>]`), when it is one Istio knows.
+pub fn protocol_of_port_name(name: &str) -> Option<&str> {
+    let prefix = name.split('-').next().unwrap_or(name);
+    const KNOWN: &[&str] = &[
+        "http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "mongo", "mysql", "redis",
+        "udp",
+    ];
+    KNOWN
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(prefix))
+        .then_some(prefix)
 }
 
 /// Whether `pattern` (exact, `*`, or `*.suffix`) covers `host`.

@@ -126,9 +126,13 @@ pub static ALL: &[&RuleMeta] = &[
     &references::dangling_subset::DANGLING_SUBSET,
     &references::unknown_host::UNKNOWN_HOST,
     &references::unknown_gateway::UNKNOWN_GATEWAY,
+    &references::destination_port::DESTINATION_PORT,
+    &references::export_to_namespace::UNKNOWN_EXPORT_NAMESPACE,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
+    &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
+    &mtls::ca_certificate::UNVERIFIED_SERVER,
 ];
 
 /// Look a rule up by code (case-insensitive) or by name.
@@ -146,6 +150,10 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     routing::unreachable_rule::check(ctx, out);
     routing::weight_sum::check(ctx, out);
     mtls::permissive_leftover::check(ctx, out);
+    references::destination_port::check(ctx, out);
+    mtls::ca_certificate::check(ctx, out);
+    references::export_to_namespace::check(ctx, out);
+    routing::conflicting_hosts::check(ctx, out);
 }
 
 #[cfg(test)]

@@ -3,3 +3,5 @@
 pub mod dangling_subset;
 pub mod unknown_gateway;
 pub mod unknown_host;
+pub mod destination_port;
+pub mod export_to_namespace;

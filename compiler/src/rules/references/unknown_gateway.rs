@@ -61,7 +61,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 continue;
             }
             let key = resolve(gw, &r.namespace);
-            if !ctx.gateways.contains(&key) {
+            if !ctx.gateways.contains_key(&key) {
                 out.push(
                     r.diag(
                         &UNKNOWN_GATEWAY,

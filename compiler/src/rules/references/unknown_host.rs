@@ -49,14 +49,40 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };
+        let viewers = viewers(vs.export_to.as_deref(), &r.namespace);
         for (path, dest) in crate::rules::walk::destinations(vs) {
             let fqdn = ctx.fqdn(&dest.host, &r.namespace);
-            if !ctx.host_exists(&fqdn) {
-                out.push(
-                    r.diag(&UNKNOWN_HOST, path.join("host"), format!("destination host `{}` resolves to `{fqdn}`, which no Service or ServiceEntry defines", dest.host))
-                        .with_help(help(&dest.host, &fqdn)),
-                );
+            if ctx.settings.is_known_host(&fqdn) {
+                continue;
             }
+            let blind: Vec<&str> = viewers
+                .iter()
+                .copied()
+                .filter(|ns| ctx.lookup(&fqdn, ns).is_empty())
+                .collect();
+            if blind.is_empty() {
+                continue;
+            }
+            let message = if blind.len() == viewers.len() && blind == [r.namespace.as_str()] {
+                let hidden = ctx.hosts.iter().any(|h| h.host != "*" && crate::analysis::host_matches(&h.host, &fqdn));
+                if hidden {
+                    format!("destination host `{}` is not exported to namespace `{}`", dest.host, r.namespace)
+                } else {
+                    format!("destination host `{}` resolves to `{fqdn}`, which no Service or ServiceEntry defines", dest.host)
+                }
+            } else {
+                format!(
+                    "destination host `{}` is not visible from namespace{} {} that this VirtualService is exported to",
+                    dest.host,
+                    if blind.len() == 1 { "" } else { "s" },
+                    blind.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            out.push(
+                r.diag(&UNKNOWN_HOST, path.join("host"), message)
+                    .with_help(help(&dest.host, &fqdn))
+                    .with_upstream(&["IST0101", "KIA1101"]),
+            );
         }
     }
     for (_, r, spec) in ctx.of_kind(Kind::DestinationRule) {
@@ -64,7 +90,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             continue;
         };
         let fqdn = ctx.fqdn(&dr.host, &r.namespace);
-        if !ctx.host_exists(&fqdn) {
+        if !ctx.host_exists(&fqdn, &r.namespace) {
             out.push(
                 r.diag(
                     &UNKNOWN_HOST,
@@ -74,10 +100,31 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                         dr.host
                     ),
                 )
-                .with_help(help(&dr.host, &fqdn)),
+                .with_help(help(&dr.host, &fqdn))
+                .with_upstream(&["IST0174", "KIA0202"]),
             );
         }
     }
+}
+
+/// The namespaces a resource with this `exportTo` is seen from: its own when
+/// the list is absent, `.` or `*`, plus every namespace it names.
+pub(crate) fn viewers<'a>(export_to: Option<&'a [String]>, own: &'a str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for e in export_to.unwrap_or_default() {
+        let ns = match e.as_str() {
+            "." | "*" => own,
+            "~" => continue,
+            other => other,
+        };
+        if !v.contains(&ns) {
+            v.push(ns);
+        }
+    }
+    if export_to.is_none_or(|e| e.is_empty()) {
+        v.push(own);
+    }
+    v
 }
 
 fn help(host: &str, fqdn: &str) -> String {

@@ -2,3 +2,4 @@
 
 pub mod unreachable_rule;
 pub mod weight_sum;
+pub mod conflicting_hosts;

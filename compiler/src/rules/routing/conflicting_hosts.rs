@@ -1,0 +1,186 @@
+//! `MC0203` conflicting-virtual-services.
+
+use std::collections::HashMap;
+
+use crate::analysis::{Context, Resource, host_matches};
+use crate::declare_rule;
+use crate::diagnostic::Diagnostic;
+use crate::model::{Kind, Spec, VirtualServiceSpec};
+use crate::path;
+
+declare_rule! {
+    /// ## What it does
+    /// Reports VirtualServices bound to the sidecars (`gateways` absent or
+    /// containing `mesh`) that claim the same host, or overlapping hosts
+    /// (`*.shop.svc.cluster.local` and `reviews.shop.svc.cluster.local`), and
+    /// are visible together in some namespace (their `exportTo` lists overlap).
+    ///
+    /// ## Why is this bad?
+    /// Istio merges such VirtualServices in an order nobody controls (creation
+    /// time), so which routes win can change on the next apply. The usual cause
+    /// is a copy in a second namespace or a leftover from a migration.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: shop}
+    /// spec: {hosts: [reviews.shop.svc.cluster.local], http: [...]}
+    /// ---
+    /// kind: VirtualService
+    /// metadata: {name: reviews-canary, namespace: shop}
+    /// spec: {hosts: [reviews], http: [...]}
+    /// ```
+    ///
+    /// ## Fix
+    /// Merge the routes into one VirtualService per host, or narrow `exportTo`
+    /// so that no namespace sees both.
+    pub static CONFLICTING_VIRTUAL_SERVICES = {
+        code: "MC0203",
+        name: "conflicting-virtual-services",
+        group: Routing,
+        severity: Error,
+        summary: "Several mesh VirtualServices claim the same host in the same scope",
+        equivalents: [("IST0109", "virtualservice.ConflictingMeshGatewayHostsAnalyzer"), ("KIA1106", "virtualservices.SingleHostChecker")],
+    };
+}
+
+struct Claim<'a> {
+    res: &'a Resource,
+    index: usize,
+    host_index: usize,
+    host: String,
+    export_to: &'a [String],
+}
+
+fn is_mesh(vs: &VirtualServiceSpec) -> bool {
+    vs.gateways
+        .as_ref()
+        .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
+}
+
+/// The namespaces an `exportTo` list makes a resource visible in; `None` is
+/// everywhere (an empty list or `*`).
+fn scope<'a>(l: &'a [String], own: &'a str) -> Option<Vec<&'a str>> {
+    if l.is_empty() || l.iter().any(|e| e == "*") {
+        return None;
+    }
+    Some(
+        l.iter()
+            .filter(|e| *e != "~")
+            .map(|e| if e == "." { own } else { e.as_str() })
+            .collect(),
+    )
+}
+
+/// Whether some namespace sees both.
+pub(crate) fn scopes_overlap(a: &[String], a_ns: &str, b: &[String], b_ns: &str) -> bool {
+    match (scope(a, a_ns), scope(b, b_ns)) {
+        (None, None) => true,
+        (None, Some(v)) | (Some(v), None) => !v.is_empty(),
+        (Some(x), Some(y)) => x.iter().any(|n| y.contains(n)),
+    }
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    let mut claims: Vec<Claim> = Vec::new();
+    for (i, r, spec) in ctx.of_kind(Kind::VirtualService) {
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
+        if !is_mesh(vs) {
+            continue;
+        }
+        for (j, h) in vs.hosts.iter().flatten().enumerate() {
+            claims.push(Claim {
+                res: r,
+                index: i,
+                host_index: j,
+                host: ctx.fqdn(h, &r.namespace),
+                export_to: vs.export_to.as_deref().unwrap_or_default(),
+            });
+        }
+    }
+    let mut exact: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut wild: Vec<usize> = Vec::new();
+    for (k, c) in claims.iter().enumerate() {
+        if c.host.starts_with('*') {
+            wild.push(k);
+        } else {
+            exact.entry(c.host.as_str()).or_default().push(k);
+        }
+    }
+    // One finding per VirtualService at its first conflicting host, counting
+    // the others (istioctl also reports each VirtualService once).
+    let mut findings: Vec<(usize, Diagnostic, usize)> = Vec::new();
+    let mut by_vs: HashMap<usize, usize> = HashMap::new();
+    for (k, c) in claims.iter().enumerate() {
+        let rivals = rivals_of(&claims, &exact, &wild, k);
+        if rivals.is_empty() {
+            continue;
+        }
+        if let Some(&at) = by_vs.get(&c.index) {
+            findings[at].2 += 1;
+            continue;
+        }
+        by_vs.insert(c.index, findings.len());
+        let names: Vec<String> = rivals
+            .iter()
+            .map(|&i| {
+                let r = &ctx.resources[i];
+                format!("{}/{}", r.namespace, r.name)
+            })
+            .collect();
+        let mut d = c.res.diag(
+            &CONFLICTING_VIRTUAL_SERVICES,
+            path!["spec", "hosts", c.host_index],
+            format!(
+                "host `{}` is also claimed for the mesh by {}; Istio merges them in no defined order",
+                c.host,
+                names.join(", ")
+            ),
+        );
+        for &i in &rivals {
+            let r = &ctx.resources[i];
+            d = d.with_related(r.label(path!["spec", "hosts"]).with_message("also claims it"));
+        }
+        d = d.with_help(
+            "merge the routes into one VirtualService per host, or narrow exportTo so that no namespace sees both",
+        );
+        findings.push((c.index, d, 0));
+    }
+    for (_, mut d, more) in findings {
+        if more > 0 {
+            d.message += &format!(" ({more} more host{} conflict too)", if more == 1 { "" } else { "s" });
+        }
+        out.push(d);
+    }
+}
+
+/// The other VirtualServices (resource indices, sorted) whose mesh hosts
+/// overlap claim `k`'s in a namespace that sees both.
+fn rivals_of(
+    claims: &[Claim],
+    exact: &HashMap<&str, Vec<usize>>,
+    wild: &[usize],
+    k: usize,
+) -> Vec<usize> {
+    let c = &claims[k];
+    let candidates: Box<dyn Iterator<Item = &usize>> = if c.host.starts_with('*') {
+        Box::new(exact.values().flatten().chain(wild))
+    } else {
+        Box::new(exact.get(c.host.as_str()).into_iter().flatten().chain(wild))
+    };
+    let mut rivals: Vec<usize> = Vec::new();
+    for &o in candidates {
+        let d = &claims[o];
+        if o == k || d.index == c.index || rivals.contains(&d.index) {
+            continue;
+        }
+        let overlap = host_matches(&c.host, &d.host) || host_matches(&d.host, &c.host);
+        if overlap && scopes_overlap(c.export_to, &c.res.namespace, d.export_to, &d.res.namespace) {
+            rivals.push(d.index);
+        }
+    }
+    rivals.sort_unstable();
+    rivals
+}
