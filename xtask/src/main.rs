@@ -329,13 +329,22 @@ fn istio_analyze(dir: &Path) -> Result<Suite> {
             if ns.is_some_and(|ns| IGNORED_NAMESPACES.contains(&ns)) {
                 continue;
             }
-            let hit = d.upstream.iter().find(|u| {
-                u.code.starts_with("IST")
-                    && (u.check == analyzer || analyzer.strip_prefix(u.check).is_some_and(|r| r.starts_with('.')))
-            });
-            if let Some(u) = hit {
+            // A finding counts once for each distinct upstream code it stands
+            // for under this analyzer.
+            let mut codes: Vec<&str> = d
+                .upstream
+                .iter()
+                .filter(|u| {
+                    u.code.starts_with("IST")
+                        && (u.check == analyzer
+                            || analyzer.strip_prefix(u.check).is_some_and(|r| r.starts_with('.')))
+                })
+                .map(|u| u.code)
+                .collect();
+            codes.dedup();
+            for code in codes {
                 let who = names.get(res).cloned().unwrap_or_else(|| res.clone());
-                *found.entry((u.code.to_string(), who)).or_default() += 1;
+                *found.entry((code.to_string(), who)).or_default() += 1;
             }
         }
         let mut expected = Pairs::new();

@@ -131,6 +131,7 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
+    &routing::service_entry_protocol::SERVICE_ENTRY_PROTOCOL,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
 ];
@@ -154,6 +155,7 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     mtls::ca_certificate::check(ctx, out);
     references::export_to_namespace::check(ctx, out);
     routing::conflicting_hosts::check(ctx, out);
+    routing::service_entry_protocol::check(ctx, out);
 }
 
 #[cfg(test)]

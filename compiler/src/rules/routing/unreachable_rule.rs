@@ -1,9 +1,10 @@
 //! `MC0201` unreachable-rule.
 
-use crate::analysis::Context;
+use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{HttpMatchRequest, HttpRoute, Kind, Spec};
+use crate::model::{Kind, L4MatchAttributes, Spec};
+use crate::rules::routing::matchset::{Oracle, http_covers, http_is_catch_all, tcp_covers, tls_covers};
 use crate::path;
 
 declare_rule! {
@@ -46,89 +47,178 @@ declare_rule! {
         group: Routing,
         severity: Warning,
         summary: "An HTTP rule can never match because earlier rules catch its traffic",
-        equivalents: [("IST0130", "schema.ValidationAnalyzer.VirtualService")],
+        equivalents: [("IST0130", "schema.ValidationAnalyzer.VirtualService"), ("IST0131", "schema.ValidationAnalyzer.VirtualService")],
     };
 }
 
-pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
-        let Spec::VirtualService(vs) = spec else {
+/// One rule of a list (http, tcp or tls) reduced to what shadowing needs.
+struct RuleView {
+    /// Display name (`2 (`canary`)`).
+    name: String,
+    /// Number of match entries (0: matches everything).
+    matches: usize,
+}
+
+/// Shadowing over one ordered list of rules. `covers(o, (ri, mi), (rj, mj))`
+/// says whether match `mi` of rule `ri` covers match `mj` of rule `rj`;
+/// `catch_all(ri, mi)` whether a match accepts everything.
+fn shadowing(
+    r: &Resource,
+    list: &str,
+    rules: &[RuleView],
+    catch_all: &mut dyn FnMut(usize, usize) -> bool,
+    covers: &mut dyn FnMut((usize, usize), (usize, usize)) -> bool,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut first_catch_all: Option<usize> = None;
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(c) = first_catch_all {
+            out.push(
+                r.diag(
+                    &UNREACHABLE_RULE,
+                    path!["spec", list, i],
+                    format!(
+                        "rule {} is unreachable: rule {} before it matches every request",
+                        rule.name, rules[c].name
+                    ),
+                )
+                .with_related(r.label(path!["spec", list, c]).with_message("matches every request"))
+                .with_help("move the catch-all rule to the end, or give it a match")
+                .with_upstream(&["IST0130"]),
+            );
             continue;
-        };
-        let rules = vs.http.as_deref().unwrap_or_default();
-        let mut catch_all: Option<usize> = None;
-        let mut earlier: Vec<(usize, usize, HttpMatchRequest)> = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            let name = rule_name(rule, i);
-            if let Some(c) = catch_all {
-                out.push(
-                    r.diag(
-                        &UNREACHABLE_RULE,
-                        path!["spec", "http", i],
-                        format!(
-                            "rule {name} is unreachable: rule {} before it matches every request",
-                            rule_name(&rules[c], c)
-                        ),
-                    )
-                    .with_related(
-                        r.label(path!["spec", "http", c])
-                            .with_message("matches every request"),
-                    )
-                    .with_help("move the catch-all rule to the end of `http`"),
-                );
-                continue;
+        }
+        if rule.matches == 0 || (0..rule.matches).any(|j| catch_all(i, j)) {
+            first_catch_all = Some(i);
+            continue;
+        }
+        // For each match, the first earlier match (earlier rule, or earlier in
+        // this rule) that covers it.
+        let mut covered: Vec<(usize, (usize, usize))> = Vec::new();
+        for j in 0..rule.matches {
+            let by = (0..=i).find_map(|ei| {
+                let upto = if ei == i { j } else { rules[ei].matches };
+                (0..upto).find(|&ej| covers((ei, ej), (i, j))).map(|ej| (ei, ej))
+            });
+            if let Some(by) = by {
+                covered.push((j, by));
             }
-            let matches = rule.r#match.as_deref().unwrap_or_default();
-            let mut repeated = Vec::new();
-            for (j, m) in matches.iter().enumerate() {
-                let norm = normalized(m);
-                if let Some((ei, ej, _)) = earlier.iter().find(|(_, _, e)| *e == norm) {
-                    repeated.push((j, *ei, *ej));
-                }
-            }
-            if !matches.is_empty() && repeated.len() == matches.len() {
-                let (_, ei, ej) = repeated[0];
-                out.push(
-                    r.diag(&UNREACHABLE_RULE, path!["spec", "http", i], format!("rule {name} is unreachable: each of its matches repeats an earlier rule's match"))
-                        .with_related(r.label(path!["spec", "http", ei, "match", ej]).with_message("already matched here"))
-                        .with_help("remove the rule, or make its matches more specific than the earlier ones"),
-                );
+        }
+        let all_by_earlier = covered.len() == rule.matches && covered.iter().all(|(_, (ei, _))| *ei < i);
+        if all_by_earlier {
+            let (_, (ei, ej)) = covered[0];
+            let what = if covered.iter().all(|(_, b)| b.0 == ei) {
+                format!("rule {}", rules[ei].name)
             } else {
-                for (j, ei, ej) in repeated {
-                    out.push(
-                        r.diag(&UNREACHABLE_RULE, path!["spec", "http", i, "match", j], format!("match {j} of rule {name} is never used: rule {} has the same match", rule_name(&rules[ei], ei)))
-                            .with_related(r.label(path!["spec", "http", ei, "match", ej]).with_message("same match here"))
-                            .with_help("remove the duplicate match"),
-                    );
-                }
-            }
-            if matches.is_empty()
-                || matches
-                    .iter()
-                    .any(|m| normalized(m) == HttpMatchRequest::default())
-            {
-                catch_all = Some(i);
-            }
-            earlier.extend(
-                matches
-                    .iter()
-                    .enumerate()
-                    .map(|(j, m)| (i, j, normalized(m))),
+                "earlier rules".to_string()
+            };
+            // istioctl reports a fully shadowed rule twice: the rule is unused
+            // (IST0130) and its match is ineffective (IST0131).
+            let upstream: &[&str] = &["IST0130", "IST0131"];
+            out.push(
+                r.diag(
+                    &UNREACHABLE_RULE,
+                    path!["spec", list, i],
+                    format!(
+                        "rule {} is unreachable: {what} before it already match{} everything it matches",
+                        rule.name,
+                        if what.starts_with("rule") { "es" } else { "" }
+                    ),
+                )
+                .with_related(r.label(path!["spec", list, ei, "match", ej]).with_message("already matched here"))
+                .with_help("remove the rule, or move it above the broader rule that catches its traffic")
+                .with_upstream(upstream),
+            );
+            continue;
+        }
+        for (j, (ei, ej)) in covered {
+            let by = if ei == i {
+                format!("match {ej} of the same rule")
+            } else {
+                format!("rule {} (match {ej})", rules[ei].name)
+            };
+            out.push(
+                r.diag(
+                    &UNREACHABLE_RULE,
+                    path!["spec", list, i, "match", j],
+                    format!("match {j} of rule {} is never used: {by} catches everything it matches", rule.name),
+                )
+                .with_related(r.label(path!["spec", list, ei, "match", ej]).with_message("catches it"))
+                .with_help("remove the match, or make the earlier match narrower")
+                .with_upstream(&["IST0131"]),
             );
         }
     }
 }
 
-/// A match without its name (names do not affect matching).
-fn normalized(m: &HttpMatchRequest) -> HttpMatchRequest {
-    HttpMatchRequest {
-        name: None,
-        ..m.clone()
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    let mut oracle = Oracle::default();
+    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
+        if let Some(http) = vs.http.as_deref() {
+            let views: Vec<RuleView> = http
+                .iter()
+                .enumerate()
+                .map(|(i, h)| RuleView {
+                    name: rule_name(h.name.as_deref(), i),
+                    matches: h.r#match.as_ref().map_or(0, Vec::len),
+                })
+                .collect();
+            let m = |i: usize, j: usize| &http[i].r#match.as_ref().expect("counted")[j];
+            shadowing(
+                r,
+                "http",
+                &views,
+                &mut |i, j| http_is_catch_all(m(i, j)),
+                &mut |(ai, aj), (bi, bj)| http_covers(&mut oracle, m(ai, aj), m(bi, bj)),
+                out,
+            );
+        }
+        if let Some(tcp) = vs.tcp.as_deref() {
+            let views: Vec<RuleView> = tcp
+                .iter()
+                .enumerate()
+                .map(|(i, t)| RuleView {
+                    name: rule_name(None, i),
+                    matches: t.r#match.as_ref().map_or(0, Vec::len),
+                })
+                .collect();
+            let m = |i: usize, j: usize| &tcp[i].r#match.as_ref().expect("counted")[j];
+            shadowing(
+                r,
+                "tcp",
+                &views,
+                &mut |i, j| tcp_covers(m(i, j), &L4MatchAttributes::default()),
+                &mut |(ai, aj), (bi, bj)| tcp_covers(m(ai, aj), m(bi, bj)),
+                out,
+            );
+        }
+        if let Some(tls) = vs.tls.as_deref() {
+            let views: Vec<RuleView> = tls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| RuleView {
+                    name: rule_name(None, i),
+                    matches: t.r#match.len(),
+                })
+                .collect();
+            let m = |i: usize, j: usize| &tls[i].r#match[j];
+            shadowing(
+                r,
+                "tls",
+                &views,
+                &mut |_, _| false,
+                &mut |(ai, aj), (bi, bj)| tls_covers(m(ai, aj), m(bi, bj)),
+                out,
+            );
+        }
     }
 }
 
-fn rule_name(rule: &HttpRoute, i: usize) -> String {
-    match &rule.name {
+fn rule_name(name: Option<&str>, i: usize) -> String {
+    match name {
         Some(n) => format!("{i} (`{n}`)"),
         None => i.to_string(),
     }
