@@ -117,6 +117,8 @@ pub struct Context<'a> {
     wildcard_hosts: Vec<usize>,
     /// Gateways by `namespace/name` → resource index.
     pub gateways: HashMap<String, usize>,
+    /// Gateway API Gateways by `namespace/name` → listener hostnames.
+    pub gateway_api: HashMap<String, Vec<String>>,
     /// Workloads.
     pub workloads: Vec<Workload>,
     /// Namespace → indices into `workloads`.
@@ -139,6 +141,7 @@ impl<'a> Context<'a> {
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
             gateways: HashMap::new(),
+            gateway_api: HashMap::new(),
             workloads: Vec::new(),
             workloads_by_ns: HashMap::new(),
             namespaces: HashMap::new(),

@@ -101,6 +101,10 @@ pub struct Skipped {
     pub api_version: String,
     /// Its `kind`.
     pub kind: String,
+    /// For a Gateway API `Gateway`: `namespace/name` and its listeners'
+    /// hostnames (`*` for a listener without one), so VirtualServices bound to
+    /// it resolve.
+    pub gateway_api: Option<(String, Vec<String>)>,
 }
 
 /// The result of analysing a set of inputs.
@@ -155,7 +159,12 @@ pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
         analysis.skipped.extend(r.skipped);
     }
     check_duplicates(&analysis.resources, &mut diagnostics);
-    let ctx = Context::new(&analysis.resources, &options.settings);
+    let mut ctx = Context::new(&analysis.resources, &options.settings);
+    for s in &analysis.skipped {
+        if let Some((key, hosts)) = &s.gateway_api {
+            ctx.gateway_api.insert(key.clone(), hosts.clone());
+        }
+    }
     rules::check_all(&ctx, &mut diagnostics);
     config_problems(options, &mut analysis.sources, &mut diagnostics);
     let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);
@@ -229,6 +238,20 @@ fn load_file(id: FileId, input: Input, limits: &Limits) -> FileResult {
     out
 }
 
+/// `namespace/name` and listener hostnames of a Gateway API Gateway.
+fn gateway_api_listeners(root: &Node) -> (String, Vec<String>) {
+    let meta = root.get("metadata");
+    let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Node::as_str);
+    let key = format!("{}/{}", field("namespace").unwrap_or("default"), field("name").unwrap_or(""));
+    let mut hosts = Vec::new();
+    if let Some(Value::Seq(listeners)) = root.get("spec").and_then(|s| s.get("listeners")).map(|l| &l.value) {
+        for l in listeners {
+            hosts.push(l.get("hostname").and_then(Node::as_str).unwrap_or("*").to_string());
+        }
+    }
+    (key, hosts)
+}
+
 /// Read a document's identity, check its schema and type it.
 fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut FileResult) {
     if matches!(root.value, Value::Null) {
@@ -271,10 +294,13 @@ fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut File
     };
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
     let Some(kind) = Kind::lookup(group, &kind_name) else {
+        let gateway_api = (group == "gateway.networking.k8s.io" && kind_name == "Gateway")
+            .then(|| gateway_api_listeners(&root));
         out.skipped.push(Skipped {
             span: root.span,
             api_version,
             kind: kind_name,
+            gateway_api,
         });
         return;
     };

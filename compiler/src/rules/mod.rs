@@ -128,6 +128,7 @@ pub static ALL: &[&RuleMeta] = &[
     &references::unknown_gateway::UNKNOWN_GATEWAY,
     &references::destination_port::DESTINATION_PORT,
     &references::export_to_namespace::UNKNOWN_EXPORT_NAMESPACE,
+    &references::host_not_in_gateway::HOST_NOT_IN_GATEWAY,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
@@ -156,6 +157,7 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     references::export_to_namespace::check(ctx, out);
     routing::conflicting_hosts::check(ctx, out);
     routing::service_entry_protocol::check(ctx, out);
+    references::host_not_in_gateway::check(ctx, out);
 }
 
 #[cfg(test)]

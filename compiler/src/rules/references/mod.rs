@@ -5,3 +5,4 @@ pub mod unknown_gateway;
 pub mod unknown_host;
 pub mod destination_port;
 pub mod export_to_namespace;
+pub mod host_not_in_gateway;
