@@ -381,6 +381,55 @@ impl<'a> Context<'a> {
     }
 }
 
+/// The workloads a policy resource applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection<'a> {
+    /// No selector: every workload of its namespace (of the mesh, in the root
+    /// namespace).
+    Namespace,
+    /// Workloads whose labels include these; the YAML path of the labels.
+    Labels(&'a BTreeMap<String, String>, &'static [&'static str]),
+}
+
+impl Resource {
+    /// The workload selection of a Sidecar, PeerAuthentication,
+    /// AuthorizationPolicy, RequestAuthentication or Gateway (`None` for other
+    /// kinds and for policies attached by `targetRef`).
+    pub fn selection(&self) -> Option<Selection<'_>> {
+        fn labels<'b>(
+            m: Option<&'b BTreeMap<String, String>>,
+            path: &'static [&'static str],
+        ) -> Option<Selection<'b>> {
+            Some(match m {
+                Some(l) if !l.is_empty() => Selection::Labels(l, path),
+                _ => Selection::Namespace,
+            })
+        }
+        const MATCH: &[&str] = &["spec", "selector", "matchLabels"];
+        match self.spec.as_ref()? {
+            Spec::Sidecar(s) => labels(
+                s.workload_selector.as_ref().and_then(|w| w.labels.as_ref()),
+                &["spec", "workloadSelector", "labels"],
+            ),
+            Spec::PeerAuthentication(s) => labels(s.selector.as_ref().and_then(|w| w.match_labels.as_ref()), MATCH),
+            Spec::AuthorizationPolicy(s) => {
+                if s.target_ref.is_some() || s.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
+                    return None;
+                }
+                labels(s.selector.as_ref().and_then(|w| w.match_labels.as_ref()), MATCH)
+            }
+            Spec::RequestAuthentication(s) => {
+                if s.target_ref.is_some() || s.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
+                    return None;
+                }
+                labels(s.selector.as_ref().and_then(|w| w.match_labels.as_ref()), MATCH)
+            }
+            Spec::Gateway(g) => labels(g.selector.as_ref(), &["spec", "selector"]),
+            _ => None,
+        }
+    }
+}
+
 /// Whether `selector` (all key/value pairs) is contained in `labels`.
 pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))

@@ -129,6 +129,8 @@ pub static ALL: &[&RuleMeta] = &[
     &references::destination_port::DESTINATION_PORT,
     &references::export_to_namespace::UNKNOWN_EXPORT_NAMESPACE,
     &references::host_not_in_gateway::HOST_NOT_IN_GATEWAY,
+    &references::selector_matches_nothing::SELECTOR_MATCHES_NOTHING,
+    &references::ambiguous_selector::AMBIGUOUS_SELECTOR,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
@@ -158,6 +160,8 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     routing::conflicting_hosts::check(ctx, out);
     routing::service_entry_protocol::check(ctx, out);
     references::host_not_in_gateway::check(ctx, out);
+    references::selector_matches_nothing::check(ctx, out);
+    references::ambiguous_selector::check(ctx, out);
 }
 
 #[cfg(test)]

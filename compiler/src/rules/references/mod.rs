@@ -6,3 +6,5 @@ pub mod unknown_host;
 pub mod destination_port;
 pub mod export_to_namespace;
 pub mod host_not_in_gateway;
+pub mod selector_matches_nothing;
+pub mod ambiguous_selector;

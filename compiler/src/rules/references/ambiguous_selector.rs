@@ -1,0 +1,129 @@
+//! `MC0108` ambiguous-selector.
+
+use std::collections::BTreeMap;
+
+use crate::analysis::{Context, Selection, selects};
+use crate::declare_rule;
+use crate::diagnostic::Diagnostic;
+use crate::model::Kind;
+use crate::path;
+use crate::yaml::{PathSeg, YamlPath};
+
+declare_rule! {
+    /// ## What it does
+    /// Reports Sidecars, PeerAuthentications or RequestAuthentications of which
+    /// more than one applies to the same workloads: several without a selector
+    /// in one namespace, or several whose selectors match the same workload.
+    ///
+    /// ## Why is this bad?
+    /// Istio applies only one Sidecar (and one namespace-wide or workload
+    /// PeerAuthentication) to a workload. When several qualify it picks the
+    /// oldest, so the configuration that wins depends on creation time and
+    /// changes when resources are recreated.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: shop}
+    /// spec: {egress: [{hosts: ["./*"]}]}
+    /// ---
+    /// kind: Sidecar
+    /// metadata: {name: restrict, namespace: shop}
+    /// spec: {egress: [{hosts: ["istio-system/*"]}]}
+    /// ```
+    ///
+    /// ## Fix
+    /// Keep one selector-less resource per namespace and give the others a
+    /// `workloadSelector` (or `selector`) that picks distinct workloads.
+    pub static AMBIGUOUS_SELECTOR = {
+        code: "MC0108",
+        name: "ambiguous-selector",
+        group: References,
+        severity: Error,
+        summary: "Several Sidecars or PeerAuthentications apply to the same workloads",
+        equivalents: [
+            ("IST0111", "sidecar.SelectorAnalyzer"),
+            ("IST0110", "sidecar.SelectorAnalyzer"),
+            ("KIA0002", "sidecars.GlobalChecker"),
+            ("KIA0002", "peerauthentications.MultiMatchChecker"),
+            ("KIA0003", "sidecars.MultiMatchChecker"),
+            ("KIA0003", "peerauthentications.MultiMatchChecker"),
+        ],
+    };
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    // RequestAuthentications are not exclusive: several combine.
+    for kind in [Kind::Sidecar, Kind::PeerAuthentication] {
+        // namespace → (selector-less resources, labelled resources)
+        let mut by_ns: BTreeMap<&str, (Vec<usize>, Vec<(usize, &BTreeMap<String, String>, &'static [&'static str])>)> = BTreeMap::new();
+        for (i, r, _) in ctx.of_kind(kind) {
+            match r.selection() {
+                Some(Selection::Namespace) => by_ns.entry(&r.namespace).or_default().0.push(i),
+                Some(Selection::Labels(l, p)) => by_ns.entry(&r.namespace).or_default().1.push((i, l, p)),
+                None => {}
+            }
+        }
+        let (none_codes, same_codes): (&[&str], &[&str]) = match kind {
+            Kind::Sidecar => (&["IST0111", "KIA0002"], &["IST0110", "KIA0003"]),
+            _ => (&["KIA0002"], &["KIA0003"]),
+        };
+        let family = if kind == Kind::Sidecar { "sidecar" } else { "peerauth" };
+        for (ns, (plain, labelled)) in by_ns {
+            if plain.len() > 1 {
+                let names: Vec<&str> = plain.iter().map(|&i| ctx.resources[i].name.as_str()).collect();
+                for &i in &plain {
+                    let r = &ctx.resources[i];
+                    let others: Vec<&str> = names.iter().copied().filter(|n| *n != r.name).collect();
+                    let mut d = r.diag(
+                        &AMBIGUOUS_SELECTOR,
+                        path!["metadata", "name"],
+                        format!(
+                            "{} `{}` has no selector, and neither has {} in namespace `{ns}`; only one applies",
+                            kind.as_str(),
+                            r.name,
+                            others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                    .with_help("keep one selector-less resource per namespace; give the others a selector");
+                    d.upstream.retain(|u| none_codes.contains(&u.code) && u.check.to_ascii_lowercase().starts_with(family));
+                    out.push(d);
+                }
+            }
+            // Labelled ones that select a common workload.
+            for (a, &(i, la, pa)) in labelled.iter().enumerate() {
+                let clash: Vec<usize> = labelled
+                    .iter()
+                    .enumerate()
+                    .filter(|(b, (_, lb, _))| {
+                        *b != a
+                            && ctx
+                                .workloads_matching(ns, la)
+                                .any(|w| selects(lb, &w.labels))
+                    })
+                    .map(|(_, (j, _, _))| *j)
+                    .collect();
+                if clash.is_empty() {
+                    continue;
+                }
+                let r = &ctx.resources[i];
+                let names: Vec<String> = clash.iter().map(|&j| format!("`{}`", ctx.resources[j].name)).collect();
+                let path = YamlPath(pa.iter().map(|k| PathSeg::Key((*k).into())).collect());
+                let mut d = r.diag(
+                    &AMBIGUOUS_SELECTOR,
+                    path,
+                    format!(
+                        "{} `{}` selects workloads that {} also select{}; only one applies",
+                        kind.as_str(),
+                        r.name,
+                        names.join(", "),
+                        if names.len() == 1 { "s" } else { "" }
+                    ),
+                )
+                .with_help("make the selectors pick distinct workloads, or merge the resources");
+                d.upstream.retain(|u| same_codes.contains(&u.code) && u.check.to_ascii_lowercase().starts_with(family));
+                out.push(d);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `MC0107` selector-matches-nothing.
+
+use crate::analysis::{Context, Selection};
+use crate::declare_rule;
+use crate::diagnostic::Diagnostic;
+use crate::model::Kind;
+use crate::yaml::{PathSeg, YamlPath};
+
+declare_rule! {
+    /// ## What it does
+    /// Reports a Sidecar, PeerAuthentication, AuthorizationPolicy,
+    /// RequestAuthentication or Gateway whose workload selector matches no
+    /// workload (Deployment, StatefulSet, DaemonSet or Pod) of its namespace; in
+    /// the root namespace, and for Gateways, of any namespace. An
+    /// AuthorizationPolicy without a selector in a namespace that has no
+    /// workloads is reported too. The rule runs only in repositories that declare workloads.
+    ///
+    /// ## Why is this bad?
+    /// The policy protects or configures nothing. Usually a label was renamed
+    /// (`app: reviews` became `app.kubernetes.io/name: reviews`) or the policy
+    /// sits in the wrong namespace, and the workload it was written for runs
+    /// without it.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: reviews-viewer, namespace: shop}
+    /// spec:
+    ///   selector:
+    ///     matchLabels: {app: reveiws}
+    /// ```
+    ///
+    /// ## Fix
+    /// ```yaml
+    ///     matchLabels: {app: reviews}
+    /// ```
+    pub static SELECTOR_MATCHES_NOTHING = {
+        code: "MC0107",
+        name: "selector-matches-nothing",
+        group: References,
+        severity: Warning,
+        summary: "A policy's workload selector matches no workload",
+        equivalents: [
+            ("IST0127", "auth.AuthorizationPoliciesAnalyzer"),
+            ("IST0101", "sidecar.SelectorAnalyzer"),
+            ("IST0101", "gateway.IngressGatewayPortAnalyzer"),
+            ("KIA0004", "authorization.WorkloadSelectorChecker"),
+            ("KIA0004", "peerauthentications.WorkloadSelectorChecker"),
+            ("KIA0004", "sidecars.WorkloadSelectorChecker"),
+            ("KIA0302", "gateways.SelectorChecker"),
+        ],
+    };
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    if !ctx.has_workloads() {
+        return;
+    }
+    for r in ctx.resources {
+        let Some(sel) = r.selection() else { continue };
+        let anywhere = r.kind == Kind::Gateway || r.namespace == ctx.settings.root_namespace;
+        let (found, path, what) = match sel {
+            Selection::Namespace => {
+                // Only an AuthorizationPolicy is worth reporting here: it is
+                // the one kind people write namespace-wide for a purpose.
+                if anywhere || r.kind != Kind::AuthorizationPolicy {
+                    continue;
+                }
+                let any = ctx.workloads.iter().any(|w| w.namespace == r.namespace);
+                (any, YamlPath(vec![PathSeg::Key("metadata".into()), PathSeg::Key("namespace".into())]), format!("namespace `{}` has no workloads for it to apply to", r.namespace))
+            }
+            Selection::Labels(labels, path) => {
+                let any = if anywhere {
+                    ctx.workloads_matching_anywhere(labels).next().is_some()
+                } else {
+                    ctx.workloads_matching(&r.namespace, labels).next().is_some()
+                };
+                let shown = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                let scope = if anywhere { "any namespace".to_string() } else { format!("namespace `{}`", r.namespace) };
+                (any, YamlPath(path.iter().map(|k| PathSeg::Key((*k).into())).collect()), format!("selector `{shown}` matches no workload in {scope}"))
+            }
+        };
+        if found {
+            continue;
+        }
+        let upstream: &[&str] = match r.kind {
+            Kind::AuthorizationPolicy => &["IST0127", "KIA0004"],
+            Kind::Sidecar => &["IST0101", "KIA0004"],
+            Kind::PeerAuthentication | Kind::RequestAuthentication => &["KIA0004"],
+            Kind::Gateway => &["IST0101", "KIA0302"],
+            _ => &[],
+        };
+        let mut d = r.diag(&SELECTOR_MATCHES_NOTHING, path, format!("{} {what}", r.kind.as_str()));
+        d.upstream.retain(|u| {
+            upstream.contains(&u.code)
+                && (u.check.starts_with(match r.kind {
+                    Kind::AuthorizationPolicy => "auth",
+                    Kind::Sidecar => "sidecar",
+                    Kind::PeerAuthentication => "peerauthentications",
+                    Kind::Gateway => "gateway",
+                    _ => "-",
+                }))
+        });
+        out.push(d.with_help("check the labels against the workloads' pod template labels, and the namespace"));
+    }
+}
