@@ -131,10 +131,12 @@ pub static ALL: &[&RuleMeta] = &[
     &references::host_not_in_gateway::HOST_NOT_IN_GATEWAY,
     &references::selector_matches_nothing::SELECTOR_MATCHES_NOTHING,
     &references::ambiguous_selector::AMBIGUOUS_SELECTOR,
+    &references::subset_selects_nothing::SUBSET_SELECTS_NOTHING,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
     &routing::service_entry_protocol::SERVICE_ENTRY_PROTOCOL,
+    &routing::duplicate_destination_rule::DUPLICATE_DESTINATION_RULE,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
 ];
@@ -162,6 +164,8 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     references::host_not_in_gateway::check(ctx, out);
     references::selector_matches_nothing::check(ctx, out);
     references::ambiguous_selector::check(ctx, out);
+    references::subset_selects_nothing::check(ctx, out);
+    routing::duplicate_destination_rule::check(ctx, out);
 }
 
 #[cfg(test)]

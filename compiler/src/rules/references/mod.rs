@@ -8,3 +8,4 @@ pub mod export_to_namespace;
 pub mod host_not_in_gateway;
 pub mod selector_matches_nothing;
 pub mod ambiguous_selector;
+pub mod subset_selects_nothing;

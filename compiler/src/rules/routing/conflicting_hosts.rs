@@ -40,7 +40,7 @@ declare_rule! {
         group: Routing,
         severity: Error,
         summary: "Several mesh VirtualServices claim the same host in the same scope",
-        equivalents: [("IST0109", "virtualservice.ConflictingMeshGatewayHostsAnalyzer"), ("KIA1106", "virtualservices.SingleHostChecker")],
+        equivalents: [("IST0109", "virtualservice.ConflictingMeshGatewayHostsAnalyzer")],
     };
 }
 

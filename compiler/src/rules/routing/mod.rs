@@ -5,3 +5,4 @@ pub mod weight_sum;
 pub mod conflicting_hosts;
 pub mod service_entry_protocol;
 pub(crate) mod matchset;
+pub mod duplicate_destination_rule;

@@ -1,0 +1,106 @@
+//! `MC0205` duplicate-destination-rule.
+
+use std::collections::HashMap;
+
+use crate::analysis::Context;
+use crate::declare_rule;
+use crate::diagnostic::Diagnostic;
+use crate::model::{Kind, Spec};
+use crate::path;
+use crate::rules::routing::conflicting_hosts::scopes_overlap;
+
+declare_rule! {
+    /// ## What it does
+    /// Reports DestinationRules without a `workloadSelector` that configure the
+    /// same host, or the same subset of a host, and are visible together in some
+    /// namespace (their `exportTo` lists overlap).
+    ///
+    /// ## Why is this bad?
+    /// Istio uses one DestinationRule per host for a client: the oldest wins for
+    /// the traffic policy, so TLS, load balancing or circuit breaking silently
+    /// come from the other file, and which one wins changes when resources are
+    /// recreated.
+    ///
+    /// ## Example
+    /// ```yaml
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: shop}
+    /// spec: {host: reviews, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+    /// ---
+    /// kind: DestinationRule
+    /// metadata: {name: reviews-lb, namespace: shop}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}}
+    /// ```
+    ///
+    /// ## Fix
+    /// Merge them into one DestinationRule per host.
+    pub static DUPLICATE_DESTINATION_RULE = {
+        code: "MC0205",
+        name: "duplicate-destination-rule",
+        group: Routing,
+        severity: Warning,
+        summary: "Several DestinationRules configure the same host or subset",
+        equivalents: [("KIA0201", "destinationrules.MultiMatchChecker")],
+    };
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    // host → (resource index, subset names, exportTo)
+    let mut by_host: HashMap<String, Vec<(usize, Vec<&str>, &[String])>> = HashMap::new();
+    for (i, r, spec) in ctx.of_kind(Kind::DestinationRule) {
+        let Spec::DestinationRule(dr) = spec else {
+            continue;
+        };
+        if dr.workload_selector.is_some() {
+            continue;
+        }
+        let subsets = dr.subsets.iter().flatten().map(|s| s.name.as_str()).collect();
+        by_host
+            .entry(ctx.fqdn(&dr.host, &r.namespace))
+            .or_default()
+            .push((i, subsets, dr.export_to.as_deref().unwrap_or_default()));
+    }
+    let mut hosts: Vec<&String> = by_host.keys().collect();
+    hosts.sort();
+    for host in hosts {
+        let group = &by_host[host];
+        if group.len() < 2 {
+            continue;
+        }
+        for (a, (i, subs, exp)) in group.iter().enumerate() {
+            let r = &ctx.resources[*i];
+            let mut rivals: Vec<(usize, Vec<&str>)> = Vec::new();
+            for (b, (j, other, exp2)) in group.iter().enumerate() {
+                let rj = &ctx.resources[*j];
+                if a == b || !scopes_overlap(exp, &r.namespace, exp2, &rj.namespace) {
+                    continue;
+                }
+                let shared: Vec<&str> = subs.iter().copied().filter(|s| other.contains(s)).collect();
+                if (subs.is_empty() && other.is_empty()) || !shared.is_empty() {
+                    rivals.push((*j, shared));
+                }
+            }
+            if rivals.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = rivals
+                .iter()
+                .map(|(j, _)| format!("{}/{}", ctx.resources[*j].namespace, ctx.resources[*j].name))
+                .collect();
+            let what = match rivals.iter().flat_map(|(_, s)| s.iter()).next() {
+                Some(s) => format!("subset `{s}` of host `{host}`"),
+                None => format!("host `{host}`"),
+            };
+            let mut d = r.diag(
+                &DUPLICATE_DESTINATION_RULE,
+                path!["spec", "host"],
+                format!("{what} is also configured by {}; only one DestinationRule applies", names.join(", ")),
+            )
+            .with_help("merge them into one DestinationRule per host");
+            for (j, _) in &rivals {
+                d = d.with_related(ctx.resources[*j].label(path!["spec", "host"]).with_message("also configures it"));
+            }
+            out.push(d);
+        }
+    }
+}
