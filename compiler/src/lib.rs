@@ -23,6 +23,7 @@ pub mod analysis;
 pub mod config;
 pub mod diagnostic;
 pub mod model;
+pub mod mtls;
 pub mod rules;
 pub mod schema;
 pub mod source;

@@ -13,6 +13,7 @@ pub mod load;
 pub mod mtls;
 pub mod references;
 pub mod routing;
+pub mod authorization;
 pub(crate) mod walk;
 
 /// Which part of the policy a rule is about.
@@ -139,6 +140,7 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::duplicate_destination_rule::DUPLICATE_DESTINATION_RULE,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
+    &authorization::identity_without_mtls::IDENTITY_WITHOUT_MTLS,
 ];
 
 /// Look a rule up by code (case-insensitive) or by name.
@@ -166,6 +168,7 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     references::ambiguous_selector::check(ctx, out);
     references::subset_selects_nothing::check(ctx, out);
     routing::duplicate_destination_rule::check(ctx, out);
+    authorization::identity_without_mtls::check(ctx, out);
 }
 
 #[cfg(test)]

@@ -1,0 +1,151 @@
+//! Effective mutual TLS, resolved with Istio's precedence.
+//!
+//! Server side (PeerAuthentication): a workload policy (selector) beats the
+//! namespace policy, which beats the mesh policy in the root namespace; with
+//! none, Istio's default is PERMISSIVE. `UNSET` inherits from the level above.
+//! Client side (DestinationRule `trafficPolicy.tls`): the most specific
+//! DestinationRule whose host covers the namespace's Services; with none, the
+//! client uses mTLS only when `auto-mtls` is on.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::analysis::{Context, Resource, host_matches, selects};
+use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
+
+/// The PeerAuthentications and DestinationRules that decide mTLS.
+pub struct MtlsView<'a> {
+    mesh: Option<(&'a Resource, MutualTlsMode)>,
+    namespaces: HashMap<&'a str, (&'a Resource, MutualTlsMode)>,
+    workloads: Vec<(&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode)>,
+    /// (host pattern, resource, mode) of DestinationRules with a top-level TLS mode.
+    client: Vec<(String, &'a Resource, ClientTlsMode)>,
+    auto_mtls: bool,
+    cluster_domain: &'a str,
+    /// (FQDN, namespace, selector) of the Services with a selector.
+    services: Vec<(String, String, BTreeMap<String, String>)>,
+}
+
+/// A server-side mode with the resource that sets it (`None`: Istio's default).
+pub type ServerMode<'a> = (MutualTlsMode, Option<&'a Resource>);
+
+impl<'a> MtlsView<'a> {
+    /// Collect the policies of the repository.
+    pub fn new(ctx: &Context<'a>) -> Self {
+        let mut v = MtlsView {
+            mesh: None,
+            namespaces: HashMap::new(),
+            workloads: Vec::new(),
+            client: Vec::new(),
+            auto_mtls: ctx.settings.auto_mtls,
+            cluster_domain: &ctx.settings.cluster_domain,
+            services: ctx
+                .hosts
+                .iter()
+                .filter_map(|h| {
+                    let sel = h.selector.as_ref().filter(|s| !s.is_empty())?;
+                    Some((h.host.clone(), h.namespace.clone(), sel.clone()))
+                })
+                .collect(),
+        };
+        for r in ctx.resources {
+            match &r.spec {
+                Some(Spec::PeerAuthentication(p)) => {
+                    let mode = p
+                        .mtls
+                        .as_ref()
+                        .and_then(|m| m.mode)
+                        .unwrap_or(MutualTlsMode::Unset);
+                    match p.selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
+                        Some(l) if !l.is_empty() => v.workloads.push((r, l, mode)),
+                        _ if r.namespace == ctx.settings.root_namespace => {
+                            v.mesh.get_or_insert((r, mode));
+                        }
+                        _ => {
+                            v.namespaces.entry(&r.namespace).or_insert((r, mode));
+                        }
+                    }
+                }
+                Some(Spec::DestinationRule(d)) if d.workload_selector.is_none() => {
+                    if let Some(m) = d.traffic_policy.as_ref().and_then(|t| t.tls.as_ref()).and_then(|t| t.mode) {
+                        v.client.push((ctx.fqdn(&d.host, &r.namespace), r, m));
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The mesh-wide policy's mode (root namespace, no selector).
+    pub fn mesh_mode(&self) -> ServerMode<'a> {
+        match self.mesh {
+            Some((r, m)) if m != MutualTlsMode::Unset => (m, Some(r)),
+            _ => (MutualTlsMode::Permissive, None),
+        }
+    }
+
+    /// The namespace's effective mode (its own policy, else the mesh's).
+    pub fn namespace_mode(&self, ns: &str) -> ServerMode<'a> {
+        match self.namespaces.get(ns) {
+            Some((r, m)) if *m != MutualTlsMode::Unset => (*m, Some(*r)),
+            _ => self.mesh_mode(),
+        }
+    }
+
+    /// The effective mode for workloads in `ns` with `labels` (`None`: the
+    /// namespace as a whole).
+    pub fn server_mode(&self, ns: &str, labels: Option<&BTreeMap<String, String>>) -> ServerMode<'a> {
+        if let Some(labels) = labels
+            && let Some((r, _, m)) = self
+                .workloads
+                .iter()
+                .find(|(r, sel, m)| r.namespace == ns && *m != MutualTlsMode::Unset && selects(sel, labels))
+        {
+            return (*m, Some(*r));
+        }
+        self.namespace_mode(ns)
+    }
+
+    /// The DestinationRule TLS mode clients use towards workloads in `ns`
+    /// (with `labels`): a DestinationRule for a Service that selects them wins,
+    /// else the one with the most specific wildcard covering the namespace.
+    pub fn client_mode(
+        &self,
+        ns: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<(ClientTlsMode, &'a Resource)> {
+        if let Some(labels) = labels {
+            let exact = self
+                .services
+                .iter()
+                .filter(|(_, sns, sel)| sns == ns && selects(sel, labels))
+                .find_map(|(fqdn, _, _)| self.client.iter().find(|(h, _, _)| h == fqdn));
+            if let Some((_, r, m)) = exact {
+                return Some((*m, *r));
+            }
+        }
+        let probe = format!("x.{ns}.svc.{}", self.cluster_domain);
+        self.client
+            .iter()
+            .filter(|(h, _, _)| h.starts_with('*') && host_matches(h, &probe))
+            .max_by_key(|(h, _, _)| h.len())
+            .map(|(_, r, m)| (*m, *r))
+    }
+
+    /// Whether traffic to workloads in `ns` (with `labels`) carries peer
+    /// identities. With auto mTLS, unless a PeerAuthentication disables it or
+    /// a DestinationRule makes clients use another TLS mode. Without, only
+    /// when a PeerAuthentication enables it explicitly (STRICT or PERMISSIVE)
+    /// and a DestinationRule makes clients use ISTIO_MUTUAL.
+    pub fn enabled(&self, ns: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let (server, by) = self.server_mode(ns, labels);
+        if server == MutualTlsMode::Disable {
+            return false;
+        }
+        match self.client_mode(ns, labels) {
+            Some((ClientTlsMode::IstioMutual, _)) => self.auto_mtls || by.is_some(),
+            Some(_) => false,
+            None => self.auto_mtls,
+        }
+    }
+}

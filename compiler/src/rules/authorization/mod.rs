@@ -1,0 +1,2 @@
+//! authorization rules.
+pub mod identity_without_mtls;
