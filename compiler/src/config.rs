@@ -36,9 +36,6 @@ pub struct ConfigFile {
     /// Istio's `enableAutoMtls` (default true): clients pick mTLS by
     /// themselves when no DestinationRule says otherwise.
     pub auto_mtls: Option<bool>,
-    /// Largest acceptable product of retry attempts along a call path
-    /// (default 10).
-    pub max_retry_amplification: Option<u32>,
 }
 
 impl ConfigFile {
@@ -67,8 +64,6 @@ pub struct Settings {
     pub known_hosts: Vec<String>,
     /// Istio's `enableAutoMtls`.
     pub auto_mtls: bool,
-    /// Largest acceptable product of retry attempts along a call path.
-    pub max_retry_amplification: u32,
     /// Problems found while resolving (unknown codes, bad severities), as
     /// `(byte range in meshc.toml, message)`; reported as `MC0020`.
     pub problems: Vec<(Range<usize>, String)>,
@@ -129,7 +124,6 @@ impl Settings {
                 .unwrap_or_else(|| "cluster.local".into()),
             known_hosts: file.known_hosts.clone(),
             auto_mtls: file.auto_mtls.unwrap_or(true),
-            max_retry_amplification: file.max_retry_amplification.unwrap_or(10),
             problems,
         }
     }

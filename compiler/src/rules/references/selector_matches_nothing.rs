@@ -11,7 +11,9 @@ declare_rule! {
     /// Reports a Sidecar, PeerAuthentication, AuthorizationPolicy,
     /// RequestAuthentication or Gateway whose workload selector matches no
     /// workload (Deployment, StatefulSet, DaemonSet or Pod) of its namespace; in
-    /// the root namespace, and for Gateways, of any namespace. An
+    /// the root namespace, and for Gateways, of any namespace (Gateways only
+    /// when the repository declares workloads in the root namespace, as it
+    /// then holds the mesh install). An
     /// AuthorizationPolicy without a selector in a namespace that has no
     /// workloads is reported too. The rule runs only in repositories that declare workloads.
     ///
@@ -58,6 +60,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     }
     for r in ctx.resources {
         let Some(sel) = r.selection() else { continue };
+        // Gateway workloads come with the mesh install; check them only in
+        // repositories that declare workloads in the root namespace.
+        if r.kind == Kind::Gateway && !ctx.workloads.iter().any(|w| w.namespace == ctx.settings.root_namespace) {
+            continue;
+        }
         let anywhere = r.kind == Kind::Gateway || r.namespace == ctx.settings.root_namespace;
         let (found, path, what) = match sel {
             Selection::Namespace => {

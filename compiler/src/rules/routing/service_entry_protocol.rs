@@ -83,7 +83,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             let r = &ctx.resources[ha.index];
             let others: Vec<String> = rivals
                 .iter()
-                .map(|(i, p)| format!("{}/{} ({p})", ctx.resources[*i].namespace, ctx.resources[*i].name))
+                .map(|(i, p)| {
+                    let n = format!("{}/{}", ctx.resources[*i].namespace, ctx.resources[*i].name);
+                    if rivals.len() == 1 { n } else { format!("{n} ({p})") }
+                })
                 .collect();
             let mut d = r.diag(
                 &SERVICE_ENTRY_PROTOCOL,
