@@ -123,6 +123,9 @@ pub struct Context<'a> {
     pub workloads: Vec<Workload>,
     /// Namespace → indices into `workloads`.
     workloads_by_ns: HashMap<String, Vec<usize>>,
+    /// (namespace, label key, label value) → indices into `workloads`: a
+    /// selector's candidates are the workloads with its first label.
+    workloads_by_label: HashMap<(String, String, String), Vec<usize>>,
     /// Namespaces declared in the repository, with their labels.
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
     /// Namespaces declared or used by any resource.
@@ -144,6 +147,7 @@ impl<'a> Context<'a> {
             gateway_api: HashMap::new(),
             workloads: Vec::new(),
             workloads_by_ns: HashMap::new(),
+            workloads_by_label: HashMap::new(),
             namespaces: HashMap::new(),
             known_namespaces: HashSet::new(),
             service_accounts: HashSet::new(),
@@ -169,7 +173,12 @@ impl<'a> Context<'a> {
                             protocol: p
                                 .app_protocol
                                 .clone()
-                                .or_else(|| p.name.as_deref().and_then(protocol_of_port_name).map(str::to_string))
+                                .or_else(|| {
+                                    p.name
+                                        .as_deref()
+                                        .and_then(protocol_of_port_name)
+                                        .map(str::to_string)
+                                })
                                 .map(|s| s.to_ascii_uppercase()),
                         })
                         .collect();
@@ -205,14 +214,16 @@ impl<'a> Context<'a> {
                     }
                 }
                 (Kind::Gateway, _) => {
-                    ctx.gateways.insert(format!("{}/{}", r.namespace, r.name), i);
+                    ctx.gateways
+                        .insert(format!("{}/{}", r.namespace, r.name), i);
                 }
                 (Kind::Namespace, _) => {
                     ctx.namespaces.insert(r.name.clone(), r.labels());
                     ctx.known_namespaces.insert(r.name.clone());
                 }
                 (Kind::ServiceAccount, _) => {
-                    ctx.service_accounts.insert(format!("{}/{}", r.namespace, r.name));
+                    ctx.service_accounts
+                        .insert(format!("{}/{}", r.namespace, r.name));
                 }
                 (
                     Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet,
@@ -262,10 +273,17 @@ impl<'a> Context<'a> {
     fn add_workload(&mut self, w: Workload) {
         self.service_accounts
             .insert(format!("{}/{}", w.namespace, w.service_account));
+        let i = self.workloads.len();
         self.workloads_by_ns
             .entry(w.namespace.clone())
             .or_default()
-            .push(self.workloads.len());
+            .push(i);
+        for (k, v) in &w.labels {
+            self.workloads_by_label
+                .entry((w.namespace.clone(), k.clone(), v.clone()))
+                .or_default()
+                .push(i);
+        }
         self.workloads.push(w);
     }
 
@@ -334,8 +352,14 @@ impl<'a> Context<'a> {
         namespace: &str,
         selector: &'s BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'s Workload> + 's {
-        self.workloads_by_ns
-            .get(namespace)
+        let candidates = match selector.iter().next() {
+            Some((k, v)) => {
+                self.workloads_by_label
+                    .get(&(namespace.to_string(), k.clone(), v.clone()))
+            }
+            None => self.workloads_by_ns.get(namespace),
+        };
+        candidates
             .into_iter()
             .flatten()
             .map(|&i| &self.workloads[i])
@@ -357,6 +381,20 @@ impl<'a> Context<'a> {
     /// that keep workloads elsewhere get no false positives.
     pub fn has_workloads(&self) -> bool {
         !self.workloads.is_empty()
+    }
+
+    /// The workloads of namespace `ns`.
+    pub fn workloads_in<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s Workload> + 's {
+        self.workloads_by_ns
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.workloads[i])
+    }
+
+    /// Whether namespace `ns` has any workload.
+    pub fn has_workloads_in(&self, ns: &str) -> bool {
+        self.workloads_by_ns.get(ns).is_some_and(|v| !v.is_empty())
     }
 
     /// Whether the workload is meshed: its namespace (declared in the repo) has
@@ -411,18 +449,27 @@ impl Resource {
                 s.workload_selector.as_ref().and_then(|w| w.labels.as_ref()),
                 &["spec", "workloadSelector", "labels"],
             ),
-            Spec::PeerAuthentication(s) => labels(s.selector.as_ref().and_then(|w| w.match_labels.as_ref()), MATCH),
+            Spec::PeerAuthentication(s) => labels(
+                s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                MATCH,
+            ),
             Spec::AuthorizationPolicy(s) => {
                 if s.target_ref.is_some() || s.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
                     return None;
                 }
-                labels(s.selector.as_ref().and_then(|w| w.match_labels.as_ref()), MATCH)
+                labels(
+                    s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                    MATCH,
+                )
             }
             Spec::RequestAuthentication(s) => {
                 if s.target_ref.is_some() || s.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
                     return None;
                 }
-                labels(s.selector.as_ref().and_then(|w| w.match_labels.as_ref()), MATCH)
+                labels(
+                    s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                    MATCH,
+                )
             }
             Spec::Gateway(g) => labels(g.selector.as_ref(), &["spec", "selector"]),
             _ => None,

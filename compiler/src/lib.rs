@@ -243,11 +243,24 @@ fn load_file(id: FileId, input: Input, limits: &Limits) -> FileResult {
 fn gateway_api_listeners(root: &Node) -> (String, Vec<String>) {
     let meta = root.get("metadata");
     let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Node::as_str);
-    let key = format!("{}/{}", field("namespace").unwrap_or("default"), field("name").unwrap_or(""));
+    let key = format!(
+        "{}/{}",
+        field("namespace").unwrap_or("default"),
+        field("name").unwrap_or("")
+    );
     let mut hosts = Vec::new();
-    if let Some(Value::Seq(listeners)) = root.get("spec").and_then(|s| s.get("listeners")).map(|l| &l.value) {
+    if let Some(Value::Seq(listeners)) = root
+        .get("spec")
+        .and_then(|s| s.get("listeners"))
+        .map(|l| &l.value)
+    {
         for l in listeners {
-            hosts.push(l.get("hostname").and_then(Node::as_str).unwrap_or("*").to_string());
+            hosts.push(
+                l.get("hostname")
+                    .and_then(Node::as_str)
+                    .unwrap_or("*")
+                    .to_string(),
+            );
         }
     }
     (key, hosts)

@@ -16,13 +16,16 @@ use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
 pub struct MtlsView<'a> {
     mesh: Option<(&'a Resource, MutualTlsMode)>,
     namespaces: HashMap<&'a str, (&'a Resource, MutualTlsMode)>,
-    workloads: Vec<(&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode)>,
-    /// (host pattern, resource, mode) of DestinationRules with a top-level TLS mode.
+    /// Namespace → workload policies (selector labels, mode), in order.
+    workloads: HashMap<&'a str, Vec<(&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode)>>,
+    /// (wildcard host, resource, mode) of DestinationRules with a top-level TLS mode.
     client: Vec<(String, &'a Resource, ClientTlsMode)>,
+    /// The same for exact hosts (the first rule per host, as Istio takes the oldest).
+    client_exact: HashMap<String, (&'a Resource, ClientTlsMode)>,
     auto_mtls: bool,
     cluster_domain: &'a str,
-    /// (FQDN, namespace, selector) of the Services with a selector.
-    services: Vec<(String, String, BTreeMap<String, String>)>,
+    /// Namespace → (FQDN, selector) of its Services with a selector.
+    services: HashMap<String, Vec<(String, BTreeMap<String, String>)>>,
 }
 
 /// A server-side mode with the resource that sets it (`None`: Istio's default).
@@ -34,19 +37,21 @@ impl<'a> MtlsView<'a> {
         let mut v = MtlsView {
             mesh: None,
             namespaces: HashMap::new(),
-            workloads: Vec::new(),
+            workloads: HashMap::new(),
             client: Vec::new(),
+            client_exact: HashMap::new(),
             auto_mtls: ctx.settings.auto_mtls,
             cluster_domain: &ctx.settings.cluster_domain,
-            services: ctx
-                .hosts
-                .iter()
-                .filter_map(|h| {
-                    let sel = h.selector.as_ref().filter(|s| !s.is_empty())?;
-                    Some((h.host.clone(), h.namespace.clone(), sel.clone()))
-                })
-                .collect(),
+            services: HashMap::new(),
         };
+        for h in &ctx.hosts {
+            if let Some(sel) = h.selector.as_ref().filter(|s| !s.is_empty()) {
+                v.services
+                    .entry(h.namespace.clone())
+                    .or_default()
+                    .push((h.host.clone(), sel.clone()));
+            }
+        }
         for r in ctx.resources {
             match &r.spec {
                 Some(Spec::PeerAuthentication(p)) => {
@@ -56,7 +61,12 @@ impl<'a> MtlsView<'a> {
                         .and_then(|m| m.mode)
                         .unwrap_or(MutualTlsMode::Unset);
                     match p.selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
-                        Some(l) if !l.is_empty() => v.workloads.push((r, l, mode)),
+                        Some(l) if !l.is_empty() => {
+                            v.workloads
+                                .entry(&r.namespace)
+                                .or_default()
+                                .push((r, l, mode));
+                        }
                         _ if r.namespace == ctx.settings.root_namespace => {
                             v.mesh.get_or_insert((r, mode));
                         }
@@ -66,8 +76,18 @@ impl<'a> MtlsView<'a> {
                     }
                 }
                 Some(Spec::DestinationRule(d)) if d.workload_selector.is_none() => {
-                    if let Some(m) = d.traffic_policy.as_ref().and_then(|t| t.tls.as_ref()).and_then(|t| t.mode) {
-                        v.client.push((ctx.fqdn(&d.host, &r.namespace), r, m));
+                    if let Some(m) = d
+                        .traffic_policy
+                        .as_ref()
+                        .and_then(|t| t.tls.as_ref())
+                        .and_then(|t| t.mode)
+                    {
+                        let host = ctx.fqdn(&d.host, &r.namespace);
+                        if host.starts_with('*') {
+                            v.client.push((host, r, m));
+                        } else {
+                            v.client_exact.entry(host).or_insert((r, m));
+                        }
                     }
                 }
                 _ => {}
@@ -94,12 +114,18 @@ impl<'a> MtlsView<'a> {
 
     /// The effective mode for workloads in `ns` with `labels` (`None`: the
     /// namespace as a whole).
-    pub fn server_mode(&self, ns: &str, labels: Option<&BTreeMap<String, String>>) -> ServerMode<'a> {
+    pub fn server_mode(
+        &self,
+        ns: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> ServerMode<'a> {
         if let Some(labels) = labels
             && let Some((r, _, m)) = self
                 .workloads
-                .iter()
-                .find(|(r, sel, m)| r.namespace == ns && *m != MutualTlsMode::Unset && selects(sel, labels))
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .find(|(_, sel, m)| *m != MutualTlsMode::Unset && selects(sel, labels))
         {
             return (*m, Some(*r));
         }
@@ -117,17 +143,19 @@ impl<'a> MtlsView<'a> {
         if let Some(labels) = labels {
             let exact = self
                 .services
-                .iter()
-                .filter(|(_, sns, sel)| sns == ns && selects(sel, labels))
-                .find_map(|(fqdn, _, _)| self.client.iter().find(|(h, _, _)| h == fqdn));
-            if let Some((_, r, m)) = exact {
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .filter(|(_, sel)| selects(sel, labels))
+                .find_map(|(fqdn, _)| self.client_exact.get(fqdn));
+            if let Some((r, m)) = exact {
                 return Some((*m, *r));
             }
         }
         let probe = format!("x.{ns}.svc.{}", self.cluster_domain);
         self.client
             .iter()
-            .filter(|(h, _, _)| h.starts_with('*') && host_matches(h, &probe))
+            .filter(|(h, _, _)| host_matches(h, &probe))
             .max_by_key(|(h, _, _)| h.len())
             .map(|(_, r, m)| (*m, *r))
     }

@@ -120,7 +120,10 @@ impl Suite {
             "| {:<56} | cases | pass | expected | found | missing | extra | recall | precision |",
             "upstream check"
         );
-        println!("|{}|-------|------|----------|-------|---------|-------|--------|-----------|", "-".repeat(58));
+        println!(
+            "|{}|-------|------|----------|-------|---------|-------|--------|-----------|",
+            "-".repeat(58)
+        );
         for (name, t) in &self.groups {
             row(name, t);
         }
@@ -188,7 +191,11 @@ fn conformance(args: &[String]) -> Result<()> {
         for metric in ["recall", "precision"] {
             let now = current[suite][metric].as_f64().unwrap_or(0.0);
             let floor = ratchet[suite][metric].as_f64().unwrap_or(0.0);
-            println!("{suite} {metric}: {:.1}% (ratchet {:.1}%)", now * 100.0, floor * 100.0);
+            println!(
+                "{suite} {metric}: {:.1}% (ratchet {:.1}%)",
+                now * 100.0,
+                floor * 100.0
+            );
             if now + 1e-9 < floor {
                 below.push(format!("{suite} {metric} {:.3} < {:.3}", now, floor));
             } else if now > floor + 1e-9 {
@@ -260,16 +267,37 @@ fn istio_not_applicable(case: &Value) -> Option<String> {
         return Some("input YAML not in the corpus".into());
     }
     let live = [
-        ("Secret", "needs TLS Secrets (cluster state, never kept in a policy repo)"),
+        (
+            "Secret",
+            "needs TLS Secrets (cluster state, never kept in a policy repo)",
+        ),
         ("Node", "needs Node topology labels (cluster state)"),
         ("ConfigMap", "needs the injector ConfigMap (cluster state)"),
-        ("MutatingWebhookConfiguration", "needs webhook configurations (cluster state)"),
-        ("ValidatingWebhookConfiguration", "needs webhook configurations (cluster state)"),
-        ("CustomResourceDefinition", "needs installed CRD versions (cluster state)"),
+        (
+            "MutatingWebhookConfiguration",
+            "needs webhook configurations (cluster state)",
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            "needs webhook configurations (cluster state)",
+        ),
+        (
+            "CustomResourceDefinition",
+            "needs installed CRD versions (cluster state)",
+        ),
         ("status", "needs controller-written .status (cluster state)"),
-        ("istiod-deployment", "needs the istiod Deployment and its env (install state)"),
-        ("mesh-config-file", "needs a MeshConfig file (meshc reads meshc.toml)"),
-        ("mesh-networks-file", "needs MeshNetworks (multi-cluster install state)"),
+        (
+            "istiod-deployment",
+            "needs the istiod Deployment and its env (install state)",
+        ),
+        (
+            "mesh-config-file",
+            "needs a MeshConfig file (meshc reads meshc.toml)",
+        ),
+        (
+            "mesh-networks-file",
+            "needs MeshNetworks (multi-cluster install state)",
+        ),
     ];
     for c in case["clusterConcepts"].as_array().into_iter().flatten() {
         if let Some((_, why)) = live.iter().find(|(k, _)| Some(*k) == c.as_str()) {
@@ -303,7 +331,12 @@ spec:
   - {name: tls, port: 15443, targetPort: 15443}
 ";
 
-const IGNORED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease", "local-path-storage"];
+const IGNORED_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
 
 fn istio_analyze(dir: &Path) -> Result<Suite> {
     let cases = read_json(&dir.join("expected.json"))?;
@@ -324,8 +357,13 @@ fn istio_analyze(dir: &Path) -> Result<Suite> {
         let names = harness_names(&a, None);
         let mut found = Pairs::new();
         for d in &a.diagnostics {
-            let Some(res) = d.resource.as_ref() else { continue };
-            let ns = res.split_once(' ').and_then(|(_, r)| r.split_once('/')).map(|(ns, _)| ns);
+            let Some(res) = d.resource.as_ref() else {
+                continue;
+            };
+            let ns = res
+                .split_once(' ')
+                .and_then(|(_, r)| r.split_once('/'))
+                .map(|(ns, _)| ns);
             if ns.is_some_and(|ns| IGNORED_NAMESPACES.contains(&ns)) {
                 continue;
             }
@@ -337,7 +375,9 @@ fn istio_analyze(dir: &Path) -> Result<Suite> {
                 .filter(|u| {
                     u.code.starts_with("IST")
                         && (u.check == analyzer
-                            || analyzer.strip_prefix(u.check).is_some_and(|r| r.starts_with('.')))
+                            || analyzer
+                                .strip_prefix(u.check)
+                                .is_some_and(|r| r.starts_with('.')))
                 })
                 .map(|u| u.code)
                 .collect();
@@ -369,11 +409,16 @@ fn kiali(dir: &Path, root: &Path) -> Result<Suite> {
     let fixtures = doc["fixtures"].as_object().context("no fixtures")?;
     for (file, fx) in fixtures {
         let Some(checker) = fx["checker"].as_str() else {
-            suite.not_applicable.push((file.clone(), "orphan fixture: no upstream test uses it".into()));
+            suite.not_applicable.push((
+                file.clone(),
+                "orphan fixture: no upstream test uses it".into(),
+            ));
             continue;
         };
         if !checker.contains('.') || checker.contains(' ') {
-            suite.not_applicable.push((file.clone(), "helper, not a validation".into()));
+            suite
+                .not_applicable
+                .push((file.clone(), "helper, not a validation".into()));
             continue;
         }
         let ctx = &fx["context"];
@@ -396,11 +441,17 @@ fn kiali(dir: &Path, root: &Path) -> Result<Suite> {
             let subject = kiali_subject(ctx, &a);
             let mut found = Pairs::new();
             for d in &a.diagnostics {
-                let Some(res) = d.resource.as_ref() else { continue };
+                let Some(res) = d.resource.as_ref() else {
+                    continue;
+                };
                 if subject.as_ref().is_some_and(|s| s != res) {
                     continue;
                 }
-                if let Some(u) = d.upstream.iter().find(|u| u.code.starts_with("KIA") && u.check == checker) {
+                if let Some(u) = d
+                    .upstream
+                    .iter()
+                    .find(|u| u.code.starts_with("KIA") && u.check == checker)
+                {
                     *found.entry((u.code.to_string(), res.clone())).or_default() += 1;
                 }
             }
@@ -435,7 +486,10 @@ fn kiali_pair(e: &Value) -> (String, String) {
 /// The one object a Go test checks, when the context names one.
 fn kiali_subject(ctx: &Value, a: &Analysis) -> Option<String> {
     let s = ctx["subject"].as_str()?;
-    if let Some(kind) = s.strip_prefix("first ").and_then(|r| r.strip_suffix(" in file")) {
+    if let Some(kind) = s
+        .strip_prefix("first ")
+        .and_then(|r| r.strip_suffix(" in file"))
+    {
         return a
             .resources
             .iter()
@@ -469,7 +523,12 @@ fn kiali_context(ctx: &Value, fixture: &str) -> String {
             namespaces.push(ns.to_string());
         }
     }
-    for (i, w) in ctx["workloads"].as_array().into_iter().flatten().enumerate() {
+    for (i, w) in ctx["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         docs.push(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("{}-{i}", w["name"].as_str().unwrap_or("w")), "namespace": w["namespace"], "labels": w["labels"]},
@@ -524,9 +583,13 @@ fn kiali_integration(dir: &Path, root: &Path, doc: &Value, suite: &mut Suite) ->
         let a = analyze(inputs, &Options::default());
         let mut found_all = Pairs::new();
         for d in &a.diagnostics {
-            let Some(res) = d.resource.as_ref() else { continue };
+            let Some(res) = d.resource.as_ref() else {
+                continue;
+            };
             for u in d.upstream.iter().filter(|u| u.code.starts_with("KIA")) {
-                *found_all.entry((u.code.to_string(), res.clone())).or_default() += 1;
+                *found_all
+                    .entry((u.code.to_string(), res.clone()))
+                    .or_default() += 1;
             }
         }
         let mut expected = Pairs::new();

@@ -9,11 +9,11 @@
 use crate::analysis::Context;
 use crate::diagnostic::{Diagnostic, Severity, Upstream};
 
+pub mod authorization;
 pub mod load;
 pub mod mtls;
 pub mod references;
 pub mod routing;
-pub mod authorization;
 pub(crate) mod walk;
 
 /// Which part of the policy a rule is about.

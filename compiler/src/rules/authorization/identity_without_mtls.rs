@@ -61,12 +61,18 @@ fn identity_use(ap: &AuthorizationPolicySpec) -> Option<YamlPath> {
                 ("namespaces", &s.namespaces),
                 ("notNamespaces", &s.not_namespaces),
             ];
-            if let Some((k, _)) = fields.iter().find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_empty())) {
+            if let Some((k, _)) = fields
+                .iter()
+                .find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_empty()))
+            {
                 return Some(path!["spec", "rules", i, "from", j, "source", *k]);
             }
         }
         for (k, c) in rule.when.iter().flatten().enumerate() {
-            if matches!(c.key.as_str(), "source.principal" | "source.namespace" | "connection.sni") {
+            if matches!(
+                c.key.as_str(),
+                "source.principal" | "source.namespace" | "connection.sni"
+            ) {
                 return Some(path!["spec", "rules", i, "when", k, "key"]);
             }
         }
@@ -92,18 +98,38 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let (server, by) = view.server_mode(ns, labels);
         let (why, related) = if server == MutualTlsMode::Disable {
             (
-                format!("mTLS is disabled by {}", by.map_or("default".to_string(), |b| b.display())),
-                by.map(|b| b.label(path!["spec", "mtls", "mode"]).with_message("disables mTLS")),
+                format!(
+                    "mTLS is disabled by {}",
+                    by.map_or("default".to_string(), |b| b.display())
+                ),
+                by.map(|b| {
+                    b.label(path!["spec", "mtls", "mode"])
+                        .with_message("disables mTLS")
+                }),
             )
-        } else if let Some((mode, dr)) = view.client_mode(ns, labels).filter(|(m, _)| *m != crate::model::ClientTlsMode::IstioMutual) {
+        } else if let Some((mode, dr)) = view
+            .client_mode(ns, labels)
+            .filter(|(m, _)| *m != crate::model::ClientTlsMode::IstioMutual)
+        {
             (
-                format!("clients use TLS mode {mode:?} from {}", dr.display()).replace("IstioMutual", "ISTIO_MUTUAL"),
-                Some(dr.label(path!["spec", "trafficPolicy", "tls", "mode"]).with_message("clients do not send mTLS")),
+                format!("clients use TLS mode {mode:?} from {}", dr.display())
+                    .replace("IstioMutual", "ISTIO_MUTUAL"),
+                Some(
+                    dr.label(path!["spec", "trafficPolicy", "tls", "mode"])
+                        .with_message("clients do not send mTLS"),
+                ),
             )
         } else if view.client_mode(ns, labels).is_some() {
-            ("auto mTLS is off and no PeerAuthentication enables mTLS for them".to_string(), None)
+            (
+                "auto mTLS is off and no PeerAuthentication enables mTLS for them".to_string(),
+                None,
+            )
         } else {
-            ("auto mTLS is off and no DestinationRule makes clients use ISTIO_MUTUAL".to_string(), None)
+            (
+                "auto mTLS is off and no DestinationRule makes clients use ISTIO_MUTUAL"
+                    .to_string(),
+                None,
+            )
         };
         let mut d = r
             .diag(

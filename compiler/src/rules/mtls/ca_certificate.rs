@@ -80,7 +80,14 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     .as_ref()
                     .and_then(|p| p.number)
                     .map_or_else(|| "?".to_string(), |n| n.to_string());
-                let at: YamlPath = path!["spec", "trafficPolicy", "portLevelSettings", i, "tls", "mode"];
+                let at: YamlPath = path![
+                    "spec",
+                    "trafficPolicy",
+                    "portLevelSettings",
+                    i,
+                    "tls",
+                    "mode"
+                ];
                 out.push(
                     r.diag(
                         &UNVERIFIED_SERVER,
@@ -102,10 +109,16 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
 const HELP: &str = "set `caCertificates` to the CA that signs the server's certificate (or `credentialName` with a `workloadSelector` on a gateway)";
 
 fn unverified(tls: &ClientTlsSettings, selector: bool) -> bool {
-    matches!(tls.mode, Some(ClientTlsMode::Simple | ClientTlsMode::Mutual))
-        && tls.ca_certificates.as_deref().is_none_or(str::is_empty)
+    matches!(
+        tls.mode,
+        Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)
+    ) && tls.ca_certificates.as_deref().is_none_or(str::is_empty)
         && tls.insecure_skip_verify != Some(true)
-        && !(selector && tls.credential_name.as_deref().is_some_and(|c| !c.is_empty()))
+        && !(selector
+            && tls
+                .credential_name
+                .as_deref()
+                .is_some_and(|c| !c.is_empty()))
 }
 
 fn mode_name(tls: &ClientTlsSettings) -> &'static str {

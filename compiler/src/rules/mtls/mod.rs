@@ -1,4 +1,4 @@
 //! mTLS rules (`MC03xx`).
 
-pub mod permissive_leftover;
 pub mod ca_certificate;
+pub mod permissive_leftover;

@@ -56,11 +56,19 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // RequestAuthentications are not exclusive: several combine.
     for kind in [Kind::Sidecar, Kind::PeerAuthentication] {
         // namespace → (selector-less resources, labelled resources)
-        let mut by_ns: BTreeMap<&str, (Vec<usize>, Vec<(usize, &BTreeMap<String, String>, &'static [&'static str])>)> = BTreeMap::new();
+        let mut by_ns: BTreeMap<
+            &str,
+            (
+                Vec<usize>,
+                Vec<(usize, &BTreeMap<String, String>, &'static [&'static str])>,
+            ),
+        > = BTreeMap::new();
         for (i, r, _) in ctx.of_kind(kind) {
             match r.selection() {
                 Some(Selection::Namespace) => by_ns.entry(&r.namespace).or_default().0.push(i),
-                Some(Selection::Labels(l, p)) => by_ns.entry(&r.namespace).or_default().1.push((i, l, p)),
+                Some(Selection::Labels(l, p)) => {
+                    by_ns.entry(&r.namespace).or_default().1.push((i, l, p))
+                }
                 None => {}
             }
         }
@@ -68,13 +76,21 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             Kind::Sidecar => (&["IST0111", "KIA0002"], &["IST0110", "KIA0003"]),
             _ => (&["KIA0002"], &["KIA0003"]),
         };
-        let family = if kind == Kind::Sidecar { "sidecar" } else { "peerauth" };
+        let family = if kind == Kind::Sidecar {
+            "sidecar"
+        } else {
+            "peerauth"
+        };
         for (ns, (plain, labelled)) in by_ns {
             if plain.len() > 1 {
-                let names: Vec<&str> = plain.iter().map(|&i| ctx.resources[i].name.as_str()).collect();
+                let names: Vec<&str> = plain
+                    .iter()
+                    .map(|&i| ctx.resources[i].name.as_str())
+                    .collect();
                 for &i in &plain {
                     let r = &ctx.resources[i];
-                    let others: Vec<&str> = names.iter().copied().filter(|n| *n != r.name).collect();
+                    let others: Vec<&str> =
+                        names.iter().copied().filter(|n| *n != r.name).collect();
                     let mut d = r.diag(
                         &AMBIGUOUS_SELECTOR,
                         path!["metadata", "name"],
@@ -86,42 +102,62 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                         ),
                     )
                     .with_help("keep one selector-less resource per namespace; give the others a selector");
-                    d.upstream.retain(|u| none_codes.contains(&u.code) && u.check.to_ascii_lowercase().starts_with(family));
+                    d.upstream.retain(|u| {
+                        none_codes.contains(&u.code)
+                            && u.check.to_ascii_lowercase().starts_with(family)
+                    });
                     out.push(d);
                 }
             }
-            // Labelled ones that select a common workload.
-            for (a, &(i, la, pa)) in labelled.iter().enumerate() {
-                let clash: Vec<usize> = labelled
-                    .iter()
-                    .enumerate()
-                    .filter(|(b, (_, lb, _))| {
-                        *b != a
-                            && ctx
-                                .workloads_matching(ns, la)
-                                .any(|w| selects(lb, &w.labels))
-                    })
-                    .map(|(_, (j, _, _))| *j)
-                    .collect();
+            // Labelled ones that select a common workload: for each workload
+            // the resources selecting it (linear in workloads × resources).
+            let mut rivals_of: Vec<Vec<usize>> = vec![Vec::new(); labelled.len()];
+            if labelled.len() > 1 {
+                for w in ctx.workloads_in(ns) {
+                    let hits: Vec<usize> = (0..labelled.len())
+                        .filter(|&a| selects(labelled[a].1, &w.labels))
+                        .collect();
+                    if hits.len() > 1 {
+                        for &a in &hits {
+                            for &b in &hits {
+                                if a != b && !rivals_of[a].contains(&labelled[b].0) {
+                                    rivals_of[a].push(labelled[b].0);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (a, &(i, _, pa)) in labelled.iter().enumerate() {
+                let mut clash = std::mem::take(&mut rivals_of[a]);
+                clash.sort_unstable();
                 if clash.is_empty() {
                     continue;
                 }
                 let r = &ctx.resources[i];
-                let names: Vec<String> = clash.iter().map(|&j| format!("`{}`", ctx.resources[j].name)).collect();
+                let names: Vec<String> = clash
+                    .iter()
+                    .map(|&j| format!("`{}`", ctx.resources[j].name))
+                    .collect();
                 let path = YamlPath(pa.iter().map(|k| PathSeg::Key((*k).into())).collect());
-                let mut d = r.diag(
-                    &AMBIGUOUS_SELECTOR,
-                    path,
-                    format!(
-                        "{} `{}` selects workloads that {} also select{}; only one applies",
-                        kind.as_str(),
-                        r.name,
-                        names.join(", "),
-                        if names.len() == 1 { "s" } else { "" }
-                    ),
-                )
-                .with_help("make the selectors pick distinct workloads, or merge the resources");
-                d.upstream.retain(|u| same_codes.contains(&u.code) && u.check.to_ascii_lowercase().starts_with(family));
+                let mut d = r
+                    .diag(
+                        &AMBIGUOUS_SELECTOR,
+                        path,
+                        format!(
+                            "{} `{}` selects workloads that {} also select{}; only one applies",
+                            kind.as_str(),
+                            r.name,
+                            names.join(", "),
+                            if names.len() == 1 { "s" } else { "" }
+                        ),
+                    )
+                    .with_help(
+                        "make the selectors pick distinct workloads, or merge the resources",
+                    );
+                d.upstream.retain(|u| {
+                    same_codes.contains(&u.code) && u.check.to_ascii_lowercase().starts_with(family)
+                });
                 out.push(d);
             }
         }

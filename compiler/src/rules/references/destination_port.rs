@@ -82,7 +82,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                         path.join("port").join("number"),
                         format!("port {n} is not exposed by `{}` (ports: {list})", dest.host),
                     )
-                    .with_help(format!("route to one of the ports `{}` exposes: {list}", dest.host))
+                    .with_help(format!(
+                        "route to one of the ports `{}` exposes: {list}",
+                        dest.host
+                    ))
                     .with_upstream(&["IST0101"]),
                 ),
                 None if ports.len() > 1 => out.push(
@@ -94,7 +97,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                             dest.host
                         ),
                     )
-                    .with_help(format!("add `port: {{number: {}}}` (or another of {list})", ports[0]))
+                    .with_help(format!(
+                        "add `port: {{number: {}}}` (or another of {list})",
+                        ports[0]
+                    ))
                     .with_upstream(&["IST0112"]),
                 ),
                 _ => {}

@@ -53,7 +53,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             Some(Spec::ServiceEntry(s)) => s.export_to.as_ref(),
             _ => None,
         };
-        if !matches!(r.kind, Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry) {
+        if !matches!(
+            r.kind,
+            Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry
+        ) {
             continue;
         }
         for (i, ns) in export_to.into_iter().flatten().enumerate() {

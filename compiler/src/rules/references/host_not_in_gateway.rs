@@ -108,7 +108,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 continue;
             }
             useless = true;
-            let list = hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+            let list = hosts
+                .iter()
+                .map(|h| format!("`{h}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut d = r
                 .diag(
                     &HOST_NOT_IN_GATEWAY,
@@ -117,7 +121,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 )
                 .with_help("add the hosts to a server of the Gateway, or bind the VirtualService to a Gateway that serves them");
             if let Some(&i) = ctx.gateways.get(key) {
-                d = d.with_related(ctx.resources[i].label(path!["spec", "servers"]).with_message("its servers"));
+                d = d.with_related(
+                    ctx.resources[i]
+                        .label(path!["spec", "servers"])
+                        .with_message("its servers"),
+                );
             }
             out.push(d);
         }
@@ -126,7 +134,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         }
         // Every binding serves something: report hosts that none serves.
         for (i, host) in hosts.iter().enumerate() {
-            if bindings.iter().any(|(_, key, entries)| serves(key, entries, host)) {
+            if bindings
+                .iter()
+                .any(|(_, key, entries)| serves(key, entries, host))
+            {
                 continue;
             }
             out.push(
@@ -135,7 +146,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     path!["spec", "hosts", i],
                     format!("host `{host}` is not served by any of this VirtualService's gateways"),
                 )
-                .with_help("add the host to a server of the Gateway, or remove it from the VirtualService")
+                .with_help(
+                    "add the host to a server of the Gateway, or remove it from the VirtualService",
+                )
                 .with_upstream(&[]),
             );
         }

@@ -1,11 +1,11 @@
 //! Reference rules (`MC01xx`): names that must resolve to something.
 
+pub mod ambiguous_selector;
 pub mod dangling_subset;
-pub mod unknown_gateway;
-pub mod unknown_host;
 pub mod destination_port;
 pub mod export_to_namespace;
 pub mod host_not_in_gateway;
 pub mod selector_matches_nothing;
-pub mod ambiguous_selector;
 pub mod subset_selects_nothing;
+pub mod unknown_gateway;
+pub mod unknown_host;

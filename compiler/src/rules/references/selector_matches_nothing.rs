@@ -62,7 +62,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Some(sel) = r.selection() else { continue };
         // Gateway workloads come with the mesh install; check them only in
         // repositories that declare workloads in the root namespace.
-        if r.kind == Kind::Gateway && !ctx.workloads.iter().any(|w| w.namespace == ctx.settings.root_namespace) {
+        if r.kind == Kind::Gateway && !ctx.has_workloads_in(&ctx.settings.root_namespace) {
             continue;
         }
         let anywhere = r.kind == Kind::Gateway || r.namespace == ctx.settings.root_namespace;
@@ -73,18 +73,42 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 if anywhere || r.kind != Kind::AuthorizationPolicy {
                     continue;
                 }
-                let any = ctx.workloads.iter().any(|w| w.namespace == r.namespace);
-                (any, YamlPath(vec![PathSeg::Key("metadata".into()), PathSeg::Key("namespace".into())]), format!("namespace `{}` has no workloads for it to apply to", r.namespace))
+                let any = ctx.has_workloads_in(&r.namespace);
+                (
+                    any,
+                    YamlPath(vec![
+                        PathSeg::Key("metadata".into()),
+                        PathSeg::Key("namespace".into()),
+                    ]),
+                    format!(
+                        "namespace `{}` has no workloads for it to apply to",
+                        r.namespace
+                    ),
+                )
             }
             Selection::Labels(labels, path) => {
                 let any = if anywhere {
                     ctx.workloads_matching_anywhere(labels).next().is_some()
                 } else {
-                    ctx.workloads_matching(&r.namespace, labels).next().is_some()
+                    ctx.workloads_matching(&r.namespace, labels)
+                        .next()
+                        .is_some()
                 };
-                let shown = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-                let scope = if anywhere { "any namespace".to_string() } else { format!("namespace `{}`", r.namespace) };
-                (any, YamlPath(path.iter().map(|k| PathSeg::Key((*k).into())).collect()), format!("selector `{shown}` matches no workload in {scope}"))
+                let shown = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let scope = if anywhere {
+                    "any namespace".to_string()
+                } else {
+                    format!("namespace `{}`", r.namespace)
+                };
+                (
+                    any,
+                    YamlPath(path.iter().map(|k| PathSeg::Key((*k).into())).collect()),
+                    format!("selector `{shown}` matches no workload in {scope}"),
+                )
             }
         };
         if found {
@@ -97,7 +121,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             Kind::Gateway => &["IST0101", "KIA0302"],
             _ => &[],
         };
-        let mut d = r.diag(&SELECTOR_MATCHES_NOTHING, path, format!("{} {what}", r.kind.as_str()));
+        let mut d = r.diag(
+            &SELECTOR_MATCHES_NOTHING,
+            path,
+            format!("{} {what}", r.kind.as_str()),
+        );
         d.upstream.retain(|u| {
             upstream.contains(&u.code)
                 && (u.check.starts_with(match r.kind {
@@ -108,6 +136,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     _ => "-",
                 }))
         });
-        out.push(d.with_help("check the labels against the workloads' pod template labels, and the namespace"));
+        out.push(d.with_help(
+            "check the labels against the workloads' pod template labels, and the namespace",
+        ));
     }
 }

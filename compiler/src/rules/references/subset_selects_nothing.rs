@@ -71,9 +71,14 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     r.diag(
                         &SUBSET_SELECTS_NOTHING,
                         path!["spec", "subsets", i],
-                        format!("subset `{}` has no labels: it selects every endpoint of `{}`", subset.name, dr.host),
+                        format!(
+                            "subset `{}` has no labels: it selects every endpoint of `{}`",
+                            subset.name, dr.host
+                        ),
                     )
-                    .with_help("give the subset the labels that distinguish its version (`version: v1`)")
+                    .with_help(
+                        "give the subset the labels that distinguish its version (`version: v1`)",
+                    )
                     .with_upstream(&["KIA0209"]),
                 );
                 continue;
@@ -84,7 +89,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     .any(|w| selects(&labels, &w.labels))
             });
             if !any {
-                let shown = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                let shown = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 out.push(
                     r.diag(
                         &SUBSET_SELECTS_NOTHING,

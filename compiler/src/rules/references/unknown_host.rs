@@ -64,18 +64,31 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 continue;
             }
             let message = if blind.len() == viewers.len() && blind == [r.namespace.as_str()] {
-                let hidden = ctx.hosts.iter().any(|h| h.host != "*" && crate::analysis::host_matches(&h.host, &fqdn));
+                let hidden = ctx
+                    .hosts
+                    .iter()
+                    .any(|h| h.host != "*" && crate::analysis::host_matches(&h.host, &fqdn));
                 if hidden {
-                    format!("destination host `{}` is not exported to namespace `{}`", dest.host, r.namespace)
+                    format!(
+                        "destination host `{}` is not exported to namespace `{}`",
+                        dest.host, r.namespace
+                    )
                 } else {
-                    format!("destination host `{}` resolves to `{fqdn}`, which no Service or ServiceEntry defines", dest.host)
+                    format!(
+                        "destination host `{}` resolves to `{fqdn}`, which no Service or ServiceEntry defines",
+                        dest.host
+                    )
                 }
             } else {
                 format!(
                     "destination host `{}` is not visible from namespace{} {} that this VirtualService is exported to",
                     dest.host,
                     if blind.len() == 1 { "" } else { "s" },
-                    blind.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                    blind
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             out.push(

@@ -141,7 +141,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         );
         for &i in &rivals {
             let r = &ctx.resources[i];
-            d = d.with_related(r.label(path!["spec", "hosts"]).with_message("also claims it"));
+            d = d.with_related(
+                r.label(path!["spec", "hosts"])
+                    .with_message("also claims it"),
+            );
         }
         d = d.with_help(
             "merge the routes into one VirtualService per host, or narrow exportTo so that no namespace sees both",
@@ -150,7 +153,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     }
     for (_, mut d, more) in findings {
         if more > 0 {
-            d.message += &format!(" ({more} more host{} conflict too)", if more == 1 { "" } else { "s" });
+            d.message += &format!(
+                " ({more} more host{} conflict too)",
+                if more == 1 { "" } else { "s" }
+            );
         }
         out.push(d);
     }

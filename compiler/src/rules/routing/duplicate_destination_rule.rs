@@ -54,7 +54,12 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         if dr.workload_selector.is_some() {
             continue;
         }
-        let subsets = dr.subsets.iter().flatten().map(|s| s.name.as_str()).collect();
+        let subsets = dr
+            .subsets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
         by_host
             .entry(ctx.fqdn(&dr.host, &r.namespace))
             .or_default()
@@ -75,7 +80,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 if a == b || !scopes_overlap(exp, &r.namespace, exp2, &rj.namespace) {
                     continue;
                 }
-                let shared: Vec<&str> = subs.iter().copied().filter(|s| other.contains(s)).collect();
+                let shared: Vec<&str> =
+                    subs.iter().copied().filter(|s| other.contains(s)).collect();
                 if (subs.is_empty() && other.is_empty()) || !shared.is_empty() {
                     rivals.push((*j, shared));
                 }
@@ -91,14 +97,22 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 Some(s) => format!("subset `{s}` of host `{host}`"),
                 None => format!("host `{host}`"),
             };
-            let mut d = r.diag(
-                &DUPLICATE_DESTINATION_RULE,
-                path!["spec", "host"],
-                format!("{what} is also configured by {}; only one DestinationRule applies", names.join(", ")),
-            )
-            .with_help("merge them into one DestinationRule per host");
+            let mut d = r
+                .diag(
+                    &DUPLICATE_DESTINATION_RULE,
+                    path!["spec", "host"],
+                    format!(
+                        "{what} is also configured by {}; only one DestinationRule applies",
+                        names.join(", ")
+                    ),
+                )
+                .with_help("merge them into one DestinationRule per host");
             for (j, _) in &rivals {
-                d = d.with_related(ctx.resources[*j].label(path!["spec", "host"]).with_message("also configures it"));
+                d = d.with_related(
+                    ctx.resources[*j]
+                        .label(path!["spec", "host"])
+                        .with_message("also configures it"),
+                );
             }
             out.push(d);
         }

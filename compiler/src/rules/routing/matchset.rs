@@ -221,7 +221,10 @@ fn subset<T: PartialEq>(small: Option<&[T]>, big: Option<&[T]>) -> bool {
     }
 }
 
-fn labels_cover(a: Option<&BTreeMap<String, String>>, b: Option<&BTreeMap<String, String>>) -> bool {
+fn labels_cover(
+    a: Option<&BTreeMap<String, String>>,
+    b: Option<&BTreeMap<String, String>>,
+) -> bool {
     a.is_none_or(|a| {
         let b = b.cloned().unwrap_or_default();
         a.iter().all(|(k, v)| b.get(k) == Some(v))
@@ -234,7 +237,8 @@ fn eq_opt<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
 
 /// Whether an HTTP match accepts every request at all (no constraint).
 pub(crate) fn http_is_catch_all(m: &HttpMatchRequest) -> bool {
-    let empty_sm = |s: &Option<StringMatch>| s.as_ref().is_none_or(|s| Pattern::from_match(s).is_none());
+    let empty_sm =
+        |s: &Option<StringMatch>| s.as_ref().is_none_or(|s| Pattern::from_match(s).is_none());
     empty_sm(&m.uri)
         && empty_sm(&m.scheme)
         && empty_sm(&m.method)
@@ -258,8 +262,7 @@ pub(crate) fn http_covers(o: &mut Oracle, a: &HttpMatchRequest, b: &HttpMatchReq
         && covers_string(o, a.authority.as_ref(), false, b.authority.as_ref(), false)
         && covers_map(o, a.headers.as_ref(), b.headers.as_ref())
         && covers_map(o, a.query_params.as_ref(), b.query_params.as_ref())
-        && a
-            .without_headers
+        && a.without_headers
             .as_ref()
             .is_none_or(|w| w.is_empty() || Some(w) == b.without_headers.as_ref())
         && eq_opt(a.port, b.port)
@@ -271,7 +274,10 @@ pub(crate) fn http_covers(o: &mut Oracle, a: &HttpMatchRequest, b: &HttpMatchReq
 /// Whether every connection `b` matches is matched by `a` (TCP).
 pub(crate) fn tcp_covers(a: &L4MatchAttributes, b: &L4MatchAttributes) -> bool {
     eq_opt(a.port, b.port)
-        && subset(b.destination_subnets.as_deref(), a.destination_subnets.as_deref())
+        && subset(
+            b.destination_subnets.as_deref(),
+            a.destination_subnets.as_deref(),
+        )
         && labels_cover(a.source_labels.as_ref(), b.source_labels.as_ref())
         && subset(b.gateways.as_deref(), a.gateways.as_deref())
         && eq_opt(a.source_namespace.as_ref(), b.source_namespace.as_ref())
@@ -286,7 +292,10 @@ pub(crate) fn tls_covers(a: &TlsMatchAttributes, b: &TlsMatchAttributes) -> bool
             .any(|p| crate::analysis::host_matches(p, h) || p == h)
     });
     sni && eq_opt(a.port, b.port)
-        && subset(b.destination_subnets.as_deref(), a.destination_subnets.as_deref())
+        && subset(
+            b.destination_subnets.as_deref(),
+            a.destination_subnets.as_deref(),
+        )
         && labels_cover(a.source_labels.as_ref(), b.source_labels.as_ref())
         && subset(b.gateways.as_deref(), a.gateways.as_deref())
         && eq_opt(a.source_namespace.as_ref(), b.source_namespace.as_ref())
@@ -311,10 +320,22 @@ mod tests {
         assert_eq!(c(p("prefix", "/api"), p("exact", "/api/v1")), Some(true));
         assert_eq!(c(p("prefix", "/api"), p("prefix", "/ap")), Some(false));
         assert_eq!(c(p("regex", "/api/.*"), p("prefix", "/api/")), Some(true));
-        assert_eq!(c(p("regex", "/api/v[0-9]+"), p("exact", "/api/v12")), Some(true));
-        assert_eq!(c(p("regex", "/api/v[0-9]+"), p("regex", "/api/v1[0-9]*")), Some(true));
-        assert_eq!(c(p("regex", "/api/v1[0-9]*"), p("regex", "/api/v[0-9]+")), Some(false));
-        assert_eq!(c(p("prefix", "/api/v"), p("regex", "/api/v[0-9]+")), Some(true));
+        assert_eq!(
+            c(p("regex", "/api/v[0-9]+"), p("exact", "/api/v12")),
+            Some(true)
+        );
+        assert_eq!(
+            c(p("regex", "/api/v[0-9]+"), p("regex", "/api/v1[0-9]*")),
+            Some(true)
+        );
+        assert_eq!(
+            c(p("regex", "/api/v1[0-9]*"), p("regex", "/api/v[0-9]+")),
+            Some(false)
+        );
+        assert_eq!(
+            c(p("prefix", "/api/v"), p("regex", "/api/v[0-9]+")),
+            Some(true)
+        );
         assert_eq!(c(p("exact", "/a"), p("regex", "/a|/b")), Some(false));
         // An invalid regex is undecided, never "covered".
         assert_eq!(c(p("regex", "(("), p("exact", "x")), None);
@@ -323,18 +344,32 @@ mod tests {
     #[test]
     fn case_insensitive() {
         let mut o = Oracle::default();
-        assert_eq!(o.contains(&p("prefix", "/API"), true, &p("exact", "/api/x"), false), Some(true));
-        assert_eq!(o.contains(&p("prefix", "/api"), false, &p("exact", "/api/x"), true), Some(false));
+        assert_eq!(
+            o.contains(&p("prefix", "/API"), true, &p("exact", "/api/x"), false),
+            Some(true)
+        );
+        assert_eq!(
+            o.contains(&p("prefix", "/api"), false, &p("exact", "/api/x"), true),
+            Some(false)
+        );
     }
 
     #[test]
     fn http_matches() {
         let mut o = Oracle::default();
         let m = |v: serde_json::Value| -> HttpMatchRequest { serde_json::from_value(v).unwrap() };
-        let a = m(serde_json::json!({"uri": {"prefix": "/api/v1/product"}, "method": {"exact": "GET"}}));
-        let b = m(serde_json::json!({"uri": {"prefix": "/api/v1/products"}, "method": {"exact": "GET"}}));
-        let c = m(serde_json::json!({"uri": {"prefix": "/api/v1/products"}, "method": {"exact": "POST"}}));
-        let h = m(serde_json::json!({"uri": {"prefix": "/api/v1/products"}, "method": {"exact": "GET"}, "headers": {"x-canary": {"exact": "1"}}}));
+        let a = m(
+            serde_json::json!({"uri": {"prefix": "/api/v1/product"}, "method": {"exact": "GET"}}),
+        );
+        let b = m(
+            serde_json::json!({"uri": {"prefix": "/api/v1/products"}, "method": {"exact": "GET"}}),
+        );
+        let c = m(
+            serde_json::json!({"uri": {"prefix": "/api/v1/products"}, "method": {"exact": "POST"}}),
+        );
+        let h = m(
+            serde_json::json!({"uri": {"prefix": "/api/v1/products"}, "method": {"exact": "GET"}, "headers": {"x-canary": {"exact": "1"}}}),
+        );
         assert!(http_covers(&mut o, &a, &b));
         assert!(!http_covers(&mut o, &b, &a));
         assert!(!http_covers(&mut o, &a, &c));

@@ -57,7 +57,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         }
         for p in &h.ports {
             let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-            by_key.entry((h.host.as_str(), p.number)).or_default().push((k, proto));
+            by_key
+                .entry((h.host.as_str(), p.number))
+                .or_default()
+                .push((k, proto));
         }
     }
     let mut keys: Vec<_> = by_key.keys().copied().collect();
@@ -73,7 +76,12 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     let hb = &ctx.hosts[*b];
                     hb.index != ha.index
                         && pb != pa
-                        && scopes_overlap(&ha.export_to, &ha.namespace, &hb.export_to, &hb.namespace)
+                        && scopes_overlap(
+                            &ha.export_to,
+                            &ha.namespace,
+                            &hb.export_to,
+                            &hb.namespace,
+                        )
                 })
                 .map(|(b, pb)| (ctx.hosts[*b].index, pb))
                 .collect();
@@ -85,23 +93,36 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 .iter()
                 .map(|(i, p)| {
                     let n = format!("{}/{}", ctx.resources[*i].namespace, ctx.resources[*i].name);
-                    if rivals.len() == 1 { n } else { format!("{n} ({p})") }
+                    if rivals.len() == 1 {
+                        n
+                    } else {
+                        format!("{n} ({p})")
+                    }
                 })
                 .collect();
-            let mut d = r.diag(
-                &SERVICE_ENTRY_PROTOCOL,
-                path!["spec", "ports"],
-                format!(
-                    "host `{}` port {} is {pa} here but {} in {}",
-                    key.0,
-                    key.1,
-                    if rivals.len() == 1 { rivals[0].1.as_str() } else { "other protocols" },
-                    others.join(", ")
-                ),
-            )
-            .with_help("declare each host and port once, with the protocol the server speaks");
+            let mut d = r
+                .diag(
+                    &SERVICE_ENTRY_PROTOCOL,
+                    path!["spec", "ports"],
+                    format!(
+                        "host `{}` port {} is {pa} here but {} in {}",
+                        key.0,
+                        key.1,
+                        if rivals.len() == 1 {
+                            rivals[0].1.as_str()
+                        } else {
+                            "other protocols"
+                        },
+                        others.join(", ")
+                    ),
+                )
+                .with_help("declare each host and port once, with the protocol the server speaks");
             for (i, _) in &rivals {
-                d = d.with_related(ctx.resources[*i].label(path!["spec", "ports"]).with_message("declared here"));
+                d = d.with_related(
+                    ctx.resources[*i]
+                        .label(path!["spec", "ports"])
+                        .with_message("declared here"),
+                );
             }
             out.push(d);
         }

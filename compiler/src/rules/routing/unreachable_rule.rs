@@ -4,8 +4,10 @@ use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, L4MatchAttributes, Spec};
-use crate::rules::routing::matchset::{Oracle, http_covers, http_is_catch_all, tcp_covers, tls_covers};
 use crate::path;
+use crate::rules::routing::matchset::{
+    Oracle, http_covers, http_is_catch_all, tcp_covers, tls_covers,
+};
 
 declare_rule! {
     /// ## What it does
@@ -82,7 +84,10 @@ fn shadowing(
                         rule.name, rules[c].name
                     ),
                 )
-                .with_related(r.label(path!["spec", list, c]).with_message("matches every request"))
+                .with_related(
+                    r.label(path!["spec", list, c])
+                        .with_message("matches every request"),
+                )
                 .with_help("move the catch-all rule to the end, or give it a match")
                 .with_upstream(&["IST0130"]),
             );
@@ -98,13 +103,16 @@ fn shadowing(
         for j in 0..rule.matches {
             let by = (0..=i).find_map(|ei| {
                 let upto = if ei == i { j } else { rules[ei].matches };
-                (0..upto).find(|&ej| covers((ei, ej), (i, j))).map(|ej| (ei, ej))
+                (0..upto)
+                    .find(|&ej| covers((ei, ej), (i, j)))
+                    .map(|ej| (ei, ej))
             });
             if let Some(by) = by {
                 covered.push((j, by));
             }
         }
-        let all_by_earlier = covered.len() == rule.matches && covered.iter().all(|(_, (ei, _))| *ei < i);
+        let all_by_earlier =
+            covered.len() == rule.matches && covered.iter().all(|(_, (ei, _))| *ei < i);
         if all_by_earlier {
             let (_, (ei, ej)) = covered[0];
             let what = if covered.iter().all(|(_, b)| b.0 == ei) {
@@ -141,9 +149,15 @@ fn shadowing(
                 r.diag(
                     &UNREACHABLE_RULE,
                     path!["spec", list, i, "match", j],
-                    format!("match {j} of rule {} is never used: {by} catches everything it matches", rule.name),
+                    format!(
+                        "match {j} of rule {} is never used: {by} catches everything it matches",
+                        rule.name
+                    ),
                 )
-                .with_related(r.label(path!["spec", list, ei, "match", ej]).with_message("catches it"))
+                .with_related(
+                    r.label(path!["spec", list, ei, "match", ej])
+                        .with_message("catches it"),
+                )
                 .with_help("remove the match, or make the earlier match narrower")
                 .with_upstream(&["IST0131"]),
             );
