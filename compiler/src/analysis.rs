@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::{Kind, ObjectMeta, Spec};
+use crate::path;
 use crate::rules::RuleMeta;
 use crate::source::FileId;
 use crate::yaml::{Node, YamlPath};
@@ -420,13 +421,13 @@ impl<'a> Context<'a> {
 }
 
 /// The workloads a policy resource applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection<'a> {
     /// No selector: every workload of its namespace (of the mesh, in the root
     /// namespace).
     Namespace,
-    /// Workloads whose labels include these; the YAML path of the labels.
-    Labels(&'a BTreeMap<String, String>, &'static [&'static str]),
+    /// Workloads whose labels include these, at this YAML path.
+    Labels(&'a BTreeMap<String, String>, YamlPath),
 }
 
 impl Resource {
@@ -434,46 +435,33 @@ impl Resource {
     /// AuthorizationPolicy, RequestAuthentication or Gateway (`None` for other
     /// kinds and for policies attached by `targetRef`).
     pub fn selection(&self) -> Option<Selection<'_>> {
-        fn labels<'b>(
-            m: Option<&'b BTreeMap<String, String>>,
-            path: &'static [&'static str],
-        ) -> Option<Selection<'b>> {
-            Some(match m {
-                Some(l) if !l.is_empty() => Selection::Labels(l, path),
-                _ => Selection::Namespace,
-            })
-        }
-        const MATCH: &[&str] = &["spec", "selector", "matchLabels"];
-        match self.spec.as_ref()? {
-            Spec::Sidecar(s) => labels(
+        let targeted = |one: &Option<_>, many: &Option<Vec<_>>| {
+            one.is_some() || many.as_ref().is_some_and(|t: &Vec<_>| !t.is_empty())
+        };
+        let (labels, path) = match self.spec.as_ref()? {
+            Spec::Sidecar(s) => (
                 s.workload_selector.as_ref().and_then(|w| w.labels.as_ref()),
-                &["spec", "workloadSelector", "labels"],
+                path!["spec", "workloadSelector", "labels"],
             ),
-            Spec::PeerAuthentication(s) => labels(
+            Spec::PeerAuthentication(s) => (
                 s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
-                MATCH,
+                path!["spec", "selector", "matchLabels"],
             ),
-            Spec::AuthorizationPolicy(s) => {
-                if s.target_ref.is_some() || s.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
-                    return None;
-                }
-                labels(
-                    s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
-                    MATCH,
-                )
-            }
-            Spec::RequestAuthentication(s) => {
-                if s.target_ref.is_some() || s.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
-                    return None;
-                }
-                labels(
-                    s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
-                    MATCH,
-                )
-            }
-            Spec::Gateway(g) => labels(g.selector.as_ref(), &["spec", "selector"]),
-            _ => None,
-        }
+            Spec::AuthorizationPolicy(s) if !targeted(&s.target_ref, &s.target_refs) => (
+                s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                path!["spec", "selector", "matchLabels"],
+            ),
+            Spec::RequestAuthentication(s) if !targeted(&s.target_ref, &s.target_refs) => (
+                s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                path!["spec", "selector", "matchLabels"],
+            ),
+            Spec::Gateway(g) => (g.selector.as_ref(), path!["spec", "selector"]),
+            _ => return None,
+        };
+        Some(match labels {
+            Some(l) if !l.is_empty() => Selection::Labels(l, path),
+            _ => Selection::Namespace,
+        })
     }
 }
 

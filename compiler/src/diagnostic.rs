@@ -62,6 +62,17 @@ pub struct Upstream {
     pub check: &'static str,
 }
 
+/// The distinct codes of `upstream`, in order.
+pub fn distinct_codes<'a>(upstream: impl IntoIterator<Item = &'a Upstream>) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Vec::new();
+    for u in upstream {
+        if !v.contains(&u.code) {
+            v.push(u.code);
+        }
+    }
+    v
+}
+
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.code, self.check)
@@ -156,15 +167,15 @@ impl Diagnostic {
         self.upstream.retain(|u| codes.contains(&u.code));
         self
     }
+    /// Keep only the upstream equivalents emitted by these analyzers or
+    /// checkers: for a rule whose one code stands for several of them.
+    pub fn with_upstream_checks(mut self, checks: &[&str]) -> Self {
+        self.upstream.retain(|u| checks.contains(&u.check));
+        self
+    }
     /// The distinct upstream codes, in the rule's order.
     pub fn upstream_codes(&self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = Vec::new();
-        for u in &self.upstream {
-            if !v.contains(&u.code) {
-                v.push(u.code);
-            }
-        }
-        v
+        distinct_codes(&self.upstream)
     }
     /// The rule's code, such as `MC0101`.
     pub fn code(&self) -> &'static str {

@@ -69,13 +69,7 @@ pub struct RuleMeta {
 impl RuleMeta {
     /// The distinct upstream codes, in order.
     pub fn upstream_codes(&self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = Vec::new();
-        for u in self.equivalents {
-            if !v.contains(&u.code) {
-                v.push(u.code);
-            }
-        }
-        v
+        crate::diagnostic::distinct_codes(self.equivalents)
     }
     /// The documentation with the one leading space of each `///` line removed.
     pub fn documentation(&self) -> String {

@@ -7,7 +7,7 @@ use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::Kind;
 use crate::path;
-use crate::yaml::{PathSeg, YamlPath};
+use crate::yaml::YamlPath;
 
 declare_rule! {
     /// ## What it does
@@ -60,7 +60,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             &str,
             (
                 Vec<usize>,
-                Vec<(usize, &BTreeMap<String, String>, &'static [&'static str])>,
+                Vec<(usize, &BTreeMap<String, String>, YamlPath)>,
             ),
         > = BTreeMap::new();
         for (i, r, _) in ctx.of_kind(kind) {
@@ -72,14 +72,23 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 None => {}
             }
         }
-        let (none_codes, same_codes): (&[&str], &[&str]) = match kind {
-            Kind::Sidecar => (&["IST0111", "KIA0002"], &["IST0110", "KIA0003"]),
-            _ => (&["KIA0002"], &["KIA0003"]),
-        };
-        let family = if kind == Kind::Sidecar {
-            "sidecar"
-        } else {
-            "peerauth"
+        // (codes, checks) for "several without a selector" and for "selectors
+        // that overlap".
+        let (none, same): ((&[&str], &[&str]), (&[&str], &[&str])) = match kind {
+            Kind::Sidecar => (
+                (
+                    &["IST0111", "KIA0002"],
+                    &["sidecar.SelectorAnalyzer", "sidecars.GlobalChecker"],
+                ),
+                (
+                    &["IST0110", "KIA0003"],
+                    &["sidecar.SelectorAnalyzer", "sidecars.MultiMatchChecker"],
+                ),
+            ),
+            _ => (
+                (&["KIA0002"], &["peerauthentications.MultiMatchChecker"]),
+                (&["KIA0003"], &["peerauthentications.MultiMatchChecker"]),
+            ),
         };
         for (ns, (plain, labelled)) in by_ns {
             if plain.len() > 1 {
@@ -91,7 +100,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     let r = &ctx.resources[i];
                     let others: Vec<&str> =
                         names.iter().copied().filter(|n| *n != r.name).collect();
-                    let mut d = r.diag(
+                    let d = r.diag(
                         &AMBIGUOUS_SELECTOR,
                         path!["metadata", "name"],
                         format!(
@@ -101,11 +110,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                             others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
                         ),
                     )
-                    .with_help("keep one selector-less resource per namespace; give the others a selector");
-                    d.upstream.retain(|u| {
-                        none_codes.contains(&u.code)
-                            && u.check.to_ascii_lowercase().starts_with(family)
-                    });
+                    .with_help("keep one selector-less resource per namespace; give the others a selector")
+                    .with_upstream(none.0)
+                    .with_upstream_checks(none.1);
                     out.push(d);
                 }
             }
@@ -128,7 +135,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     }
                 }
             }
-            for (a, &(i, _, pa)) in labelled.iter().enumerate() {
+            for (a, (i, _, pa)) in labelled.iter().enumerate() {
+                let i = *i;
                 let mut clash = std::mem::take(&mut rivals_of[a]);
                 clash.sort_unstable();
                 if clash.is_empty() {
@@ -139,8 +147,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     .iter()
                     .map(|&j| format!("`{}`", ctx.resources[j].name))
                     .collect();
-                let path = YamlPath(pa.iter().map(|k| PathSeg::Key((*k).into())).collect());
-                let mut d = r
+                let path = pa.clone();
+                let d = r
                     .diag(
                         &AMBIGUOUS_SELECTOR,
                         path,
@@ -152,12 +160,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                             if names.len() == 1 { "s" } else { "" }
                         ),
                     )
-                    .with_help(
-                        "make the selectors pick distinct workloads, or merge the resources",
-                    );
-                d.upstream.retain(|u| {
-                    same_codes.contains(&u.code) && u.check.to_ascii_lowercase().starts_with(family)
-                });
+                    .with_help("make the selectors pick distinct workloads, or merge the resources")
+                    .with_upstream(same.0)
+                    .with_upstream_checks(same.1);
                 out.push(d);
             }
         }

@@ -4,7 +4,7 @@ use crate::analysis::{Context, Selection};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::Kind;
-use crate::yaml::{PathSeg, YamlPath};
+use crate::path;
 
 declare_rule! {
     /// ## What it does
@@ -76,10 +76,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 let any = ctx.has_workloads_in(&r.namespace);
                 (
                     any,
-                    YamlPath(vec![
-                        PathSeg::Key("metadata".into()),
-                        PathSeg::Key("namespace".into()),
-                    ]),
+                    path!["metadata", "namespace"],
                     format!(
                         "namespace `{}` has no workloads for it to apply to",
                         r.namespace
@@ -106,7 +103,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 };
                 (
                     any,
-                    YamlPath(path.iter().map(|k| PathSeg::Key((*k).into())).collect()),
+                    path,
                     format!("selector `{shown}` matches no workload in {scope}"),
                 )
             }
@@ -114,28 +111,30 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         if found {
             continue;
         }
-        let upstream: &[&str] = match r.kind {
-            Kind::AuthorizationPolicy => &["IST0127", "KIA0004"],
-            Kind::Sidecar => &["IST0101", "KIA0004"],
-            Kind::PeerAuthentication | Kind::RequestAuthentication => &["KIA0004"],
-            Kind::Gateway => &["IST0101", "KIA0302"],
+        // One rule, several upstream checks: the one for this kind.
+        let checks: &[&str] = match r.kind {
+            Kind::AuthorizationPolicy => &[
+                "auth.AuthorizationPoliciesAnalyzer",
+                "authorization.WorkloadSelectorChecker",
+            ],
+            Kind::Sidecar => &[
+                "sidecar.SelectorAnalyzer",
+                "sidecars.WorkloadSelectorChecker",
+            ],
+            Kind::PeerAuthentication => &["peerauthentications.WorkloadSelectorChecker"],
+            Kind::Gateway => &[
+                "gateway.IngressGatewayPortAnalyzer",
+                "gateways.SelectorChecker",
+            ],
             _ => &[],
         };
-        let mut d = r.diag(
-            &SELECTOR_MATCHES_NOTHING,
-            path,
-            format!("{} {what}", r.kind.as_str()),
-        );
-        d.upstream.retain(|u| {
-            upstream.contains(&u.code)
-                && (u.check.starts_with(match r.kind {
-                    Kind::AuthorizationPolicy => "auth",
-                    Kind::Sidecar => "sidecar",
-                    Kind::PeerAuthentication => "peerauthentications",
-                    Kind::Gateway => "gateway",
-                    _ => "-",
-                }))
-        });
+        let d = r
+            .diag(
+                &SELECTOR_MATCHES_NOTHING,
+                path,
+                format!("{} {what}", r.kind.as_str()),
+            )
+            .with_upstream_checks(checks);
         out.push(d.with_help(
             "check the labels against the workloads' pod template labels, and the namespace",
         ));
