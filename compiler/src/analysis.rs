@@ -1,11 +1,13 @@
 //! The analysed repository: typed resources plus the registry the rules query
 //! (hosts, subsets, gateways, workloads, namespaces).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::Skipped;
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
-use crate::model::{Kind, ObjectMeta, Spec};
+use crate::model::{DestinationRuleSpec, Kind, ObjectMeta, Spec};
 use crate::path;
 use crate::rules::RuleMeta;
 use crate::source::FileId;
@@ -116,6 +118,8 @@ pub struct Context<'a> {
     exact_hosts: HashMap<String, Vec<usize>>,
     /// Indices into `hosts` of wildcard ServiceEntry hosts.
     wildcard_hosts: Vec<usize>,
+    /// Resolved DestinationRule host → resource indices, in input order.
+    pub destination_rules: HashMap<String, Vec<usize>>,
     /// Gateways by `namespace/name` → resource index.
     pub gateways: HashMap<String, usize>,
     /// Gateway API Gateways by `namespace/name` → listener hostnames.
@@ -136,16 +140,21 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    /// Index the resources.
-    pub fn new(resources: &'a [Resource], settings: &'a Settings) -> Self {
+    /// Index the resources, and the Gateway API Gateways among the skipped
+    /// documents.
+    pub fn new(resources: &'a [Resource], skipped: &[Skipped], settings: &'a Settings) -> Self {
         let mut ctx = Context {
             resources,
             settings,
             hosts: Vec::new(),
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
+            destination_rules: HashMap::new(),
             gateways: HashMap::new(),
-            gateway_api: HashMap::new(),
+            gateway_api: skipped
+                .iter()
+                .filter_map(|s| s.gateway_api.clone())
+                .collect(),
             workloads: Vec::new(),
             workloads_by_ns: HashMap::new(),
             workloads_by_label: HashMap::new(),
@@ -213,6 +222,10 @@ impl<'a> Context<'a> {
                             selector: None,
                         });
                     }
+                }
+                (Kind::DestinationRule, Some(Spec::DestinationRule(dr))) => {
+                    let host = ctx.fqdn(&dr.host, &r.namespace);
+                    ctx.destination_rules.entry(host).or_default().push(i);
                 }
                 (Kind::Gateway, _) => {
                     ctx.gateways
@@ -298,6 +311,22 @@ impl<'a> Context<'a> {
             .enumerate()
             .filter(move |(_, r)| r.kind == kind)
             .filter_map(|(i, r)| r.spec.as_ref().map(|s| (i, r, s)))
+    }
+
+    /// The DestinationRule spec of resource `i`.
+    pub fn destination_rule(&self, i: usize) -> Option<&'a DestinationRuleSpec> {
+        match &self.resources[i].spec {
+            Some(Spec::DestinationRule(dr)) => Some(dr),
+            _ => None,
+        }
+    }
+
+    /// The DestinationRules Istio applies to `host`: those of the most specific
+    /// host covering it (`a.b.c`, then `*.b.c`, `*.c`, `*`).
+    pub fn destination_rules_for(&self, host: &str) -> &[usize] {
+        covering(host)
+            .find_map(|h| self.destination_rules.get(h.as_ref()))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Istio's host resolution: a name without dots is a Service in `namespace`.
@@ -465,6 +494,17 @@ impl Resource {
     }
 }
 
+/// `host` itself, then the wildcards covering it from the most specific:
+/// `a.b.c`, `*.b.c`, `*.c`, `*`.
+pub fn covering(host: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    let suffixes = host
+        .match_indices('.')
+        .map(move |(i, _)| Cow::Owned(format!("*{}", &host[i..])));
+    std::iter::once(Cow::Borrowed(host))
+        .chain(suffixes)
+        .chain(std::iter::once(Cow::Borrowed("*")))
+}
+
 /// Whether `selector` (all key/value pairs) is contained in `labels`.
 pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -477,6 +517,30 @@ pub fn visible_from(export_to: &[String], owner: &str, from: &str) -> bool {
         || export_to
             .iter()
             .any(|e| e == "*" || e == from || (e == "." && owner == from))
+}
+
+/// The namespaces an `exportTo` list makes a resource visible in; `None` is
+/// everywhere (an empty list or `*`).
+fn export_scope<'a>(l: &'a [String], own: &'a str) -> Option<Vec<&'a str>> {
+    if l.is_empty() || l.iter().any(|e| e == "*") {
+        return None;
+    }
+    Some(
+        l.iter()
+            .filter(|e| *e != "~")
+            .map(|e| if e == "." { own } else { e.as_str() })
+            .collect(),
+    )
+}
+
+/// Whether some namespace sees both of two resources (by their `exportTo`
+/// lists and namespaces).
+pub fn scopes_overlap(a: &[String], a_ns: &str, b: &[String], b_ns: &str) -> bool {
+    match (export_scope(a, a_ns), export_scope(b, b_ns)) {
+        (None, None) => true,
+        (None, Some(v)) | (Some(v), None) => !v.is_empty(),
+        (Some(x), Some(y)) => x.iter().any(|n| y.contains(n)),
+    }
 }
 
 /// The protocol a Service port name declares by Istio's convention

@@ -160,12 +160,7 @@ pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
         analysis.skipped.extend(r.skipped);
     }
     check_duplicates(&analysis.resources, &mut diagnostics);
-    let mut ctx = Context::new(&analysis.resources, &options.settings);
-    for s in &analysis.skipped {
-        if let Some((key, hosts)) = &s.gateway_api {
-            ctx.gateway_api.insert(key.clone(), hosts.clone());
-        }
-    }
+    let ctx = Context::new(&analysis.resources, &analysis.skipped, &options.settings);
     rules::check_all(&ctx, &mut diagnostics);
     config_problems(options, &mut analysis.sources, &mut diagnostics);
     let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);

@@ -1,7 +1,5 @@
 //! `MC0101` dangling-subset.
 
-use std::collections::HashMap;
-
 use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
@@ -47,23 +45,17 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    // Resolved DestinationRule host → (subset names, index of the rule).
-    let mut rules: HashMap<String, Vec<(Vec<&str>, usize)>> = HashMap::new();
-    for (i, r, spec) in ctx.of_kind(Kind::DestinationRule) {
-        let Spec::DestinationRule(dr) = spec else {
-            continue;
-        };
-        let subsets = dr
-            .subsets
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect();
-        rules
-            .entry(ctx.fqdn(&dr.host, &r.namespace))
-            .or_default()
-            .push((subsets, i));
-    }
+    let subsets = |i: usize| -> Vec<&str> {
+        ctx.destination_rule(i)
+            .map(|dr| {
+                dr.subsets
+                    .iter()
+                    .flatten()
+                    .map(|s| s.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;
@@ -74,13 +66,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             };
             let host = ctx.fqdn(&dest.host, &r.namespace);
             // Istio applies the most specific DestinationRule whose host covers this one.
-            let candidates: &[(Vec<&str>, usize)] = covering(&host)
-                .find_map(|h| rules.get(h.as_ref()))
-                .map_or(&[], Vec::as_slice);
-            if candidates
-                .iter()
-                .any(|(subsets, _)| subsets.contains(&subset))
-            {
+            let candidates = ctx.destination_rules_for(&host);
+            if candidates.iter().any(|&i| subsets(i).contains(&subset)) {
                 continue;
             }
             let mut d = r.diag(
@@ -91,8 +78,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     dest.host
                 ),
             );
-            for (subsets, i) in candidates {
-                let dr = &ctx.resources[*i];
+            for &i in candidates {
+                let dr = &ctx.resources[i];
+                let subsets = subsets(i);
                 let known = if subsets.is_empty() {
                     "defines no subsets".to_string()
                 } else {
@@ -123,17 +111,6 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             out.push(d);
         }
     }
-}
-
-/// `host` itself, then the wildcards covering it from the most specific:
-/// `a.b.c`, `*.b.c`, `*.c`, `*`.
-fn covering(host: &str) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
-    let suffixes = host
-        .match_indices('.')
-        .map(move |(i, _)| std::borrow::Cow::Owned(format!("*{}", &host[i..])));
-    std::iter::once(std::borrow::Cow::Borrowed(host))
-        .chain(suffixes)
-        .chain(std::iter::once(std::borrow::Cow::Borrowed("*")))
 }
 
 #[cfg(test)]
@@ -167,7 +144,9 @@ mod tests {
 
     #[test]
     fn covering_goes_from_specific_to_general() {
-        let hosts: Vec<String> = super::covering("a.b.c").map(|h| h.into_owned()).collect();
+        let hosts: Vec<String> = crate::analysis::covering("a.b.c")
+            .map(|h| h.into_owned())
+            .collect();
         assert_eq!(hosts, ["a.b.c", "*.b.c", "*.c", "*"]);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::{Context, Resource, host_matches};
+use crate::analysis::{Context, Resource, host_matches, scopes_overlap};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Spec, VirtualServiceSpec};
@@ -56,29 +56,6 @@ fn is_mesh(vs: &VirtualServiceSpec) -> bool {
     vs.gateways
         .as_ref()
         .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
-}
-
-/// The namespaces an `exportTo` list makes a resource visible in; `None` is
-/// everywhere (an empty list or `*`).
-fn scope<'a>(l: &'a [String], own: &'a str) -> Option<Vec<&'a str>> {
-    if l.is_empty() || l.iter().any(|e| e == "*") {
-        return None;
-    }
-    Some(
-        l.iter()
-            .filter(|e| *e != "~")
-            .map(|e| if e == "." { own } else { e.as_str() })
-            .collect(),
-    )
-}
-
-/// Whether some namespace sees both.
-pub(crate) fn scopes_overlap(a: &[String], a_ns: &str, b: &[String], b_ns: &str) -> bool {
-    match (scope(a, a_ns), scope(b, b_ns)) {
-        (None, None) => true,
-        (None, Some(v)) | (Some(v), None) => !v.is_empty(),
-        (Some(x), Some(y)) => x.iter().any(|n| y.contains(n)),
-    }
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {

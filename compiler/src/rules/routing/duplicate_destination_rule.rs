@@ -2,12 +2,10 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::Context;
+use crate::analysis::{Context, scopes_overlap};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{Kind, Spec};
 use crate::path;
-use crate::rules::routing::conflicting_hosts::scopes_overlap;
 
 declare_rule! {
     /// ## What it does
@@ -45,27 +43,31 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    // host → (resource index, subset names, exportTo)
-    let mut by_host: HashMap<String, Vec<(usize, Vec<&str>, &[String])>> = HashMap::new();
-    for (i, r, spec) in ctx.of_kind(Kind::DestinationRule) {
-        let Spec::DestinationRule(dr) = spec else {
-            continue;
-        };
-        if dr.workload_selector.is_some() {
-            continue;
+    // Per resolved host, the rules without a workload selector with their
+    // subset names and exportTo.
+    let mut by_host: HashMap<&String, Vec<(usize, Vec<&str>, &[String])>> = HashMap::new();
+    for (host, rules) in &ctx.destination_rules {
+        for &i in rules {
+            let Some(dr) = ctx
+                .destination_rule(i)
+                .filter(|dr| dr.workload_selector.is_none())
+            else {
+                continue;
+            };
+            let subsets = dr
+                .subsets
+                .iter()
+                .flatten()
+                .map(|s| s.name.as_str())
+                .collect();
+            by_host.entry(host).or_default().push((
+                i,
+                subsets,
+                dr.export_to.as_deref().unwrap_or_default(),
+            ));
         }
-        let subsets = dr
-            .subsets
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect();
-        by_host
-            .entry(ctx.fqdn(&dr.host, &r.namespace))
-            .or_default()
-            .push((i, subsets, dr.export_to.as_deref().unwrap_or_default()));
     }
-    let mut hosts: Vec<&String> = by_host.keys().collect();
+    let mut hosts: Vec<&String> = by_host.keys().copied().collect();
     hosts.sort();
     for host in hosts {
         let group = &by_host[host];

@@ -2,12 +2,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::analysis::Context;
+use crate::analysis::{Context, scopes_overlap};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::Kind;
 use crate::path;
-use crate::rules::routing::conflicting_hosts::scopes_overlap;
 
 declare_rule! {
     /// ## What it does
