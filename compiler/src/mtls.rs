@@ -9,88 +9,86 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::analysis::{Context, Resource, host_matches, selects};
+use crate::analysis::{Context, HostEntry, Resource, covering, selects};
 use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
 
 /// The PeerAuthentications and DestinationRules that decide mTLS.
 pub struct MtlsView<'a> {
+    ctx: &'a Context<'a>,
     mesh: Option<(&'a Resource, MutualTlsMode)>,
     namespaces: HashMap<&'a str, (&'a Resource, MutualTlsMode)>,
     /// Namespace → workload policies (selector labels, mode), in order.
     workloads: HashMap<&'a str, Vec<(&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode)>>,
-    /// (wildcard host, resource, mode) of DestinationRules with a top-level TLS mode.
-    client: Vec<(String, &'a Resource, ClientTlsMode)>,
-    /// The same for exact hosts (the first rule per host, as Istio takes the oldest).
-    client_exact: HashMap<String, (&'a Resource, ClientTlsMode)>,
-    auto_mtls: bool,
-    cluster_domain: &'a str,
-    /// Namespace → (FQDN, selector) of its Services with a selector.
-    services: HashMap<String, Vec<(String, BTreeMap<String, String>)>>,
+    /// Resolved host → the first DestinationRule for it (without a workload
+    /// selector) that sets a top-level TLS mode.
+    client: HashMap<&'a str, (&'a Resource, ClientTlsMode)>,
+    /// Namespace → its Services that have a selector.
+    services: HashMap<&'a str, Vec<&'a HostEntry>>,
 }
 
 /// A server-side mode with the resource that sets it (`None`: Istio's default).
 pub type ServerMode<'a> = (MutualTlsMode, Option<&'a Resource>);
 
+/// A DestinationRule TLS mode as written in YAML.
+pub fn client_tls_mode_name(mode: ClientTlsMode) -> &'static str {
+    match mode {
+        ClientTlsMode::Disable => "DISABLE",
+        ClientTlsMode::Simple => "SIMPLE",
+        ClientTlsMode::Mutual => "MUTUAL",
+        ClientTlsMode::IstioMutual => "ISTIO_MUTUAL",
+    }
+}
+
 impl<'a> MtlsView<'a> {
     /// Collect the policies of the repository.
-    pub fn new(ctx: &Context<'a>) -> Self {
+    pub fn new(ctx: &'a Context<'a>) -> Self {
         let mut v = MtlsView {
+            ctx,
             mesh: None,
             namespaces: HashMap::new(),
             workloads: HashMap::new(),
-            client: Vec::new(),
-            client_exact: HashMap::new(),
-            auto_mtls: ctx.settings.auto_mtls,
-            cluster_domain: &ctx.settings.cluster_domain,
+            client: HashMap::new(),
             services: HashMap::new(),
         };
         for h in &ctx.hosts {
-            if let Some(sel) = h.selector.as_ref().filter(|s| !s.is_empty()) {
-                v.services
-                    .entry(h.namespace.clone())
-                    .or_default()
-                    .push((h.host.clone(), sel.clone()));
+            if h.selector.as_ref().is_some_and(|s| !s.is_empty()) {
+                v.services.entry(&h.namespace).or_default().push(h);
+            }
+        }
+        for (host, rules) in &ctx.destination_rules {
+            let first = rules.iter().find_map(|&i| {
+                let dr = ctx
+                    .destination_rule(i)
+                    .filter(|d| d.workload_selector.is_none())?;
+                let mode = dr.traffic_policy.as_ref()?.tls.as_ref()?.mode?;
+                Some((&ctx.resources[i], mode))
+            });
+            if let Some(first) = first {
+                v.client.insert(host, first);
             }
         }
         for r in ctx.resources {
-            match &r.spec {
-                Some(Spec::PeerAuthentication(p)) => {
-                    let mode = p
-                        .mtls
-                        .as_ref()
-                        .and_then(|m| m.mode)
-                        .unwrap_or(MutualTlsMode::Unset);
-                    match p.selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
-                        Some(l) if !l.is_empty() => {
-                            v.workloads
-                                .entry(&r.namespace)
-                                .or_default()
-                                .push((r, l, mode));
-                        }
-                        _ if r.namespace == ctx.settings.root_namespace => {
-                            v.mesh.get_or_insert((r, mode));
-                        }
-                        _ => {
-                            v.namespaces.entry(&r.namespace).or_insert((r, mode));
-                        }
-                    }
+            let Some(Spec::PeerAuthentication(p)) = &r.spec else {
+                continue;
+            };
+            let mode = p
+                .mtls
+                .as_ref()
+                .and_then(|m| m.mode)
+                .unwrap_or(MutualTlsMode::Unset);
+            match p.selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
+                Some(l) if !l.is_empty() => {
+                    v.workloads
+                        .entry(&r.namespace)
+                        .or_default()
+                        .push((r, l, mode));
                 }
-                Some(Spec::DestinationRule(d)) if d.workload_selector.is_none() => {
-                    if let Some(m) = d
-                        .traffic_policy
-                        .as_ref()
-                        .and_then(|t| t.tls.as_ref())
-                        .and_then(|t| t.mode)
-                    {
-                        let host = ctx.fqdn(&d.host, &r.namespace);
-                        if host.starts_with('*') {
-                            v.client.push((host, r, m));
-                        } else {
-                            v.client_exact.entry(host).or_insert((r, m));
-                        }
-                    }
+                _ if r.namespace == ctx.settings.root_namespace => {
+                    v.mesh.get_or_insert((r, mode));
                 }
-                _ => {}
+                _ => {
+                    v.namespaces.entry(&r.namespace).or_insert((r, mode));
+                }
             }
         }
         v
@@ -146,18 +144,17 @@ impl<'a> MtlsView<'a> {
                 .get(ns)
                 .into_iter()
                 .flatten()
-                .filter(|(_, sel)| selects(sel, labels))
-                .find_map(|(fqdn, _)| self.client_exact.get(fqdn));
+                .filter(|h| h.selector.as_ref().is_some_and(|sel| selects(sel, labels)))
+                .find_map(|h| self.client.get(h.host.as_str()));
             if let Some((r, m)) = exact {
                 return Some((*m, *r));
             }
         }
-        let probe = format!("x.{ns}.svc.{}", self.cluster_domain);
-        self.client
-            .iter()
-            .filter(|(h, _, _)| host_matches(h, &probe))
-            .max_by_key(|(h, _, _)| h.len())
-            .map(|(_, r, m)| (*m, *r))
+        let probe = format!("x.{ns}.svc.{}", self.ctx.settings.cluster_domain);
+        covering(&probe)
+            .skip(1)
+            .find_map(|h| self.client.get(h.as_ref()))
+            .map(|(r, m)| (*m, *r))
     }
 
     /// Whether traffic to workloads in `ns` (with `labels`) carries peer
@@ -171,9 +168,9 @@ impl<'a> MtlsView<'a> {
             return false;
         }
         match self.client_mode(ns, labels) {
-            Some((ClientTlsMode::IstioMutual, _)) => self.auto_mtls || by.is_some(),
+            Some((ClientTlsMode::IstioMutual, _)) => self.ctx.settings.auto_mtls || by.is_some(),
             Some(_) => false,
-            None => self.auto_mtls,
+            None => self.ctx.settings.auto_mtls,
         }
     }
 }

@@ -3,8 +3,8 @@
 use crate::analysis::{Context, Selection};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{AuthorizationPolicySpec, Kind, MutualTlsMode, Spec};
-use crate::mtls::MtlsView;
+use crate::model::{AuthorizationPolicySpec, ClientTlsMode, Kind, MutualTlsMode, Spec};
+use crate::mtls::{MtlsView, client_tls_mode_name};
 use crate::path;
 use crate::yaml::YamlPath;
 
@@ -96,8 +96,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             continue;
         }
         let (server, by) = view.server_mode(ns, labels);
-        let (why, related) = if server == MutualTlsMode::Disable {
-            (
+        let (why, related) = match view.client_mode(ns, labels) {
+            _ if server == MutualTlsMode::Disable => (
                 format!(
                     "mTLS is disabled by {}",
                     by.map_or("default".to_string(), |b| b.display())
@@ -106,30 +106,27 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     b.label(path!["spec", "mtls", "mode"])
                         .with_message("disables mTLS")
                 }),
-            )
-        } else if let Some((mode, dr)) = view
-            .client_mode(ns, labels)
-            .filter(|(m, _)| *m != crate::model::ClientTlsMode::IstioMutual)
-        {
-            (
-                format!("clients use TLS mode {mode:?} from {}", dr.display())
-                    .replace("IstioMutual", "ISTIO_MUTUAL"),
+            ),
+            Some((mode, dr)) if mode != ClientTlsMode::IstioMutual => (
+                format!(
+                    "clients use TLS mode {} from {}",
+                    client_tls_mode_name(mode),
+                    dr.display()
+                ),
                 Some(
                     dr.label(path!["spec", "trafficPolicy", "tls", "mode"])
                         .with_message("clients do not send mTLS"),
                 ),
-            )
-        } else if view.client_mode(ns, labels).is_some() {
-            (
+            ),
+            Some(_) => (
                 "auto mTLS is off and no PeerAuthentication enables mTLS for them".to_string(),
                 None,
-            )
-        } else {
-            (
+            ),
+            None => (
                 "auto mTLS is off and no DestinationRule makes clients use ISTIO_MUTUAL"
                     .to_string(),
                 None,
-            )
+            ),
         };
         let mut d = r
             .diag(

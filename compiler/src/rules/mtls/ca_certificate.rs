@@ -4,6 +4,7 @@ use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{ClientTlsMode, ClientTlsSettings, Kind, Spec};
+use crate::mtls::client_tls_mode_name;
 use crate::path;
 use crate::yaml::YamlPath;
 
@@ -122,8 +123,5 @@ fn unverified(tls: &ClientTlsSettings, selector: bool) -> bool {
 }
 
 fn mode_name(tls: &ClientTlsSettings) -> &'static str {
-    match tls.mode {
-        Some(ClientTlsMode::Mutual) => "MUTUAL",
-        _ => "SIMPLE",
-    }
+    tls.mode.map_or("SIMPLE", client_tls_mode_name)
 }
