@@ -329,6 +329,28 @@ impl<'a> Context<'a> {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The server host entries (`[namespace/]host`) of gateway `key`
+    /// (`namespace/name`): an Istio Gateway's servers, or a Gateway API
+    /// Gateway's listener hostnames, which admit any namespace. `None` when no
+    /// such gateway exists; a Gateway whose spec did not load admits anything,
+    /// so nothing is reported against it.
+    pub fn gateway_hosts(&self, key: &str) -> Option<Vec<String>> {
+        if let Some(&i) = self.gateways.get(key) {
+            return Some(match &self.resources[i].spec {
+                Some(Spec::Gateway(g)) => g
+                    .servers
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| s.hosts.iter().cloned())
+                    .collect(),
+                _ => vec!["*/*".to_string()],
+            });
+        }
+        self.gateway_api
+            .get(key)
+            .map(|hosts| hosts.iter().map(|h| format!("*/{h}")).collect())
+    }
+
     /// Istio's host resolution: a name without dots is a Service in `namespace`.
     pub fn fqdn(&self, host: &str, namespace: &str) -> String {
         if host.contains('.') || host.starts_with('*') {
@@ -491,6 +513,19 @@ impl Resource {
             Some(l) if !l.is_empty() => Selection::Labels(l, path),
             _ => Selection::Namespace,
         })
+    }
+}
+
+/// A VirtualService's gateway reference as `namespace/name`: `ns/name`, `name`
+/// (the VirtualService's namespace) or the legacy `name.ns.svc...`.
+pub fn gateway_key(gw: &str, namespace: &str) -> String {
+    if gw.contains('/') {
+        return gw.to_string();
+    }
+    let mut parts = gw.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(name), Some(ns)) => format!("{ns}/{name}"),
+        _ => format!("{namespace}/{gw}"),
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{Kind, Spec};
+use crate::model::Spec;
 use crate::path;
 
 declare_rule! {
@@ -48,17 +48,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     }
     for r in ctx.resources {
         let export_to = match &r.spec {
-            Some(Spec::VirtualService(s)) => s.export_to.as_ref(),
-            Some(Spec::DestinationRule(s)) => s.export_to.as_ref(),
-            Some(Spec::ServiceEntry(s)) => s.export_to.as_ref(),
-            _ => None,
+            Some(Spec::VirtualService(s)) => &s.export_to,
+            Some(Spec::DestinationRule(s)) => &s.export_to,
+            Some(Spec::ServiceEntry(s)) => &s.export_to,
+            _ => continue,
         };
-        if !matches!(
-            r.kind,
-            Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry
-        ) {
-            continue;
-        }
         for (i, ns) in export_to.into_iter().flatten().enumerate() {
             if matches!(ns.as_str(), "." | "*" | "~") || ctx.known_namespaces.contains(ns) {
                 continue;

@@ -1,11 +1,10 @@
 //! `MC0106` host-not-in-gateway.
 
-use crate::analysis::{Context, host_matches};
+use crate::analysis::{Context, gateway_key, host_matches};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Spec};
 use crate::path;
-use crate::rules::references::unknown_gateway::resolve;
 
 declare_rule! {
     /// ## What it does
@@ -74,20 +73,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             if gw == "mesh" {
                 continue;
             }
-            let key = resolve(gw, &r.namespace);
-            let entries: Vec<String> = if let Some(&i) = ctx.gateways.get(&key) {
-                match &ctx.resources[i].spec {
-                    Some(Spec::Gateway(spec)) => spec
-                        .servers
-                        .iter()
-                        .flatten()
-                        .flat_map(|s| s.hosts.iter().cloned())
-                        .collect(),
-                    _ => continue,
-                }
-            } else if let Some(hosts) = ctx.gateway_api.get(&key) {
-                hosts.iter().map(|h| format!("*/{h}")).collect()
-            } else {
+            let key = gateway_key(gw, &r.namespace);
+            let Some(entries) = ctx.gateway_hosts(&key) else {
                 missing = true;
                 continue;
             };
