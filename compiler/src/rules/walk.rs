@@ -1,6 +1,6 @@
 //! Walks over resources that several rules share.
 
-use crate::model::{Destination, VirtualServiceSpec};
+use crate::model::{Destination, RouteDestination, VirtualServiceSpec};
 use crate::path;
 use crate::yaml::YamlPath;
 
@@ -14,44 +14,50 @@ pub(crate) struct Route<'a> {
 
 /// Every `route` list of a VirtualService: http, then tcp, then tls rules.
 pub(crate) fn routes(vs: &VirtualServiceSpec) -> Vec<Route<'_>> {
+    fn list<'a>(
+        out: &mut Vec<Route<'a>>,
+        name: &str,
+        rules: impl Iterator<Item = Vec<(&'a Destination, Option<i64>)>>,
+    ) {
+        for (i, destinations) in rules.enumerate() {
+            out.push(Route {
+                path: path!["spec", name, i, "route"],
+                destinations,
+            });
+        }
+    }
     let mut out = Vec::new();
-    for (i, h) in vs.http.iter().flatten().enumerate() {
-        let destinations = h
-            .route
-            .iter()
-            .flatten()
-            .map(|d| (&d.destination, d.weight))
-            .collect();
-        out.push(Route {
-            path: path!["spec", "http", i, "route"],
-            destinations,
-        });
-    }
-    for (i, t) in vs.tcp.iter().flatten().enumerate() {
-        let destinations = t
-            .route
-            .iter()
-            .flatten()
-            .map(|d| (&d.destination, d.weight))
-            .collect();
-        out.push(Route {
-            path: path!["spec", "tcp", i, "route"],
-            destinations,
-        });
-    }
-    for (i, t) in vs.tls.iter().flatten().enumerate() {
-        let destinations = t
-            .route
-            .iter()
-            .flatten()
-            .map(|d| (&d.destination, d.weight))
-            .collect();
-        out.push(Route {
-            path: path!["spec", "tls", i, "route"],
-            destinations,
-        });
-    }
+    list(
+        &mut out,
+        "http",
+        vs.http.iter().flatten().map(|h| {
+            h.route
+                .iter()
+                .flatten()
+                .map(|d| (&d.destination, d.weight))
+                .collect()
+        }),
+    );
+    list(
+        &mut out,
+        "tcp",
+        vs.tcp.iter().flatten().map(|t| weighted(&t.route)),
+    );
+    list(
+        &mut out,
+        "tls",
+        vs.tls.iter().flatten().map(|t| weighted(&t.route)),
+    );
     out
+}
+
+/// The destinations of a TCP or TLS `route` list with their weights.
+fn weighted(route: &Option<Vec<RouteDestination>>) -> Vec<(&Destination, Option<i64>)> {
+    route
+        .iter()
+        .flatten()
+        .map(|d| (&d.destination, d.weight))
+        .collect()
 }
 
 /// Every destination a VirtualService sends or mirrors traffic to, with its path.

@@ -53,27 +53,23 @@ declare_rule! {
     };
 }
 
-/// One rule of a list (http, tcp or tls) reduced to what shadowing needs.
-struct RuleView {
-    /// Display name (`2 (`canary`)`).
-    name: String,
-    /// Number of match entries (0: matches everything).
-    matches: usize,
-}
+/// One rule of a list (http, tcp or tls): its display name (`2 (`canary`)`)
+/// and its matches (none: it matches everything).
+type Rule<'m, M> = (String, &'m [M]);
 
-/// Shadowing over one ordered list of rules. `covers(o, (ri, mi), (rj, mj))`
-/// says whether match `mi` of rule `ri` covers match `mj` of rule `rj`;
-/// `catch_all(ri, mi)` whether a match accepts everything.
-fn shadowing(
+/// Shadowing over one ordered list of rules: `covers(a, b)` says whether
+/// match `a` accepts everything match `b` does, `catch_all(m)` whether a
+/// match accepts everything.
+fn shadowing<M>(
     r: &Resource,
     list: &str,
-    rules: &[RuleView],
-    catch_all: &mut dyn FnMut(usize, usize) -> bool,
-    covers: &mut dyn FnMut((usize, usize), (usize, usize)) -> bool,
+    rules: &[Rule<'_, M>],
+    catch_all: impl Fn(&M) -> bool,
+    mut covers: impl FnMut(&M, &M) -> bool,
     out: &mut Vec<Diagnostic>,
 ) {
     let mut first_catch_all: Option<usize> = None;
-    for (i, rule) in rules.iter().enumerate() {
+    for (i, (name, matches)) in rules.iter().enumerate() {
         if let Some(c) = first_catch_all {
             out.push(
                 r.diag(
@@ -81,7 +77,7 @@ fn shadowing(
                     path!["spec", list, i],
                     format!(
                         "rule {} is unreachable: rule {} before it matches every request",
-                        rule.name, rules[c].name
+                        name, rules[c].0
                     ),
                 )
                 .with_related(
@@ -93,30 +89,28 @@ fn shadowing(
             );
             continue;
         }
-        if rule.matches == 0 || (0..rule.matches).any(|j| catch_all(i, j)) {
+        if matches.is_empty() || matches.iter().any(&catch_all) {
             first_catch_all = Some(i);
             continue;
         }
         // For each match, the first earlier match (earlier rule, or earlier in
         // this rule) that covers it.
         let mut covered: Vec<(usize, (usize, usize))> = Vec::new();
-        for j in 0..rule.matches {
+        for (j, m) in matches.iter().enumerate() {
             let by = (0..=i).find_map(|ei| {
-                let upto = if ei == i { j } else { rules[ei].matches };
-                (0..upto)
-                    .find(|&ej| covers((ei, ej), (i, j)))
-                    .map(|ej| (ei, ej))
+                let earlier = if ei == i { &matches[..j] } else { rules[ei].1 };
+                earlier.iter().position(|e| covers(e, m)).map(|ej| (ei, ej))
             });
             if let Some(by) = by {
                 covered.push((j, by));
             }
         }
         let all_by_earlier =
-            covered.len() == rule.matches && covered.iter().all(|(_, (ei, _))| *ei < i);
+            covered.len() == matches.len() && covered.iter().all(|(_, (ei, _))| *ei < i);
         if all_by_earlier {
             let (_, (ei, ej)) = covered[0];
             let what = if covered.iter().all(|(_, b)| b.0 == ei) {
-                format!("rule {}", rules[ei].name)
+                format!("rule {}", rules[ei].0)
             } else {
                 "earlier rules".to_string()
             };
@@ -129,7 +123,7 @@ fn shadowing(
                     path!["spec", list, i],
                     format!(
                         "rule {} is unreachable: {what} before it already match{} everything it matches",
-                        rule.name,
+                        name,
                         if what.starts_with("rule") { "es" } else { "" }
                     ),
                 )
@@ -143,15 +137,14 @@ fn shadowing(
             let by = if ei == i {
                 format!("match {ej} of the same rule")
             } else {
-                format!("rule {} (match {ej})", rules[ei].name)
+                format!("rule {} (match {ej})", rules[ei].0)
             };
             out.push(
                 r.diag(
                     &UNREACHABLE_RULE,
                     path!["spec", list, i, "match", j],
                     format!(
-                        "match {j} of rule {} is never used: {by} catches everything it matches",
-                        rule.name
+                        "match {j} of rule {name} is never used: {by} catches everything it matches"
                     ),
                 )
                 .with_related(
@@ -172,61 +165,48 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             continue;
         };
         if let Some(http) = vs.http.as_deref() {
-            let views: Vec<RuleView> = http
+            let rules: Vec<Rule<'_, _>> = http
                 .iter()
                 .enumerate()
-                .map(|(i, h)| RuleView {
-                    name: rule_name(h.name.as_deref(), i),
-                    matches: h.r#match.as_ref().map_or(0, Vec::len),
+                .map(|(i, h)| {
+                    (
+                        rule_name(h.name.as_deref(), i),
+                        h.r#match.as_deref().unwrap_or_default(),
+                    )
                 })
                 .collect();
-            let m = |i: usize, j: usize| &http[i].r#match.as_ref().expect("counted")[j];
             shadowing(
                 r,
                 "http",
-                &views,
-                &mut |i, j| http_is_catch_all(m(i, j)),
-                &mut |(ai, aj), (bi, bj)| http_covers(&mut oracle, m(ai, aj), m(bi, bj)),
+                &rules,
+                http_is_catch_all,
+                |a, b| http_covers(&mut oracle, a, b),
                 out,
             );
         }
         if let Some(tcp) = vs.tcp.as_deref() {
-            let views: Vec<RuleView> = tcp
+            let rules: Vec<Rule<'_, _>> = tcp
                 .iter()
                 .enumerate()
-                .map(|(i, t)| RuleView {
-                    name: rule_name(None, i),
-                    matches: t.r#match.as_ref().map_or(0, Vec::len),
-                })
+                .map(|(i, t)| (rule_name(None, i), t.r#match.as_deref().unwrap_or_default()))
                 .collect();
-            let m = |i: usize, j: usize| &tcp[i].r#match.as_ref().expect("counted")[j];
+            let everything = L4MatchAttributes::default();
             shadowing(
                 r,
                 "tcp",
-                &views,
-                &mut |i, j| tcp_covers(m(i, j), &L4MatchAttributes::default()),
-                &mut |(ai, aj), (bi, bj)| tcp_covers(m(ai, aj), m(bi, bj)),
+                &rules,
+                |m| tcp_covers(m, &everything),
+                tcp_covers,
                 out,
             );
         }
         if let Some(tls) = vs.tls.as_deref() {
-            let views: Vec<RuleView> = tls
+            let rules: Vec<Rule<'_, _>> = tls
                 .iter()
                 .enumerate()
-                .map(|(i, t)| RuleView {
-                    name: rule_name(None, i),
-                    matches: t.r#match.len(),
-                })
+                .map(|(i, t)| (rule_name(None, i), t.r#match.as_slice()))
                 .collect();
-            let m = |i: usize, j: usize| &tls[i].r#match[j];
-            shadowing(
-                r,
-                "tls",
-                &views,
-                &mut |_, _| false,
-                &mut |(ai, aj), (bi, bj)| tls_covers(m(ai, aj), m(bi, bj)),
-                out,
-            );
+            shadowing(r, "tls", &rules, |_| false, tls_covers, out);
         }
     }
 }
