@@ -28,7 +28,7 @@ pub struct Resource {
     pub api_version: String,
     /// Name.
     pub name: String,
-    /// Namespace (`default` when absent).
+    /// Namespace (`Settings::default_namespace`, normally `default`, when absent).
     pub namespace: String,
     /// Metadata.
     pub meta: ObjectMeta,

@@ -64,6 +64,9 @@ pub struct Settings {
     pub known_hosts: Vec<String>,
     /// Istio's `enableAutoMtls`.
     pub auto_mtls: bool,
+    /// The namespace of resources that name none (`default`, as for kubectl;
+    /// `kubectl apply -n` semantics when set otherwise).
+    pub default_namespace: String,
     /// Problems found while resolving (unknown codes, bad severities), as
     /// `(byte range in meshc.toml, message)`; reported as `MC0020`.
     pub problems: Vec<(Range<usize>, String)>,
@@ -124,6 +127,7 @@ impl Settings {
                 .unwrap_or_else(|| "cluster.local".into()),
             known_hosts: file.known_hosts.clone(),
             auto_mtls: file.auto_mtls.unwrap_or(true),
+            default_namespace: "default".into(),
             problems,
         }
     }

@@ -146,7 +146,7 @@ pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
     let results: Vec<FileResult> = inputs
         .into_par_iter()
         .enumerate()
-        .map(|(i, input)| load_file(FileId(i as u32), input, &options.limits))
+        .map(|(i, input)| load_file(FileId(i as u32), input, options))
         .collect();
     let mut analysis = Analysis {
         inputs: results.len(),
@@ -168,7 +168,8 @@ pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
     analysis
 }
 
-fn load_file(id: FileId, input: Input, limits: &Limits) -> FileResult {
+fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {
+    let limits = &options.limits;
     let mut out = FileResult {
         source: SourceFile::new(input.path.clone(), ""),
         resources: Vec::new(),
@@ -229,18 +230,25 @@ fn load_file(id: FileId, input: Input, limits: &Limits) -> FileResult {
     let docs = yaml::load(id, &out.source, limits, &mut out.diagnostics);
     for doc in docs {
         let Some(root) = doc.root else { continue };
-        identify(root, doc.index, id, doc.span, &mut out);
+        identify(
+            root,
+            doc.index,
+            id,
+            doc.span,
+            &options.settings.default_namespace,
+            &mut out,
+        );
     }
     out
 }
 
 /// `namespace/name` and listener hostnames of a Gateway API Gateway.
-fn gateway_api_listeners(root: &Node) -> (String, Vec<String>) {
+fn gateway_api_listeners(root: &Node, default_namespace: &str) -> (String, Vec<String>) {
     let meta = root.get("metadata");
     let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Node::as_str);
     let key = format!(
         "{}/{}",
-        field("namespace").unwrap_or("default"),
+        field("namespace").unwrap_or(default_namespace),
         field("name").unwrap_or("")
     );
     let mut hosts = Vec::new();
@@ -262,7 +270,14 @@ fn gateway_api_listeners(root: &Node) -> (String, Vec<String>) {
 }
 
 /// Read a document's identity, check its schema and type it.
-fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut FileResult) {
+fn identify(
+    root: Node,
+    doc: usize,
+    file: FileId,
+    doc_span: Span,
+    default_namespace: &str,
+    out: &mut FileResult,
+) {
     if matches!(root.value, Value::Null) {
         return;
     }
@@ -304,7 +319,7 @@ fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut File
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
     let Some(kind) = Kind::lookup(group, &kind_name) else {
         let gateway_api = (group == "gateway.networking.k8s.io" && kind_name == "Gateway")
-            .then(|| gateway_api_listeners(&root));
+            .then(|| gateway_api_listeners(&root, default_namespace));
         out.skipped.push(Skipped {
             span: root.span,
             api_version,
@@ -350,7 +365,7 @@ fn identify(root: Node, doc: usize, file: FileId, doc_span: Span, out: &mut File
     let namespace = meta
         .and_then(|m| m.get("namespace"))
         .and_then(Node::as_str)
-        .unwrap_or("default")
+        .unwrap_or(default_namespace)
         .to_owned();
     let resource_name = format!("{} {namespace}/{name}", kind.as_str());
     let json = root.to_json();

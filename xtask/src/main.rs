@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use meshc_compiler::{Analysis, Input, Options, analyze};
@@ -435,7 +435,7 @@ fn kiali(dir: &Path, root: &Path) -> Result<Suite> {
             opts.settings.auto_mtls = auto_mtls.unwrap_or(true);
             let inputs = vec![
                 Input::new(file.clone(), text.clone()),
-                Input::new("kiali-context.yaml", kiali_context(ctx, &text)),
+                Input::new("kiali-context.yaml", kiali_context(ctx)),
             ];
             let a = analyze(inputs, &opts);
             let subject = kiali_subject(ctx, &a);
@@ -500,9 +500,9 @@ fn kiali_subject(ctx: &Value, a: &Analysis) -> Option<String> {
 }
 
 /// The context a Go test injects, as YAML: Services, workloads (as Pods),
-/// namespaces and gateways. Namespaces named by objects in the fixture are
-/// declared too, as Kiali's tests list the namespaces they use.
-fn kiali_context(ctx: &Value, fixture: &str) -> String {
+/// namespaces and gateways. `istio-system` is always declared; namespaces that
+/// the fixture's own objects use are known to meshc without declaring them.
+fn kiali_context(ctx: &Value) -> String {
     let mut docs = Vec::new();
     let mut namespaces: Vec<String> = Vec::new();
     for key in ["namespaces", "knownNamespaces"] {
@@ -512,7 +512,6 @@ fn kiali_context(ctx: &Value, fixture: &str) -> String {
             }
         }
     }
-    let explicit_namespaces = !namespaces.is_empty();
     for s in ctx["services"].as_array().into_iter().flatten() {
         docs.push(json!({
             "apiVersion": "v1", "kind": "Service",
@@ -544,14 +543,6 @@ fn kiali_context(ctx: &Value, fixture: &str) -> String {
             "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]},
         }));
     }
-    if !explicit_namespaces {
-        // Kiali's fake registries know every namespace the fixture's objects use.
-        for line in fixture.lines() {
-            if let Some(ns) = line.trim().strip_prefix("namespace:") {
-                namespaces.push(ns.trim().trim_matches(['"', '\'']).to_string());
-            }
-        }
-    }
     namespaces.push("istio-system".into());
     namespaces.sort();
     namespaces.dedup();
@@ -569,18 +560,23 @@ fn kiali_context(ctx: &Value, fixture: &str) -> String {
 /// must be present count towards recall, codes that must be absent and are
 /// found count against precision.
 fn kiali_integration(dir: &Path, root: &Path, doc: &Value, suite: &mut Suite) -> Result<()> {
-    let sample: Vec<PathBuf> = ["namespaces.yaml", "workloads.yaml"]
-        .iter()
-        .map(|f| root.join("policies-examples/bookinfo").join(f))
-        .collect();
+    // The bookinfo sample, read once.
+    let mut sample: Vec<(String, String)> = Vec::new();
+    for f in ["namespaces.yaml", "workloads.yaml"] {
+        let p = root.join("policies-examples/bookinfo").join(f);
+        let text = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+        sample.push((p.display().to_string(), text));
+    }
     for (file, spec) in doc["integration_assets"].as_object().into_iter().flatten() {
-        let text = std::fs::read_to_string(dir.join(file))?;
-        let text = apply_namespace(&text, spec["applyNamespace"].as_str().unwrap_or("bookinfo"));
-        let mut inputs = vec![Input::new(file.clone(), text)];
-        for p in &sample {
-            inputs.push(input(p, &p.display().to_string())?);
-        }
-        let a = analyze(inputs, &Options::default());
+        let mut inputs = vec![input(&dir.join(file), file)?];
+        inputs.extend(sample.iter().map(|(p, t)| Input::new(p.clone(), t.clone())));
+        // `kubectl apply -n <applyNamespace>`.
+        let mut opts = Options::default();
+        opts.settings.default_namespace = spec["applyNamespace"]
+            .as_str()
+            .unwrap_or("bookinfo")
+            .to_string();
+        let a = analyze(inputs, &opts);
         let mut found_all = Pairs::new();
         for d in &a.diagnostics {
             let Some(res) = d.resource.as_ref() else {
@@ -613,26 +609,4 @@ fn kiali_integration(dir: &Path, root: &Path, doc: &Value, suite: &mut Suite) ->
         suite.score("integration (bookinfo assets)", file, &expected, &found);
     }
     Ok(())
-}
-
-/// Put objects without a namespace into `ns`, as `kubectl apply -n ns` does.
-fn apply_namespace(text: &str, ns: &str) -> String {
-    let mut out = String::new();
-    for doc in text.split("\n---") {
-        if !out.is_empty() {
-            out.push_str("\n---");
-        }
-        let has_ns = doc.lines().any(|l| l.starts_with("  namespace:"));
-        if has_ns {
-            out.push_str(doc);
-            continue;
-        }
-        for line in doc.split_inclusive('\n') {
-            out.push_str(line);
-            if line.trim_end() == "metadata:" {
-                let _ = writeln!(out, "  namespace: {ns}");
-            }
-        }
-    }
-    out
 }
