@@ -56,12 +56,15 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             continue;
         };
         let fqdn = ctx.fqdn(&dr.host, &r.namespace);
+        if fqdn.starts_with('*') {
+            continue;
+        }
         let services: Vec<_> = ctx
             .lookup(&fqdn, &r.namespace)
             .into_iter()
             .filter(|h| h.selector.as_ref().is_some_and(|s| !s.is_empty()))
             .collect();
-        if services.is_empty() || fqdn.starts_with('*') {
+        if services.is_empty() {
             continue;
         }
         for (i, subset) in dr.subsets.iter().flatten().enumerate() {

@@ -66,7 +66,9 @@ fn regex_syntax_escape(s: &str) -> String {
 /// Decides containment between patterns, caching compiled automata.
 #[derive(Default)]
 pub(crate) struct Oracle {
-    dfas: HashMap<String, Option<(DFA, Cache)>>,
+    /// Regex → index into `automata`, or `None` when it does not compile.
+    compiled: HashMap<String, Option<usize>>,
+    automata: Vec<(DFA, Cache)>,
 }
 
 /// Product states explored before giving up.
@@ -95,27 +97,22 @@ impl Oracle {
         if a == b && (a_icase || !b_icase) {
             return Some(true);
         }
-        let ra = a.regex(a_icase);
-        let rb = b.regex(b_icase);
-        self.compile(&ra);
-        self.compile(&rb);
-        // Two entries of one map, borrowed mutably at once: take them out.
-        let (da, mut ca) = self.dfas.get_mut(&ra)?.take()?;
-        let Some((db, mut cb)) = self.dfas.get_mut(&rb).and_then(Option::take) else {
-            self.dfas.insert(ra, Some((da, ca)));
-            return None;
-        };
-        let r = product_contains(&da, &mut ca, &db, &mut cb);
-        self.dfas.insert(ra.clone(), Some((da, ca)));
-        if rb != ra {
-            self.dfas.insert(rb, Some((db, cb)));
+        let ia = self.compile(a.regex(a_icase))?;
+        let ib = self.compile(b.regex(b_icase))?;
+        if ia == ib {
+            return Some(true);
         }
-        r
+        // Both caches mutably at once: split the vector between the two.
+        let (lo, hi) = self.automata.split_at_mut(ia.max(ib));
+        let (x, y) = (&mut lo[ia.min(ib)], &mut hi[0]);
+        let ((da, ca), (db, cb)) = if ia < ib { (x, y) } else { (y, x) };
+        product_contains(da, ca, db, cb)
     }
 
-    fn compile(&mut self, re: &str) {
-        if self.dfas.contains_key(re) {
-            return;
+    /// The index of `re`'s automaton, compiling it on first use.
+    fn compile(&mut self, re: String) -> Option<usize> {
+        if let Some(&i) = self.compiled.get(&re) {
+            return i;
         }
         let dfa = DFA::builder()
             .configure(
@@ -124,13 +121,15 @@ impl Oracle {
                     .cache_capacity(1 << 20)
                     .minimum_cache_clear_count(Some(0)),
             )
-            .build(re)
+            .build(&re)
             .ok();
-        let entry = dfa.map(|d| {
-            let c = d.create_cache();
-            (d, c)
+        let index = dfa.map(|d| {
+            let cache = d.create_cache();
+            self.automata.push((d, cache));
+            self.automata.len() - 1
         });
-        self.dfas.insert(re.to_string(), entry);
+        self.compiled.insert(re, index);
+        index
     }
 }
 
