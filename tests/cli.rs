@@ -253,6 +253,20 @@ fn rules_and_explain() {
 }
 
 #[test]
+fn readme_lists_every_rule_with_its_severity_and_upstream_codes() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    for r in meshc_compiler::rules::ALL {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} | {}", r.code, r.name)))
+            .unwrap_or_else(|| panic!("README's rules table has no row for {} {}", r.code, r.name));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[3], r.severity.as_str(), "{row}");
+        assert_eq!(cells[4], r.upstream_codes().join(", "), "{row}");
+    }
+}
+
+#[test]
 fn closed_pipe_is_not_an_error() {
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshc"))

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::Skipped;
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
-use crate::model::{DestinationRuleSpec, Kind, ObjectMeta, Spec};
+use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, ObjectMeta, Spec};
 use crate::path;
 use crate::rules::RuleMeta;
 use crate::source::FileId;
@@ -20,6 +20,9 @@ pub struct Resource {
     pub file: FileId,
     /// Position of its document in the file.
     pub doc: usize,
+    /// Where the object sits in its document: empty, or `items[3]` inside a
+    /// `kind: List`. Paths in diagnostics are prefixed with it.
+    pub base: YamlPath,
     /// Its YAML, for locating paths.
     pub root: Node,
     /// Kind.
@@ -44,7 +47,7 @@ impl Resource {
     /// A label at `path` in this resource (the deepest existing node on it).
     pub fn label(&self, path: YamlPath) -> Label {
         let (span, _) = self.root.locate(&path.0);
-        Label::new(span).with_path(path)
+        Label::new(span).with_path(self.base.concat(&path))
     }
     /// A diagnostic of `rule` about this resource at `path`.
     pub fn diag(
@@ -180,16 +183,7 @@ impl<'a> Context<'a> {
                         .map(|p| HostPort {
                             number: p.port,
                             name: p.name.clone(),
-                            protocol: p
-                                .app_protocol
-                                .clone()
-                                .or_else(|| {
-                                    p.name
-                                        .as_deref()
-                                        .and_then(protocol_of_port_name)
-                                        .map(str::to_string)
-                                })
-                                .map(|s| s.to_ascii_uppercase()),
+                            protocol: service_port_protocol(p).map(str::to_string),
                         })
                         .collect();
                     ctx.add_host(HostEntry {
@@ -578,18 +572,52 @@ pub fn scopes_overlap(a: &[String], a_ns: &str, b: &[String], b_ns: &str) -> boo
     }
 }
 
-/// The protocol a Service port name declares by Istio's convention
-/// (`<protocol>[-<suffix>]`), when it is one Istio knows.
-pub fn protocol_of_port_name(name: &str) -> Option<&str> {
-    let prefix = name.split('-').next().unwrap_or(name);
+/// The protocol Istio gives a Service port, upper-case (`HTTP`, `GRPC-WEB`,
+/// `TCP`...): UDP for UDP ports; else from `appProtocol` when set, or the port
+/// name's `<protocol>[-<suffix>]` prefix; else TCP on the ports where protocol
+/// sniffing is off (SMTP, DNS, MySQL, MongoDB). `None` means Istio sniffs it.
+pub fn service_port_protocol(port: &KubeServicePort) -> Option<&'static str> {
+    if port.protocol.as_deref() == Some("UDP") {
+        return Some("UDP");
+    }
+    let name = port
+        .app_protocol
+        .as_deref()
+        .or(port.name.as_deref())
+        .unwrap_or("");
+    match name {
+        "kubernetes.io/h2c" => return Some("HTTP2"),
+        "kubernetes.io/ws" => return Some("HTTP"),
+        "kubernetes.io/wss" => return Some("HTTPS"),
+        _ => {}
+    }
+    let is_grpc_web = name
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("grpc-web"));
+    let prefix = if is_grpc_web {
+        "grpc-web"
+    } else {
+        name.split('-').next().unwrap_or(name)
+    };
     const KNOWN: &[&str] = &[
-        "http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "mongo", "mysql", "redis",
-        "udp",
+        "TCP",
+        "UDP",
+        "GRPC",
+        "GRPC-WEB",
+        "HTTP",
+        "HTTP_PROXY",
+        "HTTP2",
+        "HTTPS",
+        "TLS",
+        "MONGO",
+        "REDIS",
+        "MYSQL",
     ];
     KNOWN
         .iter()
-        .any(|k| k.eq_ignore_ascii_case(prefix))
-        .then_some(prefix)
+        .copied()
+        .find(|k| k.eq_ignore_ascii_case(prefix))
+        .or_else(|| matches!(port.port, 25 | 53 | 3306 | 27017).then_some("TCP"))
 }
 
 /// Whether `pattern` (exact, `*`, or `*.suffix`) covers `host`.

@@ -36,6 +36,13 @@ pub struct ConfigFile {
     /// Istio's `enableAutoMtls` (default true): clients pick mTLS by
     /// themselves when no DestinationRule says otherwise.
     pub auto_mtls: Option<bool>,
+    /// Istio's DNS proxy address auto-allocation for ServiceEntries
+    /// (`ISTIO_META_DNS_AUTO_ALLOCATE`), default false.
+    pub dns_auto_allocate: Option<bool>,
+    /// Other trust domains whose identities this mesh accepts (Istio's
+    /// `trustDomainAliases`).
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
 }
 
 impl ConfigFile {
@@ -64,6 +71,10 @@ pub struct Settings {
     pub known_hosts: Vec<String>,
     /// Istio's `enableAutoMtls`.
     pub auto_mtls: bool,
+    /// ServiceEntries get addresses from Istio's DNS proxy.
+    pub dns_auto_allocate: bool,
+    /// Other trust domains accepted as this mesh's.
+    pub trust_domain_aliases: Vec<String>,
     /// The namespace of resources that name none (`default`, as for kubectl;
     /// `kubectl apply -n` semantics when set otherwise).
     pub default_namespace: String,
@@ -127,6 +138,8 @@ impl Settings {
                 .unwrap_or_else(|| "cluster.local".into()),
             known_hosts: file.known_hosts.clone(),
             auto_mtls: file.auto_mtls.unwrap_or(true),
+            dns_auto_allocate: file.dns_auto_allocate.unwrap_or(false),
+            trust_domain_aliases: file.trust_domain_aliases.clone(),
             default_namespace: "default".into(),
             problems,
         }

@@ -230,16 +230,45 @@ fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {
     let docs = yaml::load(id, &out.source, limits, &mut out.diagnostics);
     for doc in docs {
         let Some(root) = doc.root else { continue };
-        identify(
-            root,
-            doc.index,
-            id,
-            doc.span,
-            &options.settings.default_namespace,
-            &mut out,
-        );
+        let ns = &options.settings.default_namespace;
+        match list_items(root) {
+            Ok(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let base = path!["items", i];
+                    identify(item, doc.index, id, doc.span, ns, &base, &mut out);
+                }
+            }
+            Err(root) => identify(
+                root,
+                doc.index,
+                id,
+                doc.span,
+                ns,
+                &YamlPath::default(),
+                &mut out,
+            ),
+        }
     }
     out
+}
+
+/// The items of a `v1` `List` document (what `kubectl get -o yaml` prints), or
+/// the document itself when it is not one.
+fn list_items(root: Node) -> Result<Vec<Node>, Node> {
+    let is_list = root.get("apiVersion").and_then(Node::as_str) == Some("v1")
+        && root.get("kind").and_then(Node::as_str) == Some("List")
+        && matches!(root.get("items").map(|n| &n.value), Some(Value::Seq(_)));
+    match root.value {
+        Value::Map(entries) if is_list => Ok(entries
+            .into_iter()
+            .find(|e| e.key == "items")
+            .map(|e| match e.value.value {
+                Value::Seq(items) => items,
+                _ => Vec::new(),
+            })
+            .unwrap_or_default()),
+        value => Err(Node { value, ..root }),
+    }
 }
 
 /// `namespace/name` and listener hostnames of a Gateway API Gateway.
@@ -276,6 +305,7 @@ fn identify(
     file: FileId,
     doc_span: Span,
     default_namespace: &str,
+    base: &YamlPath,
     out: &mut FileResult,
 ) {
     if matches!(root.value, Value::Null) {
@@ -285,7 +315,7 @@ fn identify(
         out.diagnostics.push(Diagnostic::new(
             &load::RESOURCE_IDENTITY,
             msg,
-            Label::new(span).with_path(path),
+            Label::new(span).with_path(base.concat(&path)),
         ));
     };
     if !matches!(root.value, Value::Map(_)) {
@@ -334,7 +364,7 @@ fn identify(
         let d = Diagnostic::new(
             &load::SCHEMA,
             format!("{kind_name} is not served at `{api_version}`"),
-            Label::new(span).with_path(path!["apiVersion"]),
+            Label::new(span).with_path(base.concat(&path!["apiVersion"])),
         )
         .with_help(format!(
             "use one of: {}",
@@ -376,7 +406,7 @@ fn identify(
         let mut d = Diagnostic::new(
             &load::SCHEMA,
             v.message.clone(),
-            Label::new(span).with_path(v.path.clone()),
+            Label::new(span).with_path(base.concat(&v.path)),
         )
         .with_resource(resource_name.clone());
         if v.at_key {
@@ -410,6 +440,7 @@ fn identify(
     out.resources.push(Resource {
         file,
         doc,
+        base: base.clone(),
         root,
         kind,
         api_version,
@@ -538,4 +569,49 @@ fn sort(sources: &SourceMap, mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic
     let mut seen = BTreeSet::new();
     diagnostics.retain(|d| seen.insert((d.primary.span, d.code(), d.message.clone())));
     diagnostics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_items_are_resources_and_paths_name_the_item() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: a}\n  spec:\n    selector: {istio: ingressgateway}\n    servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [x.example.com]}]\n- apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: b}\n  spec:\n    selector: {istio: ingressgateway}\n    servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [x.example.com]}]\n- apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: c}\n  spec: {bogus: 1}\n";
+        let a = analyze(vec![Input::new("l.yaml", text)], &Options::default());
+        assert_eq!(a.resources.len(), 3);
+        let paths: Vec<(String, String)> = a
+            .diagnostics
+            .iter()
+            .map(|d| {
+                (
+                    d.code().to_string(),
+                    d.primary
+                        .path
+                        .as_ref()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert!(
+            paths.contains(&("MC0010".into(), "items[2].spec.bogus".into())),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&(
+                "MC0206".into(),
+                "items[0].spec.servers[0].port.number".into()
+            )),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn a_list_that_is_not_v1_is_not_unpacked() {
+        let text = "apiVersion: example.com/v1\nkind: List\nitems: [{apiVersion: v1, kind: Namespace, metadata: {name: x}}]\n";
+        let a = analyze(vec![Input::new("l.yaml", text)], &Options::default());
+        assert!(a.resources.is_empty());
+        assert_eq!(a.skipped.len(), 1);
+    }
 }

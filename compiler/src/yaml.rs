@@ -209,6 +209,12 @@ impl YamlPath {
     pub fn push(&mut self, seg: impl Into<PathSeg>) {
         self.0.push(seg.into());
     }
+    /// This path followed by `rest`.
+    pub fn concat(&self, rest: &YamlPath) -> YamlPath {
+        let mut p = self.clone();
+        p.0.extend(rest.0.iter().cloned());
+        p
+    }
     /// A copy with one more segment.
     pub fn join(&self, seg: impl Into<PathSeg>) -> YamlPath {
         let mut p = self.clone();

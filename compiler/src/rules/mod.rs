@@ -127,14 +127,22 @@ pub static ALL: &[&RuleMeta] = &[
     &references::selector_matches_nothing::SELECTOR_MATCHES_NOTHING,
     &references::ambiguous_selector::AMBIGUOUS_SELECTOR,
     &references::subset_selects_nothing::SUBSET_SELECTS_NOTHING,
+    &references::port_protocol::UNDECLARED_PORT_PROTOCOL,
+    &references::port_protocol::EXTERNAL_NAME_PORT,
+    &references::gateway_port::GATEWAY_PORT_NOT_EXPOSED,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
     &routing::service_entry_protocol::SERVICE_ENTRY_PROTOCOL,
     &routing::duplicate_destination_rule::DUPLICATE_DESTINATION_RULE,
+    &routing::conflicting_gateways::CONFLICTING_GATEWAYS,
+    &routing::service_entry_addresses::SERVICE_ENTRY_NEEDS_ADDRESSES,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
     &authorization::identity_without_mtls::IDENTITY_WITHOUT_MTLS,
+    &authorization::unknown_source_namespace::UNKNOWN_SOURCE_NAMESPACE,
+    &authorization::unknown_principal::UNKNOWN_PRINCIPAL,
+    &authorization::invalid_method::INVALID_METHOD,
 ];
 
 /// Look a rule up by code (case-insensitive) or by name.
@@ -163,6 +171,13 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     references::subset_selects_nothing::check(ctx, out);
     routing::duplicate_destination_rule::check(ctx, out);
     authorization::identity_without_mtls::check(ctx, out);
+    routing::conflicting_gateways::check(ctx, out);
+    references::port_protocol::check(ctx, out);
+    references::gateway_port::check(ctx, out);
+    routing::service_entry_addresses::check(ctx, out);
+    authorization::unknown_source_namespace::check(ctx, out);
+    authorization::unknown_principal::check(ctx, out);
+    authorization::invalid_method::check(ctx, out);
 }
 
 #[cfg(test)]

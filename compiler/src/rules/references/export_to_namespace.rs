@@ -53,7 +53,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             Some(Spec::ServiceEntry(s)) => &s.export_to,
             _ => continue,
         };
-        for (i, ns) in export_to.into_iter().flatten().enumerate() {
+        for (i, ns) in export_to.iter().flatten().enumerate() {
             if matches!(ns.as_str(), "." | "*" | "~") || ctx.known_namespaces.contains(ns) {
                 continue;
             }

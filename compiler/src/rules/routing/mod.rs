@@ -1,8 +1,10 @@
 //! Routing rules (`MC02xx`).
 
+pub mod conflicting_gateways;
 pub mod conflicting_hosts;
 pub mod duplicate_destination_rule;
 pub(crate) mod matchset;
+pub mod service_entry_addresses;
 pub mod service_entry_protocol;
 pub mod unreachable_rule;
 pub mod weight_sum;
