@@ -43,6 +43,9 @@ pub struct ConfigFile {
     /// `trustDomainAliases`).
     #[serde(default)]
     pub trust_domain_aliases: Vec<String>,
+    /// The most tries one client request may cause at any service along a
+    /// call path (the product of each hop's attempts); default 10.
+    pub max_retry_amplification: Option<u64>,
 }
 
 impl ConfigFile {
@@ -75,6 +78,8 @@ pub struct Settings {
     pub dns_auto_allocate: bool,
     /// Other trust domains accepted as this mesh's.
     pub trust_domain_aliases: Vec<String>,
+    /// Bound on the product of attempts along a call path.
+    pub max_retry_amplification: u64,
     /// The namespace of resources that name none (`default`, as for kubectl;
     /// `kubectl apply -n` semantics when set otherwise).
     pub default_namespace: String,
@@ -140,6 +145,7 @@ impl Settings {
             auto_mtls: file.auto_mtls.unwrap_or(true),
             dns_auto_allocate: file.dns_auto_allocate.unwrap_or(false),
             trust_domain_aliases: file.trust_domain_aliases.clone(),
+            max_retry_amplification: file.max_retry_amplification.unwrap_or(10),
             default_namespace: "default".into(),
             problems,
         }

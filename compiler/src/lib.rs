@@ -22,6 +22,7 @@
 pub mod analysis;
 pub mod config;
 pub mod diagnostic;
+pub mod graph;
 pub mod model;
 pub mod mtls;
 pub mod rules;

@@ -26,7 +26,15 @@ pub fn repository(services: usize) -> Vec<(String, String)> {
         rng ^= rng << 17;
         let ns = format!("ns-{:03}", i / 100);
         let name = format!("svc-{i:05}");
-        let caller = format!("svc-{:05}", (rng as usize) % services);
+        // Callers come from a lower tier ([0, 8) call themselves, [8, 64) are
+        // called from [0, 8), the rest from [0, 64)), so call paths are at most
+        // two hops deep, as in a layered application.
+        let caller_index = match i {
+            0..8 => i,
+            8..64 => rng as usize % 8,
+            _ => rng as usize % 64,
+        };
+        let caller = format!("svc-{caller_index:05}");
         let canary = 5 + (rng >> 8) as u32 % 45;
         let port = 8000 + (rng >> 16) as u32 % 1000;
         files.push((
@@ -37,7 +45,7 @@ pub fn repository(services: usize) -> Vec<(String, String)> {
                 &caller,
                 canary,
                 port,
-                i / 100 == (rng as usize % services) / 100,
+                i / 100 == caller_index / 100,
             ),
         ));
     }
@@ -147,7 +155,7 @@ spec:
           number: {port}
       weight: {canary}
     retries:
-      attempts: 3
+      attempts: 1
       perTryTimeout: 1s
       retryOn: gateway-error,connect-failure
     timeout: 5s

@@ -13,6 +13,7 @@ pub mod authorization;
 pub mod load;
 pub mod mtls;
 pub mod references;
+pub mod resilience;
 pub mod routing;
 pub(crate) mod walk;
 
@@ -143,6 +144,10 @@ pub static ALL: &[&RuleMeta] = &[
     &authorization::unknown_source_namespace::UNKNOWN_SOURCE_NAMESPACE,
     &authorization::unknown_principal::UNKNOWN_PRINCIPAL,
     &authorization::invalid_method::INVALID_METHOD,
+    &resilience::retry_amplification::RETRY_AMPLIFICATION,
+    &resilience::retry_timeout::RETRIES_EXCEED_TIMEOUT,
+    &resilience::outlier_ejects_all::OUTLIER_EJECTS_ALL,
+    &resilience::zero_pool_limit::ZERO_POOL_LIMIT,
 ];
 
 /// Look a rule up by code (case-insensitive) or by name.
@@ -178,6 +183,10 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     authorization::unknown_source_namespace::check(ctx, out);
     authorization::unknown_principal::check(ctx, out);
     authorization::invalid_method::check(ctx, out);
+    resilience::retry_amplification::check(ctx, out);
+    resilience::retry_timeout::check(ctx, out);
+    resilience::outlier_ejects_all::check(ctx, out);
+    resilience::zero_pool_limit::check(ctx, out);
 }
 
 #[cfg(test)]

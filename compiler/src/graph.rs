@@ -1,0 +1,335 @@
+//! The call graph: which services call which, as far as the policy tells.
+//!
+//! A policy repository does not list calls, but three kinds of resources
+//! state them: an ALLOW AuthorizationPolicy naming a caller's principal, a
+//! Sidecar importing an exact host into its workloads' egress, and a
+//! VirtualService bound to a Gateway routing to a host. Nodes are hosts (FQDN)
+//! and gateways; each edge carries how many tries one request makes on it
+//! (1 + the `retries.attempts` of the VirtualService route the caller uses)
+//! and the resource that tells meshc the call exists.
+
+use std::collections::{BTreeMap, HashMap};
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::analysis::{Context, Resource, Selection, Workload, selects};
+use crate::model::{AuthorizationAction, HttpRoute, Kind, Spec, VirtualServiceSpec};
+use crate::path;
+use crate::yaml::YamlPath;
+
+/// A caller or callee.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Node {
+    /// A Service or ServiceEntry host, fully qualified.
+    Host(String),
+    /// A Gateway, `namespace/name`: where outside requests enter.
+    Gateway(String),
+}
+
+impl Node {
+    /// Short form for messages: `reviews.shop` for cluster Services.
+    pub fn short(&self, cluster_domain: &str) -> String {
+        match self {
+            Node::Host(h) => h
+                .strip_suffix(&format!(".svc.{cluster_domain}"))
+                .unwrap_or(h)
+                .to_string(),
+            Node::Gateway(g) => format!("gateway {g}"),
+        }
+    }
+}
+
+/// A call.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// Tries per request: 1 + the route's `retries.attempts`.
+    pub attempts: u64,
+    /// The `retries.attempts` that sets them, when retries are configured.
+    pub retries: Option<(&'a Resource, YamlPath)>,
+    /// The resource that says the call exists.
+    pub evidence: (&'a Resource, YamlPath),
+}
+
+/// The call graph.
+pub struct CallGraph<'a> {
+    /// Nodes and calls.
+    pub graph: DiGraph<Node, Call<'a>>,
+    index: HashMap<Node, NodeIndex>,
+}
+
+/// The route retries of an http route: tries and the path of `attempts`.
+fn tries(route: &HttpRoute, at: YamlPath) -> Option<(u64, YamlPath)> {
+    let n = route.retries.as_ref()?.attempts?;
+    (n > 0).then(|| (n as u64 + 1, at.join("retries").join("attempts")))
+}
+
+/// Whether a VirtualService applies to sidecars.
+fn mesh_bound(vs: &VirtualServiceSpec) -> bool {
+    vs.gateways
+        .as_ref()
+        .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
+}
+
+impl<'a> CallGraph<'a> {
+    /// Build the graph from the repository.
+    pub fn build(ctx: &Context<'a>) -> CallGraph<'a> {
+        let mut g = CallGraph {
+            graph: DiGraph::new(),
+            index: HashMap::new(),
+        };
+        // The most tries a mesh VirtualService route to each host makes.
+        let mut host_tries: HashMap<String, (u64, &'a Resource, YamlPath)> = HashMap::new();
+        // Services behind each workload, by workload index.
+        let mut services: Vec<(&str, &BTreeMap<String, String>, String)> = Vec::new();
+        for (_, r, spec) in ctx.of_kind(Kind::Service) {
+            if let Spec::Service(s) = spec
+                && let Some(sel) = s.selector.as_ref().filter(|s| !s.is_empty())
+            {
+                services.push((&r.namespace, sel, ctx.fqdn(&r.name, &r.namespace)));
+            }
+        }
+        let hosts_of = |w: &Workload| -> Vec<String> {
+            services
+                .iter()
+                .filter(|(ns, sel, _)| *ns == w.namespace && selects(sel, &w.labels))
+                .map(|(_, _, h)| h.clone())
+                .collect()
+        };
+        for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+            let Spec::VirtualService(vs) = spec else {
+                continue;
+            };
+            if mesh_bound(vs) {
+                let best = vs
+                    .http
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter_map(|(i, h)| tries(h, path!["spec", "http", i]))
+                    .max_by_key(|(n, _)| *n);
+                if let Some((n, at)) = best {
+                    for h in vs.hosts.iter().flatten() {
+                        let fqdn = ctx.fqdn(h, &r.namespace);
+                        if host_tries.get(&fqdn).is_none_or(|(m, _, _)| *m < n) {
+                            host_tries.insert(fqdn, (n, r, at.clone()));
+                        }
+                    }
+                }
+            }
+            // Gateway → destination, with that route's own retries.
+            let gateways: Vec<String> = vs
+                .gateways
+                .iter()
+                .flatten()
+                .filter(|g| *g != "mesh")
+                .map(|gw| crate::analysis::gateway_key(gw, &r.namespace))
+                .collect();
+            for gw in &gateways {
+                for (i, http) in vs.http.iter().flatten().enumerate() {
+                    let at = path!["spec", "http", i];
+                    let t = tries(http, at.clone());
+                    for (j, d) in http.route.iter().flatten().enumerate() {
+                        let callee = ctx.fqdn(&d.destination.host, &r.namespace);
+                        g.add(
+                            Node::Gateway(gw.clone()),
+                            Node::Host(callee),
+                            Call {
+                                attempts: t.as_ref().map_or(1, |(n, _)| *n),
+                                retries: t.as_ref().map(|(_, p)| (r, p.clone())),
+                                evidence: (r, at.join("route").join(j).join("destination")),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let call = |callee: &str, evidence: (&'a Resource, YamlPath)| {
+            let t = host_tries.get(callee);
+            Call {
+                attempts: t.map_or(1, |(n, _, _)| *n),
+                retries: t.map(|(_, r, p)| (*r, p.clone())),
+                evidence,
+            }
+        };
+        // ALLOW policies: principal's workloads → the policy's workloads.
+        for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
+            let Spec::AuthorizationPolicy(ap) = spec else {
+                continue;
+            };
+            if ap.action.is_some_and(|a| a != AuthorizationAction::Allow)
+                || r.namespace == ctx.settings.root_namespace
+            {
+                continue;
+            }
+            let callees: Vec<&Workload> = match r.selection() {
+                Some(Selection::Labels(l, _)) => ctx.workloads_matching(&r.namespace, l).collect(),
+                Some(Selection::Namespace) => ctx.workloads_in(&r.namespace).collect(),
+                None => continue,
+            };
+            let callee_hosts: Vec<String> = callees.iter().flat_map(|w| hosts_of(w)).collect();
+            if callee_hosts.is_empty() {
+                continue;
+            }
+            for (i, j, src) in crate::rules::authorization::sources(ap) {
+                for (k, p) in src.principals.iter().flatten().enumerate() {
+                    let Some((ns, sa)) = p
+                        .split_once("/ns/")
+                        .and_then(|(_, rest)| rest.split_once("/sa/"))
+                        .filter(|_| !p.contains('*'))
+                    else {
+                        continue;
+                    };
+                    let at = path!["spec", "rules", i, "from", j, "source", "principals", k];
+                    for w in ctx.workloads_in(ns).filter(|w| w.service_account == sa) {
+                        for caller in hosts_of(w) {
+                            for callee in &callee_hosts {
+                                if caller != *callee {
+                                    g.add(
+                                        Node::Host(caller.clone()),
+                                        Node::Host(callee.clone()),
+                                        call(callee, (r, at.clone())),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Sidecars: exact hosts imported into their workloads' egress.
+        for (_, r, spec) in ctx.of_kind(Kind::Sidecar) {
+            let Spec::Sidecar(sc) = spec else { continue };
+            let callers: Vec<&Workload> = match r.selection() {
+                Some(Selection::Labels(l, _)) => ctx.workloads_matching(&r.namespace, l).collect(),
+                Some(Selection::Namespace) => ctx.workloads_in(&r.namespace).collect(),
+                None => continue,
+            };
+            for (i, l) in sc.egress.iter().flatten().enumerate() {
+                for (k, entry) in l.hosts.iter().enumerate() {
+                    let Some((ns, host)) = entry.split_once('/') else {
+                        continue;
+                    };
+                    let ns = if ns == "." { r.namespace.as_str() } else { ns };
+                    if ns == "*" || ns == "~" || host.contains('*') {
+                        continue;
+                    }
+                    let callee = ctx.fqdn(host, ns);
+                    let at = path!["spec", "egress", i, "hosts", k];
+                    for w in &callers {
+                        for caller in hosts_of(w) {
+                            if caller != callee {
+                                g.add(
+                                    Node::Host(caller),
+                                    Node::Host(callee.clone()),
+                                    call(&callee, (r, at.clone())),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        g
+    }
+
+    fn node(&mut self, n: Node) -> NodeIndex {
+        if let Some(&i) = self.index.get(&n) {
+            return i;
+        }
+        let i = self.graph.add_node(n.clone());
+        self.index.insert(n, i);
+        i
+    }
+
+    /// Add a call, keeping one edge per pair: the one with the most tries.
+    fn add(&mut self, from: Node, to: Node, call: Call<'a>) {
+        let (a, b) = (self.node(from), self.node(to));
+        match self.graph.find_edge(a, b) {
+            Some(e) if self.graph[e].attempts >= call.attempts => {}
+            Some(e) => self.graph[e] = call,
+            None => {
+                self.graph.add_edge(a, b, call);
+            }
+        }
+    }
+
+    /// For every node, the call path into it with the most tries per client
+    /// request: the product of the attempts of its calls, and the path's edges
+    /// from its entry. Cycles are broken at their back edges, found by a
+    /// depth-first search that starts from the entries (nodes nobody calls),
+    /// so a path never visits a node twice.
+    pub fn amplification(&self) -> Vec<(NodeIndex, u64, Vec<EdgeIndex>)> {
+        let g = &self.graph;
+        let n = g.node_count();
+        // Depth-first search marking back edges; entries first.
+        let mut back = vec![false; g.edge_count()];
+        let mut state = vec![0u8; n]; // 0 new, 1 on the stack, 2 done
+        let mut starts: Vec<NodeIndex> = g
+            .node_indices()
+            .filter(|&v| g.edges_directed(v, Direction::Incoming).next().is_none())
+            .collect();
+        starts.extend(g.node_indices());
+        for s in starts {
+            if state[s.index()] != 0 {
+                continue;
+            }
+            state[s.index()] = 1;
+            let mut stack: Vec<(NodeIndex, Vec<EdgeIndex>)> =
+                vec![(s, g.edges(s).map(|e| e.id()).collect())];
+            while let Some((u, pending)) = stack.last_mut() {
+                let u = *u;
+                let Some(e) = pending.pop() else {
+                    state[u.index()] = 2;
+                    stack.pop();
+                    continue;
+                };
+                let v = g.edge_endpoints(e).map_or(u, |(_, t)| t);
+                match state[v.index()] {
+                    0 => {
+                        state[v.index()] = 1;
+                        stack.push((v, g.edges(v).map(|e| e.id()).collect()));
+                    }
+                    1 => back[e.index()] = true,
+                    _ => {}
+                }
+            }
+        }
+        // Kahn's order over the remaining edges, then the best product.
+        let mut indegree = vec![0usize; n];
+        for e in g.edge_references().filter(|e| !back[e.id().index()]) {
+            indegree[e.target().index()] += 1;
+        }
+        let mut queue: std::collections::VecDeque<NodeIndex> = g
+            .node_indices()
+            .filter(|v| indegree[v.index()] == 0)
+            .collect();
+        let mut best: Vec<(u64, Option<EdgeIndex>)> = vec![(1, None); n];
+        while let Some(u) = queue.pop_front() {
+            for e in g.edges(u).filter(|e| !back[e.id().index()]) {
+                let v = e.target();
+                let p = best[u.index()].0.saturating_mul(e.weight().attempts);
+                if p > best[v.index()].0 {
+                    best[v.index()] = (p, Some(e.id()));
+                }
+                indegree[v.index()] -= 1;
+                if indegree[v.index()] == 0 {
+                    queue.push_back(v);
+                }
+            }
+        }
+        g.node_indices()
+            .map(|v| {
+                let mut path = Vec::new();
+                let mut at = v;
+                while let Some(e) = best[at.index()].1 {
+                    path.push(e);
+                    at = g.edge_endpoints(e).map_or(at, |(s, _)| s);
+                }
+                path.reverse();
+                (v, best[v.index()].0, path)
+            })
+            .collect()
+    }
+}
