@@ -157,6 +157,31 @@ impl<'a> MtlsView<'a> {
             .map(|(r, m)| (*m, *r))
     }
 
+    /// The TLS mode clients use mesh-wide: the most specific DestinationRule
+    /// whose wildcard host covers every namespace (`*.svc.cluster.local`,
+    /// `*.local`, `*`...).
+    pub fn mesh_client_mode(&self) -> Option<(ClientTlsMode, &'a Resource)> {
+        let probe = format!("x.y.svc.{}", self.ctx.settings.cluster_domain);
+        covering(&probe)
+            .skip(2)
+            .find_map(|h| self.client.get(h.as_ref()))
+            .map(|(r, m)| (*m, *r))
+    }
+
+    /// The namespace-wide policies (no selector), with the mesh-wide one
+    /// first: (resource, namespace it governs or `None` for the mesh, mode).
+    pub fn scope_policies(&self) -> Vec<(&'a Resource, Option<&'a str>, MutualTlsMode)> {
+        let mut out: Vec<_> = self.mesh.iter().map(|(r, m)| (*r, None, *m)).collect();
+        let mut ns: Vec<_> = self
+            .namespaces
+            .iter()
+            .map(|(n, (r, m))| (*r, Some(*n), *m))
+            .collect();
+        ns.sort_by_key(|(_, n, _)| *n);
+        out.extend(ns);
+        out
+    }
+
     /// Whether traffic to workloads in `ns` (with `labels`) carries peer
     /// identities. With auto mTLS, unless a PeerAuthentication disables it or
     /// a DestinationRule makes clients use another TLS mode. Without, only

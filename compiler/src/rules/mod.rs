@@ -140,6 +140,7 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::service_entry_addresses::SERVICE_ENTRY_NEEDS_ADDRESSES,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
+    &mtls::mode_conflict::MTLS_MODE_CONFLICT,
     &authorization::identity_without_mtls::IDENTITY_WITHOUT_MTLS,
     &authorization::unknown_source_namespace::UNKNOWN_SOURCE_NAMESPACE,
     &authorization::unknown_principal::UNKNOWN_PRINCIPAL,
@@ -187,6 +188,7 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     resilience::retry_timeout::check(ctx, out);
     resilience::outlier_ejects_all::check(ctx, out);
     resilience::zero_pool_limit::check(ctx, out);
+    mtls::mode_conflict::check(ctx, out);
 }
 
 #[cfg(test)]

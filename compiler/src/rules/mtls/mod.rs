@@ -1,4 +1,5 @@
 //! mTLS rules (`MC03xx`).
 
 pub mod ca_certificate;
+pub mod mode_conflict;
 pub mod permissive_leftover;
