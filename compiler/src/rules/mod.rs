@@ -145,6 +145,7 @@ pub static ALL: &[&RuleMeta] = &[
     &authorization::unknown_source_namespace::UNKNOWN_SOURCE_NAMESPACE,
     &authorization::unknown_principal::UNKNOWN_PRINCIPAL,
     &authorization::invalid_method::INVALID_METHOD,
+    &authorization::denied_allow_rule::DENIED_ALLOW_RULE,
     &resilience::retry_amplification::RETRY_AMPLIFICATION,
     &resilience::retry_timeout::RETRIES_EXCEED_TIMEOUT,
     &resilience::outlier_ejects_all::OUTLIER_EJECTS_ALL,
@@ -189,6 +190,7 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     resilience::outlier_ejects_all::check(ctx, out);
     resilience::zero_pool_limit::check(ctx, out);
     mtls::mode_conflict::check(ctx, out);
+    authorization::denied_allow_rule::check(ctx, out);
 }
 
 #[cfg(test)]
