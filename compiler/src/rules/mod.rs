@@ -138,6 +138,8 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::duplicate_destination_rule::DUPLICATE_DESTINATION_RULE,
     &routing::conflicting_gateways::CONFLICTING_GATEWAYS,
     &routing::service_entry_addresses::SERVICE_ENTRY_NEEDS_ADDRESSES,
+    &routing::route_destinations::SINGLE_DESTINATION_WEIGHT,
+    &routing::route_destinations::DUPLICATE_ROUTE_DESTINATION,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
     &mtls::mode_conflict::MTLS_MODE_CONFLICT,
@@ -191,6 +193,7 @@ pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
     resilience::zero_pool_limit::check(ctx, out);
     mtls::mode_conflict::check(ctx, out);
     authorization::denied_allow_rule::check(ctx, out);
+    routing::route_destinations::check(ctx, out);
 }
 
 #[cfg(test)]

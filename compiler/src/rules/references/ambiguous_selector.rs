@@ -92,14 +92,17 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         };
         for (ns, (plain, labelled)) in by_ns {
             if plain.len() > 1 {
-                let names: Vec<&str> = plain
-                    .iter()
-                    .map(|&i| ctx.resources[i].name.as_str())
-                    .collect();
                 for &i in &plain {
                     let r = &ctx.resources[i];
-                    let others: Vec<&str> =
-                        names.iter().copied().filter(|n| *n != r.name).collect();
+                    // A second declaration of the same name is MC0012's.
+                    let others: Vec<&str> = plain
+                        .iter()
+                        .map(|&j| ctx.resources[j].name.as_str())
+                        .filter(|n| *n != r.name)
+                        .collect();
+                    if others.is_empty() {
+                        continue;
+                    }
                     let d = r.diag(
                         &AMBIGUOUS_SELECTOR,
                         path!["metadata", "name"],

@@ -4,6 +4,7 @@ pub mod conflicting_gateways;
 pub mod conflicting_hosts;
 pub mod duplicate_destination_rule;
 pub(crate) mod matchset;
+pub mod route_destinations;
 pub mod service_entry_addresses;
 pub mod service_entry_protocol;
 pub mod unreachable_rule;
