@@ -81,20 +81,25 @@ impl<'a> CallGraph<'a> {
         };
         // The most tries a mesh VirtualService route to each host makes.
         let mut host_tries: HashMap<String, (u64, &'a Resource, YamlPath)> = HashMap::new();
-        // Services behind each workload, by workload index.
-        let mut services: Vec<(&str, &BTreeMap<String, String>, String)> = Vec::new();
+        // Services with a selector, by namespace: the hosts behind a workload.
+        let mut services: HashMap<&str, Vec<(&BTreeMap<String, String>, String)>> = HashMap::new();
         for (_, r, spec) in ctx.of_kind(Kind::Service) {
             if let Spec::Service(s) = spec
                 && let Some(sel) = s.selector.as_ref().filter(|s| !s.is_empty())
             {
-                services.push((&r.namespace, sel, ctx.fqdn(&r.name, &r.namespace)));
+                services
+                    .entry(&r.namespace)
+                    .or_default()
+                    .push((sel, ctx.fqdn(&r.name, &r.namespace)));
             }
         }
         let hosts_of = |w: &Workload| -> Vec<String> {
             services
-                .iter()
-                .filter(|(ns, sel, _)| *ns == w.namespace && selects(sel, &w.labels))
-                .map(|(_, _, h)| h.clone())
+                .get(w.namespace.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|(sel, _)| selects(sel, &w.labels))
+                .map(|(_, h)| h.clone())
                 .collect()
         };
         for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {

@@ -1,5 +1,7 @@
 //! `MC0403` unknown-principal.
 
+use std::collections::HashSet;
+
 use super::sources;
 use crate::analysis::Context;
 use crate::declare_rule;
@@ -49,7 +51,11 @@ declare_rule! {
 }
 
 /// Why `principal` can never be a peer of this repository's mesh.
-fn problem(ctx: &Context, principal: &str) -> Option<(String, &'static str)> {
+fn problem(
+    ctx: &Context,
+    accounts_known: &HashSet<&str>,
+    principal: &str,
+) -> Option<(String, &'static str)> {
     if let Some(rest) = principal.strip_prefix("spiffe://") {
         return Some((
             format!(
@@ -81,9 +87,10 @@ fn problem(ctx: &Context, principal: &str) -> Option<(String, &'static str)> {
             "KIA0106",
         ));
     }
-    let prefix = format!("{ns}/");
-    let knows_accounts = ctx.service_accounts.iter().any(|s| s.starts_with(&prefix));
-    if knows_accounts && sa != "default" && !ctx.service_accounts.contains(&format!("{ns}/{sa}")) {
+    if accounts_known.contains(ns)
+        && sa != "default"
+        && !ctx.service_accounts.contains(&format!("{ns}/{sa}"))
+    {
         return Some((
             format!(
                 "principal `{principal}` names service account `{sa}`, which no workload of `{ns}` uses"
@@ -95,6 +102,12 @@ fn problem(ctx: &Context, principal: &str) -> Option<(String, &'static str)> {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    // Namespaces whose service accounts the repository knows.
+    let accounts_known: HashSet<&str> = ctx
+        .service_accounts
+        .iter()
+        .filter_map(|s| s.split_once('/').map(|(ns, _)| ns))
+        .collect();
     for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
         let Spec::AuthorizationPolicy(ap) = spec else {
             continue;
@@ -105,7 +118,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 ("notPrincipals", &src.not_principals),
             ] {
                 for (k, p) in list.iter().flatten().enumerate() {
-                    let Some((message, code)) = problem(ctx, p) else {
+                    let Some((message, code)) = problem(ctx, &accounts_known, p) else {
                         continue;
                     };
                     out.push(

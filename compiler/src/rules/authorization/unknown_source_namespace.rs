@@ -53,7 +53,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 ("notNamespaces", &src.not_namespaces),
             ] {
                 for (k, ns) in list.iter().flatten().enumerate() {
-                    if ctx.known_namespaces.iter().any(|n| string_match(ns, n)) {
+                    if ctx.known_namespaces.contains(ns)
+                        || (ns.contains('*')
+                            && ctx.known_namespaces.iter().any(|n| string_match(ns, n)))
+                    {
                         continue;
                     }
                     let mut d = r

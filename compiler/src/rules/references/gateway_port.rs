@@ -1,6 +1,6 @@
 //! `MC0112` gateway-port-not-exposed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::analysis::{Context, selects};
 use crate::declare_rule;
@@ -42,13 +42,12 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    let services: Vec<(&str, &crate::model::ServiceSpec)> = ctx
-        .of_kind(Kind::Service)
-        .filter_map(|(_, r, s)| match s {
-            Spec::Service(svc) => Some((r.namespace.as_str(), svc)),
-            _ => None,
-        })
-        .collect();
+    let mut services: HashMap<&str, Vec<&crate::model::ServiceSpec>> = HashMap::new();
+    for (_, r, s) in ctx.of_kind(Kind::Service) {
+        if let Spec::Service(svc) = s {
+            services.entry(r.namespace.as_str()).or_default().push(svc);
+        }
+    }
     let empty = BTreeMap::new();
     for (_, r, spec) in ctx.of_kind(Kind::Gateway) {
         let Spec::Gateway(gw) = spec else { continue };
@@ -58,11 +57,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let mut exposed: HashSet<i64> = HashSet::new();
         for w in ctx.workloads_matching_anywhere(selector) {
             matched = true;
-            for (ns, svc) in &services {
+            for svc in services.get(w.namespace.as_str()).into_iter().flatten() {
                 let Some(sel) = svc.selector.as_ref().filter(|s| !s.is_empty()) else {
                     continue;
                 };
-                if *ns != w.namespace || !selects(sel, &w.labels) {
+                if !selects(sel, &w.labels) {
                     continue;
                 }
                 for p in svc.ports.iter().flatten() {

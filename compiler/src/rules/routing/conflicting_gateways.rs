@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::analysis::{Context, Resource, selects};
+use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{GatewaySpec, Kind, Spec};
@@ -48,19 +48,6 @@ declare_rule! {
     };
 }
 
-/// Whether two gateway selectors configure the same proxies: they are equal,
-/// or some workload of the repository matches both.
-fn same_workloads(
-    ctx: &Context,
-    a: &BTreeMap<String, String>,
-    b: &BTreeMap<String, String>,
-) -> bool {
-    a == b
-        || ctx
-            .workloads_matching_anywhere(a)
-            .any(|w| selects(b, &w.labels))
-}
-
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let empty = BTreeMap::new();
     let gateways: Vec<(&Resource, &GatewaySpec)> = ctx
@@ -70,16 +57,34 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             _ => None,
         })
         .collect();
-    for (r, gw) in &gateways {
-        let selector = gw.selector.as_ref().unwrap_or(&empty);
+    // The workloads each Gateway configures (resource indices, sorted), so
+    // pairs compare two short lists instead of rescanning every workload.
+    let selected: Vec<Vec<usize>> = gateways
+        .iter()
+        .map(|(_, gw)| {
+            let mut v: Vec<usize> = ctx
+                .workloads_matching_anywhere(gw.selector.as_ref().unwrap_or(&empty))
+                .map(|w| w.index)
+                .collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    // Two Gateways configure the same proxies when their selectors are equal
+    // or some workload of the repository matches both.
+    let same_workloads = |a: usize, b: usize| {
+        gateways[a].1.selector == gateways[b].1.selector
+            || selected[a]
+                .iter()
+                .any(|w| selected[b].binary_search(w).is_ok())
+    };
+    for (gi, (r, gw)) in gateways.iter().enumerate() {
         for (si, server) in gw.servers.iter().flatten().enumerate() {
             let port = server.port.number;
             let bind = server.bind.as_deref().unwrap_or("");
             let mut rivals: Vec<(&Resource, usize, &str)> = Vec::new();
-            for (o, other) in &gateways {
-                if std::ptr::eq(*r, *o)
-                    || !same_workloads(ctx, selector, other.selector.as_ref().unwrap_or(&empty))
-                {
+            for (oj, (o, other)) in gateways.iter().enumerate() {
+                if gi == oj || !same_workloads(gi, oj) {
                     continue;
                 }
                 for (oi, os) in other.servers.iter().flatten().enumerate() {
