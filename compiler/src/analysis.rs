@@ -121,6 +121,8 @@ pub struct Context<'a> {
     exact_hosts: HashMap<String, Vec<usize>>,
     /// Indices into `hosts` of wildcard ServiceEntry hosts.
     wildcard_hosts: Vec<usize>,
+    /// Namespace → indices into `hosts` of its Services that have a selector.
+    selecting_services: HashMap<String, Vec<usize>>,
     /// Resolved DestinationRule host → resource indices, in input order.
     pub destination_rules: HashMap<String, Vec<usize>>,
     /// Gateways by `namespace/name` → resource index.
@@ -152,6 +154,7 @@ impl<'a> Context<'a> {
             hosts: Vec::new(),
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
+            selecting_services: HashMap::new(),
             destination_rules: HashMap::new(),
             gateways: HashMap::new(),
             gateway_api: skipped
@@ -270,6 +273,12 @@ impl<'a> Context<'a> {
 
     fn add_host(&mut self, h: HostEntry) {
         let i = self.hosts.len();
+        if h.selector.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.selecting_services
+                .entry(h.namespace.clone())
+                .or_default()
+                .push(i);
+        }
         if h.host.starts_with('*') {
             self.wildcard_hosts.push(i);
         } else {
@@ -410,6 +419,32 @@ impl<'a> Context<'a> {
             .flatten()
             .map(|&i| &self.workloads[i])
             .filter(move |w| selects(selector, &w.labels))
+    }
+
+    /// The Services of namespace `ns` that have a selector.
+    pub fn selecting_services<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s HostEntry> + 's {
+        self.selecting_services
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.hosts[i])
+    }
+
+    /// The Services that select workload `w` (Services only select pods of
+    /// their own namespace).
+    pub fn services_of<'s>(&'s self, w: &'s Workload) -> impl Iterator<Item = &'s HostEntry> + 's {
+        self.selecting_services(&w.namespace)
+            .filter(|h| h.selector.as_ref().is_some_and(|s| selects(s, &w.labels)))
+    }
+
+    /// The workloads a policy applies to in its own namespace: those its
+    /// selector matches, or all of them for a namespace-wide policy (`None`
+    /// when it is attached by `targetRef` or is not a policy).
+    pub fn selected_workloads<'s>(&'s self, r: &'s Resource) -> Option<Vec<&'s Workload>> {
+        Some(match r.selection()? {
+            Selection::Labels(l, _) => self.workloads_matching(&r.namespace, l).collect(),
+            Selection::Namespace => self.workloads_in(&r.namespace).collect(),
+        })
     }
 
     /// Workloads anywhere whose labels include all of `selector`.

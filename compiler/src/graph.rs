@@ -8,15 +8,16 @@
 //! (1 + the `retries.attempts` of the VirtualService route the caller uses)
 //! and the resource that tells meshc the call exists.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 
-use crate::analysis::{Context, Resource, Selection, Workload, selects};
-use crate::model::{AuthorizationAction, HttpRoute, Kind, Spec, VirtualServiceSpec};
+use crate::analysis::{Context, Resource, Workload};
+use crate::model::{AuthorizationAction, HttpRoute, Kind, Spec};
 use crate::path;
+use crate::rules::authorization::{parse_principal, sources};
 use crate::yaml::YamlPath;
 
 /// A caller or callee.
@@ -65,13 +66,6 @@ fn tries(route: &HttpRoute, at: YamlPath) -> Option<(u64, YamlPath)> {
     (n > 0).then(|| (n as u64 + 1, at.join("retries").join("attempts")))
 }
 
-/// Whether a VirtualService applies to sidecars.
-fn mesh_bound(vs: &VirtualServiceSpec) -> bool {
-    vs.gateways
-        .as_ref()
-        .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
-}
-
 impl<'a> CallGraph<'a> {
     /// Build the graph from the repository.
     pub fn build(ctx: &Context<'a>) -> CallGraph<'a> {
@@ -81,32 +75,14 @@ impl<'a> CallGraph<'a> {
         };
         // The most tries a mesh VirtualService route to each host makes.
         let mut host_tries: HashMap<String, (u64, &'a Resource, YamlPath)> = HashMap::new();
-        // Services with a selector, by namespace: the hosts behind a workload.
-        let mut services: HashMap<&str, Vec<(&BTreeMap<String, String>, String)>> = HashMap::new();
-        for (_, r, spec) in ctx.of_kind(Kind::Service) {
-            if let Spec::Service(s) = spec
-                && let Some(sel) = s.selector.as_ref().filter(|s| !s.is_empty())
-            {
-                services
-                    .entry(&r.namespace)
-                    .or_default()
-                    .push((sel, ctx.fqdn(&r.name, &r.namespace)));
-            }
-        }
-        let hosts_of = |w: &Workload| -> Vec<String> {
-            services
-                .get(w.namespace.as_str())
-                .into_iter()
-                .flatten()
-                .filter(|(sel, _)| selects(sel, &w.labels))
-                .map(|(_, h)| h.clone())
-                .collect()
-        };
+        // The hosts behind a workload.
+        let hosts_of =
+            |w: &Workload| -> Vec<String> { ctx.services_of(w).map(|h| h.host.clone()).collect() };
         for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
             let Spec::VirtualService(vs) = spec else {
                 continue;
             };
-            if mesh_bound(vs) {
+            if crate::rules::walk::mesh_bound(vs) {
                 let best = vs
                     .http
                     .iter()
@@ -168,22 +144,16 @@ impl<'a> CallGraph<'a> {
             {
                 continue;
             }
-            let callees: Vec<&Workload> = match r.selection() {
-                Some(Selection::Labels(l, _)) => ctx.workloads_matching(&r.namespace, l).collect(),
-                Some(Selection::Namespace) => ctx.workloads_in(&r.namespace).collect(),
-                None => continue,
+            let Some(callees) = ctx.selected_workloads(r) else {
+                continue;
             };
             let callee_hosts: Vec<String> = callees.iter().flat_map(|w| hosts_of(w)).collect();
             if callee_hosts.is_empty() {
                 continue;
             }
-            for (i, j, src) in crate::rules::authorization::sources(ap) {
+            for (i, j, src) in sources(ap) {
                 for (k, p) in src.principals.iter().flatten().enumerate() {
-                    let Some((ns, sa)) = p
-                        .split_once("/ns/")
-                        .and_then(|(_, rest)| rest.split_once("/sa/"))
-                        .filter(|_| !p.contains('*'))
-                    else {
+                    let Some((_, ns, sa)) = parse_principal(p).filter(|_| !p.contains('*')) else {
                         continue;
                     };
                     let at = path!["spec", "rules", i, "from", j, "source", "principals", k];
@@ -206,10 +176,8 @@ impl<'a> CallGraph<'a> {
         // Sidecars: exact hosts imported into their workloads' egress.
         for (_, r, spec) in ctx.of_kind(Kind::Sidecar) {
             let Spec::Sidecar(sc) = spec else { continue };
-            let callers: Vec<&Workload> = match r.selection() {
-                Some(Selection::Labels(l, _)) => ctx.workloads_matching(&r.namespace, l).collect(),
-                Some(Selection::Namespace) => ctx.workloads_in(&r.namespace).collect(),
-                None => continue,
+            let Some(callers) = ctx.selected_workloads(r) else {
+                continue;
             };
             for (i, l) in sc.egress.iter().flatten().enumerate() {
                 for (k, entry) in l.hosts.iter().enumerate() {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::analysis::{Context, HostEntry, Resource, covering, selects};
+use crate::analysis::{Context, Resource, covering, selects};
 use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
 
 /// The PeerAuthentications and DestinationRules that decide mTLS.
@@ -22,8 +22,17 @@ pub struct MtlsView<'a> {
     /// Resolved host → the first DestinationRule for it (without a workload
     /// selector) that sets a top-level TLS mode.
     client: HashMap<&'a str, (&'a Resource, ClientTlsMode)>,
-    /// Namespace → its Services that have a selector.
-    services: HashMap<&'a str, Vec<&'a HostEntry>>,
+}
+
+/// What a DestinationRule host covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostScope<'h> {
+    /// Every namespace: `*.svc.cluster.local`, `*.local`, `*`...
+    Mesh,
+    /// Every Service of one namespace: `*.<ns>.svc.cluster.local`.
+    Namespace(&'h str),
+    /// Anything else: one host, or a wildcard outside the cluster domain.
+    Host,
 }
 
 /// A server-side mode with the resource that sets it (`None`: Istio's default).
@@ -48,13 +57,7 @@ impl<'a> MtlsView<'a> {
             namespaces: HashMap::new(),
             workloads: HashMap::new(),
             client: HashMap::new(),
-            services: HashMap::new(),
         };
-        for h in &ctx.hosts {
-            if h.selector.as_ref().is_some_and(|s| !s.is_empty()) {
-                v.services.entry(&h.namespace).or_default().push(h);
-            }
-        }
         for (host, rules) in &ctx.destination_rules {
             let first = rules.iter().find_map(|&i| {
                 let dr = ctx
@@ -140,10 +143,8 @@ impl<'a> MtlsView<'a> {
     ) -> Option<(ClientTlsMode, &'a Resource)> {
         if let Some(labels) = labels {
             let exact = self
-                .services
-                .get(ns)
-                .into_iter()
-                .flatten()
+                .ctx
+                .selecting_services(ns)
                 .filter(|h| h.selector.as_ref().is_some_and(|sel| selects(sel, labels)))
                 .find_map(|h| self.client.get(h.host.as_str()));
             if let Some((r, m)) = exact {
@@ -155,6 +156,33 @@ impl<'a> MtlsView<'a> {
             .skip(1)
             .find_map(|h| self.client.get(h.as_ref()))
             .map(|(r, m)| (*m, *r))
+    }
+
+    /// What a DestinationRule host covers, by the same wildcards as
+    /// [`Self::client_mode`] and [`Self::mesh_client_mode`].
+    pub fn host_scope<'h>(&self, host: &'h str) -> HostScope<'h> {
+        let suffix = format!(".svc.{}", self.ctx.settings.cluster_domain);
+        if let Some(ns) = host
+            .strip_prefix("*.")
+            .and_then(|h| h.strip_suffix(suffix.as_str()))
+            .filter(|n| !n.contains('.'))
+        {
+            return HostScope::Namespace(ns);
+        }
+        let probe = format!("x.y{suffix}");
+        if covering(&probe).skip(2).any(|c| c == host) {
+            HostScope::Mesh
+        } else {
+            HostScope::Host
+        }
+    }
+
+    /// Every host's client TLS mode: the first DestinationRule for it
+    /// (without a workload selector) that sets a top-level mode.
+    pub fn client_rules(
+        &self,
+    ) -> impl Iterator<Item = (&'a str, &'a Resource, ClientTlsMode)> + '_ {
+        self.client.iter().map(|(h, (r, m))| (*h, *r, *m))
     }
 
     /// The TLS mode clients use mesh-wide: the most specific DestinationRule

@@ -85,3 +85,11 @@ pub(crate) fn destinations(vs: &VirtualServiceSpec) -> Vec<(YamlPath, &Destinati
     }
     out
 }
+
+/// Whether a VirtualService applies to sidecars: no `gateways`, or `mesh`
+/// among them.
+pub(crate) fn mesh_bound(vs: &VirtualServiceSpec) -> bool {
+    vs.gateways
+        .as_ref()
+        .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
+}

@@ -34,6 +34,13 @@ pub(crate) fn operations(
     })
 }
 
+/// The parts of a principal `<trust-domain>/ns/<namespace>/sa/<account>`.
+pub(crate) fn parse_principal(p: &str) -> Option<(&str, &str, &str)> {
+    let (td, rest) = p.split_once("/ns/")?;
+    let (ns, sa) = rest.split_once("/sa/")?;
+    Some((td, ns, sa))
+}
+
 /// Istio's string match in authorization: `*` (any non-empty), `prefix*`,
 /// `*suffix`, or exact.
 pub(crate) fn string_match(pattern: &str, value: &str) -> bool {

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::sources;
+use super::{parse_principal, sources};
 use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
@@ -67,8 +67,7 @@ fn problem(
     if principal.contains('*') {
         return None;
     }
-    let (td, rest) = principal.split_once("/ns/")?;
-    let (ns, sa) = rest.split_once("/sa/")?;
+    let (td, ns, sa) = parse_principal(principal)?;
     let settings = ctx.settings;
     if td != settings.trust_domain && !settings.trust_domain_aliases.iter().any(|a| a == td) {
         return Some((

@@ -4,7 +4,7 @@ use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{ClientTlsMode, MutualTlsMode};
-use crate::mtls::{MtlsView, client_tls_mode_name};
+use crate::mtls::{HostScope, MtlsView, client_tls_mode_name};
 use crate::path;
 
 declare_rule! {
@@ -107,51 +107,31 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         }
     }
     // DestinationRules against the servers they send to.
-    let domain = &ctx.settings.cluster_domain;
-    let mesh_wide = |h: &str| {
-        h == "*" || (h.starts_with("*.") && format!("x.y.svc.{domain}").ends_with(&h[1..]))
-    };
-    for (host, rules) in &ctx.destination_rules {
-        let Some(&i) = rules.first() else { continue };
-        let Some(dr) = ctx
-            .destination_rule(i)
-            .filter(|d| d.workload_selector.is_none())
-        else {
-            continue;
-        };
-        let Some(client) = dr
-            .traffic_policy
-            .as_ref()
-            .and_then(|t| t.tls.as_ref())
-            .and_then(|t| t.mode)
-        else {
-            continue;
-        };
+    for (host, r, client) in view.client_rules() {
         if client == ClientTlsMode::IstioMutual {
             continue;
         }
-        let r = &ctx.resources[i];
-        let (server, by, code) = if mesh_wide(host) {
-            let (m, by) = view.mesh_mode();
-            (m, by, "KIA0208")
-        } else if let Some(ns) = host
-            .strip_prefix("*.")
-            .and_then(|h| h.strip_suffix(&format!(".svc.{domain}")))
-            .filter(|n| !n.contains('.'))
-        {
-            let (m, by) = view.namespace_mode(ns);
-            (m, by, "KIA0207")
-        } else {
-            // One in-mesh Service: its workloads' mode.
-            let Some(svc) = ctx
-                .lookup(host, &r.namespace)
-                .into_iter()
-                .find(|h| h.selector.as_ref().is_some_and(|s| !s.is_empty()))
-            else {
-                continue;
-            };
-            let (m, by) = view.server_mode(&svc.namespace, svc.selector.as_ref());
-            (m, by, "KIA0207")
+        let (server, by, code) = match view.host_scope(host) {
+            HostScope::Mesh => {
+                let (m, by) = view.mesh_mode();
+                (m, by, "KIA0208")
+            }
+            HostScope::Namespace(ns) => {
+                let (m, by) = view.namespace_mode(ns);
+                (m, by, "KIA0207")
+            }
+            HostScope::Host => {
+                // One in-mesh Service: its workloads' mode.
+                let Some(svc) = ctx
+                    .lookup(host, &r.namespace)
+                    .into_iter()
+                    .find(|h| h.selector.as_ref().is_some_and(|s| !s.is_empty()))
+                else {
+                    continue;
+                };
+                let (m, by) = view.server_mode(&svc.namespace, svc.selector.as_ref());
+                (m, by, "KIA0207")
+            }
         };
         if server != MutualTlsMode::Strict {
             continue;

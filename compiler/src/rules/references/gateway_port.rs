@@ -1,8 +1,8 @@
 //! `MC0112` gateway-port-not-exposed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
-use crate::analysis::{Context, selects};
+use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{IntOrString, Kind, Spec};
@@ -42,12 +42,6 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    let mut services: HashMap<&str, Vec<&crate::model::ServiceSpec>> = HashMap::new();
-    for (_, r, s) in ctx.of_kind(Kind::Service) {
-        if let Spec::Service(svc) = s {
-            services.entry(r.namespace.as_str()).or_default().push(svc);
-        }
-    }
     let empty = BTreeMap::new();
     for (_, r, spec) in ctx.of_kind(Kind::Gateway) {
         let Spec::Gateway(gw) = spec else { continue };
@@ -57,13 +51,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let mut exposed: HashSet<i64> = HashSet::new();
         for w in ctx.workloads_matching_anywhere(selector) {
             matched = true;
-            for svc in services.get(w.namespace.as_str()).into_iter().flatten() {
-                let Some(sel) = svc.selector.as_ref().filter(|s| !s.is_empty()) else {
+            for h in ctx.services_of(w) {
+                let Some(Spec::Service(svc)) = &ctx.resources[h.index].spec else {
                     continue;
                 };
-                if !selects(sel, &w.labels) {
-                    continue;
-                }
                 for p in svc.ports.iter().flatten() {
                     if p.protocol.as_deref().is_some_and(|p| p != "TCP") {
                         continue;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::analysis::{Context, Resource, host_matches, scopes_overlap};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{Kind, Spec, VirtualServiceSpec};
+use crate::model::{Kind, Spec};
 use crate::path;
 
 declare_rule! {
@@ -52,19 +52,13 @@ struct Claim<'a> {
     export_to: &'a [String],
 }
 
-fn is_mesh(vs: &VirtualServiceSpec) -> bool {
-    vs.gateways
-        .as_ref()
-        .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
-}
-
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut claims: Vec<Claim> = Vec::new();
     for (i, r, spec) in ctx.of_kind(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };
-        if !is_mesh(vs) {
+        if !crate::rules::walk::mesh_bound(vs) {
             continue;
         }
         for (j, h) in vs.hosts.iter().flatten().enumerate() {

@@ -85,18 +85,20 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     .with_help("remove the weight, or add back the destinations it was split with"),
                 );
             }
-            for (j, (d, _)) in route.destinations.iter().enumerate() {
-                let key = |x: &crate::model::Destination| {
+            // (host, subset, port) of each destination, hosts resolved.
+            let keys: Vec<_> = route
+                .destinations
+                .iter()
+                .map(|(x, _)| {
                     (
                         ctx.fqdn(&x.host, &r.namespace),
-                        x.subset.clone(),
+                        x.subset.as_deref(),
                         x.port.as_ref().and_then(|p| p.number),
                     )
-                };
-                let Some(first) = route.destinations[..j]
-                    .iter()
-                    .position(|(e, _)| key(e) == key(d))
-                else {
+                })
+                .collect();
+            for (j, (d, _)) in route.destinations.iter().enumerate() {
+                let Some(first) = keys[..j].iter().position(|k| *k == keys[j]) else {
                     continue;
                 };
                 let what = match &d.subset {
