@@ -1,0 +1,592 @@
+//! The one evaluator: how a request is routed and authorized under an IR.
+//!
+//! `meshc test` and the proxy call exactly these functions, so what a policy
+//! test asserts is what the data plane does.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::{
+    AuthzPolicy, AuthzRule, Condition, Fault, HostPolicy, HttpAction, HttpMatch, HttpRule, Ir,
+    Mirror, OperationMatch, Retries, Rewrite, SourceMatch, Values, WeightedDestination,
+    WorkloadPolicy, host_pattern_matches,
+};
+
+/// An HTTP request as the evaluator sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Host as requested (`reviews`, `reviews.default`, an FQDN; a `:port` is ignored).
+    pub host: String,
+    /// Destination port.
+    pub port: Option<u16>,
+    /// Method.
+    pub method: String,
+    /// Path, possibly with a `?query`.
+    pub path: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Headers, names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// The gateway (`namespace/name`) the request enters through, if any.
+    pub gateway: Option<String>,
+}
+
+impl Request {
+    /// The path without its query.
+    pub fn path_only(&self) -> &str {
+        self.path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(p, _)| p)
+    }
+    /// The query parameters.
+    pub fn query(&self) -> BTreeMap<&str, &str> {
+        self.path
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+            .collect()
+    }
+}
+
+/// Who sends a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// Namespace of the calling workload (routing's `sourceNamespace`).
+    pub namespace: Option<String>,
+    /// Labels of the calling workload (routing's `sourceLabels`).
+    pub labels: BTreeMap<String, String>,
+    /// Authenticated principal `<td>/ns/<ns>/sa/<sa>`, present only over mTLS.
+    pub principal: Option<String>,
+    /// Address.
+    pub ip: Option<IpAddr>,
+    /// JWT principal `iss/sub`, when a token was validated.
+    pub request_principal: Option<String>,
+}
+
+/// Which rule decided a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed<'a> {
+    /// The rule at `index` of the host's (or gateway host's) HTTP rules.
+    Rule {
+        /// Position in the rule list.
+        index: usize,
+        /// The rule.
+        rule: &'a HttpRule,
+    },
+    /// No rule matched, or the host has none: the host itself, Istio's defaults.
+    Default,
+    /// The host has rules but none matched: Istio answers 404.
+    NoMatch,
+}
+
+/// The outcome of [`route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDecision<'a> {
+    /// The host key the request resolved to.
+    pub host: &'a str,
+    /// Its policy, when it is a mesh host (gateway-only hosts have none).
+    pub policy: Option<&'a HostPolicy>,
+    /// The deciding rule.
+    pub routed: Routed<'a>,
+    /// The request's port (for the default route).
+    port: Option<u16>,
+}
+
+impl<'a> RouteDecision<'a> {
+    /// The rule's name, or `default`/`no match`.
+    pub fn rule_name(&self) -> &str {
+        match self.routed {
+            Routed::Rule { rule, .. } => &rule.name,
+            Routed::Default => "default",
+            Routed::NoMatch => "no match",
+        }
+    }
+    /// The weighted destinations (weights sum to 100); empty for redirects,
+    /// direct responses and no match.
+    pub fn destinations(&self) -> Cow<'a, [WeightedDestination]> {
+        match self.routed {
+            Routed::Rule { rule, .. } => match &rule.action {
+                HttpAction::Route(d) => Cow::Borrowed(d.as_slice()),
+                _ => Cow::Owned(Vec::new()),
+            },
+            Routed::Default => Cow::Owned(vec![WeightedDestination {
+                host: self.host.to_string(),
+                subset: None,
+                port: self.port,
+                weight: 100,
+                labels: BTreeMap::new(),
+                request_headers: Default::default(),
+                response_headers: Default::default(),
+            }]),
+            Routed::NoMatch => Cow::Owned(Vec::new()),
+        }
+    }
+    /// The action, when a rule decided.
+    pub fn action(&self) -> Option<&'a HttpAction> {
+        match self.routed {
+            Routed::Rule { rule, .. } => Some(&rule.action),
+            _ => None,
+        }
+    }
+    /// Retries to apply.
+    pub fn retries(&self) -> Cow<'a, Retries> {
+        match self.routed {
+            Routed::Rule { rule, .. } => Cow::Borrowed(&rule.retries),
+            _ => Cow::Owned(Retries::istio_default()),
+        }
+    }
+    /// Overall timeout in milliseconds.
+    pub fn timeout_ms(&self) -> Option<u64> {
+        match self.routed {
+            Routed::Rule { rule, .. } => rule.timeout_ms,
+            _ => None,
+        }
+    }
+    /// Fault to inject.
+    pub fn fault(&self) -> Option<&'a Fault> {
+        match self.routed {
+            Routed::Rule { rule, .. } => rule.fault.as_ref(),
+            _ => None,
+        }
+    }
+    /// Mirrors.
+    pub fn mirrors(&self) -> &'a [Mirror] {
+        match self.routed {
+            Routed::Rule { rule, .. } => &rule.mirrors,
+            _ => &[],
+        }
+    }
+    /// Rewrite.
+    pub fn rewrite(&self) -> Option<&'a Rewrite> {
+        match self.routed {
+            Routed::Rule { rule, .. } => rule.rewrite.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Pick a destination for a roll in `0..100`: destination *i* gets the rolls
+/// from the sum of the weights before it up to that sum plus its weight.
+pub fn pick(destinations: &[WeightedDestination], roll: u32) -> Option<&WeightedDestination> {
+    let mut acc = 0;
+    for d in destinations {
+        acc += d.weight;
+        if roll < acc {
+            return Some(d);
+        }
+    }
+    None
+}
+
+/// Resolve the requested host to a key of `hosts`, the way a sidecar's DNS
+/// search path and Envoy's virtual-host matching do: exact, then the short
+/// forms qualified in the caller's namespace, then the most specific wildcard.
+pub fn resolve_host<'a, V>(
+    hosts: &'a BTreeMap<String, V>,
+    requested: &str,
+    from_ns: Option<&str>,
+    cluster_domain: &str,
+) -> Option<&'a str> {
+    let host = strip_port(requested).to_ascii_lowercase();
+    let mut candidates = vec![host.clone()];
+    match host.matches('.').count() {
+        0 => {
+            if let Some(ns) = from_ns {
+                candidates.push(format!("{host}.{ns}.svc.{cluster_domain}"));
+            }
+        }
+        1 => candidates.push(format!("{host}.svc.{cluster_domain}")),
+        _ => {}
+    }
+    if !host.ends_with(cluster_domain) && host.ends_with(".svc") {
+        candidates.push(format!("{host}.{cluster_domain}"));
+    }
+    for c in &candidates {
+        if let Some((k, _)) = hosts.get_key_value(c.as_str()) {
+            return Some(k.as_str());
+        }
+    }
+    let full = candidates.last().expect("at least one candidate");
+    hosts
+        .keys()
+        .filter(|k| k.starts_with('*') && host_pattern_matches(k, full))
+        .max_by_key(|k| k.len())
+        .map(String::as_str)
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Route an HTTP request: the host's rules in order (or, through a gateway,
+/// the rules bound to that gateway); the first rule with a matching
+/// alternative decides. `None` when the host is unknown to the IR.
+pub fn route<'a>(ir: &'a Ir, req: &Request, source: &Peer) -> Option<RouteDecision<'a>> {
+    let cd = &ir.mesh.cluster_domain;
+    let ns = source.namespace.as_deref();
+    if let Some(gw) = &req.gateway {
+        let g = ir.gateways.get(gw)?;
+        let host = resolve_host(&g.hosts, &req.host, ns, cd)?;
+        let rules = &g.hosts[host];
+        let routed = first_match(rules, req, source);
+        return Some(RouteDecision {
+            host,
+            policy: ir.hosts.get(host),
+            routed,
+            port: req.port,
+        });
+    }
+    let host = resolve_host(&ir.hosts, &req.host, ns, cd)?;
+    let policy = &ir.hosts[host];
+    let routed = if policy.http.is_empty() {
+        Routed::Default
+    } else {
+        first_match(&policy.http, req, source)
+    };
+    Some(RouteDecision {
+        host,
+        policy: Some(policy),
+        routed,
+        port: req.port,
+    })
+}
+
+fn first_match<'a>(rules: &'a [HttpRule], req: &Request, source: &Peer) -> Routed<'a> {
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| {
+            r.matches.is_empty() || r.matches.iter().any(|m| http_matches(m, req, source))
+        })
+        .map_or(Routed::NoMatch, |(index, rule)| Routed::Rule {
+            index,
+            rule,
+        })
+}
+
+/// Whether one match alternative holds for a request.
+pub fn http_matches(m: &HttpMatch, req: &Request, source: &Peer) -> bool {
+    let opt =
+        |sm: &Option<crate::StrMatch>, v: &str| sm.as_ref().is_none_or(|sm| sm.matches(v, false));
+    if let Some(uri) = &m.uri
+        && !uri.matches(req.path_only(), m.ignore_uri_case)
+    {
+        return false;
+    }
+    if !opt(&m.scheme, &req.scheme) || !opt(&m.method, &req.method) || !opt(&m.authority, &req.host)
+    {
+        return false;
+    }
+    if m.port.is_some() && m.port != req.port {
+        return false;
+    }
+    for (name, sm) in &m.headers {
+        match req.headers.get(name) {
+            Some(v) if sm.matches(v, false) => {}
+            _ => return false,
+        }
+    }
+    for (name, sm) in &m.without_headers {
+        if req.headers.get(name).is_some_and(|v| sm.matches(v, false)) {
+            return false;
+        }
+    }
+    if !m.query_params.is_empty() {
+        let q = req.query();
+        for (name, sm) in &m.query_params {
+            match q.get(name.as_str()) {
+                Some(v) if sm.matches(v, false) => {}
+                _ => return false,
+            }
+        }
+    }
+    if m.source_namespace.is_some() && m.source_namespace != source.namespace {
+        return false;
+    }
+    m.source_labels
+        .iter()
+        .all(|(k, v)| source.labels.get(k) == Some(v))
+}
+
+/// Which kind of policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decider {
+    /// A CUSTOM policy matched: the external provider decides. The bundled
+    /// proxy has no external authorizer and fails closed.
+    Custom,
+    /// A DENY policy matched.
+    Deny,
+    /// An ALLOW policy matched.
+    Allow,
+    /// ALLOW policies exist and none matched.
+    NoAllowMatched,
+    /// No ALLOW policy applies: everything not denied is allowed.
+    NoAllowPolicies,
+}
+
+/// The outcome of [`authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzDecision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// What decided.
+    pub decider: Decider,
+    /// The deciding policy (`namespace/name`) and the index of its matching rule.
+    pub policy: Option<(String, usize)>,
+}
+
+/// Authorize a request to a workload: CUSTOM, then DENY, then ALLOW; with no
+/// ALLOW policy, allow; with some, deny unless one matches.
+pub fn authorize(w: &WorkloadPolicy, req: &Request, peer: &Peer) -> AuthzDecision {
+    let hit = |policies: &[AuthzPolicy]| {
+        policies.iter().find_map(|p| {
+            p.rules
+                .iter()
+                .position(|r| rule_matches(r, req, peer))
+                .map(|i| (p.name.clone(), i))
+        })
+    };
+    if let Some(p) = hit(&w.authz.custom) {
+        return AuthzDecision {
+            allowed: false,
+            decider: Decider::Custom,
+            policy: Some(p),
+        };
+    }
+    if let Some(p) = hit(&w.authz.deny) {
+        return AuthzDecision {
+            allowed: false,
+            decider: Decider::Deny,
+            policy: Some(p),
+        };
+    }
+    if w.authz.allow.is_empty() {
+        return AuthzDecision {
+            allowed: true,
+            decider: Decider::NoAllowPolicies,
+            policy: None,
+        };
+    }
+    match hit(&w.authz.allow) {
+        Some(p) => AuthzDecision {
+            allowed: true,
+            decider: Decider::Allow,
+            policy: Some(p),
+        },
+        None => AuthzDecision {
+            allowed: false,
+            decider: Decider::NoAllowMatched,
+            policy: None,
+        },
+    }
+}
+
+/// Whether an authorization rule matches.
+pub fn rule_matches(r: &AuthzRule, req: &Request, peer: &Peer) -> bool {
+    (r.from.is_empty() || r.from.iter().any(|s| source_matches(s, peer)))
+        && (r.to.is_empty() || r.to.iter().any(|o| operation_matches(o, req)))
+        && r.when.iter().all(|c| condition_holds(c, req, peer))
+}
+
+fn source_matches(s: &SourceMatch, peer: &Peer) -> bool {
+    let principal = peer.principal.as_deref();
+    let namespace = principal.and_then(|p| {
+        let (_, rest) = p.split_once("/ns/")?;
+        rest.split_once("/sa/").map(|(ns, _)| ns)
+    });
+    values_hold(&s.principals, principal, string_match)
+        && values_hold(&s.namespaces, namespace, string_match)
+        && values_hold(
+            &s.ip_blocks,
+            peer.ip.map(|ip| ip.to_string()).as_deref(),
+            |block, ip| ip.parse().is_ok_and(|ip| in_block(block, ip)),
+        )
+        && values_hold(
+            &s.request_principals,
+            peer.request_principal.as_deref(),
+            string_match,
+        )
+}
+
+fn operation_matches(o: &OperationMatch, req: &Request) -> bool {
+    let port = req.port.map(|p| p.to_string());
+    values_hold(&o.hosts, Some(strip_port(&req.host)), |p, v| {
+        string_match(&p.to_ascii_lowercase(), &v.to_ascii_lowercase())
+    }) && values_hold(&o.ports, port.as_deref(), string_match)
+        && values_hold(&o.methods, Some(&req.method), string_match)
+        && values_hold(&o.paths, Some(req.path_only()), string_match)
+}
+
+fn condition_holds(c: &Condition, req: &Request, peer: &Peer) -> bool {
+    let key = c.key.as_str();
+    let value: Option<String> = if let Some(h) = key
+        .strip_prefix("request.headers[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        req.headers.get(&h.to_ascii_lowercase()).cloned()
+    } else {
+        match key {
+            "source.ip" | "remote.ip" => peer.ip.map(|ip| ip.to_string()),
+            "source.namespace" => peer.principal.as_deref().and_then(|p| {
+                let (_, rest) = p.split_once("/ns/")?;
+                rest.split_once("/sa/").map(|(ns, _)| ns.to_string())
+            }),
+            "source.principal" => peer.principal.clone(),
+            "request.auth.principal" => peer.request_principal.clone(),
+            "destination.port" => req.port.map(|p| p.to_string()),
+            // Unknown attributes never hold: an ALLOW rule using them allows
+            // nothing (fail closed).
+            _ => return false,
+        }
+    };
+    if key == "source.ip" || key == "remote.ip" {
+        return values_hold(&c.values, value.as_deref(), |block, ip| {
+            ip.parse().is_ok_and(|ip| in_block(block, ip))
+        });
+    }
+    values_hold(&c.values, value.as_deref(), string_match)
+}
+
+/// `values` holds for `value` (absent values match no pattern).
+fn values_hold(v: &Values, value: Option<&str>, m: impl Fn(&str, &str) -> bool) -> bool {
+    let hit = |patterns: &[String]| value.is_some_and(|value| patterns.iter().any(|p| m(p, value)));
+    v.values.as_deref().is_none_or(hit) && !hit(&v.not_values)
+}
+
+/// Istio's authorization string match: `*` (any non-empty), `prefix*`,
+/// `*suffix`, or exact.
+pub fn string_match(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        return !value.is_empty();
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return value.ends_with(suffix);
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return value.starts_with(prefix);
+    }
+    pattern == value
+}
+
+/// Whether `ip` is in `block` (`10.0.0.0/8` or a single address).
+pub fn in_block(block: &str, ip: IpAddr) -> bool {
+    let (addr, len) = match block.split_once('/') {
+        Some((a, l)) => match l.parse::<u32>() {
+            Ok(l) => (a, Some(l)),
+            Err(_) => return false,
+        },
+        None => (block, None),
+    };
+    let Ok(net) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let len = len.unwrap_or(32).min(32);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let len = len.unwrap_or(128).min(128);
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+impl Ir {
+    /// [`route`] as a method.
+    pub fn route(&self, req: &Request, source: &Peer) -> Option<RouteDecision<'_>> {
+        route(self, req, source)
+    }
+    /// [`authorize`] for the workload `namespace/name`; `None` when unknown.
+    pub fn authorize(&self, workload: &str, req: &Request, peer: &Peer) -> Option<AuthzDecision> {
+        self.workloads
+            .get(workload)
+            .map(|w| authorize(w, req, peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_block("10.0.0.0/8", ip("10.2.3.4")));
+        assert!(!in_block("10.0.0.0/8", ip("11.2.3.4")));
+        assert!(in_block("1.2.3.4", ip("1.2.3.4")));
+        assert!(in_block("0.0.0.0/0", ip("8.8.8.8")));
+        assert!(in_block("2001:db8::/32", ip("2001:db8::1")));
+        assert!(!in_block("10.0.0.0/x", ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn host_resolution() {
+        let hosts: BTreeMap<String, ()> = [
+            "reviews.default.svc.cluster.local",
+            "*.example.com",
+            "*.api.example.com",
+        ]
+        .into_iter()
+        .map(|h| (h.to_string(), ()))
+        .collect();
+        let r = |h, ns| resolve_host(&hosts, h, ns, "cluster.local");
+        assert_eq!(
+            r("reviews", Some("default")),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            r("reviews:9080", Some("default")),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            r("reviews.default", None),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            r("reviews.default.svc", None),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(r("reviews", Some("other")), None);
+        assert_eq!(r("v1.api.example.com", None), Some("*.api.example.com"));
+        assert_eq!(r("www.example.com", None), Some("*.example.com"));
+        assert_eq!(r("example.com", None), None);
+    }
+
+    #[test]
+    fn query_and_values() {
+        let req = Request {
+            path: "/a?x=1&y".into(),
+            ..Default::default()
+        };
+        assert_eq!(req.path_only(), "/a");
+        assert_eq!(req.query().get("x"), Some(&"1"));
+        assert_eq!(req.query().get("y"), Some(&""));
+        let v = Values {
+            values: None,
+            not_values: vec!["admin*".into()],
+        };
+        assert!(values_hold(&v, Some("user"), string_match));
+        assert!(!values_hold(&v, Some("admin-1"), string_match));
+        assert!(values_hold(&v, None, string_match));
+        let v = Values {
+            values: Some(vec!["*".into()]),
+            not_values: vec![],
+        };
+        assert!(!values_hold(&v, None, string_match));
+    }
+}

@@ -1,0 +1,135 @@
+//! Compiled string matches.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A string match, as Istio's `StringMatch` compiles to Envoy's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StrMatch {
+    /// Equal.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// The whole value matches the (RE2-syntax) expression.
+    Regex(Regex),
+    /// Present with any value (Istio's empty `StringMatch`, headers only).
+    Present,
+}
+
+impl StrMatch {
+    /// Whether `value` matches; `fold` compares case-insensitively (exact and
+    /// prefix only, like Istio's `ignoreUriCase`).
+    pub fn matches(&self, value: &str, fold: bool) -> bool {
+        match self {
+            StrMatch::Exact(e) if fold => e.eq_ignore_ascii_case(value),
+            StrMatch::Exact(e) => e == value,
+            StrMatch::Prefix(p) if fold => value
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p)),
+            StrMatch::Prefix(p) => value.starts_with(p.as_str()),
+            StrMatch::Regex(r) => r.is_full_match(value),
+            StrMatch::Present => true,
+        }
+    }
+}
+
+impl fmt::Display for StrMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrMatch::Exact(s) => write!(f, "= {s:?}"),
+            StrMatch::Prefix(s) => write!(f, "prefix {s:?}"),
+            StrMatch::Regex(r) => write!(f, "regex {:?}", r.as_str()),
+            StrMatch::Present => f.write_str("present"),
+        }
+    }
+}
+
+/// A regular expression that must match a whole value. It is kept as written
+/// (the encoding is the pattern) and compiled once when built or decoded.
+#[derive(Clone)]
+pub struct Regex {
+    pattern: String,
+    compiled: regex::Regex,
+}
+
+impl Regex {
+    /// Compile `pattern`, anchored at both ends.
+    pub fn new(pattern: &str) -> Result<Regex, String> {
+        let compiled = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Regex {
+            pattern: pattern.to_string(),
+            compiled,
+        })
+    }
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+    /// Whether the whole of `value` matches.
+    pub fn is_full_match(&self, value: &str) -> bool {
+        self.compiled.is_match(value)
+    }
+    /// Replace every match in `value` with `with` (`\1` style groups as `$1`).
+    pub fn replace_all(&self, value: &str, with: &str) -> String {
+        // The anchored form matches only whole values; rewrites use the bare pattern.
+        match regex::Regex::new(&self.pattern) {
+            Ok(r) => r.replace_all(value, with.replace('\\', "$")).into_owned(),
+            Err(_) => value.to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for Regex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.pattern, f)
+    }
+}
+
+impl PartialEq for Regex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Regex {}
+
+impl Serialize for Regex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.pattern)
+    }
+}
+
+impl<'de> Deserialize<'de> for Regex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Regex::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regex_is_anchored() {
+        let r = Regex::new("/api/v[0-9]+").unwrap();
+        assert!(r.is_full_match("/api/v2"));
+        assert!(!r.is_full_match("/api/v2/x"));
+        assert!(!r.is_full_match("x/api/v2"));
+        let alt = Regex::new("a|b").unwrap();
+        assert!(!alt.is_full_match("ab"));
+    }
+
+    #[test]
+    fn folding() {
+        assert!(StrMatch::Prefix("/API".into()).matches("/api/x", true));
+        assert!(!StrMatch::Prefix("/API".into()).matches("/api/x", false));
+        assert!(!StrMatch::Prefix("/api/x".into()).matches("/ap", true));
+        assert!(StrMatch::Exact("GET".into()).matches("get", true));
+    }
+}

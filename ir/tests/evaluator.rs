@@ -1,0 +1,334 @@
+//! Property tests of the one evaluator.
+
+use std::collections::BTreeMap;
+
+use meshc_ir::eval::{self, Decider, Peer, Request, Routed};
+use meshc_ir::*;
+use proptest::prelude::*;
+
+fn mesh() -> Mesh {
+    Mesh {
+        trust_domain: "cluster.local".into(),
+        cluster_domain: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
+    }
+}
+
+fn dest(subset: &str, weight: u32) -> WeightedDestination {
+    WeightedDestination {
+        host: "reviews.default.svc.cluster.local".into(),
+        subset: Some(subset.into()),
+        port: None,
+        weight,
+        labels: BTreeMap::new(),
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+    }
+}
+
+fn rule(name: &str, matches: Vec<HttpMatch>, to: &str) -> HttpRule {
+    HttpRule {
+        name: name.into(),
+        origin: format!("VirtualService default/r {name}"),
+        matches,
+        action: HttpAction::Route(vec![dest(to, 100)]),
+        rewrite: None,
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+        retries: Retries::istio_default(),
+        timeout_ms: None,
+        fault: None,
+        mirrors: vec![],
+        cors: None,
+    }
+}
+
+fn host(http: Vec<HttpRule>) -> HostPolicy {
+    HostPolicy {
+        namespace: "default".into(),
+        export_to: vec!["*".into()],
+        ports: BTreeMap::new(),
+        http,
+        tcp: vec![],
+        tls: vec![],
+        traffic_policy: TrafficPolicy {
+            load_balancer: LoadBalancer::LeastRequest,
+            connection_pool: ConnectionPool::default(),
+            outlier_detection: None,
+            tls: TlsMode::IstioMutual,
+            ports: BTreeMap::new(),
+        },
+        subsets: BTreeMap::new(),
+        endpoints: vec![],
+        origins: vec![],
+    }
+}
+
+/// Weights summing to 100 over 1..6 destinations.
+fn weights() -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec(0u32..100, 1..6).prop_map(|mut w| {
+        let sum: u32 = w.iter().sum();
+        if sum == 0 {
+            w[0] = 100;
+        } else {
+            let mut acc = 0;
+            for x in w.iter_mut() {
+                *x = *x * 100 / sum;
+                acc += *x;
+            }
+            w[0] += 100 - acc;
+        }
+        w
+    })
+}
+
+const PATHS: [&str; 5] = ["/", "/api", "/api/v1", "/static", "/api/v2/x"];
+const METHODS: [&str; 3] = ["GET", "POST", "DELETE"];
+const PRINCIPALS: [&str; 3] = [
+    "cluster.local/ns/shop/sa/cart",
+    "cluster.local/ns/shop/sa/web",
+    "cluster.local/ns/ops/sa/admin",
+];
+
+fn uri_match() -> impl Strategy<Value = HttpMatch> {
+    (0usize..PATHS.len(), any::<bool>()).prop_map(|(i, exact)| HttpMatch {
+        uri: Some(if exact {
+            StrMatch::Exact(PATHS[i].into())
+        } else {
+            StrMatch::Prefix(PATHS[i].into())
+        }),
+        ..HttpMatch::default()
+    })
+}
+
+fn values(pool: &'static [&'static str]) -> impl Strategy<Value = Values> {
+    (
+        prop::option::of(prop::collection::vec(0..pool.len(), 1..3)),
+        prop::collection::vec(0..pool.len(), 0..2),
+    )
+        .prop_map(move |(v, n)| Values {
+            values: v.map(|v| v.into_iter().map(|i| pool[i].to_string()).collect()),
+            not_values: n.into_iter().map(|i| pool[i].to_string()).collect(),
+        })
+}
+
+fn authz_rule() -> impl Strategy<Value = AuthzRule> {
+    (values(&PRINCIPALS), values(&METHODS), values(&PATHS)).prop_map(|(p, m, paths)| AuthzRule {
+        from: vec![SourceMatch {
+            principals: p,
+            ..SourceMatch::default()
+        }],
+        to: vec![OperationMatch {
+            methods: m,
+            paths,
+            ..OperationMatch::default()
+        }],
+        when: vec![],
+    })
+}
+
+fn policies(prefix: &'static str) -> impl Strategy<Value = Vec<AuthzPolicy>> {
+    prop::collection::vec(prop::collection::vec(authz_rule(), 0..3), 0..3).prop_map(move |ps| {
+        ps.into_iter()
+            .enumerate()
+            .map(|(i, rules)| AuthzPolicy {
+                name: format!("default/{prefix}-{i}"),
+                provider: None,
+                rules,
+            })
+            .collect()
+    })
+}
+
+fn request_and_peer() -> impl Strategy<Value = (Request, Peer)> {
+    (
+        0..PATHS.len(),
+        0..METHODS.len(),
+        prop::option::of(0..PRINCIPALS.len()),
+    )
+        .prop_map(|(p, m, who)| {
+            (
+                Request {
+                    host: "reviews".into(),
+                    port: Some(9080),
+                    method: METHODS[m].into(),
+                    path: PATHS[p].into(),
+                    scheme: "http".into(),
+                    ..Request::default()
+                },
+                Peer {
+                    namespace: Some("default".into()),
+                    principal: who.map(|i| PRINCIPALS[i].to_string()),
+                    ..Peer::default()
+                },
+            )
+        })
+}
+
+fn workload(authz: Authz) -> WorkloadPolicy {
+    WorkloadPolicy {
+        namespace: "default".into(),
+        service_account: "reviews".into(),
+        identity: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+        labels: BTreeMap::new(),
+        meshed: true,
+        mtls: Mtls {
+            mode: MtlsMode::Strict,
+            ports: BTreeMap::new(),
+            decided_by: None,
+        },
+        authz,
+        egress: vec!["*/*".into()],
+    }
+}
+
+proptest! {
+    /// Over the 100 rolls, each destination is picked exactly its weight's times.
+    #[test]
+    fn weights_are_honoured(w in weights()) {
+        let ds: Vec<_> = w.iter().enumerate().map(|(i, &w)| dest(&format!("v{i}"), w)).collect();
+        let mut counts = vec![0u32; ds.len()];
+        for roll in 0..100 {
+            let d = eval::pick(&ds, roll).expect("weights sum to 100");
+            let i = ds.iter().position(|x| std::ptr::eq(x, d)).unwrap();
+            counts[i] += 1;
+        }
+        prop_assert_eq!(counts, w);
+        prop_assert!(eval::pick(&ds, 100).is_none());
+    }
+
+    /// The first rule with a matching alternative decides; no earlier rule matches.
+    #[test]
+    fn first_match_wins(
+        matches in prop::collection::vec(prop::collection::vec(uri_match(), 0..3), 1..6),
+        (req, peer) in request_and_peer(),
+    ) {
+        let rules: Vec<_> = matches.into_iter().enumerate()
+            .map(|(i, m)| rule(&format!("r{i}"), m, &format!("v{i}"))).collect();
+        let mut ir = Ir::new(mesh());
+        ir.hosts.insert("reviews.default.svc.cluster.local".into(), host(rules.clone()));
+        let d = eval::route(&ir, &req, &peer).expect("host resolves");
+        let holds = |r: &HttpRule| r.matches.is_empty() || r.matches.iter().any(|m| eval::http_matches(m, &req, &peer));
+        match d.routed {
+            Routed::Rule { index, rule } => {
+                prop_assert!(holds(rule));
+                prop_assert!(rules[..index].iter().all(|r| !holds(r)));
+                prop_assert_eq!(d.destinations()[0].subset.clone(), Some(format!("v{index}")));
+            }
+            Routed::NoMatch => prop_assert!(rules.iter().all(|r| !holds(r))),
+            Routed::Default => prop_assert!(false, "a host with rules never takes the default route"),
+        }
+    }
+
+    /// A matching DENY always wins over any ALLOW; with no ALLOW policy,
+    /// whatever is not denied is allowed; with some, only what one matches.
+    #[test]
+    fn authorization_order(
+        deny in policies("deny"),
+        allow in policies("allow"),
+        (req, peer) in request_and_peer(),
+    ) {
+        let w = workload(Authz { custom: vec![], deny: deny.clone(), allow: allow.clone() });
+        let d = eval::authorize(&w, &req, &peer);
+        let any = |ps: &[AuthzPolicy]| ps.iter().any(|p| p.rules.iter().any(|r| eval::rule_matches(r, &req, &peer)));
+        if any(&deny) {
+            prop_assert!(!d.allowed);
+            prop_assert_eq!(d.decider, Decider::Deny);
+        } else if allow.is_empty() {
+            prop_assert!(d.allowed);
+            prop_assert_eq!(d.decider, Decider::NoAllowPolicies);
+        } else if any(&allow) {
+            prop_assert!(d.allowed);
+            prop_assert_eq!(d.decider, Decider::Allow);
+        } else {
+            prop_assert!(!d.allowed);
+            prop_assert_eq!(d.decider, Decider::NoAllowMatched);
+        }
+        // The deciding rule really matches.
+        if let Some((name, i)) = &d.policy {
+            let p = deny.iter().chain(&allow).find(|p| &p.name == name).unwrap();
+            prop_assert!(eval::rule_matches(&p.rules[*i], &req, &peer));
+        }
+    }
+
+    /// The canonical encoding round-trips and the hash follows the content.
+    #[test]
+    fn encoding_round_trips(allow in policies("allow"), w in weights()) {
+        let mut ir = Ir::new(mesh());
+        ir.workloads.insert("default/reviews".into(), workload(Authz { allow, ..Authz::default() }));
+        let mut r = rule("split", vec![], "v0");
+        r.action = HttpAction::Route(w.iter().enumerate().map(|(i, &w)| dest(&format!("v{i}"), w)).collect());
+        ir.hosts.insert("reviews.default.svc.cluster.local".into(), host(vec![r]));
+        let back = Ir::decode(&ir.encode()).unwrap();
+        prop_assert_eq!(&back, &ir);
+        prop_assert_eq!(back.hash(), ir.hash());
+        prop_assert!(meshc_ir::diff::diff(&ir, &back).is_empty());
+    }
+}
+
+#[test]
+fn empty_allow_policy_denies_everything_but_an_empty_rule_allows_everything() {
+    let (req, peer) = (
+        Request {
+            host: "reviews".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            ..Request::default()
+        },
+        Peer::default(),
+    );
+    let nothing = AuthzPolicy {
+        name: "default/none".into(),
+        provider: None,
+        rules: vec![],
+    };
+    let w = workload(Authz {
+        allow: vec![nothing.clone()],
+        ..Authz::default()
+    });
+    assert_eq!(
+        eval::authorize(&w, &req, &peer).decider,
+        Decider::NoAllowMatched
+    );
+    let all = AuthzPolicy {
+        rules: vec![AuthzRule::default()],
+        ..nothing
+    };
+    let w = workload(Authz {
+        allow: vec![all],
+        ..Authz::default()
+    });
+    let d = eval::authorize(&w, &req, &peer);
+    assert!(d.allowed);
+    assert_eq!(d.policy, Some(("default/none".into(), 0)));
+}
+
+#[test]
+fn diff_names_weight_changes_and_reach() {
+    let mut a = Ir::new(mesh());
+    a.workloads
+        .insert("default/productpage".into(), workload(Authz::default()));
+    let mut r = rule("canary", vec![], "v1");
+    r.action = HttpAction::Route(vec![dest("v1", 95), dest("v2", 5)]);
+    a.hosts.insert(
+        "reviews.default.svc.cluster.local".into(),
+        host(vec![r.clone()]),
+    );
+    let mut b = a.clone();
+    r.action = HttpAction::Route(vec![dest("v1", 80), dest("v2", 20)]);
+    b.hosts
+        .insert("reviews.default.svc.cluster.local".into(), host(vec![r]));
+    let changes: Vec<String> = meshc_ir::diff::diff(&a, &b)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "reviews.default: http rule \"canary\" to reviews.default v1 weight 95 -> 80",
+            "reviews.default: http rule \"canary\" to reviews.default v2 weight 5 -> 20",
+        ]
+    );
+    let c = &meshc_ir::diff::diff(&a, &b)[0];
+    assert_eq!(c.reaches, ["default/productpage"]);
+}
