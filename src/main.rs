@@ -40,6 +40,12 @@ enum Command {
         /// A rule code (`MC0101`) or name (`dangling-subset`).
         code: String,
     },
+    /// Compile policy to IR and print it with its content hash.
+    Compile(CompileArgs),
+    /// Semantic diff between two revisions of a policy repository (or two directories).
+    Diff(DiffArgs),
+    /// Run policy unit tests (routing, authorization, mTLS) against the compiled IR.
+    Test(TestArgs),
     /// Write a synthetic policy repository (for benchmarks).
     #[command(hide = true)]
     Synth {
@@ -92,6 +98,67 @@ struct LintArgs {
     verbose: bool,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum IrFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// Files and directories (recursive, honouring .gitignore).
+    #[arg(default_value = ".")]
+    paths: Vec<PathBuf>,
+    /// Print only what this workload's proxy receives (`namespace/name`).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = IrFormat::Json)]
+    format: IrFormat,
+    /// Print only the hash.
+    #[arg(long)]
+    hash: bool,
+    /// Configuration file (default: `meshc.toml` in the first directory given, or the current one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DiffFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The old side: a Git revision (commit, branch, tag, `HEAD~1`) or a directory.
+    from: String,
+    /// The new side: a Git revision or a directory.
+    to: String,
+    /// Repository holding the revisions.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Sub-directory of the repository holding the policy.
+    #[arg(long, default_value = "")]
+    path: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
+    format: DiffFormat,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Test files (YAML); directories are searched for `*.yaml` under `tests/`.
+    #[arg(required = true)]
+    tests: Vec<PathBuf>,
+    /// The policy to test (default: the parent of the first test file's `tests/` directory).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Human)]
+    format: DiffFormat,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -104,6 +171,9 @@ fn main() -> ExitCode {
         Command::Lint(args) => lint(args),
         Command::Rules { format } => list_rules(format),
         Command::Explain { code } => explain(&code),
+        Command::Compile(args) => compile(args),
+        Command::Diff(args) => diff(args),
+        Command::Test(args) => policy_test(args),
         Command::Synth { services, out } => synth(services, &out),
     };
     match result {
@@ -133,7 +203,7 @@ fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
 
 fn lint(args: LintArgs) -> Result<u8> {
     let limits = Limits::default();
-    let (config_file, config_source) = load_config(&args)?;
+    let (config_file, config_source) = load_config(args.config.as_deref(), &args.paths)?;
     if let Some(code) = args
         .select
         .iter()
@@ -183,11 +253,13 @@ fn lint(args: LintArgs) -> Result<u8> {
 }
 
 /// `--config`, else `meshc.toml` in the first directory argument, else in the current directory.
-fn load_config(args: &LintArgs) -> Result<(ConfigFile, Option<(String, String)>)> {
-    let candidate = match &args.config {
-        Some(p) => Some(p.clone()),
-        None => args
-            .paths
+fn load_config(
+    config: Option<&Path>,
+    paths: &[PathBuf],
+) -> Result<(ConfigFile, Option<(String, String)>)> {
+    let candidate = match config {
+        Some(p) => Some(p.to_path_buf()),
+        None => paths
             .iter()
             .find(|p| p.is_dir())
             .map(|d| d.join("meshc.toml"))
@@ -329,4 +401,201 @@ fn synth(services: usize, out: &Path) -> Result<u8> {
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(0)
+}
+
+/// Compile `inputs`; on errors print them (concise, to stderr) and give `None`.
+fn compile_inputs(
+    what: &str,
+    inputs: Vec<Input>,
+    config: (ConfigFile, Option<(String, String)>),
+) -> Option<meshc_ir::Ir> {
+    let options = Options {
+        settings: Settings::resolve(&config.0),
+        limits: Limits::default(),
+        config_source: config.1,
+    };
+    let compiled = meshc_compiler::compile(inputs, &options);
+    match compiled.ir {
+        Ok(ir) => Some(ir),
+        Err(meshc_compiler::CompileError::Diagnostics(n)) => {
+            let text = meshc_validator::render(
+                &compiled.analysis,
+                Format::Concise,
+                RenderOptions::default(),
+            );
+            eprint!("{text}");
+            eprintln!("error: {what} has {n} error(s); it is not compiled");
+            None
+        }
+        Err(meshc_compiler::CompileError::Lowering(errors)) => {
+            for e in &errors {
+                eprintln!("{}: {}: {}", e.resource, e.path, e.message);
+            }
+            eprintln!("error: {what} cannot be lowered to IR");
+            None
+        }
+    }
+}
+
+fn compile(args: CompileArgs) -> Result<u8> {
+    let limits = Limits::default();
+    let config = load_config(args.config.as_deref(), &args.paths)?;
+    let inputs = collect_inputs(&args.paths, &limits)?;
+    let Some(mut ir) = compile_inputs("the policy", inputs, config) else {
+        return Ok(1);
+    };
+    if let Some(w) = &args.workload {
+        ir = match ir.scope(w) {
+            Some(scoped) => scoped,
+            None => bail!("no workload `{w}` (namespace/name) in the policy"),
+        };
+    }
+    let hash = ir.hash();
+    if args.hash {
+        emit(&format!("{hash}\n"))?;
+        return Ok(0);
+    }
+    let doc = serde_json::json!({"version": hash, "ir": ir});
+    emit(&match args.format {
+        IrFormat::Json => serde_json::to_string_pretty(&doc)? + "\n",
+        IrFormat::Yaml => meshc_validator::yaml::to_yaml(&doc),
+    })?;
+    Ok(0)
+}
+
+/// The policy files of one side of a diff: a directory, or a Git revision.
+fn side(
+    args: &DiffArgs,
+    which: &str,
+) -> Result<(Vec<Input>, (ConfigFile, Option<(String, String)>))> {
+    let dir = Path::new(which);
+    if dir.is_dir() {
+        let paths = [dir.to_path_buf()];
+        let config = load_config(None, &paths)?;
+        return Ok((collect_inputs(&paths, &Limits::default())?, config));
+    }
+    let repo = meshc_reconciler::git::open(&args.repo)?;
+    let files = meshc_reconciler::git::read_tree(&repo, which, &args.path, |p| {
+        is_yaml(Path::new(p)) || p == "meshc.toml"
+    })?;
+    let mut config = (ConfigFile::default(), None);
+    let mut inputs = Vec::new();
+    for f in files {
+        if f.path == "meshc.toml" {
+            let text = String::from_utf8(f.bytes).context("meshc.toml is not UTF-8")?;
+            let file =
+                ConfigFile::parse(&text).map_err(|e| anyhow::anyhow!("{which}:meshc.toml: {e}"))?;
+            config = (file, Some((format!("{which}:meshc.toml"), text)));
+        } else {
+            inputs.push(Input::bytes(format!("{which}:{}", f.path), f.bytes));
+        }
+    }
+    Ok((inputs, config))
+}
+
+fn diff(args: DiffArgs) -> Result<u8> {
+    let (a_in, a_cfg) = side(&args, &args.from)?;
+    let (b_in, b_cfg) = side(&args, &args.to)?;
+    let (Some(a), Some(b)) = (
+        compile_inputs(&args.from, a_in, a_cfg),
+        compile_inputs(&args.to, b_in, b_cfg),
+    ) else {
+        return Ok(1);
+    };
+    let changes = meshc_ir::diff::diff(&a, &b);
+    let text = match args.format {
+        DiffFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "from": {"revision": args.from, "version": a.hash()},
+                "to": {"revision": args.to, "version": b.hash()},
+                "changes": changes,
+            }))? + "\n"
+        }
+        DiffFormat::Human => meshc_validator::changes::human(&changes),
+    };
+    emit(&text)?;
+    Ok(0)
+}
+
+fn policy_test(args: TestArgs) -> Result<u8> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for t in &args.tests {
+        if t.is_dir() {
+            let mut found: Vec<PathBuf> = ignore::WalkBuilder::new(t)
+                .require_git(false)
+                .build()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_some_and(|k| k.is_file()) && is_yaml(e.path()))
+                .map(|e| e.into_path())
+                .filter(|p| p.components().any(|c| c.as_os_str() == "tests"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if t.exists() {
+            files.push(t.clone());
+        } else {
+            bail!("{}: no such file or directory", t.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("no test files found (they live in a `tests/` directory)");
+    }
+    let policy = match &args.policy {
+        Some(p) => p.clone(),
+        None => {
+            let first = &files[0];
+            first
+                .ancestors()
+                .find(|a| a.file_name().is_some_and(|n| n == "tests"))
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        }
+    };
+    let mut cases = Vec::new();
+    let mut errors = Vec::new();
+    for f in &files {
+        let shown = f.strip_prefix("./").unwrap_or(f).display().to_string();
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {shown}"))?;
+        match meshc_compiler::policytest::parse(&shown, &text) {
+            Ok(c) => cases.extend(c),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        bail!("{} problem(s) in the test files", errors.len());
+    }
+    // The policy is the repository without its tests.
+    let paths = [policy.clone()];
+    let config = load_config(None, &paths)?;
+    let inputs: Vec<Input> = collect_inputs(&paths, &Limits::default())?
+        .into_iter()
+        .filter(|i| {
+            !Path::new(&i.path)
+                .components()
+                .any(|c| c.as_os_str() == "tests")
+        })
+        .collect();
+    let Some(ir) = compile_inputs(&policy.display().to_string(), inputs, config) else {
+        return Ok(1);
+    };
+    let outcomes: Vec<_> = cases
+        .iter()
+        .map(|c| meshc_compiler::policytest::run(&ir, c))
+        .collect();
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    let text = match args.format {
+        DiffFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "tests": outcomes,
+                "summary": {"passed": outcomes.len() - failed, "failed": failed},
+            }))? + "\n"
+        }
+        DiffFormat::Human => meshc_validator::changes::test_report(&outcomes),
+    };
+    emit(&text)?;
+    Ok(u8::from(failed > 0))
 }

@@ -23,8 +23,10 @@ pub mod analysis;
 pub mod config;
 pub mod diagnostic;
 pub mod graph;
+pub mod lower;
 pub mod model;
 pub mod mtls;
+pub mod policytest;
 pub mod rules;
 pub mod schema;
 pub mod source;
@@ -144,6 +146,41 @@ struct FileResult {
 
 /// Analyse `inputs`: load, check schemas, run every rule.
 pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
+    run(inputs, options, false).0
+}
+
+/// Why a repository was not lowered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    /// It has this many error diagnostics; they say why.
+    Diagnostics(usize),
+    /// Lowering met what the IR cannot express.
+    Lowering(Vec<lower::LowerError>),
+}
+
+/// The result of [`compile`].
+#[derive(Debug)]
+pub struct Compiled {
+    /// The analysis, as [`analyze`] gives it.
+    pub analysis: Analysis,
+    /// The IR, unless the repository has errors.
+    pub ir: Result<meshc_ir::Ir, CompileError>,
+}
+
+/// Analyse `inputs` and, when no diagnostic is an error, lower them to IR.
+pub fn compile(inputs: Vec<Input>, options: &Options) -> Compiled {
+    let (analysis, ir) = run(inputs, options, true);
+    Compiled {
+        analysis,
+        ir: ir.expect("lowering was asked for"),
+    }
+}
+
+fn run(
+    inputs: Vec<Input>,
+    options: &Options,
+    lower: bool,
+) -> (Analysis, Option<Result<meshc_ir::Ir, CompileError>>) {
     let results: Vec<FileResult> = inputs
         .into_par_iter()
         .enumerate()
@@ -165,8 +202,20 @@ pub fn analyze(inputs: Vec<Input>, options: &Options) -> Analysis {
     rules::check_all(&ctx, &mut diagnostics);
     config_problems(options, &mut analysis.sources, &mut diagnostics);
     let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let ir = lower.then(|| {
+        if errors > 0 {
+            Err(CompileError::Diagnostics(errors))
+        } else {
+            lower::lower(&ctx).map_err(CompileError::Lowering)
+        }
+    });
+    drop(ctx);
     analysis.diagnostics = sort(&analysis.sources, diagnostics);
-    analysis
+    (analysis, ir)
 }
 
 fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod changes;
 mod human;
 mod json;
 mod sarif;
+pub mod yaml;
 
 use meshc_compiler::{Analysis, Diagnostic, Severity, SourceMap};
 

@@ -1,0 +1,1219 @@
+//! Lowering: the analysed Istio resources to `meshc_ir`.
+//!
+//! Everything here is deterministic whatever the file or document order:
+//! resources are visited sorted by (kind, namespace, name), and the IR holds
+//! only ordered maps and lists whose order means something (route rules in
+//! the order Istio evaluates them). Defaults are made explicit, weights
+//! normalized to 100, hosts fully qualified.
+//!
+//! Istio semantics followed:
+//! - several VirtualServices for one host are merged, rules in the order of
+//!   the VirtualServices (Istio: creation time; here: namespace, name);
+//! - a match's `gateways` narrows a rule to those gateways (`mesh` for
+//!   sidecars); a VirtualService without `gateways` is mesh-only;
+//! - a `delegate` route is replaced by the delegate's rules, each of its
+//!   matches merged into the parent's (one level, as Istio allows);
+//! - the DestinationRule of a host is the first (namespace, name) among the
+//!   most specific ones covering it; a subset's traffic policy overrides the
+//!   host's field by field, and a port-level setting overrides both;
+//! - with no DestinationRule TLS mode, auto mTLS uses ISTIO_MUTUAL towards
+//!   in-mesh Services whose namespace mode is not DISABLE;
+//! - PeerAuthentication: workload > namespace > mesh (root namespace), UNSET
+//!   inheriting, port-level overrides from the workload's policy;
+//! - AuthorizationPolicy: mesh-wide (root namespace), namespace-wide and
+//!   selector policies, grouped CUSTOM, DENY, ALLOW; AUDIT is not enforced.
+
+use std::collections::{BTreeMap, HashMap};
+
+use meshc_ir as ir;
+
+use crate::analysis::{Context, HostEntry, Resource, Selection, gateway_key, selects};
+use crate::model::{
+    AuthorizationAction, AuthorizationPolicySpec, ClientTlsMode, ConnectionPoolSettings,
+    Destination, HttpMatchRequest, HttpRoute, LoadBalancerSettings, MutualTlsMode,
+    OutlierDetection, SimpleLb, Spec, StringMatch, TrafficPolicy, VirtualServiceSpec,
+};
+use crate::mtls::MtlsView;
+use crate::rules::resilience::duration_secs;
+
+/// Something valid YAML and schema-wise that the IR cannot express.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerError {
+    /// `Kind namespace/name`.
+    pub resource: String,
+    /// YAML path inside it.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where a VirtualService (or one of its rules) applies.
+#[derive(Clone, PartialEq, Eq)]
+enum Bind {
+    Mesh,
+    Gateway(String),
+}
+
+struct Lowerer<'a> {
+    ctx: &'a Context<'a>,
+    mtls: MtlsView<'a>,
+    errors: Vec<LowerError>,
+}
+
+type Delegates<'a> = HashMap<(&'a str, &'a str), &'a Resource>;
+
+/// Lower an analysed repository to IR. Fails with what the IR cannot express
+/// (an invalid regular expression, a delegate that does not exist); callers
+/// must not lower a repository with error diagnostics.
+pub fn lower(ctx: &Context) -> Result<ir::Ir, Vec<LowerError>> {
+    let s = ctx.settings;
+    let mut out = ir::Ir::new(ir::Mesh {
+        trust_domain: s.trust_domain.clone(),
+        cluster_domain: s.cluster_domain.clone(),
+        root_namespace: s.root_namespace.clone(),
+    });
+    let mut l = Lowerer {
+        ctx,
+        mtls: MtlsView::new(ctx),
+        errors: Vec::new(),
+    };
+    let sorted = |kind: fn(&Spec) -> bool| {
+        let mut v: Vec<&Resource> = ctx
+            .resources
+            .iter()
+            .filter(|r| r.spec.as_ref().is_some_and(kind))
+            .collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        v
+    };
+
+    let mut services: Vec<&HostEntry> = ctx.hosts.iter().collect();
+    services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
+    for h in services {
+        let p = out
+            .hosts
+            .entry(h.host.clone())
+            .or_insert_with(|| empty_host(&h.namespace, &h.export_to));
+        for port in &h.ports {
+            if let Ok(n) = u16::try_from(port.number) {
+                p.ports
+                    .insert(n, port.protocol.clone().unwrap_or_else(|| "AUTO".into()));
+            }
+        }
+        if let Some(sel) = &h.selector {
+            p.endpoints.extend(l.endpoints(&h.namespace, sel, None));
+        }
+        p.origins.push(ctx.resources[h.index].display());
+    }
+
+    for r in sorted(|s| matches!(s, Spec::Gateway(_))) {
+        let Some(Spec::Gateway(g)) = &r.spec else {
+            continue;
+        };
+        let servers = g
+            .servers
+            .iter()
+            .flatten()
+            .filter_map(|s| {
+                Some(ir::GatewayServer {
+                    port: u16::try_from(s.port.number).ok()?,
+                    protocol: s.port.protocol.to_ascii_uppercase(),
+                    hosts: s
+                        .hosts
+                        .iter()
+                        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
+                        .collect(),
+                    tls: s.tls.as_ref().and_then(|t| t.mode).map(enum_name),
+                })
+            })
+            .collect();
+        out.gateways.insert(
+            format!("{}/{}", r.namespace, r.name),
+            ir::GatewayPolicy {
+                selector: g.selector.clone().unwrap_or_default(),
+                servers,
+                hosts: BTreeMap::new(),
+                l4: BTreeMap::new(),
+            },
+        );
+    }
+
+    let vss = sorted(|s| matches!(s, Spec::VirtualService(_)));
+    let delegates: Delegates = vss
+        .iter()
+        .map(|r| ((r.namespace.as_str(), r.name.as_str()), *r))
+        .collect();
+    for r in &vss {
+        let Some(Spec::VirtualService(vs)) = &r.spec else {
+            continue;
+        };
+        if vs.hosts.as_ref().is_none_or(|h| h.is_empty()) {
+            continue; // a delegate: lowered where a parent uses it
+        }
+        for bind in binds(vs.gateways.as_deref(), &r.namespace) {
+            let http = l.http_rules(r, vs, &bind, &delegates);
+            let (tcp, tls) = l.l4_rules(r, vs, &bind);
+            for host in vs.hosts.iter().flatten() {
+                let fqdn = ctx.fqdn(host, &r.namespace);
+                match &bind {
+                    Bind::Mesh => {
+                        let export = vs.export_to.clone().unwrap_or_default();
+                        let p = out
+                            .hosts
+                            .entry(fqdn)
+                            .or_insert_with(|| empty_host(&r.namespace, &export));
+                        p.http.extend(http.iter().cloned());
+                        p.tcp.extend(tcp.iter().cloned());
+                        p.tls.extend(tls.iter().cloned());
+                        p.origins.push(r.display());
+                    }
+                    Bind::Gateway(key) => {
+                        let g =
+                            out.gateways
+                                .entry(key.clone())
+                                .or_insert_with(|| ir::GatewayPolicy {
+                                    selector: BTreeMap::new(),
+                                    servers: Vec::new(),
+                                    hosts: BTreeMap::new(),
+                                    l4: BTreeMap::new(),
+                                });
+                        g.hosts
+                            .entry(fqdn.clone())
+                            .or_default()
+                            .extend(http.iter().cloned());
+                        let l4: Vec<_> = tcp.iter().chain(&tls).cloned().collect();
+                        if !l4.is_empty() {
+                            g.l4.entry(fqdn).or_default().extend(l4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let keys: Vec<String> = out.hosts.keys().cloned().collect();
+    for host in keys {
+        let p = &out.hosts[&host];
+        let (tp, subsets) = l.destination(&host, &p.namespace.clone(), p.endpoints.is_empty());
+        let p = out.hosts.get_mut(&host).expect("key taken from the map");
+        p.traffic_policy = tp;
+        p.subsets = subsets;
+        p.origins.sort();
+        p.origins.dedup();
+        p.endpoints.sort();
+        p.endpoints.dedup();
+    }
+    let aps = sorted(|s| matches!(s, Spec::AuthorizationPolicy(_)));
+    let pas = sorted(|s| matches!(s, Spec::PeerAuthentication(_)));
+    let sidecars = sorted(|s| matches!(s, Spec::Sidecar(_)));
+    for w in &ctx.workloads {
+        let r = &ctx.resources[w.index];
+        let policy = l.workload(w, &aps, &pas, &sidecars);
+        out.workloads
+            .insert(format!("{}/{}", w.namespace, r.name), policy);
+    }
+    if l.errors.is_empty() {
+        Ok(out)
+    } else {
+        l.errors
+            .sort_by(|a, b| (&a.resource, &a.path).cmp(&(&b.resource, &b.path)));
+        Err(l.errors)
+    }
+}
+
+/// Where a VirtualService applies: no `gateways` means the mesh only.
+fn binds(gateways: Option<&[String]>, ns: &str) -> Vec<Bind> {
+    let mut out: Vec<Bind> = match gateways {
+        None | Some([]) => vec![Bind::Mesh],
+        Some(gs) => gs
+            .iter()
+            .map(|g| {
+                if g == "mesh" {
+                    Bind::Mesh
+                } else {
+                    Bind::Gateway(gateway_key(g, ns))
+                }
+            })
+            .collect(),
+    };
+    out.dedup();
+    out
+}
+
+/// A serde enum's YAML name (`ISTIO_MUTUAL`).
+fn enum_name<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn empty_host(ns: &str, export_to: &[String]) -> ir::HostPolicy {
+    let mut export_to: Vec<String> = export_to.to_vec();
+    if export_to.is_empty() {
+        export_to.push("*".into());
+    }
+    export_to.sort();
+    export_to.dedup();
+    ir::HostPolicy {
+        namespace: ns.to_string(),
+        export_to,
+        ports: BTreeMap::new(),
+        http: Vec::new(),
+        tcp: Vec::new(),
+        tls: Vec::new(),
+        traffic_policy: base_policy(ir::TlsMode::Disable),
+        subsets: BTreeMap::new(),
+        endpoints: Vec::new(),
+        origins: Vec::new(),
+    }
+}
+
+fn base_policy(tls: ir::TlsMode) -> ir::TrafficPolicy {
+    ir::TrafficPolicy {
+        load_balancer: ir::LoadBalancer::LeastRequest,
+        connection_pool: ir::ConnectionPool::default(),
+        outlier_detection: None,
+        tls,
+        ports: BTreeMap::new(),
+    }
+}
+
+/// Milliseconds of an Istio duration (`1.5s`, `300ms`); `None` if unreadable.
+fn millis(d: &Option<String>) -> Option<u64> {
+    d.as_deref()
+        .and_then(duration_secs)
+        .map(|s| (s * 1000.0).round() as u64)
+}
+
+/// A percentage (0–100) in millionths of requests.
+fn per_million(p: Option<f64>) -> u32 {
+    let p = p.unwrap_or(100.0).clamp(0.0, 100.0);
+    (p * 10_000.0).round() as u32
+}
+
+/// A limit Istio reads as "not set" when 0 or negative.
+fn limit(v: Option<i64>, default: u32) -> u32 {
+    match v {
+        Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
+        _ => default,
+    }
+}
+
+/// Weights normalized to sum to 100 (largest remainder). One destination
+/// gets 100; with no weight given at all, traffic is split evenly.
+pub fn normalize_weights(ws: &[Option<i64>]) -> Vec<u32> {
+    let n = ws.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    if n == 1 {
+        return vec![100];
+    }
+    let raw: Vec<u64> = ws.iter().map(|w| w.unwrap_or(0).max(0) as u64).collect();
+    let sum: u64 = raw.iter().sum();
+    let raw = if sum == 0 { vec![1; n] } else { raw };
+    let sum: u64 = raw.iter().sum();
+    let mut out: Vec<u32> = raw.iter().map(|w| (w * 100 / sum) as u32).collect();
+    let mut rest = 100 - out.iter().sum::<u32>();
+    let mut order: Vec<usize> = (0..n).collect();
+    // Largest remainder first; ties to the earlier destination.
+    order.sort_by_key(|&i| (std::cmp::Reverse(raw[i] * 100 % sum), i));
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        out[i] += 1;
+        rest -= 1;
+    }
+    out
+}
+
+fn header_ops(h: Option<&crate::model::HeaderOperations>) -> ir::HeaderOps {
+    let Some(h) = h else {
+        return ir::HeaderOps::default();
+    };
+    let lower = |m: &Option<BTreeMap<String, String>>| {
+        m.iter()
+            .flatten()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    };
+    let mut remove: Vec<String> = h
+        .remove
+        .iter()
+        .flatten()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    remove.sort();
+    remove.dedup();
+    ir::HeaderOps {
+        set: lower(&h.set),
+        add: lower(&h.add),
+        remove,
+    }
+}
+
+impl<'a> Lowerer<'a> {
+    fn err(&mut self, r: &Resource, path: String, message: impl Into<String>) {
+        self.errors.push(LowerError {
+            resource: r.display(),
+            path: if r.base.0.is_empty() {
+                path
+            } else {
+                format!("{}.{path}", r.base)
+            },
+            message: message.into(),
+        });
+    }
+
+    /// Workloads (`namespace/name`) in `ns` matching `selector` and `labels`.
+    fn endpoints(
+        &self,
+        ns: &str,
+        selector: &BTreeMap<String, String>,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Vec<String> {
+        if selector.is_empty() {
+            return Vec::new();
+        }
+        let mut v: Vec<String> = self
+            .ctx
+            .workloads_matching(ns, selector)
+            .filter(|w| labels.is_none_or(|l| selects(l, &w.labels)))
+            .map(|w| format!("{}/{}", w.namespace, self.ctx.resources[w.index].name))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn str_match(&mut self, r: &Resource, path: &str, m: &StringMatch) -> Option<ir::StrMatch> {
+        Some(if let Some(e) = &m.exact {
+            ir::StrMatch::Exact(e.clone())
+        } else if let Some(p) = &m.prefix {
+            ir::StrMatch::Prefix(p.clone())
+        } else if let Some(re) = &m.regex {
+            match ir::Regex::new(re) {
+                Ok(re) => ir::StrMatch::Regex(re),
+                Err(e) => {
+                    self.err(
+                        r,
+                        format!("{path}.regex"),
+                        format!("invalid regular expression: {e}"),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            ir::StrMatch::Present
+        })
+    }
+
+    fn http_match(&mut self, r: &Resource, path: &str, m: &HttpMatchRequest) -> ir::HttpMatch {
+        let sm = |this: &mut Self, field: &str, v: &Option<StringMatch>| {
+            v.as_ref()
+                .and_then(|v| this.str_match(r, &format!("{path}.{field}"), v))
+        };
+        let uri = sm(self, "uri", &m.uri);
+        let scheme = sm(self, "scheme", &m.scheme);
+        let method = sm(self, "method", &m.method);
+        let authority = sm(self, "authority", &m.authority);
+        let map = |this: &mut Self, field: &str, v: &Option<BTreeMap<String, StringMatch>>| {
+            let mut out = BTreeMap::new();
+            for (k, v) in v.iter().flatten() {
+                if let Some(s) = this.str_match(r, &format!("{path}.{field}.{k}"), v) {
+                    out.insert(k.to_ascii_lowercase(), s);
+                }
+            }
+            out
+        };
+        let headers = map(self, "headers", &m.headers);
+        let without_headers = map(self, "withoutHeaders", &m.without_headers);
+        let query_params = map(self, "queryParams", &m.query_params);
+        ir::HttpMatch {
+            name: m.name.clone(),
+            uri,
+            ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+            scheme,
+            method,
+            authority,
+            headers,
+            without_headers,
+            query_params,
+            port: m.port.and_then(|p| u16::try_from(p).ok()),
+            source_labels: m.source_labels.clone().unwrap_or_default(),
+            source_namespace: m.source_namespace.clone(),
+        }
+    }
+
+    /// A rule's matches that apply under `bind`; `None` when none does.
+    fn matches_for(
+        &mut self,
+        r: &Resource,
+        base: &str,
+        ms: &Option<Vec<HttpMatchRequest>>,
+        bind: &Bind,
+    ) -> Option<Vec<ir::HttpMatch>> {
+        let ms = ms.as_deref().unwrap_or_default();
+        if ms.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (k, m) in ms.iter().enumerate() {
+            let applies = match &m.gateways {
+                Some(gs) if !gs.is_empty() => binds(Some(gs), &r.namespace).contains(bind),
+                _ => true,
+            };
+            if applies {
+                out.push(self.http_match(r, &format!("{base}.match[{k}]"), m));
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn http_rules(
+        &mut self,
+        r: &Resource,
+        vs: &VirtualServiceSpec,
+        bind: &Bind,
+        delegates: &Delegates,
+    ) -> Vec<ir::HttpRule> {
+        let mut out = Vec::new();
+        for (i, h) in vs.http.iter().flatten().enumerate() {
+            let base = format!("spec.http[{i}]");
+            let Some(matches) = self.matches_for(r, &base, &h.r#match, bind) else {
+                continue;
+            };
+            let name = h.name.clone().unwrap_or_else(|| format!("{}[{i}]", r.name));
+            let Some(d) = &h.delegate else {
+                out.push(self.http_rule(r, &base, h, name, matches));
+                continue;
+            };
+            let ns = d.namespace.as_deref().unwrap_or(&r.namespace);
+            let dname = d.name.as_deref().unwrap_or_default();
+            let child = delegates.get(&(ns, dname)).and_then(|c| match &c.spec {
+                Some(Spec::VirtualService(v)) => Some((*c, v)),
+                _ => None,
+            });
+            let Some((c, cvs)) = child else {
+                self.err(
+                    r,
+                    format!("{base}.delegate"),
+                    format!("delegate VirtualService {ns}/{dname} does not exist"),
+                );
+                continue;
+            };
+            for (j, ch) in cvs.http.iter().flatten().enumerate() {
+                let cbase = format!("spec.http[{j}]");
+                if ch.delegate.is_some() {
+                    self.err(
+                        c,
+                        format!("{cbase}.delegate"),
+                        "a delegate VirtualService cannot delegate again",
+                    );
+                    continue;
+                }
+                let cm: Vec<ir::HttpMatch> = ch
+                    .r#match
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(k, m)| self.http_match(c, &format!("{cbase}.match[{k}]"), m))
+                    .collect();
+                let merged = merge_matches(&matches, &cm);
+                let cname = ch
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}[{j}]", c.name));
+                out.push(self.http_rule(c, &cbase, ch, format!("{name}/{cname}"), merged));
+            }
+        }
+        out
+    }
+
+    fn http_rule(
+        &mut self,
+        r: &Resource,
+        base: &str,
+        h: &HttpRoute,
+        name: String,
+        matches: Vec<ir::HttpMatch>,
+    ) -> ir::HttpRule {
+        let action = if let Some(rd) = &h.redirect {
+            ir::HttpAction::Redirect(ir::Redirect {
+                uri: rd.uri.clone(),
+                authority: rd.authority.clone(),
+                port: rd.port.and_then(|p| u16::try_from(p).ok()),
+                scheme: rd.scheme.clone(),
+                code: rd
+                    .redirect_code
+                    .and_then(|c| u16::try_from(c).ok())
+                    .unwrap_or(301),
+            })
+        } else if let Some(dr) = &h.direct_response {
+            ir::HttpAction::DirectResponse {
+                status: u16::try_from(dr.status).unwrap_or(500),
+                body: dr
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.string.clone().or_else(|| b.bytes.clone())),
+            }
+        } else {
+            let route = h.route.as_deref().unwrap_or_default();
+            let weights = normalize_weights(&route.iter().map(|d| d.weight).collect::<Vec<_>>());
+            ir::HttpAction::Route(
+                route
+                    .iter()
+                    .zip(weights)
+                    .map(|(d, w)| {
+                        let mut wd = self.destination_ref(&d.destination, &r.namespace, w);
+                        if let Some(hd) = &d.headers {
+                            wd.request_headers = header_ops(hd.request.as_ref());
+                            wd.response_headers = header_ops(hd.response.as_ref());
+                        }
+                        wd
+                    })
+                    .collect(),
+            )
+        };
+        let rewrite = h.rewrite.as_ref().map(|rw| ir::Rewrite {
+            uri: rw.uri.clone(),
+            authority: rw.authority.clone(),
+            uri_regex: rw.uri_regex_rewrite.as_ref().and_then(|x| {
+                let re = ir::Regex::new(x.r#match.as_deref()?).ok()?;
+                Some((re, x.rewrite.clone().unwrap_or_default()))
+            }),
+        });
+        if let Some(x) = h
+            .rewrite
+            .as_ref()
+            .and_then(|rw| rw.uri_regex_rewrite.as_ref())
+            && let Some(re) = &x.r#match
+            && let Err(e) = ir::Regex::new(re)
+        {
+            self.err(
+                r,
+                format!("{base}.rewrite.uriRegexRewrite.match"),
+                format!("invalid regular expression: {e}"),
+            );
+        }
+        let retries = match &h.retries {
+            None => ir::Retries::istio_default(),
+            Some(rt) => ir::Retries {
+                attempts: rt.attempts.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                per_try_timeout_ms: millis(&rt.per_try_timeout),
+                retry_on: match rt.retry_on.as_deref() {
+                    Some(on) if !on.trim().is_empty() => on
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    _ => ir::Retries::istio_default().retry_on,
+                },
+            },
+        };
+        let fault = h.fault.as_ref().map(|f| ir::Fault {
+            delay: f.delay.as_ref().and_then(|d| {
+                let ms = millis(
+                    &d.fixed_delay
+                        .clone()
+                        .or_else(|| d.exponential_delay.clone()),
+                )?;
+                let pct = d
+                    .percentage
+                    .as_ref()
+                    .and_then(|p| p.value)
+                    .or(d.percent.map(|p| p as f64));
+                Some((ms, per_million(pct)))
+            }),
+            abort: f.abort.as_ref().and_then(|a| {
+                let status = u16::try_from(a.http_status?).ok()?;
+                Some((
+                    status,
+                    per_million(a.percentage.as_ref().and_then(|p| p.value)),
+                ))
+            }),
+        });
+        let mut mirrors = Vec::new();
+        if let Some(m) = &h.mirror {
+            let pct = h
+                .mirror_percentage
+                .as_ref()
+                .and_then(|p| p.value)
+                .or(h.mirror_percent_.or(h.mirror_percent).map(|p| p as f64));
+            mirrors.push(self.mirror(m, &r.namespace, per_million(pct)));
+        }
+        for m in h.mirrors.iter().flatten() {
+            let pct = per_million(m.percentage.as_ref().and_then(|p| p.value));
+            mirrors.push(self.mirror(&m.destination, &r.namespace, pct));
+        }
+        let cors = h.cors_policy.as_ref().map(|c| {
+            let mut origins: Vec<ir::StrMatch> = c
+                .allow_origin
+                .iter()
+                .flatten()
+                .map(|o| ir::StrMatch::Exact(o.clone()))
+                .collect();
+            for (k, o) in c.allow_origins.iter().flatten().enumerate() {
+                if let Some(m) =
+                    self.str_match(r, &format!("{base}.corsPolicy.allowOrigins[{k}]"), o)
+                {
+                    origins.push(m);
+                }
+            }
+            ir::Cors {
+                allow_origins: origins,
+                allow_methods: c.allow_methods.clone().unwrap_or_default(),
+                allow_headers: c.allow_headers.clone().unwrap_or_default(),
+                expose_headers: c.expose_headers.clone().unwrap_or_default(),
+                max_age_s: millis(&c.max_age).map(|ms| ms / 1000),
+                allow_credentials: c.allow_credentials.unwrap_or(false),
+            }
+        });
+        ir::HttpRule {
+            name,
+            origin: format!("{} {base}", r.display()),
+            matches,
+            action,
+            rewrite,
+            request_headers: header_ops(h.headers.as_ref().and_then(|x| x.request.as_ref())),
+            response_headers: header_ops(h.headers.as_ref().and_then(|x| x.response.as_ref())),
+            retries,
+            timeout_ms: millis(&h.timeout).filter(|&ms| ms > 0),
+            fault,
+            mirrors,
+            cors,
+        }
+    }
+
+    fn mirror(&self, d: &Destination, ns: &str, percentage: u32) -> ir::Mirror {
+        ir::Mirror {
+            host: self.ctx.fqdn(&d.host, ns),
+            subset: d.subset.clone(),
+            port: d
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|p| u16::try_from(p).ok()),
+            percentage,
+        }
+    }
+
+    fn destination_ref(&self, d: &Destination, ns: &str, weight: u32) -> ir::WeightedDestination {
+        let host = self.ctx.fqdn(&d.host, ns);
+        let labels = d
+            .subset
+            .as_deref()
+            .and_then(|s| {
+                self.subset(&host).and_then(|(_, dr)| {
+                    dr.subsets
+                        .iter()
+                        .flatten()
+                        .find(|x| x.name == s)
+                        .and_then(|x| x.labels.clone())
+                })
+            })
+            .unwrap_or_default();
+        ir::WeightedDestination {
+            host,
+            subset: d.subset.clone(),
+            port: d
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|p| u16::try_from(p).ok()),
+            weight,
+            labels,
+            request_headers: ir::HeaderOps::default(),
+            response_headers: ir::HeaderOps::default(),
+        }
+    }
+
+    /// The DestinationRule that applies to `host`: the first by namespace and
+    /// name among the most specific ones, ignoring workload-scoped ones.
+    fn subset(&self, host: &str) -> Option<(&'a Resource, &'a crate::model::DestinationRuleSpec)> {
+        self.ctx
+            .destination_rules_for(host)
+            .iter()
+            .filter_map(|&i| {
+                let dr = self.ctx.destination_rule(i)?;
+                dr.workload_selector
+                    .is_none()
+                    .then_some((&self.ctx.resources[i], dr))
+            })
+            .min_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+    }
+
+    fn l4_rules(
+        &mut self,
+        r: &Resource,
+        vs: &VirtualServiceSpec,
+        bind: &Bind,
+    ) -> (Vec<ir::L4Rule>, Vec<ir::L4Rule>) {
+        let applies = |gs: &Option<Vec<String>>| match gs {
+            Some(gs) if !gs.is_empty() => binds(Some(gs), &r.namespace).contains(bind),
+            _ => true,
+        };
+        let dests = |this: &Self, route: &Option<Vec<crate::model::RouteDestination>>| {
+            let route = route.as_deref().unwrap_or_default();
+            let ws = normalize_weights(&route.iter().map(|d| d.weight).collect::<Vec<_>>());
+            route
+                .iter()
+                .zip(ws)
+                .map(|(d, w)| this.destination_ref(&d.destination, &r.namespace, w))
+                .collect::<Vec<_>>()
+        };
+        let mut tcp = Vec::new();
+        for (i, t) in vs.tcp.iter().flatten().enumerate() {
+            let ms: Vec<_> = t.r#match.iter().flatten().collect();
+            let kept: Vec<ir::L4Match> = ms
+                .iter()
+                .filter(|m| applies(&m.gateways))
+                .map(|m| ir::L4Match {
+                    port: m.port.and_then(|p| u16::try_from(p).ok()),
+                    sni_hosts: Vec::new(),
+                    destination_subnets: m.destination_subnets.clone().unwrap_or_default(),
+                    source_labels: m.source_labels.clone().unwrap_or_default(),
+                    source_namespace: m.source_namespace.clone(),
+                })
+                .collect();
+            if !ms.is_empty() && kept.is_empty() {
+                continue;
+            }
+            tcp.push(ir::L4Rule {
+                name: format!("{}.tcp[{i}]", r.name),
+                origin: format!("{} spec.tcp[{i}]", r.display()),
+                matches: kept,
+                destinations: dests(self, &t.route),
+            });
+        }
+        let mut tls = Vec::new();
+        for (i, t) in vs.tls.iter().flatten().enumerate() {
+            let kept: Vec<ir::L4Match> = t
+                .r#match
+                .iter()
+                .filter(|m| applies(&m.gateways))
+                .map(|m| ir::L4Match {
+                    port: m.port.and_then(|p| u16::try_from(p).ok()),
+                    sni_hosts: m.sni_hosts.clone(),
+                    destination_subnets: m.destination_subnets.clone().unwrap_or_default(),
+                    source_labels: m.source_labels.clone().unwrap_or_default(),
+                    source_namespace: m.source_namespace.clone(),
+                })
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            tls.push(ir::L4Rule {
+                name: format!("{}.tls[{i}]", r.name),
+                origin: format!("{} spec.tls[{i}]", r.display()),
+                matches: kept,
+                destinations: dests(self, &t.route),
+            });
+        }
+        (tcp, tls)
+    }
+
+    /// The traffic policy and subsets of `host`.
+    fn destination(
+        &self,
+        host: &str,
+        ns: &str,
+        external: bool,
+    ) -> (ir::TrafficPolicy, BTreeMap<String, ir::SubsetPolicy>) {
+        let auto = if self.ctx.settings.auto_mtls
+            && !external
+            && self.mtls.namespace_mode(ns).0 != MutualTlsMode::Disable
+        {
+            ir::TlsMode::IstioMutual
+        } else {
+            ir::TlsMode::Disable
+        };
+        let base = base_policy(auto);
+        let Some((_, dr)) = self.subset(host) else {
+            return (base, BTreeMap::new());
+        };
+        let top = overlay(&base, dr.traffic_policy.as_ref());
+        let selector = self
+            .ctx
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .and_then(|h| h.selector.clone());
+        let subsets = dr
+            .subsets
+            .iter()
+            .flatten()
+            .map(|s| {
+                let labels = s.labels.clone().unwrap_or_default();
+                let endpoints = selector
+                    .as_ref()
+                    .map(|sel| self.endpoints(ns, sel, Some(&labels)))
+                    .unwrap_or_default();
+                (
+                    s.name.clone(),
+                    ir::SubsetPolicy {
+                        labels,
+                        traffic_policy: overlay(&top, s.traffic_policy.as_ref()),
+                        endpoints,
+                    },
+                )
+            })
+            .collect();
+        (top, subsets)
+    }
+
+    fn workload(
+        &self,
+        w: &crate::analysis::Workload,
+        aps: &[&Resource],
+        pas: &[&Resource],
+        sidecars: &[&Resource],
+    ) -> ir::WorkloadPolicy {
+        let settings = self.ctx.settings;
+        let root = settings.root_namespace.as_str();
+        let applies = |r: &Resource| match r.selection() {
+            Some(Selection::Namespace) => r.namespace == w.namespace || r.namespace == root,
+            Some(Selection::Labels(l, _)) => r.namespace == w.namespace && selects(l, &w.labels),
+            None => false,
+        };
+        let (mode, by) = self.mtls.server_mode(&w.namespace, Some(&w.labels));
+        let mode = ir_mode(mode);
+        let mut ports = BTreeMap::new();
+        let own = pas.iter().find(|r| {
+            matches!(r.selection(), Some(Selection::Labels(l, _)) if r.namespace == w.namespace && selects(l, &w.labels))
+        });
+        if let Some(Spec::PeerAuthentication(pa)) = own.and_then(|r| r.spec.as_ref()) {
+            for (port, m) in pa.port_level_mtls.iter().flatten() {
+                let (Ok(port), Some(m)) = (port.parse::<u16>(), m.mode) else {
+                    continue;
+                };
+                if m != MutualTlsMode::Unset {
+                    ports.insert(port, ir_mode(m));
+                }
+            }
+        }
+        let mut authz = ir::Authz::default();
+        for r in aps.iter().filter(|r| applies(r)) {
+            let Some(Spec::AuthorizationPolicy(ap)) = &r.spec else {
+                continue;
+            };
+            let policy = authz_policy(r, ap, &settings.trust_domain);
+            match ap.action.unwrap_or(AuthorizationAction::Allow) {
+                AuthorizationAction::Allow => authz.allow.push(policy),
+                AuthorizationAction::Deny => authz.deny.push(policy),
+                AuthorizationAction::Custom => authz.custom.push(policy),
+                AuthorizationAction::Audit => {}
+            }
+        }
+        let sidecar = sidecars
+            .iter()
+            .find(|r| matches!(r.selection(), Some(Selection::Labels(l, _)) if r.namespace == w.namespace && selects(l, &w.labels)))
+            .or_else(|| sidecars.iter().find(|r| r.namespace == w.namespace && r.selection() == Some(Selection::Namespace)))
+            .or_else(|| sidecars.iter().find(|r| r.namespace == root && r.selection() == Some(Selection::Namespace)));
+        let mut egress: Vec<String> = match sidecar.and_then(|r| r.spec.as_ref()) {
+            Some(Spec::Sidecar(s)) => s
+                .egress
+                .iter()
+                .flatten()
+                .flat_map(|e| e.hosts.iter().cloned())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if egress.is_empty() {
+            egress.push("*/*".into());
+        }
+        egress.sort();
+        egress.dedup();
+        ir::WorkloadPolicy {
+            namespace: w.namespace.clone(),
+            service_account: w.service_account.clone(),
+            identity: format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                settings.trust_domain, w.namespace, w.service_account
+            ),
+            labels: w.labels.clone(),
+            meshed: self.ctx.is_meshed(w),
+            mtls: ir::Mtls {
+                mode,
+                ports,
+                decided_by: by.map(Resource::display),
+            },
+            authz,
+            egress,
+        }
+    }
+}
+
+fn ir_mode(m: MutualTlsMode) -> ir::MtlsMode {
+    match m {
+        MutualTlsMode::Disable => ir::MtlsMode::Disable,
+        MutualTlsMode::Strict => ir::MtlsMode::Strict,
+        MutualTlsMode::Permissive | MutualTlsMode::Unset => ir::MtlsMode::Permissive,
+    }
+}
+
+/// Parent matches combined with a delegate's: each pair, the child's
+/// attributes added to (and overriding) the parent's.
+fn merge_matches(parent: &[ir::HttpMatch], child: &[ir::HttpMatch]) -> Vec<ir::HttpMatch> {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_vec(),
+        (false, true) => parent.to_vec(),
+        (false, false) => {
+            let mut out = Vec::new();
+            for p in parent {
+                for c in child {
+                    let mut m = p.clone();
+                    m.name = c.name.clone().or(m.name);
+                    m.uri = c.uri.clone().or(m.uri);
+                    m.ignore_uri_case |= c.ignore_uri_case;
+                    m.scheme = c.scheme.clone().or(m.scheme);
+                    m.method = c.method.clone().or(m.method);
+                    m.authority = c.authority.clone().or(m.authority);
+                    m.headers.extend(c.headers.clone());
+                    m.without_headers.extend(c.without_headers.clone());
+                    m.query_params.extend(c.query_params.clone());
+                    m.port = c.port.or(m.port);
+                    m.source_labels.extend(c.source_labels.clone());
+                    m.source_namespace = c.source_namespace.clone().or(m.source_namespace);
+                    out.push(m);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// `base` with the fields `tp` sets overridden, and its port-level settings.
+fn overlay(base: &ir::TrafficPolicy, tp: Option<&TrafficPolicy>) -> ir::TrafficPolicy {
+    let Some(tp) = tp else {
+        return base.clone();
+    };
+    let mut out = ir::TrafficPolicy {
+        load_balancer: lb(tp.load_balancer.as_ref()).unwrap_or_else(|| base.load_balancer.clone()),
+        connection_pool: pool(&base.connection_pool, tp.connection_pool.as_ref()),
+        outlier_detection: tp
+            .outlier_detection
+            .as_ref()
+            .map(outlier)
+            .or_else(|| base.outlier_detection.clone()),
+        tls: tp
+            .tls
+            .as_ref()
+            .and_then(|t| t.mode)
+            .map(tls_mode)
+            .unwrap_or(base.tls),
+        ports: base.ports.clone(),
+    };
+    if tp
+        .port_level_settings
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        out.ports.clear();
+    }
+    for p in tp.port_level_settings.iter().flatten() {
+        let Some(port) = p
+            .port
+            .as_ref()
+            .and_then(|p| p.number)
+            .and_then(|n| u16::try_from(n).ok())
+        else {
+            continue;
+        };
+        out.ports.insert(
+            port,
+            ir::PortPolicy {
+                load_balancer: lb(p.load_balancer.as_ref())
+                    .unwrap_or_else(|| out.load_balancer.clone()),
+                connection_pool: pool(&out.connection_pool, p.connection_pool.as_ref()),
+                outlier_detection: p
+                    .outlier_detection
+                    .as_ref()
+                    .map(outlier)
+                    .or_else(|| out.outlier_detection.clone()),
+                tls: p
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.mode)
+                    .map(tls_mode)
+                    .unwrap_or(out.tls),
+            },
+        );
+    }
+    out
+}
+
+fn tls_mode(m: ClientTlsMode) -> ir::TlsMode {
+    match m {
+        ClientTlsMode::Disable => ir::TlsMode::Disable,
+        ClientTlsMode::Simple => ir::TlsMode::Simple,
+        ClientTlsMode::Mutual => ir::TlsMode::Mutual,
+        ClientTlsMode::IstioMutual => ir::TlsMode::IstioMutual,
+    }
+}
+
+fn lb(l: Option<&LoadBalancerSettings>) -> Option<ir::LoadBalancer> {
+    let l = l?;
+    if let Some(ch) = &l.consistent_hash {
+        let key = if let Some(h) = &ch.http_header_name {
+            ir::HashKey::Header(h.to_ascii_lowercase())
+        } else if let Some(c) = &ch.http_cookie {
+            ir::HashKey::Cookie(c.name.clone())
+        } else if let Some(q) = &ch.http_query_parameter_name {
+            ir::HashKey::QueryParameter(q.clone())
+        } else {
+            ir::HashKey::SourceIp
+        };
+        return Some(ir::LoadBalancer::ConsistentHash(key));
+    }
+    Some(match l.simple? {
+        SimpleLb::RoundRobin => ir::LoadBalancer::RoundRobin,
+        SimpleLb::Random => ir::LoadBalancer::Random,
+        SimpleLb::Passthrough => ir::LoadBalancer::Passthrough,
+        SimpleLb::LeastConn | SimpleLb::LeastRequest | SimpleLb::Unspecified => {
+            ir::LoadBalancer::LeastRequest
+        }
+    })
+}
+
+fn pool(base: &ir::ConnectionPool, p: Option<&ConnectionPoolSettings>) -> ir::ConnectionPool {
+    let Some(p) = p else {
+        return base.clone();
+    };
+    let tcp = p.tcp.as_ref();
+    let http = p.http.as_ref();
+    ir::ConnectionPool {
+        max_connections: limit(tcp.and_then(|t| t.max_connections), base.max_connections),
+        connect_timeout_ms: millis(&tcp.and_then(|t| t.connect_timeout.clone()))
+            .filter(|&ms| ms > 0)
+            .unwrap_or(base.connect_timeout_ms),
+        http1_max_pending_requests: limit(
+            http.and_then(|h| h.http1_max_pending_requests),
+            base.http1_max_pending_requests,
+        ),
+        http2_max_requests: limit(
+            http.and_then(|h| h.http2_max_requests),
+            base.http2_max_requests,
+        ),
+        max_requests_per_connection: limit(
+            http.and_then(|h| h.max_requests_per_connection),
+            base.max_requests_per_connection,
+        ),
+        max_retries: limit(http.and_then(|h| h.max_retries), base.max_retries),
+    }
+}
+
+fn outlier(o: &OutlierDetection) -> ir::OutlierDetection {
+    let count =
+        |v: Option<i64>, d: u32| v.map_or(d, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+    ir::OutlierDetection {
+        consecutive_5xx_errors: count(o.consecutive5xx_errors.or(o.consecutive_errors), 5),
+        consecutive_gateway_errors: count(o.consecutive_gateway_errors, 0),
+        interval_ms: millis(&o.interval).unwrap_or(10_000),
+        base_ejection_time_ms: millis(&o.base_ejection_time).unwrap_or(30_000),
+        max_ejection_percent: count(o.max_ejection_percent, 10).min(100),
+        min_health_percent: count(o.min_health_percent, 0).min(100),
+    }
+}
+
+fn values(v: &Option<Vec<String>>, not: &Option<Vec<String>>) -> ir::Values {
+    ir::Values {
+        values: v.clone(),
+        not_values: not.clone().unwrap_or_default(),
+    }
+}
+
+/// Principals without the `spiffe://` prefix Istio accepts.
+fn principals(v: &Option<Vec<String>>) -> Option<Vec<String>> {
+    v.as_ref().map(|ps| {
+        ps.iter()
+            .map(|p| p.strip_prefix("spiffe://").unwrap_or(p).to_string())
+            .collect()
+    })
+}
+
+fn authz_policy(r: &Resource, ap: &AuthorizationPolicySpec, _td: &str) -> ir::AuthzPolicy {
+    let rules = ap
+        .rules
+        .iter()
+        .flatten()
+        .map(|rule| ir::AuthzRule {
+            from: rule
+                .from
+                .iter()
+                .flatten()
+                .filter_map(|f| f.source.as_ref())
+                .map(|s| {
+                    let mut ps = principals(&s.principals);
+                    // `serviceAccounts: [ns/sa]` is a principal in any trust domain.
+                    if let Some(sas) = &s.service_accounts {
+                        let v = ps.get_or_insert_with(Vec::new);
+                        v.extend(sas.iter().filter_map(|sa| {
+                            let (ns, name) = sa.split_once('/')?;
+                            Some(format!("*/ns/{ns}/sa/{name}"))
+                        }));
+                    }
+                    let mut not_ps = principals(&s.not_principals).unwrap_or_default();
+                    not_ps.extend(s.not_service_accounts.iter().flatten().filter_map(|sa| {
+                        let (ns, name) = sa.split_once('/')?;
+                        Some(format!("*/ns/{ns}/sa/{name}"))
+                    }));
+                    let ips = match (&s.ip_blocks, &s.remote_ip_blocks) {
+                        (None, None) => None,
+                        (a, b) => Some(a.iter().chain(b).flatten().cloned().collect()),
+                    };
+                    let not_ips: Vec<String> = s
+                        .not_ip_blocks
+                        .iter()
+                        .chain(&s.not_remote_ip_blocks)
+                        .flatten()
+                        .cloned()
+                        .collect();
+                    ir::SourceMatch {
+                        principals: ir::Values {
+                            values: ps,
+                            not_values: not_ps,
+                        },
+                        namespaces: values(&s.namespaces, &s.not_namespaces),
+                        ip_blocks: ir::Values {
+                            values: ips,
+                            not_values: not_ips,
+                        },
+                        request_principals: values(
+                            &s.request_principals,
+                            &s.not_request_principals,
+                        ),
+                    }
+                })
+                .collect(),
+            to: rule
+                .to
+                .iter()
+                .flatten()
+                .filter_map(|t| t.operation.as_ref())
+                .map(|o| ir::OperationMatch {
+                    hosts: values(&o.hosts, &o.not_hosts),
+                    ports: values(&o.ports, &o.not_ports),
+                    methods: values(&o.methods, &o.not_methods),
+                    paths: values(&o.paths, &o.not_paths),
+                })
+                .collect(),
+            when: rule
+                .when
+                .iter()
+                .flatten()
+                .map(|c| ir::Condition {
+                    key: c.key.clone(),
+                    values: values(&c.values, &c.not_values),
+                })
+                .collect(),
+        })
+        .collect();
+    ir::AuthzPolicy {
+        name: format!("{}/{}", r.namespace, r.name),
+        provider: ap.provider.as_ref().and_then(|p| p.name.clone()),
+        rules,
+    }
+}
