@@ -207,14 +207,14 @@ fn walk(path: &mut Vec<String>, a: &Value, b: &Value, out: &mut Vec<Found>) {
                     ma.get(k).unwrap_or(&Value::Null),
                     mb.get(k).unwrap_or(&Value::Null),
                 );
-                // An enum wrapper adds nothing to the reader: `action`.
-                if k == "action" {
-                    walk(path, va, vb, out);
-                    continue;
+                match segment(k) {
+                    Some(seg) => {
+                        path.push(seg);
+                        walk(path, va, vb, out);
+                        path.pop();
+                    }
+                    None => walk(path, va, vb, out),
                 }
-                path.push(segment(k));
-                walk(path, va, vb, out);
-                path.pop();
             }
         }
         (Value::Array(xa), Value::Array(xb)) if keyed(xa) && keyed(xb) => {
@@ -228,7 +228,7 @@ fn walk(path: &mut Vec<String>, a: &Value, b: &Value, out: &mut Vec<Found>) {
                         path.pop();
                     }
                     None => out.push((
-                        joined(path, k),
+                        joined(path, shown(k)),
                         ChangeKind::Removed,
                         Some(summary(va)),
                         None,
@@ -237,7 +237,7 @@ fn walk(path: &mut Vec<String>, a: &Value, b: &Value, out: &mut Vec<Found>) {
             }
             for (k, vb) in &kb {
                 if !ka.iter().any(|(kk, _)| kk == k) {
-                    out.push((joined(path, k), ChangeKind::Added, None, Some(summary(vb))));
+                    out.push((joined(path, shown(k)), ChangeKind::Added, None, Some(summary(vb))));
                 }
             }
             let order_a: Vec<&String> = ka
@@ -292,12 +292,25 @@ fn same_variant(a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, 
     !(a.len() == 1 && b.len() == 1 && a.keys().next() != b.keys().next())
 }
 
-fn segment(k: &str) -> String {
-    match k {
+/// How a field reads in a change's path; `None` for wrappers that add
+/// nothing for the reader (`action`, `authz`, `rules`).
+fn segment(k: &str) -> Option<String> {
+    Some(match k {
+        "action" | "authz" | "rules" => return None,
         "http" => "http rule".into(),
         "route" => "to".into(),
+        "allow" | "deny" | "custom" => k.to_ascii_uppercase(),
+        "mtls" => "mTLS".into(),
+        "ports" => "port".into(),
         _ => k.to_string(),
-    }
+    })
+}
+
+/// An element's key as shown when the whole element comes or goes:
+/// authorization rules are keyed by their description, which the value
+/// already shows.
+fn shown(k: &str) -> &str {
+    if k.starts_with("rule (") { "rule" } else { k }
 }
 
 /// A list is keyed when its elements are objects with an identity.
