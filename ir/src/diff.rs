@@ -237,7 +237,12 @@ fn walk(path: &mut Vec<String>, a: &Value, b: &Value, out: &mut Vec<Found>) {
             }
             for (k, vb) in &kb {
                 if !ka.iter().any(|(kk, _)| kk == k) {
-                    out.push((joined(path, shown(k)), ChangeKind::Added, None, Some(summary(vb))));
+                    out.push((
+                        joined(path, shown(k)),
+                        ChangeKind::Added,
+                        None,
+                        Some(summary(vb)),
+                    ));
                 }
             }
             let order_a: Vec<&String> = ka
