@@ -18,7 +18,7 @@ fn example_repos() -> Vec<String> {
         .filter(|n| n != "mistakes")
         .collect();
     v.sort();
-    assert!(v.len() >= 2, "bookinfo and shop at least: {v:?}");
+    assert!(v.len() >= 2, "bookinfo and store at least: {v:?}");
     v
 }
 
@@ -49,12 +49,12 @@ fn every_example_repository_compiles_to_a_snapshotted_ir_and_passes_its_tests() 
 
 #[test]
 fn yaml_output_is_the_same_ir() {
-    let json = stdout(&meshc(&["compile", "policies-examples/shop"]));
+    let json = stdout(&meshc(&["compile", "policies-examples/store"]));
     let yaml = stdout(&meshc(&[
         "compile",
         "--format",
         "yaml",
-        "policies-examples/shop",
+        "policies-examples/store",
     ]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     // Read the YAML back with meshc's own loader: the same values.
@@ -83,7 +83,7 @@ fn yaml_output_is_the_same_ir() {
     prune(&mut expected);
     assert_eq!(docs[0].root.as_ref().unwrap().to_json(), expected);
     let hash = v["version"].as_str().unwrap();
-    let hashed = stdout(&meshc(&["compile", "--hash", "policies-examples/shop"]));
+    let hashed = stdout(&meshc(&["compile", "--hash", "policies-examples/store"]));
     assert_eq!(hashed.trim(), hash);
 }
 
@@ -92,8 +92,8 @@ fn a_scoped_view_holds_what_the_sidecar_lets_the_workload_see() {
     let out = meshc(&[
         "compile",
         "--workload",
-        "shop/web",
-        "policies-examples/shop",
+        "store/web",
+        "policies-examples/store",
     ]);
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -101,29 +101,29 @@ fn a_scoped_view_holds_what_the_sidecar_lets_the_workload_see() {
     assert_eq!(
         hosts,
         [
-            "cart.shop.svc.cluster.local",
-            "payments.shop.svc.cluster.local"
+            "cart.store.svc.cluster.local",
+            "payments.store.svc.cluster.local"
         ]
     );
     let workloads: Vec<&String> = v["ir"]["workloads"].as_object().unwrap().keys().collect();
-    assert_eq!(workloads, ["shop/web"]);
+    assert_eq!(workloads, ["store/web"]);
     // Without a Sidecar, a workload sees every host.
     let all = meshc(&[
         "compile",
         "--workload",
-        "shop/cart",
-        "policies-examples/shop",
+        "store/cart",
+        "policies-examples/store",
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&all)).unwrap();
     assert!(v["ir"]["hosts"].as_object().unwrap().len() > 2);
     let unknown = meshc(&[
         "compile",
         "--workload",
-        "shop/nope",
-        "policies-examples/shop",
+        "store/nope",
+        "policies-examples/store",
     ]);
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no workload `shop/nope`"));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no workload `store/nope`"));
 }
 
 #[test]
