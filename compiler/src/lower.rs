@@ -65,7 +65,7 @@ type Delegates<'a> = HashMap<(&'a str, &'a str), &'a Resource>;
 /// Lower an analysed repository to IR. Fails with what the IR cannot express
 /// (an invalid regular expression, a delegate that does not exist); callers
 /// must not lower a repository with error diagnostics.
-pub fn lower(ctx: &Context) -> Result<ir::Ir, Vec<LowerError>> {
+pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
     let s = ctx.settings;
     let mut out = ir::Ir::new(ir::Mesh {
         trust_domain: s.trust_domain.clone(),
@@ -191,10 +191,21 @@ pub fn lower(ctx: &Context) -> Result<ir::Ir, Vec<LowerError>> {
         }
     }
 
+    let selectors: HashMap<&str, &BTreeMap<String, String>> = ctx
+        .hosts
+        .iter()
+        .filter_map(|h| Some((h.host.as_str(), h.selector.as_ref()?)))
+        .collect();
     let keys: Vec<String> = out.hosts.keys().cloned().collect();
     for host in keys {
         let p = &out.hosts[&host];
-        let (tp, subsets) = l.destination(&host, &p.namespace.clone(), p.endpoints.is_empty());
+        let selector = selectors.get(host.as_str()).copied();
+        let (tp, subsets) = l.destination(
+            &host,
+            &p.namespace.clone(),
+            p.endpoints.is_empty(),
+            selector,
+        );
         let p = out.hosts.get_mut(&host).expect("key taken from the map");
         p.traffic_policy = tp;
         p.subsets = subsets;
@@ -203,12 +214,26 @@ pub fn lower(ctx: &Context) -> Result<ir::Ir, Vec<LowerError>> {
         p.endpoints.sort();
         p.endpoints.dedup();
     }
-    let aps = sorted(|s| matches!(s, Spec::AuthorizationPolicy(_)));
-    let pas = sorted(|s| matches!(s, Spec::PeerAuthentication(_)));
-    let sidecars = sorted(|s| matches!(s, Spec::Sidecar(_)));
+    // Per-namespace indexes: a workload only looks at its namespace and the root.
+    let by_ns = |v: Vec<&'a Resource>| {
+        let mut m: HashMap<&'a str, Vec<&'a Resource>> = HashMap::new();
+        for r in v {
+            m.entry(r.namespace.as_str()).or_default().push(r);
+        }
+        m
+    };
+    let aps = by_ns(sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))));
+    let pas = by_ns(sorted(|s| matches!(s, Spec::PeerAuthentication(_))));
+    let sidecars = by_ns(sorted(|s| matches!(s, Spec::Sidecar(_))));
+    let root = s.root_namespace.as_str();
     for w in &ctx.workloads {
         let r = &ctx.resources[w.index];
-        let policy = l.workload(w, &aps, &pas, &sidecars);
+        let policy = l.workload(
+            w,
+            &near(&aps, &w.namespace, root),
+            &near(&pas, &w.namespace, root),
+            &near(&sidecars, &w.namespace, root),
+        );
         out.workloads
             .insert(format!("{}/{}", w.namespace, r.name), policy);
     }
@@ -219,6 +244,17 @@ pub fn lower(ctx: &Context) -> Result<ir::Ir, Vec<LowerError>> {
             .sort_by(|a, b| (&a.resource, &a.path).cmp(&(&b.resource, &b.path)));
         Err(l.errors)
     }
+}
+
+/// The resources of namespace `ns` and of the root namespace, sorted by
+/// namespace and name.
+fn near<'a>(m: &HashMap<&str, Vec<&'a Resource>>, ns: &str, root: &str) -> Vec<&'a Resource> {
+    let mut v: Vec<&Resource> = m.get(ns).into_iter().flatten().copied().collect();
+    if ns != root {
+        v.extend(m.get(root).into_iter().flatten().copied());
+    }
+    v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    v
 }
 
 /// Where a VirtualService applies: no `gateways` means the mesh only.
@@ -821,6 +857,7 @@ impl<'a> Lowerer<'a> {
         host: &str,
         ns: &str,
         external: bool,
+        selector: Option<&BTreeMap<String, String>>,
     ) -> (ir::TrafficPolicy, BTreeMap<String, ir::SubsetPolicy>) {
         let auto = if self.ctx.settings.auto_mtls
             && !external
@@ -835,12 +872,6 @@ impl<'a> Lowerer<'a> {
             return (base, BTreeMap::new());
         };
         let top = overlay(&base, dr.traffic_policy.as_ref());
-        let selector = self
-            .ctx
-            .hosts
-            .iter()
-            .find(|h| h.host == host)
-            .and_then(|h| h.selector.clone());
         let subsets = dr
             .subsets
             .iter()
@@ -848,7 +879,6 @@ impl<'a> Lowerer<'a> {
             .map(|s| {
                 let labels = s.labels.clone().unwrap_or_default();
                 let endpoints = selector
-                    .as_ref()
                     .map(|sel| self.endpoints(ns, sel, Some(&labels)))
                     .unwrap_or_default();
                 (
