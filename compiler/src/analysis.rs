@@ -655,14 +655,9 @@ pub fn service_port_protocol(port: &KubeServicePort) -> Option<&'static str> {
         .or_else(|| matches!(port.port, 25 | 53 | 3306 | 27017).then_some("TCP"))
 }
 
-/// Whether `pattern` (exact, `*`, or `*.suffix`) covers `host`.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some("") => true,
-        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
-        None => pattern == host,
-    }
-}
+/// Whether `pattern` (exact, `*`, or `*.suffix`) covers `host`: the IR's
+/// host matching, so rules and the evaluator agree.
+pub use meshc_ir::host_pattern_matches as host_matches;
 
 #[cfg(test)]
 mod tests {

@@ -79,11 +79,7 @@ pub fn diff(a: &Ir, b: &Ir) -> Vec<Change> {
         "host",
         &a.hosts,
         &b.hosts,
-        |h| {
-            let mut r: BTreeSet<String> = a.clients_of(h).into_iter().map(String::from).collect();
-            r.extend(b.clients_of(h).into_iter().map(String::from));
-            r.into_iter().collect()
-        },
+        |h| union(a.clients_of(h), b.clients_of(h)),
         |h| short_host(h, &b.mesh.cluster_domain),
     );
     entities(
@@ -99,21 +95,16 @@ pub fn diff(a: &Ir, b: &Ir) -> Vec<Change> {
         "gateway",
         &a.gateways,
         &b.gateways,
-        |g| {
-            let sel = b.gateways.get(g).or(a.gateways.get(g)).map(|g| &g.selector);
-            b.workloads
-                .iter()
-                .filter(|(_, w)| {
-                    sel.is_some_and(|s| {
-                        !s.is_empty() && s.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                    })
-                })
-                .map(|(k, _)| k.clone())
-                .collect()
-        },
+        |g| union(a.gateway_workloads(g), b.gateway_workloads(g)),
         str::to_string,
     );
     out
+}
+
+/// The workloads reached on either side, sorted and once each.
+fn union(before: Vec<&str>, after: Vec<&str>) -> Vec<String> {
+    let all: BTreeSet<&str> = before.into_iter().chain(after).collect();
+    all.into_iter().map(String::from).collect()
 }
 
 fn entities<T: Serialize>(
@@ -227,22 +218,16 @@ fn walk(path: &mut Vec<String>, a: &Value, b: &Value, out: &mut Vec<Found>) {
                         walk(path, va, vb, out);
                         path.pop();
                     }
-                    None => out.push((
-                        joined(path, shown(k)),
-                        ChangeKind::Removed,
-                        Some(summary(va)),
-                        None,
-                    )),
+                    None => {
+                        let (label, what) = element(k, va);
+                        out.push((joined(path, label), ChangeKind::Removed, Some(what), None));
+                    }
                 }
             }
             for (k, vb) in &kb {
                 if !ka.iter().any(|(kk, _)| kk == k) {
-                    out.push((
-                        joined(path, shown(k)),
-                        ChangeKind::Added,
-                        None,
-                        Some(summary(vb)),
-                    ));
+                    let (label, what) = element(k, vb);
+                    out.push((joined(path, label), ChangeKind::Added, None, Some(what)));
                 }
             }
             let order_a: Vec<&String> = ka
@@ -311,13 +296,6 @@ fn segment(k: &str) -> Option<String> {
     })
 }
 
-/// An element's key as shown when the whole element comes or goes:
-/// authorization rules are keyed by their description, which the value
-/// already shows.
-fn shown(k: &str) -> &str {
-    if k.starts_with("rule (") { "rule" } else { k }
-}
-
 /// A list is keyed when its elements are objects with an identity.
 fn keyed(xs: &[Value]) -> bool {
     !xs.is_empty()
@@ -353,14 +331,17 @@ fn key_of(v: &Value) -> String {
     k
 }
 
-/// A short summary of a whole added or removed element.
-fn summary(v: &Value) -> String {
-    if let Some(o) = v.as_object()
-        && o.contains_key("from")
-        && let Ok(r) = serde_json::from_value::<AuthzRule>(v.clone())
-    {
-        return describe_rule(&r);
+/// A whole element that comes or goes, keyed `k`: its label in the path and
+/// a short summary. An authorization rule's key is already its description.
+fn element<'k>(k: &'k str, v: &Value) -> (&'k str, String) {
+    if let Some(desc) = k.strip_prefix("rule (").and_then(|d| d.strip_suffix(')')) {
+        return ("rule", desc.to_string());
     }
+    (k, summary(v))
+}
+
+/// A short summary of a whole added or removed destination or value.
+fn summary(v: &Value) -> String {
     if let Some(o) = v.as_object()
         && o.contains_key("weight")
     {

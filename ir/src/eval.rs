@@ -397,17 +397,9 @@ pub fn rule_matches(r: &AuthzRule, req: &Request, peer: &Peer) -> bool {
 
 fn source_matches(s: &SourceMatch, peer: &Peer) -> bool {
     let principal = peer.principal.as_deref();
-    let namespace = principal.and_then(|p| {
-        let (_, rest) = p.split_once("/ns/")?;
-        rest.split_once("/sa/").map(|(ns, _)| ns)
-    });
     values_hold(&s.principals, principal, string_match)
-        && values_hold(&s.namespaces, namespace, string_match)
-        && values_hold(
-            &s.ip_blocks,
-            peer.ip.map(|ip| ip.to_string()).as_deref(),
-            |block, ip| ip.parse().is_ok_and(|ip| in_block(block, ip)),
-        )
+        && values_hold(&s.namespaces, peer_namespace(peer), string_match)
+        && values_hold(&s.ip_blocks, peer.ip.as_ref(), |b, ip| in_block(b, *ip))
         && values_hold(
             &s.request_principals,
             peer.request_principal.as_deref(),
@@ -420,42 +412,52 @@ fn operation_matches(o: &OperationMatch, req: &Request) -> bool {
     values_hold(&o.hosts, Some(strip_port(&req.host)), |p, v| {
         string_match(&p.to_ascii_lowercase(), &v.to_ascii_lowercase())
     }) && values_hold(&o.ports, port.as_deref(), string_match)
-        && values_hold(&o.methods, Some(&req.method), string_match)
+        && values_hold(&o.methods, Some(req.method.as_str()), string_match)
         && values_hold(&o.paths, Some(req.path_only()), string_match)
 }
 
 fn condition_holds(c: &Condition, req: &Request, peer: &Peer) -> bool {
     let key = c.key.as_str();
-    let value: Option<String> = if let Some(h) = key
+    if key == "source.ip" || key == "remote.ip" {
+        return values_hold(&c.values, peer.ip.as_ref(), |b, ip| in_block(b, *ip));
+    }
+    let port;
+    let value: Option<&str> = if let Some(h) = key
         .strip_prefix("request.headers[")
         .and_then(|k| k.strip_suffix(']'))
     {
-        req.headers.get(&h.to_ascii_lowercase()).cloned()
+        req.headers.get(&h.to_ascii_lowercase()).map(String::as_str)
     } else {
         match key {
-            "source.ip" | "remote.ip" => peer.ip.map(|ip| ip.to_string()),
-            "source.namespace" => peer.principal.as_deref().and_then(|p| {
-                let (_, rest) = p.split_once("/ns/")?;
-                rest.split_once("/sa/").map(|(ns, _)| ns.to_string())
-            }),
-            "source.principal" => peer.principal.clone(),
-            "request.auth.principal" => peer.request_principal.clone(),
-            "destination.port" => req.port.map(|p| p.to_string()),
+            "source.namespace" => peer_namespace(peer),
+            "source.principal" => peer.principal.as_deref(),
+            "request.auth.principal" => peer.request_principal.as_deref(),
+            "destination.port" => {
+                port = req.port.map(|p| p.to_string());
+                port.as_deref()
+            }
             // Unknown attributes never hold: an ALLOW rule using them allows
             // nothing (fail closed).
             _ => return false,
         }
     };
-    if key == "source.ip" || key == "remote.ip" {
-        return values_hold(&c.values, value.as_deref(), |block, ip| {
-            ip.parse().is_ok_and(|ip| in_block(block, ip))
-        });
-    }
-    values_hold(&c.values, value.as_deref(), string_match)
+    values_hold(&c.values, value, string_match)
+}
+
+/// The namespace of the peer's authenticated principal.
+fn peer_namespace(peer: &Peer) -> Option<&str> {
+    parse_principal(peer.principal.as_deref()?).map(|(_, ns, _)| ns)
+}
+
+/// The parts of a principal `<trust-domain>/ns/<namespace>/sa/<account>`.
+pub fn parse_principal(p: &str) -> Option<(&str, &str, &str)> {
+    let (td, rest) = p.split_once("/ns/")?;
+    let (ns, sa) = rest.split_once("/sa/")?;
+    Some((td, ns, sa))
 }
 
 /// `values` holds for `value` (absent values match no pattern).
-fn values_hold(v: &Values, value: Option<&str>, m: impl Fn(&str, &str) -> bool) -> bool {
+fn values_hold<T: ?Sized>(v: &Values, value: Option<&T>, m: impl Fn(&str, &T) -> bool) -> bool {
     let hit = |patterns: &[String]| value.is_some_and(|value| patterns.iter().any(|p| m(p, value)));
     v.values.as_deref().is_none_or(hit) && !hit(&v.not_values)
 }

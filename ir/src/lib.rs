@@ -644,7 +644,7 @@ pub struct Condition {
 }
 
 /// Ingress through one gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayPolicy {
     /// Labels of the gateway workloads.
@@ -714,17 +714,12 @@ impl Ir {
         let mut out = Ir::new(self.mesh.clone());
         out.workloads.insert(workload.to_string(), w.clone());
         for (host, p) in &self.hosts {
-            if visible(p, &w.namespace)
-                && w.egress
-                    .iter()
-                    .any(|e| egress_admits(e, &w.namespace, host, &p.namespace))
-            {
+            if w.sees(host, p) {
                 out.hosts.insert(host.clone(), p.clone());
             }
         }
         for (name, g) in &self.gateways {
-            if g.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)) && !g.selector.is_empty()
-            {
+            if g.runs_on(w) {
                 out.gateways.insert(name.clone(), g.clone());
             }
         }
@@ -738,14 +733,44 @@ impl Ir {
         };
         self.workloads
             .iter()
-            .filter(|(_, w)| {
-                visible(p, &w.namespace)
-                    && w.egress
-                        .iter()
-                        .any(|e| egress_admits(e, &w.namespace, host, &p.namespace))
-            })
+            .filter(|(_, w)| w.sees(host, p))
             .map(|(k, _)| k.as_str())
             .collect()
+    }
+
+    /// The workloads that run gateway `name` (for impact analysis).
+    pub fn gateway_workloads(&self, name: &str) -> Vec<&str> {
+        let Some(g) = self.gateways.get(name) else {
+            return Vec::new();
+        };
+        self.workloads
+            .iter()
+            .filter(|(_, w)| g.runs_on(w))
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+}
+
+impl WorkloadPolicy {
+    /// Whether this workload's proxy sees `host`: its `exportTo` admits the
+    /// workload's namespace and one of the workload's egress patterns names it.
+    pub fn sees(&self, host: &str, p: &HostPolicy) -> bool {
+        visible(p, &self.namespace)
+            && self
+                .egress
+                .iter()
+                .any(|e| egress_admits(e, &self.namespace, host, &p.namespace))
+    }
+}
+
+impl GatewayPolicy {
+    /// Whether workload `w` runs this gateway (its selector, which is never empty, matches).
+    pub fn runs_on(&self, w: &WorkloadPolicy) -> bool {
+        !self.selector.is_empty()
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
     }
 }
 

@@ -34,24 +34,6 @@ pub(crate) fn operations(
     })
 }
 
-/// The parts of a principal `<trust-domain>/ns/<namespace>/sa/<account>`.
-pub(crate) fn parse_principal(p: &str) -> Option<(&str, &str, &str)> {
-    let (td, rest) = p.split_once("/ns/")?;
-    let (ns, sa) = rest.split_once("/sa/")?;
-    Some((td, ns, sa))
-}
-
-/// Istio's string match in authorization: `*` (any non-empty), `prefix*`,
-/// `*suffix`, or exact.
-pub(crate) fn string_match(pattern: &str, value: &str) -> bool {
-    if pattern == "*" {
-        return !value.is_empty();
-    }
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        return value.ends_with(suffix);
-    }
-    if let Some(prefix) = pattern.strip_suffix('*') {
-        return value.starts_with(prefix);
-    }
-    pattern == value
-}
+// The evaluator's principal parsing and string match, so the rules judge
+// authorization exactly as the proxy enforces it.
+pub(crate) use meshc_ir::eval::{parse_principal, string_match};
