@@ -29,9 +29,10 @@ use meshc_ir as ir;
 
 use crate::analysis::{Context, HostEntry, Resource, Selection, gateway_key, selects};
 use crate::model::{
-    AuthorizationAction, AuthorizationPolicySpec, ClientTlsMode, ConnectionPoolSettings,
-    Destination, HttpMatchRequest, HttpRoute, LoadBalancerSettings, MutualTlsMode,
-    OutlierDetection, SimpleLb, Spec, StringMatch, TrafficPolicy, VirtualServiceSpec,
+    AuthorizationAction, AuthorizationPolicySpec, ClientTlsMode, ClientTlsSettings,
+    ConnectionPoolSettings, Destination, HttpMatchRequest, HttpRoute, LoadBalancerSettings,
+    MutualTlsMode, OutlierDetection, SimpleLb, Spec, StringMatch, TrafficPolicy,
+    VirtualServiceSpec,
 };
 use crate::mtls::MtlsView;
 use crate::rules::resilience::duration_secs;
@@ -132,8 +133,7 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
             ir::GatewayPolicy {
                 selector: g.selector.clone().unwrap_or_default(),
                 servers,
-                hosts: BTreeMap::new(),
-                l4: BTreeMap::new(),
+                ..ir::GatewayPolicy::default()
             },
         );
     }
@@ -168,15 +168,7 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
                         p.origins.push(r.display());
                     }
                     Bind::Gateway(key) => {
-                        let g =
-                            out.gateways
-                                .entry(key.clone())
-                                .or_insert_with(|| ir::GatewayPolicy {
-                                    selector: BTreeMap::new(),
-                                    servers: Vec::new(),
-                                    hosts: BTreeMap::new(),
-                                    l4: BTreeMap::new(),
-                                });
+                        let g = out.gateways.entry(key.clone()).or_default();
                         g.hosts
                             .entry(fqdn.clone())
                             .or_default()
@@ -223,7 +215,6 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
         m
     };
     let aps = by_ns(sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))));
-    let pas = by_ns(sorted(|s| matches!(s, Spec::PeerAuthentication(_))));
     let sidecars = by_ns(sorted(|s| matches!(s, Spec::Sidecar(_))));
     let root = s.root_namespace.as_str();
     for w in &ctx.workloads {
@@ -231,7 +222,6 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
         let policy = l.workload(
             w,
             &near(&aps, &w.namespace, root),
-            &near(&pas, &w.namespace, root),
             &near(&sidecars, &w.namespace, root),
         );
         out.workloads
@@ -255,6 +245,23 @@ fn near<'a>(m: &HashMap<&str, Vec<&'a Resource>>, ns: &str, root: &str) -> Vec<&
     }
     v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     v
+}
+
+/// A TCP or TLS match.
+fn l4_match(
+    port: Option<i64>,
+    sni_hosts: &[String],
+    destination_subnets: &Option<Vec<String>>,
+    source_labels: &Option<BTreeMap<String, String>>,
+    source_namespace: &Option<String>,
+) -> ir::L4Match {
+    ir::L4Match {
+        port: port.and_then(|p| u16::try_from(p).ok()),
+        sni_hosts: sni_hosts.to_vec(),
+        destination_subnets: destination_subnets.clone().unwrap_or_default(),
+        source_labels: source_labels.clone().unwrap_or_default(),
+        source_namespace: source_namespace.clone(),
+    }
 }
 
 /// Where a VirtualService applies: no `gateways` means the mesh only.
@@ -596,21 +603,14 @@ impl<'a> Lowerer<'a> {
                     .and_then(|b| b.string.clone().or_else(|| b.bytes.clone())),
             }
         } else {
-            let route = h.route.as_deref().unwrap_or_default();
-            let weights = normalize_weights(&route.iter().map(|d| d.weight).collect::<Vec<_>>());
             ir::HttpAction::Route(
-                route
-                    .iter()
-                    .zip(weights)
-                    .map(|(d, w)| {
-                        let mut wd = self.destination_ref(&d.destination, &r.namespace, w);
-                        if let Some(hd) = &d.headers {
-                            wd.request_headers = header_ops(hd.request.as_ref());
-                            wd.response_headers = header_ops(hd.response.as_ref());
-                        }
-                        wd
-                    })
-                    .collect(),
+                self.weighted(
+                    &r.namespace,
+                    h.route
+                        .iter()
+                        .flatten()
+                        .map(|d| (&d.destination, d.weight, d.headers.as_ref())),
+                ),
             )
         };
         let rewrite = h.rewrite.as_ref().map(|rw| ir::Rewrite {
@@ -736,6 +736,35 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// A route list's destinations, weights normalized to 100, with their
+    /// header operations.
+    fn weighted<'d>(
+        &self,
+        ns: &str,
+        route: impl Iterator<
+            Item = (
+                &'d Destination,
+                Option<i64>,
+                Option<&'d crate::model::Headers>,
+            ),
+        >,
+    ) -> Vec<ir::WeightedDestination> {
+        let route: Vec<_> = route.collect();
+        let weights = normalize_weights(&route.iter().map(|(_, w, _)| *w).collect::<Vec<_>>());
+        route
+            .into_iter()
+            .zip(weights)
+            .map(|((d, _, headers), w)| {
+                let mut wd = self.destination_ref(d, ns, w);
+                if let Some(hd) = headers {
+                    wd.request_headers = header_ops(hd.request.as_ref());
+                    wd.response_headers = header_ops(hd.response.as_ref());
+                }
+                wd
+            })
+            .collect()
+    }
+
     fn destination_ref(&self, d: &Destination, ns: &str, weight: u32) -> ir::WeightedDestination {
         let host = self.ctx.fqdn(&d.host, ns);
         let labels = d
@@ -791,38 +820,38 @@ impl<'a> Lowerer<'a> {
             Some(gs) if !gs.is_empty() => binds(Some(gs), &r.namespace).contains(bind),
             _ => true,
         };
-        let dests = |this: &Self, route: &Option<Vec<crate::model::RouteDestination>>| {
-            let route = route.as_deref().unwrap_or_default();
-            let ws = normalize_weights(&route.iter().map(|d| d.weight).collect::<Vec<_>>());
-            route
-                .iter()
-                .zip(ws)
-                .map(|(d, w)| this.destination_ref(&d.destination, &r.namespace, w))
-                .collect::<Vec<_>>()
-        };
+        let rule =
+            |this: &Self, kind: &str, i: usize, matches, route: &Option<Vec<_>>| ir::L4Rule {
+                name: format!("{}.{kind}[{i}]", r.name),
+                origin: format!("{} spec.{kind}[{i}]", r.display()),
+                matches,
+                destinations: this.weighted(
+                    &r.namespace,
+                    route
+                        .iter()
+                        .flatten()
+                        .map(|d: &crate::model::RouteDestination| (&d.destination, d.weight, None)),
+                ),
+            };
         let mut tcp = Vec::new();
         for (i, t) in vs.tcp.iter().flatten().enumerate() {
-            let ms: Vec<_> = t.r#match.iter().flatten().collect();
+            let ms = t.r#match.as_deref().unwrap_or_default();
             let kept: Vec<ir::L4Match> = ms
                 .iter()
                 .filter(|m| applies(&m.gateways))
-                .map(|m| ir::L4Match {
-                    port: m.port.and_then(|p| u16::try_from(p).ok()),
-                    sni_hosts: Vec::new(),
-                    destination_subnets: m.destination_subnets.clone().unwrap_or_default(),
-                    source_labels: m.source_labels.clone().unwrap_or_default(),
-                    source_namespace: m.source_namespace.clone(),
+                .map(|m| {
+                    l4_match(
+                        m.port,
+                        &[],
+                        &m.destination_subnets,
+                        &m.source_labels,
+                        &m.source_namespace,
+                    )
                 })
                 .collect();
-            if !ms.is_empty() && kept.is_empty() {
-                continue;
+            if ms.is_empty() || !kept.is_empty() {
+                tcp.push(rule(self, "tcp", i, kept, &t.route));
             }
-            tcp.push(ir::L4Rule {
-                name: format!("{}.tcp[{i}]", r.name),
-                origin: format!("{} spec.tcp[{i}]", r.display()),
-                matches: kept,
-                destinations: dests(self, &t.route),
-            });
         }
         let mut tls = Vec::new();
         for (i, t) in vs.tls.iter().flatten().enumerate() {
@@ -830,23 +859,19 @@ impl<'a> Lowerer<'a> {
                 .r#match
                 .iter()
                 .filter(|m| applies(&m.gateways))
-                .map(|m| ir::L4Match {
-                    port: m.port.and_then(|p| u16::try_from(p).ok()),
-                    sni_hosts: m.sni_hosts.clone(),
-                    destination_subnets: m.destination_subnets.clone().unwrap_or_default(),
-                    source_labels: m.source_labels.clone().unwrap_or_default(),
-                    source_namespace: m.source_namespace.clone(),
+                .map(|m| {
+                    l4_match(
+                        m.port,
+                        &m.sni_hosts,
+                        &m.destination_subnets,
+                        &m.source_labels,
+                        &m.source_namespace,
+                    )
                 })
                 .collect();
-            if kept.is_empty() {
-                continue;
+            if !kept.is_empty() {
+                tls.push(rule(self, "tls", i, kept, &t.route));
             }
-            tls.push(ir::L4Rule {
-                name: format!("{}.tls[{i}]", r.name),
-                origin: format!("{} spec.tls[{i}]", r.display()),
-                matches: kept,
-                destinations: dests(self, &t.route),
-            });
         }
         (tcp, tls)
     }
@@ -898,7 +923,6 @@ impl<'a> Lowerer<'a> {
         &self,
         w: &crate::analysis::Workload,
         aps: &[&Resource],
-        pas: &[&Resource],
         sidecars: &[&Resource],
     ) -> ir::WorkloadPolicy {
         let settings = self.ctx.settings;
@@ -910,20 +934,12 @@ impl<'a> Lowerer<'a> {
         };
         let (mode, by) = self.mtls.server_mode(&w.namespace, Some(&w.labels));
         let mode = ir_mode(mode);
-        let mut ports = BTreeMap::new();
-        let own = pas.iter().find(|r| {
-            matches!(r.selection(), Some(Selection::Labels(l, _)) if r.namespace == w.namespace && selects(l, &w.labels))
-        });
-        if let Some(Spec::PeerAuthentication(pa)) = own.and_then(|r| r.spec.as_ref()) {
-            for (port, m) in pa.port_level_mtls.iter().flatten() {
-                let (Ok(port), Some(m)) = (port.parse::<u16>(), m.mode) else {
-                    continue;
-                };
-                if m != MutualTlsMode::Unset {
-                    ports.insert(port, ir_mode(m));
-                }
-            }
-        }
+        let ports = self
+            .mtls
+            .port_modes(&w.namespace, &w.labels)
+            .into_iter()
+            .map(|(p, m)| (p, ir_mode(m)))
+            .collect();
         let mut authz = ir::Authz::default();
         for r in aps.iter().filter(|r| applies(r)) {
             let Some(Spec::AuthorizationPolicy(ap)) = &r.spec else {
@@ -1015,33 +1031,26 @@ fn merge_matches(parent: &[ir::HttpMatch], child: &[ir::HttpMatch]) -> Vec<ir::H
     }
 }
 
-/// `base` with the fields `tp` sets overridden, and its port-level settings.
+/// `base` with the fields `tp` sets overridden, and its port-level settings
+/// (which replace the base's when it has any) over the result.
 fn overlay(base: &ir::TrafficPolicy, tp: Option<&TrafficPolicy>) -> ir::TrafficPolicy {
     let Some(tp) = tp else {
         return base.clone();
     };
-    let mut out = ir::TrafficPolicy {
-        load_balancer: lb(tp.load_balancer.as_ref()).unwrap_or_else(|| base.load_balancer.clone()),
-        connection_pool: pool(&base.connection_pool, tp.connection_pool.as_ref()),
-        outlier_detection: tp
-            .outlier_detection
-            .as_ref()
-            .map(outlier)
-            .or_else(|| base.outlier_detection.clone()),
-        tls: tp
-            .tls
-            .as_ref()
-            .and_then(|t| t.mode)
-            .map(tls_mode)
-            .unwrap_or(base.tls),
-        ports: base.ports.clone(),
-    };
+    let head = settings(
+        base.for_port(None),
+        tp.load_balancer.as_ref(),
+        tp.connection_pool.as_ref(),
+        tp.outlier_detection.as_ref(),
+        tp.tls.as_ref(),
+    );
+    let mut ports = base.ports.clone();
     if tp
         .port_level_settings
         .as_ref()
         .is_some_and(|p| !p.is_empty())
     {
-        out.ports.clear();
+        ports.clear();
     }
     for p in tp.port_level_settings.iter().flatten() {
         let Some(port) = p
@@ -1052,27 +1061,33 @@ fn overlay(base: &ir::TrafficPolicy, tp: Option<&TrafficPolicy>) -> ir::TrafficP
         else {
             continue;
         };
-        out.ports.insert(
-            port,
-            ir::PortPolicy {
-                load_balancer: lb(p.load_balancer.as_ref())
-                    .unwrap_or_else(|| out.load_balancer.clone()),
-                connection_pool: pool(&out.connection_pool, p.connection_pool.as_ref()),
-                outlier_detection: p
-                    .outlier_detection
-                    .as_ref()
-                    .map(outlier)
-                    .or_else(|| out.outlier_detection.clone()),
-                tls: p
-                    .tls
-                    .as_ref()
-                    .and_then(|t| t.mode)
-                    .map(tls_mode)
-                    .unwrap_or(out.tls),
-            },
+        let s = settings(
+            head.clone(),
+            p.load_balancer.as_ref(),
+            p.connection_pool.as_ref(),
+            p.outlier_detection.as_ref(),
+            p.tls.as_ref(),
         );
+        ports.insert(port, s);
     }
-    out
+    ir::TrafficPolicy::new(head, ports)
+}
+
+/// One level of client settings (a traffic policy or a port-level setting)
+/// over `base`: each field it sets wins.
+fn settings(
+    base: ir::PortPolicy,
+    load_balancer: Option<&LoadBalancerSettings>,
+    connection_pool: Option<&ConnectionPoolSettings>,
+    outlier_detection: Option<&OutlierDetection>,
+    tls: Option<&ClientTlsSettings>,
+) -> ir::PortPolicy {
+    ir::PortPolicy {
+        load_balancer: lb(load_balancer).unwrap_or(base.load_balancer),
+        connection_pool: pool(&base.connection_pool, connection_pool),
+        outlier_detection: outlier_detection.map(outlier).or(base.outlier_detection),
+        tls: tls.and_then(|t| t.mode).map(tls_mode).unwrap_or(base.tls),
+    }
 }
 
 fn tls_mode(m: ClientTlsMode) -> ir::TlsMode {
@@ -1164,6 +1179,16 @@ fn principals(v: &Option<Vec<String>>) -> Option<Vec<String>> {
     })
 }
 
+/// `serviceAccounts: [ns/sa]` as principals in any trust domain.
+fn account_principals<'s>(
+    sas: impl IntoIterator<Item = &'s String>,
+) -> impl Iterator<Item = String> {
+    sas.into_iter().filter_map(|sa| {
+        let (ns, name) = sa.split_once('/')?;
+        Some(format!("*/ns/{ns}/sa/{name}"))
+    })
+}
+
 fn authz_policy(r: &Resource, ap: &AuthorizationPolicySpec, _td: &str) -> ir::AuthzPolicy {
     let rules = ap
         .rules
@@ -1177,19 +1202,12 @@ fn authz_policy(r: &Resource, ap: &AuthorizationPolicySpec, _td: &str) -> ir::Au
                 .filter_map(|f| f.source.as_ref())
                 .map(|s| {
                     let mut ps = principals(&s.principals);
-                    // `serviceAccounts: [ns/sa]` is a principal in any trust domain.
                     if let Some(sas) = &s.service_accounts {
-                        let v = ps.get_or_insert_with(Vec::new);
-                        v.extend(sas.iter().filter_map(|sa| {
-                            let (ns, name) = sa.split_once('/')?;
-                            Some(format!("*/ns/{ns}/sa/{name}"))
-                        }));
+                        ps.get_or_insert_with(Vec::new)
+                            .extend(account_principals(sas));
                     }
                     let mut not_ps = principals(&s.not_principals).unwrap_or_default();
-                    not_ps.extend(s.not_service_accounts.iter().flatten().filter_map(|sa| {
-                        let (ns, name) = sa.split_once('/')?;
-                        Some(format!("*/ns/{ns}/sa/{name}"))
-                    }));
+                    not_ps.extend(account_principals(s.not_service_accounts.iter().flatten()));
                     let ips = match (&s.ip_blocks, &s.remote_ip_blocks) {
                         (None, None) => None,
                         (a, b) => Some(a.iter().chain(b).flatten().cloned().collect()),

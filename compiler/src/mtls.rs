@@ -70,7 +70,16 @@ impl<'a> MtlsView<'a> {
                 v.client.insert(host, first);
             }
         }
-        for r in ctx.resources {
+        // Istio takes the oldest policy when several compete; meshc has no
+        // creation times and takes the first by namespace and name, so the
+        // answer never depends on file or document order.
+        let mut policies: Vec<&Resource> = ctx
+            .resources
+            .iter()
+            .filter(|r| matches!(r.spec, Some(Spec::PeerAuthentication(_))))
+            .collect();
+        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        for r in policies {
             let Some(Spec::PeerAuthentication(p)) = &r.spec else {
                 continue;
             };
@@ -131,6 +140,34 @@ impl<'a> MtlsView<'a> {
             return (*m, Some(*r));
         }
         self.namespace_mode(ns)
+    }
+
+    /// The port-level modes for workloads in `ns` with `labels`: the
+    /// `portLevelMtls` of the first workload policy selecting them, `UNSET`
+    /// ports left out (they inherit [`Self::server_mode`]).
+    pub fn port_modes(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> BTreeMap<u16, MutualTlsMode> {
+        let own = self
+            .workloads
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .find(|(_, sel, _)| selects(sel, labels));
+        let Some((r, _, _)) = own else {
+            return BTreeMap::new();
+        };
+        let Some(Spec::PeerAuthentication(pa)) = &r.spec else {
+            return BTreeMap::new();
+        };
+        pa.port_level_mtls
+            .iter()
+            .flatten()
+            .filter_map(|(port, m)| Some((port.parse::<u16>().ok()?, m.mode?)))
+            .filter(|(_, m)| *m != MutualTlsMode::Unset)
+            .collect()
     }
 
     /// The DestinationRule TLS mode clients use towards workloads in `ns`

@@ -378,6 +378,42 @@ pub struct TrafficPolicy {
     pub ports: BTreeMap<u16, PortPolicy>,
 }
 
+impl HostPolicy {
+    /// The traffic policy and the workloads of `subset` (the host's own for
+    /// none, or for a subset the host does not define).
+    pub fn target(&self, subset: Option<&str>) -> (&TrafficPolicy, &[String]) {
+        match subset.and_then(|s| self.subsets.get(s)) {
+            Some(s) => (&s.traffic_policy, &s.endpoints),
+            None => (&self.traffic_policy, &self.endpoints),
+        }
+    }
+}
+
+impl TrafficPolicy {
+    /// A policy with `settings` on every port but `ports`.
+    pub fn new(settings: PortPolicy, ports: BTreeMap<u16, PortPolicy>) -> Self {
+        TrafficPolicy {
+            load_balancer: settings.load_balancer,
+            connection_pool: settings.connection_pool,
+            outlier_detection: settings.outlier_detection,
+            tls: settings.tls,
+            ports,
+        }
+    }
+    /// The settings in force on `port` (its override, else the host's).
+    pub fn for_port(&self, port: Option<u16>) -> PortPolicy {
+        match port.and_then(|p| self.ports.get(&p)) {
+            Some(p) => p.clone(),
+            None => PortPolicy {
+                load_balancer: self.load_balancer.clone(),
+                connection_pool: self.connection_pool.clone(),
+                outlier_detection: self.outlier_detection.clone(),
+                tls: self.tls,
+            },
+        }
+    }
+}
+
 /// A port-level override.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
