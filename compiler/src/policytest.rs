@@ -386,24 +386,19 @@ fn check(ir: &Ir, case: &TestCase, o: &mut Outcome) {
     }
     // Authorization and mTLS at the workloads behind the destination.
     let targets: Vec<(String, Option<TlsMode>)> = match &rq.to {
-        Some(t) => vec![(t.clone(), d.policy.map(|p| p.traffic_policy.tls))],
+        Some(t) => vec![(
+            t.clone(),
+            d.policy.map(|p| p.traffic_policy.for_port(rq.port).tls),
+        )],
         None => dests
             .iter()
             .filter(|x| x.weight > 0)
-            .flat_map(|x| {
-                let host = ir.hosts.get(&x.host);
-                let tls = host.map(|h| match x.subset.as_ref().and_then(|s| h.subsets.get(s)) {
-                    Some(s) => s.traffic_policy.tls,
-                    None => h.traffic_policy.tls,
-                });
-                let eps = host
-                    .map(|h| match x.subset.as_ref().and_then(|s| h.subsets.get(s)) {
-                        Some(s) => s.endpoints.clone(),
-                        None => h.endpoints.clone(),
-                    })
-                    .unwrap_or_default();
-                eps.into_iter().map(move |e| (e, tls))
+            .filter_map(|x| {
+                let (policy, endpoints) = ir.hosts.get(&x.host)?.target(x.subset.as_deref());
+                let tls = policy.for_port(x.port.or(rq.port)).tls;
+                Some(endpoints.iter().map(move |e| (e.clone(), Some(tls))))
             })
+            .flatten()
             .collect(),
     };
     if targets.is_empty() {
