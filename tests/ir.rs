@@ -126,6 +126,47 @@ fn a_scoped_view_holds_what_the_sidecar_lets_the_workload_see() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no workload `store/nope`"));
 }
 
+/// The distribution resources of a scope put back together are the scope:
+/// what a proxy assembles is exactly `Ir::scope`, and the scope version is
+/// stable.
+#[test]
+fn scope_resources_assemble_to_the_scoped_view() {
+    for repo in example_repos() {
+        let inputs = documents(&repo)
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| Input::new(format!("{i}.yaml"), d))
+            .collect();
+        let ir = meshc_compiler::compile(inputs, &Options::default())
+            .ir
+            .expect("the example compiles");
+        let all = ir.resources();
+        for workload in ir.workloads.keys() {
+            let names = ir.scope_names(workload).unwrap();
+            let picked: Vec<_> = names.iter().map(|n| &all[n]).collect();
+            assert!(picked.iter().all(|r| r.is_intact()));
+            let assembled = meshc_ir::resources::assemble(picked.iter().copied()).unwrap();
+            assert_eq!(assembled, ir.scope(workload).unwrap(), "{repo} {workload}");
+            let v1 = meshc_ir::resources::scope_version(
+                picked.iter().map(|r| (r.name.as_str(), r.version.as_str())),
+            );
+            let v2 = meshc_ir::resources::scope_version(
+                picked
+                    .iter()
+                    .rev()
+                    .map(|r| (r.name.as_str(), r.version.as_str())),
+            );
+            assert_eq!(v1, v2, "order does not matter");
+        }
+        // A body that does not match its version is refused.
+        let mut tampered = all["mesh"].clone();
+        tampered.body =
+            br#"{"trust_domain":"evil","cluster_domain":"x","root_namespace":"y"}"#.to_vec();
+        let err = meshc_ir::resources::assemble([&tampered]).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+    }
+}
+
 #[test]
 fn a_repository_with_errors_is_never_lowered() {
     let out = meshc(&["compile", "policies-examples/mistakes"]);

@@ -27,6 +27,15 @@
 
 pub mod diff;
 pub mod eval;
+pub mod resources;
+
+/// The distribution protocol (`proto/meshc/distribution/v1`): messages and the
+/// tonic service, generated at build time.
+#[cfg(feature = "grpc")]
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("meshc.distribution.v1");
+}
 mod matcher;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,23 @@
-//! meshc's Git side. Today: reading the policy files of a repository at a
-//! revision, for `meshc diff`. The reconciler (sync, per-commit compilation,
-//! versioned store, distribution) grows here.
+//! meshc's control plane: follow a policy repository in Git, compile every
+//! commit, keep the versions in an embedded store with last-known-good and
+//! rollback, and distribute each proxy's scope over gRPC with ACK/NACK,
+//! certificates from a built-in CA, and drift tracking.
+//!
+//! Data flow: [`sync::Mirror`] fetches → [`control::Reconciler`] compiles
+//! each new commit ([`commit::build`]) and records it ([`store::Store`]) →
+//! [`control::Control::refresh`] loads the served version's IR into a
+//! [`control::Snapshot`] → [`control::debounce`] → each proxy's
+//! [`distribution`] session sends what changed in its scope. A rejected commit
+//! is recorded and never becomes a snapshot.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod ca;
+pub mod commit;
+pub mod control;
+pub mod distribution;
 pub mod git;
+pub mod serve;
+pub mod store;
+pub mod sync;

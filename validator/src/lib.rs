@@ -16,7 +16,7 @@ pub mod yaml;
 
 use meshc_compiler::{Analysis, Diagnostic, Severity, SourceMap};
 
-pub use json::{JsonDiagnostic, JsonReport, Summary};
+pub use json::{JsonDiagnostic, JsonReport, Summary, report as json_report};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

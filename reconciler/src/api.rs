@@ -1,0 +1,315 @@
+//! The control plane's JSON HTTP API, push webhooks and Prometheus metrics.
+//!
+//! Reads need nothing; `POST` actions need `Authorization: Bearer <token>`
+//! and are logged with who asked. Webhooks are verified: GitHub's
+//! `X-Hub-Signature-256` (HMAC-SHA256 of the body) and GitLab's
+//! `X-Gitlab-Token` (the shared secret), both compared in constant time.
+
+// Handlers return early with a ready `Response`, as axum code does.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::control::{Control, SyncState};
+use crate::distribution::constant_time_eq;
+use crate::store::Version;
+
+/// What the handlers share.
+pub struct Api {
+    /// The control plane.
+    pub control: Arc<Control>,
+    /// Token for `POST` actions (none: actions are refused).
+    pub token: Option<String>,
+    /// Webhook secret (none: webhooks are refused).
+    pub webhook_secret: Option<String>,
+    /// The branch followed (webhooks for other refs are ignored).
+    pub branch: String,
+}
+
+/// The router.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/versions", get(versions))
+        .route("/api/v1/versions/{id}", get(version))
+        .route("/api/v1/proxies", get(proxies))
+        .route("/api/v1/drift", get(drift))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/sync", post(sync))
+        .route("/api/v1/rollback", post(rollback))
+        .route("/api/v1/unpin", post(unpin))
+        .route("/api/v1/webhooks/github", post(github))
+        .route("/api/v1/webhooks/gitlab", post(gitlab))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(api)
+}
+
+type Shared = State<Arc<Api>>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!("{e}");
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn summary(v: &Version) -> Value {
+    json!({
+        "id": v.id, "commit": v.commit, "branch": v.branch, "author": v.author,
+        "email": v.email, "message": v.message, "committed_at": v.committed_at,
+        "recorded_at": v.recorded_at, "verdict": v.verdict, "reason": v.reason,
+        "ir_hash": v.ir_hash, "errors": v.errors, "warnings": v.warnings,
+    })
+}
+
+fn served(control: &Control) -> Value {
+    match control.current() {
+        Some(s) => json!({
+            "id": s.version.id, "commit": s.version.commit, "ir_hash": s.version.ir_hash,
+            "pin": s.pin,
+        }),
+        None => Value::Null,
+    }
+}
+
+async fn versions(State(api): Shared) -> Response {
+    match api.control.store.versions(1000) {
+        Ok(vs) => Json(json!({
+            "served": served(&api.control),
+            "versions": vs.iter().map(summary).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn version(State(api): Shared, Path(id): Path<String>) -> Response {
+    let v = match api.control.store.find(&id) {
+        Ok(Some(v)) => v,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no version `{id}`")),
+        Err(e) => return internal(e),
+    };
+    let ir = match v.ir_hash.as_deref().map(|h| api.control.store.ir(h)) {
+        Some(Ok(Some(bytes))) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        Some(Err(e)) => return internal(e),
+        _ => Value::Null,
+    };
+    let mut body = summary(&v);
+    body["diagnostics"] = v.diagnostics;
+    body["ir"] = ir;
+    Json(body).into_response()
+}
+
+async fn proxies(State(api): Shared) -> Response {
+    Json(json!({ "proxies": api.control.proxies() })).into_response()
+}
+
+async fn drift(State(api): Shared) -> Response {
+    let all = api.control.proxies();
+    let connected: Vec<_> = all.iter().filter(|p| p.connected).collect();
+    let count = |s: SyncState| connected.iter().filter(|p| p.state == s).count();
+    let drifted: Vec<_> = connected.iter().filter(|p| p.drifted()).collect();
+    Json(json!({
+        "served": served(&api.control),
+        "summary": {
+            "connected": connected.len(),
+            "synced": count(SyncState::Synced),
+            "stale": count(SyncState::Stale),
+            "not_sent": count(SyncState::NotSent),
+            "error": count(SyncState::Error),
+            "drifted": drifted.len(),
+        },
+        "drifted": drifted,
+    }))
+    .into_response()
+}
+
+async fn events(State(api): Shared) -> Response {
+    match api.control.store.events(200) {
+        Ok(e) => Json(json!({ "events": e })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The bearer token check for actions.
+fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &api.token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "actions are disabled: no API token is configured",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required",
+        ))
+    }
+}
+
+async fn sync(State(api): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return r;
+    }
+    tracing::info!("sync requested through the API");
+    api.control.sync_now.notify_one();
+    (StatusCode::ACCEPTED, Json(json!({"sync": "requested"}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct RollbackBody {
+    /// Version id, commit or IR hash.
+    version: String,
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct UnpinBody {
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn rollback(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return r;
+    }
+    let b: RollbackBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"version\", \"by\", \"reason\"}}: {e}"),
+            );
+        }
+    };
+    let by = b.by.unwrap_or_else(|| "api".to_string());
+    let reason = b.reason.unwrap_or_default();
+    match api.control.rollback(&b.version, &by, &reason) {
+        Ok(v) => Json(json!({"pinned": summary(&v), "by": by, "reason": reason})).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn unpin(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&api, &headers) {
+        return r;
+    }
+    let b: UnpinBody = serde_json::from_slice(&body).unwrap_or_default();
+    let by = b.by.unwrap_or_else(|| "api".to_string());
+    match api.control.unpin(&by) {
+        Ok(had) => Json(json!({"unpinned": had, "served": served(&api.control)})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Whether a push payload is for the followed branch.
+fn for_branch(api: &Api, body: &[u8]) -> Result<bool, Response> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")))?;
+    Ok(v.get("ref").and_then(Value::as_str) == Some(&format!("refs/heads/{}", api.branch)))
+}
+
+fn trigger(api: &Api, body: &[u8], from: &str) -> Response {
+    match for_branch(api, body) {
+        Ok(true) => {
+            tracing::info!("{from} push webhook: fetching now");
+            api.control.sync_now.notify_one();
+            (StatusCode::ACCEPTED, Json(json!({"sync": "requested"}))).into_response()
+        }
+        Ok(false) => Json(json!({"sync": "ignored: another ref"})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn github(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &api.webhook_secret else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "webhooks are disabled: no secret is configured",
+        );
+    };
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(hex_decode);
+    let Some(signature) = signature else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or malformed X-Hub-Signature-256",
+        );
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(&body);
+    if mac.verify_slice(&signature).is_err() {
+        tracing::warn!("GitHub webhook with a bad signature");
+        return error(StatusCode::UNAUTHORIZED, "bad signature");
+    }
+    match headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
+        Some("ping") => Json(json!({"pong": true})).into_response(),
+        _ => trigger(&api, &body, "GitHub"),
+    }
+}
+
+async fn gitlab(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &api.webhook_secret else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "webhooks are disabled: no secret is configured",
+        );
+    };
+    let token = headers
+        .get("x-gitlab-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !constant_time_eq(token.as_bytes(), secret.as_bytes()) {
+        tracing::warn!("GitLab webhook with a bad token");
+        return error(StatusCode::UNAUTHORIZED, "bad X-Gitlab-Token");
+    }
+    trigger(&api, &body, "GitLab")
+}
+
+async fn metrics(State(api): Shared) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        api.control.metrics_text(),
+    )
+        .into_response()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! Compiling one commit: read its policy files straight from the object
+//! database, compile them, and decide the verdict.
+
+use git2::{Oid, Repository};
+use meshc_compiler::{CompileError, ConfigFile, Input, Limits, Options, Settings};
+use meshc_ir::Ir;
+
+use crate::git;
+use crate::store::{Verdict, Version};
+
+/// A compiled commit: its record (id not yet assigned) and, when accepted, its IR.
+pub struct Built {
+    /// What the store keeps.
+    pub version: Version,
+    /// The IR, when the commit compiled.
+    pub ir: Option<Ir>,
+}
+
+/// Whether warnings block a commit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Reject commits with warnings too.
+    pub deny_warnings: bool,
+}
+
+/// Compile `commit` of `repo`, reading the files under `subpath`.
+pub fn build(repo: &Repository, commit: Oid, branch: &str, subpath: &str, policy: Policy) -> Built {
+    let mut version = Version {
+        id: 0,
+        commit: commit.to_string(),
+        branch: branch.to_string(),
+        author: String::new(),
+        email: String::new(),
+        message: String::new(),
+        committed_at: 0,
+        recorded_at: 0,
+        verdict: Verdict::Rejected,
+        reason: None,
+        ir_hash: None,
+        errors: 0,
+        warnings: 0,
+        diagnostics: serde_json::Value::Null,
+    };
+    if let Ok(c) = repo.find_commit(commit) {
+        let a = c.author();
+        version.author = a.name().unwrap_or("").to_string();
+        version.email = a.email().unwrap_or("").to_string();
+        version.message = c.message().unwrap_or("").trim_end().to_string();
+        version.committed_at = c.time().seconds();
+    }
+    match compile(repo, commit, subpath, policy, &mut version) {
+        Ok(ir) => Built { version, ir },
+        Err(reason) => {
+            version.verdict = Verdict::Rejected;
+            version.reason = Some(reason);
+            Built { version, ir: None }
+        }
+    }
+}
+
+fn compile(
+    repo: &Repository,
+    commit: Oid,
+    subpath: &str,
+    policy: Policy,
+    version: &mut Version,
+) -> Result<Option<Ir>, String> {
+    let files = git::read_tree(repo, &commit.to_string(), subpath, |p| {
+        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
+    })
+    .map_err(|e| e.to_string())?;
+    let mut config = (ConfigFile::default(), None);
+    let mut inputs = Vec::new();
+    for f in files {
+        if f.path == "meshc.toml" {
+            let text = String::from_utf8(f.bytes).map_err(|_| "meshc.toml is not UTF-8")?;
+            let file = ConfigFile::parse(&text).map_err(|e| format!("meshc.toml: {e}"))?;
+            config = (file, Some(("meshc.toml".to_string(), text)));
+        } else {
+            inputs.push(Input::bytes(f.path, f.bytes));
+        }
+    }
+    let options = Options {
+        settings: Settings::resolve(&config.0),
+        limits: Limits::default(),
+        config_source: config.1,
+    };
+    let compiled = meshc_compiler::compile(inputs, &options);
+    let a = &compiled.analysis;
+    version.errors = a.count(meshc_compiler::Severity::Error);
+    version.warnings = a.count(meshc_compiler::Severity::Warning);
+    version.diagnostics = serde_json::to_value(meshc_validator::json_report(a)).unwrap_or_default();
+    match compiled.ir {
+        Ok(ir) if policy.deny_warnings && version.warnings > 0 => {
+            drop(ir);
+            Err(format!(
+                "{} warning(s), and warnings block commits",
+                version.warnings
+            ))
+        }
+        Ok(ir) => {
+            version.verdict = Verdict::Accepted;
+            version.ir_hash = Some(ir.hash());
+            Ok(Some(ir))
+        }
+        Err(CompileError::Diagnostics(n)) => Err(format!("{n} error(s)")),
+        Err(CompileError::Lowering(errors)) => Err(format!(
+            "cannot be lowered to IR: {}",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}: {}", e.resource, e.path, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+    }
+}

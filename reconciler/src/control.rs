@@ -1,0 +1,480 @@
+//! The control plane's shared state: the store, the snapshot being served,
+//! per-proxy sync status, metrics, and the reconcile step that ties Git to
+//! the store.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshc_ir::Ir;
+use meshc_ir::resources::Resource;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::commit::{self, Policy};
+use crate::store::{Pin, Store, Verdict, Version, now, short};
+use crate::sync::{Fetched, Mirror};
+
+/// What is being served: an accepted version, its IR, and the IR cut into
+/// resources once for all proxies.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The version.
+    pub version: Version,
+    /// The pin that selected it, if any.
+    pub pin: Option<Pin>,
+    /// Its IR.
+    pub ir: Ir,
+    /// `ir.resources()`.
+    pub resources: BTreeMap<String, Arc<Resource>>,
+    /// When the control plane started serving it (for convergence time).
+    pub published: Instant,
+}
+
+/// A proxy's sync state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncState {
+    /// Runs the desired version.
+    Synced,
+    /// Sent, not acknowledged yet.
+    Stale,
+    /// Nothing sent yet (no accepted version, or just connected).
+    NotSent,
+    /// Refused (NACKed) the desired version; see the message.
+    Error,
+}
+
+impl SyncState {
+    /// As in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "SYNCED",
+            SyncState::Stale => "STALE",
+            SyncState::NotSent => "NOT_SENT",
+            SyncState::Error => "ERROR",
+        }
+    }
+}
+
+/// One proxy as the control plane sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    /// Proxy id.
+    pub id: String,
+    /// Workload `namespace/name`.
+    pub workload: String,
+    /// Service account.
+    pub service_account: String,
+    /// Identity proven by its certificate (empty without TLS).
+    pub identity: String,
+    /// Inbound address it registered.
+    pub address: String,
+    /// Whether its stream is open.
+    pub connected: bool,
+    /// State.
+    pub state: SyncState,
+    /// Since when (seconds since the epoch).
+    pub since: i64,
+    /// Scope version it should run.
+    pub desired: Option<String>,
+    /// Scope version it acknowledged.
+    pub running: Option<String>,
+    /// Commit of the desired version.
+    pub desired_commit: Option<String>,
+    /// Commit of the version it runs.
+    pub running_commit: Option<String>,
+    /// Last NACK message, or a note (workload not in the policy).
+    pub message: Option<String>,
+    /// Last ACK or NACK (seconds since the epoch).
+    pub last_reply: Option<i64>,
+    /// Responses sent to it.
+    pub pushes: u64,
+}
+
+impl ProxyStatus {
+    /// Whether desired and running differ.
+    pub fn drifted(&self) -> bool {
+        self.desired.is_some() && self.desired != self.running
+    }
+}
+
+/// Prometheus metrics of the control plane.
+pub struct Metrics {
+    registry: Registry,
+    versions: Family<Vec<(String, String)>, Counter>,
+    /// Responses pushed to proxies.
+    pub pushes: Counter,
+    /// NACKs received.
+    pub nacks: Counter,
+    /// Seconds from sending a response to its ACK.
+    pub push_latency: Histogram,
+    /// Seconds from serving a version to a proxy's ACK of it.
+    pub convergence: Histogram,
+    proxies: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("meshc");
+        let versions = Family::<Vec<(String, String)>, Counter>::default();
+        let pushes = Counter::default();
+        let nacks = Counter::default();
+        let push_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let convergence = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let proxies = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register("versions", "Commits compiled, by verdict", versions.clone());
+        registry.register("pushes", "Responses pushed to proxies", pushes.clone());
+        registry.register("nacks", "Responses refused by proxies", nacks.clone());
+        registry.register(
+            "push_latency_seconds",
+            "Time from sending a response to its acknowledgement",
+            push_latency.clone(),
+        );
+        registry.register(
+            "convergence_seconds",
+            "Time from serving a version to a proxy acknowledging it",
+            convergence.clone(),
+        );
+        registry.register(
+            "proxies",
+            "Connected proxies by sync state",
+            proxies.clone(),
+        );
+        Metrics {
+            registry,
+            versions,
+            pushes,
+            nacks,
+            push_latency,
+            convergence,
+            proxies,
+        }
+    }
+
+    fn count_version(&self, verdict: Verdict) {
+        let v = match verdict {
+            Verdict::Accepted => "accepted",
+            Verdict::Rejected => "rejected",
+        };
+        self.versions
+            .get_or_create(&vec![("verdict".to_string(), v.to_string())])
+            .inc();
+    }
+}
+
+/// Shared control-plane state.
+pub struct Control {
+    /// The store.
+    pub store: Store,
+    desired: watch::Sender<Option<Arc<Snapshot>>>,
+    proxies: Mutex<BTreeMap<String, ProxyStatus>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Wakes the reconcile loop (webhook, `POST /api/v1/sync`).
+    pub sync_now: Notify,
+    /// Trust domain of issued identities.
+    pub trust_domain: String,
+}
+
+/// A control-plane error.
+pub type Error = anyhow::Error;
+
+impl Control {
+    /// State over `store`; serves what the store says (no recompiling).
+    pub fn new(store: Store, trust_domain: String) -> Result<Arc<Control>, Error> {
+        let (desired, _) = watch::channel(None);
+        let control = Arc::new(Control {
+            store,
+            desired,
+            proxies: Mutex::new(BTreeMap::new()),
+            metrics: Metrics::new(),
+            sync_now: Notify::new(),
+            trust_domain,
+        });
+        control.refresh()?;
+        Ok(control)
+    }
+
+    /// The snapshot being served now (before debouncing).
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.desired.borrow().clone()
+    }
+
+    /// Follow the served snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.desired.subscribe()
+    }
+
+    /// Serve what the store says should be served. True when that changed.
+    pub fn refresh(&self) -> Result<bool, Error> {
+        let Some((version, pin)) = self.store.served()? else {
+            return Ok(false);
+        };
+        if let Some(cur) = self.current()
+            && cur.version.id == version.id
+            && cur.pin == pin
+        {
+            return Ok(false);
+        }
+        let hash = version
+            .ir_hash
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("accepted version {} has no IR", version.id))?;
+        let bytes = self
+            .store
+            .ir(&hash)?
+            .ok_or_else(|| anyhow::anyhow!("IR {hash} of version {} is missing", version.id))?;
+        let ir = Ir::decode(&bytes).map_err(|e| anyhow::anyhow!("IR {hash}: {e}"))?;
+        let resources = ir
+            .resources()
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        tracing::info!(
+            version = version.id,
+            commit = short(&version.commit),
+            pinned = pin.is_some(),
+            "serving"
+        );
+        self.desired.send_replace(Some(Arc::new(Snapshot {
+            version,
+            pin,
+            ir,
+            resources,
+            published: Instant::now(),
+        })));
+        Ok(true)
+    }
+
+    /// Pin a version (rollback) and serve it.
+    pub fn rollback(&self, key: &str, by: &str, reason: &str) -> Result<Version, Error> {
+        let v = self.store.set_pin(key, by, reason)?;
+        tracing::warn!(version = v.id, by, reason, "rollback: version pinned");
+        self.refresh()?;
+        Ok(v)
+    }
+
+    /// Remove the pin and serve the newest accepted version.
+    pub fn unpin(&self, by: &str) -> Result<bool, Error> {
+        let had = self.store.unpin(by)?;
+        if had {
+            tracing::warn!(by, "unpinned");
+        }
+        self.refresh()?;
+        Ok(had)
+    }
+
+    /// Change one proxy's status (creating it).
+    pub fn update_proxy(&self, id: &str, f: impl FnOnce(&mut ProxyStatus)) {
+        let mut proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = proxies
+            .entry(id.to_string())
+            .or_insert_with(|| ProxyStatus {
+                id: id.to_string(),
+                workload: String::new(),
+                service_account: String::new(),
+                identity: String::new(),
+                address: String::new(),
+                connected: false,
+                state: SyncState::NotSent,
+                since: now(),
+                desired: None,
+                running: None,
+                desired_commit: None,
+                running_commit: None,
+                message: None,
+                last_reply: None,
+                pushes: 0,
+            });
+        let before = entry.state;
+        f(entry);
+        if entry.state != before {
+            entry.since = now();
+        }
+    }
+
+    /// Every proxy known since start (disconnected ones included).
+    pub fn proxies(&self) -> Vec<ProxyStatus> {
+        let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        proxies.values().cloned().collect()
+    }
+
+    /// Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        let mut counts: BTreeMap<&str, i64> = [
+            SyncState::Synced,
+            SyncState::Stale,
+            SyncState::NotSent,
+            SyncState::Error,
+        ]
+        .into_iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+        for p in self.proxies().iter().filter(|p| p.connected) {
+            *counts.entry(p.state.as_str()).or_default() += 1;
+        }
+        for (state, n) in counts {
+            self.metrics
+                .proxies
+                .get_or_create(&vec![("state".to_string(), state.to_string())])
+                .set(n);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The Git side of the control plane: fetch, compile new commits, record.
+pub struct Reconciler {
+    mirror: Mirror,
+    control: Arc<Control>,
+    policy: Policy,
+    /// Commits compiled per fetch at most (the newest ones).
+    pub cap: usize,
+    missing_noted: bool,
+}
+
+/// What one reconcile step did.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Versions recorded, oldest first.
+    pub recorded: Vec<Version>,
+    /// Whether history was rewritten.
+    pub force_push: bool,
+    /// Whether the branch is gone.
+    pub missing: bool,
+    /// Whether the served version changed.
+    pub changed: bool,
+}
+
+impl Reconciler {
+    /// A reconciler for `mirror` feeding `control`.
+    pub fn new(mirror: Mirror, control: Arc<Control>, policy: Policy) -> Reconciler {
+        Reconciler {
+            mirror,
+            control,
+            policy,
+            cap: 50,
+            missing_noted: false,
+        }
+    }
+
+    /// Fetch and compile what is new. Blocking (Git and the compiler).
+    pub fn step(&mut self) -> Result<Step, Error> {
+        let source = self.mirror.source().clone();
+        let mut step = Step::default();
+        let new = match self.mirror.fetch() {
+            Ok(Fetched::Head(oid)) => {
+                self.missing_noted = false;
+                oid
+            }
+            Ok(Fetched::Missing) => {
+                step.missing = true;
+                if !self.missing_noted {
+                    self.missing_noted = true;
+                    let detail = format!(
+                        "branch `{}` is missing on {}; still serving the last accepted version",
+                        source.branch,
+                        source.shown_url()
+                    );
+                    tracing::warn!("{detail}");
+                    self.control.store.note("branch-deleted", detail)?;
+                }
+                return Ok(step);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let old = self
+            .control
+            .store
+            .head()?
+            .and_then(|h| git2::Oid::from_str(&h).ok());
+        let commits = match old {
+            None => vec![new],
+            Some(old) => match self.mirror.between(old, new, self.cap)? {
+                Some(c) => c,
+                None => {
+                    step.force_push = true;
+                    let detail = format!(
+                        "branch `{}` was rewritten: {} is not an ancestor of {}; following {}",
+                        source.branch,
+                        short(&old.to_string()),
+                        short(&new.to_string()),
+                        short(&new.to_string())
+                    );
+                    tracing::warn!("{detail}");
+                    self.control.store.note("force-push", detail)?;
+                    vec![new]
+                }
+            },
+        };
+        for oid in commits {
+            let built = commit::build(
+                self.mirror.repo(),
+                oid,
+                &source.branch,
+                &source.subpath,
+                self.policy,
+            );
+            let bytes = built.ir.as_ref().map(Ir::encode);
+            let v = self.control.store.record(built.version, bytes.as_deref())?;
+            self.control.metrics.count_version(v.verdict);
+            match v.verdict {
+                Verdict::Accepted => tracing::info!(
+                    version = v.id,
+                    commit = short(&v.commit),
+                    warnings = v.warnings,
+                    "accepted"
+                ),
+                Verdict::Rejected => tracing::warn!(
+                    version = v.id,
+                    commit = short(&v.commit),
+                    reason = v.reason.as_deref().unwrap_or(""),
+                    "rejected; the last accepted version stays in force"
+                ),
+            }
+            step.recorded.push(v);
+        }
+        step.changed = self.control.refresh()?;
+        Ok(step)
+    }
+}
+
+/// Forward `input` to the returned receiver after a quiet period with no
+/// further change, or at the latest `max` after the first change.
+pub fn debounce<T: Clone + Send + Sync + 'static>(
+    mut input: watch::Receiver<T>,
+    quiet: Duration,
+    max: Duration,
+) -> watch::Receiver<T> {
+    let (tx, rx) = watch::channel(input.borrow_and_update().clone());
+    tokio::spawn(async move {
+        while input.changed().await.is_ok() {
+            let deadline = tokio::time::Instant::now() + max;
+            loop {
+                let wake = (tokio::time::Instant::now() + quiet).min(deadline);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => break,
+                    r = input.changed() => {
+                        if r.is_err() || tokio::time::Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
+            }
+            let value = input.borrow_and_update().clone();
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,385 @@
+//! The distribution server: one bidirectional stream per proxy (see
+//! `ir/proto/meshc/distribution/v1/distribution.proto`), and certificate
+//! issuance.
+//!
+//! Per stream, one response is in flight at a time (as in xDS): the server
+//! sends what changed in the proxy's scope, waits for the ACK or NACK, then
+//! sends again if the desired scope moved meanwhile. A NACKed version is not
+//! re-sent until the desired scope changes; the proxy keeps what it had.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use meshc_ir::proto::distribution_server::Distribution;
+use meshc_ir::proto::{
+    CertificateRequest, CertificateResponse, DiscoveryRequest, DiscoveryResponse, Node, Resource,
+};
+use meshc_ir::resources::scope_version;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ca::{Ca, spiffe_ids};
+use crate::control::{Control, Snapshot, SyncState};
+use crate::store::now;
+
+/// The gRPC service.
+pub struct Server {
+    control: Arc<Control>,
+    pushed: watch::Receiver<Option<Arc<Snapshot>>>,
+    ca: Arc<Ca>,
+    bootstrap_token: String,
+    /// Demand a client certificate on `Stream` (off only for plaintext tests).
+    require_identity: bool,
+    nonces: Arc<AtomicU64>,
+}
+
+impl Server {
+    /// A server pushing the snapshots of `pushed` (the debounced feed).
+    pub fn new(
+        control: Arc<Control>,
+        pushed: watch::Receiver<Option<Arc<Snapshot>>>,
+        ca: Arc<Ca>,
+        bootstrap_token: String,
+        require_identity: bool,
+    ) -> Server {
+        Server {
+            control,
+            pushed,
+            ca,
+            bootstrap_token,
+            require_identity,
+            nonces: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Distribution for Server {
+    type StreamStream = ResponseStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let ids: Vec<String> = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| spiffe_ids(c.as_ref())))
+            .unwrap_or_default();
+        let peer = request
+            .remote_addr()
+            .map_or_else(String::new, |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before the first request"))?;
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        if node.namespace.is_empty() || node.workload.is_empty() {
+            return Err(Status::invalid_argument(
+                "node.namespace and node.workload are required",
+            ));
+        }
+        let claimed = self.ca.spiffe_id(&node.namespace, &node.service_account);
+        let identity = if self.require_identity {
+            match ids.as_slice() {
+                [] => {
+                    return Err(Status::unauthenticated(
+                        "a client certificate issued by IssueCertificate is required",
+                    ));
+                }
+                [id] if *id == claimed => id.clone(),
+                _ => {
+                    return Err(Status::permission_denied(format!(
+                        "the certificate's identity {ids:?} is not {claimed}, which node {}/{} claims",
+                        node.namespace, node.workload
+                    )));
+                }
+            }
+        } else {
+            String::new()
+        };
+        let id = if node.id.is_empty() {
+            format!("{}/{}@{peer}", node.namespace, node.workload)
+        } else {
+            node.id.clone()
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let session = Session {
+            control: self.control.clone(),
+            pushed: self.pushed.clone(),
+            nonces: self.nonces.clone(),
+            workload: format!("{}/{}", node.namespace, node.workload),
+            identity,
+            id,
+            held: first
+                .running
+                .iter()
+                .map(|r| (r.name.clone(), r.version.clone()))
+                .collect(),
+            running: (!first.version.is_empty()).then(|| first.version.clone()),
+            inflight: None,
+            refused: None,
+            tx,
+        };
+        session.register(&node);
+        tokio::spawn(session.run(inbound));
+        let out: ResponseStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok(Response::new(out))
+    }
+
+    async fn issue_certificate(
+        &self,
+        request: Request<CertificateRequest>,
+    ) -> Result<Response<CertificateResponse>, Status> {
+        let r = request.into_inner();
+        if !constant_time_eq(r.token.as_bytes(), self.bootstrap_token.as_bytes()) {
+            tracing::warn!(
+                namespace = r.namespace,
+                sa = r.service_account,
+                "bad bootstrap token"
+            );
+            return Err(Status::unauthenticated("bad bootstrap token"));
+        }
+        let issued = self
+            .ca
+            .issue(&r.csr_pem, &r.namespace, &r.service_account)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(
+            namespace = r.namespace,
+            sa = r.service_account,
+            "certificate issued"
+        );
+        Ok(Response::new(CertificateResponse {
+            certificate_pem: issued.certificate_pem,
+            ca_pem: self.ca.pem().to_string(),
+            not_after: issued.not_after,
+        }))
+    }
+}
+
+/// Compare secrets without leaking where they differ through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct Inflight {
+    nonce: String,
+    version: String,
+    commit: String,
+    after: BTreeMap<String, String>,
+    sent: Instant,
+    published: Instant,
+}
+
+struct Session {
+    control: Arc<Control>,
+    pushed: watch::Receiver<Option<Arc<Snapshot>>>,
+    nonces: Arc<AtomicU64>,
+    workload: String,
+    identity: String,
+    id: String,
+    /// What the proxy holds: resource name → version.
+    held: BTreeMap<String, String>,
+    /// The scope version it runs.
+    running: Option<String>,
+    inflight: Option<Inflight>,
+    /// A version it refused; not sent again until the desired one changes.
+    refused: Option<String>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+}
+
+impl Session {
+    fn register(&self, node: &Node) {
+        let (workload, identity) = (self.workload.clone(), self.identity.clone());
+        let running = self.running.clone();
+        self.control.update_proxy(&self.id, |p| {
+            p.workload = workload;
+            p.service_account = node.service_account.clone();
+            p.identity = identity;
+            p.address = node.address.clone();
+            p.connected = true;
+            p.state = SyncState::NotSent;
+            p.running = running;
+            p.message = None;
+        });
+        tracing::info!(proxy = self.id, workload = self.workload, "proxy connected");
+    }
+
+    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
+        loop {
+            if self.inflight.is_none() {
+                let snap = self.pushed.borrow().clone();
+                if let Some(snap) = snap
+                    && self.push(&snap).await.is_err()
+                {
+                    break;
+                }
+            }
+            tokio::select! {
+                changed = self.pushed.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // Seen; the loop's top pushes the newest value once
+                    // nothing is in flight.
+                    self.pushed.borrow_and_update();
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => self.reply(req),
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        self.control.update_proxy(&self.id, |p| p.connected = false);
+        tracing::info!(proxy = self.id, "proxy disconnected");
+    }
+
+    /// Send what changed in the scope, if anything.
+    async fn push(&mut self, snap: &Snapshot) -> Result<(), ()> {
+        // The certificate proves a namespace and service account; the
+        // workload's scope goes only to the identity the policy gives it.
+        if !self.identity.is_empty()
+            && let Some(w) = snap.ir.workloads.get(&self.workload)
+            && w.identity != self.identity
+        {
+            let message = format!(
+                "workload {} runs as {}; this proxy's certificate is {}",
+                self.workload, w.identity, self.identity
+            );
+            tracing::warn!(proxy = self.id, "{message}");
+            self.control.update_proxy(&self.id, |p| {
+                p.state = SyncState::Error;
+                p.message = Some(message.clone());
+            });
+            let _ = self.tx.send(Err(Status::permission_denied(message))).await;
+            return Err(());
+        }
+        let names = snap.ir.scope_names(&self.workload);
+        let note = match &names {
+            Some(_) => None,
+            None => Some(format!(
+                "workload {} is not in the policy; it gets mesh settings only",
+                self.workload
+            )),
+        };
+        let names = names.unwrap_or_else(|| vec!["mesh".to_string()]);
+        let wanted: Vec<&Arc<meshc_ir::resources::Resource>> =
+            names.iter().filter_map(|n| snap.resources.get(n)).collect();
+        let version = scope_version(wanted.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+        let commit = snap.version.commit.clone();
+        let synced = self.running.as_deref() == Some(version.as_str());
+        let refused = self.refused.as_deref() == Some(version.as_str());
+        self.control.update_proxy(&self.id, |p| {
+            p.desired = Some(version.clone());
+            p.desired_commit = Some(commit.clone());
+            if synced {
+                p.state = SyncState::Synced;
+                p.running_commit = Some(commit.clone());
+            }
+            if note.is_some() {
+                p.message = note;
+            }
+        });
+        if synced || refused {
+            return Ok(());
+        }
+        let changed: Vec<Resource> = wanted
+            .iter()
+            .filter(|r| self.held.get(&r.name) != Some(&r.version))
+            .map(|r| Resource {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                body: r.body.clone(),
+            })
+            .collect();
+        let removed: Vec<String> = self
+            .held
+            .keys()
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect();
+        let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
+        let after = wanted
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        let response = DiscoveryResponse {
+            version: version.clone(),
+            nonce: nonce.clone(),
+            source: commit.clone(),
+            resources: changed,
+            removed,
+        };
+        self.inflight = Some(Inflight {
+            nonce,
+            version,
+            commit,
+            after,
+            sent: Instant::now(),
+            published: snap.published,
+        });
+        self.control.metrics.pushes.inc();
+        self.control.update_proxy(&self.id, |p| {
+            p.state = SyncState::Stale;
+            p.pushes += 1;
+        });
+        self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+
+    /// An ACK or NACK.
+    fn reply(&mut self, req: DiscoveryRequest) {
+        let Some(inflight) = self.inflight.take_if(|f| f.nonce == req.response_nonce) else {
+            return; // stale nonce, or a keepalive
+        };
+        match req.error {
+            None => {
+                self.control
+                    .metrics
+                    .push_latency
+                    .observe(inflight.sent.elapsed().as_secs_f64());
+                self.control
+                    .metrics
+                    .convergence
+                    .observe(inflight.published.elapsed().as_secs_f64());
+                self.held = inflight.after;
+                self.running = Some(inflight.version.clone());
+                self.refused = None;
+                self.control.update_proxy(&self.id, |p| {
+                    p.running = Some(inflight.version.clone());
+                    p.running_commit = Some(inflight.commit.clone());
+                    p.state = if p.desired.as_deref() == Some(inflight.version.as_str()) {
+                        SyncState::Synced
+                    } else {
+                        SyncState::Stale
+                    };
+                    p.message = None;
+                    p.last_reply = Some(now());
+                });
+            }
+            Some(e) => {
+                self.control.metrics.nacks.inc();
+                tracing::warn!(
+                    proxy = self.id,
+                    version = inflight.version,
+                    error = e.message,
+                    "NACK"
+                );
+                self.refused = Some(inflight.version);
+                self.control.update_proxy(&self.id, |p| {
+                    p.state = SyncState::Error;
+                    p.message = Some(e.message.clone());
+                    p.last_reply = Some(now());
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `meshc serve`: the reconciler, the store, the distribution server, the
+//! CA and the HTTP API in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use meshc_ir::proto::distribution_server::DistributionServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::api::{self, Api};
+use crate::ca::Ca;
+use crate::commit::Policy;
+use crate::control::{Control, Reconciler, debounce};
+use crate::distribution;
+use crate::store::Store;
+use crate::sync::{Mirror, Source};
+
+/// Everything `meshc serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy repository to follow.
+    pub source: Source,
+    /// Where the mirror, the store and the CA live.
+    pub data_dir: PathBuf,
+    /// gRPC (distribution and certificates).
+    pub grpc_addr: SocketAddr,
+    /// HTTP API and metrics.
+    pub http_addr: SocketAddr,
+    /// Poll interval.
+    pub poll: Duration,
+    /// Push debounce: quiet period.
+    pub quiet: Duration,
+    /// Push debounce: longest delay.
+    pub max_delay: Duration,
+    /// Versions kept.
+    pub retain: usize,
+    /// Warnings reject a commit.
+    pub deny_warnings: bool,
+    /// Trust domain of issued identities.
+    pub trust_domain: String,
+    /// Lifetime of issued certificates.
+    pub cert_ttl: Duration,
+    /// Token a proxy presents to get its first certificate.
+    pub bootstrap_token: String,
+    /// Token for API actions (none: actions refused).
+    pub api_token: Option<String>,
+    /// Secret of push webhooks (none: webhooks refused).
+    pub webhook_secret: Option<String>,
+    /// Names in the control plane's serving certificate.
+    pub server_names: Vec<String>,
+    /// Plaintext gRPC without client certificates (development only).
+    pub insecure: bool,
+}
+
+impl Config {
+    /// Defaults for following `url` with state in `data_dir`: loopback, ports
+    /// 15010 (gRPC) and 15014 (HTTP), poll every 15 s, debounce 100 ms / 1 s,
+    /// 100 versions, certificates for 24 h.
+    pub fn new(url: &str, data_dir: PathBuf) -> Config {
+        Config {
+            source: Source {
+                url: url.to_string(),
+                branch: "main".to_string(),
+                subpath: String::new(),
+                auth: Default::default(),
+            },
+            data_dir,
+            grpc_addr: ([127, 0, 0, 1], 15010).into(),
+            http_addr: ([127, 0, 0, 1], 15014).into(),
+            poll: Duration::from_secs(15),
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retain: 100,
+            deny_warnings: false,
+            trust_domain: "cluster.local".to_string(),
+            cert_ttl: Duration::from_secs(24 * 3600),
+            bootstrap_token: String::new(),
+            api_token: None,
+            webhook_secret: None,
+            server_names: vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            insecure: false,
+        }
+    }
+}
+
+/// A running control plane.
+pub struct Running {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Shared state.
+    pub control: Arc<Control>,
+    /// The CA certificate proxies must trust.
+    pub ca_pem: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop everything and wait for it: listeners close, open streams end,
+    /// the reconcile loop finishes its step.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Wait until stopped (by [`Running::stop`] from elsewhere or a task ending).
+    pub async fn wait(&mut self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// A handle that stops the server when sent `true`.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Start the control plane.
+pub async fn start(config: Config) -> Result<Running> {
+    if !config.insecure && config.bootstrap_token.is_empty() {
+        anyhow::bail!("a bootstrap token is required (or run insecure, for development only)");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir.join("store.redb"), config.retain)?;
+    let control = Control::new(store, config.trust_domain.clone())?;
+    let ca = Arc::new(Ca::load_or_create(
+        &config.data_dir,
+        &config.trust_domain,
+        config.cert_ttl,
+    )?);
+    let mirror = Mirror::open(&config.data_dir.join("mirror.git"), config.source.clone())?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // gRPC.
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
+    let grpc_addr = grpc.local_addr()?;
+    let pushed = debounce(control.subscribe(), config.quiet, config.max_delay);
+    let service = distribution::Server::new(
+        control.clone(),
+        pushed,
+        ca.clone(),
+        config.bootstrap_token.clone(),
+        !config.insecure,
+    );
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if !config.insecure {
+        let (cert, key) = ca.serving(&config.server_names)?;
+        builder = builder.tls_config(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(cert, key))
+                .client_ca_root(Certificate::from_pem(ca.pem()))
+                .client_auth_optional(true),
+        )?;
+    }
+    let router = builder.add_service(DistributionServer::new(service));
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(rx))
+            .await
+        {
+            tracing::error!("gRPC server: {e}");
+        }
+    }));
+
+    // HTTP.
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let http_addr = http.local_addr()?;
+    let app = api::router(Arc::new(Api {
+        control: control.clone(),
+        token: config.api_token.clone(),
+        webhook_secret: config.webhook_secret.clone(),
+        branch: config.source.branch.clone(),
+    }));
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(stopped(rx))
+            .await
+        {
+            tracing::error!("HTTP server: {e}");
+        }
+    }));
+
+    // Reconcile loop.
+    let mut reconciler = Some(Reconciler::new(
+        mirror,
+        control.clone(),
+        Policy {
+            deny_warnings: config.deny_warnings,
+        },
+    ));
+    let (ctl, poll) = (control.clone(), config.poll);
+    let mut rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let Some(mut r) = reconciler.take() else {
+                break;
+            };
+            let joined = tokio::task::spawn_blocking(move || {
+                let step = r.step();
+                (r, step)
+            })
+            .await;
+            match joined {
+                Ok((r, step)) => {
+                    reconciler = Some(r);
+                    if let Err(e) = step {
+                        tracing::error!("reconcile: {e:#}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("reconcile step panicked: {e}");
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = ctl.sync_now.notified() => {}
+                _ = rx.wait_for(|s| *s) => break,
+            }
+        }
+    }));
+
+    tracing::info!(
+        repo = config.source.shown_url(),
+        branch = config.source.branch,
+        grpc = %grpc_addr,
+        http = %http_addr,
+        "control plane started"
+    );
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        control,
+        ca_pem: ca.pem().to_string(),
+        stop,
+        tasks,
+    })
+}

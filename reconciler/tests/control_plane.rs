@@ -1,0 +1,661 @@
+//! The control plane with real parts: a real Git repository (file:// and
+//! git://), the real store on disk, real gRPC clients (the proxy's own
+//! distribution client) over real mutual TLS with certificates from the CA,
+//! and the HTTP API over real TCP.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use git2::{Repository, Signature};
+use hmac::{Hmac, Mac};
+use meshc_dataplane::client::{self, Applied, Check};
+use meshc_ir::proto::Node;
+use meshc_reconciler::control::SyncState;
+use meshc_reconciler::serve::{self, Config, Running};
+use meshc_reconciler::store::Verdict;
+use sha2::Sha256;
+use tokio::sync::watch;
+
+const TOKEN: &str = "bootstrap-secret";
+const API_TOKEN: &str = "api-secret";
+const HOOK_SECRET: &str = "hook-secret";
+
+/// A policy repository with bookinfo and a Sidecar that narrows details-v1
+/// to ratings.
+struct PolicyRepo {
+    dir: tempfile::TempDir,
+    repo: Repository,
+}
+
+impl PolicyRepo {
+    fn new() -> PolicyRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        repo.set_head("refs/heads/main").unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies-examples/bookinfo");
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(
+            dir.path().join("sidecar.yaml"),
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: details\n  namespace: bookinfo\nspec:\n  workloadSelector:\n    labels:\n      app: details\n  egress:\n  - hosts:\n    - ./ratings.bookinfo.svc.cluster.local\n",
+        )
+        .unwrap();
+        let r = PolicyRepo { dir, repo };
+        r.commit("bookinfo");
+        r
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.path().display())
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.path().join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no `{from}`");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn commit(&self, message: &str) -> String {
+        let mut index = self.repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("Ada", "ada@example.com").unwrap();
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Move the branch to `commit` and the work tree with it (a reset --hard).
+    fn reset(&self, commit: &str) {
+        let c = self
+            .repo
+            .find_commit(git2::Oid::from_str(commit).unwrap())
+            .unwrap();
+        self.repo
+            .reset(c.as_object(), git2::ResetType::Hard, None)
+            .unwrap();
+    }
+}
+
+fn config(url: &str, data: &Path) -> Config {
+    let mut c = Config::new(url, data.to_path_buf());
+    c.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    c.http_addr = "127.0.0.1:0".parse().unwrap();
+    c.poll = Duration::from_secs(3600);
+    c.quiet = Duration::from_millis(20);
+    c.max_delay = Duration::from_millis(200);
+    c.bootstrap_token = TOKEN.into();
+    c.api_token = Some(API_TOKEN.into());
+    c.webhook_secret = Some(HOOK_SECRET.into());
+    c
+}
+
+struct Proxy {
+    out: watch::Receiver<Option<Arc<Applied>>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn node(workload: &str, sa: &str) -> Node {
+    Node {
+        id: format!("{workload}-0"),
+        namespace: "bookinfo".into(),
+        workload: workload.into(),
+        service_account: sa.into(),
+        ..Default::default()
+    }
+}
+
+fn client_config(server: &Running, node: Node) -> client::Config {
+    client::Config {
+        endpoint: format!("https://{}", server.grpc_addr),
+        server_name: "localhost".into(),
+        ca_pem: server.ca_pem.clone(),
+        bootstrap_token: TOKEN.into(),
+        node,
+    }
+}
+
+fn proxy(server: &Running, node: Node, check: Check) -> Proxy {
+    let (tx, out) = watch::channel(None);
+    let (stop, stop_rx) = watch::channel(false);
+    let cfg = client_config(server, node);
+    let task = tokio::spawn(client::run(cfg, tx, check, stop_rx));
+    Proxy { out, stop, task }
+}
+
+fn accept_all() -> Check {
+    Arc::new(|_| Ok(()))
+}
+
+impl Proxy {
+    async fn until(&mut self, what: &str, f: impl Fn(&Applied) -> bool) -> Arc<Applied> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(a) = self.out.borrow_and_update().clone()
+                && f(&a)
+            {
+                return a;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, self.out.changed())
+                .await
+                .is_err()
+            {
+                panic!("timed out waiting for {what}");
+            }
+        }
+    }
+
+    async fn at(&mut self, commit: &str) -> Arc<Applied> {
+        let c = commit.to_string();
+        self.until(&format!("commit {commit}"), move |a| a.source == c)
+            .await
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One HTTP/1.1 request over a real socket: (status, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Chunked bodies: good enough to search in; JSON ones are parsed below.
+    (status, body.to_string())
+}
+
+fn json_body(body: &str) -> serde_json::Value {
+    // axum sends JSON with Content-Length, never chunked.
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn github_push(server: &Running) -> (u16, String) {
+    let payload = r#"{"ref":"refs/heads/main","after":"x"}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(payload.as_bytes());
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    http(
+        server.http_addr,
+        "POST",
+        "/api/v1/webhooks/github",
+        &[
+            ("X-Hub-Signature-256", &format!("sha256={sig}")),
+            ("X-GitHub-Event", "push"),
+        ],
+        payload,
+    )
+}
+
+fn weight_of(a: &Applied, host: &str, subset: &str) -> Option<u32> {
+    let p = a.ir.hosts.get(host)?;
+    p.http.iter().find_map(|r| match &r.action {
+        meshc_ir::HttpAction::Route(destinations) => destinations
+            .iter()
+            .find(|d| d.subset.as_deref() == Some(subset))
+            .map(|d| d.weight),
+        _ => None,
+    })
+}
+
+const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_reach_proxies_rejections_rollback_nack_and_force_push() {
+    let repo = PolicyRepo::new();
+    let c1 = repo
+        .repo
+        .head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string();
+    let data = tempfile::tempdir().unwrap();
+    let server = serve::start(config(&repo.url(), data.path()))
+        .await
+        .unwrap();
+
+    let mut product = proxy(
+        &server,
+        node("productpage-v1", "bookinfo-productpage"),
+        accept_all(),
+    );
+    let mut details = proxy(
+        &server,
+        node("details-v1", "bookinfo-details"),
+        accept_all(),
+    );
+    let refusing: Check = Arc::new(|_| Err("listener port 9080 is in use".to_string()));
+    let nacker = proxy(&server, node("ratings-v1", "bookinfo-ratings"), refusing);
+
+    // The first commit reaches every proxy; the refusing one is ERROR.
+    let a1 = product.at(&c1).await;
+    assert_eq!(
+        weight_of(&a1, REVIEWS, "v2"),
+        Some(10),
+        "{:?}",
+        a1.ir.hosts.keys()
+    );
+    let d1 = details.at(&c1).await;
+    assert!(
+        !d1.ir.hosts.contains_key(REVIEWS),
+        "the Sidecar narrows details to ratings"
+    );
+    assert!(d1.ir.hosts.keys().any(|h| h.starts_with("ratings.")));
+    let ctl = server.control.clone();
+    eventually("the NACK to show", || {
+        ctl.proxies()
+            .iter()
+            .any(|p| p.id == "ratings-v1-0" && p.state == SyncState::Error)
+    })
+    .await;
+    let (status, body) = http(server.http_addr, "GET", "/api/v1/proxies", &[], "");
+    assert_eq!(status, 200);
+    let proxies = json_body(&body);
+    let ratings = proxies["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "ratings-v1-0")
+        .unwrap();
+    assert_eq!(ratings["state"], "ERROR");
+    assert!(
+        ratings["message"]
+            .as_str()
+            .unwrap()
+            .contains("port 9080 is in use")
+    );
+    let synced = proxies["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "SYNCED")
+        .count();
+    assert_eq!(synced, 2, "{proxies}");
+    let (_, drift) = http(server.http_addr, "GET", "/api/v1/drift", &[], "");
+    let drift = json_body(&drift);
+    assert_eq!(drift["summary"]["error"], 1, "{drift}");
+    assert_eq!(drift["summary"]["drifted"], 1, "{drift}");
+
+    // A weight change, announced by a signed GitHub webhook, reaches the
+    // proxies that see reviews and is not pushed to details.
+    let details_pushes = |ctl: &meshc_reconciler::control::Control| {
+        ctl.proxies()
+            .iter()
+            .find(|p| p.id == "details-v1-0")
+            .unwrap()
+            .pushes
+    };
+    let before = details_pushes(&ctl);
+    repo.edit("routing.yaml", "weight: 90", "weight: 50");
+    repo.edit("routing.yaml", "weight: 10", "weight: 50");
+    let c2 = repo.commit("reviews: 50/50");
+    let bad_sig = http(
+        server.http_addr,
+        "POST",
+        "/api/v1/webhooks/github",
+        &[
+            ("X-Hub-Signature-256", "sha256=00"),
+            ("X-GitHub-Event", "push"),
+        ],
+        r#"{"ref":"refs/heads/main"}"#,
+    );
+    assert_eq!(bad_sig.0, 401, "{bad_sig:?}");
+    let (status, body) = github_push(&server);
+    assert_eq!(status, 202, "{body}");
+    let a2 = product.at(&c2).await;
+    assert_eq!(weight_of(&a2, REVIEWS, "v2"), Some(50));
+    eventually("details to be synced on the new version", || {
+        ctl.proxies().iter().any(|p| {
+            p.id == "details-v1-0"
+                && p.state == SyncState::Synced
+                && p.desired_commit.as_deref() == Some(c2.as_str())
+        })
+    })
+    .await;
+    assert_eq!(
+        details_pushes(&ctl),
+        before,
+        "details' scope did not change; nothing is pushed to it"
+    );
+
+    // A commit with an error is rejected and never reaches a proxy.
+    repo.edit("routing.yaml", "subset: v3", "subset: v9");
+    let c3 = repo.commit("testers to v9 (no such subset)");
+    let (status, _) = http(server.http_addr, "POST", "/api/v1/sync", &[], "");
+    assert_eq!(status, 401, "actions need the token");
+    let auth = format!("Bearer {API_TOKEN}");
+    let (status, _) = http(
+        server.http_addr,
+        "POST",
+        "/api/v1/sync",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 202);
+    eventually("c3 to be recorded", || {
+        ctl.store
+            .versions(10)
+            .unwrap()
+            .iter()
+            .any(|v| v.commit == c3)
+    })
+    .await;
+    let v3 = ctl.store.find(&c3).unwrap().unwrap();
+    assert_eq!(v3.verdict, Verdict::Rejected);
+    assert!(v3.errors > 0 && v3.ir_hash.is_none());
+    let (_, body) = http(
+        server.http_addr,
+        "GET",
+        &format!("/api/v1/versions/{}", &c3[..12]),
+        &[],
+        "",
+    );
+    let v = json_body(&body);
+    assert_eq!(v["verdict"], "rejected");
+    assert!(
+        v["diagnostics"]["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["message"].as_str().unwrap().contains("v9")),
+        "{v}"
+    );
+    assert_eq!(
+        ctl.current().unwrap().version.commit,
+        c2,
+        "last-known-good stays"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(product.out.borrow().as_ref().unwrap().source, c2);
+
+    // Rollback to c1 (pinned, with who and why), then unpin.
+    let body = format!(r#"{{"version":"{c1}","by":"ada","reason":"50/50 overloads v2"}}"#);
+    let (status, resp) = http(
+        server.http_addr,
+        "POST",
+        "/api/v1/rollback",
+        &[("Authorization", &auth)],
+        &body,
+    );
+    assert_eq!(status, 200, "{resp}");
+    let back = product.at(&c1).await;
+    assert_eq!(weight_of(&back, REVIEWS, "v2"), Some(10));
+    let (_, versions) = http(server.http_addr, "GET", "/api/v1/versions", &[], "");
+    let versions = json_body(&versions);
+    assert_eq!(versions["served"]["pin"]["by"], "ada", "{versions}");
+    let (status, _) = http(
+        server.http_addr,
+        "POST",
+        "/api/v1/unpin",
+        &[("Authorization", &auth)],
+        r#"{"by":"ada"}"#,
+    );
+    assert_eq!(status, 200);
+    product.at(&c2).await;
+
+    // A force-push rewrites history (c2 and c3 gone); the server follows.
+    repo.reset(&c1);
+    repo.edit("routing.yaml", "weight: 90", "weight: 80");
+    repo.edit("routing.yaml", "weight: 10", "weight: 20");
+    let c4 = repo.commit("reviews: 80/20 (rewritten)");
+    github_push(&server);
+    let a4 = product.at(&c4).await;
+    assert_eq!(weight_of(&a4, REVIEWS, "v2"), Some(20));
+    assert!(
+        ctl.store
+            .events(10)
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "force-push")
+    );
+
+    // Metrics.
+    let (_, metrics) = http(server.http_addr, "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("meshc_versions_total{verdict=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshc_proxies{state=\"ERROR\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshc_convergence_seconds_count"),
+        "{metrics}"
+    );
+
+    product.stop().await;
+    details.stop().await;
+    nacker.stop().await;
+    server.stop().await;
+}
+
+/// The stream's error; a stream that stays open (was accepted) fails the test.
+async fn refused(f: impl std::future::Future<Output = Result<(), tonic::Status>>) -> tonic::Status {
+    match tokio::time::timeout(Duration::from_secs(10), f).await {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => panic!("the stream ended without an error"),
+        Err(_) => panic!("the stream was accepted and stayed open"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_are_checked() {
+    let repo = PolicyRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    let server = serve::start(config(&repo.url(), data.path()))
+        .await
+        .unwrap();
+    let ctl = server.control.clone();
+    eventually("the first version", || ctl.current().is_some()).await;
+
+    // A wrong bootstrap token gets no certificate.
+    let mut cfg = client_config(&server, node("details-v1", "bookinfo-details"));
+    cfg.bootstrap_token = "guess".into();
+    let err = client::issue_certificate(&cfg)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("bad bootstrap token"), "{err}");
+
+    // No client certificate: no stream.
+    let cfg = client_config(&server, node("details-v1", "bookinfo-details"));
+    let plain = tonic::transport::Channel::from_shared(cfg.endpoint.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&cfg.ca_pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, _) = watch::channel(None);
+    let e = refused(client::subscribe(plain, &cfg.node, &tx, &accept_all())).await;
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
+    // details' certificate cannot claim another service account...
+    let creds = client::issue_certificate(&cfg).await.unwrap();
+    let channel = client::connect(&cfg, &creds).await.unwrap();
+    let claim = node("productpage-v1", "bookinfo-productpage");
+    let e = refused(client::subscribe(channel, &claim, &tx, &accept_all())).await;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // ...nor another workload's scope under its own service account.
+    let channel = client::connect(&cfg, &creds).await.unwrap();
+    let claim = node("productpage-v1", "bookinfo-details");
+    let e = refused(client::subscribe(channel, &claim, &tx, &accept_all())).await;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        tx.borrow().is_none(),
+        "nothing of productpage's scope was applied"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_serves_the_same_version_without_recompiling() {
+    let repo = PolicyRepo::new();
+    let c1 = repo
+        .repo
+        .head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string();
+    let data = tempfile::tempdir().unwrap();
+    let server = serve::start(config(&repo.url(), data.path()))
+        .await
+        .unwrap();
+    let mut p = proxy(
+        &server,
+        node("productpage-v1", "bookinfo-productpage"),
+        accept_all(),
+    );
+    let first = p.at(&c1).await;
+    p.stop().await;
+    server.stop().await;
+
+    // The repository is gone: nothing can be fetched or compiled. The store
+    // still has the accepted version, and a proxy that reconnects with what
+    // it holds gets nothing re-sent.
+    let gone = format!("file://{}", data.path().join("nowhere").display());
+    let server = serve::start(config(&gone, data.path())).await.unwrap();
+    assert_eq!(server.control.current().unwrap().version.commit, c1);
+    let (tx, out) = watch::channel(Some(first.clone()));
+    let (stop, stop_rx) = watch::channel(false);
+    let cfg = client_config(&server, node("productpage-v1", "bookinfo-productpage"));
+    let task = tokio::spawn(client::run(cfg, tx, accept_all(), stop_rx));
+    let ctl = server.control.clone();
+    eventually("the reconnected proxy to be synced", || {
+        ctl.proxies().iter().any(|p| p.state == SyncState::Synced)
+    })
+    .await;
+    assert_eq!(
+        ctl.proxies()[0].pushes,
+        0,
+        "nothing re-sent to a proxy that has the version"
+    );
+    assert_eq!(out.borrow().as_ref().unwrap().version, first.version);
+    let _ = stop.send(true);
+    let _ = task.await;
+    server.stop().await;
+}
+
+/// `git daemon` on loopback, serving the repository over git://.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_git_daemon() {
+    let repo = PolicyRepo::new();
+    let c1 = repo
+        .repo
+        .head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base: PathBuf = repo.path().parent().unwrap().to_path_buf();
+    let mut daemon = std::process::Command::new("git")
+        .args([
+            "daemon",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.display()))
+        .arg(&base)
+        .spawn()
+        .expect("git daemon runs");
+    let name = repo
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let url = format!("git://127.0.0.1:{port}/{name}");
+    // Wait for the daemon to listen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = serve::start(config(&url, data.path())).await.unwrap();
+    let ctl = server.control.clone();
+    eventually("the first commit over git://", || {
+        ctl.current().is_some_and(|s| s.version.commit == c1)
+    })
+    .await;
+    repo.edit("routing.yaml", "weight: 90", "weight: 70");
+    repo.edit("routing.yaml", "weight: 10", "weight: 30");
+    let c2 = repo.commit("70/30");
+    ctl.sync_now.notify_one();
+    eventually("the second commit over git://", || {
+        ctl.current().is_some_and(|s| s.version.commit == c2)
+    })
+    .await;
+    server.stop().await;
+    daemon.kill().ok();
+    daemon.wait().ok();
+}
