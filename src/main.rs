@@ -46,6 +46,9 @@ enum Command {
     Diff(DiffArgs),
     /// Run policy unit tests (routing, authorization, mTLS) against the compiled IR.
     Test(TestArgs),
+    /// Run the control plane: follow a policy repository, compile every
+    /// commit, serve accepted versions to proxies, expose the API.
+    Serve(ServeArgs),
     /// Write a synthetic policy repository (for benchmarks).
     #[command(hide = true)]
     Synth {
@@ -146,6 +149,82 @@ struct DiffArgs {
     format: DiffFormat,
 }
 
+/// Every setting also comes from the environment (`MESHC_*`) and from a
+/// TOML file (`--config`, kebab-case keys); flags win over the environment,
+/// which wins over the file.
+#[derive(Args)]
+struct ServeArgs {
+    /// Settings file (TOML).
+    #[arg(long, env = "MESHC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Policy repository: a path, file://, git://, https:// or ssh:// URL (default: the current directory).
+    #[arg(long, env = "MESHC_REPO")]
+    repo: Option<String>,
+    /// Branch to follow [default: main].
+    #[arg(long, env = "MESHC_BRANCH")]
+    branch: Option<String>,
+    /// Directory of the policy inside the repository.
+    #[arg(long, env = "MESHC_PATH")]
+    path: Option<String>,
+    /// HTTPS token for the repository (never logged).
+    #[arg(long, env = "MESHC_GIT_TOKEN", hide_env_values = true)]
+    git_token: Option<String>,
+    /// SSH private key for ssh:// repositories.
+    #[arg(long, env = "MESHC_SSH_KEY")]
+    ssh_key: Option<PathBuf>,
+    /// State directory: mirror, store, CA, generated tokens [default: .meshc].
+    #[arg(long, env = "MESHC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC address (distribution, certificates) [default: 127.0.0.1:15010].
+    #[arg(long, env = "MESHC_GRPC_ADDR")]
+    grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP address (API, webhooks, metrics) [default: 127.0.0.1:15014].
+    #[arg(long, env = "MESHC_HTTP_ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
+    /// Poll interval in seconds [default: 15].
+    #[arg(long, env = "MESHC_POLL_SECONDS")]
+    poll_seconds: Option<u64>,
+    /// Push debounce quiet period in ms [default: 100].
+    #[arg(long, env = "MESHC_DEBOUNCE_MS")]
+    debounce_ms: Option<u64>,
+    /// Push debounce longest delay in ms [default: 1000].
+    #[arg(long, env = "MESHC_DEBOUNCE_MAX_MS")]
+    debounce_max_ms: Option<u64>,
+    /// Versions kept in the store [default: 100].
+    #[arg(long, env = "MESHC_RETAIN")]
+    retain: Option<usize>,
+    /// Reject commits with warnings too.
+    #[arg(long, env = "MESHC_DENY_WARNINGS")]
+    deny_warnings: Option<bool>,
+    /// Trust domain of issued identities [default: cluster.local].
+    #[arg(long, env = "MESHC_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// Lifetime of issued certificates in seconds [default: 86400].
+    #[arg(long, env = "MESHC_CERT_TTL_SECONDS")]
+    cert_ttl_seconds: Option<u64>,
+    /// Token proxies present for their first certificate [default: generated into DATA_DIR/bootstrap-token].
+    #[arg(long, env = "MESHC_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// Token for API actions [default: generated into DATA_DIR/api-token].
+    #[arg(long, env = "MESHC_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Secret of push webhooks (GitHub HMAC, GitLab token); none: webhooks refused.
+    #[arg(long, env = "MESHC_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Plaintext gRPC without client certificates (development only).
+    #[arg(long, env = "MESHC_INSECURE")]
+    insecure: Option<bool>,
+    /// Log format.
+    #[arg(long, value_enum, env = "MESHC_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Args)]
 struct TestArgs {
     /// Test files (YAML); directories are searched for `*.yaml` under `tests/`.
@@ -174,6 +253,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile(args),
         Command::Diff(args) => diff(args),
         Command::Test(args) => policy_test(args),
+        Command::Serve(args) => serve(args),
         Command::Synth { services, out } => synth(services, &out),
     };
     match result {
@@ -593,4 +673,73 @@ fn policy_test(args: TestArgs) -> Result<u8> {
     };
     emit(&text)?;
     Ok(u8::from(failed > 0))
+}
+
+fn serve(args: ServeArgs) -> Result<u8> {
+    use meshc_reconciler::serve::Settings;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let flags = Settings {
+        repo: args.repo,
+        branch: args.branch,
+        path: args.path,
+        token: args.git_token,
+        ssh_key: args.ssh_key,
+        data_dir: args.data_dir,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        poll_seconds: args.poll_seconds,
+        debounce_ms: args.debounce_ms,
+        debounce_max_ms: args.debounce_max_ms,
+        retain: args.retain,
+        deny_warnings: args.deny_warnings,
+        trust_domain: args.trust_domain,
+        cert_ttl_seconds: args.cert_ttl_seconds,
+        bootstrap_token: args.bootstrap_token,
+        api_token: args.api_token,
+        webhook_secret: args.webhook_secret,
+        insecure: args.insecure,
+    };
+    let file = match &args.config {
+        Some(p) => Settings::from_file(p)?,
+        None => Settings::default(),
+    };
+    let config = flags.over(file).into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let running = meshc_reconciler::serve::start(config).await?;
+        eprintln!(
+            "meshc serve: gRPC on {}, API on http://{}",
+            running.grpc_addr, running.http_addr
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        anyhow::Ok(0)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

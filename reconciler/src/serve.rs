@@ -2,7 +2,7 @@
 //! CA and the HTTP API in one process.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,4 +260,160 @@ pub async fn start(config: Config) -> Result<Running> {
         stop,
         tasks,
     })
+}
+
+/// `meshc serve` settings from one layer (flags, environment, file); unset
+/// fields fall through to the next layer, then to [`Config::new`]'s defaults.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Repository URL or path.
+    pub repo: Option<String>,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Sub-path of the policy in the repository.
+    pub path: Option<String>,
+    /// HTTPS token.
+    pub token: Option<String>,
+    /// SSH private key for ssh:// URLs.
+    pub ssh_key: Option<PathBuf>,
+    /// State directory.
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address.
+    pub http_addr: Option<SocketAddr>,
+    /// Poll interval, seconds.
+    pub poll_seconds: Option<u64>,
+    /// Debounce quiet period, milliseconds.
+    pub debounce_ms: Option<u64>,
+    /// Debounce longest delay, milliseconds.
+    pub debounce_max_ms: Option<u64>,
+    /// Versions kept.
+    pub retain: Option<usize>,
+    /// Warnings reject commits.
+    pub deny_warnings: Option<bool>,
+    /// Trust domain.
+    pub trust_domain: Option<String>,
+    /// Certificate lifetime, seconds.
+    pub cert_ttl_seconds: Option<u64>,
+    /// Bootstrap token (default: generated into the data directory).
+    pub bootstrap_token: Option<String>,
+    /// API token (default: generated into the data directory).
+    pub api_token: Option<String>,
+    /// Webhook secret (none: webhooks refused).
+    pub webhook_secret: Option<String>,
+    /// Plaintext gRPC without client certificates (development only).
+    pub insecure: Option<bool>,
+}
+
+impl Settings {
+    /// Read a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Settings> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// This layer over `lower`.
+    pub fn over(self, lower: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: self.$f.or(lower.$f)),* } };
+        }
+        pick!(
+            repo,
+            branch,
+            path,
+            token,
+            ssh_key,
+            data_dir,
+            grpc_addr,
+            http_addr,
+            poll_seconds,
+            debounce_ms,
+            debounce_max_ms,
+            retain,
+            deny_warnings,
+            trust_domain,
+            cert_ttl_seconds,
+            bootstrap_token,
+            api_token,
+            webhook_secret,
+            insecure
+        )
+    }
+
+    /// The configuration. The repository defaults to the current directory
+    /// and the data directory to `.meshc` beside it; missing tokens are
+    /// generated once and kept in the data directory (mode 0600).
+    pub fn into_config(self) -> Result<Config> {
+        let repo = match self.repo {
+            Some(r) => r,
+            None => std::env::current_dir()?.display().to_string(),
+        };
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(".meshc"));
+        let mut c = Config::new(&repo, data_dir.clone());
+        if let Some(b) = self.branch {
+            c.source.branch = b;
+        }
+        c.source.subpath = self.path.unwrap_or_default();
+        c.source.auth = match (self.token, self.ssh_key) {
+            (Some(t), _) => crate::sync::Auth::Token(t),
+            (None, Some(k)) => crate::sync::Auth::SshKey(k),
+            (None, None) => crate::sync::Auth::None,
+        };
+        if let Some(a) = self.grpc_addr {
+            c.grpc_addr = a;
+        }
+        if let Some(a) = self.http_addr {
+            c.http_addr = a;
+        }
+        if let Some(s) = self.poll_seconds {
+            c.poll = Duration::from_secs(s.max(1));
+        }
+        if let Some(ms) = self.debounce_ms {
+            c.quiet = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.debounce_max_ms {
+            c.max_delay = Duration::from_millis(ms);
+        }
+        if let Some(r) = self.retain {
+            c.retain = r;
+        }
+        c.deny_warnings = self.deny_warnings.unwrap_or(false);
+        if let Some(t) = self.trust_domain {
+            c.trust_domain = t;
+        }
+        if let Some(s) = self.cert_ttl_seconds {
+            c.cert_ttl = Duration::from_secs(s.max(60));
+        }
+        c.insecure = self.insecure.unwrap_or(false);
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        c.bootstrap_token = match self.bootstrap_token {
+            Some(t) => t,
+            None => kept_secret(&data_dir.join("bootstrap-token"))?,
+        };
+        c.api_token = Some(match self.api_token {
+            Some(t) => t,
+            None => kept_secret(&data_dir.join("api-token"))?,
+        });
+        c.webhook_secret = self.webhook_secret;
+        Ok(c)
+    }
+}
+
+/// The secret in `path`, or a new random one written there (mode 0600).
+fn kept_secret(path: &Path) -> Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        return Ok(s.trim().to_string());
+    }
+    let mut bytes = [0u8; 24];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut bytes,
+    )?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    crate::ca::write_private(path, &secret)?;
+    Ok(secret)
 }
