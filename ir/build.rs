@@ -9,6 +9,9 @@ fn main() {
             .unwrap_or_else(|e| panic!("proto/: {e}"));
         tonic_prost_build::configure()
             .build_transport(false)
+            // Shared, reference-counted bodies: one resource goes to many
+            // proxies without a copy each.
+            .bytes(".meshc.distribution.v1.Resource.body")
             .compile_fds(fds)
             .unwrap_or_else(|e| panic!("generating the distribution protocol: {e}"));
     }

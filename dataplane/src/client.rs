@@ -69,7 +69,7 @@ pub fn apply(have: Option<&Applied>, response: &DiscoveryResponse) -> Result<App
         let r = Resource {
             name: r.name.clone(),
             version: r.version.clone(),
-            body: r.body.clone(),
+            body: r.body.to_vec(),
         };
         if !r.is_intact() {
             return Err(format!("resource `{}` does not match its version", r.name));

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{Ir, SCHEMA_VERSION, hash_bytes};
+use crate::{Ir, SCHEMA_VERSION, WorkloadPolicy, hash_bytes};
 
 /// One named piece of an IR.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +40,36 @@ impl Resource {
     }
 }
 
-/// The version of a set of resources: SHA-256 over its `name version` lines in
-/// name order. Two proxies with the same version hold the same bytes.
+/// The version of a set of resources, from its (name, version) pairs in any
+/// order. Two proxies with the same version hold the same bytes.
+///
+/// It is composed so that a server can compute it cheaply for many proxies
+/// that share their hosts: SHA-256 over the line `hosts <host digest>` and
+/// then the `name version` lines of the other resources in name order, where
+/// the host digest is [`host_digest`] of the `host/...` resources.
 pub fn scope_version<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let (hosts, others): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(name, _)| name.starts_with("host/"));
+    compose(&host_digest(hosts), others)
+}
+
+/// SHA-256 over the `name version` lines of host resources, in name order.
+pub fn host_digest<'a>(hosts: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    hash_bytes(lines(hosts).as_bytes())
+}
+
+/// A scope version from its hosts' digest and its other resources.
+pub fn compose<'a>(
+    host_digest: &str,
+    others: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut text = format!("hosts {host_digest}\n");
+    text.push_str(&lines(others));
+    hash_bytes(text.as_bytes())
+}
+
+fn lines<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut lines: Vec<(&str, &str)> = entries.into_iter().collect();
     lines.sort_unstable();
     let mut text = String::with_capacity(lines.len() * 100);
@@ -52,7 +79,7 @@ pub fn scope_version<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) 
         text.push_str(version);
         text.push('\n');
     }
-    hash_bytes(text.as_bytes())
+    text
 }
 
 impl Ir {
@@ -80,19 +107,26 @@ impl Ir {
     pub fn scope_names(&self, workload: &str) -> Option<Vec<String>> {
         let w = self.workloads.get(workload)?;
         let mut names = vec!["mesh".to_string(), format!("workload/{workload}")];
-        names.extend(
-            self.hosts
-                .iter()
-                .filter(|(h, p)| w.sees(h, p))
-                .map(|(h, _)| format!("host/{h}")),
-        );
-        names.extend(
-            self.gateways
-                .iter()
-                .filter(|(_, g)| g.runs_on(w))
-                .map(|(n, _)| format!("gateway/{n}")),
-        );
+        names.extend(self.visible_hosts(w).map(|h| format!("host/{h}")));
+        names.extend(self.gateways_run_by(w).map(|g| format!("gateway/{g}")));
         Some(names)
+    }
+
+    /// The hosts `w`'s proxy sees, in order. Depends only on the workload's
+    /// namespace and egress, so proxies alike can share the answer.
+    pub fn visible_hosts<'a>(&'a self, w: &'a WorkloadPolicy) -> impl Iterator<Item = &'a str> {
+        self.hosts
+            .iter()
+            .filter(|(h, p)| w.sees(h, p))
+            .map(|(h, _)| h.as_str())
+    }
+
+    /// The gateways `w` runs, in order.
+    pub fn gateways_run_by<'a>(&'a self, w: &'a WorkloadPolicy) -> impl Iterator<Item = &'a str> {
+        self.gateways
+            .iter()
+            .filter(|(_, g)| g.runs_on(w))
+            .map(|(n, _)| n.as_str())
     }
 }
 

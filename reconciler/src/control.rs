@@ -2,12 +2,12 @@
 //! per-proxy sync status, metrics, and the reconcile step that ties Git to
 //! the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshc_ir::Ir;
-use meshc_ir::resources::Resource;
+use meshc_ir::resources::{compose, host_digest};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,6 +20,40 @@ use crate::commit::{self, Policy};
 use crate::store::{Pin, Store, Verdict, Version, now, short};
 use crate::sync::{Fetched, Mirror};
 
+/// One resource as distributed: name, version and a shared body.
+#[derive(Debug)]
+pub struct Shared {
+    /// `host/...`, `workload/...`, `gateway/...` or `mesh`.
+    pub name: String,
+    /// SHA-256 of the body.
+    pub version: String,
+    /// Canonical JSON, reference-counted: one copy for every proxy.
+    pub body: prost::bytes::Bytes,
+}
+
+/// The hosts some proxies see, with their digest; shared by every proxy with
+/// the same namespace and egress.
+#[derive(Debug)]
+pub struct HostSet {
+    /// In name order.
+    pub items: Vec<Arc<Shared>>,
+    /// [`meshc_ir::resources::host_digest`] of the items.
+    pub digest: String,
+}
+
+/// One proxy's scope in a snapshot.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Its hosts (shared).
+    pub hosts: Arc<HostSet>,
+    /// `mesh`, its workload, the gateways it runs; in name order.
+    pub others: Vec<Arc<Shared>>,
+    /// The scope version.
+    pub version: String,
+    /// Whether the workload is in the policy.
+    pub known: bool,
+}
+
 /// What is being served: an accepted version, its IR, and the IR cut into
 /// resources once for all proxies.
 #[derive(Debug)]
@@ -30,10 +64,95 @@ pub struct Snapshot {
     pub pin: Option<Pin>,
     /// Its IR.
     pub ir: Ir,
-    /// `ir.resources()`.
-    pub resources: BTreeMap<String, Arc<Resource>>,
+    /// Every resource of the IR, by name.
+    pub resources: BTreeMap<String, Arc<Shared>>,
     /// When the control plane started serving it (for convergence time).
     pub published: Instant,
+    host_sets: Mutex<HashMap<(String, Vec<String>), Arc<HostSet>>>,
+}
+
+impl Snapshot {
+    /// Cut `ir` into resources.
+    pub fn new(version: Version, pin: Option<Pin>, ir: Ir) -> Snapshot {
+        let resources = ir
+            .resources()
+            .into_values()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    Arc::new(Shared {
+                        name: r.name,
+                        version: r.version,
+                        body: r.body.into(),
+                    }),
+                )
+            })
+            .collect();
+        Snapshot {
+            version,
+            pin,
+            ir,
+            resources,
+            published: Instant::now(),
+            host_sets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The scope of workload `namespace/name`. An unknown workload gets the
+    /// mesh settings only.
+    pub fn scope(&self, workload: &str) -> Scope {
+        let Some(w) = self.ir.workloads.get(workload) else {
+            let hosts = Arc::new(HostSet {
+                items: Vec::new(),
+                digest: host_digest([]),
+            });
+            let others: Vec<Arc<Shared>> =
+                self.resources.get("mesh").cloned().into_iter().collect();
+            let version = compose(
+                &hosts.digest,
+                others.iter().map(|r| (r.name.as_str(), r.version.as_str())),
+            );
+            return Scope {
+                hosts,
+                others,
+                version,
+                known: false,
+            };
+        };
+        let key = (w.namespace.clone(), w.egress.clone());
+        let hosts = {
+            let mut sets = self.host_sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.entry(key)
+                .or_insert_with(|| {
+                    let items: Vec<Arc<Shared>> = self
+                        .ir
+                        .visible_hosts(w)
+                        .filter_map(|h| self.resources.get(&format!("host/{h}")).cloned())
+                        .collect();
+                    let digest =
+                        host_digest(items.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+                    Arc::new(HostSet { items, digest })
+                })
+                .clone()
+        };
+        let mut names = vec!["mesh".to_string(), format!("workload/{workload}")];
+        names.extend(self.ir.gateways_run_by(w).map(|g| format!("gateway/{g}")));
+        let mut others: Vec<Arc<Shared>> = names
+            .iter()
+            .filter_map(|n| self.resources.get(n).cloned())
+            .collect();
+        others.sort_by(|a, b| a.name.cmp(&b.name));
+        let version = compose(
+            &hosts.digest,
+            others.iter().map(|r| (r.name.as_str(), r.version.as_str())),
+        );
+        Scope {
+            hosts,
+            others,
+            version,
+            known: true,
+        }
+    }
 }
 
 /// A proxy's sync state.
@@ -231,24 +350,14 @@ impl Control {
             .ir(&hash)?
             .ok_or_else(|| anyhow::anyhow!("IR {hash} of version {} is missing", version.id))?;
         let ir = Ir::decode(&bytes).map_err(|e| anyhow::anyhow!("IR {hash}: {e}"))?;
-        let resources = ir
-            .resources()
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
         tracing::info!(
             version = version.id,
             commit = short(&version.commit),
             pinned = pin.is_some(),
             "serving"
         );
-        self.desired.send_replace(Some(Arc::new(Snapshot {
-            version,
-            pin,
-            ir,
-            resources,
-            published: Instant::now(),
-        })));
+        self.desired
+            .send_replace(Some(Arc::new(Snapshot::new(version, pin, ir))));
         Ok(true)
     }
 

@@ -7,23 +7,22 @@
 //! sends again if the desired scope moved meanwhile. A NACKed version is not
 //! re-sent until the desired scope changes; the proxy keeps what it had.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use meshc_ir::proto::distribution_server::Distribution;
 use meshc_ir::proto::{
     CertificateRequest, CertificateResponse, DiscoveryRequest, DiscoveryResponse, Node, Resource,
 };
-use meshc_ir::resources::scope_version;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ca::{Ca, spiffe_ids};
-use crate::control::{Control, Snapshot, SyncState};
+use crate::control::{Control, Scope, Shared, Snapshot, SyncState};
 use crate::store::now;
 
 /// The gRPC service.
@@ -35,6 +34,24 @@ pub struct Server {
     /// Demand a client certificate on `Stream` (off only for plaintext tests).
     require_identity: bool,
     nonces: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+    live: Arc<AtomicUsize>,
+}
+
+/// Counts a live session; the count drops when the session ends.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Live {
+        count.fetch_add(1, Ordering::SeqCst);
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Server {
@@ -45,6 +62,7 @@ impl Server {
         ca: Arc<Ca>,
         bootstrap_token: String,
         require_identity: bool,
+        stop: watch::Receiver<bool>,
     ) -> Server {
         Server {
             control,
@@ -53,7 +71,14 @@ impl Server {
             bootstrap_token,
             require_identity,
             nonces: Arc::new(AtomicU64::new(0)),
+            stop,
+            live: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The number of open streams (shared counter).
+    pub fn live_sessions(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
     }
 }
 
@@ -120,15 +145,23 @@ impl Distribution for Server {
             workload: format!("{}/{}", node.namespace, node.workload),
             identity,
             id,
-            held: first
-                .running
-                .iter()
-                .map(|r| (r.name.clone(), r.version.clone()))
-                .collect(),
+            held: if first.running.is_empty() {
+                Held::Nothing
+            } else {
+                Held::Listed(
+                    first
+                        .running
+                        .iter()
+                        .map(|r| (r.name.clone(), r.version.clone()))
+                        .collect(),
+                )
+            },
             running: (!first.version.is_empty()).then(|| first.version.clone()),
             inflight: None,
             refused: None,
             tx,
+            stop: self.stop.clone(),
+            _live: Live::new(&self.live),
         };
         session.register(&node);
         tokio::spawn(session.run(inbound));
@@ -175,9 +208,91 @@ struct Inflight {
     nonce: String,
     version: String,
     commit: String,
-    after: BTreeMap<String, String>,
+    after: Scope,
     sent: Instant,
     published: Instant,
+}
+
+/// What a proxy holds, as far as the server knows.
+enum Held {
+    /// Nothing.
+    Nothing,
+    /// What it listed when it connected.
+    Listed(BTreeMap<String, String>),
+    /// A scope it acknowledged.
+    Known(Scope),
+}
+
+impl Held {
+    /// The resources of `want` the proxy lacks, and the names it holds that
+    /// `want` has not.
+    fn diff(&self, want: &Scope) -> (Vec<Arc<Shared>>, Vec<String>) {
+        let wanted = || want.hosts.items.iter().chain(&want.others);
+        match self {
+            Held::Nothing => (wanted().cloned().collect(), Vec::new()),
+            Held::Listed(map) => {
+                let changed = wanted()
+                    .filter(|r| map.get(&r.name) != Some(&r.version))
+                    .cloned()
+                    .collect();
+                let names: HashSet<&str> = wanted().map(|r| r.name.as_str()).collect();
+                let removed = map
+                    .keys()
+                    .filter(|k| !names.contains(k.as_str()))
+                    .cloned()
+                    .collect();
+                (changed, removed)
+            }
+            Held::Known(have) => {
+                let (mut changed, mut removed) = merge_diff(&have.hosts.items, &want.hosts.items);
+                let (c, r) = merge_diff(&have.others, &want.others);
+                changed.extend(c);
+                removed.extend(r);
+                (changed, removed)
+            }
+        }
+    }
+}
+
+/// Diff two name-ordered lists: (in `new` and changed or absent from `old`,
+/// names in `old` absent from `new`).
+fn merge_diff(old: &[Arc<Shared>], new: &[Arc<Shared>]) -> (Vec<Arc<Shared>>, Vec<String>) {
+    if std::ptr::eq(old, new) {
+        return (Vec::new(), Vec::new());
+    }
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => match o.name.cmp(&n.name) {
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(o, n) && o.version != n.version {
+                        changed.push(n.clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    removed.push(o.name.clone());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    changed.push(n.clone());
+                    j += 1;
+                }
+            },
+            (Some(o), None) => {
+                removed.push(o.name.clone());
+                i += 1;
+            }
+            (None, Some(n)) => {
+                changed.push(n.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (changed, removed)
 }
 
 struct Session {
@@ -187,14 +302,17 @@ struct Session {
     workload: String,
     identity: String,
     id: String,
-    /// What the proxy holds: resource name → version.
-    held: BTreeMap<String, String>,
+    /// What the proxy holds.
+    held: Held,
     /// The scope version it runs.
     running: Option<String>,
     inflight: Option<Inflight>,
     /// A version it refused; not sent again until the desired one changes.
     refused: Option<String>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    /// Server shutdown: end the stream so the server can stop.
+    stop: watch::Receiver<bool>,
+    _live: Live,
 }
 
 impl Session {
@@ -224,19 +342,39 @@ impl Session {
                     break;
                 }
             }
-            tokio::select! {
+            enum Event {
+                Changed,
+                Reply(DiscoveryRequest),
+                End,
+                Stop,
+            }
+            let event = tokio::select! {
                 changed = self.pushed.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    // Seen; the loop's top pushes the newest value once
-                    // nothing is in flight.
-                    self.pushed.borrow_and_update();
+                    if changed.is_err() { Event::End } else { Event::Changed }
                 }
                 msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.reply(req),
-                    Ok(None) | Err(_) => break,
+                    Ok(Some(req)) => Event::Reply(req),
+                    Ok(None) | Err(_) => Event::End,
                 },
+                _ = self.stop.wait_for(|s| *s) => Event::Stop,
+            };
+            match event {
+                // Seen; the loop's top pushes the newest value once nothing
+                // is in flight.
+                Event::Changed => {
+                    self.pushed.borrow_and_update();
+                }
+                Event::Reply(req) => self.reply(req),
+                Event::End => break,
+                Event::Stop => {
+                    let _ = self
+                        .tx
+                        .send(Err(Status::unavailable(
+                            "the control plane is shutting down",
+                        )))
+                        .await;
+                    break;
+                }
             }
         }
         self.control.update_proxy(&self.id, |p| p.connected = false);
@@ -263,18 +401,14 @@ impl Session {
             let _ = self.tx.send(Err(Status::permission_denied(message))).await;
             return Err(());
         }
-        let names = snap.ir.scope_names(&self.workload);
-        let note = match &names {
-            Some(_) => None,
-            None => Some(format!(
+        let scope = snap.scope(&self.workload);
+        let note = (!scope.known).then(|| {
+            format!(
                 "workload {} is not in the policy; it gets mesh settings only",
                 self.workload
-            )),
-        };
-        let names = names.unwrap_or_else(|| vec!["mesh".to_string()]);
-        let wanted: Vec<&Arc<meshc_ir::resources::Resource>> =
-            names.iter().filter_map(|n| snap.resources.get(n)).collect();
-        let version = scope_version(wanted.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+            )
+        });
+        let version = scope.version.clone();
         let commit = snap.version.commit.clone();
         let synced = self.running.as_deref() == Some(version.as_str());
         let refused = self.refused.as_deref() == Some(version.as_str());
@@ -289,36 +423,31 @@ impl Session {
                 p.message = note;
             }
         });
-        if synced || refused {
+        if synced {
+            // Same bytes as what it runs: remember them in the shared form.
+            self.held = Held::Known(scope);
             return Ok(());
         }
-        let changed: Vec<Resource> = wanted
-            .iter()
-            .filter(|r| self.held.get(&r.name) != Some(&r.version))
-            .map(|r| Resource {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                body: r.body.clone(),
-            })
-            .collect();
-        let removed: Vec<String> = self
-            .held
-            .keys()
-            .filter(|k| !names.contains(k))
-            .cloned()
-            .collect();
+        if refused {
+            return Ok(());
+        }
+        let (changed, removed) = self.held.diff(&scope);
         let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
-        let after = wanted
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
         let response = DiscoveryResponse {
             version: version.clone(),
             nonce: nonce.clone(),
             source: commit.clone(),
-            resources: changed,
+            resources: changed
+                .iter()
+                .map(|r| Resource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    body: r.body.clone(),
+                })
+                .collect(),
             removed,
         };
+        let after = scope;
         self.inflight = Some(Inflight {
             nonce,
             version,
@@ -350,7 +479,7 @@ impl Session {
                     .metrics
                     .convergence
                     .observe(inflight.published.elapsed().as_secs_f64());
-                self.held = inflight.after;
+                self.held = Held::Known(inflight.after);
                 self.running = Some(inflight.version.clone());
                 self.refused = None;
                 self.control.update_proxy(&self.id, |p| {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -102,6 +103,7 @@ pub struct Running {
     pub ca_pem: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    sessions: Arc<AtomicUsize>,
 }
 
 impl Running {
@@ -111,6 +113,12 @@ impl Running {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        // Streams end on the stop signal; wait (briefly) for their sessions
+        // to let go of the store.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.sessions.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -160,6 +168,7 @@ pub async fn start(config: Config) -> Result<Running> {
         ca.clone(),
         config.bootstrap_token.clone(),
         !config.insecure,
+        stop_rx.clone(),
     );
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -173,6 +182,7 @@ pub async fn start(config: Config) -> Result<Running> {
                 .client_auth_optional(true),
         )?;
     }
+    let sessions = service.live_sessions();
     let router = builder.add_service(DistributionServer::new(service));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -259,6 +269,7 @@ pub async fn start(config: Config) -> Result<Running> {
         ca_pem: ca.pem().to_string(),
         stop,
         tasks,
+        sessions,
     })
 }
 

@@ -302,6 +302,14 @@ async fn commits_reach_proxies_rejections_rollback_nack_and_force_push() {
             .any(|p| p.id == "ratings-v1-0" && p.state == SyncState::Error)
     })
     .await;
+    eventually("both ACKs to arrive", || {
+        ctl.proxies()
+            .iter()
+            .filter(|p| p.state == SyncState::Synced)
+            .count()
+            == 2
+    })
+    .await;
     let (status, body) = http(server.http_addr, "GET", "/api/v1/proxies", &[], "");
     assert_eq!(status, 200);
     let proxies = json_body(&body);
@@ -463,7 +471,15 @@ async fn commits_reach_proxies_rejections_rollback_nack_and_force_push() {
             .any(|e| e.kind == "force-push")
     );
 
-    // Metrics.
+    // Metrics (once the refusing proxy has refused the newest version too).
+    eventually("the refusal of the newest version", || {
+        ctl.proxies().iter().any(|p| {
+            p.id == "ratings-v1-0"
+                && p.state == SyncState::Error
+                && p.desired_commit.as_deref() == Some(c4.as_str())
+        })
+    })
+    .await;
     let (_, metrics) = http(server.http_addr, "GET", "/metrics", &[], "");
     assert!(
         metrics.contains("meshc_versions_total{verdict=\"rejected\"} 1"),
