@@ -13,78 +13,37 @@
 //!
 //! Run: `cargo bench --bench converge` (MESHC_BENCH_PROXIES changes the count).
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use git2::{Repository, Signature};
-use hmac::{Hmac, Mac};
+use git2::Repository;
 use meshc_dataplane::client;
 use meshc_ir::proto::distribution_client::DistributionClient;
 use meshc_ir::proto::{DiscoveryRequest, Node};
-use sha2::Sha256;
 
 fn main() {
     divan::main();
 }
 
+#[path = "../tests/common/net.rs"]
+mod net;
+
+use net::{commit_all, free_port, http, try_http};
+
 const SERVICES: usize = 1000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn commit_all(repo: &Repository, message: &str) -> String {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("bench", "bench@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
-        .to_string()
-}
-
-fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 fn webhook(port: u16) {
     let payload = r#"{"ref":"refs/heads/main"}"#;
-    let mut mac = Hmac::<Sha256>::new_from_slice(b"hook").unwrap();
-    mac.update(payload.as_bytes());
-    let sig: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let r = http(
-        port,
+    let sig = net::github_signature("hook", payload);
+    let (status, body) = http(
+        ([127, 0, 0, 1], port).into(),
         "POST",
         "/api/v1/webhooks/github",
-        &format!("X-Hub-Signature-256: sha256={sig}\r\nX-GitHub-Event: push\r\n"),
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "push")],
         payload,
     );
-    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+    assert_eq!(status, 202, "{body}");
 }
 
 fn memory(pid: u32) -> String {
@@ -140,10 +99,11 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
             .expect("meshc serve starts"),
     );
     let pid = server.0.id();
+    let api: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
     let started = Instant::now();
     loop {
-        let up = std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok()
-            && http(http_port, "GET", "/api/v1/versions", "", "").contains("\"served\":{");
+        let up = try_http(api, "GET", "/api/v1/versions", &[], "")
+            .is_some_and(|(_, body)| body.contains("\"served\":{"));
         if up {
             break;
         }
@@ -266,7 +226,7 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
             }
         });
     eprintln!("control plane after the pushes: {}", memory(pid));
-    let m = http(http_port, "GET", "/metrics", "", "");
+    let (_, m) = http(api, "GET", "/metrics", &[], "");
     for line in m.lines().filter(|l| {
         l.starts_with("meshc_pushes_total")
             || l.starts_with("meshc_convergence_seconds_sum")

@@ -7,40 +7,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use git2::{Repository, Signature};
+use common::net::{commit_all, free_port, http, try_http};
+use git2::Repository;
 use meshc_dataplane::client::{self, Applied, Check};
 use meshc_ir::Ir;
 use meshc_ir::proto::Node;
 use tokio::sync::watch;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn commit_all(repo: &Repository, message: &str) -> String {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("Ada", "ada@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
-        .to_string()
-}
 
 /// The IR of `commit`, compiled here independently of the server.
 fn ir_at(repo: &Repository, commit: &str) -> Ir {
@@ -86,31 +63,19 @@ fn start(repo: &Path, data: &Path, grpc: u16, http: u16) -> Server {
     Server { child, http }
 }
 
-fn request(port: u16, method: &str, path: &str, headers: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 fn get(port: u16, path: &str) -> Option<String> {
-    request(port, "GET", path, "")
+    try_http(([127, 0, 0, 1], port).into(), "GET", path, &[], "").map(|(_, body)| body)
 }
 
 fn sync_now(port: u16) {
-    let r = request(
-        port,
+    let (status, body) = http(
+        ([127, 0, 0, 1], port).into(),
         "POST",
         "/api/v1/sync",
-        "Authorization: Bearer api\r\n",
-    )
-    .unwrap();
-    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+        &[("Authorization", "Bearer api")],
+        "",
+    );
+    assert_eq!(status, 202, "{body}");
 }
 
 type Seen = Arc<Mutex<Vec<Ir>>>;

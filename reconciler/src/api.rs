@@ -245,12 +245,20 @@ fn trigger(api: &Api, body: &[u8], from: &str) -> Response {
     }
 }
 
-async fn github(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(secret) = &api.webhook_secret else {
-        return error(
+/// The webhook secret, or the refusal when none is configured.
+fn webhook_secret(api: &Api) -> Result<&str, Response> {
+    api.webhook_secret.as_deref().ok_or_else(|| {
+        error(
             StatusCode::FORBIDDEN,
             "webhooks are disabled: no secret is configured",
-        );
+        )
+    })
+}
+
+async fn github(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let secret = match webhook_secret(&api) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let signature = headers
         .get("x-hub-signature-256")
@@ -276,11 +284,9 @@ async fn github(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response
 }
 
 async fn gitlab(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(secret) = &api.webhook_secret else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "webhooks are disabled: no secret is configured",
-        );
+    let secret = match webhook_secret(&api) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let token = headers
         .get("x-gitlab-token")

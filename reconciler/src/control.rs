@@ -231,6 +231,8 @@ pub struct Metrics {
     pub pushes: Counter,
     /// NACKs received.
     pub nacks: Counter,
+    /// Certificates issued.
+    pub certificates: Counter,
     /// Seconds from sending a response to its ACK.
     pub push_latency: Histogram,
     /// Seconds from serving a version to a proxy's ACK of it.
@@ -244,12 +246,18 @@ impl Metrics {
         let versions = Family::<Vec<(String, String)>, Counter>::default();
         let pushes = Counter::default();
         let nacks = Counter::default();
+        let certificates = Counter::default();
         let push_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let convergence = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let proxies = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("versions", "Commits compiled, by verdict", versions.clone());
         registry.register("pushes", "Responses pushed to proxies", pushes.clone());
         registry.register("nacks", "Responses refused by proxies", nacks.clone());
+        registry.register(
+            "certificates_issued",
+            "Workload certificates issued",
+            certificates.clone(),
+        );
         registry.register(
             "push_latency_seconds",
             "Time from sending a response to its acknowledgement",
@@ -270,6 +278,7 @@ impl Metrics {
             versions,
             pushes,
             nacks,
+            certificates,
             push_latency,
             convergence,
             proxies,
@@ -332,6 +341,12 @@ impl Control {
 
     /// Serve what the store says should be served. True when that changed.
     pub fn refresh(&self) -> Result<bool, Error> {
+        self.refresh_with(None)
+    }
+
+    /// [`Control::refresh`], with an IR at hand (just compiled and recorded)
+    /// used instead of decoding the stored copy when it is the one to serve.
+    pub fn refresh_with(&self, fresh: Option<(u64, Ir)>) -> Result<bool, Error> {
         let Some((version, pin)) = self.store.served()? else {
             return Ok(false);
         };
@@ -345,11 +360,15 @@ impl Control {
             .ir_hash
             .clone()
             .ok_or_else(|| anyhow::anyhow!("accepted version {} has no IR", version.id))?;
-        let bytes = self
-            .store
-            .ir(&hash)?
-            .ok_or_else(|| anyhow::anyhow!("IR {hash} of version {} is missing", version.id))?;
-        let ir = Ir::decode(&bytes).map_err(|e| anyhow::anyhow!("IR {hash}: {e}"))?;
+        let ir = match fresh {
+            Some((id, ir)) if id == version.id => ir,
+            _ => {
+                let bytes = self.store.ir(&hash)?.ok_or_else(|| {
+                    anyhow::anyhow!("IR {hash} of version {} is missing", version.id)
+                })?;
+                Ir::decode(&bytes).map_err(|e| anyhow::anyhow!("IR {hash}: {e}"))?
+            }
+        };
         tracing::info!(
             version = version.id,
             commit = short(&version.commit),
@@ -525,7 +544,9 @@ impl Reconciler {
                 }
             },
         };
+        let mut fresh = None;
         for oid in commits {
+            let started = Instant::now();
             let built = commit::build(
                 self.mirror.repo(),
                 oid,
@@ -535,12 +556,14 @@ impl Reconciler {
             );
             let bytes = built.ir.as_ref().map(Ir::encode);
             let v = self.control.store.record(built.version, bytes.as_deref())?;
+            fresh = built.ir.map(|ir| (v.id, ir));
             self.control.metrics.count_version(v.verdict);
             match v.verdict {
                 Verdict::Accepted => tracing::info!(
                     version = v.id,
                     commit = short(&v.commit),
                     warnings = v.warnings,
+                    ms = started.elapsed().as_millis() as u64,
                     "accepted"
                 ),
                 Verdict::Rejected => tracing::warn!(
@@ -552,7 +575,7 @@ impl Reconciler {
             }
             step.recorded.push(v);
         }
-        step.changed = self.control.refresh()?;
+        step.changed = self.control.refresh_with(fresh)?;
         Ok(step)
     }
 }

@@ -17,7 +17,7 @@ use meshc_ir::proto::distribution_server::Distribution;
 use meshc_ir::proto::{
     CertificateRequest, CertificateResponse, DiscoveryRequest, DiscoveryResponse, Node, Resource,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -36,6 +36,7 @@ pub struct Server {
     nonces: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
     live: Arc<AtomicUsize>,
+    budget: Arc<Semaphore>,
 }
 
 /// Counts a live session; the count drops when the session ends.
@@ -73,6 +74,7 @@ impl Server {
             nonces: Arc::new(AtomicU64::new(0)),
             stop,
             live: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(Semaphore::new(PUSH_BUDGET_KB as usize)),
         }
     }
 
@@ -162,6 +164,7 @@ impl Distribution for Server {
             tx,
             stop: self.stop.clone(),
             _live: Live::new(&self.live),
+            budget: self.budget.clone(),
         };
         session.register(&node);
         tokio::spawn(session.run(inbound));
@@ -186,6 +189,7 @@ impl Distribution for Server {
             .ca
             .issue(&r.csr_pem, &r.namespace, &r.service_account)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.control.metrics.certificates.inc();
         tracing::info!(
             namespace = r.namespace,
             sa = r.service_account,
@@ -211,7 +215,16 @@ struct Inflight {
     after: Scope,
     sent: Instant,
     published: Instant,
+    /// Its share of the push budget, returned on ACK, NACK or disconnect.
+    _budget: OwnedSemaphorePermit,
 }
+
+/// How many kilobytes of resource bodies may be in flight (sent, not yet
+/// acknowledged) across all proxies. A response is encoded whole and then
+/// waits for HTTP/2 flow control, so a thousand proxies syncing from scratch
+/// at once would each hold a copy; the budget bounds that memory and lets
+/// them take turns. Small updates never wait behind it for long.
+pub const PUSH_BUDGET_KB: u32 = 32 * 1024;
 
 /// What a proxy holds, as far as the server knows.
 enum Held {
@@ -313,6 +326,7 @@ struct Session {
     /// Server shutdown: end the stream so the server can stop.
     stop: watch::Receiver<bool>,
     _live: Live,
+    budget: Arc<Semaphore>,
 }
 
 impl Session {
@@ -448,6 +462,16 @@ impl Session {
             removed,
         };
         let after = scope;
+        let bytes: usize = response.resources.iter().map(|r| r.body.len() + 200).sum();
+        let kb = u32::try_from(bytes / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(PUSH_BUDGET_KB);
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(kb)
+            .await
+            .map_err(|_| ())?;
         self.inflight = Some(Inflight {
             nonce,
             version,
@@ -455,6 +479,7 @@ impl Session {
             after,
             sent: Instant::now(),
             published: snap.published,
+            _budget: budget,
         });
         self.control.metrics.pushes.inc();
         self.control.update_proxy(&self.id, |p| {

@@ -14,17 +14,7 @@ pub struct File {
     pub bytes: Vec<u8>,
 }
 
-/// What went wrong reading a revision.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use crate::Error;
 
 /// Open the repository containing `dir`.
 pub fn open(dir: &Path) -> Result<Repository, Error> {

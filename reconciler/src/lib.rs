@@ -21,3 +21,16 @@ pub mod git;
 pub mod serve;
 pub mod store;
 pub mod sync;
+
+/// An error of the Git side or the store, in one line for people (URLs
+/// already stripped of credentials).
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}

@@ -21,17 +21,7 @@ const IRS: TableDefinition<&str, &[u8]> = TableDefinition::new("irs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
-/// A store error, with what was being done.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use crate::Error;
 
 macro_rules! db {
     ($what:expr, $e:expr) => {
@@ -215,11 +205,21 @@ impl Store {
 
     /// Versions, newest first, at most `limit`.
     pub fn versions(&self, limit: usize) -> Result<Vec<Version>, Error> {
+        self.newest(VERSIONS, limit)
+    }
+
+    /// The newest `limit` records of a table keyed by sequence number.
+    fn newest<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        limit: usize,
+    ) -> Result<Vec<T>, Error> {
+        let what = "records";
         let txn = db!("begin", self.db.begin_read())?;
-        let t = db!("versions", txn.open_table(VERSIONS))?;
+        let t = db!(what, txn.open_table(table))?;
         let mut out = Vec::new();
-        for entry in db!("versions", t.iter())?.rev().take(limit) {
-            let (_, v) = db!("versions", entry)?;
+        for entry in db!(what, t.iter())?.rev().take(limit) {
+            let (_, v) = db!(what, entry)?;
             out.push(parse(v.value())?);
         }
         Ok(out)
@@ -338,14 +338,7 @@ impl Store {
 
     /// Audit events, newest first, at most `limit`.
     pub fn events(&self, limit: usize) -> Result<Vec<Event>, Error> {
-        let txn = db!("begin", self.db.begin_read())?;
-        let t = db!("events", txn.open_table(EVENTS))?;
-        let mut out = Vec::new();
-        for entry in db!("events", t.iter())?.rev().take(limit) {
-            let (_, v) = db!("events", entry)?;
-            out.push(parse(v.value())?);
-        }
-        Ok(out)
+        self.newest(EVENTS, limit)
     }
 }
 

@@ -66,17 +66,7 @@ pub fn redact(url: &str) -> String {
     url.to_string()
 }
 
-/// A sync error (credentials removed).
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use crate::Error;
 
 /// The branch's state on the remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

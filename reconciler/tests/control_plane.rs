@@ -3,21 +3,22 @@
 //! distribution client) over real mutual TLS with certificates from the CA,
 //! and the HTTP API over real TCP.
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use git2::{Repository, Signature};
-use hmac::{Hmac, Mac};
+use git2::Repository;
 use meshc_dataplane::client::{self, Applied, Check};
 use meshc_ir::proto::Node;
 use meshc_reconciler::control::SyncState;
 use meshc_reconciler::serve::{self, Config, Running};
 use meshc_reconciler::store::Verdict;
-use sha2::Sha256;
 use tokio::sync::watch;
+
+#[path = "../../tests/common/net.rs"]
+mod net;
+
+use net::http;
 
 const TOKEN: &str = "bootstrap-secret";
 const API_TOKEN: &str = "api-secret";
@@ -68,18 +69,17 @@ impl PolicyRepo {
     }
 
     fn commit(&self, message: &str) -> String {
-        let mut index = self.repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        index.write().unwrap();
-        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = Signature::now("Ada", "ada@example.com").unwrap();
-        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        net::commit_all(&self.repo, message)
+    }
+
+    /// The branch's commit.
+    fn head(&self) -> String {
         self.repo
-            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .head()
             .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .id()
             .to_string()
     }
 
@@ -185,33 +185,6 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// One HTTP/1.1 request over a real socket: (status, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    // Chunked bodies: good enough to search in; JSON ones are parsed below.
-    (status, body.to_string())
-}
-
 fn json_body(body: &str) -> serde_json::Value {
     // axum sends JSON with Content-Length, never chunked.
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
@@ -219,22 +192,12 @@ fn json_body(body: &str) -> serde_json::Value {
 
 fn github_push(server: &Running) -> (u16, String) {
     let payload = r#"{"ref":"refs/heads/main","after":"x"}"#;
-    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-    mac.update(payload.as_bytes());
-    let sig: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sig = net::github_signature(HOOK_SECRET, payload);
     http(
         server.http_addr,
         "POST",
         "/api/v1/webhooks/github",
-        &[
-            ("X-Hub-Signature-256", &format!("sha256={sig}")),
-            ("X-GitHub-Event", "push"),
-        ],
+        &[("X-Hub-Signature-256", &sig), ("X-GitHub-Event", "push")],
         payload,
     )
 }
@@ -255,14 +218,7 @@ const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_reach_proxies_rejections_rollback_nack_and_force_push() {
     let repo = PolicyRepo::new();
-    let c1 = repo
-        .repo
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
+    let c1 = repo.head();
     let data = tempfile::tempdir().unwrap();
     let server = serve::start(config(&repo.url(), data.path()))
         .await
@@ -566,14 +522,7 @@ async fn identities_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_serves_the_same_version_without_recompiling() {
     let repo = PolicyRepo::new();
-    let c1 = repo
-        .repo
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
+    let c1 = repo.head();
     let data = tempfile::tempdir().unwrap();
     let server = serve::start(config(&repo.url(), data.path()))
         .await
@@ -617,14 +566,7 @@ async fn a_restarted_server_serves_the_same_version_without_recompiling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_git_daemon() {
     let repo = PolicyRepo::new();
-    let c1 = repo
-        .repo
-        .head()
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .id()
-        .to_string();
+    let c1 = repo.head();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -674,4 +616,93 @@ async fn follows_a_git_daemon() {
     server.stop().await;
     daemon.kill().ok();
     daemon.wait().ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_webhooks_a_deleted_branch_and_certificate_rotation() {
+    let repo = PolicyRepo::new();
+    let c1 = repo.head();
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(&repo.url(), data.path());
+    cfg.cert_ttl = Duration::from_secs(3);
+    let server = serve::start(cfg).await.unwrap();
+    let ctl = server.control.clone();
+    let mut p = proxy(
+        &server,
+        node("productpage-v1", "bookinfo-productpage"),
+        accept_all(),
+    );
+    p.at(&c1).await;
+
+    // GitLab: the token is checked, and pushes to other refs are ignored.
+    let hook = "/api/v1/webhooks/gitlab";
+    let main = r#"{"object_kind":"push","ref":"refs/heads/main"}"#;
+    let (status, _) = http(
+        server.http_addr,
+        "POST",
+        hook,
+        &[("X-Gitlab-Token", "nope")],
+        main,
+    );
+    assert_eq!(status, 401);
+    let other = r#"{"object_kind":"push","ref":"refs/heads/feature"}"#;
+    let (status, body) = http(
+        server.http_addr,
+        "POST",
+        hook,
+        &[("X-Gitlab-Token", HOOK_SECRET)],
+        other,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("ignored"), "{body}");
+    repo.edit("routing.yaml", "weight: 90", "weight: 60");
+    repo.edit("routing.yaml", "weight: 10", "weight: 40");
+    let c2 = repo.commit("60/40");
+    let (status, _) = http(
+        server.http_addr,
+        "POST",
+        hook,
+        &[("X-Gitlab-Token", HOOK_SECRET)],
+        main,
+    );
+    assert_eq!(status, 202);
+    p.at(&c2).await;
+
+    // The branch is deleted: recorded, and the last accepted version stays.
+    repo.repo
+        .find_reference("refs/heads/main")
+        .unwrap()
+        .delete()
+        .unwrap();
+    ctl.sync_now.notify_one();
+    eventually("the deleted branch to be noted", || {
+        ctl.store
+            .events(10)
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "branch-deleted")
+    })
+    .await;
+    assert_eq!(ctl.current().unwrap().version.commit, c2);
+
+    // Certificates live 3 s; the proxy renews after 2 s and stays in sync
+    // without anything being re-sent.
+    let pushes_before = ctl.proxies()[0].pushes;
+    eventually("a renewed certificate", || {
+        ctl.metrics.certificates.get() >= 2
+    })
+    .await;
+    eventually("the renewed proxy to be synced again", || {
+        ctl.proxies()
+            .iter()
+            .any(|p| p.connected && p.state == SyncState::Synced)
+    })
+    .await;
+    assert!(
+        ctl.proxies()[0].pushes <= pushes_before,
+        "nothing re-sent after renewal"
+    );
+    assert_eq!(p.out.borrow().as_ref().unwrap().source, c2);
+    p.stop().await;
+    server.stop().await;
 }

@@ -49,3 +49,5 @@ pub fn meshc_stdin(args: &[&str], stdin: &[u8]) -> Output {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
 }
+
+pub mod net;
