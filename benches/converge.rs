@@ -165,6 +165,9 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
                     .into_inner();
                 let ready = tokio::spawn(async move {
                     while let Ok(Some(r)) = responses.message().await {
+                        if r.more {
+                            continue;
+                        }
                         *acked[i].lock().unwrap() = r.source.clone();
                         let ack = DiscoveryRequest {
                             version: r.version,

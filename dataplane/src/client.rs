@@ -181,7 +181,22 @@ pub async fn subscribe(
         .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
         .into_inner();
-    while let Some(response) = responses.message().await? {
+    let mut parts: Option<DiscoveryResponse> = None;
+    while let Some(part) = responses.message().await? {
+        // Gather the parts of one update; apply only the whole of it.
+        let response = match parts.take() {
+            Some(mut so_far) if so_far.nonce == part.nonce => {
+                so_far.resources.extend(part.resources);
+                so_far.removed.extend(part.removed);
+                so_far.more = part.more;
+                so_far
+            }
+            _ => part,
+        };
+        if response.more {
+            parts = Some(response);
+            continue;
+        }
         let current = out.borrow().clone();
         let outcome = apply(current.as_deref(), &response).and_then(|a| check(&a.ir).map(|()| a));
         let reply = match outcome {

@@ -226,6 +226,11 @@ struct Inflight {
 /// them take turns. Small updates never wait behind it for long.
 pub const PUSH_BUDGET_KB: u32 = 32 * 1024;
 
+/// The size of one response part. tonic keeps a stream's encoding buffer at
+/// the size of the largest message it sent, so parts keep a thousand idle
+/// streams from holding megabytes each.
+pub const PART_BYTES: usize = 32 * 1024;
+
 /// What a proxy holds, as far as the server knows.
 enum Held {
     /// Nothing.
@@ -447,22 +452,41 @@ impl Session {
         }
         let (changed, removed) = self.held.diff(&scope);
         let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
-        let response = DiscoveryResponse {
-            version: version.clone(),
-            nonce: nonce.clone(),
-            source: commit.clone(),
-            resources: changed
-                .iter()
-                .map(|r| Resource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    body: r.body.clone(),
-                })
-                .collect(),
-            removed,
-        };
+        // Cut into parts of about PART_BYTES; the last part carries `removed`.
+        let mut parts: Vec<Vec<Resource>> = vec![Vec::new()];
+        let mut size = 0;
+        for r in &changed {
+            if size > 0 && size + r.body.len() > PART_BYTES {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            size += r.body.len() + r.name.len() + r.version.len();
+            parts.last_mut().expect("never empty").push(Resource {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                body: r.body.clone(),
+            });
+        }
+        let last = parts.len() - 1;
+        let mut removed = Some(removed);
+        let responses: Vec<DiscoveryResponse> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, resources)| DiscoveryResponse {
+                version: version.clone(),
+                nonce: nonce.clone(),
+                source: commit.clone(),
+                resources,
+                removed: if i == last {
+                    removed.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                more: i != last,
+            })
+            .collect();
         let after = scope;
-        let bytes: usize = response.resources.iter().map(|r| r.body.len() + 200).sum();
+        let bytes: usize = changed.iter().map(|r| r.body.len() + 200).sum();
         let kb = u32::try_from(bytes / 1024 + 1)
             .unwrap_or(u32::MAX)
             .min(PUSH_BUDGET_KB);
@@ -486,7 +510,10 @@ impl Session {
             p.state = SyncState::Stale;
             p.pushes += 1;
         });
-        self.tx.send(Ok(response)).await.map_err(|_| ())
+        for response in responses {
+            self.tx.send(Ok(response)).await.map_err(|_| ())?;
+        }
+        Ok(())
     }
 
     /// An ACK or NACK.

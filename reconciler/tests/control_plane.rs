@@ -706,3 +706,59 @@ async fn gitlab_webhooks_a_deleted_branch_and_certificate_rotation() {
     p.stop().await;
     server.stop().await;
 }
+
+/// A scope of a few hundred kilobytes goes out in parts; the proxy applies
+/// the whole of it once, and it is exactly the scope compiled here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_scope_arrives_in_parts_and_is_applied_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path()).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    let files = meshc_compiler::synth::repository(80);
+    for (path, text) in &files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let c1 = net::commit_all(&repo, "80 services");
+    let inputs = files
+        .into_iter()
+        .map(|(p, t)| meshc_compiler::Input::new(p, t))
+        .collect();
+    let ir = meshc_compiler::compile(inputs, &meshc_compiler::Options::default())
+        .ir
+        .unwrap();
+    let workload = "ns-000/svc-00003-v1";
+    let expected = ir.scope(workload).unwrap();
+    let size: usize = ir
+        .scope_names(workload)
+        .unwrap()
+        .iter()
+        .map(|n| ir.resources()[n].body.len())
+        .sum();
+    assert!(
+        size > 4 * meshc_reconciler::distribution::PART_BYTES,
+        "the scope ({size} bytes) needs several parts"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let server = serve::start(config(&format!("file://{}", dir.path().display()), data.path()))
+        .await
+        .unwrap();
+    let mut p = proxy(
+        &server,
+        Node {
+            id: "svc-3".into(),
+            namespace: "ns-000".into(),
+            workload: "svc-00003-v1".into(),
+            service_account: "svc-00003".into(),
+            ..Default::default()
+        },
+        accept_all(),
+    );
+    let applied = p.at(&c1).await;
+    assert_eq!(applied.ir, expected);
+    assert_eq!(server.control.metrics.pushes.get(), 1, "one update, however many parts");
+    p.stop().await;
+    server.stop().await;
+}
