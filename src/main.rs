@@ -48,7 +48,7 @@ enum Command {
     Test(TestArgs),
     /// Run the control plane: follow a policy repository, compile every
     /// commit, serve accepted versions to proxies, expose the API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a synthetic policy repository (for benchmarks).
     #[command(hide = true)]
     Synth {
@@ -253,7 +253,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile(args),
         Command::Diff(args) => diff(args),
         Command::Test(args) => policy_test(args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Synth { services, out } => synth(services, &out),
     };
     match result {

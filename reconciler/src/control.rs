@@ -54,6 +54,9 @@ pub struct Scope {
     pub known: bool,
 }
 
+/// What decides the hosts a proxy sees: its namespace and egress patterns.
+type Egress = (String, Vec<String>);
+
 /// What is being served: an accepted version, its IR, and the IR cut into
 /// resources once for all proxies.
 #[derive(Debug)]
@@ -68,7 +71,7 @@ pub struct Snapshot {
     pub resources: BTreeMap<String, Arc<Shared>>,
     /// When the control plane started serving it (for convergence time).
     pub published: Instant,
-    host_sets: Mutex<HashMap<(String, Vec<String>), Arc<HostSet>>>,
+    host_sets: Mutex<HashMap<Egress, Arc<HostSet>>>,
 }
 
 impl Snapshot {

@@ -363,7 +363,7 @@ impl Session {
             }
             enum Event {
                 Changed,
-                Reply(DiscoveryRequest),
+                Reply(Box<DiscoveryRequest>),
                 End,
                 Stop,
             }
@@ -372,7 +372,7 @@ impl Session {
                     if changed.is_err() { Event::End } else { Event::Changed }
                 }
                 msg = inbound.message() => match msg {
-                    Ok(Some(req)) => Event::Reply(req),
+                    Ok(Some(req)) => Event::Reply(Box::new(req)),
                     Ok(None) | Err(_) => Event::End,
                 },
                 _ = self.stop.wait_for(|s| *s) => Event::Stop,
@@ -383,7 +383,7 @@ impl Session {
                 Event::Changed => {
                     self.pushed.borrow_and_update();
                 }
-                Event::Reply(req) => self.reply(req),
+                Event::Reply(req) => self.reply(*req),
                 Event::End => break,
                 Event::Stop => {
                     let _ = self

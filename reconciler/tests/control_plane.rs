@@ -108,6 +108,13 @@ fn config(url: &str, data: &Path) -> Config {
     c
 }
 
+/// A control plane following `url`, with its data directory (kept alive by the caller).
+async fn started(url: &str) -> (tempfile::TempDir, Running) {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve::start(config(url, data.path())).await.unwrap();
+    (data, server)
+}
+
 struct Proxy {
     out: watch::Receiver<Option<Arc<Applied>>>,
     stop: watch::Sender<bool>,
@@ -219,10 +226,7 @@ const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local";
 async fn commits_reach_proxies_rejections_rollback_nack_and_force_push() {
     let repo = PolicyRepo::new();
     let c1 = repo.head();
-    let data = tempfile::tempdir().unwrap();
-    let server = serve::start(config(&repo.url(), data.path()))
-        .await
-        .unwrap();
+    let (_data, server) = started(&repo.url()).await;
 
     let mut product = proxy(
         &server,
@@ -468,10 +472,7 @@ async fn refused(f: impl std::future::Future<Output = Result<(), tonic::Status>>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identities_are_checked() {
     let repo = PolicyRepo::new();
-    let data = tempfile::tempdir().unwrap();
-    let server = serve::start(config(&repo.url(), data.path()))
-        .await
-        .unwrap();
+    let (_data, server) = started(&repo.url()).await;
     let ctl = server.control.clone();
     eventually("the first version", || ctl.current().is_some()).await;
 
@@ -523,10 +524,7 @@ async fn identities_are_checked() {
 async fn a_restarted_server_serves_the_same_version_without_recompiling() {
     let repo = PolicyRepo::new();
     let c1 = repo.head();
-    let data = tempfile::tempdir().unwrap();
-    let server = serve::start(config(&repo.url(), data.path()))
-        .await
-        .unwrap();
+    let (data, server) = started(&repo.url()).await;
     let mut p = proxy(
         &server,
         node("productpage-v1", "bookinfo-productpage"),
@@ -598,8 +596,7 @@ async fn follows_a_git_daemon() {
         assert!(Instant::now() < deadline, "git daemon did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let data = tempfile::tempdir().unwrap();
-    let server = serve::start(config(&url, data.path())).await.unwrap();
+    let (_data, server) = started(&url).await;
     let ctl = server.control.clone();
     eventually("the first commit over git://", || {
         ctl.current().is_some_and(|s| s.version.commit == c1)
@@ -741,10 +738,7 @@ async fn a_large_scope_arrives_in_parts_and_is_applied_whole() {
         "the scope ({size} bytes) needs several parts"
     );
 
-    let data = tempfile::tempdir().unwrap();
-    let server = serve::start(config(&format!("file://{}", dir.path().display()), data.path()))
-        .await
-        .unwrap();
+    let (_data, server) = started(&format!("file://{}", dir.path().display())).await;
     let mut p = proxy(
         &server,
         Node {
@@ -758,7 +752,11 @@ async fn a_large_scope_arrives_in_parts_and_is_applied_whole() {
     );
     let applied = p.at(&c1).await;
     assert_eq!(applied.ir, expected);
-    assert_eq!(server.control.metrics.pushes.get(), 1, "one update, however many parts");
+    assert_eq!(
+        server.control.metrics.pushes.get(),
+        1,
+        "one update, however many parts"
+    );
     p.stop().await;
     server.stop().await;
 }
