@@ -727,11 +727,7 @@ impl<'a> Lowerer<'a> {
         ir::Mirror {
             host: self.ctx.fqdn(&d.host, ns),
             subset: d.subset.clone(),
-            port: d
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|p| u16::try_from(p).ok()),
+            port: d.port_number().and_then(|p| u16::try_from(p).ok()),
             percentage,
         }
     }
@@ -783,11 +779,7 @@ impl<'a> Lowerer<'a> {
         ir::WeightedDestination {
             host,
             subset: d.subset.clone(),
-            port: d
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|p| u16::try_from(p).ok()),
+            port: d.port_number().and_then(|p| u16::try_from(p).ok()),
             weight,
             labels,
             request_headers: ir::HeaderOps::default(),
@@ -975,10 +967,7 @@ impl<'a> Lowerer<'a> {
         ir::WorkloadPolicy {
             namespace: w.namespace.clone(),
             service_account: w.service_account.clone(),
-            identity: format!(
-                "spiffe://{}/ns/{}/sa/{}",
-                settings.trust_domain, w.namespace, w.service_account
-            ),
+            identity: ir::spiffe_id(&settings.trust_domain, &w.namespace, &w.service_account),
             labels: w.labels.clone(),
             meshed: self.ctx.is_meshed(w),
             mtls: ir::Mtls {

@@ -819,6 +819,11 @@ impl GatewayPolicy {
     }
 }
 
+/// The SPIFFE id of a service account: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
 /// SHA-256 of `bytes` in lower-case hex.
 pub fn hash_bytes(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);

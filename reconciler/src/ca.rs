@@ -78,10 +78,7 @@ impl Ca {
 
     /// The SPIFFE id for a namespace and service account.
     pub fn spiffe_id(&self, namespace: &str, service_account: &str) -> String {
-        format!(
-            "spiffe://{}/ns/{namespace}/sa/{service_account}",
-            self.trust_domain
-        )
+        meshc_ir::spiffe_id(&self.trust_domain, namespace, service_account)
     }
 
     /// Sign `csr_pem` for `namespace`/`service_account`. Whatever the CSR asks

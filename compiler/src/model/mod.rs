@@ -368,6 +368,13 @@ pub enum Spec {
     None,
 }
 
+impl Destination {
+    /// `port.number`, when given.
+    pub fn port_number(&self) -> Option<i64> {
+        self.port.as_ref().and_then(|p| p.number)
+    }
+}
+
 impl Spec {
     /// Deserialise the spec of a document of `kind` (already schema-checked).
     pub fn from_json(

@@ -75,7 +75,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            match dest.port.as_ref().and_then(|p| p.number) {
+            match dest.port_number() {
                 Some(n) if !ports.contains(&n) => out.push(
                     r.diag(
                         &DESTINATION_PORT,

@@ -93,7 +93,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     (
                         ctx.fqdn(&x.host, &r.namespace),
                         x.subset.as_deref(),
-                        x.port.as_ref().and_then(|p| p.number),
+                        x.port_number(),
                     )
                 })
                 .collect();
