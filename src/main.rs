@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, Settings, config, rules};
+use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, config, rules};
 use meshc_validator::{Format, RenderOptions};
 use rayon::prelude::*;
 
@@ -282,8 +282,7 @@ fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
 }
 
 fn lint(args: LintArgs) -> Result<u8> {
-    let limits = Limits::default();
-    let (config_file, config_source) = load_config(args.config.as_deref(), &args.paths)?;
+    let mut options = load_config(args.config.as_deref(), &args.paths)?;
     if let Some(code) = args
         .select
         .iter()
@@ -292,17 +291,11 @@ fn lint(args: LintArgs) -> Result<u8> {
     {
         bail!("`{code}` names no rule; `meshc rules` lists them");
     }
-    let mut settings = Settings::resolve(&config_file);
     if !args.select.is_empty() {
-        settings.select = Some(args.select.clone());
+        options.settings.select = Some(args.select.clone());
     }
-    settings.ignore.extend(args.ignore.iter().cloned());
-    let inputs = collect_inputs(&args.paths, &limits)?;
-    let options = Options {
-        settings,
-        limits,
-        config_source,
-    };
+    options.settings.ignore.extend(args.ignore.iter().cloned());
+    let inputs = collect_inputs(&args.paths, &options.limits)?;
     let analysis = meshc_compiler::analyze(inputs, &options);
     if args.verbose {
         for s in &analysis.skipped {
@@ -332,11 +325,9 @@ fn lint(args: LintArgs) -> Result<u8> {
     Ok(u8::from(errors > 0 || (args.deny_warnings && warnings > 0)))
 }
 
-/// `--config`, else `meshc.toml` in the first directory argument, else in the current directory.
-fn load_config(
-    config: Option<&Path>,
-    paths: &[PathBuf],
-) -> Result<(ConfigFile, Option<(String, String)>)> {
+/// The options of `--config`, else of `meshc.toml` in the first directory
+/// argument, else in the current directory, else the defaults.
+fn load_config(config: Option<&Path>, paths: &[PathBuf]) -> Result<Options> {
     let candidate = match config {
         Some(p) => Some(p.to_path_buf()),
         None => paths
@@ -347,7 +338,7 @@ fn load_config(
             .or_else(|| Some(PathBuf::from("meshc.toml")).filter(|p| p.is_file())),
     };
     let Some(path) = candidate else {
-        return Ok((ConfigFile::default(), None));
+        return Ok(Options::default());
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -357,7 +348,7 @@ fn load_config(
         .unwrap_or(&path)
         .display()
         .to_string();
-    Ok((file, Some((shown, text))))
+    Ok(Options::from_config(&file, Some((shown, text))))
 }
 
 fn is_yaml(p: &Path) -> bool {
@@ -489,16 +480,7 @@ fn synth(services: usize, out: &Path) -> Result<u8> {
 }
 
 /// Compile `inputs`; on errors print them (concise, to stderr) and give `None`.
-fn compile_inputs(
-    what: &str,
-    inputs: Vec<Input>,
-    config: (ConfigFile, Option<(String, String)>),
-) -> Option<meshc_ir::Ir> {
-    let options = Options {
-        settings: Settings::resolve(&config.0),
-        limits: Limits::default(),
-        config_source: config.1,
-    };
+fn compile_inputs(what: &str, inputs: Vec<Input>, options: Options) -> Option<meshc_ir::Ir> {
     let meshc_compiler::Compiled { analysis, ir } = meshc_compiler::compile(inputs, &options);
     match ir {
         Ok(ir) => {
@@ -524,9 +506,8 @@ fn compile_inputs(
 }
 
 fn compile(args: CompileArgs) -> Result<u8> {
-    let limits = Limits::default();
     let config = load_config(args.config.as_deref(), &args.paths)?;
-    let inputs = collect_inputs(&args.paths, &limits)?;
+    let inputs = collect_inputs(&args.paths, &config.limits)?;
     let Some(mut ir) = compile_inputs("the policy", inputs, config) else {
         return Ok(1);
     };
@@ -550,33 +531,16 @@ fn compile(args: CompileArgs) -> Result<u8> {
 }
 
 /// The policy files of one side of a diff: a directory, or a Git revision.
-fn side(
-    args: &DiffArgs,
-    which: &str,
-) -> Result<(Vec<Input>, (ConfigFile, Option<(String, String)>))> {
+fn side(args: &DiffArgs, which: &str) -> Result<(Vec<Input>, Options)> {
     let dir = Path::new(which);
     if dir.is_dir() {
         let paths = [dir.to_path_buf()];
         let config = load_config(None, &paths)?;
-        return Ok((collect_inputs(&paths, &Limits::default())?, config));
+        return Ok((collect_inputs(&paths, &config.limits)?, config));
     }
     let repo = meshc_reconciler::git::open(&args.repo)?;
-    let files = meshc_reconciler::git::read_tree(&repo, which, &args.path, |p| {
-        is_yaml(Path::new(p)) || p == "meshc.toml"
-    })?;
-    let mut config = (ConfigFile::default(), None);
-    let mut inputs = Vec::new();
-    for f in files {
-        if f.path == "meshc.toml" {
-            let text = String::from_utf8(f.bytes).context("meshc.toml is not UTF-8")?;
-            let file =
-                ConfigFile::parse(&text).map_err(|e| anyhow::anyhow!("{which}:meshc.toml: {e}"))?;
-            config = (file, Some((format!("{which}:meshc.toml"), text)));
-        } else {
-            inputs.push(Input::bytes(format!("{which}:{}", f.path), f.bytes));
-        }
-    }
-    Ok((inputs, config))
+    meshc_reconciler::commit::policy_at(&repo, which, &args.path, |p| format!("{which}:{p}"))
+        .map_err(anyhow::Error::msg)
 }
 
 fn diff(args: DiffArgs) -> Result<u8> {
@@ -653,7 +617,7 @@ fn policy_test(args: TestArgs) -> Result<u8> {
     // the loader like any kind meshc does not model.
     let paths = [policy.clone()];
     let config = load_config(None, &paths)?;
-    let inputs = collect_inputs(&paths, &Limits::default())?;
+    let inputs = collect_inputs(&paths, &config.limits)?;
     let Some(ir) = compile_inputs(&policy.display().to_string(), inputs, config) else {
         return Ok(1);
     };

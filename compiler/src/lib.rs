@@ -96,6 +96,18 @@ pub struct Options {
     pub config_source: Option<(String, String)>,
 }
 
+impl Options {
+    /// The options of a `meshc.toml` (or the default file) found at `source`
+    /// (shown path, text), with the default limits.
+    pub fn from_config(file: &ConfigFile, source: Option<(String, String)>) -> Options {
+        Options {
+            settings: Settings::resolve(file),
+            limits: Limits::default(),
+            config_source: source,
+        }
+    }
+}
+
 /// A document meshc does not model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {

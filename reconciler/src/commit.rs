@@ -2,7 +2,7 @@
 //! database, compile them, and decide the verdict.
 
 use git2::{Oid, Repository};
-use meshc_compiler::{CompileError, ConfigFile, Input, Limits, Options, Settings};
+use meshc_compiler::{CompileError, ConfigFile, Input, Options};
 use meshc_ir::Ir;
 
 use crate::git;
@@ -58,6 +58,36 @@ pub fn build(repo: &Repository, commit: Oid, branch: &str, subpath: &str, policy
     }
 }
 
+/// The policy of `repo` at `rev` (a commit, branch, tag, `HEAD~1`) under
+/// `subpath`: its YAML files as inputs named `label(path)`, and the options
+/// of its `meshc.toml` (the defaults when it has none). Read straight from
+/// the object database. `meshc diff` and the reconciler both read commits
+/// this way.
+pub fn policy_at(
+    repo: &Repository,
+    rev: &str,
+    subpath: &str,
+    label: impl Fn(&str) -> String,
+) -> Result<(Vec<Input>, Options), String> {
+    let files = git::read_tree(repo, rev, subpath, |p| {
+        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
+    })
+    .map_err(|e| e.to_string())?;
+    let mut options = Options::default();
+    let mut inputs = Vec::new();
+    for f in files {
+        if f.path == "meshc.toml" {
+            let shown = label(&f.path);
+            let text = String::from_utf8(f.bytes).map_err(|_| format!("{shown} is not UTF-8"))?;
+            let file = ConfigFile::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
+            options = Options::from_config(&file, Some((shown, text)));
+        } else {
+            inputs.push(Input::bytes(label(&f.path), f.bytes));
+        }
+    }
+    Ok((inputs, options))
+}
+
 fn compile(
     repo: &Repository,
     commit: Oid,
@@ -65,39 +95,17 @@ fn compile(
     policy: Policy,
     version: &mut Version,
 ) -> Result<Option<Ir>, String> {
-    let files = git::read_tree(repo, &commit.to_string(), subpath, |p| {
-        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
-    })
-    .map_err(|e| e.to_string())?;
-    let mut config = (ConfigFile::default(), None);
-    let mut inputs = Vec::new();
-    for f in files {
-        if f.path == "meshc.toml" {
-            let text = String::from_utf8(f.bytes).map_err(|_| "meshc.toml is not UTF-8")?;
-            let file = ConfigFile::parse(&text).map_err(|e| format!("meshc.toml: {e}"))?;
-            config = (file, Some(("meshc.toml".to_string(), text)));
-        } else {
-            inputs.push(Input::bytes(f.path, f.bytes));
-        }
-    }
-    let options = Options {
-        settings: Settings::resolve(&config.0),
-        limits: Limits::default(),
-        config_source: config.1,
-    };
+    let (inputs, options) = policy_at(repo, &commit.to_string(), subpath, str::to_string)?;
     let compiled = meshc_compiler::compile(inputs, &options);
     let a = &compiled.analysis;
     version.errors = a.count(meshc_compiler::Severity::Error);
     version.warnings = a.count(meshc_compiler::Severity::Warning);
     version.diagnostics = serde_json::to_value(meshc_validator::json_report(a)).unwrap_or_default();
     match compiled.ir {
-        Ok(ir) if policy.deny_warnings && version.warnings > 0 => {
-            drop(ir);
-            Err(format!(
-                "{} warning(s), and warnings block commits",
-                version.warnings
-            ))
-        }
+        Ok(_) if policy.deny_warnings && version.warnings > 0 => Err(format!(
+            "{} warning(s), and warnings block commits",
+            version.warnings
+        )),
         Ok(ir) => {
             version.verdict = Verdict::Accepted;
             version.ir_hash = Some(ir.hash());
