@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 
 use common::{meshc, meshc_in, root, stdout};
 use meshc_compiler::{Input, Options};
@@ -254,18 +253,10 @@ fn commit(repo: &git2::Repository, files: &[(&str, String)], message: &str) {
             std::fs::remove_file(e.path()).unwrap();
         }
     }
-    let mut index = repo.index().unwrap();
-    index.clear().unwrap();
     for (path, text) in files {
         std::fs::write(dir.join(path), text).unwrap();
-        index.add_path(Path::new(path)).unwrap();
     }
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("meshc test", "test@example.invalid").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap();
+    common::net::commit_all(repo, message);
 }
 
 #[test]

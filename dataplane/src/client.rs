@@ -248,11 +248,7 @@ pub async fn run(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let renew = credentials.as_ref().is_none_or(|c| {
-            let issued_for = (c.not_after - now).max(0);
-            issued_for == 0
-        });
-        if renew {
+        if credentials.as_ref().is_none_or(|c| c.not_after <= now) {
             match issue_certificate(&config).await {
                 Ok(c) => credentials = Some(c),
                 Err(e) => {

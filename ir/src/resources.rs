@@ -106,8 +106,16 @@ impl Ir {
     /// [`Ir::scope`] keeps. `None` when the workload is unknown.
     pub fn scope_names(&self, workload: &str) -> Option<Vec<String>> {
         let w = self.workloads.get(workload)?;
-        let mut names = vec!["mesh".to_string(), format!("workload/{workload}")];
+        let mut names = self.own_names(workload)?;
         names.extend(self.visible_hosts(w).map(|h| format!("host/{h}")));
+        Some(names)
+    }
+
+    /// The resources of `workload`'s scope that are not hosts: `mesh`, its
+    /// workload and the gateways it runs. `None` when the workload is unknown.
+    pub fn own_names(&self, workload: &str) -> Option<Vec<String>> {
+        let w = self.workloads.get(workload)?;
+        let mut names = vec!["mesh".to_string(), format!("workload/{workload}")];
         names.extend(self.gateways_run_by(w).map(|g| format!("gateway/{g}")));
         Some(names)
     }

@@ -138,8 +138,7 @@ impl Snapshot {
                 })
                 .clone()
         };
-        let mut names = vec!["mesh".to_string(), format!("workload/{workload}")];
-        names.extend(self.ir.gateways_run_by(w).map(|g| format!("gateway/{g}")));
+        let names = self.ir.own_names(workload).unwrap_or_default();
         let mut others: Vec<Arc<Shared>> = names
             .iter()
             .filter_map(|n| self.resources.get(n).cloned())

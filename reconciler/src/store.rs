@@ -227,24 +227,25 @@ impl Store {
 
     /// A version by id, commit (or a prefix of at least 7), or IR hash (or prefix).
     pub fn find(&self, key: &str) -> Result<Option<Version>, Error> {
-        if let Ok(id) = key.parse::<u64>()
-            && key.len() < 7
-        {
-            let txn = db!("begin", self.db.begin_read())?;
-            let t = db!("versions", txn.open_table(VERSIONS))?;
-            return match db!("versions", t.get(id))? {
-                Some(v) => Ok(Some(parse(v.value())?)),
+        let txn = db!("begin", self.db.begin_read())?;
+        let t = db!("versions", txn.open_table(VERSIONS))?;
+        if key.len() < 7 {
+            return match key.parse::<u64>().ok().map(|id| t.get(id)) {
+                Some(got) => db!("versions", got)?.map(|v| parse(v.value())).transpose(),
                 None => Ok(None),
             };
         }
-        if key.len() < 7 {
-            return Ok(None);
+        // Newest first, stopping at the first match: a commit compiled twice
+        // (after a force-push back to it) resolves to its latest record.
+        for entry in db!("versions", t.iter())?.rev() {
+            let (_, v) = db!("versions", entry)?;
+            let v: Version = parse(v.value())?;
+            if v.commit.starts_with(key) || v.ir_hash.as_deref().is_some_and(|h| h.starts_with(key))
+            {
+                return Ok(Some(v));
+            }
         }
-        // Newest first: a commit compiled twice (after a force-push back to
-        // it) resolves to its latest record.
-        Ok(self.versions(usize::MAX)?.into_iter().find(|v| {
-            v.commit.starts_with(key) || v.ir_hash.as_deref().is_some_and(|h| h.starts_with(key))
-        }))
+        Ok(None)
     }
 
     /// An encoded IR by hash.

@@ -16,6 +16,7 @@ pub fn commit_all(repo: &git2::Repository, message: &str) -> String {
     index
         .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
         .unwrap();
+    index.update_all(["*"], None).unwrap();
     index.write().unwrap();
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let sig = git2::Signature::now("Ada", "ada@example.com").unwrap();
