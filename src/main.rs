@@ -157,63 +157,8 @@ struct ServeArgs {
     /// Settings file (TOML).
     #[arg(long, env = "MESHC_CONFIG")]
     config: Option<PathBuf>,
-    /// Policy repository: a path, file://, git://, https:// or ssh:// URL (default: the current directory).
-    #[arg(long, env = "MESHC_REPO")]
-    repo: Option<String>,
-    /// Branch to follow [default: main].
-    #[arg(long, env = "MESHC_BRANCH")]
-    branch: Option<String>,
-    /// Directory of the policy inside the repository.
-    #[arg(long, env = "MESHC_PATH")]
-    path: Option<String>,
-    /// HTTPS token for the repository (never logged).
-    #[arg(long, env = "MESHC_GIT_TOKEN", hide_env_values = true)]
-    git_token: Option<String>,
-    /// SSH private key for ssh:// repositories.
-    #[arg(long, env = "MESHC_SSH_KEY")]
-    ssh_key: Option<PathBuf>,
-    /// State directory: mirror, store, CA, generated tokens [default: .meshc].
-    #[arg(long, env = "MESHC_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// gRPC address (distribution, certificates) [default: 127.0.0.1:15010].
-    #[arg(long, env = "MESHC_GRPC_ADDR")]
-    grpc_addr: Option<std::net::SocketAddr>,
-    /// HTTP address (API, webhooks, metrics) [default: 127.0.0.1:15014].
-    #[arg(long, env = "MESHC_HTTP_ADDR")]
-    http_addr: Option<std::net::SocketAddr>,
-    /// Poll interval in seconds [default: 15].
-    #[arg(long, env = "MESHC_POLL_SECONDS")]
-    poll_seconds: Option<u64>,
-    /// Push debounce quiet period in ms [default: 100].
-    #[arg(long, env = "MESHC_DEBOUNCE_MS")]
-    debounce_ms: Option<u64>,
-    /// Push debounce longest delay in ms [default: 1000].
-    #[arg(long, env = "MESHC_DEBOUNCE_MAX_MS")]
-    debounce_max_ms: Option<u64>,
-    /// Versions kept in the store [default: 100].
-    #[arg(long, env = "MESHC_RETAIN")]
-    retain: Option<usize>,
-    /// Reject commits with warnings too.
-    #[arg(long, env = "MESHC_DENY_WARNINGS")]
-    deny_warnings: Option<bool>,
-    /// Trust domain of issued identities [default: cluster.local].
-    #[arg(long, env = "MESHC_TRUST_DOMAIN")]
-    trust_domain: Option<String>,
-    /// Lifetime of issued certificates in seconds [default: 86400].
-    #[arg(long, env = "MESHC_CERT_TTL_SECONDS")]
-    cert_ttl_seconds: Option<u64>,
-    /// Token proxies present for their first certificate [default: generated into DATA_DIR/bootstrap-token].
-    #[arg(long, env = "MESHC_BOOTSTRAP_TOKEN", hide_env_values = true)]
-    bootstrap_token: Option<String>,
-    /// Token for API actions [default: generated into DATA_DIR/api-token].
-    #[arg(long, env = "MESHC_API_TOKEN", hide_env_values = true)]
-    api_token: Option<String>,
-    /// Secret of push webhooks (GitHub HMAC, GitLab token); none: webhooks refused.
-    #[arg(long, env = "MESHC_WEBHOOK_SECRET", hide_env_values = true)]
-    webhook_secret: Option<String>,
-    /// Plaintext gRPC without client certificates (development only).
-    #[arg(long, env = "MESHC_INSECURE")]
-    insecure: Option<bool>,
+    #[command(flatten)]
+    settings: meshc_reconciler::serve::Settings,
     /// Log format.
     #[arg(long, value_enum, env = "MESHC_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -650,32 +595,11 @@ fn serve(args: ServeArgs) -> Result<u8> {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    let flags = Settings {
-        repo: args.repo,
-        branch: args.branch,
-        path: args.path,
-        token: args.git_token,
-        ssh_key: args.ssh_key,
-        data_dir: args.data_dir,
-        grpc_addr: args.grpc_addr,
-        http_addr: args.http_addr,
-        poll_seconds: args.poll_seconds,
-        debounce_ms: args.debounce_ms,
-        debounce_max_ms: args.debounce_max_ms,
-        retain: args.retain,
-        deny_warnings: args.deny_warnings,
-        trust_domain: args.trust_domain,
-        cert_ttl_seconds: args.cert_ttl_seconds,
-        bootstrap_token: args.bootstrap_token,
-        api_token: args.api_token,
-        webhook_secret: args.webhook_secret,
-        insecure: args.insecure,
-    };
     let file = match &args.config {
         Some(p) => Settings::from_file(p)?,
         None => Settings::default(),
     };
-    let config = flags.over(file).into_config()?;
+    let config = args.settings.over(file).into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::{meshc, meshc_in, root, stdout};
 use meshc_compiler::{Input, Options};
 

@@ -273,48 +273,68 @@ pub async fn start(config: Config) -> Result<Running> {
     })
 }
 
-/// `meshc serve` settings from one layer (flags, environment, file); unset
-/// fields fall through to the next layer, then to [`Config::new`]'s defaults.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+/// `meshc serve` settings from one layer: flags and `MESHC_*` environment
+/// variables (clap), or a TOML file (serde, kebab-case keys). Unset fields
+/// fall through to the next layer, then to [`Config::new`]'s defaults.
+#[derive(Debug, Clone, Default, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// Repository URL or path.
+    /// Policy repository: a path, file://, git://, https:// or ssh:// URL (default: the current directory).
+    #[arg(long, env = "MESHC_REPO")]
     pub repo: Option<String>,
-    /// Branch.
+    /// Branch to follow [default: main].
+    #[arg(long, env = "MESHC_BRANCH")]
     pub branch: Option<String>,
-    /// Sub-path of the policy in the repository.
+    /// Directory of the policy inside the repository.
+    #[arg(long, env = "MESHC_PATH")]
     pub path: Option<String>,
-    /// HTTPS token.
+    /// HTTPS token for the repository (never logged).
+    #[arg(long = "git-token", env = "MESHC_GIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// SSH private key for ssh:// URLs.
+    /// SSH private key for ssh:// repositories.
+    #[arg(long, env = "MESHC_SSH_KEY")]
     pub ssh_key: Option<PathBuf>,
-    /// State directory.
+    /// State directory: mirror, store, CA, generated tokens [default: .meshc].
+    #[arg(long, env = "MESHC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// gRPC listen address.
+    /// gRPC address (distribution, certificates) [default: 127.0.0.1:15010].
+    #[arg(long, env = "MESHC_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
-    /// HTTP listen address.
+    /// HTTP address (API, webhooks, metrics) [default: 127.0.0.1:15014].
+    #[arg(long, env = "MESHC_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
-    /// Poll interval, seconds.
+    /// Poll interval in seconds [default: 15].
+    #[arg(long, env = "MESHC_POLL_SECONDS")]
     pub poll_seconds: Option<u64>,
-    /// Debounce quiet period, milliseconds.
+    /// Push debounce quiet period in ms [default: 100].
+    #[arg(long, env = "MESHC_DEBOUNCE_MS")]
     pub debounce_ms: Option<u64>,
-    /// Debounce longest delay, milliseconds.
+    /// Push debounce longest delay in ms [default: 1000].
+    #[arg(long, env = "MESHC_DEBOUNCE_MAX_MS")]
     pub debounce_max_ms: Option<u64>,
-    /// Versions kept.
+    /// Versions kept in the store [default: 100].
+    #[arg(long, env = "MESHC_RETAIN")]
     pub retain: Option<usize>,
-    /// Warnings reject commits.
+    /// Reject commits with warnings too.
+    #[arg(long, env = "MESHC_DENY_WARNINGS")]
     pub deny_warnings: Option<bool>,
-    /// Trust domain.
+    /// Trust domain of issued identities [default: cluster.local].
+    #[arg(long, env = "MESHC_TRUST_DOMAIN")]
     pub trust_domain: Option<String>,
-    /// Certificate lifetime, seconds.
+    /// Lifetime of issued certificates in seconds [default: 86400].
+    #[arg(long, env = "MESHC_CERT_TTL_SECONDS")]
     pub cert_ttl_seconds: Option<u64>,
-    /// Bootstrap token (default: generated into the data directory).
+    /// Token proxies present for their first certificate [default: generated into DATA_DIR/bootstrap-token].
+    #[arg(long, env = "MESHC_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub bootstrap_token: Option<String>,
-    /// API token (default: generated into the data directory).
+    /// Token for API actions [default: generated into DATA_DIR/api-token].
+    #[arg(long, env = "MESHC_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Webhook secret (none: webhooks refused).
+    /// Secret of push webhooks (GitHub HMAC, GitLab token); none: webhooks refused.
+    #[arg(long, env = "MESHC_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// Plaintext gRPC without client certificates (development only).
+    #[arg(long, env = "MESHC_INSECURE")]
     pub insecure: Option<bool>,
 }
 
