@@ -163,7 +163,8 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
                     .await
                     .unwrap()
                     .into_inner();
-                let ready = tokio::spawn(async move {
+                // Connected; acknowledge in a task of its own from here on.
+                tokio::spawn(async move {
                     while let Ok(Some(r)) = responses.message().await {
                         if r.more {
                             continue;
@@ -179,12 +180,10 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
                         }
                     }
                 });
-                ready
             }));
         }
         for t in tasks {
-            // Keep the stream tasks running in the background.
-            std::mem::forget(t.await.unwrap());
+            t.await.unwrap();
         }
     });
     let _guard = runtime.enter();
