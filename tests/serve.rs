@@ -37,6 +37,15 @@ struct Server {
     http: u16,
 }
 
+/// A server left running by a failing test would keep the test binary's
+/// inherited stderr open, and with it any pipe CI reads the output through.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(repo: &Path, data: &Path, grpc: u16, http: u16) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_meshc"))
         .args(["serve", "--poll-seconds", "3600", "--debounce-ms", "5"])

@@ -570,18 +570,25 @@ async fn follows_a_git_daemon() {
         l.local_addr().unwrap().port()
     };
     let base: PathBuf = repo.path().parent().unwrap().to_path_buf();
-    let mut daemon = std::process::Command::new("git")
-        .args([
-            "daemon",
-            "--export-all",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-        ])
+    // `git daemon` runs `git-daemon` as a child that outlives a killed `git`
+    // (holding the test's stdout, so a CI pipe never closes): start the daemon
+    // itself, without our stdout, and kill it when the test ends either way.
+    let exec_path = std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git runs");
+    let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+    let daemon = std::process::Command::new(PathBuf::from(exec_path.trim()).join("git-daemon"))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", base.display()))
         .arg(&base)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("git daemon runs");
+    let _daemon = KillOnDrop(daemon);
     let name = repo
         .path()
         .file_name()
@@ -611,8 +618,15 @@ async fn follows_a_git_daemon() {
     })
     .await;
     server.stop().await;
-    daemon.kill().ok();
-    daemon.wait().ok();
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
