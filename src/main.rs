@@ -14,6 +14,8 @@ use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, config, rul
 use meshc_validator::{Format, RenderOptions};
 use rayon::prelude::*;
 
+mod up;
+
 #[derive(Parser)]
 #[command(
     name = "meshc",
@@ -49,6 +51,14 @@ enum Command {
     /// Run the control plane: follow a policy repository, compile every
     /// commit, serve accepted versions to proxies, expose the API.
     Serve(Box<ServeArgs>),
+    /// Run the sidecar proxy for one workload: certificate and config from
+    /// the control plane, outbound routing, inbound mTLS and authorization.
+    Proxy(Box<ProxyArgs>),
+    /// Run the demo echo application (what `meshc up` puts behind proxies).
+    Echo(meshc_dataplane::echo::EchoSettings),
+    /// The whole mesh on loopback: a policy repository seeded with bookinfo,
+    /// the control plane, echo workloads behind proxies, and some traffic.
+    Up(up::UpArgs),
     /// Write a synthetic policy repository (for benchmarks).
     #[command(hide = true)]
     Synth {
@@ -164,6 +174,15 @@ struct ServeArgs {
     log_format: LogFormat,
 }
 
+#[derive(Args)]
+struct ProxyArgs {
+    #[command(flatten)]
+    settings: meshc_dataplane::proxy::Settings,
+    /// Log format.
+    #[arg(long, value_enum, env = "MESHC_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -199,6 +218,9 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff(args),
         Command::Test(args) => policy_test(args),
         Command::Serve(args) => serve(*args),
+        Command::Proxy(args) => run_proxy(*args),
+        Command::Echo(args) => run_echo(args),
+        Command::Up(args) => up::run(args),
         Command::Synth { services, out } => synth(services, &out),
     };
     match result {
@@ -584,17 +606,52 @@ fn policy_test(args: TestArgs) -> Result<u8> {
     Ok(u8::from(failed > 0))
 }
 
-fn serve(args: ServeArgs) -> Result<u8> {
-    use meshc_reconciler::serve::Settings;
+/// Structured logs on standard error, filtered by `MESHC_LOG` (default info).
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn run_proxy(args: ProxyArgs) -> Result<u8> {
+    init_logs(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let proxy = meshc_dataplane::proxy::start(args.settings).await?;
+        eprintln!(
+            "meshc proxy: outbound {}, inbound {}, admin http://{}",
+            proxy.outbound_addr, proxy.inbound_addr, proxy.admin_addr
+        );
+        shutdown_signal().await;
+        proxy.stop().await;
+        anyhow::Ok(0)
+    })
+}
+
+fn run_echo(settings: meshc_dataplane::echo::EchoSettings) -> Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let echo = meshc_dataplane::echo::start(settings).await?;
+        eprintln!("meshc echo: http://{}", echo.addr);
+        shutdown_signal().await;
+        echo.stop();
+        anyhow::Ok(0)
+    })
+}
+
+fn serve(args: ServeArgs) -> Result<u8> {
+    use meshc_reconciler::serve::Settings;
+    init_logs(args.log_format);
     let file = match &args.config {
         Some(p) => Settings::from_file(p)?,
         None => Settings::default(),
@@ -617,7 +674,7 @@ fn serve(args: ServeArgs) -> Result<u8> {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -237,6 +237,19 @@ pub async fn run(
     config: Config,
     out: watch::Sender<Option<Arc<Applied>>>,
     check: Check,
+    stop: watch::Receiver<bool>,
+) {
+    let (credentials, _) = watch::channel(None);
+    run_with_credentials(config, out, credentials, check, stop).await
+}
+
+/// [`run`], publishing each certificate it obtains to `credentials` (the
+/// proxy's listeners use it for mesh mTLS).
+pub async fn run_with_credentials(
+    config: Config,
+    out: watch::Sender<Option<Arc<Applied>>>,
+    issued: watch::Sender<Option<Credentials>>,
+    check: Check,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -250,7 +263,10 @@ pub async fn run(
             .map_or(0, |d| d.as_secs() as i64);
         if credentials.as_ref().is_none_or(|c| c.not_after <= now) {
             match issue_certificate(&config).await {
-                Ok(c) => credentials = Some(c),
+                Ok(c) => {
+                    issued.send_replace(Some(c.clone()));
+                    credentials = Some(c);
+                }
                 Err(e) => {
                     tracing::warn!("{e:#}");
                     if sleep_or_stop(backoff, &mut stop).await {

@@ -1,8 +1,14 @@
-//! meshc's bundled data plane. Today: the distribution client a proxy runs
-//! ([`client`]): it obtains its certificate, subscribes to its scope, verifies
-//! and applies each response (or NACKs it and keeps its last good config),
-//! reconnects with what it has, and rotates its certificate before expiry.
+//! meshc's bundled data plane: the sidecar proxy ([`proxy`]) that enforces
+//! the IR on real traffic, the distribution client it runs ([`client`]: its
+//! certificate, its scope, ACK/NACK, last good config), and the demo
+//! application `meshc up` puts behind it ([`echo`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod balance;
 pub mod client;
+pub mod echo;
+pub mod http;
+pub mod metrics;
+pub mod proxy;
+pub mod tls;

@@ -13,6 +13,16 @@ use serde::Serialize;
 
 use crate::{Ir, SCHEMA_VERSION, WorkloadPolicy, hash_bytes};
 
+/// The name of the resource listing endpoints: JSON, workload `namespace/name`
+/// to the addresses its proxies registered. It is not part of the IR (the
+/// policy does not change when a proxy comes or goes), so [`assemble`] skips it.
+pub const ENDPOINTS: &str = "endpoints";
+
+/// An endpoints resource body.
+pub fn endpoints_resource(endpoints: &BTreeMap<String, Vec<String>>) -> Resource {
+    Resource::of(ENDPOINTS.to_string(), endpoints)
+}
+
 /// One named piece of an IR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
@@ -166,6 +176,7 @@ pub fn assemble<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Result
         let (kind, key) = r.name.split_once('/').unwrap_or((&r.name, ""));
         match (kind, key) {
             ("mesh", "") => mesh = Some(decode(r)?),
+            (ENDPOINTS, "") => {}
             ("host", k) if !k.is_empty() => {
                 ir.hosts.insert(k.to_string(), decode(r)?);
             }

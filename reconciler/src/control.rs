@@ -66,12 +66,15 @@ pub struct Snapshot {
     /// The pin that selected it, if any.
     pub pin: Option<Pin>,
     /// Its IR.
-    pub ir: Ir,
+    pub ir: Arc<Ir>,
     /// Every resource of the IR, by name.
     pub resources: BTreeMap<String, Arc<Shared>>,
     /// When the control plane started serving it (for convergence time).
     pub published: Instant,
-    host_sets: Mutex<HashMap<Egress, Arc<HostSet>>>,
+    /// The registered endpoints ([`meshc_ir::resources::ENDPOINTS`]), sent
+    /// with every known workload's scope; `None` while no proxy registered.
+    pub endpoints: Option<Arc<Shared>>,
+    host_sets: Arc<Mutex<HashMap<Egress, Arc<HostSet>>>>,
 }
 
 impl Snapshot {
@@ -94,10 +97,24 @@ impl Snapshot {
         Snapshot {
             version,
             pin,
-            ir,
+            ir: Arc::new(ir),
             resources,
             published: Instant::now(),
-            host_sets: Mutex::new(HashMap::new()),
+            endpoints: None,
+            host_sets: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The same version with other endpoints (sharing everything else).
+    pub fn with_endpoints(&self, endpoints: Option<Arc<Shared>>) -> Snapshot {
+        Snapshot {
+            version: self.version.clone(),
+            pin: self.pin.clone(),
+            ir: self.ir.clone(),
+            resources: self.resources.clone(),
+            published: Instant::now(),
+            endpoints,
+            host_sets: self.host_sets.clone(),
         }
     }
 
@@ -142,6 +159,7 @@ impl Snapshot {
         let mut others: Vec<Arc<Shared>> = names
             .iter()
             .filter_map(|n| self.resources.get(n).cloned())
+            .chain(self.endpoints.clone())
             .collect();
         others.sort_by(|a, b| a.name.cmp(&b.name));
         let version = compose(
@@ -310,6 +328,8 @@ pub struct Control {
     pub sync_now: Notify,
     /// Trust domain of issued identities.
     pub trust_domain: String,
+    /// Registered endpoints: proxy id to (workload, inbound address).
+    registry: Mutex<BTreeMap<String, (String, String)>>,
 }
 
 /// A control-plane error.
@@ -326,6 +346,7 @@ impl Control {
             metrics: Metrics::new(),
             sync_now: Notify::new(),
             trust_domain,
+            registry: Mutex::new(BTreeMap::new()),
         });
         control.refresh()?;
         Ok(control)
@@ -377,9 +398,57 @@ impl Control {
             pinned = pin.is_some(),
             "serving"
         );
-        self.desired
-            .send_replace(Some(Arc::new(Snapshot::new(version, pin, ir))));
+        let snapshot = Snapshot::new(version, pin, ir).with_endpoints(self.endpoints());
+        self.desired.send_replace(Some(Arc::new(snapshot)));
         Ok(true)
+    }
+
+    /// The endpoints resource of the registered proxies.
+    fn endpoints(&self) -> Option<Arc<Shared>> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if registry.is_empty() {
+            return None;
+        }
+        let mut by_workload: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (workload, address) in registry.values() {
+            by_workload
+                .entry(workload.clone())
+                .or_default()
+                .push(address.clone());
+        }
+        for a in by_workload.values_mut() {
+            a.sort();
+            a.dedup();
+        }
+        let r = meshc_ir::resources::endpoints_resource(&by_workload);
+        Some(Arc::new(Shared {
+            name: r.name,
+            version: r.version,
+            body: r.body.into(),
+        }))
+    }
+
+    /// Register (`Some((workload, address))`) or forget (`None`) the inbound
+    /// address of proxy `id`; every scope then carries the new endpoints.
+    /// Only the policy's own workloads register (the server checks the
+    /// proxy's certificate first), so their labels come from the policy.
+    pub fn set_endpoint(&self, id: &str, endpoint: Option<(String, String)>) {
+        {
+            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = match endpoint {
+                Some(e) => registry.insert(id.to_string(), e.clone()) != Some(e),
+                None => registry.remove(id).is_some(),
+            };
+            if !changed {
+                return;
+            }
+        }
+        let endpoints = self.endpoints();
+        self.desired.send_modify(|s| {
+            if let Some(cur) = s {
+                *s = Some(Arc::new(cur.with_endpoints(endpoints)));
+            }
+        });
     }
 
     /// Pin a version (rollback) and serve it.

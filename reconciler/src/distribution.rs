@@ -165,6 +165,8 @@ impl Distribution for Server {
             stop: self.stop.clone(),
             _live: Live::new(&self.live),
             budget: self.budget.clone(),
+            address: node.address.clone(),
+            registered: false,
         };
         session.register(&node);
         tokio::spawn(session.run(inbound));
@@ -332,6 +334,11 @@ struct Session {
     stop: watch::Receiver<bool>,
     _live: Live,
     budget: Arc<Semaphore>,
+    /// The inbound address the proxy announced (endpoint registration).
+    address: String,
+    /// Whether its address is registered (after its identity was checked
+    /// against the policy), so that it is forgotten when the stream ends.
+    registered: bool,
 }
 
 impl Session {
@@ -396,6 +403,9 @@ impl Session {
                 }
             }
         }
+        if self.registered {
+            self.control.set_endpoint(&self.id, None);
+        }
         self.control.update_proxy(&self.id, |p| p.connected = false);
         tracing::info!(proxy = self.id, "proxy disconnected");
     }
@@ -421,6 +431,21 @@ impl Session {
             return Err(());
         }
         let scope = snap.scope(&self.workload);
+        if !self.registered && scope.known && !self.address.is_empty() {
+            if self.address.parse::<std::net::SocketAddr>().is_ok() {
+                self.registered = true;
+                self.control.set_endpoint(
+                    &self.id,
+                    Some((self.workload.clone(), self.address.clone())),
+                );
+            } else {
+                tracing::warn!(
+                    proxy = self.id,
+                    address = self.address,
+                    "not an ip:port; not registered"
+                );
+            }
+        }
         let note = (!scope.known).then(|| {
             format!(
                 "workload {} is not in the policy; it gets mesh settings only",

@@ -435,7 +435,7 @@ impl Settings {
 }
 
 /// The secret in `path`, or a new random one written there (mode 0600).
-fn kept_secret(path: &Path) -> Result<String> {
+pub fn kept_secret(path: &Path) -> Result<String> {
     if let Ok(s) = std::fs::read_to_string(path) {
         return Ok(s.trim().to_string());
     }

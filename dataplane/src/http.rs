@@ -1,0 +1,427 @@
+//! HTTP plumbing shared by the listeners: body types, upstream clients over
+//! plaintext or mesh TLS, hop-by-hop headers, trace propagation, and a body
+//! wrapper that reports when a response has been fully sent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::tls::MeshTls;
+
+/// Errors crossing the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body every handler returns and every upstream request carries.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A body from bytes.
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A response made by the proxy itself, flagged like Envoy's response flags
+/// (`x-meshc-flags`: NR no route, UH no healthy upstream, UO overflow, UT
+/// timeout, UF upstream failure, FI injected fault, NC no config).
+pub fn local(status: StatusCode, flag: &'static str, body: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("x-meshc-flags", HeaderValue::from_static(flag));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// Headers that belong to one connection and are never forwarded.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Names listed in `Connection` are hop-by-hop too.
+    let listed: Vec<HeaderName> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(n);
+    }
+    // `te: trailers` is the only TE HTTP/2 (and gRPC) allows.
+    if h.get(http::header::TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        h.remove(http::header::TE);
+    }
+}
+
+/// A connection to an upstream: plaintext or mesh TLS.
+pub enum MeshStream {
+    /// Plaintext.
+    Plain(TokioIo<TcpStream>),
+    /// Mesh mTLS.
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for MeshStream {
+    fn connected(&self) -> Connected {
+        match self {
+            MeshStream::Plain(_) => Connected::new(),
+            MeshStream::Tls(s) => {
+                let c = Connected::new();
+                if s.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for MeshStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MeshStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for MeshStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MeshStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            MeshStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MeshStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MeshStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects `http://addr` in plaintext and `https://addr` with mesh mTLS
+/// (the certificate in force at connect time).
+#[derive(Clone)]
+pub struct Connector {
+    tls: Arc<RwLock<Option<MeshTls>>>,
+    h2: bool,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = MeshStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let authority = uri.authority().ok_or("no authority")?.as_str().to_string();
+            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(&authority))
+                .await
+                .map_err(|_| "connect timeout")??;
+            tcp.set_nodelay(true)?;
+            if uri.scheme_str() != Some("https") {
+                return Ok(MeshStream::Plain(TokioIo::new(tcp)));
+            }
+            let tls = this
+                .tls
+                .read()
+                .expect("not poisoned")
+                .clone()
+                .ok_or("no mesh certificate yet")?;
+            let config = if this.h2 {
+                tls.client_h2
+            } else {
+                tls.client_h1
+            };
+            // The name is not checked (mesh certificates carry SPIFFE ids).
+            let name = rustls::pki_types::ServerName::try_from("mesh.invalid")?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(MeshStream::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+/// Upstream clients with connection pools: HTTP/1.1 and HTTP/2 (prior
+/// knowledge in plaintext, ALPN over TLS).
+#[derive(Clone)]
+pub struct Clients {
+    /// HTTP/1.1.
+    pub h1: Client<Connector, ProxyBody>,
+    /// HTTP/2.
+    pub h2: Client<Connector, ProxyBody>,
+}
+
+impl Clients {
+    /// Clients sharing the mesh certificate `tls`.
+    pub fn new(tls: Arc<RwLock<Option<MeshTls>>>) -> Clients {
+        let connector = |h2| Connector {
+            tls: tls.clone(),
+            h2,
+            connect_timeout: Duration::from_secs(10),
+        };
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64);
+        let h1 = b.build(connector(false));
+        let h2 = b.clone().http2_only(true).build(connector(true));
+        Clients { h1, h2 }
+    }
+}
+
+/// What the end of a response body reports.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// `grpc-status` from the trailers (or the headers of a trailers-only response).
+    pub grpc_status: Option<String>,
+}
+
+/// A response body that calls `done` once, when it ends or is dropped.
+pub struct Observed<F: FnOnce(Finished) + Send + 'static> {
+    inner: ProxyBody,
+    seen: Finished,
+    done: Option<F>,
+}
+
+impl<F: FnOnce(Finished) + Send + 'static> Observed<F> {
+    /// Wrap `inner`; `grpc_status` is the header value, if any.
+    pub fn new(inner: ProxyBody, grpc_status: Option<String>, done: F) -> Self {
+        Observed {
+            inner,
+            seen: Finished {
+                bytes: 0,
+                grpc_status,
+            },
+            done: Some(done),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(std::mem::take(&mut self.seen));
+        }
+    }
+}
+
+impl<F: FnOnce(Finished) + Send + 'static> Drop for Observed<F> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<F: FnOnce(Finished) + Send + Unpin + 'static> Body for Observed<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.seen.bytes += d.len() as u64;
+                }
+                if let Some(t) = frame.trailers_ref()
+                    && let Some(s) = t.get("grpc-status").and_then(|v| v.to_str().ok())
+                {
+                    this.seen.grpc_status = Some(s.to_string());
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Continue (or start) a trace: a new span id per hop in W3C `traceparent`
+/// and in B3 (`x-b3-*`). Returns the trace and span ids.
+pub fn propagate_trace(h: &mut HeaderMap) -> (String, String) {
+    let span = format!("{:016x}", fastrand::u64(1..));
+    let incoming = h
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut parts = v.split('-');
+            let (_version, trace, _parent, flags) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| (trace.to_string(), flags.to_string()))
+        });
+    let b3_trace = h
+        .get("x-b3-traceid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (trace, flags) = incoming.unwrap_or_else(|| {
+        let t = b3_trace
+            .clone()
+            .filter(|t| t.len() == 32)
+            .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(1..)));
+        (t, "01".to_string())
+    });
+    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(name, v);
+        }
+    };
+    set(h, "traceparent", &format!("00-{trace}-{span}-{flags}"));
+    if let Some(parent) = h.get("x-b3-spanid").cloned() {
+        h.insert("x-b3-parentspanid", parent);
+    }
+    set(
+        h,
+        "x-b3-traceid",
+        &b3_trace.unwrap_or_else(|| trace.clone()),
+    );
+    set(h, "x-b3-spanid", &span);
+    if !h.contains_key("x-b3-sampled") {
+        set(h, "x-b3-sampled", "1");
+    }
+    (trace, span)
+}
+
+/// A response as [`send`] returns it.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// Trailers, if any.
+    pub trailers: Option<HeaderMap>,
+}
+
+#[allow(clippy::too_many_arguments)]
+/// One plaintext request to `addr` (a proxy's outbound listener, say) with
+/// `Host: host`; for `meshc up`'s traffic and for tests. `h2` speaks HTTP/2
+/// with prior knowledge.
+pub async fn send(
+    client: &Clients,
+    addr: std::net::SocketAddr,
+    host: &str,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    h2: bool,
+) -> Result<Answer, BoxError> {
+    let mut req = http::Request::new(full(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = format!("http://{addr}{path}").parse()?;
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    req.headers_mut()
+        .insert(http::header::HOST, HeaderValue::from_str(host)?);
+    for (k, v) in headers {
+        req.headers_mut()
+            .append(HeaderName::try_from(*k)?, HeaderValue::from_str(v)?);
+    }
+    let c = if h2 { &client.h2 } else { &client.h1 };
+    let resp = c.request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_continue_with_a_new_span_per_hop() {
+        let mut h = HeaderMap::new();
+        let (trace, span) = propagate_trace(&mut h);
+        assert_eq!(trace.len(), 32);
+        let first = h["traceparent"].to_str().unwrap().to_string();
+        assert_eq!(first, format!("00-{trace}-{span}-01"));
+        let (trace2, span2) = propagate_trace(&mut h);
+        assert_eq!(trace2, trace, "the trace continues");
+        assert_ne!(span2, span, "with a new span");
+        assert_eq!(h["x-b3-parentspanid"].to_str().unwrap(), span);
+        assert_eq!(h["x-b3-spanid"].to_str().unwrap(), span2);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,157 @@
+//! The proxy's Prometheus metrics (served as text on the admin port).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the proxy exports, prefixed `meshc_proxy_`.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by direction, source and destination workload, destination
+    /// host, route and response code.
+    pub requests: Family<Labels, Counter>,
+    /// Request durations in seconds, same labels but the code.
+    pub duration: Family<Labels, Histogram>,
+    /// Request body bytes.
+    pub request_bytes: Family<Labels, Histogram>,
+    /// Response body bytes.
+    pub response_bytes: Family<Labels, Histogram>,
+    /// gRPC responses by `grpc-status`.
+    pub grpc: Family<Labels, Counter>,
+    /// TCP connections accepted, by direction.
+    pub connections: Family<Labels, Counter>,
+    /// TCP connections open, by direction.
+    pub open_connections: Family<Labels, Gauge>,
+    /// Connections refused by the inbound mTLS mode, by reason.
+    pub refused: Family<Labels, Counter>,
+    /// Requests refused because a connection pool was full (503, flag UO).
+    pub overflows: Family<Labels, Counter>,
+    /// Retries, by destination host.
+    pub retries: Family<Labels, Counter>,
+    /// Endpoints ejected by outlier detection, by destination host.
+    pub ejections: Family<Labels, Counter>,
+    /// Mirrored requests sent, by mirror host.
+    pub mirrors: Family<Labels, Counter>,
+    /// Requests denied by authorization, by deciding policy.
+    pub denied: Family<Labels, Counter>,
+    /// The config in force: 1 for its version.
+    pub config: Family<Labels, Gauge>,
+    /// Configs applied.
+    pub config_updates: Counter,
+}
+
+fn size_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(64.0, 4.0, 10))
+}
+
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("meshc_proxy");
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_buckets),
+            request_bytes: Family::new_with_constructor(size_buckets),
+            response_bytes: Family::new_with_constructor(size_buckets),
+            grpc: Family::default(),
+            connections: Family::default(),
+            open_connections: Family::default(),
+            refused: Family::default(),
+            overflows: Family::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            mirrors: Family::default(),
+            denied: Family::default(),
+            config: Family::default(),
+            config_updates: Counter::default(),
+        };
+        let r = &mut registry;
+        r.register("requests", "HTTP requests", m.requests.clone());
+        r.register(
+            "request_duration_seconds",
+            "HTTP request duration",
+            m.duration.clone(),
+        );
+        r.register(
+            "request_size_bytes",
+            "HTTP request body size",
+            m.request_bytes.clone(),
+        );
+        r.register(
+            "response_size_bytes",
+            "HTTP response body size",
+            m.response_bytes.clone(),
+        );
+        r.register(
+            "grpc_responses",
+            "gRPC responses by grpc-status",
+            m.grpc.clone(),
+        );
+        r.register(
+            "tcp_connections",
+            "TCP connections accepted",
+            m.connections.clone(),
+        );
+        r.register(
+            "tcp_connections_open",
+            "TCP connections open",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "tcp_connections_refused",
+            "Inbound connections refused by the mTLS mode",
+            m.refused.clone(),
+        );
+        r.register(
+            "circuit_breaker_overflows",
+            "Requests refused because a connection pool was full",
+            m.overflows.clone(),
+        );
+        r.register("retries", "Retried upstream requests", m.retries.clone());
+        r.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            m.ejections.clone(),
+        );
+        r.register(
+            "mirrored_requests",
+            "Mirrored requests sent",
+            m.mirrors.clone(),
+        );
+        r.register(
+            "authz_denied",
+            "Requests denied by authorization",
+            m.denied.clone(),
+        );
+        r.register(
+            "config_info",
+            "The config version in force",
+            m.config.clone(),
+        );
+        r.register(
+            "config_updates",
+            "Configs applied",
+            m.config_updates.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text format.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,1268 @@
+//! `meshc proxy`: the sidecar. Three listeners and one config.
+//!
+//! - **Outbound** (the application's traffic to other services): the route
+//!   is chosen by [`meshc_ir::eval::route`], then fault injection, a weighted
+//!   pick, the destination cluster's connection-pool limits, load balancing
+//!   and outlier detection, retries and timeouts, mirrors and header
+//!   operations; mesh mTLS to the peer proxy when the destination's TLS mode
+//!   is `ISTIO_MUTUAL`.
+//! - **Inbound** (peers to this workload's application): the workload's
+//!   effective mTLS mode decides per connection (the first byte tells a TLS
+//!   handshake from plaintext); [`meshc_ir::eval::authorize`] decides each
+//!   request on the identity in the peer's certificate; 403 on deny.
+//! - **Admin**: `/metrics`, `/ready`, `/config`.
+//!
+//! Every request reads the config in force when it starts and keeps it to the
+//! end, so a config swap never touches a request in flight.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshc_ir::eval::{self, Peer, RouteDecision, Routed};
+use meshc_ir::proto::Node;
+use meshc_ir::{HeaderOps, HttpAction, HttpRule, Ir, LoadBalancer, MtlsMode, PER_MILLION, TlsMode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::balance::{ClusterKey, Clusters, Outcome, hash_of};
+use crate::client::{self, Applied, Check, Credentials};
+use crate::http::{
+    BoxError, Clients, Finished, Observed, ProxyBody, full, local, propagate_trace,
+    strip_hop_by_hop,
+};
+use crate::metrics::{Labels, Metrics};
+use crate::tls::{MeshTls, principal, spiffe_id};
+
+/// Request bodies up to this size are buffered, so they can be retried and
+/// mirrored; larger or streaming bodies are forwarded once, as they come.
+const REPLAYABLE: u64 = 64 * 1024;
+
+/// Where the proxy listens and who it is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        env = "MESHC_CONTROL_PLANE",
+        default_value = "https://127.0.0.1:15010"
+    )]
+    pub control_plane: String,
+    /// The control plane's CA certificate (PEM): `ca.pem` in its data directory.
+    #[arg(long, env = "MESHC_CA_FILE")]
+    pub ca_file: std::path::PathBuf,
+    /// The name in the control plane's serving certificate.
+    #[arg(long, env = "MESHC_SERVER_NAME", default_value = "localhost")]
+    pub server_name: String,
+    /// Bootstrap token for the first certificate.
+    #[arg(long, env = "MESHC_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: String,
+    /// This proxy's workload, `namespace/name` as in the policy repository.
+    #[arg(long, env = "MESHC_WORKLOAD")]
+    pub workload: String,
+    /// Its service account.
+    #[arg(long, env = "MESHC_SERVICE_ACCOUNT")]
+    pub service_account: String,
+    /// Outbound listener (the application sends its requests here).
+    #[arg(long, env = "MESHC_OUTBOUND_ADDR", default_value = "127.0.0.1:15001")]
+    pub outbound_addr: SocketAddr,
+    /// Inbound listener (peers connect here).
+    #[arg(long, env = "MESHC_INBOUND_ADDR", default_value = "127.0.0.1:15006")]
+    pub inbound_addr: SocketAddr,
+    /// The inbound address peers should use (registered with the control
+    /// plane); default: the inbound listener's address.
+    #[arg(long, env = "MESHC_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
+    /// The application behind this proxy.
+    #[arg(long, env = "MESHC_APP_ADDR", default_value = "127.0.0.1:8080")]
+    pub app_addr: SocketAddr,
+    /// Admin listener: /metrics, /ready, /config.
+    #[arg(long, env = "MESHC_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Static endpoints (JSON: workload `namespace/name` to a list of
+    /// addresses), used with those the control plane distributes.
+    #[arg(long, env = "MESHC_ENDPOINTS_FILE")]
+    pub endpoints_file: Option<std::path::PathBuf>,
+    /// Log requests as JSON lines on standard output, this share of them
+    /// (0: off, 1: all).
+    #[arg(long, env = "MESHC_ACCESS_LOG", default_value_t = 0.0)]
+    pub access_log: f64,
+}
+
+/// Workload `namespace/name` to the addresses of its proxies.
+pub type Endpoints = BTreeMap<String, Vec<SocketAddr>>;
+
+struct State {
+    workload: String,
+    namespace: String,
+    app_addr: SocketAddr,
+    config: watch::Receiver<Option<Arc<Applied>>>,
+    endpoints: RwLock<Arc<Endpoints>>,
+    static_endpoints: Endpoints,
+    tls: Arc<RwLock<Option<MeshTls>>>,
+    clusters: Clusters,
+    clients: Clients,
+    metrics: Metrics,
+    access_log: f64,
+}
+
+impl State {
+    fn current(&self) -> Option<Arc<Applied>> {
+        self.config.borrow().clone()
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// Outbound listener.
+    pub outbound_addr: SocketAddr,
+    /// Inbound listener.
+    pub inbound_addr: SocketAddr,
+    /// Admin listener.
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Proxy {
+    /// Stop listening and end the control-plane stream.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The endpoints the control plane distributes, in the scope's `endpoints`
+/// resource, merged over the static ones.
+fn merged_endpoints(applied: Option<&Applied>, static_endpoints: &Endpoints) -> Endpoints {
+    let mut all = static_endpoints.clone();
+    if let Some(r) = applied.and_then(|a| a.resources.get(meshc_ir::resources::ENDPOINTS))
+        && let Ok(dynamic) = serde_json::from_slice::<Endpoints>(&r.body)
+    {
+        for (w, addrs) in dynamic {
+            let e = all.entry(w).or_default();
+            e.extend(addrs);
+            e.sort();
+            e.dedup();
+        }
+    }
+    all
+}
+
+/// Start a proxy: bind its listeners, then get a certificate and subscribe
+/// in the background. Requests are answered 503 until the first config.
+pub async fn start(settings: Settings) -> Result<Proxy> {
+    let (namespace, name) = settings
+        .workload
+        .split_once('/')
+        .context("--workload must be namespace/name")?;
+    let ca_pem = std::fs::read_to_string(&settings.ca_file)
+        .with_context(|| format!("reading {}", settings.ca_file.display()))?;
+    let static_endpoints: Endpoints = match &settings.endpoints_file {
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| {
+            format!(
+                "{}: expected {{\"namespace/workload\": [\"ip:port\"]}}",
+                p.display()
+            )
+        })?,
+        None => Endpoints::new(),
+    };
+    let outbound = TcpListener::bind(settings.outbound_addr)
+        .await
+        .with_context(|| format!("binding the outbound listener {}", settings.outbound_addr))?;
+    let inbound = TcpListener::bind(settings.inbound_addr)
+        .await
+        .with_context(|| format!("binding the inbound listener {}", settings.inbound_addr))?;
+    let admin = TcpListener::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin listener {}", settings.admin_addr))?;
+    let inbound_addr = inbound.local_addr()?;
+    let node = Node {
+        id: format!("{}-{}", settings.workload, std::process::id()),
+        namespace: namespace.to_string(),
+        workload: name.to_string(),
+        service_account: settings.service_account.clone(),
+        labels: Default::default(),
+        address: settings.advertise_addr.unwrap_or(inbound_addr).to_string(),
+    };
+    let config = client::Config {
+        endpoint: settings.control_plane.clone(),
+        server_name: settings.server_name.clone(),
+        ca_pem: ca_pem.clone(),
+        bootstrap_token: settings.bootstrap_token.clone(),
+        node,
+    };
+    let (config_tx, config_rx) = watch::channel(None);
+    let (creds_tx, mut creds_rx) = watch::channel::<Option<Credentials>>(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tls = Arc::new(RwLock::new(None));
+    let state = Arc::new(State {
+        workload: settings.workload.clone(),
+        namespace: namespace.to_string(),
+        app_addr: settings.app_addr,
+        config: config_rx.clone(),
+        endpoints: RwLock::new(Arc::new(static_endpoints.clone())),
+        static_endpoints,
+        clients: Clients::new(tls.clone()),
+        tls,
+        clusters: Clusters::default(),
+        metrics: Metrics::default(),
+        access_log: settings.access_log,
+    });
+    let workload = settings.workload.clone();
+    let check: Check = Arc::new(move |ir: &Ir| {
+        if ir.workloads.contains_key(&workload) {
+            Ok(())
+        } else {
+            Err(format!("the scope has no inbound policy for `{workload}`"))
+        }
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(client::run_with_credentials(
+        config, config_tx, creds_tx, check, stop_rx,
+    ));
+    // New certificates: new TLS settings (connections made before keep theirs).
+    {
+        let state = state.clone();
+        tasks.spawn(async move {
+            while creds_rx.changed().await.is_ok() {
+                let creds = creds_rx.borrow_and_update().clone();
+                if let Some(c) = creds {
+                    match MeshTls::new(&ca_pem, &c) {
+                        Ok(t) => *state.tls.write().expect("not poisoned") = Some(t),
+                        Err(e) => tracing::error!("the issued certificate is unusable: {e:#}"),
+                    }
+                }
+            }
+        });
+    }
+    // New configs: new endpoints, metrics.
+    {
+        let state = state.clone();
+        let mut rx = config_rx;
+        tasks.spawn(async move {
+            let mut last: Option<String> = None;
+            while rx.changed().await.is_ok() {
+                let applied = rx.borrow_and_update().clone();
+                let merged = merged_endpoints(applied.as_deref(), &state.static_endpoints);
+                *state.endpoints.write().expect("not poisoned") = Arc::new(merged);
+                state
+                    .clusters
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                if let Some(a) = applied {
+                    if let Some(old) = last.replace(a.version.clone()) {
+                        state
+                            .metrics
+                            .config
+                            .get_or_create(&vec![("version", old)])
+                            .set(0);
+                    }
+                    state
+                        .metrics
+                        .config
+                        .get_or_create(&vec![("version", a.version.clone())])
+                        .set(1);
+                    state.metrics.config_updates.inc();
+                }
+            }
+        });
+    }
+    let outbound_addr = outbound.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    tasks.spawn(accept(outbound, state.clone(), Direction::Outbound));
+    tasks.spawn(accept(inbound, state.clone(), Direction::Inbound));
+    tasks.spawn(accept(admin, state.clone(), Direction::Admin));
+    Ok(Proxy {
+        outbound_addr,
+        inbound_addr,
+        admin_addr,
+        stop: stop_tx,
+        tasks,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Outbound,
+    Inbound,
+    Admin,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+            Direction::Admin => "admin",
+        }
+    }
+}
+
+/// The peer of an inbound connection.
+#[derive(Clone, Default)]
+struct Conn {
+    remote: Option<SocketAddr>,
+    /// SPIFFE id from the client certificate (mTLS only).
+    identity: Option<String>,
+}
+
+async fn accept(listener: TcpListener, state: Arc<State>, dir: Direction) {
+    loop {
+        let Ok((tcp, remote)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let label = vec![("direction", dir.as_str().to_string())];
+            state.metrics.connections.get_or_create(&label).inc();
+            let open = state.metrics.open_connections.get_or_create(&label).clone();
+            open.inc();
+            if let Err(e) = connection(tcp, remote, &state, dir).await {
+                tracing::debug!(direction = dir.as_str(), %remote, "connection: {e:#}");
+            }
+            open.dec();
+        });
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    state: &Arc<State>,
+    dir: Direction,
+) -> Result<()> {
+    let mut conn = Conn {
+        remote: Some(remote),
+        identity: None,
+    };
+    if dir == Direction::Inbound {
+        let mut first = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await??;
+        let is_tls = n == 1 && first[0] == 0x16;
+        let mode = state.current().map_or(MtlsMode::Permissive, |a| {
+            a.ir.workloads
+                .get(&state.workload)
+                .map_or(MtlsMode::Permissive, |w| {
+                    w.mtls.mode_on(Some(state.app_addr.port()))
+                })
+        });
+        let refuse = |reason: &str| {
+            state
+                .metrics
+                .refused
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc();
+        };
+        match (mode, is_tls) {
+            (MtlsMode::Strict, false) => {
+                refuse("plaintext under STRICT");
+                bail!("plaintext refused: mTLS is STRICT");
+            }
+            (MtlsMode::Disable, true) => {
+                refuse("TLS under DISABLE");
+                bail!("TLS refused: mTLS is DISABLE");
+            }
+            _ => {}
+        }
+        if is_tls {
+            let tls = state.tls.read().expect("not poisoned").clone();
+            let Some(tls) = tls else {
+                refuse("no certificate yet");
+                bail!("no certificate yet");
+            };
+            let stream = match tokio_rustls::TlsAcceptor::from(tls.server)
+                .accept(tcp)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    refuse("handshake failed");
+                    bail!("TLS handshake: {e}");
+                }
+            };
+            conn.identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(spiffe_id);
+            return serve(TokioIo::new(stream), state, dir, conn).await;
+        }
+    }
+    serve(TokioIo::new(tcp), state, dir, conn).await
+}
+
+async fn serve<I>(io: I, state: &Arc<State>, dir: Direction, conn: Conn) -> Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let state = state.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        let conn = conn.clone();
+        async move {
+            Ok::<_, Infallible>(match dir {
+                Direction::Outbound => outbound(state, req).await,
+                Direction::Inbound => inbound(state, req, conn).await,
+                Direction::Admin => admin(&state, &req),
+            })
+        }
+    });
+    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn admin(state: &State, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let current = state.current();
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.text(),
+        ),
+        "/ready" => match &current {
+            Some(a) => (
+                StatusCode::OK,
+                "text/plain",
+                format!("ready {}\n", a.version),
+            ),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "no config yet\n".to_string(),
+            ),
+        },
+        "/config" => match &current {
+            Some(a) => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({
+                    "version": a.version,
+                    "source": a.source,
+                    "endpoints": *state.endpoints.read().expect("not poisoned").clone(),
+                    "ir": a.ir,
+                })
+                .to_string(),
+            ),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                "{\"version\":null}".to_string(),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+/// A host without its `:port`.
+fn host_only(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+/// The request as the evaluator sees it.
+fn eval_request(req: &Request<Incoming>, default_port: Option<u16>) -> eval::Request {
+    let authority = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let port = authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .or(default_port);
+    let mut headers = BTreeMap::new();
+    for (k, v) in req.headers() {
+        if let Ok(v) = v.to_str() {
+            headers
+                .entry(k.as_str().to_string())
+                .and_modify(|e: &mut String| {
+                    e.push(',');
+                    e.push_str(v);
+                })
+                .or_insert_with(|| v.to_string());
+        }
+    }
+    eval::Request {
+        host: authority,
+        port,
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string()),
+        scheme: "http".to_string(),
+        headers,
+        gateway: None,
+    }
+}
+
+fn apply_ops(h: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        h.remove(name.as_str());
+    }
+    for (name, v) in &ops.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(v),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    for (name, v) in &ops.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(v),
+        ) {
+            h.append(n, v);
+        }
+    }
+}
+
+/// The path after the rule's rewrite: the matched prefix replaced (the whole
+/// path for other matches), or the regex substitution.
+fn rewritten_path(rule: &HttpRule, req: &eval::Request, me: &Peer) -> Option<String> {
+    let rw = rule.rewrite.as_ref()?;
+    let path = req.path_only();
+    let query = req.path.split_once('?').map(|(_, q)| q);
+    let new = if let Some((re, with)) = &rw.uri_regex {
+        re.replace_all(path, with)
+    } else if let Some(uri) = &rw.uri {
+        let matched = rule
+            .matches
+            .iter()
+            .find(|m| eval::http_matches(m, req, me))
+            .and_then(|m| m.uri.as_ref());
+        match matched {
+            Some(meshc_ir::StrMatch::Prefix(p)) if path.len() >= p.len() => {
+                format!("{uri}{}", &path[p.len()..])
+            }
+            _ => uri.clone(),
+        }
+    } else {
+        return None;
+    };
+    Some(match query {
+        Some(q) => format!("{new}?{q}"),
+        None => new,
+    })
+}
+
+/// A request ready to send, its body either buffered (replayable) or a
+/// stream that can go out once.
+struct Outgoing {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    version: Version,
+    body: Option<Bytes>,
+    stream: Option<Incoming>,
+}
+
+impl Outgoing {
+    async fn from(req: Request<Incoming>) -> Result<Outgoing, BoxError> {
+        let (parts, body) = req.into_parts();
+        let hint = http_body::Body::size_hint(&body);
+        let replayable = http_body::Body::is_end_stream(&body)
+            || hint
+                .upper()
+                .is_some_and(|u| u <= REPLAYABLE && u == hint.lower());
+        let (body, stream) = if replayable {
+            (Some(body.collect().await?.to_bytes()), None)
+        } else {
+            (None, Some(body))
+        };
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        Ok(Outgoing {
+            method: parts.method,
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string()),
+            headers,
+            version: parts.version,
+            body,
+            stream,
+        })
+    }
+
+    fn replayable(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// A request to `addr`; the body is cloned when buffered and taken when not.
+    fn build(&mut self, scheme: &str, addr: SocketAddr, h2: bool) -> Request<ProxyBody> {
+        let body = match (&self.body, self.stream.take()) {
+            (Some(b), _) => full(b.clone()),
+            (None, Some(s)) => s.map_err(BoxError::from).boxed(),
+            (None, None) => full(Bytes::new()),
+        };
+        let mut r = Request::new(body);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = format!("{scheme}://{addr}{}", self.path)
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        *r.headers_mut() = self.headers.clone();
+        *r.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        r
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Response(Response<Incoming>),
+    Failed {
+        connect: bool,
+        timeout: bool,
+        message: String,
+    },
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<&str> {
+    h.get("grpc-status").and_then(|v| v.to_str().ok())
+}
+
+/// Whether `retry_on` covers what the attempt came to (Envoy's conditions:
+/// `5xx`, `gateway-error`, `connect-failure`, `reset`, `refused-stream`,
+/// `retriable-4xx`, status codes, and the gRPC ones on `grpc-status`).
+fn retriable(retry_on: &[String], a: &Attempt) -> bool {
+    retry_on.iter().any(|c| match a {
+        Attempt::Failed {
+            connect, timeout, ..
+        } => match c.as_str() {
+            "5xx" | "gateway-error" => true,
+            "connect-failure" => *connect,
+            "reset" => !*connect && !*timeout,
+            _ => false,
+        },
+        Attempt::Response(r) => {
+            let s = r.status().as_u16();
+            match c.as_str() {
+                "5xx" => s >= 500,
+                "gateway-error" => matches!(s, 502..=504),
+                "retriable-4xx" => s == 409,
+                code if code.parse() == Ok(s) => true,
+                grpc => {
+                    let want = match grpc {
+                        "cancelled" => "1",
+                        "deadline-exceeded" => "4",
+                        "resource-exhausted" => "8",
+                        "internal" => "13",
+                        "unavailable" => "14",
+                        _ => return false,
+                    };
+                    grpc_status(r.headers()) == Some(want)
+                }
+            }
+        }
+    })
+}
+
+fn roll(per_million: u32) -> bool {
+    per_million >= PER_MILLION || fastrand::u32(..PER_MILLION) < per_million
+}
+
+struct Recorded {
+    dir: Direction,
+    source: String,
+    destination: String,
+    host: String,
+    route: String,
+    method: String,
+    path: String,
+    request_bytes: u64,
+    trace: (String, String),
+}
+
+/// Wrap a response so metrics and the access log see it end.
+fn record(
+    state: &Arc<State>,
+    rec: Recorded,
+    start: Instant,
+    mut resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let code = resp.status().as_u16();
+    let base: Labels = vec![
+        ("direction", rec.dir.as_str().to_string()),
+        ("source_workload", rec.source.clone()),
+        ("destination_workload", rec.destination.clone()),
+        ("destination_host", rec.host.clone()),
+        ("route", rec.route.clone()),
+    ];
+    let mut with_code = base.clone();
+    with_code.push(("response_code", code.to_string()));
+    state.metrics.requests.get_or_create(&with_code).inc();
+    state
+        .metrics
+        .request_bytes
+        .get_or_create(&base)
+        .observe(rec.request_bytes as f64);
+    let grpc = grpc_status(resp.headers()).map(str::to_string);
+    let state2 = state.clone();
+    let log = state.access_log > 0.0 && fastrand::f64() < state.access_log;
+    let done = move |f: Finished| {
+        let m = &state2.metrics;
+        let elapsed = start.elapsed();
+        m.duration
+            .get_or_create(&base)
+            .observe(elapsed.as_secs_f64());
+        m.response_bytes
+            .get_or_create(&base)
+            .observe(f.bytes as f64);
+        if let Some(g) = &f.grpc_status {
+            let mut l = base.clone();
+            l.push(("grpc_status", g.clone()));
+            m.grpc.get_or_create(&l).inc();
+        }
+        if log {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "direction": rec.dir.as_str(),
+                    "source": rec.source,
+                    "destination": rec.destination,
+                    "host": rec.host,
+                    "route": rec.route,
+                    "method": rec.method,
+                    "path": rec.path,
+                    "code": code,
+                    "grpc_status": f.grpc_status,
+                    "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                    "request_bytes": rec.request_bytes,
+                    "response_bytes": f.bytes,
+                    "trace_id": rec.trace.0,
+                    "span_id": rec.trace.1,
+                })
+            );
+        }
+    };
+    let body = std::mem::replace(resp.body_mut(), full(Bytes::new()));
+    *resp.body_mut() = Observed::new(body, grpc, done).boxed();
+    resp
+}
+
+async fn outbound(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let ereq = eval_request(&req, None);
+    let mut rec = Recorded {
+        dir: Direction::Outbound,
+        source: state.workload.clone(),
+        destination: "unknown".into(),
+        host: "unknown".into(),
+        route: "none".into(),
+        method: ereq.method.clone(),
+        path: ereq.path.clone(),
+        request_bytes: 0,
+        trace: Default::default(),
+    };
+    let resp = route_outbound(&state, req, ereq, &mut rec).await;
+    record(&state, rec, start, resp)
+}
+
+async fn route_outbound(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    ereq: eval::Request,
+    rec: &mut Recorded,
+) -> Response<ProxyBody> {
+    let Some(applied) = state.current() else {
+        return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n");
+    };
+    let ir = &applied.ir;
+    let me = Peer {
+        namespace: Some(state.namespace.clone()),
+        labels: ir
+            .workloads
+            .get(&state.workload)
+            .map(|w| w.labels.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let Some(decision) = eval::route(ir, &ereq, &me) else {
+        return local(StatusCode::NOT_FOUND, "NR", "no route: unknown host\n");
+    };
+    rec.host = decision.host.to_string();
+    rec.route = decision.rule_name().to_string();
+    let rule = match decision.routed {
+        Routed::NoMatch => {
+            return local(StatusCode::NOT_FOUND, "NR", "no route matched\n");
+        }
+        Routed::Rule { rule, .. } => Some(rule),
+        Routed::Default => None,
+    };
+    match decision.action() {
+        Some(HttpAction::Redirect(r)) => {
+            let host = r
+                .authority
+                .clone()
+                .unwrap_or_else(|| host_only(&ereq.host).to_string());
+            let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+            let scheme = r.scheme.clone().unwrap_or_else(|| "http".into());
+            let path = r.uri.clone().unwrap_or_else(|| ereq.path.clone());
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() =
+                StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{port}{path}")) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            return resp;
+        }
+        Some(HttpAction::DirectResponse { status, body }) => {
+            let mut resp = Response::new(full(body.clone().unwrap_or_default()));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            return resp;
+        }
+        _ => {}
+    }
+    if let Some(f) = decision.fault() {
+        if let Some((ms, pct)) = f.delay
+            && roll(pct)
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some((status, pct)) = f.abort
+            && roll(pct)
+        {
+            return local(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                "FI",
+                "fault filter abort\n",
+            );
+        }
+    }
+    let destinations = decision.destinations();
+    let Some(dest) = eval::pick(&destinations, fastrand::u32(..100)).cloned() else {
+        return local(StatusCode::SERVICE_UNAVAILABLE, "UH", "no destination\n");
+    };
+    let mut out = match Outgoing::from(req).await {
+        Ok(o) => o,
+        Err(e) => {
+            return local(
+                StatusCode::BAD_REQUEST,
+                "DC",
+                &format!("reading the request: {e}\n"),
+            );
+        }
+    };
+    rec.request_bytes = out.body.as_ref().map_or(0, |b| b.len() as u64);
+    rec.trace = propagate_trace(&mut out.headers);
+    if let Some(rule) = rule {
+        if let Some(p) = rewritten_path(rule, &ereq, &me) {
+            out.path = p;
+        }
+        if let Some(a) = rule.rewrite.as_ref().and_then(|r| r.authority.as_ref())
+            && let Ok(v) = HeaderValue::from_str(a)
+        {
+            out.headers.insert(http::header::HOST, v);
+        }
+        apply_ops(&mut out.headers, &rule.request_headers);
+    }
+    apply_ops(&mut out.headers, &dest.request_headers);
+    // Mirrors: fire and forget, replayable bodies only.
+    for m in decision.mirrors() {
+        if out.replayable() && roll(m.percentage) {
+            let mut copy = Outgoing {
+                method: out.method.clone(),
+                path: out.path.clone(),
+                headers: out.headers.clone(),
+                version: out.version,
+                body: out.body.clone(),
+                stream: None,
+            };
+            if let Some(h) = out
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                && let Ok(v) = HeaderValue::from_str(&format!("{h}-shadow"))
+            {
+                copy.headers.insert(http::header::HOST, v);
+            }
+            let state = state.clone();
+            let applied = applied.clone();
+            let m = m.clone();
+            state
+                .metrics
+                .mirrors
+                .get_or_create(&vec![("destination_host", m.host.clone())])
+                .inc();
+            tokio::spawn(async move {
+                let target = meshc_ir::WeightedDestination {
+                    host: m.host.clone(),
+                    subset: m.subset.clone(),
+                    port: m.port,
+                    weight: 100,
+                    labels: Default::default(),
+                    request_headers: Default::default(),
+                    response_headers: Default::default(),
+                };
+                let mut rec = Recorded {
+                    dir: Direction::Outbound,
+                    source: state.workload.clone(),
+                    destination: String::new(),
+                    host: m.host.clone(),
+                    route: "mirror".into(),
+                    method: String::new(),
+                    path: String::new(),
+                    request_bytes: 0,
+                    trace: Default::default(),
+                };
+                let never = meshc_ir::Retries {
+                    attempts: 0,
+                    per_try_timeout_ms: None,
+                    retry_on: Vec::new(),
+                };
+                let resp = forward(
+                    &state, &applied, &target, &never, None, None, copy, &mut rec,
+                )
+                .await;
+                let _ = resp.into_body().collect().await;
+            });
+        }
+    }
+    let retries = decision.retries().into_owned();
+    let timeout = decision.timeout_ms();
+    let hash = hash_key(&decision, &dest, &ereq);
+    let mut resp = forward(state, &applied, &dest, &retries, timeout, hash, out, rec).await;
+    if let Some(rule) = rule {
+        apply_ops(resp.headers_mut(), &rule.response_headers);
+    }
+    apply_ops(resp.headers_mut(), &dest.response_headers);
+    resp
+}
+
+/// The consistent-hash key's hash, when the destination balances by one.
+fn hash_key(
+    decision: &RouteDecision<'_>,
+    dest: &meshc_ir::WeightedDestination,
+    req: &eval::Request,
+) -> Option<u64> {
+    let policy = decision.policy?;
+    let (tp, _) = policy.target(dest.subset.as_deref());
+    let LoadBalancer::ConsistentHash(key) = tp.for_port(dest.port.or(req.port)).load_balancer
+    else {
+        return None;
+    };
+    let v = match &key {
+        meshc_ir::HashKey::Header(h) => req.headers.get(&h.to_ascii_lowercase()).cloned(),
+        meshc_ir::HashKey::Cookie(c) => req.headers.get("cookie").and_then(|all| {
+            all.split(';')
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| k == c)
+                .map(|(_, v)| v.to_string())
+        }),
+        meshc_ir::HashKey::QueryParameter(q) => req.query().get(q.as_str()).map(|v| v.to_string()),
+        meshc_ir::HashKey::SourceIp => None,
+    };
+    v.map(|v| hash_of(&v))
+}
+
+/// Send to a destination: its cluster's endpoints, pool limits, retries and
+/// timeouts.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    state: &Arc<State>,
+    applied: &Applied,
+    dest: &meshc_ir::WeightedDestination,
+    retries: &meshc_ir::Retries,
+    timeout_ms: Option<u64>,
+    hash: Option<u64>,
+    out: Outgoing,
+    rec: &mut Recorded,
+) -> Response<ProxyBody> {
+    let ir = &applied.ir;
+    let Some(host) = ir.hosts.get(&dest.host) else {
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UH",
+            "destination host not in this proxy's scope\n",
+        );
+    };
+    rec.host = dest.host.clone();
+    let port = dest
+        .port
+        .or_else(|| (host.ports.len() == 1).then(|| *host.ports.keys().next().expect("one")));
+    let (tp, workloads) = host.target(dest.subset.as_deref());
+    let policy = tp.for_port(port);
+    let h2 = port.and_then(|p| host.ports.get(&p)).is_some_and(|proto| {
+        matches!(
+            proto.to_ascii_uppercase().as_str(),
+            "GRPC" | "HTTP2" | "GRPC-WEB"
+        )
+    }) || out.version == Version::HTTP_2;
+    let mtls = policy.tls == TlsMode::IstioMutual;
+    let key = ClusterKey {
+        host: dest.host.clone(),
+        subset: dest.subset.clone(),
+        port,
+    };
+    let cluster = state.clusters.get(&key, policy);
+    let generation = state
+        .clusters
+        .generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    let endpoints = cluster.endpoints(generation, || {
+        let all = state.endpoints.read().expect("not poisoned").clone();
+        workloads
+            .iter()
+            .flat_map(|w| {
+                all.get(w)
+                    .into_iter()
+                    .flatten()
+                    .map(move |a| (w.clone(), *a))
+            })
+            .collect()
+    });
+    let work = async {
+        let mut out = out;
+        let mut last_failed = None;
+        let mut attempt = 0;
+        let mut _slot = None;
+        loop {
+            let now = Instant::now();
+            let Some(ep) = cluster.pick(&endpoints, hash, last_failed, now) else {
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UH",
+                    "no healthy upstream\n",
+                );
+            };
+            rec.destination = ep.workload.clone();
+            let Some(permit) = cluster.admit().await else {
+                state
+                    .metrics
+                    .overflows
+                    .get_or_create(&vec![("destination_host", dest.host.clone())])
+                    .inc();
+                let mut r = local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UO",
+                    "upstream connect error or disconnect/reset before headers. reset reason: overflow\n",
+                );
+                r.headers_mut()
+                    .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+                return r;
+            };
+            let active = ep.start();
+            let req = out.build(if mtls { "https" } else { "http" }, ep.addr, h2);
+            let client = if h2 {
+                &state.clients.h2
+            } else {
+                &state.clients.h1
+            };
+            let call = client.request(req);
+            let result = match retries.per_try_timeout_ms {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call).await,
+                None => Ok(call.await),
+            };
+            let a = match result {
+                Ok(Ok(r)) => Attempt::Response(r),
+                Ok(Err(e)) => Attempt::Failed {
+                    connect: e.is_connect(),
+                    timeout: false,
+                    message: format!("{e}"),
+                },
+                Err(_) => Attempt::Failed {
+                    connect: false,
+                    timeout: true,
+                    message: "per-try timeout".into(),
+                },
+            };
+            let outcome = match &a {
+                Attempt::Response(r) => Outcome::Status(r.status().as_u16()),
+                Attempt::Failed { .. } => Outcome::Failed,
+            };
+            if cluster.record(&endpoints, &ep, outcome, Instant::now()) {
+                state
+                    .metrics
+                    .ejections
+                    .get_or_create(&vec![("destination_host", dest.host.clone())])
+                    .inc();
+            }
+            let more =
+                attempt < retries.attempts && out.replayable() && retriable(&retries.retry_on, &a);
+            if more && let Some(slot) = cluster.retry_slot() {
+                _slot = Some(slot);
+                attempt += 1;
+                last_failed = Some(ep.addr);
+                state
+                    .metrics
+                    .retries
+                    .get_or_create(&vec![("destination_host", dest.host.clone())])
+                    .inc();
+                // Envoy's retry back-off: 25 ms base, jittered.
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(
+                    0..25 * (1 << attempt.min(4)),
+                )))
+                .await;
+                continue;
+            }
+            return match a {
+                Attempt::Response(r) => {
+                    let (mut parts, body) = r.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    // The permit and the in-flight count last as long as the body.
+                    let held = (permit, active);
+                    let body =
+                        Observed::new(body.map_err(BoxError::from).boxed(), None, move |_| {
+                            drop(held)
+                        });
+                    Response::from_parts(parts, body.boxed())
+                }
+                Attempt::Failed { timeout: true, .. } => local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "UT",
+                    "upstream request timeout\n",
+                ),
+                Attempt::Failed { message, .. } => local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UF",
+                    &format!(
+                        "upstream connect error or disconnect/reset before headers: {message}\n"
+                    ),
+                ),
+            };
+        }
+    };
+    match timeout_ms {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
+            Ok(r) => r,
+            Err(_) => local(
+                StatusCode::GATEWAY_TIMEOUT,
+                "UT",
+                "upstream request timeout\n",
+            ),
+        },
+        None => work.await,
+    }
+}
+
+async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let ereq = eval_request(&req, Some(state.app_addr.port()));
+    let principal = conn.identity.as_deref().and_then(principal);
+    let source = principal
+        .as_deref()
+        .and_then(|p| {
+            let mut parts = p.split('/');
+            let (_td, _ns, ns, _sa, sa) = (
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+            );
+            Some(format!("{ns}/sa/{sa}"))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let mut rec = Recorded {
+        dir: Direction::Inbound,
+        source,
+        destination: state.workload.clone(),
+        host: host_only(&ereq.host).to_string(),
+        route: "inbound".into(),
+        method: ereq.method.clone(),
+        path: ereq.path.clone(),
+        request_bytes: 0,
+        trace: Default::default(),
+    };
+    let resp = async {
+        let Some(applied) = state.current() else {
+            return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n");
+        };
+        let Some(w) = applied.ir.workloads.get(&state.workload) else {
+            return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no inbound policy\n");
+        };
+        let peer = Peer {
+            namespace: None,
+            labels: BTreeMap::new(),
+            principal,
+            ip: conn.remote.map(|a| a.ip()),
+            request_principal: None,
+        };
+        let decision = eval::authorize(w, &ereq, &peer);
+        if !decision.allowed {
+            let policy = decision.policy.map_or_else(
+                || "no ALLOW policy matched".to_string(),
+                |(p, i)| format!("{p}[{i}]"),
+            );
+            state
+                .metrics
+                .denied
+                .get_or_create(&vec![("policy", policy)])
+                .inc();
+            rec.route = "denied".into();
+            // Envoy's RBAC answer: nothing of the application's leaks.
+            return local(StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied");
+        }
+        let mut out = match Outgoing::from(req).await {
+            Ok(o) => o,
+            Err(e) => {
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    "DC",
+                    &format!("reading the request: {e}\n"),
+                );
+            }
+        };
+        rec.request_bytes = out.body.as_ref().map_or(0, |b| b.len() as u64);
+        rec.trace = propagate_trace(&mut out.headers);
+        let h2 = out.version == Version::HTTP_2;
+        let req = out.build("http", state.app_addr, h2);
+        let client = if h2 {
+            &state.clients.h2
+        } else {
+            &state.clients.h1
+        };
+        match client.request(req).await {
+            Ok(r) => {
+                let (mut parts, body) = r.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+            Err(e) => local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UF",
+                &format!("the application is not reachable: {e}\n"),
+            ),
+        }
+    }
+    .await;
+    record(&state, rec, start, resp)
+}

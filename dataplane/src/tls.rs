@@ -1,0 +1,162 @@
+//! Mesh TLS with the SPIFFE certificates the control plane's CA issues.
+//!
+//! Both sides verify the peer's chain up to the mesh CA. A mesh certificate
+//! names its workload only in a URI SAN (`spiffe://<td>/ns/<ns>/sa/<sa>`),
+//! not in a DNS name, so the client checks that SAN instead of a host name,
+//! and the server reads the peer's identity from it for authorization.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+use crate::client::Credentials;
+
+/// The TLS settings of one certificate: a server side for the inbound
+/// listener and client sides (HTTP/1.1 and HTTP/2 by ALPN) for upstreams.
+#[derive(Clone)]
+pub struct MeshTls {
+    /// Inbound: a client certificate from the mesh CA is required.
+    pub server: Arc<ServerConfig>,
+    /// Outbound over HTTP/1.1.
+    pub client_h1: Arc<ClientConfig>,
+    /// Outbound over HTTP/2.
+    pub client_h2: Arc<ClientConfig>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The trust anchors in `ca_pem`.
+pub fn roots(ca_pem: &str) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("reading the CA certificate")?)
+            .context("adding the CA certificate")?;
+    }
+    if roots.is_empty() {
+        return Err(anyhow!("no CA certificate in the PEM"));
+    }
+    Ok(roots)
+}
+
+impl MeshTls {
+    /// TLS settings for `credentials`, trusting `ca_pem`.
+    pub fn new(ca_pem: &str, credentials: &Credentials) -> Result<MeshTls> {
+        let roots = Arc::new(roots(ca_pem)?);
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(credentials.certificate_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .context("reading the proxy certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(credentials.key_pem.as_bytes())
+            .context("reading the proxy key")?;
+        let provider = provider();
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .context("building the client verifier")?;
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .context("the proxy certificate")?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = |alpn: &[u8]| -> Result<Arc<ClientConfig>> {
+            let mut c = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SpiffeVerifier {
+                    roots: roots.clone(),
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .context("the proxy certificate")?;
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(c))
+        };
+        Ok(MeshTls {
+            server: Arc::new(server),
+            client_h1: client(b"http/1.1")?,
+            client_h2: client(b"h2")?,
+        })
+    }
+}
+
+/// Accepts a server certificate chained to the mesh CA that carries a SPIFFE
+/// identity, whatever name the client dialled (endpoints are addresses).
+#[derive(Debug)]
+struct SpiffeVerifier {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for SpiffeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        if spiffe_id(end_entity).is_none() {
+            return Err(rustls::Error::General(
+                "the peer certificate has no SPIFFE identity".into(),
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The `spiffe://` URI SAN of a certificate.
+pub fn spiffe_id(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
+            Some(u.to_string())
+        }
+        _ => None,
+    })
+}
+
+/// The authorization principal (`<td>/ns/<ns>/sa/<sa>`) of a SPIFFE id.
+pub fn principal(spiffe_id: &str) -> Option<String> {
+    spiffe_id.strip_prefix("spiffe://").map(str::to_string)
+}
