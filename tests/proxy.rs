@@ -1,0 +1,907 @@
+//! The data plane end to end, with real processes on loopback: `meshc serve`
+//! following a Git repository, `meshc echo` applications, and a `meshc proxy`
+//! in front of each, registering its endpoint with the control plane and
+//! talking mTLS to the others. Traffic goes through the proxies' real
+//! listeners; what they do is checked against the policy (and against `ir`'s
+//! evaluator for authorization), and their `/metrics` are parsed as
+//! Prometheus text.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::net::{commit_all, free_port, http};
+use git2::Repository;
+use meshc_dataplane::http::{Answer, Clients, send};
+
+const POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reviews, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: flaky, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: pool, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}, {name: grpc, port: 9090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flaky, namespace: shop}
+spec:
+  selector: {app: flaky}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pool, namespace: shop}
+spec:
+  selector: {app: pool}
+  ports: [{name: http, port: 9080}]
+---
+DEPLOYMENTS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - name: testers
+    match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]
+  - name: grpc
+    match: [{port: 9090}]
+    route: [{destination: {host: reviews, subset: v1, port: {number: 9090}}}]
+  - name: canary
+    route:
+    - destination: {host: reviews, subset: v1, port: {number: 9080}}
+      weight: 95
+    - destination: {host: reviews, subset: v2, port: {number: 9080}}
+      weight: 5
+    retries: {attempts: 3, retryOn: 5xx}
+    timeout: 1s
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: shop}
+spec:
+  host: flaky
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 2
+      interval: 1s
+      baseEjectionTime: 2s
+      maxEjectionPercent: 50
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: flaky, namespace: shop}
+spec:
+  hosts: [flaky]
+  http:
+  - name: no-retries
+    route: [{destination: {host: flaky}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pool, namespace: shop}
+spec:
+  host: pool
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: pool, namespace: shop}
+spec:
+  selector: {matchLabels: {app: pool}}
+  mtls: {mode: PERMISSIVE}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-from-web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}]
+    to:
+    - {operation: {methods: [GET]}}
+    - {operation: {methods: [POST], paths: [/echo.Echo/*]}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-no-admin, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin*]}}]
+"#;
+
+/// (workload, app label, version, service account).
+const WORKLOADS: &[(&str, &str, &str, &str)] = &[
+    ("web-v1", "web", "v1", "web"),
+    ("reviews-v1", "reviews", "v1", "reviews"),
+    ("reviews-v2", "reviews", "v2", "reviews"),
+    ("flaky-v1", "flaky", "v1", "flaky"),
+    ("flaky-v2", "flaky", "v2", "flaky"),
+    ("pool-v1", "pool", "v1", "pool"),
+];
+
+fn policy() -> String {
+    let deployments: Vec<String> = WORKLOADS
+        .iter()
+        .map(|(name, app, version, sa)| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\n\
+                 spec:\n  selector: {{matchLabels: {{app: {app}, version: {version}}}}}\n  \
+                 template:\n    metadata: {{labels: {{app: {app}, version: {version}}}}}\n    \
+                 spec: {{serviceAccountName: {sa}, containers: [{{name: app, image: echo}}]}}\n"
+            )
+        })
+        .collect();
+    POLICY.replace("DEPLOYMENTS", &deployments.join("---\n"))
+}
+
+/// Child processes, killed when the test ends however it ends (a leaked one
+/// would hold the test's output open).
+#[derive(Default)]
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    fn spawn(&mut self, name: &str, logs: &Path, args: &[String]) {
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_meshc"))
+            .args(args)
+            .env("MESHC_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("meshc starts");
+        self.0.push((name.to_string(), child));
+    }
+
+    fn kill(&mut self, name: &str) {
+        let (_, c) = self.0.iter_mut().find(|(n, _)| n == name).expect("started");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+/// The tail of every process log, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        if !tail.is_empty() {
+            out += &format!("== {}\n", p.display());
+            for l in tail.into_iter().rev() {
+                out += l;
+                out += "\n";
+            }
+        }
+    }
+    out
+}
+
+struct Node {
+    outbound: SocketAddr,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+struct Mesh {
+    procs: Procs,
+    nodes: BTreeMap<&'static str, Node>,
+    api: u16,
+    logs: PathBuf,
+    client: Clients,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+async fn get(mesh: &Mesh, addr: SocketAddr, path: &str) -> Option<Answer> {
+    send(
+        &mesh.client,
+        addr,
+        "admin",
+        http::Method::GET,
+        path,
+        &[],
+        Bytes::new(),
+        false,
+    )
+    .await
+    .ok()
+}
+
+async fn config_of(mesh: &Mesh, w: &str) -> Option<serde_json::Value> {
+    let a = get(mesh, mesh.nodes[w].admin, "/config").await?;
+    a.status
+        .is_success()
+        .then(|| serde_json::from_slice(&a.body).ok())
+        .flatten()
+}
+
+async fn eventually<F, Fut>(what: &str, mesh: &Mesh, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            logs(&mesh.logs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start(work: &Path, repo: &Path) -> Mesh {
+    let data = work.join("data");
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (grpc, api) = (free_port(), free_port());
+    let mut procs = Procs::default();
+    let s = |v: &str| v.to_string();
+    procs.spawn(
+        "serve",
+        &logs,
+        &[
+            s("serve"),
+            s("--repo"),
+            repo.display().to_string(),
+            s("--data-dir"),
+            data.display().to_string(),
+            s("--grpc-addr"),
+            loopback(grpc).to_string(),
+            s("--http-addr"),
+            loopback(api).to_string(),
+            s("--poll-seconds"),
+            s("3600"),
+            s("--debounce-ms"),
+            s("5"),
+            s("--bootstrap-token"),
+            s("boot"),
+            s("--api-token"),
+            s("api"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.join("ca.pem").exists() || std::net::TcpStream::connect(loopback(grpc)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "meshc serve did not start\n{}",
+            logs_of(&logs)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut nodes = BTreeMap::new();
+    for (name, app, version, sa) in WORKLOADS {
+        let app_port = free_port();
+        procs.spawn(
+            &format!("echo-{name}"),
+            &logs,
+            &[
+                s("echo"),
+                s("--listen"),
+                loopback(app_port).to_string(),
+                s("--service"),
+                s(app),
+                s("--version"),
+                s(version),
+            ],
+        );
+        let node = Node {
+            outbound: loopback(free_port()),
+            inbound: loopback(free_port()),
+            admin: loopback(free_port()),
+        };
+        procs.spawn(
+            &format!("proxy-{name}"),
+            &logs,
+            &[
+                s("proxy"),
+                s("--control-plane"),
+                format!("https://127.0.0.1:{grpc}"),
+                s("--ca-file"),
+                data.join("ca.pem").display().to_string(),
+                s("--bootstrap-token"),
+                s("boot"),
+                s("--workload"),
+                format!("shop/{name}"),
+                s("--service-account"),
+                s(sa),
+                s("--outbound-addr"),
+                node.outbound.to_string(),
+                s("--inbound-addr"),
+                node.inbound.to_string(),
+                s("--admin-addr"),
+                node.admin.to_string(),
+                s("--app-addr"),
+                loopback(app_port).to_string(),
+            ],
+        );
+        nodes.insert(*name, node);
+    }
+    let mesh = Mesh {
+        procs,
+        nodes,
+        api,
+        logs,
+        client: Clients::new(Default::default()),
+    };
+    // Ready: every proxy has a config listing every workload's endpoint.
+    for (name, ..) in WORKLOADS {
+        eventually(
+            &format!("{name}'s config with every endpoint"),
+            &mesh,
+            || async {
+                config_of(&mesh, name).await.is_some_and(|c| {
+                    c["endpoints"]
+                        .as_object()
+                        .is_some_and(|e| e.len() == WORKLOADS.len())
+                })
+            },
+        )
+        .await;
+    }
+    mesh
+}
+
+fn logs_of(dir: &Path) -> String {
+    logs(dir)
+}
+
+/// A request from workload `from`'s application through its proxy.
+async fn call(
+    mesh: &Mesh,
+    from: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    send(
+        &mesh.client,
+        mesh.nodes[from].outbound,
+        host,
+        method.parse().unwrap(),
+        path,
+        headers,
+        Bytes::new(),
+        false,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{from} -> {host}{path}: {e}\n{}", logs(&mesh.logs)))
+}
+
+fn version(a: &Answer) -> String {
+    a.headers
+        .get("x-echo-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string()
+}
+
+fn flag(a: &Answer) -> &str {
+    a.headers
+        .get("x-meshc-flags")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The samples of `/metrics`, parsed as Prometheus text.
+async fn metrics(mesh: &Mesh, w: &str) -> prometheus_parse::Scrape {
+    let a = get(mesh, mesh.nodes[w].admin, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(a.status.is_success());
+    let text = String::from_utf8(a.body.to_vec()).unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The sum of the samples named `name` whose labels include `labels`.
+fn sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_proxy_enforces_the_policy_on_real_traffic() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let repo = Repository::init(&repo_dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    std::fs::write(repo_dir.join("policy.yaml"), policy()).unwrap();
+    commit_all(&repo, "the shop");
+    let mut mesh = start(work.path(), &repo_dir).await;
+
+    // 95/5 over 2,000 requests, within four standard deviations.
+    let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..2000 {
+        let a = call(&mesh, "web-v1", "reviews:9080", "GET", "/r", &[]).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        *by_version.entry(version(&a)).or_default() += 1;
+    }
+    let v2 = by_version.get("v2").copied().unwrap_or(0) as f64;
+    let (n, p) = (2000.0, 0.05);
+    let sd = f64::sqrt(n * p * (1.0 - p));
+    assert!(
+        (v2 - n * p).abs() <= 4.0 * sd,
+        "95/5 split measured as {by_version:?}"
+    );
+    assert_eq!(by_version.len(), 2, "{by_version:?}");
+
+    // Header routing.
+    for _ in 0..20 {
+        let a = call(
+            &mesh,
+            "web-v1",
+            "reviews:9080",
+            "GET",
+            "/r",
+            &[("end-user", "jason")],
+        )
+        .await;
+        assert_eq!((a.status.as_u16(), version(&a)), (200, "v2".to_string()));
+    }
+
+    // Retries turn the first two 503s into a success.
+    let before = sum(
+        &metrics(&mesh, "web-v1").await,
+        "meshc_proxy_retries_total",
+        &[],
+    );
+    let a = call(
+        &mesh,
+        "web-v1",
+        "reviews:9080",
+        "GET",
+        "/r",
+        &[("x-echo-fail-first", "2"), ("x-echo-key", "retry-1")],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let after = sum(
+        &metrics(&mesh, "web-v1").await,
+        "meshc_proxy_retries_total",
+        &[("destination_host", "reviews.shop.svc.cluster.local")],
+    );
+    assert!(after >= before + 2.0, "retries {before} -> {after}");
+
+    // The route's 1 s timeout.
+    let started = Instant::now();
+    let a = call(
+        &mesh,
+        "web-v1",
+        "reviews:9080",
+        "GET",
+        "/r",
+        &[("x-echo-delay-ms", "3000")],
+    )
+    .await;
+    assert_eq!((a.status.as_u16(), flag(&a)), (504, "UT"), "{a:?}");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+
+    // Connection-pool overflow: one connection, one pending, eight at once.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = mesh.client.clone();
+            let out = mesh.nodes["web-v1"].outbound;
+            tokio::spawn(async move {
+                send(
+                    &client,
+                    out,
+                    "pool:9080",
+                    http::Method::GET,
+                    "/",
+                    &[("x-echo-delay-ms", "400")],
+                    Bytes::new(),
+                    false,
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        let a = t.await.unwrap();
+        codes.push((a.status.as_u16(), flag(&a).to_string()));
+    }
+    let overflowed = codes.iter().filter(|(c, f)| *c == 503 && f == "UO").count();
+    let ok = codes.iter().filter(|(c, _)| *c == 200).count();
+    assert!(
+        overflowed >= 5 && ok >= 1 && ok + overflowed == 8,
+        "{codes:?}"
+    );
+    let m = metrics(&mesh, "web-v1").await;
+    assert_eq!(
+        sum(&m, "meshc_proxy_circuit_breaker_overflows_total", &[]),
+        overflowed as f64
+    );
+
+    // Outlier detection: v1 fails, is ejected after two errors, and traffic
+    // goes to v2 until the ejection time is over.
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        let a = call(
+            &mesh,
+            "web-v1",
+            "flaky:9080",
+            "GET",
+            "/",
+            &[("x-echo-fail-version", "v1")],
+        )
+        .await;
+        seen.push((a.status.as_u16(), version(&a)));
+    }
+    let failures = seen.iter().filter(|(c, _)| *c == 503).count();
+    assert_eq!(failures, 2, "{seen:?}");
+    assert!(
+        seen[seen.len() - 6..]
+            .iter()
+            .all(|s| *s == (200, "v2".into())),
+        "{seen:?}"
+    );
+    let m = metrics(&mesh, "web-v1").await;
+    assert_eq!(sum(&m, "meshc_proxy_outlier_ejections_total", &[]), 1.0);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let mut back = BTreeMap::<String, usize>::new();
+    for _ in 0..6 {
+        let a = call(&mesh, "web-v1", "flaky:9080", "GET", "/", &[]).await;
+        assert_eq!(a.status, 200);
+        *back.entry(version(&a)).or_default() += 1;
+    }
+    assert_eq!(
+        back.get("v1"),
+        Some(&3),
+        "round robin again after the ejection: {back:?}"
+    );
+
+    // gRPC over HTTP/2 end to end: trailers arrive, statuses are counted.
+    for (status, want) in [("0", "0"), ("14", "14")] {
+        let a = send(
+            &mesh.client,
+            mesh.nodes["web-v1"].outbound,
+            "reviews:9090",
+            http::Method::POST,
+            "/echo.Echo/Say",
+            &[
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("x-echo-grpc-status", status),
+            ],
+            Bytes::from_static(b"\0\0\0\0\x02hi"),
+            true,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("gRPC: {e}\n{}", logs(&mesh.logs)));
+        assert_eq!(a.status, 200);
+        assert_eq!(&a.body[..], b"\0\0\0\0\x02hi");
+        let trailers = a.trailers.expect("trailers preserved");
+        assert_eq!(trailers["grpc-status"], want);
+    }
+    let m = metrics(&mesh, "web-v1").await;
+    assert_eq!(
+        sum(
+            &m,
+            "meshc_proxy_grpc_responses_total",
+            &[("grpc_status", "14")]
+        ),
+        1.0
+    );
+    let m = metrics(&mesh, "reviews-v1").await;
+    assert_eq!(
+        sum(
+            &m,
+            "meshc_proxy_grpc_responses_total",
+            &[("grpc_status", "14"), ("direction", "inbound")]
+        ),
+        1.0
+    );
+
+    // Authorization: the proxies agree with ir's evaluator, case by case.
+    let ir = {
+        let inputs = vec![meshc_compiler::Input::bytes(
+            "policy.yaml",
+            policy().into_bytes(),
+        )];
+        meshc_compiler::compile(inputs, &meshc_compiler::Options::default())
+            .ir
+            .expect("the policy compiles")
+    };
+    let reviews = &ir.workloads["shop/reviews-v1"];
+    for (from, sa, method, path) in [
+        ("web-v1", "web", "GET", "/reviews"),
+        ("web-v1", "web", "POST", "/reviews"),
+        ("web-v1", "web", "POST", "/echo.Echo/Say"),
+        ("web-v1", "web", "GET", "/admin/x"),
+        ("flaky-v1", "flaky", "GET", "/reviews"),
+        ("pool-v1", "pool", "GET", "/admin"),
+    ] {
+        let expected = meshc_ir::eval::authorize(
+            reviews,
+            &meshc_ir::eval::Request {
+                host: "reviews:9080".into(),
+                port: None,
+                method: method.into(),
+                path: path.into(),
+                scheme: "http".into(),
+                headers: Default::default(),
+                gateway: None,
+            },
+            &meshc_ir::eval::Peer {
+                principal: Some(format!("cluster.local/ns/shop/sa/{sa}")),
+                ..Default::default()
+            },
+        );
+        let a = call(
+            &mesh,
+            from,
+            "reviews:9080",
+            method,
+            path,
+            &[("end-user", "jason")],
+        )
+        .await;
+        let want = if expected.allowed { 200 } else { 403 };
+        assert_eq!(
+            a.status.as_u16(),
+            want,
+            "{from} {method} {path}: {expected:?} {a:?}"
+        );
+        if !expected.allowed {
+            assert_eq!(
+                &a.body[..],
+                b"RBAC: access denied",
+                "nothing of the application leaks"
+            );
+            assert!(a.headers.get("x-echo-service").is_none());
+        }
+    }
+
+    // STRICT refuses plaintext and certificates of another CA; PERMISSIVE
+    // takes plaintext.
+    let reviews_in = mesh.nodes["reviews-v1"].inbound;
+    assert!(
+        plaintext_get(reviews_in).await.is_none(),
+        "STRICT answered plaintext"
+    );
+    assert!(
+        foreign_tls_get(reviews_in).await.is_none(),
+        "STRICT accepted a foreign certificate"
+    );
+    let pool_in = mesh.nodes["pool-v1"].inbound;
+    let answer = plaintext_get(pool_in)
+        .await
+        .expect("PERMISSIVE answers plaintext");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let m = metrics(&mesh, "reviews-v1").await;
+    assert!(sum(&m, "meshc_proxy_tcp_connections_refused_total", &[]) >= 2.0);
+
+    // A config swap under steady load: no request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
+            let client = mesh.client.clone();
+            let out = mesh.nodes["web-v1"].outbound;
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match send(
+                        &client,
+                        out,
+                        "reviews:9080",
+                        http::Method::GET,
+                        "/r",
+                        &[],
+                        Bytes::new(),
+                        false,
+                    )
+                    .await
+                    {
+                        Ok(a) if a.status == 200 => {}
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let old = config_of(&mesh, "web-v1").await.unwrap()["version"].clone();
+    let text = std::fs::read_to_string(repo_dir.join("policy.yaml")).unwrap();
+    let text = text
+        .replace("weight: 95", "weight: 50")
+        .replace("weight: 5\n", "weight: 50\n");
+    std::fs::write(repo_dir.join("policy.yaml"), text).unwrap();
+    commit_all(&repo, "canary 50/50");
+    let (status, body) = http(
+        loopback(mesh.api),
+        "POST",
+        "/api/v1/sync",
+        &[("Authorization", "Bearer api")],
+        "",
+    );
+    assert_eq!(status, 202, "{body}");
+    eventually("the new config at web-v1", &mesh, || async {
+        config_of(&mesh, "web-v1")
+            .await
+            .is_some_and(|c| c["version"] != old)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed during the swap, of {}",
+        done.load(Ordering::Relaxed)
+    );
+    let mut split = BTreeMap::<String, usize>::new();
+    for _ in 0..200 {
+        let a = call(&mesh, "web-v1", "reviews:9080", "GET", "/r", &[]).await;
+        *split.entry(version(&a)).or_default() += 1;
+    }
+    let v2 = split.get("v2").copied().unwrap_or(0);
+    assert!((60..=140).contains(&v2), "50/50 measured as {split:?}");
+
+    // The control plane goes away; the proxies keep serving their config.
+    mesh.procs.kill("serve");
+    for _ in 0..50 {
+        let a = call(&mesh, "web-v1", "reviews:9080", "GET", "/r", &[]).await;
+        assert_eq!(a.status, 200);
+    }
+    let ready = get(&mesh, mesh.nodes["web-v1"].admin, "/ready")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+    let m = metrics(&mesh, "web-v1").await;
+    assert!(
+        sum(
+            &m,
+            "meshc_proxy_requests_total",
+            &[("route", "canary"), ("response_code", "200")]
+        ) >= 2000.0
+    );
+}
+
+/// A plaintext HTTP/1.1 GET; `None` when the connection closes first.
+async fn plaintext_get(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: pool\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A GET over TLS with a SPIFFE certificate from a CA the mesh does not
+/// trust; `None` when the handshake or the request fails.
+async fn foreign_tls_get(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/shop/sa/web".try_into().unwrap(),
+    )];
+    let leaf = leaf.signed_by(&key, &issuer).unwrap();
+    let creds = meshc_dataplane::client::Credentials {
+        certificate_pem: leaf.pem(),
+        key_pem: key.serialize_pem(),
+        not_after: 0,
+    };
+    // Trusting its own CA, it will accept the server: the server must refuse it.
+    let tls = meshc_dataplane::tls::MeshTls::new(&ca_cert.pem(), &creds).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("mesh.invalid").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls.client_h1)
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
