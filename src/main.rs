@@ -621,9 +621,15 @@ fn init_logs(format: LogFormat) {
 
 fn run_proxy(args: ProxyArgs) -> Result<u8> {
     init_logs(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match args.settings.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async move {
         let proxy = meshc_dataplane::proxy::start(args.settings).await?;
         eprintln!(

@@ -178,6 +178,7 @@ async fn up(args: UpArgs) -> Result<u8> {
             admin_addr: ([127, 0, 0, 1], 0).into(),
             endpoints_file: None,
             access_log: 0.0,
+            threads: 1,
         })
         .await?;
         workloads.push(Workload {

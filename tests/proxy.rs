@@ -531,6 +531,37 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
         assert_eq!((a.status.as_u16(), version(&a)), (200, "v2".to_string()));
     }
 
+    // Traces continue across both hops: the trace id the application sent
+    // arrives, under a new span id (B3 headers alongside).
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let parent = "b7ad6b7169203331";
+    let a = call(
+        &mesh,
+        "web-v1",
+        "reviews:9080",
+        "GET",
+        "/r",
+        &[("traceparent", &format!("00-{trace}-{parent}-01"))],
+    )
+    .await;
+    let echoed: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    let tp = echoed["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or_default();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{echoed}");
+    assert_eq!(parts[1], trace, "{echoed}");
+    assert_ne!(parts[2], parent, "a new span per hop: {echoed}");
+    assert_eq!(
+        echoed["headers"]["x-b3-traceid"].as_str(),
+        Some(trace),
+        "{echoed}"
+    );
+    assert!(
+        echoed["headers"]["x-b3-parentspanid"].is_string(),
+        "{echoed}"
+    );
+
     // Retries turn the first two 503s into a success.
     let before = sum(
         &metrics(&mesh, "web-v1").await,

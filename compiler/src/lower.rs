@@ -437,7 +437,7 @@ impl<'a> Lowerer<'a> {
         } else if let Some(p) = &m.prefix {
             ir::StrMatch::Prefix(p.clone())
         } else if let Some(re) = &m.regex {
-            match ir::Regex::new(re) {
+            match ir::Regex::checked(re) {
                 Ok(re) => ir::StrMatch::Regex(re),
                 Err(e) => {
                     self.err(
@@ -626,7 +626,7 @@ impl<'a> Lowerer<'a> {
             .as_ref()
             .and_then(|rw| rw.uri_regex_rewrite.as_ref())
             && let Some(re) = &x.r#match
-            && let Err(e) = ir::Regex::new(re)
+            && let Err(e) = ir::Regex::checked(re)
         {
             self.err(
                 r,

@@ -49,33 +49,40 @@ pub fn local(status: StatusCode, flag: &'static str, body: &str) -> Response<Pro
 
 /// Headers that belong to one connection and are never forwarded.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    use http::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+    };
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     // Names listed in `Connection` are hop-by-hop too.
-    let listed: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+    if h.contains_key(&CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(&CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
+        h.remove(&CONNECTION);
     }
     for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "transfer-encoding",
-        "upgrade",
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TRANSFER_ENCODING,
+        UPGRADE,
     ] {
-        h.remove(n);
+        if h.contains_key(&n) {
+            h.remove(&n);
+        }
     }
     // `te: trailers` is the only TE HTTP/2 (and gRPC) allows.
-    if h.get(http::header::TE)
-        .is_some_and(|v| v.as_bytes() != b"trailers")
-    {
-        h.remove(http::header::TE);
+    if h.get(&TE).is_some_and(|v| v.as_bytes() != b"trailers") {
+        h.remove(&TE);
     }
 }
 
@@ -295,50 +302,77 @@ impl<F: FnOnce(Finished) + Send + Unpin + 'static> Body for Observed<F> {
     }
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3_TRACE: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+
+fn hex(v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, o) in out.iter_mut().enumerate().take(16) {
+        *o = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// A trace id of 32 lower-case hex digits (not all zero, as W3C requires).
+fn trace_id(v: &[u8]) -> Option<[u8; 32]> {
+    let ok = v.len() == 32
+        && v.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && v.iter().any(|b| *b != b'0');
+    ok.then(|| v.try_into().expect("32 bytes"))
+}
+
 /// Continue (or start) a trace: a new span id per hop in W3C `traceparent`
 /// and in B3 (`x-b3-*`). Returns the trace and span ids.
 pub fn propagate_trace(h: &mut HeaderMap) -> (String, String) {
-    let span = format!("{:016x}", fastrand::u64(1..));
+    let mut span = [0u8; 16];
+    hex(fastrand::u64(1..), &mut span);
+    // `00-<trace>-<parent>-<flags>`: 55 bytes.
     let incoming = h
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
+        .get(&TRACEPARENT)
+        .map(HeaderValue::as_bytes)
         .and_then(|v| {
-            let mut parts = v.split('-');
-            let (_version, trace, _parent, flags) =
-                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-            (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| (trace.to_string(), flags.to_string()))
+            (v.len() == 55 && v[2] == b'-' && v[35] == b'-' && v[52] == b'-')
+                .then(|| trace_id(&v[3..35]).map(|t| (t, [v[53], v[54]])))
+                .flatten()
         });
-    let b3_trace = h
-        .get("x-b3-traceid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let b3 = h.get(&B3_TRACE).and_then(|v| trace_id(v.as_bytes()));
     let (trace, flags) = incoming.unwrap_or_else(|| {
-        let t = b3_trace
-            .clone()
-            .filter(|t| t.len() == 32)
-            .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(1..)));
-        (t, "01".to_string())
+        let t = b3.unwrap_or_else(|| {
+            let mut t = [0u8; 32];
+            hex(fastrand::u64(..), &mut t[..16]);
+            hex(fastrand::u64(1..), &mut t[16..]);
+            t
+        });
+        (t, *b"01")
     });
-    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name, v);
-        }
-    };
-    set(h, "traceparent", &format!("00-{trace}-{span}-{flags}"));
-    if let Some(parent) = h.get("x-b3-spanid").cloned() {
-        h.insert("x-b3-parentspanid", parent);
+    let mut tp = [0u8; 55];
+    tp[..3].copy_from_slice(b"00-");
+    tp[3..35].copy_from_slice(&trace);
+    tp[35] = b'-';
+    tp[36..52].copy_from_slice(&span);
+    tp[52] = b'-';
+    tp[53..].copy_from_slice(&flags);
+    if let Ok(v) = HeaderValue::from_bytes(&tp) {
+        h.insert(TRACEPARENT, v);
     }
-    set(
-        h,
-        "x-b3-traceid",
-        &b3_trace.unwrap_or_else(|| trace.clone()),
-    );
-    set(h, "x-b3-spanid", &span);
-    if !h.contains_key("x-b3-sampled") {
-        set(h, "x-b3-sampled", "1");
+    if let Some(parent) = h.get(&B3_SPAN).cloned() {
+        h.insert(B3_PARENT, parent);
     }
-    (trace, span)
+    if !h.contains_key(&B3_TRACE)
+        && let Ok(v) = HeaderValue::from_bytes(&trace)
+    {
+        h.insert(B3_TRACE, v);
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&span) {
+        h.insert(B3_SPAN, v);
+    }
+    if !h.contains_key(&B3_SAMPLED) {
+        h.insert(B3_SAMPLED, HeaderValue::from_static("1"));
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&trace), text(&span))
 }
 
 /// A response as [`send`] returns it.

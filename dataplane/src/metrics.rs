@@ -9,6 +9,33 @@ use prometheus_client::registry::Registry;
 /// Label pairs.
 pub type Labels = Vec<(&'static str, String)>;
 
+/// The request metrics of one label set (direction, source and destination
+/// workload, destination host, route; and the response code for the count),
+/// looked up once per request instead of once per metric.
+pub struct Handles {
+    /// The label values, for checking a cache hit.
+    parts: [String; 5],
+    code: u16,
+    /// The labels without the code.
+    pub base: Labels,
+    /// Request count (with the code).
+    pub requests: Counter,
+    /// Duration.
+    pub duration: Histogram,
+    /// Request body size.
+    pub request_bytes: Histogram,
+    /// Response body size.
+    pub response_bytes: Histogram,
+}
+
+const LABELS: [&str; 5] = [
+    "direction",
+    "source_workload",
+    "destination_workload",
+    "destination_host",
+    "route",
+];
+
 /// Every metric the proxy exports, prefixed `meshc_proxy_`.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +70,8 @@ pub struct Metrics {
     pub config: Family<Labels, Gauge>,
     /// Configs applied.
     pub config_updates: Counter,
+    /// [`Handles`] by a hash of their labels.
+    cache: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<Handles>>>,
 }
 
 fn size_buckets() -> Histogram {
@@ -73,6 +102,7 @@ impl Default for Metrics {
             denied: Family::default(),
             config: Family::default(),
             config_updates: Counter::default(),
+            cache: Default::default(),
         };
         let r = &mut registry;
         r.register("requests", "HTTP requests", m.requests.clone());
@@ -147,6 +177,44 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The request metrics for these label values and response code.
+    pub fn handles(&self, parts: [&str; 5], code: u16) -> std::sync::Arc<Handles> {
+        // FNV-1a: a few dozen bytes, hashed once per request.
+        let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in parts
+            .iter()
+            .flat_map(|p| p.bytes().chain([0xff]))
+            .chain(code.to_le_bytes())
+        {
+            key = (key ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = cache.get(&key)
+            && h.code == code
+            && h.parts.iter().zip(parts).all(|(a, b)| a == b)
+        {
+            return h.clone();
+        }
+        let base: Labels = LABELS
+            .iter()
+            .zip(parts)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        let mut with_code = base.clone();
+        with_code.push(("response_code", code.to_string()));
+        let h = std::sync::Arc::new(Handles {
+            parts: parts.map(str::to_string),
+            code,
+            requests: self.requests.get_or_create(&with_code).clone(),
+            duration: self.duration.get_or_create(&base).clone(),
+            request_bytes: self.request_bytes.get_or_create(&base).clone(),
+            response_bytes: self.response_bytes.get_or_create(&base).clone(),
+            base,
+        });
+        cache.insert(key, h.clone());
+        h
+    }
+
     /// Prometheus text format.
     pub fn text(&self) -> String {
         let mut out = String::new();

@@ -51,28 +51,58 @@ impl fmt::Display for StrMatch {
 #[derive(Clone)]
 pub struct Regex {
     pattern: String,
-    compiled: regex::Regex,
+    /// Compiled on first use: a proxy holds many routes it may never match
+    /// a regex of, and a compiled regex costs far more than its text.
+    compiled: std::sync::OnceLock<Option<regex::Regex>>,
+}
+
+/// Compiled regexes stay under this size (as the compiler checks them).
+const SIZE_LIMIT: usize = 1 << 20;
+
+fn anchored(pattern: &str) -> String {
+    format!("^(?:{pattern})$")
 }
 
 impl Regex {
-    /// Compile `pattern`, anchored at both ends.
+    /// Check `pattern` (RE2 syntax, anchored at both ends); it is compiled
+    /// when first used.
     pub fn new(pattern: &str) -> Result<Regex, String> {
-        let compiled = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .size_limit(1 << 20)
-            .build()
+        regex_syntax::Parser::new()
+            .parse(&anchored(pattern))
             .map_err(|e| e.to_string())?;
         Ok(Regex {
             pattern: pattern.to_string(),
-            compiled,
+            compiled: std::sync::OnceLock::new(),
         })
+    }
+    /// Check `pattern` fully, by compiling it (so a pattern over the size
+    /// limit is refused here, at its source), and keep it uncompiled like
+    /// [`Regex::new`]. The compiler uses this.
+    pub fn checked(pattern: &str) -> Result<Regex, String> {
+        regex::RegexBuilder::new(&anchored(pattern))
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Regex::new(pattern)
+    }
+    fn regex(&self) -> Option<&regex::Regex> {
+        self.compiled
+            .get_or_init(|| {
+                regex::RegexBuilder::new(&anchored(&self.pattern))
+                    .size_limit(SIZE_LIMIT)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.pattern
     }
-    /// Whether the whole of `value` matches.
+    /// Whether the whole of `value` matches (never, for a pattern over the
+    /// size limit).
     pub fn is_full_match(&self, value: &str) -> bool {
-        self.compiled.is_match(value)
+        self.regex().is_some_and(|r| r.is_match(value))
     }
     /// Replace every match in `value` with `with` (`\1` style groups as `$1`).
     pub fn replace_all(&self, value: &str, with: &str) -> String {

@@ -1,0 +1,596 @@
+//! Benchmark of the data plane (issue 6's targets): latency added by one
+//! proxy hop (plaintext, 95/5 split) and by two hops with mTLS between them,
+//! at a fixed request rate, against a direct connection to the same echo
+//! application in the same run; the proxy's CPU per 1,000 requests per
+//! second and its resident memory; maximum throughput direct and through one
+//! hop; a proxy's memory with the 1,000-service IR.
+//!
+//! Everything is a real process on loopback (release build): `meshc serve`,
+//! `meshc echo` and `meshc proxy`. The load generator is open-loop: request
+//! *i* is due at `start + i / rate` and its latency is counted from that
+//! moment, not from when it was sent, so a stall is not hidden by the
+//! requests that waited behind it (coordinated omission).
+//!
+//! Run: `cargo bench --bench proxy_load` (`MESHC_BENCH_RPS`, default 2000;
+//! `MESHC_BENCH_SECONDS`, default 10). The figures are printed, not asserted.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use git2::Repository;
+use meshc_dataplane::http::{Clients, send};
+
+#[path = "../tests/common/net.rs"]
+mod net;
+
+use net::{commit_all, free_port};
+
+const POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reviews, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ratings, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy: {tls: {mode: DISABLE}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - name: canary
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 95
+    - destination: {host: reviews, subset: v2}
+      weight: 5
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ratings, namespace: shop}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  mtls: {mode: STRICT}
+"#;
+
+fn deployment(name: &str, app: &str, version: &str) -> String {
+    format!(
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\n\
+         spec:\n  selector: {{matchLabels: {{app: {app}, version: {version}}}}}\n  \
+         template:\n    metadata: {{labels: {{app: {app}, version: {version}}}}}\n    \
+         spec: {{serviceAccountName: {app}, containers: [{{name: app, image: echo}}]}}\n"
+    )
+}
+
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    fn spawn(&mut self, args: &[String]) -> u32 {
+        let child = Command::new(env!("CARGO_BIN_EXE_meshc"))
+            .args(args)
+            .env("MESHC_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("meshc starts");
+        let pid = child.id();
+        self.0.push(child);
+        pid
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// Resident memory in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Run {
+    /// From sending to the end of the response.
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    /// From the due time (includes the generator's own dispatch lag, up to
+    /// a timer tick: compare these between rows, not with the above).
+    p99_due: f64,
+    failed: usize,
+    cpu: Vec<f64>,
+}
+
+/// `rate` requests per second for `secs` to `addr` with `Host: host`,
+/// open loop; latencies in milliseconds from each request's due time.
+async fn open_loop(
+    client: &Clients,
+    addr: SocketAddr,
+    host: &str,
+    rate: u64,
+    secs: u64,
+    pids: &[u32],
+) -> Run {
+    let n = (rate * secs) as usize;
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let cpu0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due).await;
+        let (client, host) = (client.clone(), host.to_string());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let ok = send(
+                &client,
+                addr,
+                &host,
+                http::Method::GET,
+                "/",
+                &[],
+                Bytes::new(),
+                false,
+            )
+            .await
+            .is_ok_and(|a| a.status == 200);
+            (
+                sent.elapsed().as_secs_f64() * 1000.0,
+                due.elapsed().as_secs_f64() * 1000.0,
+                ok,
+            )
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut lat_due = Vec::with_capacity(n);
+    let mut failed = 0;
+    for t in tasks {
+        let (ms, due_ms, ok) = t.await.unwrap();
+        lat.push(ms);
+        lat_due.push(due_ms);
+        failed += usize::from(!ok);
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = pids
+        .iter()
+        .zip(&cpu0)
+        .map(|(p, c0)| (cpu_seconds(*p) - c0) / wall)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    lat_due.sort_by(f64::total_cmp);
+    let q = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    Run {
+        p50: q(&lat, 0.50),
+        p90: q(&lat, 0.90),
+        p99: q(&lat, 0.99),
+        p99_due: q(&lat_due, 0.99),
+        failed,
+        cpu,
+    }
+}
+
+/// Requests per second with `workers` requests always in flight.
+async fn closed_loop(
+    client: &Clients,
+    addr: SocketAddr,
+    host: &str,
+    workers: usize,
+    secs: u64,
+) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (client, host, stop, done) =
+                (client.clone(), host.to_string(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if send(
+                        &client,
+                        addr,
+                        &host,
+                        http::Method::GET,
+                        "/",
+                        &[],
+                        Bytes::new(),
+                        false,
+                    )
+                    .await
+                    .is_ok_and(|a| a.status == 200)
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn wait_ready(client: &Clients, admin: SocketAddr, endpoints: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ok = send(
+            client,
+            admin,
+            "admin",
+            http::Method::GET,
+            "/config",
+            &[],
+            Bytes::new(),
+            false,
+        )
+        .await
+        .ok()
+        .filter(|a| a.status == 200)
+        .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
+        .is_some_and(|c| {
+            c["endpoints"]
+                .as_object()
+                .is_some_and(|e| e.len() >= endpoints)
+        });
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "proxy at {admin} not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start_serve(procs: &mut Procs, repo: &Path, data: &Path) -> (u16, u32) {
+    let (grpc, api) = (free_port(), free_port());
+    let pid = procs.spawn(&[
+        s("serve"),
+        s("--repo"),
+        s(repo.display()),
+        s("--data-dir"),
+        s(data.display()),
+        s("--grpc-addr"),
+        s(loopback(grpc)),
+        s("--http-addr"),
+        s(loopback(api)),
+        s("--bootstrap-token"),
+        s("boot"),
+        s("--api-token"),
+        s("api"),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !data.join("ca.pem").exists() || std::net::TcpStream::connect(loopback(grpc)).is_err() {
+        assert!(Instant::now() < deadline, "meshc serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (grpc, pid)
+}
+
+struct ProxyAddrs {
+    outbound: SocketAddr,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    pid: u32,
+}
+
+fn start_proxy(
+    procs: &mut Procs,
+    grpc: u16,
+    data: &Path,
+    workload: &str,
+    sa: &str,
+    app: SocketAddr,
+    endpoints: Option<&Path>,
+) -> ProxyAddrs {
+    let (outbound, inbound, admin) = (
+        loopback(free_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
+    let mut args = vec![
+        s("proxy"),
+        s("--control-plane"),
+        format!("https://127.0.0.1:{grpc}"),
+        s("--ca-file"),
+        s(data.join("ca.pem").display()),
+        s("--bootstrap-token"),
+        s("boot"),
+        s("--workload"),
+        s(workload),
+        s("--service-account"),
+        s(sa),
+        s("--outbound-addr"),
+        s(outbound),
+        s("--inbound-addr"),
+        s(inbound),
+        s("--admin-addr"),
+        s(admin),
+        s("--app-addr"),
+        s(app),
+    ];
+    if let Some(e) = endpoints {
+        args.push(s("--endpoints-file"));
+        args.push(s(e.display()));
+    }
+    let pid = procs.spawn(&args);
+    ProxyAddrs {
+        outbound,
+        inbound,
+        admin,
+        pid,
+    }
+}
+
+fn main() {
+    let rate: u64 = std::env::var("MESHC_BENCH_RPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let secs: u64 = std::env::var("MESHC_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(rate, secs));
+}
+
+async fn run(rate: u64, secs: u64) {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let repo = Repository::init(&repo_dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    let policy = POLICY.to_string()
+        + &deployment("web-v1", "web", "v1")
+        + &deployment("reviews-v1", "reviews", "v1")
+        + &deployment("reviews-v2", "reviews", "v2")
+        + &deployment("ratings-v1", "ratings", "v1");
+    std::fs::write(repo_dir.join("policy.yaml"), policy).unwrap();
+    commit_all(&repo, "bench");
+    let data = work.path().join("data");
+    let mut procs = Procs::default();
+    let (grpc, _) = start_serve(&mut procs, &repo_dir, &data);
+
+    let echo = |procs: &mut Procs, service: &str, version: &str| {
+        let addr = loopback(free_port());
+        procs.spawn(&[
+            s("echo"),
+            s("--listen"),
+            s(addr),
+            s("--service"),
+            s(service),
+            s("--version"),
+            s(version),
+        ]);
+        addr
+    };
+    let reviews_v1 = echo(&mut procs, "reviews", "v1");
+    let reviews_v2 = echo(&mut procs, "reviews", "v2");
+    let ratings = echo(&mut procs, "ratings", "v1");
+    let web_app = echo(&mut procs, "web", "v1");
+    // The one-hop proxy reaches reviews directly (static endpoints, TLS off).
+    let endpoints = work.path().join("endpoints.json");
+    std::fs::write(
+        &endpoints,
+        serde_json::json!({"shop/reviews-v1": [reviews_v1], "shop/reviews-v2": [reviews_v2]})
+            .to_string(),
+    )
+    .unwrap();
+    let a = start_proxy(
+        &mut procs,
+        grpc,
+        &data,
+        "shop/web-v1",
+        "web",
+        web_app,
+        Some(&endpoints),
+    );
+    let b = start_proxy(
+        &mut procs,
+        grpc,
+        &data,
+        "shop/ratings-v1",
+        "ratings",
+        ratings,
+        None,
+    );
+    let client = Clients::new(Default::default());
+    wait_ready(&client, a.admin, 4).await;
+    wait_ready(&client, b.admin, 2).await;
+    let _ = b.inbound;
+
+    println!(
+        "meshc proxy benchmark: {rate} requests/s for {secs} s, open loop, latency from each request's due time\n"
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>12} {:>7} {:>22} {:>14}",
+        "path",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99 due ms",
+        "failed",
+        "proxy cores/1k rps",
+        "proxy RSS"
+    );
+    let warm = |addr, host: &'static str| {
+        let client = client.clone();
+        async move {
+            open_loop(&client, addr, host, rate, 2, &[]).await;
+        }
+    };
+    warm(reviews_v1, "reviews:9080").await;
+    let direct = open_loop(&client, reviews_v1, "reviews:9080", rate, secs, &[]).await;
+    warm(a.outbound, "reviews:9080").await;
+    let one = open_loop(&client, a.outbound, "reviews:9080", rate, secs, &[a.pid]).await;
+    warm(a.outbound, "ratings:9080").await;
+    let two = open_loop(
+        &client,
+        a.outbound,
+        "ratings:9080",
+        rate,
+        secs,
+        &[a.pid, b.pid],
+    )
+    .await;
+    let per_k = |c: f64| c / (rate as f64 / 1000.0);
+    let row = |name: &str, r: &Run, rss: &str| {
+        let cores = if r.cpu.is_empty() {
+            "-".to_string()
+        } else {
+            r.cpu
+                .iter()
+                .map(|c| format!("{:.3}", per_k(*c)))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        println!(
+            "{:<34} {:>8.3} {:>8.3} {:>8.3} {:>12.3} {:>7} {:>22} {:>14}",
+            name, r.p50, r.p90, r.p99, r.p99_due, r.failed, cores, rss
+        );
+    };
+    row("direct to echo", &direct, "-");
+    row(
+        "one hop, plaintext, 95/5",
+        &one,
+        &format!("{:.1} MB", rss_mb(a.pid)),
+    );
+    row(
+        "two hops, mTLS between",
+        &two,
+        &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
+    );
+    println!(
+        "\nadded p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
+        one.p50 - direct.p50,
+        two.p50 - direct.p50
+    );
+
+    let max_direct = closed_loop(&client, reviews_v1, "reviews:9080", 32, 5).await;
+    let max_one = closed_loop(&client, a.outbound, "reviews:9080", 32, 5).await;
+    println!(
+        "maximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
+    );
+
+    // A proxy with the 1,000-service IR (every host in its scope).
+    drop(procs);
+    let big = work.path().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let big_repo = Repository::init(&big).unwrap();
+    big_repo.set_head("refs/heads/main").unwrap();
+    for (path, text) in meshc_compiler::synth::repository(1000) {
+        let p = big.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    commit_all(&big_repo, "1,000 services");
+    let mut procs = Procs::default();
+    let big_data = work.path().join("big-data");
+    let (grpc, _) = start_serve(&mut procs, &big, &big_data);
+    let app = echo(&mut procs, "svc-00000", "v1");
+    let p = start_proxy(
+        &mut procs,
+        grpc,
+        &big_data,
+        "ns-000/svc-00000-v1",
+        "svc-00000",
+        app,
+        None,
+    );
+    wait_ready(&client, p.admin, 1).await;
+    let config = send(
+        &client,
+        p.admin,
+        "admin",
+        http::Method::GET,
+        "/config",
+        &[],
+        Bytes::new(),
+        false,
+    )
+    .await
+    .unwrap();
+    let hosts = serde_json::from_slice::<serde_json::Value>(&config.body).unwrap()["ir"]["hosts"]
+        .as_object()
+        .map_or(0, |h| h.len());
+    println!(
+        "proxy with the 1,000-service IR ({hosts} hosts in scope): {:.1} MB resident",
+        rss_mb(p.pid)
+    );
+}
