@@ -456,17 +456,26 @@ fn admin(state: &State, req: &Request<Incoming>) -> Response<ProxyBody> {
             ),
         },
         "/config" => match &current {
-            Some(a) => (
-                StatusCode::OK,
-                "application/json",
-                serde_json::json!({
-                    "version": a.version,
-                    "source": a.source,
-                    "endpoints": *state.endpoints.read().expect("not poisoned").clone(),
-                    "ir": a.ir,
+            Some(a) => {
+                /// Written straight from the IR (no intermediate JSON tree:
+                /// a large IR would briefly double the proxy's memory).
+                #[derive(serde::Serialize)]
+                struct Dump<'a> {
+                    version: &'a str,
+                    source: &'a str,
+                    endpoints: &'a Endpoints,
+                    ir: &'a Ir,
+                }
+                let endpoints = state.endpoints.read().expect("not poisoned").clone();
+                let body = serde_json::to_string(&Dump {
+                    version: &a.version,
+                    source: &a.source,
+                    endpoints: &endpoints,
+                    ir: &a.ir,
                 })
-                .to_string(),
-            ),
+                .unwrap_or_default();
+                (StatusCode::OK, "application/json", body)
+            }
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "application/json",
