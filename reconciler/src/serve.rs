@@ -34,6 +34,9 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// HTTP API and metrics.
     pub http_addr: SocketAddr,
+    /// The Kubernetes admission webhook and validation API over TLS (none:
+    /// not served; the validation API is on `http_addr` either way).
+    pub admission_addr: Option<SocketAddr>,
     /// Poll interval.
     pub poll: Duration,
     /// Push debounce: quiet period.
@@ -75,6 +78,7 @@ impl Config {
             data_dir,
             grpc_addr: ([127, 0, 0, 1], 15010).into(),
             http_addr: ([127, 0, 0, 1], 15014).into(),
+            admission_addr: None,
             poll: Duration::from_secs(15),
             quiet: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
@@ -97,6 +101,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Where HTTP listens.
     pub http_addr: SocketAddr,
+    /// Where the admission webhook listens (TLS), if it does.
+    pub admission_addr: Option<SocketAddr>,
     /// Shared state.
     pub control: Arc<Control>,
     /// The CA certificate proxies must trust.
@@ -199,12 +205,14 @@ pub async fn start(config: Config) -> Result<Running> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = http.local_addr()?;
+    let context = admission_context(control.clone(), &config);
     let app = api::router(Arc::new(Api {
         control: control.clone(),
         token: config.api_token.clone(),
         webhook_secret: config.webhook_secret.clone(),
         branch: config.source.branch.clone(),
-    }));
+    }))
+    .merge(meshc_validator::service::router(context.clone()));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app)
@@ -214,6 +222,27 @@ pub async fn start(config: Config) -> Result<Running> {
             tracing::error!("HTTP server: {e}");
         }
     }));
+
+    // Admission webhook and validation API over TLS.
+    let admission_addr = match config.admission_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admission webhook on {addr}"))?;
+            let local = listener.local_addr()?;
+            let (cert, key) = ca.serving(&config.server_names)?;
+            let acceptor = tls_acceptor(&cert, &key)?;
+            let app = meshc_validator::service::router(context);
+            tasks.push(tokio::spawn(serve_tls(
+                listener,
+                acceptor,
+                app,
+                stop_rx.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
 
     // Reconcile loop.
     let mut reconciler = Some(Reconciler::new(
@@ -263,6 +292,7 @@ pub async fn start(config: Config) -> Result<Running> {
         "control plane started"
     );
     Ok(Running {
+        admission_addr,
         grpc_addr,
         http_addr,
         control,
@@ -303,6 +333,14 @@ pub struct Settings {
     /// HTTP address (API, webhooks, metrics) [default: 127.0.0.1:15014].
     #[arg(long, env = "MESHC_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Kubernetes admission webhook address, served over TLS with a
+    /// certificate from the built-in CA (`ca.pem` is its caBundle) [default: off].
+    #[arg(long, env = "MESHC_ADMISSION_ADDR")]
+    pub admission_addr: Option<SocketAddr>,
+    /// Names in the control plane's serving certificates (gRPC and the
+    /// admission webhook), comma-separated [default: localhost,127.0.0.1].
+    #[arg(long, env = "MESHC_SERVER_NAMES")]
+    pub server_names: Option<String>,
     /// Poll interval in seconds [default: 15].
     #[arg(long, env = "MESHC_POLL_SECONDS")]
     pub poll_seconds: Option<u64>,
@@ -360,6 +398,8 @@ impl Settings {
             data_dir,
             grpc_addr,
             http_addr,
+            admission_addr,
+            server_names,
             poll_seconds,
             debounce_ms,
             debounce_max_ms,
@@ -396,6 +436,14 @@ impl Settings {
         if let Some(a) = self.grpc_addr {
             c.grpc_addr = a;
         }
+        c.admission_addr = self.admission_addr;
+        if let Some(names) = self.server_names {
+            c.server_names = names
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+        }
         if let Some(a) = self.http_addr {
             c.http_addr = a;
         }
@@ -431,6 +479,79 @@ impl Settings {
         });
         c.webhook_secret = self.webhook_secret;
         Ok(c)
+    }
+}
+
+/// What an admission request is judged against: the policy of the version
+/// being served, read from the mirror (cached per commit).
+fn admission_context(control: Arc<Control>, config: &Config) -> meshc_validator::service::Context {
+    type Cached = Option<(String, Vec<meshc_compiler::Input>, meshc_compiler::Options)>;
+    let mirror = config.data_dir.join("mirror.git");
+    let subpath = config.source.subpath.clone();
+    let cache: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    Arc::new(move || {
+        let snapshot = control.current()?;
+        let commit = snapshot.version.commit.clone();
+        let mut cached = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, inputs, options)) = &*cached
+            && *c == commit
+        {
+            return Some((inputs.clone(), options.clone()));
+        }
+        let repo = git2::Repository::open_bare(&mirror).ok()?;
+        let (inputs, options) =
+            crate::commit::policy_at(&repo, &commit, &subpath, |p| p.to_string()).ok()?;
+        *cached = Some((commit, inputs.clone(), options.clone()));
+        Some((inputs, options))
+    })
+}
+
+/// Server-side TLS with `cert_pem` and `key_pem` (no client certificates:
+/// the API server authenticates the webhook, not the other way round).
+fn tls_acceptor(cert_pem: &str, key_pem: &str) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the serving certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("the serving key")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve `app` over TLS until stopped.
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stop_wait = stop.clone();
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = stop_wait.wait_for(|s| *s) => return,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
     }
 }
 

@@ -774,3 +774,122 @@ async fn a_large_scope_arrives_in_parts_and_is_applied_whole() {
     p.stop().await;
     server.stop().await;
 }
+
+/// POST `body` to `path` over TLS, trusting `ca_pem` for `localhost`;
+/// (status, body).
+async fn https_post(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the webhook's certificate is valid for localhost under the CA");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The admission webhook over real TLS, judging resources against the
+/// version being served, and following it when a commit changes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admission_webhook_judges_against_the_served_version() {
+    let repo = PolicyRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut c = config(&repo.url(), data.path());
+    c.admission_addr = Some("127.0.0.1:0".parse().unwrap());
+    let server = serve::start(c).await.unwrap();
+    let addr = server.admission_addr.expect("the webhook listens");
+    let ctl = server.control.clone();
+    eventually("the first version", || ctl.current().is_some()).await;
+    let review = |subset: &str| {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "b4f5c1d2",
+                "kind": {"group": "networking.istio.io", "version": "v1", "kind": "VirtualService"},
+                "namespace": "bookinfo",
+                "operation": "UPDATE",
+                "object": {
+                    "apiVersion": "networking.istio.io/v1",
+                    "kind": "VirtualService",
+                    "metadata": {"name": "ratings", "namespace": "bookinfo"},
+                    "spec": {"hosts": ["ratings"], "http": [{"route": [{"destination": {"host": "ratings", "subset": subset}}]}]}
+                },
+                "dryRun": false
+            }
+        })
+        .to_string()
+    };
+    let judge = |subset: &'static str| {
+        let ca = server.ca_pem.clone();
+        let body = review(subset);
+        async move {
+            let (status, body) = https_post(addr, &ca, "/api/v1/admission", &body).await;
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["response"]["uid"], "b4f5c1d2");
+            v["response"].clone()
+        }
+    };
+    let r = judge("v1").await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let r = judge("v2").await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"].as_str().unwrap().contains("MC0101"),
+        "{r}"
+    );
+
+    // A commit defining subset v2 for ratings: once served, v2 is admitted.
+    repo.edit(
+        "destination-rules.yaml",
+        "  host: ratings\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n",
+        "  host: ratings\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v1\n",
+    );
+    let c2 = repo.commit("ratings v2");
+    ctl.sync_now.notify_one();
+    eventually("the second version", || {
+        ctl.current().is_some_and(|s| s.version.commit == c2)
+    })
+    .await;
+    let r = judge("v2").await;
+    assert_eq!(r["allowed"], true, "{r}");
+
+    // Malformed input is refused with 400 over TLS too.
+    let (status, body) = https_post(addr, &server.ca_pem, "/api/v1/admission", "{}").await;
+    assert_eq!(status, 400, "{body}");
+    server.stop().await;
+}

@@ -12,6 +12,7 @@ pub mod changes;
 mod human;
 mod json;
 mod sarif;
+pub mod service;
 pub mod yaml;
 
 use meshc_compiler::{Analysis, Diagnostic, Severity, SourceMap};
