@@ -667,7 +667,7 @@ fn serve(args: ServeArgs) -> Result<u8> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let running = meshc_reconciler::serve::start(config).await?;
+        let running = meshc_reconciler::serve::start_with(config, web_ui).await?;
         eprintln!(
             "meshc serve: gRPC on {}, API on http://{}",
             running.grpc_addr, running.http_addr
@@ -677,6 +677,18 @@ fn serve(args: ServeArgs) -> Result<u8> {
         running.stop().await;
         anyhow::Ok(0)
     })
+}
+
+/// The web UI's routes for a control plane.
+pub(crate) fn web_ui(
+    control: &std::sync::Arc<meshc_reconciler::control::Control>,
+    config: &meshc_reconciler::serve::Config,
+) -> axum::Router {
+    meshc_web::router(std::sync::Arc::new(meshc_web::Web {
+        control: control.clone(),
+        mirror: config.data_dir.join("mirror.git"),
+        subpath: config.source.subpath.clone(),
+    }))
 }
 
 /// Ctrl-C or SIGTERM.

@@ -124,7 +124,7 @@ async fn up(args: UpArgs) -> Result<u8> {
     config.bootstrap_token = token.clone();
     let api_token = meshc_reconciler::serve::kept_secret(&dir.join("data/api-token"))?;
     config.api_token = Some(api_token.clone());
-    let running = meshc_reconciler::serve::start(config)
+    let running = meshc_reconciler::serve::start_with(config, crate::web_ui)
         .await
         .context("starting the control plane")?;
     // The first commit is compiled in the background.
@@ -281,14 +281,14 @@ async fn up(args: UpArgs) -> Result<u8> {
             );
         }
         println!(
-            "\nTry it:\n  curl -s -H 'Host: reviews:9080' http://{}/reviews/1\n  \
+            "\nWeb UI: http://{}/\n\nTry it:\n  curl -s -H 'Host: reviews:9080' http://{}/reviews/1\n  \
              edit the canary weights in {}/routing.yaml, then\n  \
              git -C {} commit -am 'canary 50/50'\n  \
              and watch the split change (the control plane polls every 2 s).\n\
              \nControl plane API: http://{}/api/v1/versions  /api/v1/proxies  /api/v1/drift\n\
              Proxy metrics: http://{}/metrics\n\
-             API token (for POST /api/v1/sync, rollback): {}\n\
-             (The web UI comes with meshc's `web` crate; the API is served already.)\n",
+             API token (for POST /api/v1/sync, rollback): {}\n",
+            running.http_addr,
             from.proxy.outbound_addr,
             repo.display(),
             repo.display(),

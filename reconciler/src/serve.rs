@@ -146,6 +146,16 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// Start the control plane.
 pub async fn start(config: Config) -> Result<Running> {
+    start_with(config, |_, _| axum::Router::new()).await
+}
+
+/// [`start`], with more routes served on the HTTP address, made from the
+/// control plane and the configuration (the web UI: the reconciler does not
+/// know it).
+pub async fn start_with(
+    config: Config,
+    extra: impl FnOnce(&Arc<Control>, &Config) -> axum::Router,
+) -> Result<Running> {
     if !config.insecure && config.bootstrap_token.is_empty() {
         anyhow::bail!("a bootstrap token is required (or run insecure, for development only)");
     }
@@ -212,7 +222,8 @@ pub async fn start(config: Config) -> Result<Running> {
         webhook_secret: config.webhook_secret.clone(),
         branch: config.source.branch.clone(),
     }))
-    .merge(meshc_validator::service::router(context.clone()));
+    .merge(meshc_validator::service::router(context.clone()))
+    .merge(extra(&control, &config));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app)

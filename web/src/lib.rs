@@ -1,0 +1,516 @@
+//! meshc's web UI: server-rendered pages (askama templates, escaped by
+//! default) over the control plane's state. It holds no state of its own:
+//! every page reads the store, the proxies' status and the Git mirror.
+//!
+//! - `/`: the versions, newest first: verdict, pin, author, message, time,
+//!   IR hash, error and warning counts, how many proxies run each;
+//! - `/versions/{id}`: its diagnostics grouped by file, each with the source
+//!   excerpt around it (the line highlighted), the YAML path, help and a link
+//!   to the rule; the semantic diff against the previous accepted version;
+//! - `/proxies`: each proxy's state, desired and running version, message;
+//!   drift highlighted;
+//! - `/rules`: every rule's documentation, as `meshc explain` prints it.
+//!
+//! A small script (`/static/live.js`, no inline script: the
+//! Content-Security-Policy forbids it) polls `/ui/live` and swaps the page's
+//! `<main>` when something changed. Nothing is loaded from elsewhere.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use meshc_ir::Ir;
+use meshc_reconciler::control::{Control, SyncState};
+use meshc_reconciler::store::{Verdict, Version};
+
+/// What the UI reads.
+pub struct Web {
+    /// The control plane.
+    pub control: Arc<Control>,
+    /// The Git mirror (bare), for source excerpts.
+    pub mirror: PathBuf,
+    /// The sub-path of the repository the policy is under.
+    pub subpath: String,
+}
+
+/// The UI's routes.
+pub fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(versions))
+        .route("/versions/{id}", get(version))
+        .route("/proxies", get(proxies))
+        .route("/rules", get(rules))
+        .route("/ui/live", get(live))
+        .route("/static/app.css", get(css))
+        .route("/static/live.js", get(js))
+        .layer(axum::middleware::map_response(secure))
+        .with_state(web)
+}
+
+/// Standard headers on every page.
+async fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../static/app.css"),
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../static/live.js"),
+    )
+        .into_response()
+}
+
+fn page(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, message.to_string()).into_response()
+}
+
+/// `YYYY-MM-DD hh:mm:ss` (UTC) of seconds since the epoch.
+fn utc(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(12).collect()
+}
+
+/// One version as a row.
+struct Row {
+    id: u64,
+    verdict: &'static str,
+    pinned: bool,
+    served: bool,
+    commit: String,
+    commit_short: String,
+    message: String,
+    author: String,
+    time: String,
+    ir_hash: String,
+    ir_short: String,
+    errors: usize,
+    warnings: usize,
+    running: usize,
+}
+
+fn row(v: &Version, web: &Web, running: &BTreeMap<String, usize>) -> Row {
+    let current = web.control.current();
+    let served = current.as_ref().is_some_and(|s| s.version.id == v.id);
+    let pinned = current
+        .as_ref()
+        .and_then(|s| s.pin.as_ref())
+        .is_some_and(|p| p.version == v.id);
+    Row {
+        id: v.id,
+        verdict: match v.verdict {
+            Verdict::Accepted => "accepted",
+            Verdict::Rejected => "rejected",
+        },
+        pinned,
+        served,
+        commit: v.commit.clone(),
+        commit_short: short(&v.commit),
+        message: v.message.lines().next().unwrap_or("").to_string(),
+        author: v.author.clone(),
+        time: utc(v.committed_at),
+        ir_hash: v.ir_hash.clone().unwrap_or_else(|| "none".into()),
+        ir_short: v.ir_hash.as_deref().map(short).unwrap_or_default(),
+        errors: v.errors,
+        warnings: v.warnings,
+        running: running.get(&v.commit).copied().unwrap_or(0),
+    }
+}
+
+/// Connected proxies by the commit they run.
+fn running_by_commit(web: &Web) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in web.control.proxies() {
+        if p.connected
+            && let Some(c) = p.running_commit
+        {
+            *m.entry(c).or_default() += 1;
+        }
+    }
+    m
+}
+
+fn served_id(web: &Web) -> Option<u64> {
+    web.control.current().map(|s| s.version.id)
+}
+
+#[derive(Template)]
+#[template(path = "versions.html")]
+struct VersionsPage {
+    served: Option<u64>,
+    rows: Vec<Row>,
+}
+
+async fn versions(State(web): State<Arc<Web>>) -> Response {
+    let vs = match web.control.store.versions(1000) {
+        Ok(v) => v,
+        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let running = running_by_commit(&web);
+    page(&VersionsPage {
+        served: served_id(&web),
+        rows: vs.iter().map(|v| row(v, &web, &running)).collect(),
+    })
+}
+
+struct Line {
+    number: usize,
+    text: String,
+    hit: bool,
+}
+
+struct DiagView {
+    anchor: String,
+    code: String,
+    severity: String,
+    message: String,
+    path: Option<String>,
+    help: Option<String>,
+    line: u64,
+    column: u64,
+    excerpt: Vec<Line>,
+}
+
+struct FileDiags {
+    file: String,
+    diags: Vec<DiagView>,
+}
+
+struct ChangeRow {
+    kind: &'static str,
+    text: String,
+    reaches: String,
+}
+
+#[derive(Template)]
+#[template(path = "version.html")]
+struct VersionPage {
+    served: Option<u64>,
+    row: Row,
+    reason: Option<String>,
+    files: Vec<FileDiags>,
+    previous: Option<u64>,
+    changes: Vec<ChangeRow>,
+    no_diff: String,
+}
+
+/// The file `path` of the policy at `commit`, from the mirror.
+fn source(web: &Web, commit: &str, path: &str) -> Option<String> {
+    let repo = git2::Repository::open_bare(&web.mirror).ok()?;
+    let files =
+        meshc_reconciler::git::read_tree(&repo, commit, &web.subpath, |p| p == path).ok()?;
+    let f = files.into_iter().next()?;
+    String::from_utf8(f.bytes).ok()
+}
+
+fn excerpt(text: &str, line: usize, end_line: usize) -> Vec<Line> {
+    let first = line.saturating_sub(2).max(1);
+    let last = end_line.max(line) + 2;
+    text.lines()
+        .enumerate()
+        .map(|(i, t)| (i + 1, t))
+        .filter(|(n, _)| (first..=last).contains(n))
+        .map(|(n, t)| Line {
+            number: n,
+            text: t.to_string(),
+            hit: (line..=end_line.max(line)).contains(&n),
+        })
+        .collect()
+}
+
+fn ir_of(web: &Web, v: &Version) -> Option<Ir> {
+    let bytes = web.control.store.ir(v.ir_hash.as_deref()?).ok()??;
+    Ir::decode(&bytes).ok()
+}
+
+async fn version(State(web): State<Arc<Web>>, Path(id): Path<String>) -> Response {
+    let v = match web.control.store.find(&id) {
+        Ok(Some(v)) => v,
+        Ok(None) => return failure(StatusCode::NOT_FOUND, format!("no version `{id}`")),
+        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let web2 = web.clone();
+    // Reading Git and decoding IRs is blocking work.
+    let built = tokio::task::spawn_blocking(move || version_page(&web2, v)).await;
+    match built {
+        Ok(Ok(p)) => page(&p),
+        Ok(Err(e)) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
+    let diags = match &v.diagnostics {
+        serde_json::Value::Object(o) => o.get("diagnostics").cloned().unwrap_or_default(),
+        other => other.clone(),
+    };
+    let mut by_file: BTreeMap<String, Vec<DiagView>> = BTreeMap::new();
+    let mut sources: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (i, d) in diags.as_array().into_iter().flatten().enumerate() {
+        let s = |k: &str| d[k].as_str().map(str::to_string);
+        let n = |k: &str| d[k].as_u64().unwrap_or(0);
+        let file = s("file").unwrap_or_default();
+        let text = sources
+            .entry(file.clone())
+            .or_insert_with(|| source(web, &v.commit, &file));
+        let (line, end) = (n("line"), n("end_line"));
+        by_file.entry(file).or_default().push(DiagView {
+            anchor: format!("d{i}"),
+            code: s("code").unwrap_or_default(),
+            severity: s("severity").unwrap_or_default(),
+            message: s("message").unwrap_or_default(),
+            path: s("path"),
+            help: s("help"),
+            line,
+            column: n("column"),
+            excerpt: text
+                .as_deref()
+                .map(|t| excerpt(t, line as usize, end as usize))
+                .unwrap_or_default(),
+        });
+    }
+    let running = running_by_commit(web);
+    // The semantic diff against the previous accepted version.
+    let all = web
+        .control
+        .store
+        .versions(1000)
+        .map_err(|e| e.to_string())?;
+    let previous = all
+        .iter()
+        .filter(|p| p.id < v.id && p.verdict == Verdict::Accepted && p.ir_hash.is_some())
+        .max_by_key(|p| p.id);
+    let (mut changes, mut no_diff) = (Vec::new(), String::new());
+    let previous_id = match (previous, v.verdict) {
+        (_, Verdict::Rejected) => {
+            no_diff = "Rejected: it never reached a proxy, so there is nothing to compare.".into();
+            None
+        }
+        (None, _) => {
+            no_diff = "The first accepted version: nothing to compare with.".into();
+            None
+        }
+        (Some(p), Verdict::Accepted) => {
+            if let (Some(a), Some(b)) = (ir_of(web, p), ir_of(web, &v)) {
+                for c in meshc_ir::diff::diff(&a, &b) {
+                    let mut reaches = String::new();
+                    for (i, w) in c.reaches.iter().enumerate() {
+                        let _ = write!(reaches, "{}{w}", if i > 0 { ", " } else { "" });
+                    }
+                    changes.push(ChangeRow {
+                        kind: match c.kind {
+                            meshc_ir::diff::ChangeKind::Added => "added",
+                            meshc_ir::diff::ChangeKind::Removed => "removed",
+                            meshc_ir::diff::ChangeKind::Changed => "changed",
+                        },
+                        text: c.to_string(),
+                        reaches,
+                    });
+                }
+            }
+            Some(p.id)
+        }
+    };
+    Ok(VersionPage {
+        served: served_id(web),
+        row: row(&v, web, &running),
+        reason: v.reason.clone(),
+        files: by_file
+            .into_iter()
+            .map(|(file, diags)| FileDiags { file, diags })
+            .collect(),
+        previous: previous_id,
+        changes,
+        no_diff,
+    })
+}
+
+struct ProxyRow {
+    id: String,
+    workload: String,
+    state: &'static str,
+    connected: bool,
+    desired: String,
+    running: String,
+    address: String,
+    message: String,
+    drift: bool,
+}
+
+#[derive(Template)]
+#[template(path = "proxies.html")]
+struct ProxiesPage {
+    served: Option<u64>,
+    rows: Vec<ProxyRow>,
+    connected: usize,
+    synced: usize,
+    drifted: usize,
+}
+
+async fn proxies(State(web): State<Arc<Web>>) -> Response {
+    let mut all = web.control.proxies();
+    all.sort_by(|a, b| (&a.workload, &a.id).cmp(&(&b.workload, &b.id)));
+    let rows: Vec<ProxyRow> = all
+        .iter()
+        .map(|p| ProxyRow {
+            id: p.id.clone(),
+            workload: p.workload.clone(),
+            state: p.state.as_str(),
+            connected: p.connected,
+            desired: p.desired_commit.as_deref().map(short).unwrap_or_default(),
+            running: p.running_commit.as_deref().map(short).unwrap_or_default(),
+            address: p.address.clone(),
+            message: p.message.clone().unwrap_or_default(),
+            drift: p.connected && p.drifted(),
+        })
+        .collect();
+    page(&ProxiesPage {
+        served: served_id(&web),
+        connected: all.iter().filter(|p| p.connected).count(),
+        synced: all
+            .iter()
+            .filter(|p| p.connected && p.state == SyncState::Synced)
+            .count(),
+        drifted: rows.iter().filter(|r| r.drift).count(),
+        rows,
+    })
+}
+
+struct RuleView {
+    code: &'static str,
+    name: &'static str,
+    severity: &'static str,
+    summary: &'static str,
+    upstream: String,
+    doc: String,
+}
+
+#[derive(Template)]
+#[template(path = "rules.html")]
+struct RulesPage {
+    served: Option<u64>,
+    rules: Vec<RuleView>,
+}
+
+async fn rules(State(web): State<Arc<Web>>) -> Response {
+    page(&RulesPage {
+        served: served_id(&web),
+        rules: meshc_compiler::rules::ALL
+            .iter()
+            .map(|r| RuleView {
+                code: r.code,
+                name: r.name,
+                severity: r.severity.as_str(),
+                summary: r.summary,
+                upstream: r.upstream_codes().join(", "),
+                doc: r.documentation(),
+            })
+            .collect(),
+    })
+}
+
+/// A stamp of what the pages show: it changes when a commit is recorded,
+/// the served version changes or a proxy changes state.
+async fn live(State(web): State<Arc<Web>>) -> Response {
+    let mut stamp = String::new();
+    if let Ok(vs) = web.control.store.versions(1) {
+        for v in vs {
+            let _ = write!(stamp, "v{}", v.id);
+        }
+    }
+    if let Some(s) = web.control.current() {
+        let _ = write!(stamp, " s{}{}", s.version.id, s.pin.is_some());
+    }
+    let mut ps = web.control.proxies();
+    ps.sort_by(|a, b| a.id.cmp(&b.id));
+    for p in ps {
+        let _ = write!(
+            stamp,
+            " {}:{}:{}:{}",
+            p.id,
+            p.state.as_str(),
+            p.connected,
+            p.running_commit.as_deref().unwrap_or("")
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], stamp).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_795_325_310), "2026-11-22 05:28:30");
+    }
+
+    #[test]
+    fn excerpts_highlight_the_lines_of_the_finding() {
+        let text = "a\nb\nc\nd\ne\nf\ng\n";
+        let e = excerpt(text, 4, 4);
+        let got: Vec<(usize, bool)> = e.iter().map(|l| (l.number, l.hit)).collect();
+        assert_eq!(
+            got,
+            [(2, false), (3, false), (4, true), (5, false), (6, false)]
+        );
+        assert_eq!(excerpt(text, 1, 2)[0].number, 1);
+    }
+}
