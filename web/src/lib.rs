@@ -52,6 +52,8 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/ui/live", get(live))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(js))
+        .route("/static/favicon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
         .layer(axum::middleware::map_response(secure))
         .with_state(web)
 }
@@ -86,6 +88,14 @@ async fn js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../static/live.js"),
+    )
+        .into_response()
+}
+
+async fn icon() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        include_str!("../static/favicon.svg"),
     )
         .into_response()
 }
