@@ -12,14 +12,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use git2::{Repository, Signature};
 use meshc_dataplane::http::{Clients, send};
-use meshc_reconciler::serve::{self, Config};
 use serde_json::{Value, json};
+
+mod common;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -218,59 +217,11 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn commit(repo: &Repository, message: &str) {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.update_all(["*"], None).unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("UI test", "ui@example.invalid").unwrap();
-    let parents: Vec<git2::Commit> = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .into_iter()
-        .collect();
-    let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_in_headless_chromium() {
     ensure_browser();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::init(dir.path()).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies-examples/bookinfo");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    commit(&repo, "bookinfo");
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::new(
-        &format!("file://{}", dir.path().display()),
-        data.path().into(),
-    );
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.poll = Duration::from_secs(3600);
-    config.bootstrap_token = "boot".into();
-    let mirror = data.path().join("mirror.git");
-    let server = serve::start_with(config, |control, _| {
-        meshc_web::router(Arc::new(meshc_web::Web {
-            control: control.clone(),
-            mirror,
-            subpath: String::new(),
-        }))
-    })
-    .await
-    .unwrap();
+    let served = common::Served::bookinfo().await;
+    let (dir, repo, server) = (served.work.path(), &served.repo, &served.server);
     let base = format!("http://{}", server.http_addr);
     let profile = tempfile::tempdir().unwrap();
     let driver = Driver::start(profile.path()).await;
@@ -287,13 +238,13 @@ async fn the_ui_in_headless_chromium() {
     driver.run("window.meshcMarker = 42; return null;").await;
 
     // A commit with an error: it appears, rejected, without a reload.
-    let routing = std::fs::read_to_string(dir.path().join("routing.yaml")).unwrap();
+    let routing = std::fs::read_to_string(dir.join("routing.yaml")).unwrap();
     std::fs::write(
-        dir.path().join("routing.yaml"),
+        dir.join("routing.yaml"),
         routing.replacen("subset: v2", "subset: v9", 1),
     )
     .unwrap();
-    commit(&repo, "route to a subset that does not exist");
+    common::commit(repo, "route to a subset that does not exist");
     server.control.sync_now.notify_one();
     driver
         .until(
@@ -324,13 +275,13 @@ async fn the_ui_in_headless_chromium() {
 
     // A fix: accepted, with its semantic diff against version 1.
     std::fs::write(
-        dir.path().join("routing.yaml"),
+        dir.join("routing.yaml"),
         routing
             .replacen("weight: 90", "weight: 60", 1)
             .replacen("weight: 10", "weight: 40", 1),
     )
     .unwrap();
-    commit(&repo, "canary 60/40");
+    common::commit(repo, "canary 60/40");
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.control.store.versions(10).unwrap().len() < 3 {
         assert!(Instant::now() < deadline, "version 3 never recorded");
@@ -369,5 +320,5 @@ async fn the_ui_in_headless_chromium() {
 
     let errors = driver.console_errors().await;
     assert!(errors.is_empty(), "browser console errors: {errors:?}");
-    server.stop().await;
+    served.server.stop().await;
 }

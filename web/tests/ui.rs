@@ -4,34 +4,12 @@
 //! diff, proxies, rules; repository text never reaches the page unescaped.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use git2::{Repository, Signature};
-use meshc_reconciler::serve::{self, Config};
 use tower::ServiceExt;
 
-fn commit(repo: &Repository, message: &str) -> String {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("Ann & \"O'Brien\"", "ann@example.invalid").unwrap();
-    let parents: Vec<git2::Commit> = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .into_iter()
-        .collect();
-    let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
-        .to_string()
-}
+mod common;
 
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
     let resp = app
@@ -46,15 +24,6 @@ async fn get(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderM
         parts.headers,
         String::from_utf8(bytes.to_vec()).unwrap(),
     )
-}
-
-async fn until_versions(control: &meshc_reconciler::control::Control, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while control.store.versions(100).unwrap().len() < n {
-        assert!(Instant::now() < deadline, "version {n} never recorded");
-        control.sync_now.notify_one();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 const BAD: &str = r#"apiVersion: networking.istio.io/v1
@@ -73,38 +42,14 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::init(dir.path()).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies-examples/bookinfo");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    commit(&repo, "bookinfo");
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::new(
-        &format!("file://{}", dir.path().display()),
-        data.path().into(),
-    );
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.poll = Duration::from_secs(3600);
-    config.bootstrap_token = "boot".into();
-    let server = serve::start(config.clone()).await.unwrap();
-    let app = meshc_web::router(Arc::new(meshc_web::Web {
-        control: server.control.clone(),
-        mirror: data.path().join("mirror.git"),
-        subpath: String::new(),
-    }));
-    until_versions(&server.control, 1).await;
+    let served = common::Served::bookinfo().await;
+    let (dir, repo) = (served.work.path(), &served.repo);
+    let app = served.app();
 
     // A commit with an error, and HTML in its YAML and its message.
-    std::fs::write(dir.path().join("xss.yaml"), BAD).unwrap();
-    commit(&repo, "try <script>alert('message')</script>");
-    until_versions(&server.control, 2).await;
+    std::fs::write(dir.join("xss.yaml"), BAD).unwrap();
+    common::commit(repo, "try <script>alert('message')</script>");
+    served.until_versions(2).await;
 
     let (status, headers, html) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
@@ -163,10 +108,10 @@ async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
     }
 
     // A fix that changes the canary's weights: its semantic diff.
-    std::fs::remove_file(dir.path().join("xss.yaml")).unwrap();
-    let routing = std::fs::read_to_string(dir.path().join("routing.yaml")).unwrap();
+    std::fs::remove_file(dir.join("xss.yaml")).unwrap();
+    let routing = std::fs::read_to_string(dir.join("routing.yaml")).unwrap();
     std::fs::write(
-        dir.path().join("routing.yaml"),
+        dir.join("routing.yaml"),
         routing
             .replacen("weight: 90", "weight: 70", 1)
             .replacen("weight: 10", "weight: 30", 1),
@@ -175,8 +120,8 @@ async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
     let mut index = repo.index().unwrap();
     index.remove_path(Path::new("xss.yaml")).unwrap();
     index.write().unwrap();
-    commit(&repo, "canary 70/30");
-    until_versions(&server.control, 3).await;
+    common::commit(repo, "canary 70/30");
+    served.until_versions(3).await;
     let (_, _, html) = get(&app, "/versions/3").await;
     assert!(
         html.contains(r#"<span class="badge accepted">accepted</span>"#),
@@ -217,5 +162,5 @@ async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
     assert!(js.contains("/ui/live"));
     let (_, _, stamp) = get(&app, "/ui/live").await;
     assert!(stamp.starts_with("v3"), "{stamp}");
-    server.stop().await;
+    served.server.stop().await;
 }
