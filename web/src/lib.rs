@@ -17,6 +17,8 @@
 
 #![forbid(unsafe_code)]
 
+mod yamldiff;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -257,6 +259,26 @@ struct VersionPage {
     previous: Option<u64>,
     changes: Vec<ChangeRow>,
     no_diff: String,
+    /// The version the YAML diff is against (the previous accepted one).
+    base: Option<u64>,
+    yaml: Vec<yamldiff::FileDiff>,
+}
+
+/// The policy files (YAML) at `commit`, by path.
+fn policy_files(web: &Web, commit: &str) -> BTreeMap<String, String> {
+    let Ok(repo) = git2::Repository::open_bare(&web.mirror) else {
+        return BTreeMap::new();
+    };
+    meshc_reconciler::git::read_tree(&repo, commit, &web.subpath, |p| {
+        p.ends_with(".yaml") || p.ends_with(".yml")
+    })
+    .map(|files| {
+        files
+            .into_iter()
+            .filter_map(|f| Some((f.path, String::from_utf8(f.bytes).ok()?)))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The file `path` of the policy at `commit`, from the mirror.
@@ -376,7 +398,12 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
             Some(p.id)
         }
     };
+    let yaml = previous
+        .map(|p| yamldiff::diff(&policy_files(web, &p.commit), &policy_files(web, &v.commit)))
+        .unwrap_or_default();
     Ok(VersionPage {
+        base: previous.map(|p| p.id),
+        yaml,
         served: served_id(web),
         row: row(&v, web, &running),
         reason: v.reason.clone(),

@@ -123,6 +123,25 @@ async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
     common::commit(repo, "canary 70/30");
     served.until_versions(3).await;
     let (_, _, html) = get(&app, "/versions/3").await;
+    // The raw YAML diff: routing.yaml, the weights side by side, coloured.
+    let yaml = html
+        .split("<h2>YAML diff</h2>")
+        .nth(1)
+        .expect("a YAML diff");
+    assert!(
+        yaml.contains("routing.yaml") && !yaml.contains("xss.yaml"),
+        "{yaml}"
+    );
+    let row = yaml
+        .split(r#"<tr class="chg">"#)
+        .nth(1)
+        .expect("a changed line");
+    assert!(
+        row.contains(r#"<span class="k">weight</span>"#)
+            && row.contains(r#"<span class="v"> 90</span>"#)
+            && row.contains(r#"<span class="v"> 70</span>"#),
+        "{row}"
+    );
     assert!(
         html.contains(r#"<span class="badge accepted">accepted</span>"#),
         "{html}"
