@@ -51,6 +51,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/versions/{id}", get(version))
         .route("/proxies", get(proxies))
         .route("/rules", get(rules))
+        .route("/services", get(services))
         .route("/ui/live", get(live))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(js))
@@ -498,6 +499,223 @@ async fn rules(State(web): State<Arc<Web>>) -> Response {
                 doc: r.documentation(),
             })
             .collect(),
+    })
+}
+
+/// A text in the topology drawing.
+struct SvgText {
+    x: u32,
+    y: u32,
+    class: &'static str,
+    text: String,
+    title: String,
+}
+
+/// An edge in the topology drawing, with its label (a weight).
+struct SvgEdge {
+    x1: u32,
+    y1: u32,
+    x2: u32,
+    y2: u32,
+    label: String,
+    lx: u32,
+    ly: u32,
+}
+
+struct HostView {
+    name: String,
+    height: u32,
+    texts: Vec<SvgText>,
+    edges: Vec<SvgEdge>,
+}
+
+struct WorkloadView {
+    name: String,
+    identity: String,
+    mtls: String,
+    custom: String,
+    deny: String,
+    allow: String,
+}
+
+#[derive(Template)]
+#[template(path = "services.html")]
+struct ServicesPage {
+    served: Option<u64>,
+    query: String,
+    shown: usize,
+    total: usize,
+    hosts: Vec<HostView>,
+    workloads: Vec<WorkloadView>,
+}
+
+/// The most hosts drawn on one page; `?q=` narrows them.
+const MAX_HOSTS: usize = 200;
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
+}
+
+/// One host's routes as a drawing: the host, its rules in order, each
+/// rule's destinations with their weights.
+fn host_view(name: &str, h: &meshc_ir::HostPolicy, cluster_domain: &str) -> HostView {
+    const ROW: u32 = 24;
+    let short = |host: &str| meshc_ir::diff::short_host(host, cluster_domain);
+    let rules: Vec<(String, Vec<(String, u32)>)> = if h.http.is_empty() {
+        vec![("default".to_string(), vec![(short(name), 100)])]
+    } else {
+        h.http
+            .iter()
+            .map(|r| {
+                let dests = match &r.action {
+                    meshc_ir::HttpAction::Route(ds) => ds
+                        .iter()
+                        .map(|d| {
+                            let mut label = short(&d.host);
+                            if let Some(s) = &d.subset {
+                                label = format!("{label} {s}");
+                            }
+                            (label, d.weight)
+                        })
+                        .collect(),
+                    meshc_ir::HttpAction::Redirect(_) => vec![("redirect".to_string(), 100)],
+                    meshc_ir::HttpAction::DirectResponse { status, .. } => {
+                        vec![(format!("answers {status}"), 100)]
+                    }
+                };
+                (r.name.clone(), dests)
+            })
+            .collect()
+    };
+    let rows: u32 = rules.iter().map(|(_, d)| d.len().max(1) as u32).sum();
+    let height = rows * ROW + 16;
+    let host_y = height / 2;
+    let mut texts = vec![SvgText {
+        x: 8,
+        y: host_y + 4,
+        class: "host",
+        text: clip(&short(name), 26),
+        title: name.to_string(),
+    }];
+    let mut edges = Vec::new();
+    let mut row = 0;
+    for (rule, dests) in &rules {
+        let n = dests.len().max(1) as u32;
+        let rule_y = 12 + (row * 2 + n) * ROW / 2;
+        edges.push(SvgEdge {
+            x1: 200,
+            y1: host_y,
+            x2: 236,
+            y2: rule_y,
+            label: String::new(),
+            lx: 0,
+            ly: 0,
+        });
+        texts.push(SvgText {
+            x: 240,
+            y: rule_y + 4,
+            class: "rule",
+            text: clip(rule, 28),
+            title: rule.clone(),
+        });
+        for (i, (dest, weight)) in dests.iter().enumerate() {
+            let y = 12 + (row + i as u32) * ROW + ROW / 2;
+            edges.push(SvgEdge {
+                x1: 452,
+                y1: rule_y,
+                x2: 560,
+                y2: y,
+                label: format!("{weight}%"),
+                lx: 522,
+                ly: y - 3,
+            });
+            texts.push(SvgText {
+                x: 566,
+                y: y + 4,
+                class: "dest",
+                text: clip(dest, 34),
+                title: dest.clone(),
+            });
+        }
+        row += n;
+    }
+    HostView {
+        name: name.to_string(),
+        height,
+        texts,
+        edges,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ServicesQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn services(
+    State(web): State<Arc<Web>>,
+    axum::extract::Query(query): axum::extract::Query<ServicesQuery>,
+) -> Response {
+    let Some(snapshot) = web.control.current() else {
+        return page(&ServicesPage {
+            served: None,
+            query: query.q,
+            shown: 0,
+            total: 0,
+            hosts: Vec::new(),
+            workloads: Vec::new(),
+        });
+    };
+    let ir = &snapshot.ir;
+    let q = query.q.to_ascii_lowercase();
+    let matching: Vec<(&String, &meshc_ir::HostPolicy)> = ir
+        .hosts
+        .iter()
+        .filter(|(h, _)| q.is_empty() || h.contains(&q))
+        .collect();
+    let hosts = matching
+        .iter()
+        .take(MAX_HOSTS)
+        .map(|(name, h)| host_view(name, h, &ir.mesh.cluster_domain))
+        .collect();
+    let names = |ps: &[meshc_ir::AuthzPolicy]| {
+        ps.iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let workloads = ir
+        .workloads
+        .iter()
+        .filter(|(w, _)| q.is_empty() || w.contains(&q))
+        .take(MAX_HOSTS)
+        .map(|(name, w)| {
+            let mut mtls = w.mtls.mode.as_str().to_string();
+            for (port, mode) in &w.mtls.ports {
+                let _ = write!(mtls, ", port {port}: {}", mode.as_str());
+            }
+            WorkloadView {
+                name: name.clone(),
+                identity: w.identity.clone(),
+                mtls,
+                custom: names(&w.authz.custom),
+                deny: names(&w.authz.deny),
+                allow: names(&w.authz.allow),
+            }
+        })
+        .collect();
+    page(&ServicesPage {
+        served: Some(snapshot.version.id),
+        query: query.q,
+        shown: matching.len().min(MAX_HOSTS),
+        total: ir.hosts.len(),
+        hosts,
+        workloads,
     })
 }
 

@@ -313,6 +313,14 @@ async fn the_ui_in_headless_chromium() {
         )
         .await;
     driver.screenshot("proxies").await;
+    driver.goto(&format!("{base}/services")).await;
+    driver
+        .until(
+            "the services page",
+            "document.querySelector('svg.topology')",
+        )
+        .await;
+    driver.screenshot("services").await;
     driver.goto(&format!("{base}/rules")).await;
     driver
         .until("the rules", "document.getElementById('MC0101')")

@@ -160,6 +160,35 @@ async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
         "{changes}"
     );
 
+    // Services: the served routes drawn, and each workload's mTLS and authorization.
+    let (status, _, html) = get(&app, "/services").await;
+    assert_eq!(status, StatusCode::OK);
+    let reviews = html
+        .split(r#"<h2 class="mono">reviews.bookinfo.svc.cluster.local</h2>"#)
+        .nth(1)
+        .expect("the reviews host")
+        .split("</svg>")
+        .next()
+        .unwrap();
+    for text in ["70%", "30%", "reviews.bookinfo v3", ">canary<"] {
+        assert!(reviews.contains(text), "{text}: {reviews}");
+    }
+    let workloads = html.split(r#"<table id="workloads">"#).nth(1).unwrap();
+    assert!(
+        workloads.contains("<tr><td>bookinfo/productpage-v1</td><td>STRICT</td>"),
+        "{workloads}"
+    );
+    assert!(
+        workloads.contains("bookinfo/deny-all") || workloads.contains("productpage-from-ingress"),
+        "{workloads}"
+    );
+    let (_, _, html) = get(&app, "/services?q=ratings").await;
+    assert!(html.contains("1 of "), "{html}");
+    assert!(
+        !html.contains("reviews.bookinfo.svc.cluster.local</h2>"),
+        "{html}"
+    );
+
     let (status, _, html) = get(&app, "/proxies").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("No proxy has connected."), "{html}");
