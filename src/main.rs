@@ -688,6 +688,7 @@ pub(crate) fn web_ui(
         control: control.clone(),
         mirror: config.data_dir.join("mirror.git"),
         subpath: config.source.subpath.clone(),
+        token: config.api_token.clone(),
     }))
 }
 

@@ -42,6 +42,8 @@ pub struct Web {
     pub mirror: PathBuf,
     /// The sub-path of the repository the policy is under.
     pub subpath: String,
+    /// The API token actions need (none: the UI is read-only).
+    pub token: Option<String>,
 }
 
 /// The UI's routes.
@@ -52,6 +54,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/proxies", get(proxies))
         .route("/rules", get(rules))
         .route("/services", get(services))
+        .route("/ui/actions/{action}", axum::routing::post(action))
         .route("/ui/live", get(live))
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(js))
@@ -207,6 +210,9 @@ fn served_id(web: &Web) -> Option<u64> {
 struct VersionsPage {
     served: Option<u64>,
     rows: Vec<Row>,
+    /// Whether actions are possible (a token is configured).
+    actions: bool,
+    pinned: bool,
 }
 
 async fn versions(State(web): State<Arc<Web>>) -> Response {
@@ -215,9 +221,12 @@ async fn versions(State(web): State<Arc<Web>>) -> Response {
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     let running = running_by_commit(&web);
+    let rows: Vec<Row> = vs.iter().map(|v| row(v, &web, &running)).collect();
     page(&VersionsPage {
         served: served_id(&web),
-        rows: vs.iter().map(|v| row(v, &web, &running)).collect(),
+        actions: web.token.is_some(),
+        pinned: rows.iter().any(|r| r.pinned),
+        rows,
     })
 }
 
@@ -262,6 +271,8 @@ struct VersionPage {
     no_diff: String,
     /// The version the YAML diff is against (the previous accepted one).
     base: Option<u64>,
+    /// Whether it can be rolled back to (accepted, not served, a token set).
+    rollback: bool,
     yaml: Vec<yamldiff::FileDiff>,
 }
 
@@ -402,11 +413,13 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
     let yaml = previous
         .map(|p| yamldiff::diff(&policy_files(web, &p.commit), &policy_files(web, &v.commit)))
         .unwrap_or_default();
+    let this = row(&v, web, &running);
     Ok(VersionPage {
+        rollback: web.token.is_some() && v.verdict == Verdict::Accepted && !this.served,
         base: previous.map(|p| p.id),
         yaml,
         served: served_id(web),
-        row: row(&v, web, &running),
+        row: this,
         reason: v.reason.clone(),
         files: by_file
             .into_iter()
@@ -717,6 +730,79 @@ async fn services(
         hosts,
         workloads,
     })
+}
+
+#[derive(serde::Deserialize)]
+struct ActionForm {
+    token: String,
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    version: String,
+}
+
+/// Sync now, roll back to a version, or unpin: with the API token, logged,
+/// then back to the page (303). A wrong or missing token changes nothing.
+async fn action(
+    State(web): State<Arc<Web>>,
+    Path(action): Path<String>,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    let Some(token) = &web.token else {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "actions are disabled: no API token is configured",
+        );
+    };
+    if !meshc_reconciler::distribution::constant_time_eq(form.token.as_bytes(), token.as_bytes()) {
+        tracing::warn!(action, "UI action refused: wrong token");
+        return failure(
+            StatusCode::FORBIDDEN,
+            "the token is not right; nothing was done",
+        );
+    }
+    let by = if form.by.trim().is_empty() {
+        "web UI".to_string()
+    } else {
+        form.by.trim().to_string()
+    };
+    let back = |to: String| {
+        (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, to)],
+            String::new(),
+        )
+            .into_response()
+    };
+    let control = web.control.clone();
+    match action.as_str() {
+        "sync" => {
+            tracing::info!(by, "sync requested in the UI");
+            control.sync_now.notify_one();
+            back("/".into())
+        }
+        "rollback" => {
+            let (version, reason) = (form.version.clone(), form.reason.clone());
+            let done =
+                tokio::task::spawn_blocking(move || control.rollback(&version, &by, &reason)).await;
+            match done {
+                Ok(Ok(v)) => back(format!("/versions/{}", v.id)),
+                Ok(Err(e)) => failure(StatusCode::BAD_REQUEST, e),
+                Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        "unpin" => {
+            let done = tokio::task::spawn_blocking(move || control.unpin(&by)).await;
+            match done {
+                Ok(Ok(_)) => back("/".into()),
+                Ok(Err(e)) => failure(StatusCode::BAD_REQUEST, e),
+                Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        _ => failure(StatusCode::NOT_FOUND, format!("no action `{action}`")),
+    }
 }
 
 /// A stamp of what the pages show: it changes when a commit is recorded,

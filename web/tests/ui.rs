@@ -210,5 +210,62 @@ async fn pages_show_versions_diagnostics_diffs_and_escape_everything() {
     assert!(js.contains("/ui/live"));
     let (_, _, stamp) = get(&app, "/ui/live").await;
     assert!(stamp.starts_with("v3"), "{stamp}");
+
+    // Actions need the token; a wrong one changes nothing.
+    let post = |path: &str, body: &str| {
+        Request::post(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let control = &served.server.control;
+    let resp = app
+        .clone()
+        .oneshot(post(
+            "/ui/actions/rollback",
+            "token=wrong&version=1&by=eve&reason=x",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(control.current().unwrap().version.id, 3);
+    let (_, _, html) = get(&app, "/versions/1").await;
+    assert!(html.contains(r#"action="/ui/actions/rollback""#), "{html}");
+    let resp = app
+        .clone()
+        .oneshot(post(
+            "/ui/actions/rollback",
+            &format!(
+                "token={}&version=1&by=ann&reason=canary+too+slow",
+                common::TOKEN
+            ),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/versions/1");
+    let now = control.current().unwrap();
+    assert_eq!(now.version.id, 1);
+    let pin = now.pin.clone().expect("pinned");
+    assert_eq!(
+        (pin.by.as_str(), pin.reason.as_str()),
+        ("ann", "canary too slow")
+    );
+    let (_, _, html) = get(&app, "/").await;
+    assert!(
+        html.contains(r#"<span class="badge pinned">pinned</span>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"action="/ui/actions/unpin""#), "{html}");
+    let resp = app
+        .clone()
+        .oneshot(post(
+            "/ui/actions/unpin",
+            &format!("token={}&by=ann", common::TOKEN),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(control.current().unwrap().version.id, 3);
     served.server.stop().await;
 }

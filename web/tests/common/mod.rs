@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use git2::{Repository, Signature};
 use meshc_reconciler::serve::{self, Config, Running};
 
+/// The API token of the served control plane and its UI.
+pub const TOKEN: &str = "ui-token";
+
 /// Commit everything in the work tree (additions, changes, deletions).
 pub fn commit(repo: &Repository, message: &str) -> String {
     let mut index = repo.index().unwrap();
@@ -62,6 +65,7 @@ impl Served {
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.poll = Duration::from_secs(3600);
         config.bootstrap_token = "boot".into();
+        config.api_token = Some(TOKEN.into());
         let server = serve::start_with(config, |control, config| ui(control, config))
             .await
             .unwrap();
@@ -81,6 +85,7 @@ impl Served {
             control: self.server.control.clone(),
             mirror: self.data.path().join("mirror.git"),
             subpath: String::new(),
+            token: Some(TOKEN.into()),
         }))
     }
 
@@ -101,5 +106,6 @@ fn ui(control: &Arc<meshc_reconciler::control::Control>, config: &Config) -> axu
         control: control.clone(),
         mirror: config.data_dir.join("mirror.git"),
         subpath: String::new(),
+        token: Some(TOKEN.into()),
     }))
 }
