@@ -56,8 +56,23 @@ struct Driver {
     session: String,
 }
 
+/// Ending the session closes Chromium; killing only chromedriver would
+/// leave the browser running. Plain blocking HTTP, as `drop` cannot await.
 impl Drop for Driver {
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if !self.session.is_empty()
+            && let Ok(mut s) = std::net::TcpStream::connect(self.addr)
+        {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session, self.addr
+            );
+            // The answer comes once the browser has quit.
+            let _ = s.read(&mut [0u8; 1024]);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
