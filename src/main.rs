@@ -684,12 +684,12 @@ pub(crate) fn web_ui(
     control: &std::sync::Arc<meshc_reconciler::control::Control>,
     config: &meshc_reconciler::serve::Config,
 ) -> axum::Router {
-    meshc_web::router(std::sync::Arc::new(meshc_web::Web {
-        control: control.clone(),
-        mirror: config.data_dir.join("mirror.git"),
-        subpath: config.source.subpath.clone(),
-        token: config.api_token.clone(),
-    }))
+    meshc_web::router(std::sync::Arc::new(meshc_web::Web::new(
+        control.clone(),
+        config.data_dir.join("mirror.git"),
+        config.source.subpath.clone(),
+        config.api_token.clone(),
+    )))
 }
 
 /// Ctrl-C or SIGTERM.

@@ -44,6 +44,32 @@ pub struct Web {
     pub subpath: String,
     /// The API token actions need (none: the UI is read-only).
     pub token: Option<String>,
+    /// What version pages show that never changes (diagnostics with their
+    /// excerpts, the semantic and the YAML diff), for the last few versions
+    /// viewed: reading two commits and decoding two IRs is the costly part.
+    cache: std::sync::Mutex<Vec<(u64, Arc<VersionStatic>)>>,
+}
+
+/// Version pages kept in [`Web`]'s cache.
+const CACHED_PAGES: usize = 16;
+
+impl Web {
+    /// The UI over `control`, reading sources from the bare `mirror` under
+    /// `subpath`; actions need `token`.
+    pub fn new(
+        control: Arc<Control>,
+        mirror: PathBuf,
+        subpath: String,
+        token: Option<String>,
+    ) -> Web {
+        Web {
+            control,
+            mirror,
+            subpath,
+            token,
+            cache: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// The UI's routes.
@@ -259,21 +285,26 @@ struct ChangeRow {
     reaches: String,
 }
 
-#[derive(Template)]
-#[template(path = "version.html")]
-struct VersionPage {
-    served: Option<u64>,
-    row: Row,
-    reason: Option<String>,
+/// The parts of a version page that never change.
+struct VersionStatic {
     files: Vec<FileDiags>,
     previous: Option<u64>,
     changes: Vec<ChangeRow>,
     no_diff: String,
     /// The version the YAML diff is against (the previous accepted one).
     base: Option<u64>,
+    yaml: Vec<yamldiff::FileDiff>,
+}
+
+#[derive(Template)]
+#[template(path = "version.html")]
+struct VersionPage {
+    served: Option<u64>,
+    row: Row,
+    reason: Option<String>,
     /// Whether it can be rolled back to (accepted, not served, a token set).
     rollback: bool,
-    yaml: Vec<yamldiff::FileDiff>,
+    s: Arc<VersionStatic>,
 }
 
 /// The policy files (YAML) at `commit`, by path.
@@ -339,6 +370,38 @@ async fn version(State(web): State<Arc<Web>>, Path(id): Path<String>) -> Respons
 }
 
 fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
+    let cached = {
+        let cache = web.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .iter()
+            .find(|(id, _)| *id == v.id)
+            .map(|(_, s)| s.clone())
+    };
+    let s = match cached {
+        Some(s) => s,
+        None => {
+            let s = Arc::new(version_static(web, &v)?);
+            let mut cache = web.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|(id, _)| *id != v.id);
+            cache.push((v.id, s.clone()));
+            if cache.len() > CACHED_PAGES {
+                cache.remove(0);
+            }
+            s
+        }
+    };
+    let running = running_by_commit(web);
+    let this = row(&v, web, &running);
+    Ok(VersionPage {
+        rollback: web.token.is_some() && v.verdict == Verdict::Accepted && !this.served,
+        served: served_id(web),
+        row: this,
+        reason: v.reason.clone(),
+        s,
+    })
+}
+
+fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
     let diags = match &v.diagnostics {
         serde_json::Value::Object(o) => o.get("diagnostics").cloned().unwrap_or_default(),
         other => other.clone(),
@@ -368,7 +431,6 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
                 .unwrap_or_default(),
         });
     }
-    let running = running_by_commit(web);
     // The semantic diff against the previous accepted version.
     let all = web
         .control
@@ -390,7 +452,7 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
             None
         }
         (Some(p), Verdict::Accepted) => {
-            if let (Some(a), Some(b)) = (ir_of(web, p), ir_of(web, &v)) {
+            if let (Some(a), Some(b)) = (ir_of(web, p), ir_of(web, v)) {
                 for c in meshc_ir::diff::diff(&a, &b) {
                     let mut reaches = String::new();
                     for (i, w) in c.reaches.iter().enumerate() {
@@ -413,14 +475,7 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
     let yaml = previous
         .map(|p| yamldiff::diff(&policy_files(web, &p.commit), &policy_files(web, &v.commit)))
         .unwrap_or_default();
-    let this = row(&v, web, &running);
-    Ok(VersionPage {
-        rollback: web.token.is_some() && v.verdict == Verdict::Accepted && !this.served,
-        base: previous.map(|p| p.id),
-        yaml,
-        served: served_id(web),
-        row: this,
-        reason: v.reason.clone(),
+    Ok(VersionStatic {
         files: by_file
             .into_iter()
             .map(|(file, diags)| FileDiags { file, diags })
@@ -428,6 +483,8 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
         previous: previous_id,
         changes,
         no_diff,
+        base: previous.map(|p| p.id),
+        yaml,
     })
 }
 

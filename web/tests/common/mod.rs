@@ -81,12 +81,12 @@ impl Served {
 
     /// The UI's router over this control plane (for `oneshot`).
     pub fn app(&self) -> axum::Router {
-        meshc_web::router(Arc::new(meshc_web::Web {
-            control: self.server.control.clone(),
-            mirror: self.data.path().join("mirror.git"),
-            subpath: String::new(),
-            token: Some(TOKEN.into()),
-        }))
+        meshc_web::router(Arc::new(meshc_web::Web::new(
+            self.server.control.clone(),
+            self.data.path().join("mirror.git"),
+            String::new(),
+            Some(TOKEN.into()),
+        )))
     }
 
     /// Wait (triggering syncs) until `n` versions are recorded.
@@ -102,10 +102,10 @@ impl Served {
 }
 
 fn ui(control: &Arc<meshc_reconciler::control::Control>, config: &Config) -> axum::Router {
-    meshc_web::router(Arc::new(meshc_web::Web {
-        control: control.clone(),
-        mirror: config.data_dir.join("mirror.git"),
-        subpath: String::new(),
-        token: Some(TOKEN.into()),
-    }))
+    meshc_web::router(Arc::new(meshc_web::Web::new(
+        control.clone(),
+        config.data_dir.join("mirror.git"),
+        String::new(),
+        Some(TOKEN.into()),
+    )))
 }
