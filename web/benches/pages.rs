@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use git2::{Repository, Signature};
+use git2::Repository;
 use meshc_reconciler::serve::{self, Config, Running};
 use tower::ServiceExt;
 
@@ -29,24 +29,10 @@ struct Setup {
     app: axum::Router,
 }
 
-fn commit(repo: &Repository, message: &str) {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("bench", "bench@example.invalid").unwrap();
-    let parents: Vec<git2::Commit> = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .into_iter()
-        .collect();
-    let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap();
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::commit;
 
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
@@ -68,10 +54,6 @@ fn setup() -> &'static Setup {
             }
         }
         commit(&repo, "generated");
-        let changed = first.expect("a service file");
-        let text = std::fs::read_to_string(&changed).unwrap();
-        std::fs::write(&changed, text.replacen("timeout: 2s", "timeout: 3s", 1)).unwrap();
-        commit(&repo, "one timeout");
         let data = tempfile::tempdir().unwrap();
         let mut config = Config::new(
             &format!("file://{}", work.path().display()),
@@ -83,11 +65,21 @@ fn setup() -> &'static Setup {
         config.bootstrap_token = "boot".into();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let server = runtime.block_on(serve::start(config)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while server.control.store.versions(10).unwrap().len() < 2 {
-            assert!(Instant::now() < deadline, "the two commits were not compiled");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let until = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while server.control.store.versions(10).unwrap().len() < n {
+                assert!(Instant::now() < deadline, "commit {n} was not compiled");
+                server.control.sync_now.notify_one();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        until(1);
+        // A second commit changing one service's timeout.
+        let changed = first.expect("a service file");
+        let text = std::fs::read_to_string(&changed).unwrap();
+        std::fs::write(&changed, text.replacen("timeout: 2s", "timeout: 3s", 1)).unwrap();
+        commit(&repo, "one timeout");
+        until(2);
         let app = meshc_web::router(Arc::new(meshc_web::Web::new(
             server.control.clone(),
             data.path().join("mirror.git"),
