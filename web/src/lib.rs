@@ -72,8 +72,13 @@ impl Web {
     }
 }
 
-/// The UI's routes.
+/// The UI's routes. Inside a tokio runtime, a background task also
+/// prepares the newest version's page as soon as it is recorded, so even its
+/// first view is served from the cache.
 pub fn router(web: Arc<Web>) -> Router {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(warm(Arc::downgrade(&web)));
+    }
     Router::new()
         .route("/", get(versions))
         .route("/versions/{id}", get(version))
@@ -369,7 +374,34 @@ async fn version(State(web): State<Arc<Web>>, Path(id): Path<String>) -> Respons
     }
 }
 
-fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
+/// Prepare the newest version's page whenever a new version is recorded;
+/// ends when the UI is gone.
+async fn warm(web: std::sync::Weak<Web>) {
+    let mut done = None;
+    loop {
+        let Some(w) = web.upgrade() else {
+            return;
+        };
+        let newest = w
+            .control
+            .store
+            .versions(1)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        if let Some(v) = newest
+            && done != Some(v.id)
+        {
+            done = Some(v.id);
+            let _ = tokio::task::spawn_blocking(move || cached_static(&w, &v)).await;
+        } else {
+            drop(w);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// The unchanging part of `v`'s page, from the cache or built (and cached).
+fn cached_static(web: &Web, v: &Version) -> Result<Arc<VersionStatic>, String> {
     let cached = {
         let cache = web.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
@@ -377,19 +409,21 @@ fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
             .find(|(id, _)| *id == v.id)
             .map(|(_, s)| s.clone())
     };
-    let s = match cached {
-        Some(s) => s,
-        None => {
-            let s = Arc::new(version_static(web, &v)?);
-            let mut cache = web.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.retain(|(id, _)| *id != v.id);
-            cache.push((v.id, s.clone()));
-            if cache.len() > CACHED_PAGES {
-                cache.remove(0);
-            }
-            s
-        }
-    };
+    if let Some(s) = cached {
+        return Ok(s);
+    }
+    let s = Arc::new(version_static(web, v)?);
+    let mut cache = web.cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache.retain(|(id, _)| *id != v.id);
+    cache.push((v.id, s.clone()));
+    if cache.len() > CACHED_PAGES {
+        cache.remove(0);
+    }
+    Ok(s)
+}
+
+fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
+    let s = cached_static(web, &v)?;
     let running = running_by_commit(web);
     let this = row(&v, web, &running);
     Ok(VersionPage {
