@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::net::{commit_all, free_port, http};
+use common::net::{commit_all, http};
 use git2::Repository;
 use meshc_dataplane::http::{Answer, Clients, send};
 
@@ -309,11 +309,40 @@ where
     }
 }
 
+/// The first line of `name`'s log that starts with `prefix`, once it is
+/// there: the processes bind port 0 and print where they listen, so no port
+/// is ever chosen here and raced for.
+fn announced(logs: &Path, name: &str, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+        // Only whole lines: the process may be writing this one.
+        if let Some(line) = text
+            .split_inclusive('\n')
+            .find(|l| l.starts_with(prefix) && l.ends_with('\n'))
+        {
+            return line[prefix.len()..].trim_end().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not start\n{}",
+            logs_of(logs)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.trim()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("`{text}`: {e}"))
+}
+
 async fn start(work: &Path, repo: &Path) -> Mesh {
     let data = work.join("data");
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let (grpc, api) = (free_port(), free_port());
     let mut procs = Procs::default();
     let s = |v: &str| v.to_string();
     procs.spawn(
@@ -326,9 +355,9 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
             s("--data-dir"),
             data.display().to_string(),
             s("--grpc-addr"),
-            loopback(grpc).to_string(),
+            s("127.0.0.1:0"),
             s("--http-addr"),
-            loopback(api).to_string(),
+            s("127.0.0.1:0"),
             s("--poll-seconds"),
             s("3600"),
             s("--debounce-ms"),
@@ -339,43 +368,34 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
             s("api"),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("ca.pem").exists() || std::net::TcpStream::connect(loopback(grpc)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "meshc serve did not start\n{}",
-            logs_of(&logs)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // `meshc serve: gRPC on A, API on http://B`
+    let line = announced(&logs, "serve", "meshc serve: gRPC on ");
+    let (grpc, api) = line.split_once(", API on ").expect("both addresses");
+    let (grpc, api) = (addr(grpc), addr(api));
     let mut nodes = BTreeMap::new();
     for (name, app, version, sa) in WORKLOADS {
-        let app_port = free_port();
         procs.spawn(
             &format!("echo-{name}"),
             &logs,
             &[
                 s("echo"),
                 s("--listen"),
-                loopback(app_port).to_string(),
+                s("127.0.0.1:0"),
                 s("--service"),
                 s(app),
                 s("--version"),
                 s(version),
             ],
         );
-        let node = Node {
-            outbound: loopback(free_port()),
-            inbound: loopback(free_port()),
-            admin: loopback(free_port()),
-        };
+        let app_addr = addr(&announced(&logs, &format!("echo-{name}"), "meshc echo: "));
+        let proxy = format!("proxy-{name}");
         procs.spawn(
-            &format!("proxy-{name}"),
+            &proxy,
             &logs,
             &[
                 s("proxy"),
                 s("--control-plane"),
-                format!("https://127.0.0.1:{grpc}"),
+                format!("https://{grpc}"),
                 s("--ca-file"),
                 data.join("ca.pem").display().to_string(),
                 s("--bootstrap-token"),
@@ -385,17 +405,29 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
                 s("--service-account"),
                 s(sa),
                 s("--outbound-addr"),
-                node.outbound.to_string(),
+                s("127.0.0.1:0"),
                 s("--inbound-addr"),
-                node.inbound.to_string(),
+                s("127.0.0.1:0"),
                 s("--admin-addr"),
-                node.admin.to_string(),
+                s("127.0.0.1:0"),
                 s("--app-addr"),
-                loopback(app_port).to_string(),
+                app_addr.to_string(),
             ],
         );
-        nodes.insert(*name, node);
+        // `meshc proxy: outbound A, inbound B, admin http://C`
+        let line = announced(&logs, &proxy, "meshc proxy: outbound ");
+        let (outbound, rest) = line.split_once(", inbound ").expect("inbound");
+        let (inbound, admin) = rest.split_once(", admin ").expect("admin");
+        nodes.insert(
+            *name,
+            Node {
+                outbound: addr(outbound),
+                inbound: addr(inbound),
+                admin: addr(admin),
+            },
+        );
     }
+    let api = api.port();
     let mesh = Mesh {
         procs,
         nodes,

@@ -234,7 +234,14 @@ pub struct ProxyStatus {
     pub last_reply: Option<i64>,
     /// Responses sent to it.
     pub pushes: u64,
+    /// When its stream ended, if it is disconnected (seconds since the epoch).
+    pub disconnected_at: Option<i64>,
 }
+
+/// Disconnected proxies are forgotten this long after their stream ended
+/// (a proxy that comes back registers again), so the status map does not
+/// grow with every pod that ever ran.
+pub const FORGET_AFTER_SECONDS: i64 = 600;
 
 impl ProxyStatus {
     /// Whether desired and running differ.
@@ -490,15 +497,27 @@ impl Control {
                 message: None,
                 last_reply: None,
                 pushes: 0,
+                disconnected_at: None,
             });
-        let before = entry.state;
+        let (before, was_connected) = (entry.state, entry.connected);
         f(entry);
         if entry.state != before {
             entry.since = now();
         }
+        match (was_connected, entry.connected) {
+            (true, false) => {
+                entry.disconnected_at = Some(now());
+                // A disconnection is rare: the moment to forget old ones.
+                let cutoff = now() - FORGET_AFTER_SECONDS;
+                proxies.retain(|_, p| p.connected || p.disconnected_at.is_none_or(|t| t > cutoff));
+            }
+            (_, true) => entry.disconnected_at = None,
+            _ => {}
+        }
     }
 
-    /// Every proxy known since start (disconnected ones included).
+    /// Every proxy known: connected ones, and disconnected ones for
+    /// [`FORGET_AFTER_SECONDS`].
     pub fn proxies(&self) -> Vec<ProxyStatus> {
         let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
         proxies.values().cloned().collect()
@@ -680,4 +699,40 @@ pub fn debounce<T: Clone + Send + Sync + 'static>(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disconnected_proxies_are_forgotten_after_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb"), 10).unwrap();
+        let control = Control::new(store, "cluster.local".into()).unwrap();
+        for id in ["a", "b", "c"] {
+            control.update_proxy(id, |p| p.connected = true);
+        }
+        control.update_proxy("a", |p| p.connected = false);
+        assert!(
+            control.proxies().iter().any(|p| p.id == "a"),
+            "kept for a while"
+        );
+        // `a` ended long ago; the next disconnection forgets it.
+        control.update_proxy("a", |p| {
+            p.disconnected_at = Some(now() - FORGET_AFTER_SECONDS - 1);
+        });
+        control.update_proxy("b", |p| p.connected = false);
+        let ids: Vec<String> = control.proxies().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert!(control.proxies()[0].disconnected_at.is_some());
+        // A proxy that comes back is connected again, with no end time.
+        control.update_proxy("b", |p| p.connected = true);
+        assert!(
+            control
+                .proxies()
+                .iter()
+                .all(|p| p.connected && p.disconnected_at.is_none())
+        );
+    }
 }
