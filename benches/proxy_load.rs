@@ -282,28 +282,38 @@ async fn closed_loop(
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// GET `path` from a proxy's admin listener.
+async fn admin_get(
+    client: &Clients,
+    admin: SocketAddr,
+    path: &str,
+) -> Result<meshc_dataplane::http::Answer, meshc_dataplane::http::BoxError> {
+    send(
+        client,
+        admin,
+        "admin",
+        http::Method::GET,
+        path,
+        &[],
+        Bytes::new(),
+        false,
+    )
+    .await
+}
+
 async fn wait_ready(client: &Clients, admin: SocketAddr, endpoints: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ok = send(
-            client,
-            admin,
-            "admin",
-            http::Method::GET,
-            "/config",
-            &[],
-            Bytes::new(),
-            false,
-        )
-        .await
-        .ok()
-        .filter(|a| a.status == 200)
-        .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
-        .is_some_and(|c| {
-            c["endpoints"]
-                .as_object()
-                .is_some_and(|e| e.len() >= endpoints)
-        });
+        let ok = admin_get(client, admin, "/config")
+            .await
+            .ok()
+            .filter(|a| a.status == 200)
+            .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
+            .is_some_and(|c| {
+                c["endpoints"]
+                    .as_object()
+                    .is_some_and(|e| e.len() >= endpoints)
+            });
         if ok {
             return;
         }
@@ -576,18 +586,9 @@ async fn run(rate: u64, secs: u64) {
     // Ready (without asking for /config, whose dump of the IR would be
     // counted as the proxy's own memory).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !send(
-        &client,
-        p.admin,
-        "admin",
-        http::Method::GET,
-        "/ready",
-        &[],
-        Bytes::new(),
-        false,
-    )
-    .await
-    .is_ok_and(|a| a.status == 200)
+    while !admin_get(&client, p.admin, "/ready")
+        .await
+        .is_ok_and(|a| a.status == 200)
     {
         assert!(
             Instant::now() < deadline,
@@ -597,18 +598,7 @@ async fn run(rate: u64, secs: u64) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let resident = rss_mb(p.pid);
-    let config = send(
-        &client,
-        p.admin,
-        "admin",
-        http::Method::GET,
-        "/config",
-        &[],
-        Bytes::new(),
-        false,
-    )
-    .await
-    .unwrap();
+    let config = admin_get(&client, p.admin, "/config").await.unwrap();
     let hosts = serde_json::from_slice::<serde_json::Value>(&config.body).unwrap()["ir"]["hosts"]
         .as_object()
         .map_or(0, |h| h.len());
