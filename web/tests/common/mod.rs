@@ -66,9 +66,7 @@ impl Served {
         config.poll = Duration::from_secs(3600);
         config.bootstrap_token = "boot".into();
         config.api_token = Some(TOKEN.into());
-        let server = serve::start_with(config, |control, config| ui(control, config))
-            .await
-            .unwrap();
+        let server = serve::start_with(config, ui).await.unwrap();
         let served = Served {
             work,
             repo,
