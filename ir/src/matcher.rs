@@ -47,13 +47,15 @@ impl fmt::Display for StrMatch {
 }
 
 /// A regular expression that must match a whole value. It is kept as written
-/// (the encoding is the pattern) and compiled once when built or decoded.
+/// (the encoding is the pattern) and compiled on first use.
 #[derive(Clone)]
 pub struct Regex {
     pattern: String,
     /// Compiled on first use: a proxy holds many routes it may never match
     /// a regex of, and a compiled regex costs far more than its text.
     compiled: std::sync::OnceLock<Option<regex::Regex>>,
+    /// The bare (unanchored) pattern, for rewrites; also compiled on first use.
+    bare: std::sync::OnceLock<Option<regex::Regex>>,
 }
 
 /// Compiled regexes stay under this size (as the compiler checks them).
@@ -73,6 +75,7 @@ impl Regex {
         Ok(Regex {
             pattern: pattern.to_string(),
             compiled: std::sync::OnceLock::new(),
+            bare: std::sync::OnceLock::new(),
         })
     }
     /// Check `pattern` fully, by compiling it (so a pattern over the size
@@ -107,9 +110,15 @@ impl Regex {
     /// Replace every match in `value` with `with` (`\1` style groups as `$1`).
     pub fn replace_all(&self, value: &str, with: &str) -> String {
         // The anchored form matches only whole values; rewrites use the bare pattern.
-        match regex::Regex::new(&self.pattern) {
-            Ok(r) => r.replace_all(value, with.replace('\\', "$")).into_owned(),
-            Err(_) => value.to_string(),
+        let bare = self.bare.get_or_init(|| {
+            regex::RegexBuilder::new(&self.pattern)
+                .size_limit(SIZE_LIMIT)
+                .build()
+                .ok()
+        });
+        match bare {
+            Some(r) => r.replace_all(value, with.replace('\\', "$")).into_owned(),
+            None => value.to_string(),
         }
     }
 }
