@@ -494,26 +494,26 @@ impl Settings {
 }
 
 /// What an admission request is judged against: the policy of the version
-/// being served, read from the mirror (cached per commit).
+/// being served, read from the mirror and prepared once per commit.
 fn admission_context(control: Arc<Control>, config: &Config) -> meshc_validator::service::Context {
-    type Cached = Option<(String, Vec<meshc_compiler::Input>, meshc_compiler::Options)>;
+    use meshc_validator::service::Policy;
     let mirror = config.data_dir.join("mirror.git");
     let subpath = config.source.subpath.clone();
-    let cache: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    let cache: std::sync::Mutex<Option<(String, Arc<Policy>)>> = std::sync::Mutex::new(None);
     Arc::new(move || {
-        let snapshot = control.current()?;
-        let commit = snapshot.version.commit.clone();
+        let commit = control.current()?.version.commit.clone();
         let mut cached = cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, inputs, options)) = &*cached
+        if let Some((c, policy)) = &*cached
             && *c == commit
         {
-            return Some((inputs.clone(), options.clone()));
+            return Some(policy.clone());
         }
         let repo = git2::Repository::open_bare(&mirror).ok()?;
         let (inputs, options) =
             crate::commit::policy_at(&repo, &commit, &subpath, |p| p.to_string()).ok()?;
-        *cached = Some((commit, inputs.clone(), options.clone()));
-        Some((inputs, options))
+        let policy = Arc::new(Policy::new(inputs, options));
+        *cached = Some((commit, policy.clone()));
+        Some(policy)
     })
 }
 

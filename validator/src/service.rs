@@ -28,9 +28,64 @@ use crate::json::{JsonDiagnostic, report};
 /// a repository tar may be larger).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// The policy an admission request is judged against, with its options:
-/// the current accepted version (none: the resource alone).
-pub type Context = Arc<dyn Fn() -> Option<(Vec<Input>, Options)> + Send + Sync>;
+/// The policy admission requests are judged against (the version being
+/// served), analysed once when it is prepared: each request then analyses
+/// only once, with the incoming resource in place of its namesake.
+pub struct Policy {
+    inputs: Vec<Input>,
+    options: Options,
+    /// Where each resource's document is: (kind, namespace, name) to
+    /// (input, byte range).
+    places: std::collections::HashMap<(String, String, String), Vec<(usize, usize, usize)>>,
+}
+
+impl Policy {
+    /// Prepare `inputs` with `options`.
+    pub fn new(inputs: Vec<Input>, options: Options) -> Policy {
+        let analysis = analyze(inputs.clone(), &options);
+        let mut places: std::collections::HashMap<_, Vec<_>> = Default::default();
+        for r in &analysis.resources {
+            let path = &analysis.sources.get(r.file).path;
+            if let Some(i) = inputs.iter().position(|i| &i.path == path) {
+                places
+                    .entry((
+                        r.kind.as_str().to_string(),
+                        r.namespace.clone(),
+                        r.name.clone(),
+                    ))
+                    .or_default()
+                    .push((i, r.root.span.start as usize, r.root.span.end as usize));
+            }
+        }
+        Policy {
+            inputs,
+            options,
+            places,
+        }
+    }
+
+    /// The inputs with the document defining `kind namespace/name` blanked
+    /// out (an update replaces it), every other line where it was.
+    fn without(&self, kind: &str, namespace: &str, name: &str) -> Vec<Input> {
+        let mut inputs = self.inputs.clone();
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        for &(i, start, end) in self.places.get(&key).into_iter().flatten() {
+            if let Ok(bytes) = &mut inputs[i].content
+                && end <= bytes.len()
+            {
+                for b in &mut bytes[start..end] {
+                    if *b != b'\n' {
+                        *b = b' ';
+                    }
+                }
+            }
+        }
+        inputs
+    }
+}
+
+/// The policy being served, if any (none: the resource is judged alone).
+pub type Context = Arc<dyn Fn() -> Option<Arc<Policy>> + Send + Sync>;
 
 /// The validation routes, over `context`.
 pub fn router(context: Context) -> Router {
@@ -121,7 +176,7 @@ const ADMITTED: &str = "admission-request.yaml";
 
 /// Judge an admission request. Returns the AdmissionReview response; a
 /// malformed review is an `Err` (answered 400).
-pub fn review(review: &Value, context: Option<(Vec<Input>, Options)>) -> Result<Value, String> {
+pub fn review(review: &Value, context: Option<&Policy>) -> Result<Value, String> {
     if review["apiVersion"] != "admission.k8s.io/v1" || review["kind"] != "AdmissionReview" {
         return Err("expected an admission.k8s.io/v1 AdmissionReview".into());
     }
@@ -173,8 +228,10 @@ pub fn review(review: &Value, context: Option<(Vec<Input>, Options)>) -> Result<
         .to_string();
     // JSON is YAML: the object is analysed as it came.
     let text = serde_json::to_string_pretty(&object).map_err(|e| e.to_string())?;
-    let (mut inputs, options) = context.unwrap_or_default();
-    remove_namesake(&mut inputs, &options, &kind, &namespace, &name);
+    let (mut inputs, options) = match context {
+        Some(p) => (p.without(&kind, &namespace, &name), p.options.clone()),
+        None => (Vec::new(), Options::default()),
+    };
     inputs.push(Input::new(ADMITTED, text));
     let analysis = analyze(inputs, &options);
     let mine: Vec<JsonDiagnostic> = report(&analysis)
@@ -214,37 +271,6 @@ pub fn review(review: &Value, context: Option<(Vec<Input>, Options)>) -> Result<
     }
 }
 
-/// Blank out the document defining `kind namespace/name` in `inputs` (an
-/// update replaces it), keeping every other line where it was.
-fn remove_namesake(
-    inputs: &mut [Input],
-    options: &Options,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-) {
-    let analysis = analyze(inputs.to_vec(), options);
-    for r in &analysis.resources {
-        if r.kind.as_str() != kind || r.namespace != namespace || r.name != name {
-            continue;
-        }
-        let file = analysis.sources.get(r.file);
-        let Some(input) = inputs.iter_mut().find(|i| i.path == file.path) else {
-            continue;
-        };
-        let (start, end) = (r.root.span.start as usize, r.root.span.end as usize);
-        if let Ok(bytes) = &mut input.content
-            && end <= bytes.len()
-        {
-            for b in &mut bytes[start..end] {
-                if *b != b'\n' {
-                    *b = b' ';
-                }
-            }
-        }
-    }
-}
-
 async fn admission(State(context): State<Context>, body: Bytes) -> Response {
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -255,7 +281,7 @@ async fn admission(State(context): State<Context>, body: Bytes) -> Response {
             );
         }
     };
-    let outcome = tokio::task::spawn_blocking(move || review(&parsed, context())).await;
+    let outcome = tokio::task::spawn_blocking(move || review(&parsed, context().as_deref())).await;
     match outcome {
         Ok(Ok(v)) => json_response(StatusCode::OK, &v),
         Ok(Err(e)) => problem(StatusCode::BAD_REQUEST, e),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use meshc_compiler::{Input, Options};
-use meshc_validator::service::{Context, MAX_BODY, router};
+use meshc_validator::service::{Context, MAX_BODY, Policy, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -47,7 +47,11 @@ spec:
 ";
 
 fn context() -> Context {
-    Arc::new(|| Some((vec![Input::new("policy.yaml", POLICY)], Options::default())))
+    let policy = Arc::new(Policy::new(
+        vec![Input::new("policy.yaml", POLICY)],
+        Options::default(),
+    ));
+    Arc::new(move || Some(policy.clone()))
 }
 
 async fn call(req: Request<Body>) -> (StatusCode, Value) {
