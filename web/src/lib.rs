@@ -191,11 +191,13 @@ struct Row {
     running: usize,
 }
 
-fn row(v: &Version, web: &Web, running: &BTreeMap<String, usize>) -> Row {
-    let current = web.control.current();
-    let served = current.as_ref().is_some_and(|s| s.version.id == v.id);
+fn row(
+    v: &Version,
+    current: Option<&meshc_reconciler::control::Snapshot>,
+    running: &BTreeMap<String, usize>,
+) -> Row {
+    let served = current.is_some_and(|s| s.version.id == v.id);
     let pinned = current
-        .as_ref()
         .and_then(|s| s.pin.as_ref())
         .is_some_and(|p| p.version == v.id);
     Row {
@@ -252,7 +254,11 @@ async fn versions(State(web): State<Arc<Web>>) -> Response {
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     let running = running_by_commit(&web);
-    let rows: Vec<Row> = vs.iter().map(|v| row(v, &web, &running)).collect();
+    let current = web.control.current();
+    let rows: Vec<Row> = vs
+        .iter()
+        .map(|v| row(v, current.as_deref(), &running))
+        .collect();
     page(&VersionsPage {
         served: served_id(&web),
         actions: web.token.is_some(),
@@ -312,13 +318,14 @@ struct VersionPage {
     s: Arc<VersionStatic>,
 }
 
-/// The policy files (YAML) at `commit`, by path.
+/// The policy files at `commit` (YAML and `meshc.toml`: what diagnostics
+/// point into), by path.
 fn policy_files(web: &Web, commit: &str) -> BTreeMap<String, String> {
     let Ok(repo) = git2::Repository::open_bare(&web.mirror) else {
         return BTreeMap::new();
     };
     meshc_reconciler::git::read_tree(&repo, commit, &web.subpath, |p| {
-        p.ends_with(".yaml") || p.ends_with(".yml")
+        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
     })
     .map(|files| {
         files
@@ -327,15 +334,6 @@ fn policy_files(web: &Web, commit: &str) -> BTreeMap<String, String> {
             .collect()
     })
     .unwrap_or_default()
-}
-
-/// The file `path` of the policy at `commit`, from the mirror.
-fn source(web: &Web, commit: &str, path: &str) -> Option<String> {
-    let repo = git2::Repository::open_bare(&web.mirror).ok()?;
-    let files =
-        meshc_reconciler::git::read_tree(&repo, commit, &web.subpath, |p| p == path).ok()?;
-    let f = files.into_iter().next()?;
-    String::from_utf8(f.bytes).ok()
 }
 
 fn excerpt(text: &str, line: usize, end_line: usize) -> Vec<Line> {
@@ -425,7 +423,7 @@ fn cached_static(web: &Web, v: &Version) -> Result<Arc<VersionStatic>, String> {
 fn version_page(web: &Web, v: Version) -> Result<VersionPage, String> {
     let s = cached_static(web, &v)?;
     let running = running_by_commit(web);
-    let this = row(&v, web, &running);
+    let this = row(&v, web.control.current().as_deref(), &running);
     Ok(VersionPage {
         rollback: web.token.is_some() && v.verdict == Verdict::Accepted && !this.served,
         served: served_id(web),
@@ -441,14 +439,13 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
         other => other.clone(),
     };
     let mut by_file: BTreeMap<String, Vec<DiagView>> = BTreeMap::new();
-    let mut sources: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // Every file of the commit, read once: for the excerpts and the YAML diff.
+    let sources = policy_files(web, &v.commit);
     for (i, d) in diags.as_array().into_iter().flatten().enumerate() {
         let s = |k: &str| d[k].as_str().map(str::to_string);
         let n = |k: &str| d[k].as_u64().unwrap_or(0);
         let file = s("file").unwrap_or_default();
-        let text = sources
-            .entry(file.clone())
-            .or_insert_with(|| source(web, &v.commit, &file));
+        let text = sources.get(&file);
         let (line, end) = (n("line"), n("end_line"));
         by_file.entry(file).or_default().push(DiagView {
             anchor: format!("d{i}"),
@@ -507,7 +504,7 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
         }
     };
     let yaml = previous
-        .map(|p| yamldiff::diff(&policy_files(web, &p.commit), &policy_files(web, &v.commit)))
+        .map(|p| yamldiff::diff(&policy_files(web, &p.commit), &sources))
         .unwrap_or_default();
     Ok(VersionStatic {
         files: by_file
