@@ -312,10 +312,10 @@ where
 /// The first line of `name`'s log that starts with `prefix`, once it is
 /// there: the processes bind port 0 and print where they listen, so no port
 /// is ever chosen here and raced for.
-fn announced(logs: &Path, name: &str, prefix: &str) -> String {
+fn announced(dir: &Path, name: &str, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+        let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
         // Only whole lines: the process may be writing this one.
         if let Some(line) = text
             .split_inclusive('\n')
@@ -326,7 +326,7 @@ fn announced(logs: &Path, name: &str, prefix: &str) -> String {
         assert!(
             Instant::now() < deadline,
             "{name} did not start\n{}",
-            logs_of(logs)
+            logs(dir)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -451,10 +451,6 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
         .await;
     }
     mesh
-}
-
-fn logs_of(dir: &Path) -> String {
-    logs(dir)
 }
 
 /// A request from workload `from`'s application through its proxy.

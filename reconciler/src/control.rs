@@ -31,6 +31,38 @@ pub struct Shared {
     pub body: prost::bytes::Bytes,
 }
 
+impl From<meshc_ir::resources::Resource> for Shared {
+    fn from(r: meshc_ir::resources::Resource) -> Shared {
+        Shared {
+            name: r.name,
+            version: r.version,
+            body: r.body.into(),
+        }
+    }
+}
+
+/// The endpoints resource of a registry (proxy id to workload and address);
+/// `None` when it is empty.
+fn endpoints_of(registry: &BTreeMap<String, (String, String)>) -> Option<Arc<Shared>> {
+    if registry.is_empty() {
+        return None;
+    }
+    let mut by_workload: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (workload, address) in registry.values() {
+        by_workload
+            .entry(workload.clone())
+            .or_default()
+            .push(address.clone());
+    }
+    for a in by_workload.values_mut() {
+        a.sort();
+        a.dedup();
+    }
+    Some(Arc::new(Shared::from(
+        meshc_ir::resources::endpoints_resource(&by_workload),
+    )))
+}
+
 /// The hosts some proxies see, with their digest; shared by every proxy with
 /// the same namespace and egress.
 #[derive(Debug)]
@@ -83,16 +115,7 @@ impl Snapshot {
         let resources = ir
             .resources()
             .into_values()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    Arc::new(Shared {
-                        name: r.name,
-                        version: r.version,
-                        body: r.body.into(),
-                    }),
-                )
-            })
+            .map(|r| (r.name.clone(), Arc::new(Shared::from(r))))
             .collect();
         Snapshot {
             version,
@@ -405,34 +428,13 @@ impl Control {
             pinned = pin.is_some(),
             "serving"
         );
-        let snapshot = Snapshot::new(version, pin, ir).with_endpoints(self.endpoints());
+        let snapshot = Snapshot::new(version, pin, ir);
+        // Under the registry's lock: a registration between reading the
+        // endpoints and publishing would otherwise be lost.
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = snapshot.with_endpoints(endpoints_of(&registry));
         self.desired.send_replace(Some(Arc::new(snapshot)));
         Ok(true)
-    }
-
-    /// The endpoints resource of the registered proxies.
-    fn endpoints(&self) -> Option<Arc<Shared>> {
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if registry.is_empty() {
-            return None;
-        }
-        let mut by_workload: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (workload, address) in registry.values() {
-            by_workload
-                .entry(workload.clone())
-                .or_default()
-                .push(address.clone());
-        }
-        for a in by_workload.values_mut() {
-            a.sort();
-            a.dedup();
-        }
-        let r = meshc_ir::resources::endpoints_resource(&by_workload);
-        Some(Arc::new(Shared {
-            name: r.name,
-            version: r.version,
-            body: r.body.into(),
-        }))
     }
 
     /// Register (`Some((workload, address))`) or forget (`None`) the inbound
@@ -440,17 +442,17 @@ impl Control {
     /// Only the policy's own workloads register (the server checks the
     /// proxy's certificate first), so their labels come from the policy.
     pub fn set_endpoint(&self, id: &str, endpoint: Option<(String, String)>) {
-        {
-            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = match endpoint {
-                Some(e) => registry.insert(id.to_string(), e.clone()) != Some(e),
-                None => registry.remove(id).is_some(),
-            };
-            if !changed {
-                return;
-            }
+        // The lock is held until the snapshot is published, so concurrent
+        // registrations are published in order and none is lost.
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match endpoint {
+            Some(e) => registry.insert(id.to_string(), e.clone()) != Some(e),
+            None => registry.remove(id).is_some(),
+        };
+        if !changed {
+            return;
         }
-        let endpoints = self.endpoints();
+        let endpoints = endpoints_of(&registry);
         self.desired.send_modify(|s| {
             if let Some(cur) = s {
                 *s = Some(Arc::new(cur.with_endpoints(endpoints)));
