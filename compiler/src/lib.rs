@@ -23,6 +23,7 @@ pub mod analysis;
 pub mod config;
 pub mod diagnostic;
 pub mod graph;
+pub mod incremental;
 pub mod lower;
 pub mod model;
 pub mod mtls;
@@ -209,6 +210,35 @@ fn run(
         diagnostics.extend(r.diagnostics);
         analysis.skipped.extend(r.skipped);
     }
+    let lowering = if lower {
+        Lowering::Full
+    } else {
+        Lowering::None
+    };
+    let ir = finish(&mut analysis, diagnostics, options, lowering);
+    (analysis, ir)
+}
+
+/// How [`finish`] lowers.
+pub(crate) enum Lowering<'p> {
+    /// Not at all.
+    None,
+    /// The whole repository.
+    Full,
+    /// Only what a change touched, on top of the previous IR (the closure
+    /// says what, or `None` for everything).
+    Scoped(&'p mut dyn FnMut(&Context) -> Option<lower::Scope>),
+}
+
+/// Everything after loading: duplicates, the registry, every rule, config
+/// problems, suppression, the sort, and lowering when there is no error.
+/// `diagnostics` are the loading stages' findings.
+pub(crate) fn finish(
+    analysis: &mut Analysis,
+    mut diagnostics: Vec<Diagnostic>,
+    options: &Options,
+    lowering: Lowering,
+) -> Option<Result<meshc_ir::Ir, CompileError>> {
     check_duplicates(&analysis.resources, &mut diagnostics);
     let ctx = Context::new(&analysis.resources, &analysis.skipped, &options.settings);
     rules::check_all(&ctx, &mut diagnostics);
@@ -218,16 +248,21 @@ fn run(
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .count();
-    let ir = lower.then(|| {
-        if errors > 0 {
-            Err(CompileError::Diagnostics(errors))
-        } else {
-            lower::lower(&ctx).map_err(CompileError::Lowering)
-        }
-    });
+    let ir = match lowering {
+        Lowering::None => None,
+        _ if errors > 0 => Some(Err(CompileError::Diagnostics(errors))),
+        Lowering::Full => Some(lower::lower(&ctx).map_err(CompileError::Lowering)),
+        Lowering::Scoped(scope) => Some(
+            match scope(&ctx) {
+                Some(scope) => lower::lower_scoped(&ctx, scope),
+                None => lower::lower(&ctx),
+            }
+            .map_err(CompileError::Lowering),
+        ),
+    };
     drop(ctx);
     analysis.diagnostics = sort(&analysis.sources, diagnostics);
-    (analysis, ir)
+    ir
 }
 
 fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {

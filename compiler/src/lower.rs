@@ -23,7 +23,7 @@
 //! - AuthorizationPolicy: mesh-wide (root namespace), namespace-wide and
 //!   selector policies, grouped CUSTOM, DENY, ALLOW; AUDIT is not enforced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use meshc_ir as ir;
 
@@ -59,6 +59,9 @@ struct Lowerer<'a> {
     ctx: &'a Context<'a>,
     mtls: MtlsView<'a>,
     errors: Vec<LowerError>,
+    /// Regular expressions already checked, with the verdict: repositories
+    /// repeat the same patterns, and compiling one costs tens of microseconds.
+    regexes: HashMap<String, Result<(), String>>,
 }
 
 type Delegates<'a> = HashMap<(&'a str, &'a str), &'a Resource>;
@@ -67,6 +70,62 @@ type Delegates<'a> = HashMap<(&'a str, &'a str), &'a Resource>;
 /// (an invalid regular expression, a delegate that does not exist); callers
 /// must not lower a repository with error diagnostics.
 pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
+    lower_kept(ctx, None)
+}
+
+/// What a change touched, and the IR of the repository before it: the hosts,
+/// workloads (`namespace/name`) and gateways (`namespace/name`) to lower
+/// again. Everything else is taken from `previous` as it is.
+#[derive(Debug)]
+pub struct Scope {
+    /// The IR before the change.
+    pub previous: ir::Ir,
+    /// Hosts to lower again.
+    pub hosts: HashSet<String>,
+    /// Workloads to lower again.
+    pub workloads: HashSet<String>,
+    /// Gateways to lower again.
+    pub gateways: HashSet<String>,
+}
+
+/// Lower only what `scope` names and patch its previous IR with the result:
+/// the same IR as [`lower`] when the scope covers everything the change
+/// reaches (`crate::incremental` computes it, and its tests check this).
+pub fn lower_scoped<'a>(ctx: &'a Context<'a>, scope: Scope) -> Result<ir::Ir, Vec<LowerError>> {
+    let Scope {
+        mut previous,
+        hosts,
+        workloads,
+        gateways,
+    } = scope;
+    let keep = Keep {
+        hosts: &hosts,
+        workloads: &workloads,
+        gateways: &gateways,
+    };
+    let fresh = lower_kept(ctx, Some(&keep))?;
+    previous.hosts.retain(|h, _| !hosts.contains(h));
+    previous.hosts.extend(fresh.hosts);
+    previous.workloads.retain(|w, _| !workloads.contains(w));
+    previous.workloads.extend(fresh.workloads);
+    previous.gateways.retain(|g, _| !gateways.contains(g));
+    previous.gateways.extend(fresh.gateways);
+    previous.mesh = fresh.mesh;
+    Ok(previous)
+}
+
+/// The parts of the IR a scoped lowering produces.
+struct Keep<'s> {
+    hosts: &'s HashSet<String>,
+    workloads: &'s HashSet<String>,
+    gateways: &'s HashSet<String>,
+}
+
+fn kept(keep: Option<&Keep>, pick: impl Fn(&Keep) -> bool) -> bool {
+    keep.is_none_or(pick)
+}
+
+fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, Vec<LowerError>> {
     let s = ctx.settings;
     let mut out = ir::Ir::new(ir::Mesh {
         trust_domain: s.trust_domain.clone(),
@@ -77,6 +136,7 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
         ctx,
         mtls: MtlsView::new(ctx),
         errors: Vec::new(),
+        regexes: HashMap::new(),
     };
     let sorted = |kind: fn(&Spec) -> bool| {
         let mut v: Vec<&Resource> = ctx
@@ -91,6 +151,9 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
     let mut services: Vec<&HostEntry> = ctx.hosts.iter().collect();
     services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
     for h in services {
+        if !kept(keep, |k| k.hosts.contains(&h.host)) {
+            continue;
+        }
         let p = out
             .hosts
             .entry(h.host.clone())
@@ -111,6 +174,10 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
         let Some(Spec::Gateway(g)) = &r.spec else {
             continue;
         };
+        let key = format!("{}/{}", r.namespace, r.name);
+        if !kept(keep, |k| k.gateways.contains(&key)) {
+            continue;
+        }
         let servers = g
             .servers
             .iter()
@@ -129,7 +196,7 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
             })
             .collect();
         out.gateways.insert(
-            format!("{}/{}", r.namespace, r.name),
+            key,
             ir::GatewayPolicy {
                 selector: g.selector.clone().unwrap_or_default(),
                 servers,
@@ -151,11 +218,24 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
             continue; // a delegate: lowered where a parent uses it
         }
         for bind in binds(vs.gateways.as_deref(), &r.namespace) {
+            let fqdns: Vec<String> = vs
+                .hosts
+                .iter()
+                .flatten()
+                .map(|h| ctx.fqdn(h, &r.namespace))
+                .collect();
+            let wanted = kept(keep, |k| match &bind {
+                Bind::Mesh => fqdns.iter().any(|h| k.hosts.contains(h)),
+                Bind::Gateway(key) => k.gateways.contains(key),
+            });
+            if !wanted {
+                continue;
+            }
             let http = l.http_rules(r, vs, &bind, &delegates);
             let (tcp, tls) = l.l4_rules(r, vs, &bind);
-            for host in vs.hosts.iter().flatten() {
-                let fqdn = ctx.fqdn(host, &r.namespace);
+            for fqdn in fqdns {
                 match &bind {
+                    Bind::Mesh if !kept(keep, |k| k.hosts.contains(&fqdn)) => {}
                     Bind::Mesh => {
                         let export = vs.export_to.clone().unwrap_or_default();
                         let p = out
@@ -206,7 +286,6 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
         p.endpoints.sort();
         p.endpoints.dedup();
     }
-    // Per-namespace indexes: a workload only looks at its namespace and the root.
     let by_ns = |v: Vec<&'a Resource>| {
         let mut m: HashMap<&'a str, Vec<&'a Resource>> = HashMap::new();
         for r in v {
@@ -214,14 +293,75 @@ pub fn lower<'a>(ctx: &'a Context<'a>) -> Result<ir::Ir, Vec<LowerError>> {
         }
         m
     };
-    let aps = by_ns(sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))));
     let sidecars = by_ns(sorted(|s| matches!(s, Spec::Sidecar(_))));
     let root = s.root_namespace.as_str();
+    // Each AuthorizationPolicy is lowered once and handed to the workloads it
+    // selects (through the label index), so every workload's list keeps the
+    // (namespace, name) order of `sorted`.
+    let workload_key =
+        |w: &crate::analysis::Workload| format!("{}/{}", w.namespace, ctx.resources[w.index].name);
+    let wanted =
+        |w: &crate::analysis::Workload| kept(keep, |k| k.workloads.contains(&workload_key(w)));
+    let mut authz: HashMap<usize, ir::Authz> = HashMap::new();
+    let mut mesh_wide = ir::Authz::default();
+    for r in sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))) {
+        let Some(Spec::AuthorizationPolicy(ap)) = &r.spec else {
+            continue;
+        };
+        let Some(selection) = r.selection() else {
+            continue;
+        };
+        // The workloads of its namespace it selects (`None`: mesh-wide).
+        let targets: Option<Vec<usize>> = match selection {
+            Selection::Namespace if r.namespace == root => None,
+            Selection::Namespace => Some(
+                ctx.workloads_in(&r.namespace)
+                    .filter(|w| wanted(w))
+                    .map(|w| w.index)
+                    .collect(),
+            ),
+            Selection::Labels(labels, _) => Some(
+                ctx.workloads_matching(&r.namespace, labels)
+                    .filter(|w| wanted(w))
+                    .map(|w| w.index)
+                    .collect(),
+            ),
+        };
+        if targets.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let policy = authz_policy(r, ap, &s.trust_domain);
+        let add = |a: &mut ir::Authz| {
+            let list = match ap.action.unwrap_or(AuthorizationAction::Allow) {
+                AuthorizationAction::Allow => &mut a.allow,
+                AuthorizationAction::Deny => &mut a.deny,
+                AuthorizationAction::Custom => &mut a.custom,
+                AuthorizationAction::Audit => return,
+            };
+            list.push(policy.clone());
+        };
+        match targets {
+            None => {
+                add(&mut mesh_wide);
+                for a in authz.values_mut() {
+                    add(a);
+                }
+            }
+            Some(targets) => {
+                for w in targets {
+                    add(authz.entry(w).or_insert_with(|| mesh_wide.clone()));
+                }
+            }
+        }
+    }
     for w in &ctx.workloads {
+        if !wanted(w) {
+            continue;
+        }
         let r = &ctx.resources[w.index];
         let policy = l.workload(
             w,
-            &near(&aps, &w.namespace, root),
+            authz.remove(&w.index).unwrap_or_else(|| mesh_wide.clone()),
             &near(&sidecars, &w.namespace, root),
         );
         out.workloads
@@ -410,6 +550,16 @@ impl<'a> Lowerer<'a> {
         });
     }
 
+    /// `pattern` as an IR regex, checked once per distinct pattern.
+    fn checked(&mut self, pattern: &str) -> Result<ir::Regex, String> {
+        if !self.regexes.contains_key(pattern) {
+            let verdict = ir::Regex::checked(pattern).map(drop);
+            self.regexes.insert(pattern.to_string(), verdict);
+        }
+        self.regexes[pattern].clone()?;
+        ir::Regex::new(pattern)
+    }
+
     /// Workloads (`namespace/name`) in `ns` matching `selector` and `labels`.
     fn endpoints(
         &self,
@@ -437,7 +587,7 @@ impl<'a> Lowerer<'a> {
         } else if let Some(p) = &m.prefix {
             ir::StrMatch::Prefix(p.clone())
         } else if let Some(re) = &m.regex {
-            match ir::Regex::checked(re) {
+            match self.checked(re) {
                 Ok(re) => ir::StrMatch::Regex(re),
                 Err(e) => {
                     self.err(
@@ -626,7 +776,7 @@ impl<'a> Lowerer<'a> {
             .as_ref()
             .and_then(|rw| rw.uri_regex_rewrite.as_ref())
             && let Some(re) = &x.r#match
-            && let Err(e) = ir::Regex::checked(re)
+            && let Err(e) = self.checked(re)
         {
             self.err(
                 r,
@@ -911,19 +1061,16 @@ impl<'a> Lowerer<'a> {
         (top, subsets)
     }
 
+    /// A workload's policy; `authz` holds the AuthorizationPolicies that
+    /// apply to it.
     fn workload(
         &self,
         w: &crate::analysis::Workload,
-        aps: &[&Resource],
+        authz: ir::Authz,
         sidecars: &[&Resource],
     ) -> ir::WorkloadPolicy {
         let settings = self.ctx.settings;
         let root = settings.root_namespace.as_str();
-        let applies = |r: &Resource| match r.selection() {
-            Some(Selection::Namespace) => r.namespace == w.namespace || r.namespace == root,
-            Some(Selection::Labels(l, _)) => r.namespace == w.namespace && selects(l, &w.labels),
-            None => false,
-        };
         let (mode, by) = self.mtls.server_mode(&w.namespace, Some(&w.labels));
         let mode = ir_mode(mode);
         let ports = self
@@ -932,19 +1079,6 @@ impl<'a> Lowerer<'a> {
             .into_iter()
             .map(|(p, m)| (p, ir_mode(m)))
             .collect();
-        let mut authz = ir::Authz::default();
-        for r in aps.iter().filter(|r| applies(r)) {
-            let Some(Spec::AuthorizationPolicy(ap)) = &r.spec else {
-                continue;
-            };
-            let policy = authz_policy(r, ap, &settings.trust_domain);
-            match ap.action.unwrap_or(AuthorizationAction::Allow) {
-                AuthorizationAction::Allow => authz.allow.push(policy),
-                AuthorizationAction::Deny => authz.deny.push(policy),
-                AuthorizationAction::Custom => authz.custom.push(policy),
-                AuthorizationAction::Audit => {}
-            }
-        }
         let sidecar = sidecars
             .iter()
             .find(|r| matches!(r.selection(), Some(Selection::Labels(l, _)) if r.namespace == w.namespace && selects(l, &w.labels)))
@@ -1253,4 +1387,188 @@ fn authz_policy(r: &Resource, ap: &AuthorizationPolicySpec, _td: &str) -> ir::Au
         provider: ap.provider.as_ref().and_then(|p| p.name.clone()),
         rules,
     }
+}
+
+/// The scope of a change: what must be lowered again after `changed` (the
+/// resources of the changed files, as they were and as they are) on top of
+/// `previous`, or `None` when the change reaches everything (a mesh-wide
+/// PeerAuthentication, a wildcard DestinationRule). This is the dependency
+/// knowledge of the lowering above, kept next to it:
+/// - a host's policy reads its Services and ServiceEntries, the
+///   VirtualServices naming it (and their delegates), the DestinationRules
+///   of its destinations (subset labels), its own DestinationRule, its
+///   namespace's PeerAuthentication (auto mTLS) and its namespace's
+///   workloads (endpoints);
+/// - a workload's policy reads itself, its namespace (injection), and the
+///   PeerAuthentications, AuthorizationPolicies and Sidecars of its namespace
+///   and of the root namespace;
+/// - a gateway's policy reads the Gateway, the VirtualServices bound to it and
+///   the DestinationRules of their destinations.
+pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) -> Option<Scope> {
+    let root = ctx.settings.root_namespace.as_str();
+    let mut hosts: HashSet<String> = HashSet::new();
+    let mut workloads: HashSet<String> = HashSet::new();
+    let mut gateways: HashSet<String> = HashSet::new();
+    let mut host_namespaces: HashSet<&str> = HashSet::new();
+    let mut workload_namespaces: HashSet<&str> = HashSet::new();
+    let mut destinations: HashSet<String> = HashSet::new();
+    let mut virtual_services: HashSet<(&str, &str)> = HashSet::new();
+    let vs_targets = |vs: &VirtualServiceSpec,
+                      ns: &str,
+                      hosts: &mut HashSet<String>,
+                      gateways: &mut HashSet<String>| {
+        for bind in binds(vs.gateways.as_deref(), ns) {
+            match bind {
+                Bind::Mesh => hosts.extend(vs.hosts.iter().flatten().map(|h| ctx.fqdn(h, ns))),
+                Bind::Gateway(key) => {
+                    gateways.insert(key);
+                }
+            }
+        }
+        // Match-level gateways name binds of their own.
+        for m in vs
+            .http
+            .iter()
+            .flatten()
+            .flat_map(|h| h.r#match.iter().flatten())
+        {
+            for bind in binds(m.gateways.as_deref(), ns) {
+                if let Bind::Gateway(key) = bind {
+                    gateways.insert(key);
+                }
+            }
+        }
+    };
+    for r in changed {
+        let ns = r.namespace.as_str();
+        match &r.spec {
+            Some(Spec::Service(_)) => {
+                hosts.insert(format!(
+                    "{}.{ns}.svc.{}",
+                    r.name, ctx.settings.cluster_domain
+                ));
+            }
+            Some(Spec::ServiceEntry(se)) => hosts.extend(se.hosts.iter().cloned()),
+            Some(Spec::VirtualService(vs)) => {
+                vs_targets(vs, ns, &mut hosts, &mut gateways);
+                virtual_services.insert((ns, r.name.as_str()));
+            }
+            Some(Spec::DestinationRule(dr)) => {
+                let host = ctx.fqdn(&dr.host, ns);
+                if host.starts_with('*') {
+                    return None;
+                }
+                destinations.insert(host.clone());
+                hosts.insert(host);
+            }
+            Some(Spec::PeerAuthentication(_)) => match r.selection() {
+                Some(Selection::Namespace) if ns == root => return None,
+                Some(Selection::Namespace) => {
+                    host_namespaces.insert(ns);
+                    workload_namespaces.insert(ns);
+                }
+                _ => {
+                    workload_namespaces.insert(ns);
+                }
+            },
+            Some(Spec::AuthorizationPolicy(_) | Spec::Sidecar(_)) => {
+                if ns == root {
+                    return None;
+                }
+                workload_namespaces.insert(ns);
+            }
+            Some(Spec::Workload(_) | Spec::Pod(_)) => {
+                workloads.insert(format!("{ns}/{}", r.name));
+                host_namespaces.insert(ns);
+            }
+            Some(Spec::None) if r.kind == crate::model::Kind::Namespace => {
+                workload_namespaces.insert(r.name.as_str());
+            }
+            Some(Spec::Gateway(_)) => {
+                gateways.insert(format!("{ns}/{}", r.name));
+            }
+            Some(_) => {}
+            // A resource that did not type had an error: nothing was lowered.
+            None => return None,
+        }
+    }
+    // Parents of changed VirtualServices inline them as delegates.
+    if !virtual_services.is_empty() {
+        for (_, r, spec) in ctx.of_kind(crate::model::Kind::VirtualService) {
+            let Spec::VirtualService(vs) = spec else {
+                continue;
+            };
+            let delegates = vs.http.iter().flatten().filter_map(|h| h.delegate.as_ref());
+            let parent = delegates.into_iter().any(|d| {
+                let dns = d.namespace.as_deref().unwrap_or(&r.namespace);
+                virtual_services.contains(&(dns, d.name.as_deref().unwrap_or_default()))
+            });
+            if parent {
+                vs_targets(vs, &r.namespace, &mut hosts, &mut gateways);
+            }
+        }
+    }
+    for (name, h) in &previous.hosts {
+        if host_namespaces.contains(h.namespace.as_str())
+            || routes_to(&h.http, &h.tcp, &h.tls, &destinations)
+        {
+            hosts.insert(name.clone());
+        }
+    }
+    for h in &ctx.hosts {
+        if host_namespaces.contains(h.namespace.as_str()) {
+            hosts.insert(h.host.clone());
+        }
+    }
+    for (name, g) in &previous.gateways {
+        let l4: Vec<&ir::L4Rule> = g.l4.values().flatten().collect();
+        let routed = g
+            .hosts
+            .values()
+            .any(|rules| routes_to(rules, &[], &[], &destinations))
+            || l4.iter().any(|r| {
+                r.destinations
+                    .iter()
+                    .any(|d| destinations.contains(&d.host))
+            });
+        if routed {
+            gateways.insert(name.clone());
+        }
+    }
+    for (name, w) in &previous.workloads {
+        if workload_namespaces.contains(w.namespace.as_str()) {
+            workloads.insert(name.clone());
+        }
+    }
+    for w in &ctx.workloads {
+        if workload_namespaces.contains(w.namespace.as_str()) {
+            workloads.insert(format!("{}/{}", w.namespace, ctx.resources[w.index].name));
+        }
+    }
+    Some(Scope {
+        previous,
+        hosts,
+        workloads,
+        gateways,
+    })
+}
+
+/// Whether any of these rules routes to one of `hosts`.
+fn routes_to(
+    http: &[ir::HttpRule],
+    tcp: &[ir::L4Rule],
+    tls: &[ir::L4Rule],
+    hosts: &HashSet<String>,
+) -> bool {
+    if hosts.is_empty() {
+        return false;
+    }
+    let http = http.iter().any(|r| match &r.action {
+        ir::HttpAction::Route(ds) => ds.iter().any(|d| hosts.contains(&d.host)),
+        _ => false,
+    });
+    http || tcp
+        .iter()
+        .chain(tls)
+        .any(|r| r.destinations.iter().any(|d| hosts.contains(&d.host)))
 }

@@ -132,6 +132,10 @@ impl SourceMap {
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
     }
+    /// Take the files out, in insertion order.
+    pub fn into_files(self) -> Vec<SourceFile> {
+        self.files
+    }
     /// All files in insertion order.
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
         self.files

@@ -1,0 +1,440 @@
+//! Incremental compilation: a [`Session`] keeps what the last compile
+//! produced and, given the repository again, redoes only what changed.
+//!
+//! - **Loading** (decode, YAML, schema, types: most of a full compile) is
+//!   redone only for files whose bytes changed; the others keep their
+//!   resources, skipped documents and loading diagnostics, renumbered when
+//!   files were added or removed before them.
+//! - **Lowering** is redone only for the hosts, workloads and gateways the
+//!   change reaches ([`crate::lower::touched`] reads the changed resources,
+//!   as they were and as they are, against the reference structure: which
+//!   VirtualServices name a host, which rules route to a DestinationRule's
+//!   host, which namespace a PeerAuthentication covers...) and patched into
+//!   the previous IR; a change that reaches everything (a mesh-wide policy, a
+//!   wildcard DestinationRule) lowers everything.
+//! - **Rules** still run over the whole repository: their answers depend on
+//!   the registry as a whole.
+//!
+//! The result is the one [`crate::compile`] gives for the same files sorted
+//! by path; `tests/incremental.rs` checks this on random edits.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::diagnostic::Diagnostic;
+use crate::rules::load;
+use crate::yaml::{Node, Value};
+use crate::{
+    Analysis, CompileError, Compiled, FileId, FileResult, Input, Lowering, Options, Resource,
+    Skipped, SourceFile, Span, finish, load_file,
+};
+
+/// A compiler that remembers its last compile.
+pub struct Session {
+    options: Options,
+    last: Option<Last>,
+    /// Set while the last compile made no IR: the IR before it, and what
+    /// changed since.
+    since: Option<Since>,
+    stats: Stats,
+}
+
+/// The last IR made and everything that changed since: every resource of a
+/// file that changed (as it was), the paths of those files, and whether a
+/// Gateway API Gateway was among them (lowering reads those from skipped
+/// documents, which the scope does not track).
+struct Since {
+    ir: meshc_ir::Ir,
+    gone: Vec<Resource>,
+    paths: HashSet<String>,
+    gateway_api: bool,
+}
+
+/// What the last compile did, for benchmarks and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Input files.
+    pub files: usize,
+    /// Files loaded again (changed or new).
+    pub loaded: usize,
+    /// Files gone since the last compile.
+    pub removed: usize,
+    /// How the IR was made.
+    pub lowered: Lowered,
+}
+
+/// How a compile made its IR.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Lowered {
+    /// It did not: the repository has errors.
+    #[default]
+    Not,
+    /// The whole repository.
+    Full,
+    /// Only what the change reached.
+    Scoped {
+        /// Hosts lowered again.
+        hosts: usize,
+        /// Workloads lowered again.
+        workloads: usize,
+        /// Gateways lowered again.
+        gateways: usize,
+    },
+}
+
+struct Last {
+    compiled: Compiled,
+    /// Per input file, in the order of `compiled.analysis.sources`.
+    files: Vec<Meta>,
+}
+
+/// What a loaded file contributed, besides its source.
+#[derive(Clone)]
+struct Meta {
+    resources: usize,
+    skipped: usize,
+    diagnostics: Vec<Diagnostic>,
+    /// Whether its bytes started with a byte-order mark (stripped from the text).
+    bom: bool,
+    /// Whether it can be reused: it decoded (an unreadable file is loaded again).
+    reusable: bool,
+}
+
+/// One file of the previous compile, taken apart.
+struct Old {
+    id: FileId,
+    source: SourceFile,
+    resources: Vec<Resource>,
+    skipped: Vec<Skipped>,
+    meta: Meta,
+}
+
+impl Session {
+    /// A session compiling with `options`; a change of options needs a new
+    /// session.
+    pub fn new(options: Options) -> Self {
+        Session {
+            options,
+            last: None,
+            since: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The options it compiles with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// What the last compile reused and redid.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The last compile's result.
+    pub fn last(&self) -> Option<&Compiled> {
+        self.last.as_ref().map(|l| &l.compiled)
+    }
+
+    /// Compile the repository `inputs` (every file, not only the changed
+    /// ones), reusing what the last compile did for unchanged files. Files
+    /// are taken in path order.
+    pub fn compile(&mut self, mut inputs: Vec<Input>) -> &Compiled {
+        inputs.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for i in &inputs {
+            *counts.entry(i.path.as_str()).or_default() += 1;
+        }
+        let unique: HashSet<String> = counts
+            .into_iter()
+            .filter(|(_, n)| *n == 1)
+            .map(|(p, _)| p.to_string())
+            .collect();
+
+        let (mut old, previous_ir) = match self.last.take() {
+            Some(last) => take_apart(last),
+            None => (HashMap::new(), None),
+        };
+        // What changed since the last compile that made an IR: a compile
+        // with errors keeps adding to it, so the next clean one is scoped.
+        if let Some(ir) = previous_ir {
+            self.since = Some(Since {
+                ir,
+                gone: Vec::new(),
+                paths: HashSet::new(),
+                gateway_api: false,
+            });
+        }
+        let mut since = self.since.take();
+
+        // Reuse unchanged files; load the others in parallel.
+        enum Slot {
+            Reused(Old),
+            Load(Input),
+        }
+        let mut slots = Vec::with_capacity(inputs.len());
+        let mut gone = |o: Old| {
+            if let Some(s) = since.as_mut() {
+                s.gateway_api |= o.skipped.iter().any(|s| s.gateway_api.is_some());
+                s.paths.insert(o.source.path);
+                s.gone.extend(o.resources);
+            }
+        };
+        for input in inputs {
+            let previous = unique
+                .contains(&input.path)
+                .then(|| old.remove(&input.path))
+                .flatten();
+            match previous {
+                Some(o) if o.meta.reusable && same_content(&input, &o.source, o.meta.bom) => {
+                    slots.push(Slot::Reused(o));
+                }
+                Some(o) => {
+                    gone(o);
+                    slots.push(Slot::Load(input));
+                }
+                None => slots.push(Slot::Load(input)),
+            }
+        }
+        let removed = old.len();
+        old.into_values().for_each(gone);
+        let options = &self.options;
+        let loaded: Vec<(Old, bool)> = slots
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let id = FileId(i as u32);
+                match slot {
+                    Slot::Reused(mut o) => {
+                        if o.id != id {
+                            renumber(&mut o, id);
+                        }
+                        (o, false)
+                    }
+                    Slot::Load(input) => (load(id, input, options), true),
+                }
+            })
+            .collect();
+
+        // Assemble the analysis as a full compile would.
+        let mut analysis = Analysis {
+            inputs: loaded.len(),
+            ..Analysis::default()
+        };
+        let mut diagnostics = Vec::new();
+        let mut files = Vec::with_capacity(loaded.len());
+        let mut loaded_count = 0;
+        // Files whose resources may differ from the last IR's.
+        let mut changed: HashSet<FileId> = HashSet::new();
+        for (o, fresh) in loaded {
+            if let Some(s) = since.as_mut() {
+                if fresh {
+                    s.gateway_api |= o.skipped.iter().any(|s| s.gateway_api.is_some());
+                    s.paths.insert(o.source.path.clone());
+                }
+                if s.paths.contains(&o.source.path) {
+                    changed.insert(o.id);
+                }
+            }
+            loaded_count += usize::from(fresh);
+            analysis.sources.add(o.source);
+            analysis.resources.extend(o.resources);
+            analysis.skipped.extend(o.skipped);
+            diagnostics.extend(o.meta.diagnostics.iter().cloned());
+            files.push(o.meta);
+        }
+        self.stats = Stats {
+            files: files.len(),
+            loaded: loaded_count,
+            removed,
+            lowered: Lowered::Not,
+        };
+
+        let mut scoped = None;
+        let ir = match since.as_mut() {
+            Some(s) if !s.gateway_api => {
+                let mut scope = |ctx: &crate::Context| {
+                    let fresh: Vec<&Resource> = ctx
+                        .resources
+                        .iter()
+                        .filter(|r| changed.contains(&r.file))
+                        .collect();
+                    let touched = differences(&s.gone, &fresh);
+                    let previous = std::mem::replace(&mut s.ir, meshc_ir::Ir::new(ctx_mesh(ctx)));
+                    let scope = crate::lower::touched(ctx, previous, &touched);
+                    scoped = scope
+                        .as_ref()
+                        .map(|s| (s.hosts.len(), s.workloads.len(), s.gateways.len()));
+                    scope
+                };
+                finish(
+                    &mut analysis,
+                    diagnostics,
+                    options,
+                    Lowering::Scoped(&mut scope),
+                )
+            }
+            _ => finish(&mut analysis, diagnostics, options, Lowering::Full),
+        }
+        .expect("lowering was asked for");
+        self.stats.lowered = match (&ir, scoped) {
+            (Err(CompileError::Diagnostics(_)), _) => {
+                // Not lowered: the last IR and what changed since stay.
+                self.since = since;
+                Lowered::Not
+            }
+            (Err(CompileError::Lowering(_)), _) => Lowered::Not,
+            (Ok(_), Some((hosts, workloads, gateways))) => Lowered::Scoped {
+                hosts,
+                workloads,
+                gateways,
+            },
+            (Ok(_), None) => Lowered::Full,
+        };
+        let last = self.last.insert(Last {
+            compiled: Compiled { analysis, ir },
+            files,
+        });
+        &last.compiled
+    }
+}
+
+/// The resources of changed files that differ between `before` and `after`:
+/// those only on one side, and both versions of those whose metadata or spec
+/// changed (a file is often edited in one document of many).
+fn differences<'r>(before: &'r [Resource], after: &[&'r Resource]) -> Vec<&'r Resource> {
+    type Key<'k> = (crate::model::Kind, &'k str, &'k str);
+    let key = |r: &'r Resource| -> Key<'r> { (r.kind, &r.namespace, &r.name) };
+    let mut old: HashMap<Key, Vec<&Resource>> = HashMap::new();
+    for r in before {
+        old.entry(key(r)).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for &r in after {
+        let same = old.get_mut(&key(r)).and_then(|v| {
+            let i = v
+                .iter()
+                .position(|o| o.meta == r.meta && o.spec == r.spec)?;
+            Some(v.swap_remove(i))
+        });
+        if same.is_none() {
+            out.push(r);
+        }
+    }
+    out.extend(old.into_values().flatten());
+    out
+}
+
+/// The previous compile taken apart by file, and its IR when it had one.
+fn take_apart(last: Last) -> (HashMap<String, Old>, Option<meshc_ir::Ir>) {
+    let Compiled { analysis, ir } = last.compiled;
+    let mut resources = analysis.resources.into_iter();
+    let mut skipped = analysis.skipped.into_iter();
+    let mut out = HashMap::new();
+    for (i, (source, meta)) in analysis
+        .sources
+        .into_files()
+        .into_iter()
+        .zip(last.files)
+        .enumerate()
+    {
+        let old = Old {
+            id: FileId(i as u32),
+            resources: resources.by_ref().take(meta.resources).collect(),
+            skipped: skipped.by_ref().take(meta.skipped).collect(),
+            source,
+            meta,
+        };
+        out.insert(old.source.path.clone(), old);
+    }
+    (out, ir.ok())
+}
+
+/// The mesh facts of the settings, for an IR placeholder.
+fn ctx_mesh(ctx: &crate::Context) -> meshc_ir::Mesh {
+    let s = ctx.settings;
+    meshc_ir::Mesh {
+        trust_domain: s.trust_domain.clone(),
+        cluster_domain: s.cluster_domain.clone(),
+        root_namespace: s.root_namespace.clone(),
+    }
+}
+
+/// Whether `input` holds the bytes `source` was read from.
+fn same_content(input: &Input, source: &SourceFile, bom: bool) -> bool {
+    let Ok(bytes) = &input.content else {
+        return false;
+    };
+    let bytes = if bom {
+        match bytes.strip_prefix("\u{feff}".as_bytes()) {
+            Some(rest) => rest,
+            None => return false,
+        }
+    } else {
+        if bytes.starts_with("\u{feff}".as_bytes()) {
+            return false;
+        }
+        bytes.as_slice()
+    };
+    bytes == source.text.as_bytes()
+}
+
+fn load(id: FileId, input: Input, options: &crate::Options) -> Old {
+    let bom = input
+        .content
+        .as_ref()
+        .is_ok_and(|b| b.starts_with("\u{feff}".as_bytes()));
+    let FileResult {
+        source,
+        resources,
+        diagnostics,
+        skipped,
+    } = load_file(id, input, options);
+    let reusable = !diagnostics
+        .iter()
+        .any(|d| std::ptr::eq(d.rule, &load::UNREADABLE_FILE));
+    Old {
+        id,
+        meta: Meta {
+            resources: resources.len(),
+            skipped: skipped.len(),
+            diagnostics,
+            bom,
+            reusable,
+        },
+        source,
+        resources,
+        skipped,
+    }
+}
+
+/// Give a reused file's spans its new id.
+fn renumber(o: &mut Old, id: FileId) {
+    o.id = id;
+    let span = |s: &mut Span| s.file = id;
+    fn node(n: &mut Node, id: FileId) {
+        n.span.file = id;
+        match &mut n.value {
+            Value::Seq(items) => items.iter_mut().for_each(|i| node(i, id)),
+            Value::Map(entries) => {
+                for e in entries {
+                    e.key_span.file = id;
+                    node(&mut e.value, id);
+                }
+            }
+            _ => {}
+        }
+    }
+    for r in &mut o.resources {
+        r.file = id;
+        node(&mut r.root, id);
+    }
+    for s in &mut o.skipped {
+        span(&mut s.span);
+    }
+    for d in &mut o.meta.diagnostics {
+        span(&mut d.primary.span);
+        d.related.iter_mut().for_each(|l| span(&mut l.span));
+    }
+}

@@ -1,0 +1,399 @@
+//! Incremental compilation gives what a full compile gives: random edits
+//! (values changed, documents dropped, files added, moved, removed and put
+//! back) to real repositories, each compiled by one long-lived `Session` and
+//! from scratch, comparing diagnostics (with their spans), resources and IR.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use meshc_compiler::incremental::{Lowered, Session};
+use meshc_compiler::{Compiled, Input, Options, compile, synth};
+
+/// The same edits every run: a failure reproduces.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Value edits that keep a document well-formed; many keep it error-free,
+/// so scoped lowering runs often.
+const REPLACEMENTS: &[(&str, &str)] = &[
+    ("mode: STRICT", "mode: PERMISSIVE"),
+    ("mode: PERMISSIVE", "mode: STRICT"),
+    ("mode: STRICT", "mode: DISABLE"),
+    ("mode: ISTIO_MUTUAL", "mode: DISABLE"),
+    ("subset: v1", "subset: v2"),
+    ("subset: v2", "subset: v1"),
+    ("subset: v2", "subset: v9"),
+    ("timeout: 2s", "timeout: 4s"),
+    ("version: v2", "version: v1"),
+    ("prefix: /internal/", "prefix: /private/"),
+    ("exact: platform", "exact: ops"),
+    ("action: ALLOW", "action: DENY"),
+    ("attempts: 3", "attempts: 1"),
+    ("istio-injection: enabled", "istio-injection: disabled"),
+    ("maxConnections: ", "maxConnections: 1"),
+    ("namespace: ns-001", "namespace: ns-000"),
+    ("weight: ", "weight: 1"),
+];
+
+const CROSS_SERVICES: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: shop}
+spec: {selector: {app: front}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {selector: {app: cart}, ports: [{name: http, port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: front, namespace: shop}
+spec: {selector: {matchLabels: {app: front}}, template: {metadata: {labels: {app: front}}, spec: {containers: [{name: a, image: a}]}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart-v1, namespace: shop}
+spec: {selector: {matchLabels: {app: cart, version: v1}}, template: {metadata: {labels: {app: cart, version: v1}}, spec: {containers: [{name: a, image: a}]}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart-v2, namespace: shop}
+spec: {selector: {matchLabels: {app: cart, version: v2}}, template: {metadata: {labels: {app: cart, version: v2}}, spec: {containers: [{name: a, image: a}]}}}
+";
+
+const CROSS_ROUTING: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: shop}
+spec:
+  hosts: [front]
+  http:
+  - name: to-cart
+    match: [{uri: {prefix: /cart}}]
+    delegate: {name: cart-routes}
+  - route: [{destination: {host: front}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart-routes, namespace: shop}
+spec:
+  http:
+  - name: canary
+    route:
+    - destination: {host: cart, subset: v1}
+      weight: 90
+    - destination: {host: cart, subset: v2}
+      weight: 10
+    timeout: 2s
+";
+
+const CROSS_SUBSETS: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+";
+
+fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies-examples");
+    let mut out = Vec::new();
+    for name in ["bookinfo", "store"] {
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(examples.join(name)).expect("example repository") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                let text = std::fs::read_to_string(&p).expect("readable example");
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                files.insert(name, text);
+            }
+        }
+        out.push((name, files));
+    }
+    out.push(("synth-150", synth::repository(150).into_iter().collect()));
+    // Rules of one host routing to another host's subsets: a DestinationRule
+    // edit must reach the hosts routing to it, and a delegate edit its parent.
+    let mut cross = BTreeMap::new();
+    cross.insert("services.yaml".to_string(), CROSS_SERVICES.to_string());
+    cross.insert("routing.yaml".to_string(), CROSS_ROUTING.to_string());
+    cross.insert("subsets.yaml".to_string(), CROSS_SUBSETS.to_string());
+    out.push(("cross", cross));
+    out
+}
+
+fn inputs(files: &BTreeMap<String, String>, order: &mut Rng) -> Vec<Input> {
+    let mut v: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
+    // The session sorts; hand it the files in any order.
+    for i in (1..v.len()).rev() {
+        v.swap(i, order.below(i + 1));
+    }
+    v
+}
+
+/// Everything observable about a compile, spans included.
+fn observe(c: &Compiled) -> (Vec<String>, Vec<String>, Option<BTreeMap<String, String>>) {
+    let a = &c.analysis;
+    let diagnostics = a
+        .diagnostics
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}:{:?} {:?} {:?} {} | {:?} | {:?} | {:?}",
+                d.code(),
+                a.sources.get(d.primary.span.file).path,
+                d.primary.span,
+                d.primary.path,
+                d.severity,
+                d.message,
+                d.related
+                    .iter()
+                    .map(|l| (l.span, &l.path, &l.message))
+                    .collect::<Vec<_>>(),
+                d.help,
+                d.resource,
+            )
+        })
+        .collect();
+    let resources = a
+        .resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{:?} {} {}/{} {:?}",
+                r.file, r.doc, r.namespace, r.name, r.root.span
+            )
+        })
+        .collect();
+    let ir = c.ir.as_ref().ok().map(|ir| {
+        let json: serde_json::Value =
+            serde_json::from_slice(&ir.encode()).expect("IR encodes as JSON");
+        let mut parts = BTreeMap::new();
+        for (section, v) in json.as_object().expect("IR is an object") {
+            match v.as_object() {
+                Some(items) => {
+                    for (k, item) in items {
+                        parts.insert(format!("{section}/{k}"), item.to_string());
+                    }
+                }
+                None => {
+                    parts.insert(section.clone(), v.to_string());
+                }
+            }
+        }
+        parts
+    });
+    (diagnostics, resources, ir)
+}
+
+fn edit(
+    files: &mut BTreeMap<String, String>,
+    original: &BTreeMap<String, String>,
+    rng: &mut Rng,
+) -> String {
+    let paths: Vec<String> = files.keys().cloned().collect();
+    if paths.is_empty() {
+        let (p, t) = original.iter().nth(rng.below(original.len())).unwrap();
+        files.insert(p.clone(), t.clone());
+        return format!("restore {p}");
+    }
+    let path = paths[rng.below(paths.len())].clone();
+    match rng.below(12) {
+        0 => {
+            files.remove(&path);
+            format!("remove {path}")
+        }
+        1 | 6 | 7 => {
+            // Undo: put back a file as it was (removed or edited), or remove
+            // one that was added, so the repository is often clean again.
+            let differing: Vec<String> = original
+                .keys()
+                .chain(files.keys())
+                .filter(|p| original.get(*p) != files.get(*p))
+                .cloned()
+                .collect();
+            if differing.is_empty() {
+                return "nothing".into();
+            }
+            let p = &differing[rng.below(differing.len())];
+            match original.get(p) {
+                Some(t) => files.insert(p.clone(), t.clone()),
+                None => files.remove(p),
+            };
+            format!("restore {p}")
+        }
+        2 => {
+            let text = files.remove(&path).unwrap();
+            let to = format!("moved/{}", path.replace('/', "-"));
+            files.insert(to.clone(), text);
+            format!("move {path} to {to}")
+        }
+        3 => {
+            let docs: Vec<&str> = files[&path].split("\n---\n").collect();
+            if docs.len() < 2 {
+                return "nothing".into();
+            }
+            let drop = rng.below(docs.len());
+            let text = docs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != drop)
+                .map(|(_, d)| *d)
+                .collect::<Vec<_>>()
+                .join("\n---\n");
+            files.insert(path.clone(), text);
+            format!("drop document {drop} of {path}")
+        }
+        4 => {
+            // A new service: a copy under new names.
+            let text = &files[&path];
+            let Some(at) = text.find("svc-") else {
+                return "nothing".into();
+            };
+            let old = text[at..at + 9].to_string();
+            let new = format!("svc-9{:04}", rng.below(10_000));
+            let to = path.replace(&old, &new);
+            if to == path {
+                return "nothing".into();
+            }
+            files.insert(to.clone(), text.replace(&old, &new));
+            format!("add {to} as a copy of {path}")
+        }
+        5 => "recompile unchanged".into(),
+        _ => {
+            let text = &files[&path];
+            let candidates: Vec<&(&str, &str)> = REPLACEMENTS
+                .iter()
+                .filter(|(a, _)| text.contains(a))
+                .collect();
+            if candidates.is_empty() {
+                return "nothing".into();
+            }
+            let (a, b) = candidates[rng.below(candidates.len())];
+            let hits: Vec<usize> = text.match_indices(a).map(|(i, _)| i).collect();
+            let at = hits[rng.below(hits.len())];
+            let text = format!("{}{b}{}", &text[..at], &text[at + a.len()..]);
+            files.insert(path.clone(), text);
+            format!("{path}: `{a}` -> `{b}`")
+        }
+    }
+}
+
+#[test]
+fn random_edits_compile_as_from_scratch() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut scoped = 0;
+    let mut steps = 0;
+    for (name, original) in repositories() {
+        let mut session = Session::new(Options::default());
+        let mut files = original.clone();
+        let mut history = Vec::new();
+        let steps_here = if name.starts_with("synth") { 40 } else { 150 };
+        for step in 0..steps_here {
+            let broken = session.last().is_some_and(|c| c.ir.is_err());
+            if broken && rng.below(3) == 0 {
+                files = original.clone();
+                history.push("reset every file".into());
+            } else if step > 0 {
+                history.push(edit(&mut files, &original, &mut rng));
+            }
+            let incremental = observe(session.compile(inputs(&files, &mut rng)));
+            let mut sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
+            sorted.sort_by(|a, b| a.path.cmp(&b.path));
+            let full = observe(&compile(sorted, &Options::default()));
+            let context = || format!("{name}, after:\n  {}", history.join("\n  "));
+            assert_eq!(incremental.0, full.0, "diagnostics differ in {}", context());
+            assert_eq!(incremental.1, full.1, "resources differ in {}", context());
+            match (&incremental.2, &full.2) {
+                (Some(a), Some(b)) => {
+                    let differ: Vec<&String> = a
+                        .keys()
+                        .chain(b.keys())
+                        .filter(|k| a.get(*k) != b.get(*k))
+                        .collect();
+                    assert!(
+                        differ.is_empty(),
+                        "IR differs at {differ:?} in {}",
+                        context()
+                    );
+                }
+                (a, b) => assert_eq!(
+                    a.is_some(),
+                    b.is_some(),
+                    "IR presence differs in {}",
+                    context()
+                ),
+            }
+            if matches!(session.stats().lowered, Lowered::Scoped { .. }) {
+                scoped += 1;
+            }
+            steps += 1;
+        }
+    }
+    // The test is only worth something if most compiles were scoped.
+    assert!(
+        scoped * 3 >= steps,
+        "only {scoped} of {steps} compiles were scoped"
+    );
+}
+
+#[test]
+fn an_unchanged_repository_loads_nothing_and_lowers_nothing() {
+    let files: BTreeMap<String, String> = synth::repository(120).into_iter().collect();
+    let mut session = Session::new(Options::default());
+    let mut order = Rng(7);
+    let first = session
+        .compile(inputs(&files, &mut order))
+        .ir
+        .clone()
+        .expect("clean");
+    assert_eq!(session.stats().loaded, files.len());
+    assert_eq!(session.stats().lowered, Lowered::Full);
+    let again = session
+        .compile(inputs(&files, &mut order))
+        .ir
+        .clone()
+        .expect("clean");
+    assert_eq!(session.stats().loaded, 0);
+    assert_eq!(
+        session.stats().lowered,
+        Lowered::Scoped {
+            hosts: 0,
+            workloads: 0,
+            gateways: 0
+        }
+    );
+    assert_eq!(first.hash(), again.hash());
+
+    // One VirtualService's timeout: one file loaded, one host lowered again.
+    let mut edited = files.clone();
+    let path = "ns-000/svc-00042.yaml".to_string();
+    let text = edited[&path].replacen("timeout: 2s", "timeout: 3s", 1);
+    edited.insert(path, text);
+    session.compile(inputs(&edited, &mut order));
+    assert_eq!(session.stats().loaded, 1);
+    assert_eq!(
+        session.stats().lowered,
+        Lowered::Scoped {
+            hosts: 1,
+            workloads: 0,
+            gateways: 0
+        }
+    );
+}
