@@ -75,9 +75,22 @@ impl<'a> CallGraph<'a> {
         };
         // The most tries a mesh VirtualService route to each host makes.
         let mut host_tries: HashMap<String, (u64, &'a Resource, YamlPath)> = HashMap::new();
-        // The hosts behind a workload.
-        let hosts_of =
-            |w: &Workload| -> Vec<String> { ctx.services_of(w).map(|h| h.host.clone()).collect() };
+        // The hosts behind a workload, found once per workload.
+        let mut behind: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut hosts_of = |w: &Workload| -> Vec<String> {
+            behind
+                .entry(w.index)
+                .or_insert_with(|| ctx.services_of(w).map(|h| h.host.clone()).collect())
+                .clone()
+        };
+        // Workloads by (namespace, service account): a principal's callers.
+        let mut by_account: HashMap<(&str, &str), Vec<&Workload>> = HashMap::new();
+        for w in &ctx.workloads {
+            by_account
+                .entry((w.namespace.as_str(), w.service_account.as_str()))
+                .or_default()
+                .push(w);
+        }
         for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
             let Spec::VirtualService(vs) = spec else {
                 continue;
@@ -157,7 +170,7 @@ impl<'a> CallGraph<'a> {
                         continue;
                     };
                     let at = path!["spec", "rules", i, "from", j, "source", "principals", k];
-                    for w in ctx.workloads_in(ns).filter(|w| w.service_account == sa) {
+                    for w in by_account.get(&(ns, sa)).into_iter().flatten() {
                         for caller in hosts_of(w) {
                             for callee in &callee_hosts {
                                 if caller != *callee {

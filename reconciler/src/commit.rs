@@ -2,6 +2,7 @@
 //! database, compile them, and decide the verdict.
 
 use git2::{Oid, Repository};
+use meshc_compiler::incremental::Session;
 use meshc_compiler::{CompileError, ConfigFile, Input, Options};
 use meshc_ir::Ir;
 
@@ -23,8 +24,17 @@ pub struct Policy {
     pub deny_warnings: bool,
 }
 
-/// Compile `commit` of `repo`, reading the files under `subpath`.
-pub fn build(repo: &Repository, commit: Oid, branch: &str, subpath: &str, policy: Policy) -> Built {
+/// Compile `commit` of `repo`, reading the files under `subpath`, with the
+/// incremental `session` of the previous commit (replaced when the commit's
+/// `meshc.toml` differs from the one it compiled with).
+pub fn build(
+    repo: &Repository,
+    commit: Oid,
+    branch: &str,
+    subpath: &str,
+    policy: Policy,
+    session: &mut Option<Session>,
+) -> Built {
     let mut version = Version {
         id: 0,
         commit: commit.to_string(),
@@ -48,7 +58,7 @@ pub fn build(repo: &Repository, commit: Oid, branch: &str, subpath: &str, policy
         version.message = c.message().unwrap_or("").trim_end().to_string();
         version.committed_at = c.time().seconds();
     }
-    match compile(repo, commit, subpath, policy, &mut version) {
+    match compile(repo, commit, subpath, policy, session, &mut version) {
         Ok(ir) => Built { version, ir },
         Err(reason) => {
             version.verdict = Verdict::Rejected;
@@ -93,15 +103,23 @@ fn compile(
     commit: Oid,
     subpath: &str,
     policy: Policy,
+    session: &mut Option<Session>,
     version: &mut Version,
 ) -> Result<Option<Ir>, String> {
     let (inputs, options) = policy_at(repo, &commit.to_string(), subpath, str::to_string)?;
-    let compiled = meshc_compiler::compile(inputs, &options);
+    // Options come from the `meshc.toml` text alone: the same text, the same options.
+    if session
+        .as_ref()
+        .is_none_or(|s| s.options().config_source != options.config_source)
+    {
+        *session = Some(Session::new(options));
+    }
+    let compiled = session.as_mut().expect("set above").compile(inputs);
     let a = &compiled.analysis;
     version.errors = a.count(meshc_compiler::Severity::Error);
     version.warnings = a.count(meshc_compiler::Severity::Warning);
     version.diagnostics = serde_json::to_value(meshc_validator::json_report(a)).unwrap_or_default();
-    match compiled.ir {
+    match &compiled.ir {
         Ok(_) if policy.deny_warnings && version.warnings > 0 => Err(format!(
             "{} warning(s), and warnings block commits",
             version.warnings
@@ -109,7 +127,7 @@ fn compile(
         Ok(ir) => {
             version.verdict = Verdict::Accepted;
             version.ir_hash = Some(ir.hash());
-            Ok(Some(ir))
+            Ok(Some(ir.clone()))
         }
         Err(CompileError::Diagnostics(n)) => Err(format!("{n} error(s)")),
         Err(CompileError::Lowering(errors)) => Err(format!(

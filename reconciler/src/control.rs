@@ -560,6 +560,9 @@ pub struct Reconciler {
     /// Commits compiled per fetch at most (the newest ones).
     pub cap: usize,
     missing_noted: bool,
+    /// The incremental compiler, kept across commits: a commit that changes
+    /// one file reloads one file and lowers only what it reaches.
+    session: Option<meshc_compiler::incremental::Session>,
 }
 
 /// What one reconcile step did.
@@ -584,6 +587,7 @@ impl Reconciler {
             policy,
             cap: 50,
             missing_noted: false,
+            session: None,
         }
     }
 
@@ -645,6 +649,7 @@ impl Reconciler {
                 &source.branch,
                 &source.subpath,
                 self.policy,
+                &mut self.session,
             );
             let bytes = built.ir.as_ref().map(Ir::encode);
             let v = self.control.store.record(built.version, bytes.as_deref())?;

@@ -161,39 +161,56 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
         .find(|r| r.code.eq_ignore_ascii_case(code_or_name) || r.name == code_or_name)
 }
 
-/// Run every semantic rule over the analysed repository.
+/// Every semantic rule, in the order their findings are collected.
+type Check = fn(&Context, &mut Vec<Diagnostic>);
+const CHECKS: &[Check] = &[
+    references::dangling_subset::check,
+    references::unknown_host::check,
+    references::unknown_gateway::check,
+    routing::unreachable_rule::check,
+    routing::weight_sum::check,
+    mtls::permissive_leftover::check,
+    references::destination_port::check,
+    mtls::ca_certificate::check,
+    references::export_to_namespace::check,
+    routing::conflicting_hosts::check,
+    routing::service_entry_protocol::check,
+    references::host_not_in_gateway::check,
+    references::selector_matches_nothing::check,
+    references::ambiguous_selector::check,
+    references::subset_selects_nothing::check,
+    routing::duplicate_destination_rule::check,
+    authorization::identity_without_mtls::check,
+    routing::conflicting_gateways::check,
+    references::port_protocol::check,
+    references::gateway_port::check,
+    routing::service_entry_addresses::check,
+    authorization::unknown_source_namespace::check,
+    authorization::unknown_principal::check,
+    authorization::invalid_method::check,
+    resilience::retry_amplification::check,
+    resilience::retry_timeout::check,
+    resilience::outlier_ejects_all::check,
+    resilience::zero_pool_limit::check,
+    mtls::mode_conflict::check,
+    authorization::denied_allow_rule::check,
+    routing::route_destinations::check,
+];
+
+/// Run every semantic rule over the analysed repository. Rules are
+/// independent readers of the context, so they run in parallel; their
+/// findings are appended in the fixed order of `CHECKS`.
 pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    references::dangling_subset::check(ctx, out);
-    references::unknown_host::check(ctx, out);
-    references::unknown_gateway::check(ctx, out);
-    routing::unreachable_rule::check(ctx, out);
-    routing::weight_sum::check(ctx, out);
-    mtls::permissive_leftover::check(ctx, out);
-    references::destination_port::check(ctx, out);
-    mtls::ca_certificate::check(ctx, out);
-    references::export_to_namespace::check(ctx, out);
-    routing::conflicting_hosts::check(ctx, out);
-    routing::service_entry_protocol::check(ctx, out);
-    references::host_not_in_gateway::check(ctx, out);
-    references::selector_matches_nothing::check(ctx, out);
-    references::ambiguous_selector::check(ctx, out);
-    references::subset_selects_nothing::check(ctx, out);
-    routing::duplicate_destination_rule::check(ctx, out);
-    authorization::identity_without_mtls::check(ctx, out);
-    routing::conflicting_gateways::check(ctx, out);
-    references::port_protocol::check(ctx, out);
-    references::gateway_port::check(ctx, out);
-    routing::service_entry_addresses::check(ctx, out);
-    authorization::unknown_source_namespace::check(ctx, out);
-    authorization::unknown_principal::check(ctx, out);
-    authorization::invalid_method::check(ctx, out);
-    resilience::retry_amplification::check(ctx, out);
-    resilience::retry_timeout::check(ctx, out);
-    resilience::outlier_ejects_all::check(ctx, out);
-    resilience::zero_pool_limit::check(ctx, out);
-    mtls::mode_conflict::check(ctx, out);
-    authorization::denied_allow_rule::check(ctx, out);
-    routing::route_destinations::check(ctx, out);
+    use rayon::prelude::*;
+    let found: Vec<Vec<Diagnostic>> = CHECKS
+        .par_iter()
+        .map(|check| {
+            let mut v = Vec::new();
+            check(ctx, &mut v);
+            v
+        })
+        .collect();
+    out.extend(found.into_iter().flatten());
 }
 
 #[cfg(test)]

@@ -1,0 +1,57 @@
+//! Benchmark: recompiling a generated repository after a one-file change
+//! (one VirtualService's timeout) with an incremental `Session`, against a
+//! full compile of the same files.
+//!
+//! Run: `cargo bench -p meshc-compiler --bench incremental`.
+
+use meshc_compiler::incremental::{Lowered, Session};
+use meshc_compiler::{Input, Options, compile, synth};
+
+fn main() {
+    divan::main();
+}
+
+fn inputs(files: &[(String, String)]) -> Vec<Input> {
+    files
+        .iter()
+        .map(|(p, t)| Input::new(p.clone(), t.clone()))
+        .collect()
+}
+
+#[divan::bench(args = [1_000, 10_000], sample_count = 5, sample_size = 1)]
+fn one_file_changed(bencher: divan::Bencher, services: usize) {
+    let mut files = synth::repository(services);
+    let mut session = Session::new(Options::default());
+    assert!(session.compile(inputs(&files)).ir.is_ok());
+    let edited = files
+        .iter()
+        .position(|(p, _)| p.ends_with("svc-00042.yaml"))
+        .expect("generated service");
+    let mut flip = false;
+    bencher
+        .with_inputs(|| {
+            flip = !flip;
+            let (from, to) = if flip { ("2s", "3s") } else { ("3s", "2s") };
+            let text =
+                files[edited]
+                    .1
+                    .replacen(&format!("timeout: {from}"), &format!("timeout: {to}"), 1);
+            files[edited].1 = text;
+            inputs(&files)
+        })
+        .bench_local_values(|inputs| {
+            assert!(session.compile(inputs).ir.is_ok());
+            assert!(matches!(
+                session.stats().lowered,
+                Lowered::Scoped { hosts: 1, .. }
+            ));
+        });
+}
+
+#[divan::bench(args = [1_000, 10_000], sample_count = 3, sample_size = 1)]
+fn full_compile(bencher: divan::Bencher, services: usize) {
+    let files = synth::repository(services);
+    bencher
+        .with_inputs(|| inputs(&files))
+        .bench_values(|inputs| assert!(compile(inputs, &Options::default()).ir.is_ok()));
+}
