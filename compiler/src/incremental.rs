@@ -3,8 +3,11 @@
 //!
 //! - **Loading** (decode, YAML, schema, types: most of a full compile) is
 //!   redone only for files whose bytes changed; the others keep their
-//!   resources, skipped documents and loading diagnostics, renumbered when
-//!   files were added or removed before them.
+//!   resources, skipped documents and loading diagnostics. When the files
+//!   are the same paths as last time and a few changed, the new resources
+//!   are spliced into the last compile's lists in place; otherwise the last
+//!   compile is taken apart by file and reassembled, renumbering the spans
+//!   of files that moved.
 //! - **Lowering** is redone only for the hosts, workloads and gateways the
 //!   change reaches ([`crate::lower::touched`] reads the changed resources,
 //!   as they were and as they are, against the reference structure: which
@@ -142,20 +145,27 @@ impl Session {
     /// are taken in path order.
     pub fn compile(&mut self, mut inputs: Vec<Input>) -> &Compiled {
         inputs.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for i in &inputs {
-            *counts.entry(i.path.as_str()).or_default() += 1;
-        }
-        let unique: HashSet<String> = counts
-            .into_iter()
-            .filter(|(_, n)| *n == 1)
-            .map(|(p, _)| p.to_string())
-            .collect();
-
-        let (mut old, previous_ir) = match self.last.take() {
-            Some(last) => take_apart(last),
-            None => (HashMap::new(), None),
+        let last = self.last.take();
+        let (gathered, previous_ir) = match last {
+            Some(last) => match in_place_changes(&last, &inputs) {
+                Some(changed) => in_place(last, inputs, changed, &self.options),
+                None => {
+                    let (old, ir) = take_apart(last);
+                    (rebuild(old, inputs, &self.options), ir)
+                }
+            },
+            None => (rebuild(HashMap::new(), inputs, &self.options), None),
         };
+        let Gathered {
+            mut analysis,
+            diagnostics,
+            files,
+            loaded,
+            removed,
+            gone,
+            fresh,
+        } = gathered;
+
         // What changed since the last compile that made an IR: a compile
         // with errors keeps adding to it, so the next clean one is scoped.
         if let Some(ir) = previous_ir {
@@ -167,90 +177,32 @@ impl Session {
             });
         }
         let mut since = self.since.take();
-
-        // Reuse unchanged files; load the others in parallel.
-        enum Slot {
-            Reused(Old),
-            Load(Input),
-        }
-        let mut slots = Vec::with_capacity(inputs.len());
-        let mut gone = |o: Old| {
-            if let Some(s) = since.as_mut() {
-                s.gateway_api |= o.skipped.iter().any(|s| s.gateway_api.is_some());
+        // Files whose resources may differ from the last IR's.
+        let mut changed: HashSet<FileId> = HashSet::new();
+        if let Some(s) = since.as_mut() {
+            for o in gone {
+                s.gateway_api |= has_gateway_api(&o.skipped);
                 s.paths.insert(o.source.path);
                 s.gone.extend(o.resources);
             }
-        };
-        for input in inputs {
-            let previous = unique
-                .contains(&input.path)
-                .then(|| old.remove(&input.path))
-                .flatten();
-            match previous {
-                Some(o) if o.meta.reusable && same_content(&input, &o.source, o.meta.bom) => {
-                    slots.push(Slot::Reused(o));
-                }
-                Some(o) => {
-                    gone(o);
-                    slots.push(Slot::Load(input));
-                }
-                None => slots.push(Slot::Load(input)),
+            for (path, gateway_api) in fresh {
+                s.gateway_api |= gateway_api;
+                s.paths.insert(path);
             }
-        }
-        let removed = old.len();
-        old.into_values().for_each(gone);
-        let options = &self.options;
-        let loaded: Vec<(Old, bool)> = slots
-            .into_par_iter()
-            .enumerate()
-            .map(|(i, slot)| {
-                let id = FileId(i as u32);
-                match slot {
-                    Slot::Reused(mut o) => {
-                        if o.id != id {
-                            renumber(&mut o, id);
-                        }
-                        (o, false)
-                    }
-                    Slot::Load(input) => (load(id, input, options), true),
-                }
-            })
-            .collect();
-
-        // Assemble the analysis as a full compile would.
-        let mut analysis = Analysis {
-            inputs: loaded.len(),
-            ..Analysis::default()
-        };
-        let mut diagnostics = Vec::new();
-        let mut files = Vec::with_capacity(loaded.len());
-        let mut loaded_count = 0;
-        // Files whose resources may differ from the last IR's.
-        let mut changed: HashSet<FileId> = HashSet::new();
-        for (o, fresh) in loaded {
-            if let Some(s) = since.as_mut() {
-                if fresh {
-                    s.gateway_api |= o.skipped.iter().any(|s| s.gateway_api.is_some());
-                    s.paths.insert(o.source.path.clone());
-                }
-                if s.paths.contains(&o.source.path) {
-                    changed.insert(o.id);
+            for (id, f) in analysis.sources.files() {
+                if s.paths.contains(&f.path) {
+                    changed.insert(id);
                 }
             }
-            loaded_count += usize::from(fresh);
-            analysis.sources.add(o.source);
-            analysis.resources.extend(o.resources);
-            analysis.skipped.extend(o.skipped);
-            diagnostics.extend(o.meta.diagnostics.iter().cloned());
-            files.push(o.meta);
         }
         self.stats = Stats {
             files: files.len(),
-            loaded: loaded_count,
+            loaded,
             removed,
             lowered: Lowered::Not,
         };
 
+        let options = &self.options;
         let mut scoped = None;
         let ir = match since.as_mut() {
             Some(s) if !s.gateway_api => {
@@ -298,6 +250,201 @@ impl Session {
         });
         &last.compiled
     }
+}
+
+/// The files of a compile before the rules run, and what changed.
+struct Gathered {
+    analysis: Analysis,
+    /// The loading diagnostics of every file.
+    diagnostics: Vec<Diagnostic>,
+    files: Vec<Meta>,
+    /// Files loaded.
+    loaded: usize,
+    /// Files no longer there.
+    removed: usize,
+    /// The previous versions of changed and removed files.
+    gone: Vec<Old>,
+    /// The paths of loaded files, and whether they hold a Gateway API Gateway.
+    fresh: Vec<(String, bool)>,
+}
+
+/// Most files changed in place; more, and moving every resource once
+/// (`rebuild`) is cheaper than shifting the tail of the list once per file.
+const IN_PLACE_MAX: usize = 16;
+
+/// When `inputs` are the last compile's files (same paths, same order) and
+/// at most [`IN_PLACE_MAX`] changed: the indices of those that did.
+fn in_place_changes(last: &Last, inputs: &[Input]) -> Option<Vec<usize>> {
+    let sources = &last.compiled.analysis.sources;
+    if last.files.len() != inputs.len()
+        || inputs.windows(2).any(|w| w[0].path == w[1].path)
+        || inputs
+            .iter()
+            .enumerate()
+            .any(|(i, input)| sources.get(FileId(i as u32)).path != input.path)
+    {
+        return None;
+    }
+    let changed: Vec<usize> = inputs
+        .par_iter()
+        .enumerate()
+        .filter(|(i, input)| {
+            let meta = &last.files[*i];
+            let source = sources.get(FileId(*i as u32));
+            !(meta.reusable && same_content(input, source, meta.bom))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (changed.len() <= IN_PLACE_MAX).then_some(changed)
+}
+
+/// Load the `changed` files and splice them into the last compile, from the
+/// back so the offsets of the files before stay right.
+fn in_place(
+    last: Last,
+    inputs: Vec<Input>,
+    changed: Vec<usize>,
+    options: &Options,
+) -> (Gathered, Option<meshc_ir::Ir>) {
+    let Last {
+        compiled: Compiled { mut analysis, ir },
+        mut files,
+    } = last;
+    analysis.sources.truncate(files.len());
+    let mut starts = Vec::with_capacity(files.len() + 1);
+    let (mut r, mut k) = (0, 0);
+    for m in &files {
+        starts.push((r, k));
+        r += m.resources;
+        k += m.skipped;
+    }
+    starts.push((r, k));
+    let mut inputs: Vec<Option<Input>> = inputs.into_iter().map(Some).collect();
+    let to_load: Vec<(usize, Input)> = changed
+        .iter()
+        .filter_map(|&i| Some((i, inputs[i].take()?)))
+        .collect();
+    let mut fresh_files: Vec<(usize, Old)> = to_load
+        .into_par_iter()
+        .map(|(i, input)| (i, load(FileId(i as u32), input, options)))
+        .collect();
+    fresh_files.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+    let mut gone = Vec::new();
+    let mut fresh = Vec::new();
+    for (i, new) in fresh_files {
+        let ((r0, k0), (r1, k1)) = (starts[i], starts[i + 1]);
+        fresh.push((new.source.path.clone(), has_gateway_api(&new.skipped)));
+        let resources = analysis.resources.splice(r0..r1, new.resources).collect();
+        let skipped = analysis.skipped.splice(k0..k1, new.skipped).collect();
+        let source = analysis.sources.replace(FileId(i as u32), new.source);
+        let meta = std::mem::replace(&mut files[i], new.meta);
+        gone.push(Old {
+            id: FileId(i as u32),
+            source,
+            resources,
+            skipped,
+            meta,
+        });
+    }
+    analysis.inputs = files.len();
+    let diagnostics = files
+        .iter()
+        .flat_map(|m| m.diagnostics.iter().cloned())
+        .collect();
+    let gathered = Gathered {
+        analysis,
+        diagnostics,
+        loaded: fresh.len(),
+        files,
+        removed: 0,
+        gone,
+        fresh,
+    };
+    (gathered, ir.ok())
+}
+
+/// Assemble a compile from the previous one's files taken apart (`old`,
+/// by path): unchanged files reused (renumbered), the others loaded.
+fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options) -> Gathered {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for i in &inputs {
+        *counts.entry(i.path.as_str()).or_default() += 1;
+    }
+    let unique: HashSet<String> = counts
+        .into_iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(p, _)| p.to_string())
+        .collect();
+    enum Slot {
+        Reused(Old),
+        Load(Input),
+    }
+    let mut slots = Vec::with_capacity(inputs.len());
+    let mut gone = Vec::new();
+    for input in inputs {
+        let previous = unique
+            .contains(&input.path)
+            .then(|| old.remove(&input.path))
+            .flatten();
+        match previous {
+            Some(o) if o.meta.reusable && same_content(&input, &o.source, o.meta.bom) => {
+                slots.push(Slot::Reused(o));
+            }
+            Some(o) => {
+                gone.push(o);
+                slots.push(Slot::Load(input));
+            }
+            None => slots.push(Slot::Load(input)),
+        }
+    }
+    let removed = old.len();
+    gone.extend(old.into_values());
+    let loaded: Vec<(Old, bool)> = slots
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            let id = FileId(i as u32);
+            match slot {
+                Slot::Reused(mut o) => {
+                    if o.id != id {
+                        renumber(&mut o, id);
+                    }
+                    (o, false)
+                }
+                Slot::Load(input) => (load(id, input, options), true),
+            }
+        })
+        .collect();
+    let mut analysis = Analysis {
+        inputs: loaded.len(),
+        ..Analysis::default()
+    };
+    let mut diagnostics = Vec::new();
+    let mut files = Vec::with_capacity(loaded.len());
+    let mut fresh = Vec::new();
+    for (o, loaded) in loaded {
+        if loaded {
+            fresh.push((o.source.path.clone(), has_gateway_api(&o.skipped)));
+        }
+        analysis.sources.add(o.source);
+        analysis.resources.extend(o.resources);
+        analysis.skipped.extend(o.skipped);
+        diagnostics.extend(o.meta.diagnostics.iter().cloned());
+        files.push(o.meta);
+    }
+    Gathered {
+        analysis,
+        diagnostics,
+        files,
+        loaded: fresh.len(),
+        removed,
+        gone,
+        fresh,
+    }
+}
+
+fn has_gateway_api(skipped: &[Skipped]) -> bool {
+    skipped.iter().any(|s| s.gateway_api.is_some())
 }
 
 /// The resources of changed files that differ between `before` and `after`:

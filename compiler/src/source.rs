@@ -132,6 +132,14 @@ impl SourceMap {
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
     }
+    /// Keep the first `n` files.
+    pub fn truncate(&mut self, n: usize) {
+        self.files.truncate(n);
+    }
+    /// Put `file` in the place of file `id`, returning the one it replaces.
+    pub fn replace(&mut self, id: FileId, file: SourceFile) -> SourceFile {
+        std::mem::replace(&mut self.files[id.0 as usize], file)
+    }
     /// Take the files out, in insertion order.
     pub fn into_files(self) -> Vec<SourceFile> {
         self.files

@@ -397,3 +397,50 @@ fn an_unchanged_repository_loads_nothing_and_lowers_nothing() {
         }
     );
 }
+
+#[test]
+fn several_files_changed_in_place_keep_every_span_right() {
+    // Same paths, a few files changed, documents dropped and added: the
+    // session splices the new resources in; offsets must stay right.
+    let files: BTreeMap<String, String> = synth::repository(120).into_iter().collect();
+    let mut session = Session::new(Options::default());
+    let mut order = Rng(11);
+    session.compile(inputs(&files, &mut order));
+    let mut edited = files.clone();
+    let drop_first = |t: &str| {
+        t.split_once("\n---\n")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap()
+    };
+    let a = "ns-000/svc-00003.yaml".to_string();
+    let b = "ns-000/svc-00007.yaml".to_string();
+    let c = "ns-001/svc-00150.yaml".to_string();
+    let c = if edited.contains_key(&c) {
+        c
+    } else {
+        "ns-001/svc-00110.yaml".to_string()
+    };
+    edited.insert(a.clone(), drop_first(&edited[&a]));
+    let account = |n: &str| {
+        format!(
+            "\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {n}, namespace: ns-000}}\n"
+        )
+    };
+    edited.insert(
+        b.clone(),
+        format!("{}{}{}", edited[&b], account("extra-a"), account("extra-b")),
+    );
+    edited.insert(
+        c.clone(),
+        edited[&c].replacen("timeout: 2s", "timeout: 5s", 1),
+    );
+    let incremental = observe(session.compile(inputs(&edited, &mut order)));
+    assert_eq!(session.stats().loaded, 3);
+    assert_eq!(session.stats().removed, 0);
+    let mut sorted: Vec<Input> = edited.iter().map(|(p, t)| Input::new(p, t)).collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let full = observe(&compile(sorted, &Options::default()));
+    assert_eq!(incremental.0, full.0);
+    assert_eq!(incremental.1, full.1);
+    assert_eq!(incremental.2, full.2);
+}
