@@ -129,10 +129,18 @@ async fn up(args: UpArgs) -> Result<u8> {
         .context("starting the control plane")?;
     // The first commit is compiled in the background.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while running.control.current().is_none()
-        && running.control.store.versions(1)?.is_empty()
-        && tokio::time::Instant::now() < deadline
-    {
+    // Wait for the snapshot, not only the record: a version is recorded
+    // before it is published, and reading in between found nothing served.
+    while running.control.current().is_none() && tokio::time::Instant::now() < deadline {
+        let rejected = running
+            .control
+            .store
+            .versions(1)?
+            .first()
+            .is_some_and(|v| v.verdict == meshc_reconciler::store::Verdict::Rejected);
+        if rejected {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let Some(snapshot) = running.control.current() else {

@@ -261,6 +261,9 @@ struct Node {
 struct Mesh {
     procs: Procs,
     nodes: BTreeMap<&'static str, Node>,
+    /// The control plane's gRPC address and data directory (its CA).
+    grpc: SocketAddr,
+    data: PathBuf,
     api: u16,
     logs: PathBuf,
     client: Clients,
@@ -431,6 +434,8 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
     let mesh = Mesh {
         procs,
         nodes,
+        grpc,
+        data,
         api,
         logs,
         client: Clients::new(Default::default()),
@@ -896,6 +901,83 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     }
     let v2 = split.get("v2").copied().unwrap_or(0);
     assert!((60..=140).contains(&v2), "50/50 measured as {split:?}");
+
+    // An impostor: a proxy with reviews-v2's certificate (service account
+    // `reviews`) that registers flaky-v1's inbound address as its own. The
+    // peer there presents flaky's identity, so clients refuse it (and retry
+    // elsewhere) instead of sending reviews-v2's traffic to flaky.
+    let s = |v: &str| v.to_string();
+    let flaky_in = mesh.nodes["flaky-v1"].inbound;
+    let impostor_args = [
+        s("proxy"),
+        s("--control-plane"),
+        format!("https://{}", mesh.grpc),
+        s("--ca-file"),
+        mesh.data.join("ca.pem").display().to_string(),
+        s("--bootstrap-token"),
+        s("boot"),
+        s("--workload"),
+        s("shop/reviews-v2"),
+        s("--service-account"),
+        s("reviews"),
+        s("--outbound-addr"),
+        s("127.0.0.1:0"),
+        s("--inbound-addr"),
+        s("127.0.0.1:0"),
+        s("--admin-addr"),
+        s("127.0.0.1:0"),
+        s("--advertise-addr"),
+        flaky_in.to_string(),
+        s("--app-addr"),
+        s("127.0.0.1:9"),
+    ];
+    let logs_dir = mesh.logs.clone();
+    mesh.procs
+        .spawn("proxy-impostor", &logs_dir, &impostor_args);
+    let flaky_in_text = flaky_in.to_string();
+    eventually(
+        "the impostor among reviews-v2's endpoints at web-v1",
+        &mesh,
+        || async {
+            config_of(&mesh, "web-v1").await.is_some_and(|c| {
+                c["endpoints"]["shop/reviews-v2"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|e| e.as_str() == Some(flaky_in_text.as_str())))
+            })
+        },
+    )
+    .await;
+    let identity =
+        config_of(&mesh, "web-v1").await.unwrap()["identities"]["shop/reviews-v2"].clone();
+    assert_eq!(identity, "spiffe://cluster.local/ns/shop/sa/reviews");
+    let before = metrics(&mesh, "web-v1").await;
+    for _ in 0..40 {
+        let a = call(
+            &mesh,
+            "web-v1",
+            "reviews:9080",
+            "GET",
+            "/",
+            &[("end-user", "jason")],
+        )
+        .await;
+        let service = a
+            .headers
+            .get("x-echo-service")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            (a.status.as_u16(), service, version(&a).as_str()),
+            (200, Some("reviews"), "v2"),
+            "a request for reviews-v2 was answered by someone else"
+        );
+    }
+    let after = metrics(&mesh, "web-v1").await;
+    let retries = |m: &prometheus_parse::Scrape| sum(m, "meshc_proxy_retries_total", &[]);
+    assert!(
+        retries(&after) > retries(&before),
+        "no request picked the impostor's address (nothing was refused)"
+    );
+    mesh.procs.kill("proxy-impostor");
 
     // The control plane goes away; the proxies keep serving their config.
     mesh.procs.kill("serve");

@@ -20,7 +20,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::tls::MeshTls;
+use crate::tls::{MeshTls, spiffe_id};
+
+/// The authority of an upstream request to `addr`. With the SPIFFE id the
+/// peer must present, that id rides in the userinfo (hex), so the
+/// [`Connector`] checks it after the handshake and the pool never hands a
+/// connection to one identity's peer to a request for another.
+pub fn upstream_authority(addr: std::net::SocketAddr, identity: Option<&str>) -> String {
+    match identity {
+        Some(id) if !id.is_empty() => {
+            let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+            format!("{hex}@{addr}")
+        }
+        _ => addr.to_string(),
+    }
+}
+
+/// The address and expected identity of an authority made by
+/// [`upstream_authority`].
+fn split_authority(authority: &str) -> Result<(&str, Option<String>), BoxError> {
+    let Some((hex, addr)) = authority.rsplit_once('@') else {
+        return Ok((authority, None));
+    };
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| "the expected identity is not hex")?;
+    Ok((addr, Some(String::from_utf8(bytes)?)))
+}
 
 /// Errors crossing the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -169,8 +197,10 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let authority = uri.authority().ok_or("no authority")?.as_str().to_string();
-            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(&authority))
+            let authority = uri.authority().ok_or("no authority")?.as_str();
+            let (addr, expected) = split_authority(authority)?;
+            let addr = addr.to_string();
+            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(&addr))
                 .await
                 .map_err(|_| "connect timeout")??;
             tcp.set_nodelay(true)?;
@@ -193,6 +223,24 @@ impl tower_service::Service<Uri> for Connector {
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
+            // The chain is the mesh CA's (the verifier checked it); the
+            // identity must be the one the endpoint registered with, or an
+            // endpoint could be claimed by a proxy that does not run there.
+            if let Some(expected) = expected {
+                let actual = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(spiffe_id);
+                if actual.as_deref() != Some(expected.as_str()) {
+                    return Err(format!(
+                        "the peer at {addr} is {}, not {expected}",
+                        actual.as_deref().unwrap_or("without a SPIFFE id")
+                    )
+                    .into());
+                }
+            }
             Ok(MeshStream::Tls(Box::new(TokioIo::new(stream))))
         })
     }

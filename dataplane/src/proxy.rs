@@ -40,7 +40,7 @@ use crate::balance::{ClusterKey, Clusters, Outcome, hash_of};
 use crate::client::{self, Applied, Check, Credentials};
 use crate::http::{
     BoxError, Clients, Finished, Observed, ProxyBody, full, local, propagate_trace,
-    strip_hop_by_hop,
+    strip_hop_by_hop, upstream_authority,
 };
 use crate::metrics::Metrics;
 use crate::tls::{MeshTls, principal, spiffe_id};
@@ -113,6 +113,8 @@ struct State {
     app_addr: SocketAddr,
     config: watch::Receiver<Option<Arc<Applied>>>,
     endpoints: RwLock<Arc<Endpoints>>,
+    /// Workload → the SPIFFE id its registered proxies proved.
+    identities: RwLock<Arc<BTreeMap<String, String>>>,
     static_endpoints: Endpoints,
     tls: Arc<RwLock<Option<MeshTls>>>,
     clusters: Clusters,
@@ -149,20 +151,33 @@ impl Proxy {
 }
 
 /// The endpoints the control plane distributes, in the scope's `endpoints`
-/// resource, merged over the static ones.
-fn merged_endpoints(applied: Option<&Applied>, static_endpoints: &Endpoints) -> Endpoints {
+/// resource, merged over the static ones, and the identity each registered
+/// workload proved (static endpoints have none: only their chain is checked).
+fn merged_endpoints(
+    applied: Option<&Applied>,
+    static_endpoints: &Endpoints,
+) -> (Endpoints, BTreeMap<String, String>) {
     let mut all = static_endpoints.clone();
+    let mut identities = BTreeMap::new();
     if let Some(r) = applied.and_then(|a| a.resources.get(meshc_ir::resources::ENDPOINTS))
-        && let Ok(dynamic) = serde_json::from_slice::<Endpoints>(&r.body)
+        && let Ok(dynamic) =
+            serde_json::from_slice::<BTreeMap<String, meshc_ir::resources::EndpointSet>>(&r.body)
     {
-        for (w, addrs) in dynamic {
-            let e = all.entry(w).or_default();
-            e.extend(addrs);
+        for (w, set) in dynamic {
+            let e = all.entry(w.clone()).or_default();
+            e.extend(
+                set.addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<SocketAddr>().ok()),
+            );
             e.sort();
             e.dedup();
+            if !set.identity.is_empty() {
+                identities.insert(w, set.identity);
+            }
         }
     }
-    all
+    (all, identities)
 }
 
 /// Start a proxy: bind its listeners, then get a certificate and subscribe
@@ -221,6 +236,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         app_addr: settings.app_addr,
         config: config_rx.clone(),
         endpoints: RwLock::new(Arc::new(static_endpoints.clone())),
+        identities: RwLock::new(Arc::new(BTreeMap::new())),
         static_endpoints,
         clients: Clients::new(tls.clone()),
         tls,
@@ -263,8 +279,10 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
             let mut last: Option<String> = None;
             while rx.changed().await.is_ok() {
                 let applied = rx.borrow_and_update().clone();
-                let merged = merged_endpoints(applied.as_deref(), &state.static_endpoints);
+                let (merged, identities) =
+                    merged_endpoints(applied.as_deref(), &state.static_endpoints);
                 *state.endpoints.write().expect("not poisoned") = Arc::new(merged);
+                *state.identities.write().expect("not poisoned") = Arc::new(identities);
                 state
                     .clusters
                     .generation
@@ -464,13 +482,16 @@ fn admin(state: &State, req: &Request<Incoming>) -> Response<ProxyBody> {
                     version: &'a str,
                     source: &'a str,
                     endpoints: &'a Endpoints,
+                    identities: &'a BTreeMap<String, String>,
                     ir: &'a Ir,
                 }
                 let endpoints = state.endpoints.read().expect("not poisoned").clone();
+                let identities = state.identities.read().expect("not poisoned").clone();
                 let body = serde_json::to_string(&Dump {
                     version: &a.version,
                     source: &a.source,
                     endpoints: &endpoints,
+                    identities: &identities,
                     ir: &a.ir,
                 })
                 .unwrap_or_default();
@@ -654,8 +675,9 @@ impl Outgoing {
         self.body.is_some()
     }
 
-    /// A request to `addr`; the body is cloned when buffered and taken when not.
-    fn build(&mut self, scheme: &str, addr: SocketAddr, h2: bool) -> Request<ProxyBody> {
+    /// A request to `authority` (see [`crate::http::upstream_authority`]);
+    /// the body is cloned when buffered and taken when not.
+    fn build(&mut self, scheme: &str, authority: &str, h2: bool) -> Request<ProxyBody> {
         let body = match (&self.body, self.stream.take()) {
             (Some(b), _) => full(b.clone()),
             (None, Some(s)) => s.map_err(BoxError::from).boxed(),
@@ -663,7 +685,7 @@ impl Outgoing {
         };
         let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
-        *r.uri_mut() = format!("{scheme}://{addr}{}", self.path)
+        *r.uri_mut() = format!("{scheme}://{authority}{}", self.path)
             .parse()
             .unwrap_or_else(|_| http::Uri::from_static("/"));
         *r.headers_mut() = self.headers.clone();
@@ -1096,7 +1118,13 @@ async fn forward(
                 return r;
             };
             let active = ep.start();
-            let req = out.build(if mtls { "https" } else { "http" }, ep.addr, h2);
+            let authority = if mtls {
+                let identities = state.identities.read().expect("not poisoned").clone();
+                upstream_authority(ep.addr, identities.get(&ep.workload).map(String::as_str))
+            } else {
+                ep.addr.to_string()
+            };
+            let req = out.build(if mtls { "https" } else { "http" }, &authority, h2);
             let client = if h2 {
                 &state.clients.h2
             } else {
@@ -1252,7 +1280,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
             Err(r) => return r,
         };
         let h2 = out.version == Version::HTTP_2;
-        let req = out.build("http", state.app_addr, h2);
+        let req = out.build("http", &state.app_addr.to_string(), h2);
         let client = if h2 {
             &state.clients.h2
         } else {

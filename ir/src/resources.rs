@@ -14,12 +14,24 @@ use serde::Serialize;
 use crate::{Ir, SCHEMA_VERSION, WorkloadPolicy, hash_bytes};
 
 /// The name of the resource listing endpoints: JSON, workload `namespace/name`
-/// to the addresses its proxies registered. It is not part of the IR (the
-/// policy does not change when a proxy comes or goes), so [`assemble`] skips it.
+/// to an [`EndpointSet`], the addresses its proxies registered and the
+/// identity they proved. It is not part of the IR (the policy does not change
+/// when a proxy comes or goes), so [`assemble`] skips it.
 pub const ENDPOINTS: &str = "endpoints";
 
+/// The registered proxies of one workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSet {
+    /// The SPIFFE id their certificates carry: a client checks that the peer
+    /// at one of `addresses` presents exactly this.
+    pub identity: String,
+    /// `ip:port` of their inbound listeners, sorted.
+    pub addresses: Vec<String>,
+}
+
 /// An endpoints resource body.
-pub fn endpoints_resource(endpoints: &BTreeMap<String, Vec<String>>) -> Resource {
+pub fn endpoints_resource(endpoints: &BTreeMap<String, EndpointSet>) -> Resource {
     Resource::of(ENDPOINTS.to_string(), endpoints)
 }
 

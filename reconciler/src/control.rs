@@ -43,24 +43,39 @@ impl From<meshc_ir::resources::Resource> for Shared {
 
 /// The endpoints resource of a registry (proxy id to workload and address);
 /// `None` when it is empty.
-fn endpoints_of(registry: &BTreeMap<String, (String, String)>) -> Option<Arc<Shared>> {
+fn endpoints_of(registry: &BTreeMap<String, Registered>) -> Option<Arc<Shared>> {
     if registry.is_empty() {
         return None;
     }
-    let mut by_workload: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (workload, address) in registry.values() {
-        by_workload
-            .entry(workload.clone())
-            .or_default()
-            .push(address.clone());
+    let mut by_workload: BTreeMap<String, meshc_ir::resources::EndpointSet> = BTreeMap::new();
+    for r in registry.values() {
+        let set = by_workload.entry(r.workload.clone()).or_default();
+        // One workload has one identity (the stream checks it against the
+        // policy); the first registration's stands.
+        if set.identity.is_empty() {
+            set.identity = r.identity.clone();
+        }
+        set.addresses.push(r.address.clone());
     }
-    for a in by_workload.values_mut() {
-        a.sort();
-        a.dedup();
+    for set in by_workload.values_mut() {
+        set.addresses.sort();
+        set.addresses.dedup();
     }
     Some(Arc::new(Shared::from(
         meshc_ir::resources::endpoints_resource(&by_workload),
     )))
+}
+
+/// A proxy's registration: its workload (`namespace/name`), inbound
+/// `ip:port` and the SPIFFE id of its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// `namespace/name`.
+    pub workload: String,
+    /// `ip:port` of its inbound listener.
+    pub address: String,
+    /// The SPIFFE id its certificate proved.
+    pub identity: String,
 }
 
 /// The hosts some proxies see, with their digest; shared by every proxy with
@@ -359,7 +374,7 @@ pub struct Control {
     /// Trust domain of issued identities.
     pub trust_domain: String,
     /// Registered endpoints: proxy id to (workload, inbound address).
-    registry: Mutex<BTreeMap<String, (String, String)>>,
+    registry: Mutex<BTreeMap<String, Registered>>,
 }
 
 /// A control-plane error.
@@ -441,7 +456,7 @@ impl Control {
     /// address of proxy `id`; every scope then carries the new endpoints.
     /// Only the policy's own workloads register (the server checks the
     /// proxy's certificate first), so their labels come from the policy.
-    pub fn set_endpoint(&self, id: &str, endpoint: Option<(String, String)>) {
+    pub fn set_endpoint(&self, id: &str, endpoint: Option<Registered>) {
         // The lock is held until the snapshot is published, so concurrent
         // registrations are published in order and none is lost.
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());

@@ -436,7 +436,11 @@ impl Session {
                 self.registered = true;
                 self.control.set_endpoint(
                     &self.id,
-                    Some((self.workload.clone(), self.address.clone())),
+                    Some(crate::control::Registered {
+                        workload: self.workload.clone(),
+                        address: self.address.clone(),
+                        identity: self.identity.clone(),
+                    }),
                 );
             } else {
                 tracing::warn!(
