@@ -38,6 +38,43 @@ pub struct Endpoint {
     consecutive_gateway: AtomicU32,
     ejections: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
+    latency: Mutex<PeakEwma>,
+}
+
+/// Linkerd's peak-EWMA latency estimate: a slower response replaces the
+/// estimate at once (peak), a faster one moves it by the exponential weight
+/// of the time since the last update, and the estimate decays with time
+/// while nothing is observed, so an endpoint that was slow gets tried again.
+#[derive(Debug, Clone, Copy)]
+struct PeakEwma {
+    /// Nanoseconds.
+    estimate: f64,
+    at: Instant,
+}
+
+/// The decay time of [`PeakEwma`] (Linkerd's default).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// The estimate of an endpoint with no response yet.
+const EWMA_DEFAULT: Duration = Duration::from_millis(1);
+
+impl PeakEwma {
+    fn weight(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (-elapsed / EWMA_DECAY.as_secs_f64()).exp()
+    }
+    fn observe(&mut self, latency: Duration, now: Instant) {
+        let l = latency.as_nanos() as f64;
+        self.estimate = if l > self.estimate {
+            l
+        } else {
+            let w = self.weight(now);
+            self.estimate * w + l * (1.0 - w)
+        };
+        self.at = now;
+    }
+    fn at(&self, now: Instant) -> f64 {
+        self.estimate * self.weight(now)
+    }
 }
 
 impl Endpoint {
@@ -50,7 +87,26 @@ impl Endpoint {
             consecutive_gateway: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
+            latency: Mutex::new(PeakEwma {
+                estimate: EWMA_DEFAULT.as_nanos() as f64,
+                at: Instant::now(),
+            }),
         }
+    }
+
+    /// Record how long a response took to start (the least-request cost).
+    pub fn observe(&self, latency: Duration, now: Instant) {
+        self.latency
+            .lock()
+            .expect("not poisoned")
+            .observe(latency, now);
+    }
+
+    /// What sending it one more request costs: the latency estimate times
+    /// the requests that would then be in flight (Linkerd's peak EWMA).
+    fn cost(&self, now: Instant) -> f64 {
+        let rtt = self.latency.lock().expect("not poisoned").at(now);
+        rtt * f64::from(self.active.load(Ordering::Relaxed) + 1)
     }
 
     /// Whether outlier detection has it ejected at `now`.
@@ -181,12 +237,17 @@ impl Cluster {
                 fastrand::usize(..n)
             }
             (LoadBalancer::Passthrough, _) => 0,
+            (LoadBalancer::LeastRequest, _) if n == 1 => 0,
             (LoadBalancer::LeastRequest, _) => {
-                // Power of two choices.
+                // Power of two (distinct) choices on the peak-EWMA cost:
+                // with equal latencies, the fewer requests in flight wins.
                 let a = fastrand::usize(..n);
-                let b = fastrand::usize(..n);
-                let load = |i: usize| pool[i].active.load(Ordering::Relaxed);
-                if load(b) < load(a) { b } else { a }
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                if pool[b].cost(now) < pool[a].cost(now) {
+                    b
+                } else {
+                    a
+                }
             }
         };
         Some(pool[i].clone())
@@ -347,6 +408,39 @@ mod tests {
             .map(|_| c.pick(&e, None, None, now).unwrap().addr.port())
             .collect();
         assert_eq!(ports, [1000, 1001, 1002, 1000, 1001, 1002]);
+    }
+
+    #[test]
+    fn least_request_prefers_the_faster_endpoint_and_forgives_with_time() {
+        let c = Cluster::new(policy(LoadBalancer::LeastRequest, None));
+        let e = c.endpoints(1, || eps(3));
+        let now = Instant::now();
+        for _ in 0..5 {
+            e[0].observe(Duration::from_millis(2), now);
+            e[1].observe(Duration::from_millis(40), now);
+            e[2].observe(Duration::from_millis(3), now);
+        }
+        let mut picks = [0usize; 3];
+        for _ in 0..3000 {
+            let p = c.pick(&e, None, None, now).unwrap();
+            picks[usize::from(p.addr.port() - 1000)] += 1;
+        }
+        // Two distinct choices: the slow one wins no comparison.
+        assert_eq!(picks[1], 0, "{picks:?}");
+        // The fastest wins every comparison it is in: about two thirds.
+        assert!((1800..=2200).contains(&picks[0]), "{picks:?}");
+        // In-flight requests count: 20 on the fastest make it dearer.
+        let busy: Vec<Active> = (0..20).map(|_| e[0].start()).collect();
+        let p = (0..300)
+            .filter(|_| c.pick(&e, None, None, now).unwrap().addr.port() == 1000)
+            .count();
+        assert_eq!(p, 0, "the busy endpoint was picked");
+        drop(busy);
+        // A peak replaces the estimate at once; time decays it again.
+        e[0].observe(Duration::from_millis(500), now);
+        assert!(e[0].cost(now) > e[1].cost(now));
+        let later = now + Duration::from_secs(60);
+        assert!(e[0].cost(later) < e[1].cost(now));
     }
 
     #[test]

@@ -1131,6 +1131,7 @@ async fn forward(
                 &state.clients.h1
             };
             let call = client.request(req);
+            let sent = Instant::now();
             let result = match retries.per_try_timeout_ms {
                 Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call).await,
                 None => Ok(call.await),
@@ -1149,7 +1150,10 @@ async fn forward(
                 },
             };
             let outcome = match &a {
-                Attempt::Response(r) => Outcome::Status(r.status().as_u16()),
+                Attempt::Response(r) => {
+                    ep.observe(sent.elapsed(), Instant::now());
+                    Outcome::Status(r.status().as_u16())
+                }
                 Attempt::Failed { .. } => Outcome::Failed,
             };
             if cluster.record(&endpoints, &ep, outcome, Instant::now()) {
