@@ -8,7 +8,6 @@ use crate::Skipped;
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, ObjectMeta, Spec};
-use crate::path;
 use crate::rules::RuleMeta;
 use crate::source::FileId;
 use crate::yaml::{Node, YamlPath};
@@ -123,6 +122,10 @@ pub struct Context<'a> {
     wildcard_hosts: Vec<usize>,
     /// Namespace → indices into `hosts` of its Services that have a selector.
     selecting_services: HashMap<String, Vec<usize>>,
+    /// (namespace, key, value) of the first label of each selector →
+    /// indices into `hosts`: a workload's candidate Services are those whose
+    /// selector starts with one of its labels.
+    services_by_label: HashMap<(String, String, String), Vec<usize>>,
     /// Resolved DestinationRule host → resource indices, in input order.
     pub destination_rules: HashMap<String, Vec<usize>>,
     /// Gateways by `namespace/name` → resource index.
@@ -155,6 +158,7 @@ impl<'a> Context<'a> {
             exact_hosts: HashMap::new(),
             wildcard_hosts: Vec::new(),
             selecting_services: HashMap::new(),
+            services_by_label: HashMap::new(),
             destination_rules: HashMap::new(),
             gateways: HashMap::new(),
             gateway_api: skipped
@@ -273,9 +277,13 @@ impl<'a> Context<'a> {
 
     fn add_host(&mut self, h: HostEntry) {
         let i = self.hosts.len();
-        if h.selector.as_ref().is_some_and(|s| !s.is_empty()) {
+        if let Some((k, v)) = h.selector.as_ref().and_then(|s| s.iter().next()) {
             self.selecting_services
                 .entry(h.namespace.clone())
+                .or_default()
+                .push(i);
+            self.services_by_label
+                .entry((h.namespace.clone(), k.clone(), v.clone()))
                 .or_default()
                 .push(i);
         }
@@ -433,8 +441,27 @@ impl<'a> Context<'a> {
     /// The Services that select workload `w` (Services only select pods of
     /// their own namespace).
     pub fn services_of<'s>(&'s self, w: &'s Workload) -> impl Iterator<Item = &'s HostEntry> + 's {
-        self.selecting_services(&w.namespace)
-            .filter(|h| h.selector.as_ref().is_some_and(|s| selects(s, &w.labels)))
+        self.services_selecting(&w.namespace, &w.labels)
+    }
+
+    /// The Services of namespace `ns` whose selector matches pods with
+    /// `labels`, in registry order (as a scan of the namespace gives them),
+    /// found through the index of each selector's first label.
+    pub fn services_selecting<'s>(
+        &'s self,
+        ns: &str,
+        labels: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'s HostEntry> + 's {
+        let mut candidates: Vec<usize> = Vec::new();
+        for (k, v) in labels {
+            let key = (ns.to_string(), k.clone(), v.clone());
+            candidates.extend(self.services_by_label.get(&key).into_iter().flatten());
+        }
+        candidates.sort_unstable();
+        candidates
+            .into_iter()
+            .map(|i| &self.hosts[i])
+            .filter(|h| h.selector.as_ref().is_some_and(|s| selects(s, labels)))
     }
 
     /// The workloads a policy applies to in its own namespace: those its
@@ -507,7 +534,25 @@ pub enum Selection<'a> {
     /// namespace).
     Namespace,
     /// Workloads whose labels include these, at this YAML path.
-    Labels(&'a BTreeMap<String, String>, YamlPath),
+    Labels(&'a BTreeMap<String, String>, SelectorAt),
+}
+
+/// Where a selector's labels are written (`spec.selector.matchLabels`...),
+/// made into a [`YamlPath`] only when a diagnostic needs it: selections are
+/// read in hot loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectorAt(&'static [&'static str]);
+
+impl SelectorAt {
+    /// The YAML path.
+    pub fn path(self) -> YamlPath {
+        YamlPath(
+            self.0
+                .iter()
+                .map(|k| crate::yaml::PathSeg::from(*k))
+                .collect(),
+        )
+    }
 }
 
 impl Resource {
@@ -518,24 +563,25 @@ impl Resource {
         let targeted = |one: &Option<_>, many: &Option<Vec<_>>| {
             one.is_some() || many.as_ref().is_some_and(|t: &Vec<_>| !t.is_empty())
         };
+        const MATCH_LABELS: SelectorAt = SelectorAt(&["spec", "selector", "matchLabels"]);
         let (labels, path) = match self.spec.as_ref()? {
             Spec::Sidecar(s) => (
                 s.workload_selector.as_ref().and_then(|w| w.labels.as_ref()),
-                path!["spec", "workloadSelector", "labels"],
+                SelectorAt(&["spec", "workloadSelector", "labels"]),
             ),
             Spec::PeerAuthentication(s) => (
                 s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
-                path!["spec", "selector", "matchLabels"],
+                MATCH_LABELS,
             ),
             Spec::AuthorizationPolicy(s) if !targeted(&s.target_ref, &s.target_refs) => (
                 s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
-                path!["spec", "selector", "matchLabels"],
+                MATCH_LABELS,
             ),
             Spec::RequestAuthentication(s) if !targeted(&s.target_ref, &s.target_refs) => (
                 s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
-                path!["spec", "selector", "matchLabels"],
+                MATCH_LABELS,
             ),
-            Spec::Gateway(g) => (g.selector.as_ref(), path!["spec", "selector"]),
+            Spec::Gateway(g) => (g.selector.as_ref(), SelectorAt(&["spec", "selector"])),
             _ => return None,
         };
         Some(match labels {

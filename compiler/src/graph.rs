@@ -42,55 +42,70 @@ impl Node {
     }
 }
 
+/// Where in a resource a call or its retries are written; made into a
+/// [`YamlPath`] only when a diagnostic needs one (the graph is built for
+/// every compile, the paths are read for a few findings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// `spec.http[i].retries.attempts` of a VirtualService.
+    Retries(usize),
+    /// `spec.http[i].route[j].destination` of a VirtualService.
+    Route(usize, usize),
+    /// `spec.rules[i].from[j].source.principals[k]` of an AuthorizationPolicy.
+    Principal(usize, usize, usize),
+    /// `spec.egress[i].hosts[k]` of a Sidecar.
+    Egress(usize, usize),
+}
+
+impl At {
+    /// The YAML path.
+    pub fn path(self) -> YamlPath {
+        match self {
+            At::Retries(i) => path!["spec", "http", i, "retries", "attempts"],
+            At::Route(i, j) => path!["spec", "http", i, "route", j, "destination"],
+            At::Principal(i, j, k) => {
+                path!["spec", "rules", i, "from", j, "source", "principals", k]
+            }
+            At::Egress(i, k) => path!["spec", "egress", i, "hosts", k],
+        }
+    }
+}
+
 /// A call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
     /// Tries per request: 1 + the route's `retries.attempts`.
     pub attempts: u64,
     /// The `retries.attempts` that sets them, when retries are configured.
-    pub retries: Option<(&'a Resource, YamlPath)>,
+    pub retries: Option<(&'a Resource, At)>,
     /// The resource that says the call exists.
-    pub evidence: (&'a Resource, YamlPath),
+    pub evidence: (&'a Resource, At),
 }
 
 /// The call graph.
 pub struct CallGraph<'a> {
     /// Nodes and calls.
     pub graph: DiGraph<Node, Call<'a>>,
-    index: HashMap<Node, NodeIndex>,
+    hosts: HashMap<String, NodeIndex>,
+    gateways: HashMap<String, NodeIndex>,
 }
 
-/// The route retries of an http route: tries and the path of `attempts`.
-fn tries(route: &HttpRoute, at: YamlPath) -> Option<(u64, YamlPath)> {
+/// The tries of an http route (1 + its `retries.attempts`), when it retries.
+fn tries(route: &HttpRoute) -> Option<u64> {
     let n = route.retries.as_ref()?.attempts?;
-    (n > 0).then(|| (n as u64 + 1, at.join("retries").join("attempts")))
+    (n > 0).then_some(n as u64 + 1)
 }
 
 impl<'a> CallGraph<'a> {
     /// Build the graph from the repository.
-    pub fn build(ctx: &Context<'a>) -> CallGraph<'a> {
+    pub fn build<'c>(ctx: &'c Context<'a>) -> CallGraph<'a> {
         let mut g = CallGraph {
             graph: DiGraph::new(),
-            index: HashMap::new(),
+            hosts: HashMap::new(),
+            gateways: HashMap::new(),
         };
         // The most tries a mesh VirtualService route to each host makes.
-        let mut host_tries: HashMap<String, (u64, &'a Resource, YamlPath)> = HashMap::new();
-        // The hosts behind a workload, found once per workload.
-        let mut behind: HashMap<usize, Vec<String>> = HashMap::new();
-        let mut hosts_of = |w: &Workload| -> Vec<String> {
-            behind
-                .entry(w.index)
-                .or_insert_with(|| ctx.services_of(w).map(|h| h.host.clone()).collect())
-                .clone()
-        };
-        // Workloads by (namespace, service account): a principal's callers.
-        let mut by_account: HashMap<(&str, &str), Vec<&Workload>> = HashMap::new();
-        for w in &ctx.workloads {
-            by_account
-                .entry((w.namespace.as_str(), w.service_account.as_str()))
-                .or_default()
-                .push(w);
-        }
+        let mut host_tries: HashMap<String, (u64, &'a Resource, At)> = HashMap::new();
         for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
             let Spec::VirtualService(vs) = spec else {
                 continue;
@@ -101,52 +116,65 @@ impl<'a> CallGraph<'a> {
                     .iter()
                     .flatten()
                     .enumerate()
-                    .filter_map(|(i, h)| tries(h, path!["spec", "http", i]))
+                    .filter_map(|(i, h)| Some((tries(h)?, At::Retries(i))))
                     .max_by_key(|(n, _)| *n);
                 if let Some((n, at)) = best {
                     for h in vs.hosts.iter().flatten() {
                         let fqdn = ctx.fqdn(h, &r.namespace);
                         if host_tries.get(&fqdn).is_none_or(|(m, _, _)| *m < n) {
-                            host_tries.insert(fqdn, (n, r, at.clone()));
+                            host_tries.insert(fqdn, (n, r, at));
                         }
                     }
                 }
             }
             // Gateway → destination, with that route's own retries.
-            let gateways: Vec<String> = vs
-                .gateways
-                .iter()
-                .flatten()
-                .filter(|g| *g != "mesh")
-                .map(|gw| crate::analysis::gateway_key(gw, &r.namespace))
-                .collect();
-            for gw in &gateways {
+            for gw in vs.gateways.iter().flatten().filter(|g| *g != "mesh") {
+                let gw = g.gateway_node(&crate::analysis::gateway_key(gw, &r.namespace));
                 for (i, http) in vs.http.iter().flatten().enumerate() {
-                    let at = path!["spec", "http", i];
-                    let t = tries(http, at.clone());
+                    let t = tries(http);
                     for (j, d) in http.route.iter().flatten().enumerate() {
-                        let callee = ctx.fqdn(&d.destination.host, &r.namespace);
+                        let callee = g.host_node(&ctx.fqdn(&d.destination.host, &r.namespace));
                         g.add(
-                            Node::Gateway(gw.clone()),
-                            Node::Host(callee),
+                            gw,
+                            callee,
                             Call {
-                                attempts: t.as_ref().map_or(1, |(n, _)| *n),
-                                retries: t.as_ref().map(|(_, p)| (r, p.clone())),
-                                evidence: (r, at.join("route").join(j).join("destination")),
+                                attempts: t.unwrap_or(1),
+                                retries: t.map(|_| (r, At::Retries(i))),
+                                evidence: (r, At::Route(i, j)),
                             },
                         );
                     }
                 }
             }
         }
-        let call = |callee: &str, evidence: (&'a Resource, YamlPath)| {
+        let call = |callee: &str, evidence: (&'a Resource, At)| {
             let t = host_tries.get(callee);
             Call {
                 attempts: t.map_or(1, |(n, _, _)| *n),
-                retries: t.map(|(_, r, p)| (*r, p.clone())),
+                retries: t.map(|(_, r, at)| (*r, *at)),
                 evidence,
             }
         };
+        // The hosts behind each workload (by resource index), found once.
+        let mut behind: HashMap<usize, Vec<(NodeIndex, &'c str)>> = HashMap::new();
+        let mut hosts_of = |g: &mut CallGraph<'a>, w: &'c Workload| -> Vec<(NodeIndex, &'c str)> {
+            behind
+                .entry(w.index)
+                .or_insert_with(|| {
+                    ctx.services_of(w)
+                        .map(|h| (g.host_node(&h.host), h.host.as_str()))
+                        .collect()
+                })
+                .clone()
+        };
+        // Workloads by (namespace, service account): a principal's callers.
+        let mut by_account: HashMap<(&str, &str), Vec<&'c Workload>> = HashMap::new();
+        for w in &ctx.workloads {
+            by_account
+                .entry((w.namespace.as_str(), w.service_account.as_str()))
+                .or_default()
+                .push(w);
+        }
         // ALLOW policies: principal's workloads → the policy's workloads.
         for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
             let Spec::AuthorizationPolicy(ap) = spec else {
@@ -160,7 +188,10 @@ impl<'a> CallGraph<'a> {
             let Some(callees) = ctx.selected_workloads(r) else {
                 continue;
             };
-            let callee_hosts: Vec<String> = callees.iter().flat_map(|w| hosts_of(w)).collect();
+            let mut callee_hosts = Vec::new();
+            for w in callees {
+                callee_hosts.extend(hosts_of(&mut g, w));
+            }
             if callee_hosts.is_empty() {
                 continue;
             }
@@ -169,16 +200,12 @@ impl<'a> CallGraph<'a> {
                     let Some((_, ns, sa)) = parse_principal(p).filter(|_| !p.contains('*')) else {
                         continue;
                     };
-                    let at = path!["spec", "rules", i, "from", j, "source", "principals", k];
+                    let at = At::Principal(i, j, k);
                     for w in by_account.get(&(ns, sa)).into_iter().flatten() {
-                        for caller in hosts_of(w) {
-                            for callee in &callee_hosts {
-                                if caller != *callee {
-                                    g.add(
-                                        Node::Host(caller.clone()),
-                                        Node::Host(callee.clone()),
-                                        call(callee, (r, at.clone())),
-                                    );
+                        for (caller, _) in hosts_of(&mut g, w) {
+                            for &(callee, name) in &callee_hosts {
+                                if caller != callee {
+                                    g.add(caller, callee, call(name, (r, at)));
                                 }
                             }
                         }
@@ -201,16 +228,12 @@ impl<'a> CallGraph<'a> {
                     if ns == "*" || ns == "~" || host.contains('*') {
                         continue;
                     }
-                    let callee = ctx.fqdn(host, ns);
-                    let at = path!["spec", "egress", i, "hosts", k];
+                    let name = ctx.fqdn(host, ns);
+                    let callee = g.host_node(&name);
                     for w in &callers {
-                        for caller in hosts_of(w) {
+                        for (caller, _) in hosts_of(&mut g, w) {
                             if caller != callee {
-                                g.add(
-                                    Node::Host(caller),
-                                    Node::Host(callee.clone()),
-                                    call(&callee, (r, at.clone())),
-                                );
+                                g.add(caller, callee, call(&name, (r, At::Egress(i, k))));
                             }
                         }
                     }
@@ -220,18 +243,26 @@ impl<'a> CallGraph<'a> {
         g
     }
 
-    fn node(&mut self, n: Node) -> NodeIndex {
-        if let Some(&i) = self.index.get(&n) {
+    fn host_node(&mut self, host: &str) -> NodeIndex {
+        if let Some(&i) = self.hosts.get(host) {
             return i;
         }
-        let i = self.graph.add_node(n.clone());
-        self.index.insert(n, i);
+        let i = self.graph.add_node(Node::Host(host.to_string()));
+        self.hosts.insert(host.to_string(), i);
+        i
+    }
+
+    fn gateway_node(&mut self, key: &str) -> NodeIndex {
+        if let Some(&i) = self.gateways.get(key) {
+            return i;
+        }
+        let i = self.graph.add_node(Node::Gateway(key.to_string()));
+        self.gateways.insert(key.to_string(), i);
         i
     }
 
     /// Add a call, keeping one edge per pair: the one with the most tries.
-    fn add(&mut self, from: Node, to: Node, call: Call<'a>) {
-        let (a, b) = (self.node(from), self.node(to));
+    fn add(&mut self, a: NodeIndex, b: NodeIndex, call: Call<'a>) {
         match self.graph.find_edge(a, b) {
             Some(e) if self.graph[e].attempts >= call.attempts => {}
             Some(e) => self.graph[e] = call,

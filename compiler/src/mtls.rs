@@ -181,8 +181,7 @@ impl<'a> MtlsView<'a> {
         if let Some(labels) = labels {
             let exact = self
                 .ctx
-                .selecting_services(ns)
-                .filter(|h| h.selector.as_ref().is_some_and(|sel| selects(sel, labels)))
+                .services_selecting(ns, labels)
                 .find_map(|h| self.client.get(h.host.as_str()));
             if let Some((r, m)) = exact {
                 return Some((*m, *r));

@@ -6,22 +6,31 @@ use crate::yaml::YamlPath;
 
 /// One `route` list of an http, tcp or tls rule.
 pub(crate) struct Route<'a> {
-    /// Path of the list (`spec.http[0].route`).
-    pub path: YamlPath,
+    /// `http`, `tcp` or `tls`, and the rule's index.
+    list: &'static str,
+    index: usize,
     /// Its destinations with their weights, in order.
     pub destinations: Vec<(&'a Destination, Option<i64>)>,
+}
+
+impl Route<'_> {
+    /// Path of the list (`spec.http[0].route`).
+    pub fn path(&self) -> YamlPath {
+        path!["spec", self.list, self.index, "route"]
+    }
 }
 
 /// Every `route` list of a VirtualService: http, then tcp, then tls rules.
 pub(crate) fn routes(vs: &VirtualServiceSpec) -> Vec<Route<'_>> {
     fn list<'a>(
         out: &mut Vec<Route<'a>>,
-        name: &str,
+        name: &'static str,
         rules: impl Iterator<Item = Vec<(&'a Destination, Option<i64>)>>,
     ) {
-        for (i, destinations) in rules.enumerate() {
+        for (index, destinations) in rules.enumerate() {
             out.push(Route {
-                path: path!["spec", name, i, "route"],
+                list: name,
+                index,
                 destinations,
             });
         }
@@ -60,27 +69,53 @@ fn weighted(route: &Option<Vec<RouteDestination>>) -> Vec<(&Destination, Option<
         .collect()
 }
 
-/// Every destination a VirtualService sends or mirrors traffic to, with its path.
-pub(crate) fn destinations(vs: &VirtualServiceSpec) -> Vec<(YamlPath, &Destination)> {
-    let mut out: Vec<(YamlPath, &Destination)> = routes(vs)
+/// Where a destination is written; a [`YamlPath`] only when a diagnostic
+/// needs one (every VirtualService's destinations are walked by several
+/// rules on every compile).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DestAt {
+    /// `spec.<list>[i].route[j].destination`.
+    Route(&'static str, usize, usize),
+    /// `spec.http[i].mirror`.
+    Mirror(usize),
+    /// `spec.http[i].mirrors[j].destination`.
+    Mirrors(usize, usize),
+}
+
+impl DestAt {
+    /// The path of the destination.
+    pub fn path(self) -> YamlPath {
+        match self {
+            DestAt::Route(list, i, j) => path!["spec", list, i, "route", j, "destination"],
+            DestAt::Mirror(i) => path!["spec", "http", i, "mirror"],
+            DestAt::Mirrors(i, j) => path!["spec", "http", i, "mirrors", j, "destination"],
+        }
+    }
+    /// The path of a field of the destination.
+    pub fn join(self, key: &str) -> YamlPath {
+        self.path().join(key)
+    }
+}
+
+/// Every destination a VirtualService sends or mirrors traffic to, with
+/// where it is.
+pub(crate) fn destinations(vs: &VirtualServiceSpec) -> Vec<(DestAt, &Destination)> {
+    let mut out: Vec<(DestAt, &Destination)> = routes(vs)
         .into_iter()
         .flat_map(|r| {
-            let path = r.path;
+            let (list, i) = (r.list, r.index);
             r.destinations
                 .into_iter()
                 .enumerate()
-                .map(move |(j, (d, _))| (path.join(j).join("destination"), d))
+                .map(move |(j, (d, _))| (DestAt::Route(list, i, j), d))
         })
         .collect();
     for (i, http) in vs.http.iter().flatten().enumerate() {
         if let Some(m) = &http.mirror {
-            out.push((path!["spec", "http", i, "mirror"], m));
+            out.push((DestAt::Mirror(i), m));
         }
         for (j, m) in http.mirrors.iter().flatten().enumerate() {
-            out.push((
-                path!["spec", "http", i, "mirrors", j, "destination"],
-                &m.destination,
-            ));
+            out.push((DestAt::Mirrors(i, j), &m.destination));
         }
     }
     out

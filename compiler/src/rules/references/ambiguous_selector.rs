@@ -67,7 +67,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             match r.selection() {
                 Some(Selection::Namespace) => by_ns.entry(&r.namespace).or_default().0.push(i),
                 Some(Selection::Labels(l, p)) => {
-                    by_ns.entry(&r.namespace).or_default().1.push((i, l, p))
+                    by_ns
+                        .entry(&r.namespace)
+                        .or_default()
+                        .1
+                        .push((i, l, p.path()))
                 }
                 None => {}
             }

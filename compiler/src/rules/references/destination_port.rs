@@ -91,7 +91,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 None if ports.len() > 1 => out.push(
                     r.diag(
                         &DESTINATION_PORT,
-                        path.clone(),
+                        path.path(),
                         format!(
                             "`{}` exposes several ports ({list}); the destination must name one",
                             dest.host

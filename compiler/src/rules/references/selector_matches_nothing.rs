@@ -103,7 +103,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 };
                 (
                     any,
-                    path,
+                    path.path(),
                     format!("selector `{shown}` matches no workload in {scope}"),
                 )
             }

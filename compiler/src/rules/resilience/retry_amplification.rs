@@ -84,7 +84,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let mut d = r
             .diag(
                 &RETRY_AMPLIFICATION,
-                at.clone(),
+                at.path(),
                 format!(
                     "one request can reach `{}` {product} times, over the bound of {bound}: {route}",
                     g[*node].short(domain)
@@ -99,7 +99,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 .unwrap_or_default();
             let (er, ep) = &call.evidence;
             d = d.with_related(
-                er.label(ep.clone())
+                er.label(ep.path())
                     .with_message(format!("{from} calls {to}")),
             );
             if let Some((rr, rp)) = call
@@ -108,7 +108,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 .filter(|(rr, rp)| !(std::ptr::eq(*rr, r) && *rp == at))
             {
                 d = d.with_related(
-                    rr.label(rp.clone())
+                    rr.label(rp.path())
                         .with_message(format!("{} tries to {to}", call.attempts)),
                 );
             }

@@ -76,7 +76,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 out.push(
                     r.diag(
                         &SINGLE_DESTINATION_WEIGHT,
-                        route.path.join(0).join("weight"),
+                        route.path().join(0).join("weight"),
                         format!(
                             "the only destination (`{}`) has weight {w}; it gets all the traffic",
                             d.host
@@ -108,11 +108,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 out.push(
                     r.diag(
                         &DUPLICATE_ROUTE_DESTINATION,
-                        route.path.join(j).join("destination"),
+                        route.path().join(j).join("destination"),
                         format!("{what} is already destination {first} of this route; their weights add up"),
                     )
                     .with_related(
-                        r.label(route.path.join(first).join("destination"))
+                        r.label(route.path().join(first).join("destination"))
                             .with_message("first listed here"),
                     )
                     .with_help("keep one entry per destination with the summed weight"),

@@ -49,7 +49,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         };
         for route in crate::rules::walk::routes(vs) {
             let weights: Vec<Option<i64>> = route.destinations.iter().map(|(_, w)| *w).collect();
-            let path = route.path;
+            let path = route.path();
             if weights.len() < 2 {
                 continue;
             }
