@@ -105,12 +105,26 @@ fn tls(config: &Config) -> ClientTlsConfig {
 /// Get a certificate for this node's namespace and service account with the
 /// bootstrap token (server-authenticated TLS, no client certificate).
 pub async fn issue_certificate(config: &Config) -> Result<Credentials> {
+    renew_certificate(config, None).await
+}
+
+/// Get a certificate; with `current` (a certificate still valid for the same
+/// identity), over mutual TLS with it, so the control plane renews it
+/// without the bootstrap token.
+pub async fn renew_certificate(
+    config: &Config,
+    current: Option<&Credentials>,
+) -> Result<Credentials> {
     let key = rcgen::KeyPair::generate()?;
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(&key)?
         .pem()?;
+    let mut tls = tls(config);
+    if let Some(c) = current {
+        tls = tls.identity(Identity::from_pem(&c.certificate_pem, &c.key_pem));
+    }
     let channel = Channel::from_shared(config.endpoint.clone())?
-        .tls_config(tls(config))?
+        .tls_config(tls)?
         .connect()
         .await
         .with_context(|| format!("connecting to {}", config.endpoint))?;
@@ -254,6 +268,7 @@ pub async fn run_with_credentials(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut credentials: Option<Credentials> = None;
+    let mut renew = false;
     loop {
         if *stop.borrow() {
             return;
@@ -261,11 +276,27 @@ pub async fn run_with_credentials(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        if credentials.as_ref().is_none_or(|c| c.not_after <= now) {
-            match issue_certificate(&config).await {
+        if credentials
+            .as_ref()
+            .is_none_or(|c| c.not_after <= now || renew)
+        {
+            // Renew with the certificate while it is valid; the bootstrap
+            // token only for the first one (or after it expired).
+            let current = credentials.as_ref().filter(|c| c.not_after > now);
+            let got = match renew_certificate(&config, current).await {
+                Err(e) if current.is_some() => {
+                    tracing::warn!(
+                        "renewal with the current certificate: {e:#}; trying the bootstrap token"
+                    );
+                    issue_certificate(&config).await
+                }
+                other => other,
+            };
+            match got {
                 Ok(c) => {
                     issued.send_replace(Some(c.clone()));
                     credentials = Some(c);
+                    renew = false;
                 }
                 Err(e) => {
                     tracing::warn!("{e:#}");
@@ -304,7 +335,7 @@ pub async fn run_with_credentials(
             }
             None => {
                 tracing::info!("renewing the certificate before it expires");
-                credentials = None;
+                renew = true;
                 backoff = Duration::from_millis(100);
             }
         }

@@ -178,14 +178,32 @@ impl Distribution for Server {
         &self,
         request: Request<CertificateRequest>,
     ) -> Result<Response<CertificateResponse>, Status> {
+        // A renewal: the client certificate (chained to the mesh CA, checked
+        // by the TLS layer) already proves this identity, so the bootstrap
+        // token, which operators rotate after the first issue, is not needed.
+        let presented: Vec<String> = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| spiffe_ids(c.as_ref())))
+            .unwrap_or_default();
         let r = request.into_inner();
-        if !constant_time_eq(r.token.as_bytes(), self.bootstrap_token.as_bytes()) {
+        let claimed = self.ca.spiffe_id(&r.namespace, &r.service_account);
+        let renewal = presented.as_slice() == [claimed.clone()];
+        if !renewal && !constant_time_eq(r.token.as_bytes(), self.bootstrap_token.as_bytes()) {
             tracing::warn!(
                 namespace = r.namespace,
                 sa = r.service_account,
+                presented = ?presented,
                 "bad bootstrap token"
             );
-            return Err(Status::unauthenticated("bad bootstrap token"));
+            let message = if presented.is_empty() {
+                "bad bootstrap token".to_string()
+            } else {
+                format!(
+                    "bad bootstrap token, and the client certificate ({}) is not {claimed}",
+                    presented.join(", ")
+                )
+            };
+            return Err(Status::unauthenticated(message));
         }
         let issued = self
             .ca
@@ -195,6 +213,7 @@ impl Distribution for Server {
         tracing::info!(
             namespace = r.namespace,
             sa = r.service_account,
+            renewal,
             "certificate issued"
         );
         Ok(Response::new(CertificateResponse {

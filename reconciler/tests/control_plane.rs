@@ -504,6 +504,33 @@ async fn identities_are_checked() {
 
     // details' certificate cannot claim another service account...
     let creds = client::issue_certificate(&cfg).await.unwrap();
+
+    // Renewal goes by the certificate, not the token: after the bootstrap
+    // token is rotated, a valid certificate still renews itself...
+    let mut rotated = cfg.clone();
+    rotated.bootstrap_token = "rotated-away".into();
+    let renewed = client::renew_certificate(&rotated, Some(&creds))
+        .await
+        .expect("renewed with the certificate");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(renewed.certificate_pem.as_bytes())
+        .expect("a PEM certificate");
+    let ids = meshc_reconciler::ca::spiffe_ids(&pem.contents);
+    assert_eq!(
+        ids,
+        ["spiffe://cluster.local/ns/bookinfo/sa/bookinfo-details"]
+    );
+    // ...but never into another identity.
+    let mut other = rotated.clone();
+    other.node = node("productpage-v1", "bookinfo-productpage");
+    let err = client::renew_certificate(&other, Some(&creds))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("is not spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage"),
+        "{err}"
+    );
     let channel = client::connect(&cfg, &creds).await.unwrap();
     let claim = node("productpage-v1", "bookinfo-productpage");
     let e = refused(client::subscribe(channel, &claim, &tx, &accept_all())).await;
