@@ -302,12 +302,27 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         |w: &crate::analysis::Workload| format!("{}/{}", w.namespace, ctx.resources[w.index].name);
     let wanted =
         |w: &crate::analysis::Workload| kept(keep, |k| k.workloads.contains(&workload_key(w)));
+    // The namespaces of the workloads a scoped lowering redoes: policies
+    // elsewhere (but in the root namespace) cannot reach them.
+    let wanted_namespaces: Option<std::collections::HashSet<&str>> = keep.map(|k| {
+        k.workloads
+            .iter()
+            .filter_map(|w| w.split_once('/').map(|(ns, _)| ns))
+            .collect()
+    });
     let mut authz: HashMap<usize, ir::Authz> = HashMap::new();
     let mut mesh_wide = ir::Authz::default();
     for r in sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))) {
         let Some(Spec::AuthorizationPolicy(ap)) = &r.spec else {
             continue;
         };
+        if r.namespace != root
+            && wanted_namespaces
+                .as_ref()
+                .is_some_and(|n| !n.contains(r.namespace.as_str()))
+        {
+            continue;
+        }
         let Some(selection) = r.selection() else {
             continue;
         };
