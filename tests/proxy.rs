@@ -395,27 +395,7 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
         procs.spawn(
             &proxy,
             &logs,
-            &[
-                s("proxy"),
-                s("--control-plane"),
-                format!("https://{grpc}"),
-                s("--ca-file"),
-                data.join("ca.pem").display().to_string(),
-                s("--bootstrap-token"),
-                s("boot"),
-                s("--workload"),
-                format!("shop/{name}"),
-                s("--service-account"),
-                s(sa),
-                s("--outbound-addr"),
-                s("127.0.0.1:0"),
-                s("--inbound-addr"),
-                s("127.0.0.1:0"),
-                s("--admin-addr"),
-                s("127.0.0.1:0"),
-                s("--app-addr"),
-                app_addr.to_string(),
-            ],
+            &proxy_args(grpc, &data, name, sa, app_addr, None),
         );
         // `meshc proxy: outbound A, inbound B, admin http://C`
         let line = announced(&logs, &proxy, "meshc proxy: outbound ");
@@ -456,6 +436,45 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
         .await;
     }
     mesh
+}
+
+/// `meshc proxy` for workload `shop/<name>` on ephemeral ports, registering
+/// `advertise` (default: its inbound listener) as its endpoint.
+fn proxy_args(
+    grpc: SocketAddr,
+    data: &Path,
+    name: &str,
+    sa: &str,
+    app: SocketAddr,
+    advertise: Option<SocketAddr>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "proxy",
+        "--control-plane",
+        &format!("https://{grpc}"),
+        "--ca-file",
+        &data.join("ca.pem").display().to_string(),
+        "--bootstrap-token",
+        "boot",
+        "--workload",
+        &format!("shop/{name}"),
+        "--service-account",
+        sa,
+        "--outbound-addr",
+        "127.0.0.1:0",
+        "--inbound-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--app-addr",
+        &app.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec();
+    if let Some(a) = advertise {
+        args.extend(["--advertise-addr".to_string(), a.to_string()]);
+    }
+    args
 }
 
 /// A request from workload `from`'s application through its proxy.
@@ -906,31 +925,15 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     // `reviews`) that registers flaky-v1's inbound address as its own. The
     // peer there presents flaky's identity, so clients refuse it (and retry
     // elsewhere) instead of sending reviews-v2's traffic to flaky.
-    let s = |v: &str| v.to_string();
     let flaky_in = mesh.nodes["flaky-v1"].inbound;
-    let impostor_args = [
-        s("proxy"),
-        s("--control-plane"),
-        format!("https://{}", mesh.grpc),
-        s("--ca-file"),
-        mesh.data.join("ca.pem").display().to_string(),
-        s("--bootstrap-token"),
-        s("boot"),
-        s("--workload"),
-        s("shop/reviews-v2"),
-        s("--service-account"),
-        s("reviews"),
-        s("--outbound-addr"),
-        s("127.0.0.1:0"),
-        s("--inbound-addr"),
-        s("127.0.0.1:0"),
-        s("--admin-addr"),
-        s("127.0.0.1:0"),
-        s("--advertise-addr"),
-        flaky_in.to_string(),
-        s("--app-addr"),
-        s("127.0.0.1:9"),
-    ];
+    let impostor_args = proxy_args(
+        mesh.grpc,
+        &mesh.data,
+        "reviews-v2",
+        "reviews",
+        loopback(9),
+        Some(flaky_in),
+    );
     let logs_dir = mesh.logs.clone();
     mesh.procs
         .spawn("proxy-impostor", &logs_dir, &impostor_args);

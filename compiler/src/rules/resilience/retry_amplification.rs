@@ -78,7 +78,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             ));
         }
         // The diagnostic sits at the last hop that retries.
-        let Some((r, at)) = path.iter().rev().find_map(|e| g[*e].retries.clone()) else {
+        let Some((r, at)) = path.iter().rev().find_map(|e| g[*e].retries) else {
             continue;
         };
         let mut d = r
