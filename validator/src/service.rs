@@ -45,17 +45,16 @@ impl Policy {
         let analysis = analyze(inputs.clone(), &options);
         let mut places: std::collections::HashMap<_, Vec<_>> = Default::default();
         for r in &analysis.resources {
-            let path = &analysis.sources.get(r.file).path;
-            if let Some(i) = inputs.iter().position(|i| &i.path == path) {
-                places
-                    .entry((
-                        r.kind.as_str().to_string(),
-                        r.namespace.clone(),
-                        r.name.clone(),
-                    ))
-                    .or_default()
-                    .push((i, r.root.span.start as usize, r.root.span.end as usize));
-            }
+            // Files are numbered in input order.
+            let i = r.file.0 as usize;
+            places
+                .entry((
+                    r.kind.as_str().to_string(),
+                    r.namespace.clone(),
+                    r.name.clone(),
+                ))
+                .or_default()
+                .push((i, r.root.span.start as usize, r.root.span.end as usize));
         }
         Policy {
             inputs,
