@@ -65,6 +65,13 @@ fn anchored(pattern: &str) -> String {
     format!("^(?:{pattern})$")
 }
 
+/// Compile `pattern` under [`SIZE_LIMIT`].
+fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(SIZE_LIMIT)
+        .build()
+}
+
 impl Regex {
     /// Check `pattern` (RE2 syntax, anchored at both ends); it is compiled
     /// when first used.
@@ -82,20 +89,12 @@ impl Regex {
     /// limit is refused here, at its source), and keep it uncompiled like
     /// [`Regex::new`]. The compiler uses this.
     pub fn checked(pattern: &str) -> Result<Regex, String> {
-        regex::RegexBuilder::new(&anchored(pattern))
-            .size_limit(SIZE_LIMIT)
-            .build()
-            .map_err(|e| e.to_string())?;
+        compile(&anchored(pattern)).map_err(|e| e.to_string())?;
         Regex::new(pattern)
     }
     fn regex(&self) -> Option<&regex::Regex> {
         self.compiled
-            .get_or_init(|| {
-                regex::RegexBuilder::new(&anchored(&self.pattern))
-                    .size_limit(SIZE_LIMIT)
-                    .build()
-                    .ok()
-            })
+            .get_or_init(|| compile(&anchored(&self.pattern)).ok())
             .as_ref()
     }
     /// The pattern as written.
@@ -110,13 +109,7 @@ impl Regex {
     /// Replace every match in `value` with `with` (`\1` style groups as `$1`).
     pub fn replace_all(&self, value: &str, with: &str) -> String {
         // The anchored form matches only whole values; rewrites use the bare pattern.
-        let bare = self.bare.get_or_init(|| {
-            regex::RegexBuilder::new(&self.pattern)
-                .size_limit(SIZE_LIMIT)
-                .build()
-                .ok()
-        });
-        match bare {
+        match self.bare.get_or_init(|| compile(&self.pattern).ok()) {
             Some(r) => r.replace_all(value, with.replace('\\', "$")).into_owned(),
             None => value.to_string(),
         }
