@@ -686,7 +686,7 @@ pub(crate) fn web_ui(
 ) -> axum::Router {
     meshc_web::router(std::sync::Arc::new(meshc_web::Web::new(
         control.clone(),
-        config.data_dir.join("mirror.git"),
+        config.mirror_dir(),
         config.source.subpath.clone(),
         config.api_token.clone(),
     )))

@@ -68,6 +68,17 @@ pub fn build(
     }
 }
 
+/// The files of the policy at `rev` under `subpath`: YAML and `meshc.toml`.
+pub fn policy_files(
+    repo: &Repository,
+    rev: &str,
+    subpath: &str,
+) -> Result<Vec<git::File>, git::Error> {
+    git::read_tree(repo, rev, subpath, |p| {
+        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
+    })
+}
+
 /// The policy of `repo` at `rev` (a commit, branch, tag, `HEAD~1`) under
 /// `subpath`: its YAML files as inputs named `label(path)`, and the options
 /// of its `meshc.toml` (the defaults when it has none). Read straight from
@@ -79,10 +90,7 @@ pub fn policy_at(
     subpath: &str,
     label: impl Fn(&str) -> String,
 ) -> Result<(Vec<Input>, Options), String> {
-    let files = git::read_tree(repo, rev, subpath, |p| {
-        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
-    })
-    .map_err(|e| e.to_string())?;
+    let files = policy_files(repo, rev, subpath).map_err(|e| e.to_string())?;
     let mut options = Options::default();
     let mut inputs = Vec::new();
     for f in files {

@@ -64,6 +64,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The bare Git mirror of the policy repository, in the data directory.
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.data_dir.join("mirror.git")
+    }
+
     /// Defaults for following `url` with state in `data_dir`: loopback, ports
     /// 15010 (gRPC) and 15014 (HTTP), poll every 15 s, debounce 100 ms / 1 s,
     /// 100 versions, certificates for 24 h.
@@ -168,7 +173,7 @@ pub async fn start_with(
         &config.trust_domain,
         config.cert_ttl,
     )?);
-    let mirror = Mirror::open(&config.data_dir.join("mirror.git"), config.source.clone())?;
+    let mirror = Mirror::open(&config.mirror_dir(), config.source.clone())?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -497,7 +502,7 @@ impl Settings {
 /// being served, read from the mirror and prepared once per commit.
 fn admission_context(control: Arc<Control>, config: &Config) -> meshc_validator::service::Context {
     use meshc_validator::service::Policy;
-    let mirror = config.data_dir.join("mirror.git");
+    let mirror = config.mirror_dir();
     let subpath = config.source.subpath.clone();
     let cache: std::sync::Mutex<Option<(String, Arc<Policy>)>> = std::sync::Mutex::new(None);
     Arc::new(move || {

@@ -324,16 +324,14 @@ fn policy_files(web: &Web, commit: &str) -> BTreeMap<String, String> {
     let Ok(repo) = git2::Repository::open_bare(&web.mirror) else {
         return BTreeMap::new();
     };
-    meshc_reconciler::git::read_tree(&repo, commit, &web.subpath, |p| {
-        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
-    })
-    .map(|files| {
-        files
-            .into_iter()
-            .filter_map(|f| Some((f.path, String::from_utf8(f.bytes).ok()?)))
-            .collect()
-    })
-    .unwrap_or_default()
+    meshc_reconciler::commit::policy_files(&repo, commit, &web.subpath)
+        .map(|files| {
+            files
+                .into_iter()
+                .filter_map(|f| Some((f.path, String::from_utf8(f.bytes).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn excerpt(text: &str, line: usize, end_line: usize) -> Vec<Line> {

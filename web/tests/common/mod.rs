@@ -102,7 +102,7 @@ impl Served {
 fn ui(control: &Arc<meshc_reconciler::control::Control>, config: &Config) -> axum::Router {
     meshc_web::router(Arc::new(meshc_web::Web::new(
         control.clone(),
-        config.data_dir.join("mirror.git"),
+        config.mirror_dir(),
         String::new(),
         Some(TOKEN.into()),
     )))
