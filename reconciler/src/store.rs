@@ -248,6 +248,14 @@ impl Store {
         Ok(None)
     }
 
+    /// The newest accepted version recorded before version `id` (what a
+    /// version's changes are shown against).
+    pub fn accepted_before(&self, id: u64) -> Result<Option<Version>, Error> {
+        let txn = db!("begin", self.db.begin_read())?;
+        let t = db!("versions", txn.open_table(VERSIONS))?;
+        newest_accepted(&t, ..id)
+    }
+
     /// An encoded IR by hash.
     pub fn ir(&self, hash: &str) -> Result<Option<Vec<u8>>, Error> {
         let txn = db!("begin", self.db.begin_read())?;
@@ -359,11 +367,19 @@ fn served_of(
             return Ok(Some((parse(v.value())?, Some(pin))));
         }
     }
-    for entry in db!("versions", versions.iter())?.rev() {
+    Ok(newest_accepted(versions, ..)?.map(|v| (v, None)))
+}
+
+/// The newest accepted version with an id in `ids`.
+fn newest_accepted(
+    versions: &impl ReadableTable<u64, &'static [u8]>,
+    ids: impl std::ops::RangeBounds<u64>,
+) -> Result<Option<Version>, Error> {
+    for entry in db!("versions", versions.range(ids))?.rev() {
         let (_, v) = db!("versions", entry)?;
         let v: Version = parse(v.value())?;
         if v.verdict == Verdict::Accepted {
-            return Ok(Some((v, None)));
+            return Ok(Some(v));
         }
     }
     Ok(None)

@@ -87,10 +87,10 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/services", get(services))
         .route("/ui/actions/{action}", axum::routing::post(action))
         .route("/ui/live", get(live))
-        .route("/static/app.css", get(css))
-        .route("/static/live.js", get(js))
-        .route("/static/favicon.svg", get(icon))
-        .route("/favicon.ico", get(icon))
+        .route("/static/app.css", get(CSS.route()))
+        .route("/static/live.js", get(JS.route()))
+        .route("/static/favicon.svg", get(ICON.route()))
+        .route("/favicon.ico", get(ICON.route()))
         .layer(axum::middleware::map_response(secure))
         .with_state(web)
 }
@@ -113,28 +113,21 @@ async fn secure(mut r: Response) -> Response {
     r
 }
 
-async fn css() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../static/app.css"),
-    )
-        .into_response()
-}
+/// A file built into the binary: its content type and text.
+struct Asset(&'static str, &'static str);
 
-async fn js() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../static/live.js"),
-    )
-        .into_response()
-}
+const CSS: Asset = Asset("text/css; charset=utf-8", include_str!("../static/app.css"));
+const JS: Asset = Asset(
+    "text/javascript; charset=utf-8",
+    include_str!("../static/live.js"),
+);
+const ICON: Asset = Asset("image/svg+xml", include_str!("../static/favicon.svg"));
 
-async fn icon() -> Response {
-    (
-        [(header::CONTENT_TYPE, "image/svg+xml")],
-        include_str!("../static/favicon.svg"),
-    )
-        .into_response()
+impl Asset {
+    /// A handler answering with it.
+    fn route(self) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + 'static {
+        move || std::future::ready(([(header::CONTENT_TYPE, self.0)], self.1).into_response())
+    }
 }
 
 fn page(t: &impl Template) -> Response {
@@ -461,15 +454,12 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
         });
     }
     // The semantic diff against the previous accepted version.
-    let all = web
+    let previous = web
         .control
         .store
-        .versions(1000)
+        .accepted_before(v.id)
         .map_err(|e| e.to_string())?;
-    let previous = all
-        .iter()
-        .filter(|p| p.id < v.id && p.verdict == Verdict::Accepted && p.ir_hash.is_some())
-        .max_by_key(|p| p.id);
+    let previous = previous.as_ref();
     let (mut changes, mut no_diff) = (Vec::new(), String::new());
     let previous_id = match (previous, v.verdict) {
         (_, Verdict::Rejected) => {
