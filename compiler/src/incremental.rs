@@ -48,7 +48,8 @@ pub struct Session {
 /// Gateway API Gateway was among them (lowering reads those from skipped
 /// documents, which the scope does not track).
 struct Since {
-    ir: meshc_ir::Ir,
+    /// Taken by the scoped lowering that patches it.
+    ir: Option<meshc_ir::Ir>,
     gone: Vec<Resource>,
     paths: HashSet<String>,
     gateway_api: bool,
@@ -170,7 +171,7 @@ impl Session {
         // with errors keeps adding to it, so the next clean one is scoped.
         if let Some(ir) = previous_ir {
             self.since = Some(Since {
-                ir,
+                ir: Some(ir),
                 gone: Vec::new(),
                 paths: HashSet::new(),
                 gateway_api: false,
@@ -213,8 +214,7 @@ impl Session {
                         .filter(|r| changed.contains(&r.file))
                         .collect();
                     let touched = differences(&s.gone, &fresh);
-                    let previous = std::mem::replace(&mut s.ir, meshc_ir::Ir::new(ctx_mesh(ctx)));
-                    let scope = crate::lower::touched(ctx, previous, &touched);
+                    let scope = crate::lower::touched(ctx, s.ir.take()?, &touched);
                     scoped = scope
                         .as_ref()
                         .map(|s| (s.hosts.len(), s.workloads.len(), s.gateways.len()));
@@ -496,16 +496,6 @@ fn take_apart(last: Last) -> (HashMap<String, Old>, Option<meshc_ir::Ir>) {
         out.insert(old.source.path.clone(), old);
     }
     (out, ir.ok())
-}
-
-/// The mesh facts of the settings, for an IR placeholder.
-fn ctx_mesh(ctx: &crate::Context) -> meshc_ir::Mesh {
-    let s = ctx.settings;
-    meshc_ir::Mesh {
-        trust_domain: s.trust_domain.clone(),
-        cluster_domain: s.cluster_domain.clone(),
-        root_namespace: s.root_namespace.clone(),
-    }
 }
 
 /// Whether `input` holds the bytes `source` was read from.
