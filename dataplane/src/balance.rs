@@ -33,6 +33,11 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Its workload (`namespace/name`).
     pub workload: String,
+    /// The SPIFFE id its peer must present, when the workload registered one.
+    pub identity: Option<String>,
+    /// The authority of mTLS requests to it, the expected identity included
+    /// (made once, not per request: [`crate::http::upstream_authority`]).
+    pub authority: String,
     active: AtomicU32,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
@@ -78,10 +83,12 @@ impl PeakEwma {
 }
 
 impl Endpoint {
-    fn new(workload: String, addr: SocketAddr) -> Endpoint {
+    fn new(workload: String, addr: SocketAddr, identity: Option<String>) -> Endpoint {
         Endpoint {
+            authority: crate::http::upstream_authority(addr, identity.as_deref()),
             addr,
             workload,
+            identity,
             active: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
@@ -168,12 +175,12 @@ impl Cluster {
     }
 
     /// The endpoints for endpoint generation `generation`; `compute` lists
-    /// them (workload and address) when the generation changed. Known
-    /// endpoints keep their state.
+    /// them (workload, address and expected identity) when the generation
+    /// changed. Known endpoints keep their state.
     pub fn endpoints(
         &self,
         generation: u64,
-        compute: impl FnOnce() -> Vec<(String, SocketAddr)>,
+        compute: impl FnOnce() -> Vec<(String, SocketAddr, Option<String>)>,
     ) -> Arc<Vec<Arc<Endpoint>>> {
         {
             let e = self.endpoints.read().expect("not poisoned");
@@ -187,9 +194,9 @@ impl Cluster {
                 e.1.iter().map(|ep| (ep.addr, ep.clone())).collect();
             let fresh = compute()
                 .into_iter()
-                .map(|(w, addr)| match old.get(&addr) {
-                    Some(ep) if ep.workload == w => ep.clone(),
-                    _ => Arc::new(Endpoint::new(w, addr)),
+                .map(|(w, addr, id)| match old.get(&addr) {
+                    Some(ep) if ep.workload == w && ep.identity == id => ep.clone(),
+                    _ => Arc::new(Endpoint::new(w, addr, id)),
                 })
                 .collect();
             *e = (generation, Arc::new(fresh));
@@ -388,12 +395,13 @@ mod tests {
         }
     }
 
-    fn eps(n: u16) -> Vec<(String, SocketAddr)> {
+    fn eps(n: u16) -> Vec<(String, SocketAddr, Option<String>)> {
         (0..n)
             .map(|i| {
                 (
                     format!("ns/w{i}"),
                     SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
+                    None,
                 )
             })
             .collect()

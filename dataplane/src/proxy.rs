@@ -40,7 +40,7 @@ use crate::balance::{ClusterKey, Clusters, Outcome, hash_of};
 use crate::client::{self, Applied, Check, Credentials};
 use crate::http::{
     BoxError, Clients, Finished, Observed, ProxyBody, full, local, propagate_trace,
-    strip_hop_by_hop, upstream_authority,
+    strip_hop_by_hop,
 };
 use crate::metrics::Metrics;
 use crate::tls::{MeshTls, principal, spiffe_id};
@@ -112,9 +112,7 @@ struct State {
     namespace: String,
     app_addr: SocketAddr,
     config: watch::Receiver<Option<Arc<Applied>>>,
-    endpoints: RwLock<Arc<Endpoints>>,
-    /// Workload → the SPIFFE id its registered proxies proved.
-    identities: RwLock<Arc<BTreeMap<String, String>>>,
+    endpoints: RwLock<Arc<EndpointTable>>,
     static_endpoints: Endpoints,
     tls: Arc<RwLock<Option<MeshTls>>>,
     clusters: Clusters,
@@ -150,13 +148,19 @@ impl Proxy {
     }
 }
 
+/// The endpoints in force: addresses by workload, and the identity each
+/// registered workload proved (static endpoints have none: only their chain
+/// is checked).
+#[derive(Debug, Default, serde::Serialize)]
+struct EndpointTable {
+    #[serde(rename = "endpoints")]
+    addresses: Endpoints,
+    identities: BTreeMap<String, String>,
+}
+
 /// The endpoints the control plane distributes, in the scope's `endpoints`
-/// resource, merged over the static ones, and the identity each registered
-/// workload proved (static endpoints have none: only their chain is checked).
-fn merged_endpoints(
-    applied: Option<&Applied>,
-    static_endpoints: &Endpoints,
-) -> (Endpoints, BTreeMap<String, String>) {
+/// resource, merged over the static ones.
+fn merged_endpoints(applied: Option<&Applied>, static_endpoints: &Endpoints) -> EndpointTable {
     let mut all = static_endpoints.clone();
     let mut identities = BTreeMap::new();
     if let Some(r) = applied.and_then(|a| a.resources.get(meshc_ir::resources::ENDPOINTS))
@@ -177,7 +181,10 @@ fn merged_endpoints(
             }
         }
     }
-    (all, identities)
+    EndpointTable {
+        addresses: all,
+        identities,
+    }
 }
 
 /// Start a proxy: bind its listeners, then get a certificate and subscribe
@@ -235,8 +242,10 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         namespace: namespace.to_string(),
         app_addr: settings.app_addr,
         config: config_rx.clone(),
-        endpoints: RwLock::new(Arc::new(static_endpoints.clone())),
-        identities: RwLock::new(Arc::new(BTreeMap::new())),
+        endpoints: RwLock::new(Arc::new(EndpointTable {
+            addresses: static_endpoints.clone(),
+            identities: BTreeMap::new(),
+        })),
         static_endpoints,
         clients: Clients::new(tls.clone()),
         tls,
@@ -279,10 +288,8 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
             let mut last: Option<String> = None;
             while rx.changed().await.is_ok() {
                 let applied = rx.borrow_and_update().clone();
-                let (merged, identities) =
-                    merged_endpoints(applied.as_deref(), &state.static_endpoints);
+                let merged = merged_endpoints(applied.as_deref(), &state.static_endpoints);
                 *state.endpoints.write().expect("not poisoned") = Arc::new(merged);
-                *state.identities.write().expect("not poisoned") = Arc::new(identities);
                 state
                     .clusters
                     .generation
@@ -481,17 +488,15 @@ fn admin(state: &State, req: &Request<Incoming>) -> Response<ProxyBody> {
                 struct Dump<'a> {
                     version: &'a str,
                     source: &'a str,
-                    endpoints: &'a Endpoints,
-                    identities: &'a BTreeMap<String, String>,
+                    #[serde(flatten)]
+                    endpoints: &'a EndpointTable,
                     ir: &'a Ir,
                 }
                 let endpoints = state.endpoints.read().expect("not poisoned").clone();
-                let identities = state.identities.read().expect("not poisoned").clone();
                 let body = serde_json::to_string(&Dump {
                     version: &a.version,
                     source: &a.source,
                     endpoints: &endpoints,
-                    identities: &identities,
                     ir: &a.ir,
                 })
                 .unwrap_or_default();
@@ -1080,10 +1085,12 @@ async fn forward(
         workloads
             .iter()
             .flat_map(|w| {
-                all.get(w)
+                let id = all.identities.get(w);
+                all.addresses
+                    .get(w)
                     .into_iter()
                     .flatten()
-                    .map(move |a| (w.clone(), *a))
+                    .map(move |a| (w.clone(), *a, id.cloned()))
             })
             .collect()
     });
@@ -1118,13 +1125,11 @@ async fn forward(
                 return r;
             };
             let active = ep.start();
-            let authority = if mtls {
-                let identities = state.identities.read().expect("not poisoned").clone();
-                upstream_authority(ep.addr, identities.get(&ep.workload).map(String::as_str))
+            let req = if mtls {
+                out.build("https", &ep.authority, h2)
             } else {
-                ep.addr.to_string()
+                out.build("http", &ep.addr.to_string(), h2)
             };
-            let req = out.build(if mtls { "https" } else { "http" }, &authority, h2);
             let client = if h2 {
                 &state.clients.h2
             } else {
