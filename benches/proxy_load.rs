@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use git2::Repository;
-use meshc_dataplane::http::{Clients, send};
+use meshc_dataplane::http::{Clients, admin_get, send};
 
 #[path = "../tests/common/net.rs"]
 mod net;
@@ -280,25 +280,6 @@ async fn closed_loop(
         t.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// GET `path` from a proxy's admin listener.
-async fn admin_get(
-    client: &Clients,
-    admin: SocketAddr,
-    path: &str,
-) -> Result<meshc_dataplane::http::Answer, meshc_dataplane::http::BoxError> {
-    send(
-        client,
-        admin,
-        "admin",
-        http::Method::GET,
-        path,
-        &[],
-        Bytes::new(),
-        false,
-    )
-    .await
 }
 
 async fn wait_ready(client: &Clients, admin: SocketAddr, endpoints: usize) {

@@ -202,25 +202,16 @@ async fn up(args: UpArgs) -> Result<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for w in &workloads {
         loop {
-            let ready = dhttp::send(
-                &client,
-                w.proxy.admin_addr,
-                "admin",
-                http::Method::GET,
-                "/config",
-                &[],
-                Default::default(),
-                false,
-            )
-            .await
-            .ok()
-            .filter(|a| a.status.is_success())
-            .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
-            .is_some_and(|v| {
-                v["endpoints"]
-                    .as_object()
-                    .is_some_and(|e| e.len() == workloads.len())
-            });
+            let ready = dhttp::admin_get(&client, w.proxy.admin_addr, "/config")
+                .await
+                .ok()
+                .filter(|a| a.status.is_success())
+                .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
+                .is_some_and(|v| {
+                    v["endpoints"]
+                        .as_object()
+                        .is_some_and(|e| e.len() == workloads.len())
+                });
             if ready {
                 break;
             }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::net::{commit_all, http};
 use git2::Repository;
-use meshc_dataplane::http::{Answer, Clients, send};
+use meshc_dataplane::http::{Answer, Clients, admin_get, send};
 
 const POLICY: &str = r#"
 apiVersion: v1
@@ -274,18 +274,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 async fn get(mesh: &Mesh, addr: SocketAddr, path: &str) -> Option<Answer> {
-    send(
-        &mesh.client,
-        addr,
-        "admin",
-        http::Method::GET,
-        path,
-        &[],
-        Bytes::new(),
-        false,
-    )
-    .await
-    .ok()
+    admin_get(&mesh.client, addr, path).await.ok()
 }
 
 async fn config_of(mesh: &Mesh, w: &str) -> Option<serde_json::Value> {

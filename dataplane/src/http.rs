@@ -436,6 +436,26 @@ pub struct Answer {
     pub trailers: Option<HeaderMap>,
 }
 
+/// GET `path` from a proxy's admin listener at `admin` (`/config`,
+/// `/ready`, `/metrics`).
+pub async fn admin_get(
+    client: &Clients,
+    admin: std::net::SocketAddr,
+    path: &str,
+) -> Result<Answer, BoxError> {
+    send(
+        client,
+        admin,
+        "admin",
+        http::Method::GET,
+        path,
+        &[],
+        Bytes::new(),
+        false,
+    )
+    .await
+}
+
 #[allow(clippy::too_many_arguments)]
 /// One plaintext request to `addr` (a proxy's outbound listener, say) with
 /// `Host: host`; for `meshc up`'s traffic and for tests. `h2` speaks HTTP/2

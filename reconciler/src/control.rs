@@ -373,7 +373,7 @@ pub struct Control {
     pub sync_now: Notify,
     /// Trust domain of issued identities.
     pub trust_domain: String,
-    /// Registered endpoints: proxy id to (workload, inbound address).
+    /// Registered endpoints: proxy id to its registration.
     registry: Mutex<BTreeMap<String, Registered>>,
 }
 
@@ -452,7 +452,7 @@ impl Control {
         Ok(true)
     }
 
-    /// Register (`Some((workload, address))`) or forget (`None`) the inbound
+    /// Register (`Some(registration)`) or forget (`None`) the inbound
     /// address of proxy `id`; every scope then carries the new endpoints.
     /// Only the policy's own workloads register (the server checks the
     /// proxy's certificate first), so their labels come from the policy.
