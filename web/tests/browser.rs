@@ -193,6 +193,12 @@ impl Driver {
     }
 
     /// Wait until `script` (an expression) is true in the page.
+    /// Go to `url` and wait until `script` is true there.
+    async fn open(&self, url: &str, what: &str, script: &str) {
+        self.goto(url).await;
+        self.until(what, script).await;
+    }
+
     async fn until(&self, what: &str, script: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -275,9 +281,9 @@ async fn the_ui_in_headless_chromium() {
     driver.screenshot("versions-rejected").await;
 
     // Its page: the diagnostic and its highlighted line.
-    driver.goto(&format!("{base}/versions/2")).await;
     driver
-        .until(
+        .open(
+            &format!("{base}/versions/2"),
             "the diagnostic",
             "document.querySelector('a[href=\"/rules#MC0101\"]')",
         )
@@ -297,17 +303,12 @@ async fn the_ui_in_headless_chromium() {
     )
     .unwrap();
     common::commit(repo, "canary 60/40");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.control.store.versions(10).unwrap().len() < 3 {
-        assert!(Instant::now() < deadline, "version 3 never recorded");
-        server.control.sync_now.notify_one();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served.until_versions(3).await;
     let v3 = &server.control.store.versions(1).unwrap()[0];
     assert_eq!(v3.errors, 0, "{:?}", v3.diagnostics);
-    driver.goto(&format!("{base}/")).await;
     driver
-        .until(
+        .open(
+            &format!("{base}/"),
             "version 3, accepted",
             "document.querySelector('#v3 .accepted')",
         )
@@ -320,25 +321,28 @@ async fn the_ui_in_headless_chromium() {
     assert!(changes.contains("weight 90 -> 60"), "{changes}");
     driver.screenshot("version-diff").await;
 
-    driver.goto(&format!("{base}/proxies")).await;
     driver
-        .until(
+        .open(
+            &format!("{base}/proxies"),
             "the proxies page",
             "document.querySelector('h1').textContent == 'Proxies'",
         )
         .await;
     driver.screenshot("proxies").await;
-    driver.goto(&format!("{base}/services")).await;
     driver
-        .until(
+        .open(
+            &format!("{base}/services"),
             "the services page",
             "document.querySelector('svg.topology')",
         )
         .await;
     driver.screenshot("services").await;
-    driver.goto(&format!("{base}/rules")).await;
     driver
-        .until("the rules", "document.getElementById('MC0101')")
+        .open(
+            &format!("{base}/rules"),
+            "the rules",
+            "document.getElementById('MC0101')",
+        )
         .await;
 
     let errors = driver.console_errors().await;
