@@ -10,6 +10,7 @@ use crate::analysis::Context;
 use crate::diagnostic::{Diagnostic, Severity, Upstream};
 
 pub mod authorization;
+pub mod deprecated_field;
 pub mod load;
 pub mod mtls;
 pub mod references;
@@ -118,6 +119,7 @@ pub static ALL: &[&RuleMeta] = &[
     &load::SCHEMA,
     &load::RESOURCE_IDENTITY,
     &load::DUPLICATE_RESOURCE,
+    &deprecated_field::DEPRECATED_FIELD,
     &load::UNKNOWN_CODE,
     &references::dangling_subset::DANGLING_SUBSET,
     &references::unknown_host::UNKNOWN_HOST,
@@ -131,6 +133,10 @@ pub static ALL: &[&RuleMeta] = &[
     &references::port_protocol::UNDECLARED_PORT_PROTOCOL,
     &references::port_protocol::EXTERNAL_NAME_PORT,
     &references::gateway_port::GATEWAY_PORT_NOT_EXPOSED,
+    &references::service_ports::PORT_PROTOCOL_CONFLICT,
+    &references::service_ports::TARGET_PORT_CONFLICT,
+    &references::ambient_sidecar::SIDECAR_IN_AMBIENT,
+    &references::gateway_pod_selector::SELECTOR_ON_GATEWAY_PODS,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
@@ -140,6 +146,8 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::service_entry_addresses::SERVICE_ENTRY_NEEDS_ADDRESSES,
     &routing::route_destinations::SINGLE_DESTINATION_WEIGHT,
     &routing::route_destinations::DUPLICATE_ROUTE_DESTINATION,
+    &routing::duplicate_certificate::DUPLICATE_GATEWAY_CERTIFICATE,
+    &routing::gateway_skips_subsets::GATEWAY_SKIPS_SUBSETS,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
     &mtls::mode_conflict::MTLS_MODE_CONFLICT,
@@ -148,6 +156,7 @@ pub static ALL: &[&RuleMeta] = &[
     &authorization::unknown_principal::UNKNOWN_PRINCIPAL,
     &authorization::invalid_method::INVALID_METHOD,
     &authorization::denied_allow_rule::DENIED_ALLOW_RULE,
+    &authorization::claim_route::CLAIM_ROUTE_WITHOUT_JWT,
     &resilience::retry_amplification::RETRY_AMPLIFICATION,
     &resilience::retry_timeout::RETRIES_EXCEED_TIMEOUT,
     &resilience::outlier_ejects_all::OUTLIER_EJECTS_ALL,
@@ -195,6 +204,13 @@ const CHECKS: &[Check] = &[
     mtls::mode_conflict::check,
     authorization::denied_allow_rule::check,
     routing::route_destinations::check,
+    deprecated_field::check,
+    references::service_ports::check,
+    references::ambient_sidecar::check,
+    routing::duplicate_certificate::check,
+    routing::gateway_skips_subsets::check,
+    authorization::claim_route::check,
+    references::gateway_pod_selector::check,
 ];
 
 /// Run every semantic rule over the analysed repository. Rules are

@@ -1,5 +1,6 @@
 //! Authorization rules (`MC04xx`).
 
+pub mod claim_route;
 pub mod denied_allow_rule;
 pub mod identity_without_mtls;
 pub mod invalid_method;

@@ -5,7 +5,10 @@ pub mod retry_amplification;
 pub mod retry_timeout;
 pub mod zero_pool_limit;
 
-use crate::model::{ConnectionPoolSettings, DestinationRuleSpec, OutlierDetection, TrafficPolicy};
+use crate::model::{
+    ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection,
+    TrafficPolicy,
+};
 use crate::path;
 use crate::yaml::YamlPath;
 
@@ -42,29 +45,34 @@ pub(crate) fn duration_secs(text: &str) -> Option<f64> {
     Some(total)
 }
 
-/// A traffic policy's place and its connection pool and outlier detection.
-pub(crate) type PolicyParts<'a> = (
-    YamlPath,
-    Option<&'a ConnectionPoolSettings>,
-    Option<&'a OutlierDetection>,
-);
+/// One traffic policy of a DestinationRule, with its place.
+pub(crate) struct PolicyParts<'a> {
+    /// `spec.trafficPolicy`, `spec.subsets[i].trafficPolicy`, or one of their
+    /// `portLevelSettings[j]`.
+    pub at: YamlPath,
+    pub pool: Option<&'a ConnectionPoolSettings>,
+    pub outlier: Option<&'a OutlierDetection>,
+    pub load_balancer: Option<&'a LoadBalancerSettings>,
+}
 
 /// Every traffic policy of a DestinationRule: top level, its port-level
 /// settings, each subset's and their port-level settings.
 pub(crate) fn traffic_policies(dr: &DestinationRuleSpec) -> Vec<PolicyParts<'_>> {
     fn add<'a>(out: &mut Vec<PolicyParts<'a>>, base: YamlPath, tp: &'a TrafficPolicy) {
         for (i, p) in tp.port_level_settings.iter().flatten().enumerate() {
-            out.push((
-                base.join("portLevelSettings").join(i),
-                p.connection_pool.as_ref(),
-                p.outlier_detection.as_ref(),
-            ));
+            out.push(PolicyParts {
+                at: base.join("portLevelSettings").join(i),
+                pool: p.connection_pool.as_ref(),
+                outlier: p.outlier_detection.as_ref(),
+                load_balancer: p.load_balancer.as_ref(),
+            });
         }
-        out.push((
-            base,
-            tp.connection_pool.as_ref(),
-            tp.outlier_detection.as_ref(),
-        ));
+        out.push(PolicyParts {
+            at: base,
+            pool: tp.connection_pool.as_ref(),
+            outlier: tp.outlier_detection.as_ref(),
+            load_balancer: tp.load_balancer.as_ref(),
+        });
     }
     let mut out = Vec::new();
     if let Some(tp) = &dr.traffic_policy {

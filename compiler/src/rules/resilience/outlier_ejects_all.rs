@@ -45,7 +45,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::DestinationRule(dr) = spec else {
             continue;
         };
-        for (at, _, outlier) in traffic_policies(dr) {
+        for super::PolicyParts { at, outlier, .. } in traffic_policies(dr) {
             let Some(o) = outlier else { continue };
             if o.max_ejection_percent == Some(100) && o.min_health_percent.unwrap_or(0) == 0 {
                 out.push(

@@ -41,7 +41,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::DestinationRule(dr) = spec else {
             continue;
         };
-        for (at, pool, _) in traffic_policies(dr) {
+        for super::PolicyParts { at, pool, .. } in traffic_policies(dr) {
             let Some(pool) = pool else { continue };
             let mut limits: Vec<(&str, &str, Option<i64>)> = Vec::new();
             if let Some(t) = &pool.tcp {

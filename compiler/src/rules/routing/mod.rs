@@ -2,7 +2,9 @@
 
 pub mod conflicting_gateways;
 pub mod conflicting_hosts;
+pub mod duplicate_certificate;
 pub mod duplicate_destination_rule;
+pub mod gateway_skips_subsets;
 pub(crate) mod matchset;
 pub mod route_destinations;
 pub mod service_entry_addresses;

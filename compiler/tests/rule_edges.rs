@@ -1,0 +1,297 @@
+//! Edge cases of the rules added for the istioctl analyze checks IST0002,
+//! IST0116, IST0137, IST0138, IST0140, IST0149, IST0166 and IST0167: where
+//! each must stay quiet, and where meshc goes beyond the upstream check.
+
+use meshc_compiler::{Input, Options, analyze};
+
+/// The findings of `code` for a one-file repository: (resource, YAML path).
+fn findings(code: &str, yaml: &str) -> Vec<(String, String)> {
+    let a = analyze(vec![Input::new("t.yaml", yaml.to_string())], &Options::default());
+    a.diagnostics
+        .iter()
+        .filter(|d| d.code() == code)
+        .map(|d| {
+            (
+                d.resource.clone().unwrap_or_default(),
+                d.primary.path.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+const DNS: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: dns, namespace: net}
+spec:
+  selector: {matchLabels: {app: dns}}
+  template: {metadata: {labels: {app: dns}}, spec: {}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns-udp, namespace: net}
+spec: {selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns-tcp, namespace: net}
+spec: {selector: {app: dns}, ports: [{name: dns-tcp, port: 53, protocol: TCP}]}
+";
+
+#[test]
+fn port_53_over_udp_and_tcp_is_no_conflict() {
+    assert_eq!(findings("MC0113", DNS), vec![]);
+}
+
+#[test]
+fn protocol_conflicts_are_found_without_namespace_declarations_but_not_outside_the_mesh() {
+    let two = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  template: {metadata: {labels: {app: api}ANNOTATIONS}, spec: {}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-http, namespace: shop}
+spec: {selector: {app: api}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-grpc, namespace: shop}
+spec: {selector: {app: api}, ports: [{name: grpc, port: 8080}]}
+";
+    let undeclared = two.replace("ANNOTATIONS", "");
+    assert_eq!(
+        findings("MC0113", &undeclared),
+        vec![("Deployment shop/api".to_string(), "metadata.name".to_string())]
+    );
+    let opted_out = two.replace(
+        "ANNOTATIONS",
+        ", annotations: {sidecar.istio.io/inject: \"false\"}",
+    );
+    assert_eq!(findings("MC0113", &opted_out), vec![]);
+    let uninjected = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{undeclared}"
+    );
+    assert_eq!(findings("MC0113", &uninjected), vec![]);
+}
+
+#[test]
+fn a_named_target_port_is_compared_by_name() {
+    let yaml = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  template: {metadata: {labels: {app: api}}, spec: {}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: shop}
+spec: {selector: {app: api}, ports: [{name: http, port: 80, targetPort: web}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: shop}
+spec: {selector: {app: api}, ports: [{name: http, port: 8080, targetPort: web}, {name: http-admin, port: 9090}]}
+";
+    assert_eq!(findings("MC0114", yaml).len(), 1);
+}
+
+fn gateway(name: &str, selector: &str, tls: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  selector: {selector}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    tls: {tls}\n    hosts: [\"{name}.example.com\"]\n---\n"
+    )
+}
+
+#[test]
+fn a_shared_certificate_is_reported_on_the_gateway_whose_selector_is_contained() {
+    let cert = "{mode: SIMPLE, credentialName: wildcard}";
+    let yaml = gateway("broad", "{istio: ingressgateway}", cert)
+        + &gateway("narrow", "{istio: ingressgateway, type: internal}", cert)
+        + &gateway("other", "{istio: egressgateway}", cert);
+    assert_eq!(
+        findings("MC0210", &yaml),
+        vec![(
+            "Gateway istio-system/broad".to_string(),
+            "spec.servers[0].tls.credentialName".to_string()
+        )]
+    );
+    let files = "{mode: SIMPLE, serverCertificate: /etc/c.pem, privateKey: /etc/k.pem}";
+    let yaml = gateway("a", "{istio: ingressgateway}", files)
+        + &gateway("b", "{istio: ingressgateway}", files)
+        + &gateway("c", "{istio: ingressgateway}", "{mode: PASSTHROUGH}")
+        + &gateway("d", "{istio: ingressgateway}", "{mode: PASSTHROUGH}");
+    assert_eq!(findings("MC0210", &yaml).len(), 2, "a and b, not the passthrough servers");
+}
+
+const CLAIM_ROUTE: &str = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*\"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: edge}
+spec:
+  hosts: [shop.example.com]
+  gateways: [public]
+  http:
+  - match: [{withoutHeaders: {\"@request.auth.claims.group\": {exact: beta}}}]
+    route: [{destination: {host: shop.example.com}}]
+";
+
+#[test]
+fn a_claim_route_needs_a_request_authentication_for_the_gateway() {
+    let missing = findings("MC0406", CLAIM_ROUTE);
+    assert_eq!(
+        missing,
+        vec![(
+            "VirtualService edge/shop".to_string(),
+            "spec.http[0].match[0].withoutHeaders[\"@request.auth.claims.group\"]".to_string()
+        )]
+    );
+    let ra = |ns: &str, labels: &str| {
+        format!(
+            "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {labels}}}\n  jwtRules: [{{issuer: https://auth.example.com}}]\n"
+        )
+    };
+    // No gateway pod in the repository: the RequestAuthentication's selector
+    // must ask for no label the Gateway's does not.
+    let root = CLAIM_ROUTE.to_string() + &ra("istio-system", "{istio: ingressgateway}");
+    assert_eq!(findings("MC0406", &root), vec![]);
+    let narrower = CLAIM_ROUTE.to_string() + &ra("istio-system", "{istio: ingressgateway, zone: a}");
+    assert_eq!(findings("MC0406", &narrower).len(), 1);
+    let elsewhere = CLAIM_ROUTE.to_string() + &ra("shop", "{istio: ingressgateway}");
+    assert_eq!(findings("MC0406", &elsewhere).len(), 1);
+    // With the gateway's pod declared, the pod's namespace counts.
+    let pod = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: ingress, labels: {istio: ingressgateway}}\nspec: {containers: [{name: istio-proxy}]}\n";
+    let in_pod_ns = CLAIM_ROUTE.to_string() + pod + &ra("ingress", "{istio: ingressgateway}");
+    assert_eq!(findings("MC0406", &in_pod_ns), vec![]);
+    let in_gateway_ns = CLAIM_ROUTE.to_string() + pod + &ra("edge", "{istio: ingressgateway}");
+    assert_eq!(findings("MC0406", &in_gateway_ns).len(), 1);
+}
+
+#[test]
+fn sidecars_in_ambient() {
+    let ns = |labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: app, labels: {labels}}}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: app}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n"
+        )
+    };
+    assert_eq!(findings("MC0115", &ns("{istio.io/dataplane-mode: ambient}")).len(), 1);
+    assert_eq!(
+        findings(
+            "MC0115",
+            &ns("{istio.io/dataplane-mode: ambient, istio-injection: enabled}")
+        ),
+        vec![],
+        "injection wins over ambient"
+    );
+    assert_eq!(
+        findings("MC0115", &ns("{istio.io/dataplane-mode: ambient, istio.io/rev: canary}")),
+        vec![]
+    );
+    // A workload-scoped Sidecar whose every pod is ambient, in a sidecar namespace.
+    let pods = |second: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p1, namespace: app, labels: {{app: a, istio.io/dataplane-mode: ambient}}}}\nspec: {{}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p2, namespace: app, labels: {{app: a{second}}}}}\nspec: {{}}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: a, namespace: app}}\nspec: {{workloadSelector: {{labels: {{app: a}}}}, egress: [{{hosts: [\"./*\"]}}]}}\n"
+        )
+    };
+    assert_eq!(
+        findings("MC0115", &pods(", istio.io/dataplane-mode: ambient")),
+        vec![(
+            "Sidecar app/a".to_string(),
+            "spec.workloadSelector.labels".to_string()
+        )]
+    );
+    assert_eq!(findings("MC0115", &pods("")), vec![], "p2 has a sidecar");
+}
+
+#[test]
+fn gateway_routes_and_mesh_subsets() {
+    let yaml = |gateway_subset: &str, mesh_gateways: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: mesh, namespace: shop}}\nspec:\n  hosts: [reviews]\n  gateways: {mesh_gateways}\n  http: [{{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: edge, namespace: shop}}\nspec:\n  hosts: [shop.example.com]\n  gateways: [public]\n  http: [{{route: [{{destination: {{host: reviews.shop.svc.cluster.local{gateway_subset}}}}}]}}]\n"
+        )
+    };
+    assert_eq!(findings("MC0211", &yaml("", "[mesh]")).len(), 1, "FQDN and short name are one host");
+    assert_eq!(findings("MC0211", &yaml(", subset: v1", "[mesh]")), vec![]);
+    assert_eq!(
+        findings("MC0211", &yaml("", "[other-gateway]")),
+        vec![],
+        "the subset split is not a mesh one"
+    );
+}
+
+#[test]
+fn policies_attached_by_target_ref_are_not_selector_mistakes() {
+    let yaml = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: edge, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: web}]
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {gateway.networking.k8s.io/gateway-name: web}}
+  jwtRules: [{issuer: https://auth.example.com}]
+";
+    assert_eq!(
+        findings("MC0116", yaml),
+        vec![(
+            "RequestAuthentication shop/jwt".to_string(),
+            "spec.selector.matchLabels".to_string()
+        )]
+    );
+}
+
+#[test]
+fn deprecated_fields_in_every_traffic_policy() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 9080}
+        loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY, egressProxy: {host: egress.example.com}}
+";
+    assert_eq!(
+        findings("MC0013", yaml),
+        vec![
+            (
+                "DestinationRule shop/r".to_string(),
+                "spec.subsets[0].trafficPolicy.portLevelSettings[0].loadBalancer.warmupDurationSecs"
+                    .to_string()
+            ),
+            (
+                "Sidecar shop/default".to_string(),
+                "spec.outboundTrafficPolicy.egressProxy".to_string()
+            ),
+        ]
+    );
+}
