@@ -295,3 +295,39 @@ spec:
         ]
     );
 }
+
+#[test]
+fn subsets_of_a_service_entry_are_checked_against_its_endpoints() {
+    let yaml = |subset_labels: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: rpc, namespace: shop}}
+spec:
+  hosts: [rpc.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{name: grpc, number: 8765, protocol: GRPC}}]
+  endpoints:
+  - {{address: 10.0.0.1, labels: {{cluster: east}}}}
+  - {{address: 10.0.0.2, labels: {{cluster: west}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: rpc, namespace: shop}}
+spec:
+  host: rpc.example.internal
+  subsets: [{{name: s, labels: {subset_labels}}}]
+"
+        )
+    };
+    // No workload is declared: inline endpoints are enough.
+    assert_eq!(findings("MC0109", &yaml("{cluster: west}")), vec![]);
+    assert_eq!(
+        findings("MC0109", &yaml("{cluster: north}")),
+        vec![(
+            "DestinationRule shop/rpc".to_string(),
+            "spec.subsets[0].labels".to_string()
+        )]
+    );
+}

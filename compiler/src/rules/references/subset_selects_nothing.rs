@@ -1,5 +1,7 @@
 //! `MC0109` subset-selects-nothing.
 
+use std::collections::BTreeMap;
+
 use crate::analysis::{Context, selects};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
@@ -8,11 +10,13 @@ use crate::path;
 
 declare_rule! {
     /// ## What it does
-    /// For a DestinationRule whose host is a Service of the repository, checks
-    /// each subset against the workloads that Service selects: a subset whose
-    /// labels match none of them is reported, and so is a subset without labels
-    /// (it selects every endpoint, so it is not a subset at all). The rule runs
-    /// only in repositories that declare workloads.
+    /// For a DestinationRule whose host is a Service or ServiceEntry of the
+    /// repository, checks each subset against the endpoints behind it: the
+    /// workloads the Service (or the ServiceEntry's `workloadSelector`)
+    /// selects, or the ServiceEntry's inline `endpoints`. A subset whose
+    /// labels match none of them is reported, and so is a subset without
+    /// labels (it selects every endpoint, so it is not a subset at all).
+    /// Workloads are checked only in repositories that declare some.
     ///
     /// ## Why is this bad?
     /// Traffic routed to a subset with no endpoints fails with 503
@@ -47,10 +51,54 @@ declare_rule! {
     };
 }
 
-pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    if !ctx.has_workloads() {
-        return;
+/// The label sets of the endpoints behind a host, as far as the repository
+/// says: the workloads its Services select, the inline `endpoints` of its
+/// ServiceEntries and the workloads their `workloadSelector` picks. `None`
+/// when the repository does not say (no Service with a selector, no
+/// ServiceEntry with endpoints; workloads count only in repositories that
+/// declare some).
+fn endpoint_labels<'a>(
+    ctx: &'a Context,
+    fqdn: &str,
+    from: &str,
+) -> Option<(Vec<&'a BTreeMap<String, String>>, &'static str)> {
+    let mut known = false;
+    let mut sets = Vec::new();
+    let mut what = "workloads";
+    let workloads = ctx.has_workloads();
+    for h in ctx.lookup(fqdn, from) {
+        let r = &ctx.resources[h.index];
+        match &r.spec {
+            Some(Spec::Service(_)) if workloads => {
+                let Some(sel) = h.selector.as_ref().filter(|s| !s.is_empty()) else {
+                    continue;
+                };
+                known = true;
+                sets.extend(ctx.workloads_matching(&h.namespace, sel).map(|w| &w.labels));
+            }
+            Some(Spec::ServiceEntry(se)) => {
+                if let Some(endpoints) = se.endpoints.as_ref().filter(|e| !e.is_empty()) {
+                    known = true;
+                    what = "endpoints";
+                    sets.extend(endpoints.iter().filter_map(|e| e.labels.as_ref()));
+                } else if workloads
+                    && let Some(sel) = se
+                        .workload_selector
+                        .as_ref()
+                        .and_then(|w| w.labels.as_ref())
+                        .filter(|l| !l.is_empty())
+                {
+                    known = true;
+                    sets.extend(ctx.workloads_matching(&h.namespace, sel).map(|w| &w.labels));
+                }
+            }
+            _ => {}
+        }
     }
+    known.then_some((sets, what))
+}
+
+pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     for (_, r, spec) in ctx.of_kind(Kind::DestinationRule) {
         let Spec::DestinationRule(dr) = spec else {
             continue;
@@ -59,14 +107,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         if fqdn.starts_with('*') {
             continue;
         }
-        let services: Vec<_> = ctx
-            .lookup(&fqdn, &r.namespace)
-            .into_iter()
-            .filter(|h| h.selector.as_ref().is_some_and(|s| !s.is_empty()))
-            .collect();
-        if services.is_empty() {
+        let Some((endpoints, what)) = endpoint_labels(ctx, &fqdn, &r.namespace) else {
             continue;
-        }
+        };
         for (i, subset) in dr.subsets.iter().flatten().enumerate() {
             let labels = subset.labels.clone().unwrap_or_default();
             if labels.is_empty() {
@@ -86,12 +129,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 );
                 continue;
             }
-            let any = services.iter().any(|svc| {
-                let sel = svc.selector.as_ref().expect("filtered");
-                ctx.workloads_matching(&svc.namespace, sel)
-                    .any(|w| selects(&labels, &w.labels))
-            });
-            if !any {
+            if !endpoints.iter().any(|e| selects(&labels, e)) {
                 let shown = labels
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
@@ -101,7 +139,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     r.diag(
                         &SUBSET_SELECTS_NOTHING,
                         path!["spec", "subsets", i, "labels"],
-                        format!("subset `{}` (`{shown}`) selects none of the workloads behind `{}`", subset.name, dr.host),
+                        format!("subset `{}` (`{shown}`) selects none of the {what} behind `{}`", subset.name, dr.host),
                     )
                     .with_help("match the labels of a deployed version, or deploy the version before routing to it")
                     .with_upstream(&["IST0173", "KIA0203"]),
