@@ -21,7 +21,7 @@ import yaml
 
 KINDS = [
     "VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "Sidecar",
-    "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication",
+    "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "EnvoyFilter",
 ]
 
 # Friendly names (Istio's proto message names) for schemas at these paths.
@@ -94,6 +94,14 @@ NAMES = {
     "AuthorizationPolicy.targetRef": "PolicyTargetReference",
     "RequestAuthentication": "RequestAuthenticationSpec",
     "RequestAuthentication.jwtRules[]": "JwtRule",
+    "EnvoyFilter": "EnvoyFilterSpec",
+    "EnvoyFilter.configPatches[]": "EnvoyConfigObjectPatch",
+    "EnvoyFilter.configPatches[].patch": "EnvoyFilterPatch",
+    "EnvoyFilter.configPatches[].match": "EnvoyConfigObjectMatch",
+    "EnvoyFilter.configPatches[].applyTo": "EnvoyFilterApplyTo",
+    "EnvoyFilter.configPatches[].patch.operation": "EnvoyFilterPatchOperation",
+    "EnvoyFilter.configPatches[].match.proxy": "EnvoyFilterProxyMatch",
+    "EnvoyFilter.configPatches[].match.listener": "EnvoyFilterListenerMatch",
 }
 
 RUST_KEYWORDS = {"match", "type", "ref", "mod", "use", "in", "loop", "move", "self", "static", "struct", "where", "async", "await", "do", "box", "final", "override", "priv", "try", "yield", "abstract", "become", "macro", "typeof", "unsized", "virtual", "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "let", "mut", "pub", "return", "super", "trait", "true", "unsafe", "while", "dyn", "gen"}

@@ -331,3 +331,60 @@ spec:
         )]
     );
 }
+
+fn envoy_filter(name: &str, priority: &str, patches: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n{priority}  configPatches:\n{patches}---\n"
+    )
+}
+
+fn patch(apply_to: &str, op: &str, name: &str, version: bool) -> String {
+    let proxy = if version {
+        "      proxy: {proxyVersion: '^1\\.2.*'}\n"
+    } else {
+        ""
+    };
+    format!(
+        "  - applyTo: {apply_to}\n    match:\n      context: SIDECAR_INBOUND\n{proxy}    patch:\n      operation: {op}\n      value: {{name: {name}}}\n"
+    )
+}
+
+#[test]
+fn envoy_filter_patches() {
+    // REPLACE of a virtual host is supported; of a cluster it is skipped.
+    let replace = envoy_filter(
+        "a",
+        "  priority: 1\n",
+        &(patch("VIRTUAL_HOST", "REPLACE", "vh", false) + &patch("CLUSTER", "REPLACE", "c", false)),
+    );
+    assert_eq!(
+        findings("MC0213", &replace),
+        vec![(
+            "EnvoyFilter shop/a".to_string(),
+            "spec.configPatches[1].patch.operation".to_string()
+        )]
+    );
+    assert_eq!(findings("MC0212", &replace), vec![], "a priority orders it");
+    // Without a priority: one finding for the plain relative patches, one
+    // for those whose filter is also patched per proxy version.
+    let relative = envoy_filter(
+        "b",
+        "",
+        &(patch("HTTP_FILTER", "INSERT_AFTER", "lua", true)
+            + &patch("HTTP_FILTER", "INSERT_BEFORE", "lua", false)
+            + &patch("NETWORK_FILTER", "REMOVE", "tcp", false)
+            + &patch("HTTP_FILTER", "INSERT_FIRST", "first", false)),
+    );
+    let found = findings("MC0212", &relative);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].1, "spec.configPatches[0].patch.operation");
+    assert_eq!(found[1].1, "spec.configPatches[1].patch.operation");
+    let a = analyze(vec![Input::new("t.yaml", relative)], &Options::default());
+    let codes: Vec<Vec<&str>> = a
+        .diagnostics
+        .iter()
+        .filter(|d| d.code() == "MC0212")
+        .map(|d| d.upstream_codes())
+        .collect();
+    assert_eq!(codes, vec![vec!["IST0151"], vec!["IST0155"]]);
+}

@@ -206,11 +206,13 @@ pub enum Kind {
     StatefulSet,
     /// apps/v1
     DaemonSet,
+    /// networking.istio.io (v1alpha3 only)
+    EnvoyFilter,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -226,6 +228,7 @@ impl Kind {
         Kind::Deployment,
         Kind::StatefulSet,
         Kind::DaemonSet,
+        Kind::EnvoyFilter,
     ];
 
     /// The kind's name as written in `kind:`.
@@ -246,6 +249,7 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
             Kind::DaemonSet => "DaemonSet",
+            Kind::EnvoyFilter => "EnvoyFilter",
         }
     }
 
@@ -256,7 +260,8 @@ impl Kind {
             | Kind::DestinationRule
             | Kind::Gateway
             | Kind::ServiceEntry
-            | Kind::Sidecar => "networking.istio.io",
+            | Kind::Sidecar
+            | Kind::EnvoyFilter => "networking.istio.io",
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
                 "security.istio.io"
             }
@@ -267,6 +272,9 @@ impl Kind {
 
     /// Versions served for this kind.
     pub fn versions(self) -> &'static [&'static str] {
+        if self == Kind::EnvoyFilter {
+            return &["v1alpha3"];
+        }
         match self.group() {
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
             "security.istio.io" => &["v1", "v1beta1"],
@@ -301,6 +309,7 @@ impl Kind {
             Kind::PeerAuthentication => schema_of::<IstioObject<PeerAuthenticationSpec>>(),
             Kind::AuthorizationPolicy => schema_of::<IstioObject<AuthorizationPolicySpec>>(),
             Kind::RequestAuthentication => schema_of::<IstioObject<RequestAuthenticationSpec>>(),
+            Kind::EnvoyFilter => schema_of::<IstioObject<EnvoyFilterSpec>>(),
             Kind::Service => schema_of::<KubeObject<ServiceSpec>>(),
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => {
                 schema_of::<KubeObject<WorkloadSpec>>()
@@ -361,6 +370,7 @@ pub enum Spec {
     PeerAuthentication(PeerAuthenticationSpec),
     AuthorizationPolicy(AuthorizationPolicySpec),
     RequestAuthentication(RequestAuthenticationSpec),
+    EnvoyFilter(EnvoyFilterSpec),
     Service(ServiceSpec),
     Workload(WorkloadSpec),
     Pod(PodSpec),
@@ -404,6 +414,7 @@ impl Spec {
             Kind::PeerAuthentication => istio(doc, Spec::PeerAuthentication),
             Kind::AuthorizationPolicy => istio(doc, Spec::AuthorizationPolicy),
             Kind::RequestAuthentication => istio(doc, Spec::RequestAuthentication),
+            Kind::EnvoyFilter => istio(doc, Spec::EnvoyFilter),
             Kind::Service => kube(doc, Spec::Service),
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => kube(doc, Spec::Workload),
             Kind::Pod => kube(doc, Spec::Pod),

@@ -148,6 +148,8 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::route_destinations::DUPLICATE_ROUTE_DESTINATION,
     &routing::duplicate_certificate::DUPLICATE_GATEWAY_CERTIFICATE,
     &routing::gateway_skips_subsets::GATEWAY_SKIPS_SUBSETS,
+    &routing::envoy_filter::ENVOY_FILTER_PATCH_ORDER,
+    &routing::envoy_filter::ENVOY_FILTER_PATCH_IGNORED,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
     &mtls::mode_conflict::MTLS_MODE_CONFLICT,
@@ -211,6 +213,7 @@ const CHECKS: &[Check] = &[
     routing::gateway_skips_subsets::check,
     authorization::claim_route::check,
     references::gateway_pod_selector::check,
+    routing::envoy_filter::check,
 ];
 
 /// Run every semantic rule over the analysed repository. Rules are
