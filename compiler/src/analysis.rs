@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::Skipped;
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, ObjectMeta, Spec};
@@ -39,9 +38,9 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// `Kind namespace/name`.
+    /// `Kind namespace/name` (the Gateway API's Gateway qualified by its group).
     pub fn display(&self) -> String {
-        format!("{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+        format!("{} {}/{}", self.kind.qualified(), self.namespace, self.name)
     }
     /// A label at `path` in this resource (the deepest existing node on it).
     pub fn label(&self, path: YamlPath) -> Label {
@@ -150,7 +149,7 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     /// Index the resources, and the Gateway API Gateways among the skipped
     /// documents.
-    pub fn new(resources: &'a [Resource], skipped: &[Skipped], settings: &'a Settings) -> Self {
+    pub fn new(resources: &'a [Resource], settings: &'a Settings) -> Self {
         let mut ctx = Context {
             resources,
             settings,
@@ -161,10 +160,7 @@ impl<'a> Context<'a> {
             services_by_label: HashMap::new(),
             destination_rules: HashMap::new(),
             gateways: HashMap::new(),
-            gateway_api: skipped
-                .iter()
-                .filter_map(|s| s.gateway_api.clone())
-                .collect(),
+            gateway_api: HashMap::new(),
             workloads: Vec::new(),
             workloads_by_ns: HashMap::new(),
             workloads_by_label: HashMap::new(),
@@ -227,6 +223,16 @@ impl<'a> Context<'a> {
                 (Kind::DestinationRule, Some(Spec::DestinationRule(dr))) => {
                     let host = ctx.fqdn(&dr.host, &r.namespace);
                     ctx.destination_rules.entry(host).or_default().push(i);
+                }
+                (Kind::K8sGateway, Some(Spec::K8sGateway(g))) => {
+                    let hosts = g
+                        .listeners
+                        .iter()
+                        .flatten()
+                        .map(|l| l.hostname.clone().unwrap_or_else(|| "*".into()))
+                        .collect();
+                    ctx.gateway_api
+                        .insert(format!("{}/{}", r.namespace, r.name), hosts);
                 }
                 (Kind::Gateway, _) => {
                     ctx.gateways

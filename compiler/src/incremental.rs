@@ -45,8 +45,8 @@ pub struct Session {
 
 /// The last IR made and everything that changed since: every resource of a
 /// file that changed (as it was), the paths of those files, and whether a
-/// Gateway API Gateway was among them (lowering reads those from skipped
-/// documents, which the scope does not track).
+/// Gateway API Gateway was among them (VirtualServices bind to those by
+/// name, which the scope does not track).
 struct Since {
     /// Taken by the scoped lowering that patches it.
     ir: Option<meshc_ir::Ir>,
@@ -182,7 +182,7 @@ impl Session {
         let mut changed: HashSet<FileId> = HashSet::new();
         if let Some(s) = since.as_mut() {
             for o in gone {
-                s.gateway_api |= has_gateway_api(&o.skipped);
+                s.gateway_api |= has_gateway_api(&o.resources);
                 s.paths.insert(o.source.path);
                 s.gone.extend(o.resources);
             }
@@ -333,7 +333,7 @@ fn in_place(
     let mut fresh = Vec::new();
     for (i, new) in fresh_files {
         let ((r0, k0), (r1, k1)) = (starts[i], starts[i + 1]);
-        fresh.push((new.source.path.clone(), has_gateway_api(&new.skipped)));
+        fresh.push((new.source.path.clone(), has_gateway_api(&new.resources)));
         let resources = analysis.resources.splice(r0..r1, new.resources).collect();
         let skipped = analysis.skipped.splice(k0..k1, new.skipped).collect();
         let source = analysis.sources.replace(FileId(i as u32), new.source);
@@ -424,7 +424,7 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
     let mut fresh = Vec::new();
     for (o, loaded) in loaded {
         if loaded {
-            fresh.push((o.source.path.clone(), has_gateway_api(&o.skipped)));
+            fresh.push((o.source.path.clone(), has_gateway_api(&o.resources)));
         }
         analysis.sources.add(o.source);
         analysis.resources.extend(o.resources);
@@ -443,8 +443,12 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
     }
 }
 
-fn has_gateway_api(skipped: &[Skipped]) -> bool {
-    skipped.iter().any(|s| s.gateway_api.is_some())
+/// Whether a file holds a Gateway API Gateway: VirtualServices bind to
+/// those by name, which the scope does not track.
+fn has_gateway_api(resources: &[Resource]) -> bool {
+    resources
+        .iter()
+        .any(|r| r.kind == crate::model::Kind::K8sGateway)
 }
 
 /// The resources of changed files that differ between `before` and `after`:

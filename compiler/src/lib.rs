@@ -118,10 +118,6 @@ pub struct Skipped {
     pub api_version: String,
     /// Its `kind`.
     pub kind: String,
-    /// For a Gateway API `Gateway`: `namespace/name` and its listeners'
-    /// hostnames (`*` for a listener without one), so VirtualServices bound to
-    /// it resolve.
-    pub gateway_api: Option<(String, Vec<String>)>,
 }
 
 /// The result of analysing a set of inputs.
@@ -240,7 +236,7 @@ pub(crate) fn finish(
     lowering: Lowering,
 ) -> Option<Result<meshc_ir::Ir, CompileError>> {
     check_duplicates(&analysis.resources, &mut diagnostics);
-    let ctx = Context::new(&analysis.resources, &analysis.skipped, &options.settings);
+    let ctx = Context::new(&analysis.resources, &options.settings);
     rules::check_all(&ctx, &mut diagnostics);
     config_problems(options, &mut analysis.sources, &mut diagnostics);
     let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);
@@ -368,33 +364,6 @@ fn list_items(root: Node) -> Result<Vec<Node>, Node> {
     }
 }
 
-/// `namespace/name` and listener hostnames of a Gateway API Gateway.
-fn gateway_api_listeners(root: &Node, default_namespace: &str) -> (String, Vec<String>) {
-    let meta = root.get("metadata");
-    let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Node::as_str);
-    let key = format!(
-        "{}/{}",
-        field("namespace").unwrap_or(default_namespace),
-        field("name").unwrap_or("")
-    );
-    let mut hosts = Vec::new();
-    if let Some(Value::Seq(listeners)) = root
-        .get("spec")
-        .and_then(|s| s.get("listeners"))
-        .map(|l| &l.value)
-    {
-        for l in listeners {
-            hosts.push(
-                l.get("hostname")
-                    .and_then(Node::as_str)
-                    .unwrap_or("*")
-                    .to_string(),
-            );
-        }
-    }
-    (key, hosts)
-}
-
 /// Read a document's identity, check its schema and type it.
 fn identify(
     root: Node,
@@ -445,13 +414,10 @@ fn identify(
     };
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
     let Some(kind) = Kind::lookup(group, &kind_name) else {
-        let gateway_api = (group == "gateway.networking.k8s.io" && kind_name == "Gateway")
-            .then(|| gateway_api_listeners(&root, default_namespace));
         out.skipped.push(Skipped {
             span: root.span,
             api_version,
             kind: kind_name,
-            gateway_api,
         });
         return;
     };
@@ -494,7 +460,7 @@ fn identify(
         .and_then(Node::as_str)
         .unwrap_or(default_namespace)
         .to_owned();
-    let resource_name = format!("{} {namespace}/{name}", kind.as_str());
+    let resource_name = format!("{} {namespace}/{name}", kind.qualified());
     let json = root.to_json();
     let violations = schema::validate(kind, &root, &json);
     for v in &violations {

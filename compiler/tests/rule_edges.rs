@@ -388,3 +388,159 @@ fn envoy_filter_patches() {
         .collect();
     assert_eq!(codes, vec![vec!["IST0151"], vec!["IST0155"]]);
 }
+
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: infra, }
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, hostname: shop.example.com, port: 80, protocol: HTTP, ALLOWED}
+  - {name: admin, hostname: admin.example.com, port: 8080, protocol: HTTP}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {edge: allowed}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop, namespace: shop}
+spec: {selector: {app: shop}, ports: [{name: http, port: 8080}]}
+---
+";
+
+fn route(parent: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec:\n  parentRefs: [{parent}]\n  rules: [{{backendRefs: [{{name: shop, port: 8080}}]}}]\n"
+    )
+}
+
+#[test]
+fn route_parents_and_allowed_routes() {
+    let repo = |allowed: &str, parent: &str| GATEWAY.replace("ALLOWED", allowed) + &route(parent);
+    let parent = "{name: web, namespace: infra}";
+    assert_eq!(findings("MC0117", &repo("", parent)).len(), 1, "Same by default");
+    let all = "allowedRoutes: {namespaces: {from: All}}";
+    assert_eq!(findings("MC0117", &repo(all, parent)), vec![]);
+    let selector = "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {edge: allowed}}}}";
+    assert_eq!(findings("MC0117", &repo(selector, parent)), vec![]);
+    let other = "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {edge: other}}}}";
+    assert_eq!(findings("MC0117", &repo(other, parent)).len(), 1);
+    // The listener named by sectionName decides, and must exist.
+    let admin_only = "{name: web, namespace: infra, sectionName: admin}";
+    assert_eq!(findings("MC0117", &repo(all, admin_only)).len(), 1, "admin is Same");
+    let http_only = "{name: web, namespace: infra, sectionName: http}";
+    assert_eq!(findings("MC0117", &repo(all, http_only)), vec![]);
+    let missing = "{name: web, namespace: infra, sectionName: https}";
+    assert_eq!(findings("MC0117", &repo(all, missing)).len(), 1);
+    assert_eq!(findings("MC0117", &repo(all, "{name: nope, namespace: infra}")).len(), 1);
+    // A mesh route's parent is a Service.
+    assert_eq!(findings("MC0117", &repo(all, "{group: \"\", kind: Service, name: shop}")), vec![]);
+    assert_eq!(findings("MC0117", &repo(all, "{group: \"\", kind: Service, name: shopp}")).len(), 1);
+}
+
+#[test]
+fn cross_namespace_backends_need_a_grant() {
+    let edge_route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: edge}
+spec:
+  parentRefs: [{name: web, namespace: infra}]
+  rules: [{backendRefs: [{name: shop, namespace: shop, port: 8080}, {name: gone, weight: 0}]}]
+---
+";
+    let repo = GATEWAY.replace("ALLOWED", "allowedRoutes: {namespaces: {from: All}}") + edge_route;
+    assert_eq!(findings("MC0119", &repo).len(), 1);
+    assert_eq!(findings("MC0118", &repo), vec![], "a backend of weight 0 is not checked");
+    let grant = |kind: &str, name: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: shop}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: edge}}]\n  to: [{{group: \"\", kind: Service{name}}}]\n"
+        )
+    };
+    assert_eq!(findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ""))), vec![]);
+    assert_eq!(findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ", name: shop"))), vec![]);
+    assert_eq!(findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ", name: other"))).len(), 1);
+    assert_eq!(findings("MC0119", &(repo + &grant("GRPCRoute", ""))).len(), 1, "wrong kind");
+}
+
+#[test]
+fn listeners_conflict_within_and_across_gateways() {
+    let gw = |name: &str, listeners: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  gatewayClassName: istio\n  listeners: {listeners}\n---\n"
+        )
+    };
+    let one = gw(
+        "a",
+        "[{name: x, hostname: h.example.com, port: 80, protocol: HTTP}, {name: y, hostname: h.example.com, port: 80, protocol: HTTP}, {name: z, hostname: h.example.com, port: 80, protocol: HTTPS}]",
+    );
+    let a = analyze(vec![Input::new("t.yaml", one)], &Options::default());
+    let codes: Vec<Vec<&str>> = a
+        .diagnostics
+        .iter()
+        .filter(|d| d.code() == "MC0214")
+        .map(|d| d.upstream_codes())
+        .collect();
+    assert_eq!(codes, vec![vec!["KIA1503"], vec!["KIA1503"]], "x and y, not z");
+    let two = gw("a", "[{name: x, port: 80, protocol: HTTP}]") + &gw("b", "[{name: x, port: 80, protocol: HTTP}]");
+    assert_eq!(findings("MC0214", &two).len(), 2, "both Gateways claim every host on 80");
+    let apart = gw("a", "[{name: x, port: 80, protocol: HTTP}]") + &gw("b", "[{name: x, port: 8080, protocol: HTTP}]");
+    assert_eq!(findings("MC0214", &apart), vec![]);
+}
+
+/// The Gateway API's mesh (GAMMA) conformance routes are valid configuration:
+/// each, beside the suite's manifests, lints without an error.
+#[test]
+fn gateway_api_mesh_conformance_routes_are_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/gateway-api/mesh");
+    let manifests = std::fs::read_to_string(dir.join("manifests.yaml")).unwrap();
+    let mut tests: Vec<_> = std::fs::read_dir(dir.join("tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    tests.sort();
+    assert!(tests.len() >= 20, "{} route files", tests.len());
+    for t in tests {
+        let text = std::fs::read_to_string(&t).unwrap();
+        let a = analyze(
+            vec![Input::new("manifests.yaml", manifests.clone()), Input::new(t.display().to_string(), text)],
+            &Options::default(),
+        );
+        let errors: Vec<String> = a
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == meshc_compiler::diagnostic::Severity::Error)
+            .map(|d| format!("{} {}", d.code(), d.message))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", t.display());
+        assert!(a.resources.iter().any(|r| matches!(r.kind.as_str(), "HTTPRoute" | "GRPCRoute")));
+    }
+}
+
+/// A VirtualService may bind to a Gateway API Gateway by name; its hosts are
+/// checked against the listeners' hostnames.
+#[test]
+fn virtual_services_bind_to_gateway_api_gateways() {
+    let repo = |host: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: infra}}
+spec:
+  gatewayClassName: istio
+  listeners: [{{name: http, hostname: \"*.example.com\", port: 80, protocol: HTTP}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: v, namespace: infra}}
+spec:
+  hosts: [{host}]
+  gateways: [infra/web]
+  http: [{{route: [{{destination: {{host: {host}}}}}]}}]
+"
+        )
+    };
+    assert_eq!(findings("MC0103", &repo("shop.example.com")), vec![]);
+    assert_eq!(findings("MC0106", &repo("shop.example.com")), vec![]);
+    assert_eq!(findings("MC0106", &repo("shop.example.org")).len(), 1);
+}

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use meshc_compiler::diagnostic::Severity;
+use meshc_compiler::model::Kind;
 use meshc_compiler::{Input, Options, analyze};
 use serde_json::{Value, json};
 
@@ -36,7 +37,7 @@ pub struct Policy {
     options: Options,
     /// Where each resource's document is: (kind, namespace, name) to
     /// (input, byte range).
-    places: std::collections::HashMap<(String, String, String), Vec<(usize, usize, usize)>>,
+    places: std::collections::HashMap<(Kind, String, String), Vec<(usize, usize, usize)>>,
 }
 
 impl Policy {
@@ -48,11 +49,7 @@ impl Policy {
             // Files are numbered in input order.
             let i = r.file.0 as usize;
             places
-                .entry((
-                    r.kind.as_str().to_string(),
-                    r.namespace.clone(),
-                    r.name.clone(),
-                ))
+                .entry((r.kind, r.namespace.clone(), r.name.clone()))
                 .or_default()
                 .push((i, r.root.span.start as usize, r.root.span.end as usize));
         }
@@ -65,9 +62,10 @@ impl Policy {
 
     /// The inputs with the document defining `kind namespace/name` blanked
     /// out (an update replaces it), every other line where it was.
-    fn without(&self, kind: &str, namespace: &str, name: &str) -> Vec<Input> {
+    fn without(&self, kind: Option<Kind>, namespace: &str, name: &str) -> Vec<Input> {
         let mut inputs = self.inputs.clone();
-        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let Some(kind) = kind else { return inputs };
+        let key = (kind, namespace.to_string(), name.to_string());
         for &(i, start, end) in self.places.get(&key).into_iter().flatten() {
             if let Ok(bytes) = &mut inputs[i].content
                 && end <= bytes.len()
@@ -216,7 +214,12 @@ pub fn review(review: &Value, context: Option<&Policy>) -> Result<Value, String>
     {
         meta.insert("namespace".into(), Value::String(ns.to_string()));
     }
-    let kind = object["kind"].as_str().unwrap_or("").to_string();
+    // The kind as meshc models it (`Gateway` is two kinds, told apart by group).
+    let group = object["apiVersion"]
+        .as_str()
+        .and_then(|v| v.rsplit_once('/'))
+        .map_or("", |(g, _)| g);
+    let kind = Kind::lookup(group, object["kind"].as_str().unwrap_or(""));
     let name = object["metadata"]["name"]
         .as_str()
         .unwrap_or("")
@@ -228,7 +231,7 @@ pub fn review(review: &Value, context: Option<&Policy>) -> Result<Value, String>
     // JSON is YAML: the object is analysed as it came.
     let text = serde_json::to_string_pretty(&object).map_err(|e| e.to_string())?;
     let (mut inputs, options) = match context {
-        Some(p) => (p.without(&kind, &namespace, &name), p.options.clone()),
+        Some(p) => (p.without(kind, &namespace, &name), p.options.clone()),
         None => (Vec::new(), Options::default()),
     };
     inputs.push(Input::new(ADMITTED, text));
@@ -262,7 +265,8 @@ pub fn review(review: &Value, context: Option<&Policy>) -> Result<Value, String>
         Ok(answer(
             false,
             Some(format!(
-                "meshc: {kind} {namespace}/{name} is refused: {}",
+                "meshc: {} {namespace}/{name} is refused: {}",
+                object["kind"].as_str().unwrap_or(""),
                 errors.join("; ")
             )),
             warnings,

@@ -582,6 +582,11 @@ fn kiali_integration(dir: &Path, root: &Path, doc: &Value, suite: &mut Suite) ->
             let Some(res) = d.resource.as_ref() else {
                 continue;
             };
+            // Kiali writes the Gateway API's Gateway `Gateway(group)`.
+            let res = res.replace(
+                "Gateway.gateway.networking.k8s.io ",
+                "Gateway(gateway.networking.k8s.io) ",
+            );
             for u in d.upstream.iter().filter(|u| u.code.starts_with("KIA")) {
                 *found_all
                     .entry((u.code.to_string(), res.clone()))

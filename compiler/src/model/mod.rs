@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod gateway_api;
 #[allow(missing_docs)]
 pub mod istio_gen;
 
+pub use gateway_api::*;
 pub use istio_gen::*;
 
 /// Kubernetes' `int-or-string`.
@@ -208,11 +210,19 @@ pub enum Kind {
     DaemonSet,
     /// networking.istio.io (v1alpha3 only)
     EnvoyFilter,
+    /// gateway.networking.k8s.io: the Gateway API's Gateway
+    K8sGateway,
+    /// gateway.networking.k8s.io
+    HttpRoute,
+    /// gateway.networking.k8s.io
+    GrpcRoute,
+    /// gateway.networking.k8s.io
+    ReferenceGrant,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 20] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -229,6 +239,10 @@ impl Kind {
         Kind::StatefulSet,
         Kind::DaemonSet,
         Kind::EnvoyFilter,
+        Kind::K8sGateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::ReferenceGrant,
     ];
 
     /// The kind's name as written in `kind:`.
@@ -250,6 +264,20 @@ impl Kind {
             Kind::StatefulSet => "StatefulSet",
             Kind::DaemonSet => "DaemonSet",
             Kind::EnvoyFilter => "EnvoyFilter",
+            Kind::K8sGateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+        }
+    }
+
+    /// The kind's name where `as_str` is ambiguous: the Gateway API's
+    /// Gateway is `Gateway.gateway.networking.k8s.io` (as `kubectl` writes
+    /// it), every other kind its plain name.
+    pub fn qualified(self) -> &'static str {
+        match self {
+            Kind::K8sGateway => "Gateway.gateway.networking.k8s.io",
+            k => k.as_str(),
         }
     }
 
@@ -267,6 +295,9 @@ impl Kind {
             }
             Kind::Namespace | Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => "apps",
+            Kind::K8sGateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => {
+                "gateway.networking.k8s.io"
+            }
         }
     }
 
@@ -278,6 +309,7 @@ impl Kind {
         match self.group() {
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
             "security.istio.io" => &["v1", "v1beta1"],
+            "gateway.networking.k8s.io" => &["v1", "v1beta1", "v1alpha2"],
             _ => &["v1"],
         }
     }
@@ -316,6 +348,9 @@ impl Kind {
             }
             Kind::Pod => schema_of::<KubeObject<PodSpec>>(),
             Kind::Namespace | Kind::ServiceAccount => schema_of::<KubeObject<serde_json::Value>>(),
+            Kind::K8sGateway => schema_of::<KubeObject<K8sGatewaySpec>>(),
+            Kind::HttpRoute | Kind::GrpcRoute => schema_of::<KubeObject<RouteSpec>>(),
+            Kind::ReferenceGrant => schema_of::<KubeObject<ReferenceGrantSpec>>(),
         }
     }
 }
@@ -374,6 +409,10 @@ pub enum Spec {
     Service(ServiceSpec),
     Workload(WorkloadSpec),
     Pod(PodSpec),
+    K8sGateway(K8sGatewaySpec),
+    /// HTTPRoute and GRPCRoute.
+    Route(RouteSpec),
+    ReferenceGrant(ReferenceGrantSpec),
     /// Namespace and ServiceAccount: metadata only.
     None,
 }
@@ -419,6 +458,9 @@ impl Spec {
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => kube(doc, Spec::Workload),
             Kind::Pod => kube(doc, Spec::Pod),
             Kind::Namespace | Kind::ServiceAccount => kube(doc, |_: serde_json::Value| Spec::None),
+            Kind::K8sGateway => kube(doc, Spec::K8sGateway),
+            Kind::HttpRoute | Kind::GrpcRoute => kube(doc, Spec::Route),
+            Kind::ReferenceGrant => kube(doc, Spec::ReferenceGrant),
         }
     }
 }

@@ -137,6 +137,10 @@ pub static ALL: &[&RuleMeta] = &[
     &references::service_ports::TARGET_PORT_CONFLICT,
     &references::ambient_sidecar::SIDECAR_IN_AMBIENT,
     &references::gateway_pod_selector::SELECTOR_ON_GATEWAY_PODS,
+    &references::gateway_api::UNKNOWN_ROUTE_PARENT,
+    &references::gateway_api::UNKNOWN_ROUTE_BACKEND,
+    &references::gateway_api::MISSING_REFERENCE_GRANT,
+    &references::gateway_api::UNKNOWN_GRANT_NAMESPACE,
     &routing::unreachable_rule::UNREACHABLE_RULE,
     &routing::weight_sum::WEIGHT_SUM,
     &routing::conflicting_hosts::CONFLICTING_VIRTUAL_SERVICES,
@@ -150,6 +154,8 @@ pub static ALL: &[&RuleMeta] = &[
     &routing::gateway_skips_subsets::GATEWAY_SKIPS_SUBSETS,
     &routing::envoy_filter::ENVOY_FILTER_PATCH_ORDER,
     &routing::envoy_filter::ENVOY_FILTER_PATCH_IGNORED,
+    &routing::gateway_api_listeners::CONFLICTING_LISTENERS,
+    &routing::gateway_api_listeners::DUPLICATE_GATEWAY_ADDRESS,
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
     &mtls::mode_conflict::MTLS_MODE_CONFLICT,
@@ -214,6 +220,8 @@ const CHECKS: &[Check] = &[
     authorization::claim_route::check,
     references::gateway_pod_selector::check,
     routing::envoy_filter::check,
+    references::gateway_api::check,
+    routing::gateway_api_listeners::check,
 ];
 
 /// Run every semantic rule over the analysed repository. Rules are

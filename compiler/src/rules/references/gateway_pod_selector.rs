@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::analysis::{Context, Selection, selects};
+use crate::analysis::{Context, Selection};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::Kind;
@@ -59,10 +59,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             if let Some(name) = labels.get(GATEWAY_NAME) {
                 gateways.insert(name);
             }
-            for w in ctx.workloads_in(&r.namespace) {
-                if let Some(name) = w.labels.get(GATEWAY_NAME)
-                    && selects(labels, &w.labels)
-                {
+            for w in ctx.workloads_matching(&r.namespace, labels) {
+                if let Some(name) = w.labels.get(GATEWAY_NAME) {
                     gateways.insert(name);
                 }
             }

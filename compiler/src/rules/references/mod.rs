@@ -5,6 +5,7 @@ pub mod ambiguous_selector;
 pub mod dangling_subset;
 pub mod destination_port;
 pub mod export_to_namespace;
+pub mod gateway_api;
 pub mod gateway_pod_selector;
 pub mod gateway_port;
 pub mod host_not_in_gateway;

@@ -5,6 +5,7 @@ pub mod conflicting_hosts;
 pub mod duplicate_certificate;
 pub mod duplicate_destination_rule;
 pub mod envoy_filter;
+pub mod gateway_api_listeners;
 pub mod gateway_skips_subsets;
 pub(crate) mod matchset;
 pub mod route_destinations;
