@@ -524,6 +524,80 @@ impl<'a> Context<'a> {
         self.namespace_injected(&w.namespace)
     }
 
+    /// Whether proxies of namespace `ns` may import `host` (an FQDN), as
+    /// their Sidecar resources' `egress.hosts` say: `false` only when the
+    /// namespace-wide Sidecar of `ns` (or, without one, the mesh-wide one of
+    /// the root namespace) leaves it out and no workload Sidecar of `ns`
+    /// imports it. The host's namespace is the one its Service name carries,
+    /// or those of the ServiceEntries that declare it.
+    pub fn imports(&self, ns: &str, host: &str) -> bool {
+        let sidecars: Vec<(&Resource, &crate::model::SidecarSpec)> = self
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Some(Spec::Sidecar(s)) => Some((r, s)),
+                _ => None,
+            })
+            .collect();
+        let wide = |n: &str| {
+            sidecars
+                .iter()
+                .find(|(r, s)| r.namespace == n && s.workload_selector.is_none())
+                .copied()
+        };
+        let Some((_, default)) = wide(ns).or_else(|| wide(&self.settings.root_namespace)) else {
+            return true;
+        };
+        let service_ns = host
+            .strip_suffix(&format!(".svc.{}", self.settings.cluster_domain))
+            .and_then(|h| h.rsplit_once('.'))
+            .map(|(_, n)| n);
+        let mut owners: Vec<&str> = service_ns.into_iter().collect();
+        owners.extend(
+            self.exact_hosts
+                .get(host)
+                .into_iter()
+                .flatten()
+                .map(|&i| self.hosts[i].namespace.as_str()),
+        );
+        let imported_by = |s: &crate::model::SidecarSpec| {
+            s.egress.iter().flatten().flat_map(|e| &e.hosts).any(|entry| {
+                let (ns_pat, host_pat) = entry.split_once('/').unwrap_or(("*", entry));
+                let ns_ok = match ns_pat {
+                    "*" => true,
+                    "~" => false,
+                    "." => owners.contains(&ns),
+                    n => owners.contains(&n),
+                };
+                ns_ok && host_matches(host_pat, host)
+            })
+        };
+        imported_by(default)
+            || sidecars
+                .iter()
+                .any(|(r, s)| r.namespace == ns && s.workload_selector.is_some() && imported_by(s))
+    }
+
+    /// Whether two resources configuring `host`, exported as `a` (from
+    /// namespace `a_ns`) and `b`, apply together anywhere: in some namespace
+    /// that sees both and whose proxies import the host ([`Self::imports`];
+    /// a wildcard host is taken as imported).
+    pub fn applied_together(
+        &self,
+        a: &[String],
+        a_ns: &str,
+        b: &[String],
+        b_ns: &str,
+        host: &str,
+    ) -> bool {
+        match shared_scope(a, a_ns, b, b_ns) {
+            None => true,
+            Some(namespaces) => namespaces
+                .iter()
+                .any(|n| host.starts_with('*') || self.imports(n, host)),
+        }
+    }
+
     /// Whether the namespace is declared with sidecar injection on.
     pub fn namespace_injected(&self, ns: &str) -> bool {
         self.namespaces.get(ns).is_some_and(|l| {
@@ -652,10 +726,21 @@ fn export_scope<'a>(l: &'a [String], own: &'a str) -> Option<Vec<&'a str>> {
 /// Whether some namespace sees both of two resources (by their `exportTo`
 /// lists and namespaces).
 pub fn scopes_overlap(a: &[String], a_ns: &str, b: &[String], b_ns: &str) -> bool {
+    shared_scope(a, a_ns, b, b_ns).is_none_or(|v| !v.is_empty())
+}
+
+/// The namespaces two `exportTo` scopes share: `None` when that is every
+/// namespace.
+pub fn shared_scope<'a>(
+    a: &'a [String],
+    a_ns: &'a str,
+    b: &'a [String],
+    b_ns: &'a str,
+) -> Option<Vec<&'a str>> {
     match (export_scope(a, a_ns), export_scope(b, b_ns)) {
-        (None, None) => true,
-        (None, Some(v)) | (Some(v), None) => !v.is_empty(),
-        (Some(x), Some(y)) => x.iter().any(|n| y.contains(n)),
+        (None, None) => None,
+        (None, Some(v)) | (Some(v), None) => Some(v),
+        (Some(x), Some(y)) => Some(x.into_iter().filter(|n| y.contains(n)).collect()),
     }
 }
 

@@ -544,3 +544,30 @@ spec:
     assert_eq!(findings("MC0106", &repo("shop.example.com")), vec![]);
     assert_eq!(findings("MC0106", &repo("shop.example.org")).len(), 1);
 }
+
+#[test]
+fn duplicate_destination_rules_matter_only_where_the_host_is_imported() {
+    let repo = |egress: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec: {{egress: [{{hosts: [{egress}]}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: a, namespace: shop}}
+spec: {{host: api.billing.svc.cluster.local, exportTo: [\".\"], trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: b, namespace: shop}}
+spec: {{host: api.billing.svc.cluster.local, exportTo: [\".\"], trafficPolicy: {{loadBalancer: {{simple: LEAST_REQUEST}}}}}}
+"
+        )
+    };
+    assert_eq!(findings("MC0205", &repo("\"./*\", \"istio-system/*\"")), vec![]);
+    assert_eq!(findings("MC0205", &repo("\"./*\", \"billing/*\"")).len(), 2);
+    assert_eq!(findings("MC0205", &repo("\"*/api.billing.svc.cluster.local\"")).len(), 2);
+    assert_eq!(findings("MC0205", &repo("\"billing/other.billing.svc.cluster.local\"")), vec![]);
+}

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::{Context, Resource, host_matches, scopes_overlap};
+use crate::analysis::{Context, Resource, host_matches};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Spec};
@@ -13,7 +13,9 @@ declare_rule! {
     /// Reports VirtualServices bound to the sidecars (`gateways` absent or
     /// containing `mesh`) that claim the same host, or overlapping hosts
     /// (`*.shop.svc.cluster.local` and `reviews.shop.svc.cluster.local`), and
-    /// are visible together in some namespace (their `exportTo` lists overlap).
+    /// are visible together in some namespace (their `exportTo` lists overlap)
+    /// whose proxies import the host (its Sidecar `egress.hosts` do not leave
+    /// it out).
     ///
     /// ## Why is this bad?
     /// Istio merges such VirtualServices in an order nobody controls (creation
@@ -85,7 +87,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut findings: Vec<(usize, Diagnostic, usize)> = Vec::new();
     let mut by_vs: HashMap<usize, usize> = HashMap::new();
     for (k, c) in claims.iter().enumerate() {
-        let rivals = rivals_of(&claims, &exact, &wild, k);
+        let rivals = rivals_of(ctx, &claims, &exact, &wild, k);
         if rivals.is_empty() {
             continue;
         }
@@ -134,8 +136,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
 }
 
 /// The other VirtualServices (resource indices, sorted) whose mesh hosts
-/// overlap claim `k`'s in a namespace that sees both.
+/// overlap claim `k`'s in a namespace that sees both and imports the host.
 fn rivals_of(
+    ctx: &Context,
     claims: &[Claim],
     exact: &HashMap<&str, Vec<usize>>,
     wild: &[usize],
@@ -154,7 +157,8 @@ fn rivals_of(
             continue;
         }
         let overlap = host_matches(&c.host, &d.host) || host_matches(&d.host, &c.host);
-        if overlap && scopes_overlap(c.export_to, &c.res.namespace, d.export_to, &d.res.namespace) {
+        let host = if c.host.starts_with('*') { &d.host } else { &c.host };
+        if overlap && ctx.applied_together(c.export_to, &c.res.namespace, d.export_to, &d.res.namespace, host) {
             rivals.push(d.index);
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::analysis::{Context, scopes_overlap};
+use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::path;
@@ -11,7 +11,9 @@ declare_rule! {
     /// ## What it does
     /// Reports DestinationRules without a `workloadSelector` that configure the
     /// same host, or the same subset of a host, and are visible together in some
-    /// namespace (their `exportTo` lists overlap).
+    /// namespace (their `exportTo` lists overlap) whose proxies import the
+    /// host: a namespace whose Sidecar `egress.hosts` leave the host out never
+    /// applies either rule.
     ///
     /// ## Why is this bad?
     /// Istio uses one DestinationRule per host for a client: the oldest wins for
@@ -79,7 +81,12 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             let mut rivals: Vec<(usize, Vec<&str>)> = Vec::new();
             for (b, (j, other, exp2)) in group.iter().enumerate() {
                 let rj = &ctx.resources[*j];
-                if a == b || !scopes_overlap(exp, &r.namespace, exp2, &rj.namespace) {
+                if a == b {
+                    continue;
+                }
+                // Both apply only where both are exported, and only to
+                // proxies that import the host.
+                if !ctx.applied_together(exp, &r.namespace, exp2, &rj.namespace, host) {
                     continue;
                 }
                 let shared: Vec<&str> =

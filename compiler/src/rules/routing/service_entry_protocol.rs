@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::analysis::{Context, scopes_overlap};
+use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::Kind;
@@ -12,7 +12,8 @@ declare_rule! {
     /// ## What it does
     /// Reports ServiceEntries that declare the same host and port with different
     /// protocols while some namespace sees both of them (their `exportTo` lists
-    /// overlap).
+    /// overlap) and imports the host (its Sidecar `egress.hosts` do not leave
+    /// it out).
     ///
     /// ## Why is this bad?
     /// A port has one protocol in Envoy's listener: one of the ServiceEntries
@@ -75,11 +76,12 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                     let hb = &ctx.hosts[*b];
                     hb.index != ha.index
                         && pb != pa
-                        && scopes_overlap(
+                        && ctx.applied_together(
                             &ha.export_to,
                             &ha.namespace,
                             &hb.export_to,
                             &hb.namespace,
+                            &ha.host,
                         )
                 })
                 .map(|(b, pb)| (ctx.hosts[*b].index, pb))
