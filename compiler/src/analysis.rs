@@ -561,16 +561,20 @@ impl<'a> Context<'a> {
                 .map(|&i| self.hosts[i].namespace.as_str()),
         );
         let imported_by = |s: &crate::model::SidecarSpec| {
-            s.egress.iter().flatten().flat_map(|e| &e.hosts).any(|entry| {
-                let (ns_pat, host_pat) = entry.split_once('/').unwrap_or(("*", entry));
-                let ns_ok = match ns_pat {
-                    "*" => true,
-                    "~" => false,
-                    "." => owners.contains(&ns),
-                    n => owners.contains(&n),
-                };
-                ns_ok && host_matches(host_pat, host)
-            })
+            s.egress
+                .iter()
+                .flatten()
+                .flat_map(|e| &e.hosts)
+                .any(|entry| {
+                    let (ns_pat, host_pat) = entry.split_once('/').unwrap_or(("*", entry));
+                    let ns_ok = match ns_pat {
+                        "*" => true,
+                        "~" => false,
+                        "." => owners.contains(&ns),
+                        n => owners.contains(&n),
+                    };
+                    ns_ok && host_matches(host_pat, host)
+                })
         };
         imported_by(default)
             || sidecars
@@ -596,6 +600,17 @@ impl<'a> Context<'a> {
                 .iter()
                 .any(|n| host.starts_with('*') || self.imports(n, host)),
         }
+    }
+
+    /// Every Istio Gateway with its spec, in resource order.
+    pub fn istio_gateways(&self) -> Vec<(&'a Resource, &'a crate::model::GatewaySpec)> {
+        self.resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Some(Spec::Gateway(g)) => Some((r, g)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether the namespace is declared with sidecar injection on.

@@ -6,14 +6,21 @@ use meshc_compiler::{Input, Options, analyze};
 
 /// The findings of `code` for a one-file repository: (resource, YAML path).
 fn findings(code: &str, yaml: &str) -> Vec<(String, String)> {
-    let a = analyze(vec![Input::new("t.yaml", yaml.to_string())], &Options::default());
+    let a = analyze(
+        vec![Input::new("t.yaml", yaml.to_string())],
+        &Options::default(),
+    );
     a.diagnostics
         .iter()
         .filter(|d| d.code() == code)
         .map(|d| {
             (
                 d.resource.clone().unwrap_or_default(),
-                d.primary.path.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                d.primary
+                    .path
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
             )
         })
         .collect()
@@ -66,16 +73,18 @@ spec: {selector: {app: api}, ports: [{name: grpc, port: 8080}]}
     let undeclared = two.replace("ANNOTATIONS", "");
     assert_eq!(
         findings("MC0113", &undeclared),
-        vec![("Deployment shop/api".to_string(), "metadata.name".to_string())]
+        vec![(
+            "Deployment shop/api".to_string(),
+            "metadata.name".to_string()
+        )]
     );
     let opted_out = two.replace(
         "ANNOTATIONS",
         ", annotations: {sidecar.istio.io/inject: \"false\"}",
     );
     assert_eq!(findings("MC0113", &opted_out), vec![]);
-    let uninjected = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{undeclared}"
-    );
+    let uninjected =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{undeclared}");
     assert_eq!(findings("MC0113", &uninjected), vec![]);
 }
 
@@ -126,7 +135,11 @@ fn a_shared_certificate_is_reported_on_the_gateway_whose_selector_is_contained()
         + &gateway("b", "{istio: ingressgateway}", files)
         + &gateway("c", "{istio: ingressgateway}", "{mode: PASSTHROUGH}")
         + &gateway("d", "{istio: ingressgateway}", "{mode: PASSTHROUGH}");
-    assert_eq!(findings("MC0210", &yaml).len(), 2, "a and b, not the passthrough servers");
+    assert_eq!(
+        findings("MC0210", &yaml).len(),
+        2,
+        "a and b, not the passthrough servers"
+    );
 }
 
 const CLAIM_ROUTE: &str = "
@@ -167,7 +180,8 @@ fn a_claim_route_needs_a_request_authentication_for_the_gateway() {
     // must ask for no label the Gateway's does not.
     let root = CLAIM_ROUTE.to_string() + &ra("istio-system", "{istio: ingressgateway}");
     assert_eq!(findings("MC0406", &root), vec![]);
-    let narrower = CLAIM_ROUTE.to_string() + &ra("istio-system", "{istio: ingressgateway, zone: a}");
+    let narrower =
+        CLAIM_ROUTE.to_string() + &ra("istio-system", "{istio: ingressgateway, zone: a}");
     assert_eq!(findings("MC0406", &narrower).len(), 1);
     let elsewhere = CLAIM_ROUTE.to_string() + &ra("shop", "{istio: ingressgateway}");
     assert_eq!(findings("MC0406", &elsewhere).len(), 1);
@@ -186,7 +200,10 @@ fn sidecars_in_ambient() {
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: app, labels: {labels}}}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: app}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n"
         )
     };
-    assert_eq!(findings("MC0115", &ns("{istio.io/dataplane-mode: ambient}")).len(), 1);
+    assert_eq!(
+        findings("MC0115", &ns("{istio.io/dataplane-mode: ambient}")).len(),
+        1
+    );
     assert_eq!(
         findings(
             "MC0115",
@@ -196,7 +213,10 @@ fn sidecars_in_ambient() {
         "injection wins over ambient"
     );
     assert_eq!(
-        findings("MC0115", &ns("{istio.io/dataplane-mode: ambient, istio.io/rev: canary}")),
+        findings(
+            "MC0115",
+            &ns("{istio.io/dataplane-mode: ambient, istio.io/rev: canary}")
+        ),
         vec![]
     );
     // A workload-scoped Sidecar whose every pod is ambient, in a sidecar namespace.
@@ -222,7 +242,11 @@ fn gateway_routes_and_mesh_subsets() {
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: mesh, namespace: shop}}\nspec:\n  hosts: [reviews]\n  gateways: {mesh_gateways}\n  http: [{{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: edge, namespace: shop}}\nspec:\n  hosts: [shop.example.com]\n  gateways: [public]\n  http: [{{route: [{{destination: {{host: reviews.shop.svc.cluster.local{gateway_subset}}}}}]}}]\n"
         )
     };
-    assert_eq!(findings("MC0211", &yaml("", "[mesh]")).len(), 1, "FQDN and short name are one host");
+    assert_eq!(
+        findings("MC0211", &yaml("", "[mesh]")).len(),
+        1,
+        "FQDN and short name are one host"
+    );
     assert_eq!(findings("MC0211", &yaml(", subset: v1", "[mesh]")), vec![]);
     assert_eq!(
         findings("MC0211", &yaml("", "[other-gateway]")),
@@ -419,24 +443,50 @@ fn route(parent: &str) -> String {
 fn route_parents_and_allowed_routes() {
     let repo = |allowed: &str, parent: &str| GATEWAY.replace("ALLOWED", allowed) + &route(parent);
     let parent = "{name: web, namespace: infra}";
-    assert_eq!(findings("MC0117", &repo("", parent)).len(), 1, "Same by default");
+    assert_eq!(
+        findings("MC0117", &repo("", parent)).len(),
+        1,
+        "Same by default"
+    );
     let all = "allowedRoutes: {namespaces: {from: All}}";
     assert_eq!(findings("MC0117", &repo(all, parent)), vec![]);
-    let selector = "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {edge: allowed}}}}";
+    let selector =
+        "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {edge: allowed}}}}";
     assert_eq!(findings("MC0117", &repo(selector, parent)), vec![]);
-    let other = "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {edge: other}}}}";
+    let other =
+        "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {edge: other}}}}";
     assert_eq!(findings("MC0117", &repo(other, parent)).len(), 1);
     // The listener named by sectionName decides, and must exist.
     let admin_only = "{name: web, namespace: infra, sectionName: admin}";
-    assert_eq!(findings("MC0117", &repo(all, admin_only)).len(), 1, "admin is Same");
+    assert_eq!(
+        findings("MC0117", &repo(all, admin_only)).len(),
+        1,
+        "admin is Same"
+    );
     let http_only = "{name: web, namespace: infra, sectionName: http}";
     assert_eq!(findings("MC0117", &repo(all, http_only)), vec![]);
     let missing = "{name: web, namespace: infra, sectionName: https}";
     assert_eq!(findings("MC0117", &repo(all, missing)).len(), 1);
-    assert_eq!(findings("MC0117", &repo(all, "{name: nope, namespace: infra}")).len(), 1);
+    assert_eq!(
+        findings("MC0117", &repo(all, "{name: nope, namespace: infra}")).len(),
+        1
+    );
     // A mesh route's parent is a Service.
-    assert_eq!(findings("MC0117", &repo(all, "{group: \"\", kind: Service, name: shop}")), vec![]);
-    assert_eq!(findings("MC0117", &repo(all, "{group: \"\", kind: Service, name: shopp}")).len(), 1);
+    assert_eq!(
+        findings(
+            "MC0117",
+            &repo(all, "{group: \"\", kind: Service, name: shop}")
+        ),
+        vec![]
+    );
+    assert_eq!(
+        findings(
+            "MC0117",
+            &repo(all, "{group: \"\", kind: Service, name: shopp}")
+        )
+        .len(),
+        1
+    );
 }
 
 #[test]
@@ -451,16 +501,40 @@ spec:
 ";
     let repo = GATEWAY.replace("ALLOWED", "allowedRoutes: {namespaces: {from: All}}") + edge_route;
     assert_eq!(findings("MC0119", &repo).len(), 1);
-    assert_eq!(findings("MC0118", &repo), vec![], "a backend of weight 0 is not checked");
+    assert_eq!(
+        findings("MC0118", &repo),
+        vec![],
+        "a backend of weight 0 is not checked"
+    );
     let grant = |kind: &str, name: &str| {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: shop}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: {kind}, namespace: edge}}]\n  to: [{{group: \"\", kind: Service{name}}}]\n"
         )
     };
-    assert_eq!(findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ""))), vec![]);
-    assert_eq!(findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ", name: shop"))), vec![]);
-    assert_eq!(findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ", name: other"))).len(), 1);
-    assert_eq!(findings("MC0119", &(repo + &grant("GRPCRoute", ""))).len(), 1, "wrong kind");
+    assert_eq!(
+        findings("MC0119", &(repo.clone() + &grant("HTTPRoute", ""))),
+        vec![]
+    );
+    assert_eq!(
+        findings(
+            "MC0119",
+            &(repo.clone() + &grant("HTTPRoute", ", name: shop"))
+        ),
+        vec![]
+    );
+    assert_eq!(
+        findings(
+            "MC0119",
+            &(repo.clone() + &grant("HTTPRoute", ", name: other"))
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        findings("MC0119", &(repo + &grant("GRPCRoute", ""))).len(),
+        1,
+        "wrong kind"
+    );
 }
 
 #[test]
@@ -481,10 +555,20 @@ fn listeners_conflict_within_and_across_gateways() {
         .filter(|d| d.code() == "MC0214")
         .map(|d| d.upstream_codes())
         .collect();
-    assert_eq!(codes, vec![vec!["KIA1503"], vec!["KIA1503"]], "x and y, not z");
-    let two = gw("a", "[{name: x, port: 80, protocol: HTTP}]") + &gw("b", "[{name: x, port: 80, protocol: HTTP}]");
-    assert_eq!(findings("MC0214", &two).len(), 2, "both Gateways claim every host on 80");
-    let apart = gw("a", "[{name: x, port: 80, protocol: HTTP}]") + &gw("b", "[{name: x, port: 8080, protocol: HTTP}]");
+    assert_eq!(
+        codes,
+        vec![vec!["KIA1503"], vec!["KIA1503"]],
+        "x and y, not z"
+    );
+    let two = gw("a", "[{name: x, port: 80, protocol: HTTP}]")
+        + &gw("b", "[{name: x, port: 80, protocol: HTTP}]");
+    assert_eq!(
+        findings("MC0214", &two).len(),
+        2,
+        "both Gateways claim every host on 80"
+    );
+    let apart = gw("a", "[{name: x, port: 80, protocol: HTTP}]")
+        + &gw("b", "[{name: x, port: 8080, protocol: HTTP}]");
     assert_eq!(findings("MC0214", &apart), vec![]);
 }
 
@@ -492,7 +576,8 @@ fn listeners_conflict_within_and_across_gateways() {
 /// each, beside the suite's manifests, lints without an error.
 #[test]
 fn gateway_api_mesh_conformance_routes_are_clean() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/gateway-api/mesh");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/gateway-api/mesh");
     let manifests = std::fs::read_to_string(dir.join("manifests.yaml")).unwrap();
     let mut tests: Vec<_> = std::fs::read_dir(dir.join("tests"))
         .unwrap()
@@ -503,7 +588,10 @@ fn gateway_api_mesh_conformance_routes_are_clean() {
     for t in tests {
         let text = std::fs::read_to_string(&t).unwrap();
         let a = analyze(
-            vec![Input::new("manifests.yaml", manifests.clone()), Input::new(t.display().to_string(), text)],
+            vec![
+                Input::new("manifests.yaml", manifests.clone()),
+                Input::new(t.display().to_string(), text),
+            ],
             &Options::default(),
         );
         let errors: Vec<String> = a
@@ -513,7 +601,11 @@ fn gateway_api_mesh_conformance_routes_are_clean() {
             .map(|d| format!("{} {}", d.code(), d.message))
             .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", t.display());
-        assert!(a.resources.iter().any(|r| matches!(r.kind.as_str(), "HTTPRoute" | "GRPCRoute")));
+        assert!(
+            a.resources
+                .iter()
+                .any(|r| matches!(r.kind.as_str(), "HTTPRoute" | "GRPCRoute"))
+        );
     }
 }
 
@@ -566,8 +658,20 @@ spec: {{host: api.billing.svc.cluster.local, exportTo: [\".\"], trafficPolicy: {
 "
         )
     };
-    assert_eq!(findings("MC0205", &repo("\"./*\", \"istio-system/*\"")), vec![]);
+    assert_eq!(
+        findings("MC0205", &repo("\"./*\", \"istio-system/*\"")),
+        vec![]
+    );
     assert_eq!(findings("MC0205", &repo("\"./*\", \"billing/*\"")).len(), 2);
-    assert_eq!(findings("MC0205", &repo("\"*/api.billing.svc.cluster.local\"")).len(), 2);
-    assert_eq!(findings("MC0205", &repo("\"billing/other.billing.svc.cluster.local\"")), vec![]);
+    assert_eq!(
+        findings("MC0205", &repo("\"*/api.billing.svc.cluster.local\"")).len(),
+        2
+    );
+    assert_eq!(
+        findings(
+            "MC0205",
+            &repo("\"billing/other.billing.svc.cluster.local\"")
+        ),
+        vec![]
+    );
 }

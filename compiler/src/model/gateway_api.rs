@@ -42,7 +42,11 @@ pub struct Listener {
     #[serde(default)]
     pub protocol: String,
     /// Which routes may attach.
-    #[serde(rename = "allowedRoutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "allowedRoutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allowed_routes: Option<AllowedRoutes>,
 }
 
@@ -69,7 +73,11 @@ pub struct RouteNamespaces {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NamespaceSelector {
     /// Labels the namespace must have.
-    #[serde(rename = "matchLabels", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "matchLabels",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub match_labels: Option<std::collections::BTreeMap<String, String>>,
     /// Set-based requirements; when present meshc does not judge the selector.
     #[serde(
@@ -95,7 +103,11 @@ pub struct GatewayAddress {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteSpec {
     /// What the route attaches to: Gateways, or Services for mesh routes.
-    #[serde(rename = "parentRefs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "parentRefs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parent_refs: Option<Vec<ParentRef>>,
     /// Hostnames.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +121,11 @@ pub struct RouteSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteRule {
     /// Where matching requests go.
-    #[serde(rename = "backendRefs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "backendRefs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_refs: Option<Vec<BackendRef>>,
 }
 
@@ -129,7 +145,11 @@ pub struct ParentRef {
     #[serde(default)]
     pub name: String,
     /// A listener name.
-    #[serde(rename = "sectionName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sectionName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub section_name: Option<String>,
 }
 

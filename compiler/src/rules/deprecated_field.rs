@@ -110,17 +110,15 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             {
                 found.push((
                     path!["spec", "outboundTrafficPolicy", "egressProxy"],
-                    "`outboundTrafficPolicy.egressProxy` is ignored: Istio no longer reads it".into(),
+                    "`outboundTrafficPolicy.egressProxy` is ignored: Istio no longer reads it"
+                        .into(),
                     "route egress through an egress gateway with a VirtualService instead",
                 ));
             }
             _ => {}
         }
         for (at, message, help) in found {
-            out.push(
-                r.diag(&DEPRECATED_FIELD, at, message)
-                    .with_help(help),
-            );
+            out.push(r.diag(&DEPRECATED_FIELD, at, message).with_help(help));
         }
     }
 }

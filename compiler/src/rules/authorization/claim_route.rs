@@ -61,8 +61,16 @@ const CLAIM: &str = "@request.auth.claims.";
 fn claim_key(vs: &VirtualServiceSpec) -> Option<(&str, YamlPath)> {
     for (i, http) in vs.http.iter().flatten().enumerate() {
         for (j, m) in http.r#match.iter().flatten().enumerate() {
-            for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers)] {
-                if let Some(k) = map.iter().flatten().map(|(k, _)| k).find(|k| k.starts_with(CLAIM)) {
+            for (field, map) in [
+                ("headers", &m.headers),
+                ("withoutHeaders", &m.without_headers),
+            ] {
+                if let Some(k) = map
+                    .iter()
+                    .flatten()
+                    .map(|(k, _)| k)
+                    .find(|k| k.starts_with(CLAIM))
+                {
                     return Some((k, path!["spec", "http", i, "match", j, field, k.as_str()]));
                 }
             }
@@ -91,14 +99,20 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     };
     let empty = BTreeMap::new();
     for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
-        let Spec::VirtualService(vs) = spec else { continue };
-        let Some((key, at)) = claim_key(vs) else { continue };
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
+        let Some((key, at)) = claim_key(vs) else {
+            continue;
+        };
         for gw in vs.gateways.iter().flatten().filter(|g| *g != "mesh") {
             let Some(&gi) = ctx.gateways.get(&gateway_key(gw, &r.namespace)) else {
                 continue;
             };
             let g = &ctx.resources[gi];
-            let Some(Spec::Gateway(spec)) = &g.spec else { continue };
+            let Some(Spec::Gateway(spec)) = &g.spec else {
+                continue;
+            };
             let selector = spec.selector.as_ref().unwrap_or(&empty);
             let pods: Vec<&Workload> = ctx.workloads_matching_anywhere(selector).collect();
             let uncovered: Vec<&Workload> = pods

@@ -163,7 +163,10 @@ fn accepts(ctx: &Context, listener: &Listener, gateway_ns: &str, ns: &str) -> bo
             };
             match selector {
                 Some(s) if s.match_expressions.is_some() => true,
-                Some(s) => selects(s.match_labels.as_ref().unwrap_or(&Default::default()), labels),
+                Some(s) => selects(
+                    s.match_labels.as_ref().unwrap_or(&Default::default()),
+                    labels,
+                ),
                 None => true,
             }
         }
@@ -171,11 +174,16 @@ fn accepts(ctx: &Context, listener: &Listener, gateway_ns: &str, ns: &str) -> bo
     }
 }
 
-fn gateway<'a>(ctx: &'a Context, ns: &str, name: &str) -> Option<(&'a Resource, &'a K8sGatewaySpec)> {
-    ctx.of_kind(Kind::K8sGateway).find_map(|(_, r, spec)| match spec {
-        Spec::K8sGateway(g) if r.namespace == ns && r.name == name => Some((r, g)),
-        _ => None,
-    })
+fn gateway<'a>(
+    ctx: &'a Context,
+    ns: &str,
+    name: &str,
+) -> Option<(&'a Resource, &'a K8sGatewaySpec)> {
+    ctx.of_kind(Kind::K8sGateway)
+        .find_map(|(_, r, spec)| match spec {
+            Spec::K8sGateway(g) if r.namespace == ns && r.name == name => Some((r, g)),
+            _ => None,
+        })
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
@@ -187,7 +195,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         }
     }
     for (_, r, spec) in ctx.of_kind(Kind::ReferenceGrant) {
-        let Spec::ReferenceGrant(grant) = spec else { continue };
+        let Spec::ReferenceGrant(grant) = spec else {
+            continue;
+        };
         for (i, from) in grant.from.iter().enumerate() {
             if from.namespace.is_empty() || ctx.known_namespaces.contains(&from.namespace) {
                 continue;
@@ -242,7 +252,8 @@ fn parents(ctx: &Context, r: &Resource, route: &RouteSpec, out: &mut Vec<Diagnos
             },
             ("", "Service") => {
                 let fqdn = format!("{}.{ns}.svc.{}", p.name, ctx.settings.cluster_domain);
-                (!ctx.host_exists(&fqdn, ns)).then(|| format!("Service `{ns}/{}` does not exist", p.name))
+                (!ctx.host_exists(&fqdn, ns))
+                    .then(|| format!("Service `{ns}/{}` does not exist", p.name))
             }
             _ => None,
         };
@@ -277,9 +288,14 @@ fn backends(ctx: &Context, r: &Resource, route: &RouteSpec, out: &mut Vec<Diagno
             };
             let entries = ctx.lookup(&host, ns);
             let problem = if entries.is_empty() {
-                Some((at("name"), format!("{kind} `{}` does not exist in namespace `{ns}`", b.name)))
+                Some((
+                    at("name"),
+                    format!("{kind} `{}` does not exist in namespace `{ns}`", b.name),
+                ))
             } else if let Some(port) = b.port
-                && !entries.iter().any(|e| e.ports.is_empty() || e.ports.iter().any(|p| p.number == port))
+                && !entries
+                    .iter()
+                    .any(|e| e.ports.is_empty() || e.ports.iter().any(|p| p.number == port))
             {
                 Some((at("port"), format!("`{}` exposes no port {port}", b.name)))
             } else {
@@ -299,7 +315,8 @@ fn backends(ctx: &Context, r: &Resource, route: &RouteSpec, out: &mut Vec<Diagno
                     && p.kind.as_deref() == Some("Service")
                     && p.namespace.as_deref() == Some(ns)
             });
-            if ns != r.namespace && kind == "Service" && !producer && !granted(ctx, r, ns, &b.name) {
+            if ns != r.namespace && kind == "Service" && !producer && !granted(ctx, r, ns, &b.name)
+            {
                 out.push(
                     r.diag(
                         &MISSING_REFERENCE_GRANT,

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{GatewaySpec, Kind, Spec};
 use crate::path;
 
 declare_rule! {
@@ -50,13 +49,7 @@ declare_rule! {
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let empty = BTreeMap::new();
-    let gateways: Vec<(&Resource, &GatewaySpec)> = ctx
-        .of_kind(Kind::Gateway)
-        .filter_map(|(_, r, spec)| match spec {
-            Spec::Gateway(g) => Some((r, g)),
-            _ => None,
-        })
-        .collect();
+    let gateways = ctx.istio_gateways();
     // The workloads each Gateway configures (resource indices, sorted), so
     // pairs compare two short lists instead of rescanning every workload.
     let selected: Vec<Vec<usize>> = gateways

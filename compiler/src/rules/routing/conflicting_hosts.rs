@@ -157,8 +157,20 @@ fn rivals_of(
             continue;
         }
         let overlap = host_matches(&c.host, &d.host) || host_matches(&d.host, &c.host);
-        let host = if c.host.starts_with('*') { &d.host } else { &c.host };
-        if overlap && ctx.applied_together(c.export_to, &c.res.namespace, d.export_to, &d.res.namespace, host) {
+        let host = if c.host.starts_with('*') {
+            &d.host
+        } else {
+            &c.host
+        };
+        if overlap
+            && ctx.applied_together(
+                c.export_to,
+                &c.res.namespace,
+                d.export_to,
+                &d.res.namespace,
+                host,
+            )
+        {
             rivals.push(d.index);
         }
     }

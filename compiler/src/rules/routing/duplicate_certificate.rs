@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::analysis::{Context, Resource};
+use crate::analysis::Context;
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{GatewaySpec, Kind, ServerTlsSettings, Spec};
+use crate::model::ServerTlsSettings;
 use crate::path;
 use crate::yaml::YamlPath;
 
@@ -76,13 +76,7 @@ fn certificates(tls: &ServerTlsSettings) -> Vec<(String, &'static str)> {
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let empty = BTreeMap::new();
-    let gateways: Vec<(&Resource, &GatewaySpec)> = ctx
-        .of_kind(Kind::Gateway)
-        .filter_map(|(_, r, spec)| match spec {
-            Spec::Gateway(g) => Some((r, g)),
-            _ => None,
-        })
-        .collect();
+    let gateways = ctx.istio_gateways();
     // certificate → the (gateway, server, field) that present it
     let mut by_cert: BTreeMap<String, Vec<(usize, usize, &'static str)>> = BTreeMap::new();
     for (gi, (_, gw)) in gateways.iter().enumerate() {
@@ -103,7 +97,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 let theirs = gateways[oj].1.selector.as_ref().unwrap_or(&empty);
                 let covers = mine.iter().all(|(k, v)| theirs.get(k) == Some(v));
                 if oj != gi && covers {
-                    shared.entry((gi, si, field)).or_default().push((oj, oi, ofield));
+                    shared
+                        .entry((gi, si, field))
+                        .or_default()
+                        .push((oj, oi, ofield));
                 }
             }
         }

@@ -175,7 +175,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // Filters patched for a particular proxy version so far.
     let mut versioned: BTreeSet<&str> = BTreeSet::new();
     for r in filters {
-        let Some(Spec::EnvoyFilter(ef)) = &r.spec else { continue };
+        let Some(Spec::EnvoyFilter(ef)) = &r.spec else {
+            continue;
+        };
         let unprioritised = ef.priority.unwrap_or(0) == 0;
         // (patch index, named filter also patched per proxy version)
         let mut relative: Vec<(usize, Option<&str>)> = Vec::new();
@@ -220,10 +222,13 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             }
         }
         // One finding per kind of problem and filter, listing its patches.
-        let (plain, versioned_too): (Vec<_>, Vec<_>) =
-            relative.into_iter().partition(|(_, shadowed)| shadowed.is_none());
+        let (plain, versioned_too): (Vec<_>, Vec<_>) = relative
+            .into_iter()
+            .partition(|(_, shadowed)| shadowed.is_none());
         for (group, code) in [(plain, "IST0151"), (versioned_too, "IST0155")] {
-            let Some(&(first, shadowed)) = group.first() else { continue };
+            let Some(&(first, shadowed)) = group.first() else {
+                continue;
+            };
             let at = |i: usize| path!["spec", "configPatches", i, "patch", "operation"];
             let which = group
                 .iter()
@@ -234,7 +239,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 None => format!(
                     "EnvoyFilter has no priority, and {which} {} relative to what other patches may add or remove: whether {} depends on the order EnvoyFilters were created",
                     if group.len() > 1 { "patch" } else { "patches" },
-                    if group.len() > 1 { "they apply" } else { "it applies" }
+                    if group.len() > 1 {
+                        "they apply"
+                    } else {
+                        "it applies"
+                    }
                 ),
                 Some(n) => format!(
                     "EnvoyFilter has no priority, and {which} {} `{n}` relatively while a patch for a particular proxyVersion also changes it: the result changes during an upgrade",

@@ -57,7 +57,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // host → the mesh VirtualServices that split their own host by subset
     let mut splitting: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
-        let Spec::VirtualService(vs) = spec else { continue };
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
         if !mesh_bound(vs) {
             continue;
         }
@@ -83,16 +85,22 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         return;
     }
     for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
-        let Spec::VirtualService(vs) = spec else { continue };
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
         let Some(gateway) = vs.gateways.iter().flatten().find(|g| *g != "mesh") else {
             continue;
         };
         for (at, d) in destinations(vs) {
-            if !matches!(at, DestAt::Route(..)) || d.subset.as_deref().is_some_and(|s| !s.is_empty()) {
+            if !matches!(at, DestAt::Route(..))
+                || d.subset.as_deref().is_some_and(|s| !s.is_empty())
+            {
                 continue;
             }
             let host = ctx.fqdn(&d.host, &r.namespace);
-            let Some(vss) = splitting.get(&host) else { continue };
+            let Some(vss) = splitting.get(&host) else {
+                continue;
+            };
             let others: Vec<&&Resource> = vss.iter().filter(|v| !std::ptr::eq(**v, r)).collect();
             if others.is_empty() {
                 continue;
