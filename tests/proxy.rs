@@ -489,6 +489,47 @@ async fn call(
     .unwrap_or_else(|e| panic!("{from} -> {host}{path}: {e}\n{}", logs(&mesh.logs)))
 }
 
+/// A request body of `chunks` chunks of `size` bytes with no length: the
+/// client sends it chunked, as a stream.
+struct Chunks(Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = meshc_dataplane::http::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// A POST with a streaming body through `from`'s outbound listener to
+/// reviews, whose first answer for `key` is a 503.
+async fn stream_call(mesh: &Mesh, from: &str, key: &str, chunks: usize, size: usize) -> Answer {
+    use http_body_util::BodyExt;
+    let body = Chunks(vec![Bytes::from(vec![b'x'; size]); chunks]);
+    let mut req = http::Request::new(body.boxed());
+    *req.method_mut() = http::Method::POST;
+    // The AuthorizationPolicy lets POSTs through on the echo service's paths.
+    *req.uri_mut() = format!("http://{}/echo.Echo/Upload", mesh.nodes[from].outbound)
+        .parse()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert(http::header::HOST, "reviews:9080".parse().unwrap());
+    h.insert("x-echo-fail-first", "1".parse().unwrap());
+    h.insert("x-echo-key", key.parse().unwrap());
+    let resp = mesh.client.h1.request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+        trailers: None,
+    }
+}
+
 fn version(a: &Answer) -> String {
     a.headers
         .get("x-echo-version")
@@ -625,6 +666,15 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
         &[("destination_host", "reviews.shop.svc.cluster.local")],
     );
     assert!(after >= before + 2.0, "retries {before} -> {after}");
+
+    // A streaming (chunked) request body is retried too, whole, when it fits
+    // in the proxy's retry buffer; a larger one is not retried.
+    let a = stream_call(&mesh, "web-v1", "retry-stream-1", 2, 40 * 1024).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let echoed: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(echoed["body_bytes"], 80 * 1024, "the retry carried the whole body");
+    let a = stream_call(&mesh, "web-v1", "retry-stream-2", 48, 40 * 1024).await;
+    assert_eq!(a.status, 503, "a body over the retry buffer is sent once: {a:?}");
 
     // The route's 1 s timeout.
     let started = Instant::now();

@@ -46,8 +46,14 @@ use crate::metrics::Metrics;
 use crate::tls::{MeshTls, principal, spiffe_id};
 
 /// Request bodies up to this size are buffered, so they can be retried and
-/// mirrored; larger or streaming bodies are forwarded once, as they come.
+/// mirrored; larger or streaming bodies are forwarded as they come.
 const REPLAYABLE: u64 = 64 * 1024;
+
+/// A streaming request body is copied as it goes out, up to this size
+/// (Envoy's default request buffer limit), so an attempt that fails after
+/// the whole body went out can be retried. A larger body, or one still
+/// streaming when the attempt fails, is not retried.
+const RETRY_BUFFER: usize = 1024 * 1024;
 
 /// Where the proxy listens and who it is.
 #[derive(Debug, Clone, clap::Args)]
@@ -620,7 +626,7 @@ fn rewritten_path(rule: &HttpRule, req: &eval::Request, me: &Peer) -> Option<Str
 }
 
 /// A request ready to send, its body either buffered (replayable) or a
-/// stream that can go out once.
+/// stream, copied as it goes out while retries may need it.
 struct Outgoing {
     method: Method,
     path: String,
@@ -628,6 +634,108 @@ struct Outgoing {
     version: Version,
     body: Option<Bytes>,
     stream: Option<Incoming>,
+    /// What the last attempt's streaming body left for the next one.
+    replay: Option<Arc<std::sync::Mutex<Replay>>>,
+}
+
+/// A streaming body's copy, kept for a retry.
+#[derive(Default)]
+struct Replay {
+    /// The bytes sent so far, while they fit in [`RETRY_BUFFER`]; `None`
+    /// once they do not, or once trailers came (a replay has no trailers).
+    kept: Option<bytes::BytesMut>,
+    /// The stream ended: `kept` is the whole body.
+    complete: bool,
+    /// The stream itself, when the attempt dropped it before reading it (a
+    /// connection that failed): the next attempt sends it.
+    unread: Option<Incoming>,
+}
+
+impl Replay {
+    /// The body for the next attempt, if there can be one.
+    fn next(&mut self) -> Option<Result<Bytes, Incoming>> {
+        if let Some(s) = self.unread.take() {
+            return Some(Err(s));
+        }
+        match (&self.kept, self.complete) {
+            (Some(b), true) => Some(Ok(b.clone().freeze())),
+            _ => None,
+        }
+    }
+    fn possible(&self) -> bool {
+        self.unread.is_some() || (self.complete && self.kept.is_some())
+    }
+}
+
+/// A streaming request body that keeps a copy in a [`Replay`] as it goes
+/// out, and hands the stream back when dropped unread.
+struct Tee {
+    inner: Option<Incoming>,
+    shared: Arc<std::sync::Mutex<Replay>>,
+    started: bool,
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        this.started = true;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        let mut replay = this.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => {
+                    let fits = replay
+                        .kept
+                        .as_ref()
+                        .is_some_and(|k| k.len() + data.len() <= RETRY_BUFFER);
+                    if fits {
+                        if let Some(k) = replay.kept.as_mut() {
+                            k.extend_from_slice(data);
+                        }
+                    } else {
+                        replay.kept = None;
+                    }
+                }
+                None => replay.kept = None,
+            },
+            Poll::Ready(None) => replay.complete = true,
+            Poll::Ready(Some(Err(_))) => replay.kept = None,
+            Poll::Pending => {}
+        }
+        drop(replay);
+        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), http_body::Body::size_hint)
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if !self.started
+            && let Some(s) = self.inner.take()
+        {
+            let mut replay = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            replay.unread = Some(s);
+        }
+    }
 }
 
 impl Outgoing {
@@ -655,6 +763,7 @@ impl Outgoing {
             version: parts.version,
             body,
             stream,
+            replay: None,
         })
     }
 
@@ -676,15 +785,57 @@ impl Outgoing {
         Ok(out)
     }
 
+    /// Whether the body can go out again: it is buffered, or a streaming
+    /// body went out whole within [`RETRY_BUFFER`], or was never read.
     fn replayable(&self) -> bool {
+        self.body.is_some()
+            || self.replay.as_ref().is_some_and(|r| {
+                r.lock().unwrap_or_else(|e| e.into_inner()).possible()
+            })
+    }
+
+    /// Whether the body is buffered: mirrors copy only those.
+    fn buffered(&self) -> bool {
         self.body.is_some()
     }
 
     /// A request to `authority` (see [`crate::http::upstream_authority`]);
-    /// the body is cloned when buffered and taken when not.
-    fn build(&mut self, scheme: &str, authority: &str, h2: bool) -> Request<ProxyBody> {
-        let body = match (&self.body, self.stream.take()) {
+    /// the body is cloned when buffered. A streaming body is taken, and
+    /// copied as it goes when `keep` (another attempt may follow).
+    fn build(
+        &mut self,
+        scheme: &str,
+        authority: &str,
+        h2: bool,
+        keep: bool,
+    ) -> Request<ProxyBody> {
+        // The stream: the original, or what the last attempt left.
+        let stream = self.stream.take().or_else(|| {
+            let replay = self.replay.take()?;
+            let next = replay.lock().unwrap_or_else(|e| e.into_inner()).next();
+            match next? {
+                Ok(bytes) => {
+                    self.body = Some(bytes);
+                    None
+                }
+                Err(unread) => Some(unread),
+            }
+        });
+        let body = match (&self.body, stream) {
             (Some(b), _) => full(b.clone()),
+            (None, Some(s)) if keep => {
+                let shared = Arc::new(std::sync::Mutex::new(Replay {
+                    kept: Some(bytes::BytesMut::new()),
+                    ..Replay::default()
+                }));
+                self.replay = Some(shared.clone());
+                Tee {
+                    inner: Some(s),
+                    shared,
+                    started: false,
+                }
+                .boxed()
+            }
             (None, Some(s)) => s.map_err(BoxError::from).boxed(),
             (None, None) => full(Bytes::new()),
         };
@@ -940,7 +1091,7 @@ async fn route_outbound(
     apply_ops(&mut out.headers, &dest.request_headers);
     // Mirrors: fire and forget, replayable bodies only.
     for m in decision.mirrors() {
-        if out.replayable() && roll(m.percentage) {
+        if out.buffered() && roll(m.percentage) {
             let mut copy = Outgoing {
                 method: out.method.clone(),
                 path: out.path.clone(),
@@ -948,6 +1099,7 @@ async fn route_outbound(
                 version: out.version,
                 body: out.body.clone(),
                 stream: None,
+                replay: None,
             };
             if let Some(h) = out
                 .headers
@@ -1125,10 +1277,11 @@ async fn forward(
                 return r;
             };
             let active = ep.start();
+            let keep = attempt < retries.attempts;
             let req = if mtls {
-                out.build("https", &ep.authority, h2)
+                out.build("https", &ep.authority, h2, keep)
             } else {
-                out.build("http", &ep.addr.to_string(), h2)
+                out.build("http", &ep.addr.to_string(), h2, keep)
             };
             let client = if h2 {
                 &state.clients.h2
@@ -1289,7 +1442,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
             Err(r) => return r,
         };
         let h2 = out.version == Version::HTTP_2;
-        let req = out.build("http", &state.app_addr.to_string(), h2);
+        let req = out.build("http", &state.app_addr.to_string(), h2, false);
         let client = if h2 {
             &state.clients.h2
         } else {
