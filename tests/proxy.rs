@@ -530,6 +530,45 @@ async fn stream_call(mesh: &Mesh, from: &str, key: &str, chunks: usize, size: us
     }
 }
 
+/// Switch a connection through `from`'s outbound listener to reviews to the
+/// echo protocol, then check bytes come back across the tunnel, before and
+/// after the route timeout.
+async fn upgraded_echo(mesh: &Mesh, from: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(mesh.nodes[from].outbound)
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: reviews:9080\r\nConnection: Upgrade\r\nUpgrade: meshc-echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte))
+            .await
+            .expect("the response head in time")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: meshc-echo"), "{head}");
+    for (i, wait) in [0u64, 1200].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let msg = format!("ping {i}\n");
+        tcp.write_all(msg.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back))
+            .await
+            .expect("the echo in time")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&back), msg);
+    }
+}
+
 fn version(a: &Answer) -> String {
     a.headers
         .get("x-echo-version")
@@ -675,6 +714,11 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     assert_eq!(echoed["body_bytes"], 80 * 1024, "the retry carried the whole body");
     let a = stream_call(&mesh, "web-v1", "retry-stream-2", 48, 40 * 1024).await;
     assert_eq!(a.status, 503, "a body over the retry buffer is sent once: {a:?}");
+
+    // An HTTP/1.1 upgrade (as a WebSocket handshake does) is tunnelled
+    // through both proxies, mTLS between them, and outlives the route's
+    // 1 s timeout.
+    upgraded_echo(&mesh, "web-v1").await;
 
     // The route's 1 s timeout.
     let started = Instant::now();

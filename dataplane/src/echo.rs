@@ -8,7 +8,9 @@
 //! - `x-echo-fail-first: 2` with `x-echo-key: k`: the first 2 requests with
 //!   key `k` answer 503, later ones 200 (to see retries succeed);
 //! - `x-echo-delay-ms: 300`: wait before answering;
-//! - `x-echo-grpc-status: 14`: the gRPC status to end with.
+//! - `x-echo-grpc-status: 14`: the gRPC status to end with;
+//! - `Connection: upgrade` with `Upgrade: <protocol>` (a WebSocket handshake,
+//!   say): answer 101, then echo every byte of the upgraded connection.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -86,7 +88,7 @@ pub async fn start(settings: EchoSettings) -> Result<Echo> {
                     async move { Ok::<_, Infallible>(answer(&state, req).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                     .await;
             });
         }
@@ -98,8 +100,27 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn answer(state: &State, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn answer(state: &State, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let h = req.headers().clone();
+    // An HTTP/1.1 upgrade (a WebSocket handshake, say): switch, then send
+    // back every byte that arrives, until the peer closes.
+    if let Some(protocol) = header(&h, "upgrade").map(str::to_string) {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&protocol) {
+            resp.headers_mut().insert(http::header::UPGRADE, v);
+        }
+        return resp;
+    }
     if let Some(ms) = header(&h, "x-echo-delay-ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

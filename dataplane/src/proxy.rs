@@ -461,7 +461,7 @@ where
         }
     });
     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
+        .serve_connection_with_upgrades(io, service)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -636,6 +636,9 @@ struct Outgoing {
     stream: Option<Incoming>,
     /// What the last attempt's streaming body left for the next one.
     replay: Option<Arc<std::sync::Mutex<Replay>>>,
+    /// An HTTP/1.1 upgrade (WebSocket...): the downstream connection once it
+    /// switches, and the protocol asked for.
+    upgrade: Option<(hyper::upgrade::OnUpgrade, HeaderValue)>,
 }
 
 /// A streaming body's copy, kept for a retry.
@@ -739,7 +742,10 @@ impl Drop for Tee {
 }
 
 impl Outgoing {
-    async fn from(req: Request<Incoming>) -> Result<Outgoing, BoxError> {
+    async fn from(mut req: Request<Incoming>) -> Result<Outgoing, BoxError> {
+        let upgrade = upgrade_asked(req.headers())
+            .filter(|_| req.version() == Version::HTTP_11)
+            .map(|protocol| (hyper::upgrade::on(&mut req), protocol));
         let (parts, body) = req.into_parts();
         let hint = http_body::Body::size_hint(&body);
         let replayable = http_body::Body::is_end_stream(&body)
@@ -753,6 +759,10 @@ impl Outgoing {
         };
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
+        if let Some((_, protocol)) = &upgrade {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(http::header::UPGRADE, protocol.clone());
+        }
         Ok(Outgoing {
             method: parts.method,
             path: parts
@@ -764,6 +774,7 @@ impl Outgoing {
             body,
             stream,
             replay: None,
+            upgrade,
         })
     }
 
@@ -788,6 +799,9 @@ impl Outgoing {
     /// Whether the body can go out again: it is buffered, or a streaming
     /// body went out whole within [`RETRY_BUFFER`], or was never read.
     fn replayable(&self) -> bool {
+        if self.upgrade.is_some() {
+            return false;
+        }
         self.body.is_some()
             || self.replay.as_ref().is_some_and(|r| {
                 r.lock().unwrap_or_else(|e| e.into_inner()).possible()
@@ -796,7 +810,34 @@ impl Outgoing {
 
     /// Whether the body is buffered: mirrors copy only those.
     fn buffered(&self) -> bool {
-        self.body.is_some()
+        self.body.is_some() && self.upgrade.is_none()
+    }
+
+    /// The response to send downstream: hop-by-hop headers dropped, and for
+    /// a switched upgrade the two connections spliced once both have
+    /// switched (the tunnel outlives the request and its timeouts).
+    fn respond(&mut self, r: Response<Incoming>) -> (http::response::Parts, Incoming) {
+        let (mut parts, body) = r.into_parts();
+        let switched = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        let protocol = parts.headers.get(http::header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if switched
+            && let (Some((down, _)), Some(protocol)) = (self.upgrade.take(), protocol)
+        {
+            parts
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(http::header::UPGRADE, protocol);
+            let up = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            tokio::spawn(async move {
+                let Some(up) = up else { return };
+                if let (Ok(down), Ok(up)) = tokio::join!(down, up) {
+                    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+        (parts, body)
     }
 
     /// A request to `authority` (see [`crate::http::upstream_authority`]);
@@ -852,6 +893,18 @@ impl Outgoing {
         };
         r
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: an `Upgrade`
+/// header named in `Connection`.
+fn upgrade_asked(h: &HeaderMap) -> Option<HeaderValue> {
+    let listed = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    listed.then(|| h.get(http::header::UPGRADE).cloned()).flatten()
 }
 
 /// What one attempt came to.
@@ -1100,6 +1153,7 @@ async fn route_outbound(
                 body: out.body.clone(),
                 stream: None,
                 replay: None,
+                upgrade: None,
             };
             if let Some(h) = out
                 .headers
@@ -1341,8 +1395,7 @@ async fn forward(
             }
             return match a {
                 Attempt::Response(r) => {
-                    let (mut parts, body) = r.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
+                    let (parts, body) = out.respond(r);
                     // The permit and the in-flight count last as long as the body.
                     let held = (permit, active);
                     let body =
@@ -1450,8 +1503,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
         };
         match client.request(req).await {
             Ok(r) => {
-                let (mut parts, body) = r.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
+                let (parts, body) = out.respond(r);
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed())
             }
             Err(e) => local(
