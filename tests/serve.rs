@@ -192,6 +192,17 @@ async fn killed_mid_push_and_restarted_every_proxy_converges_on_whole_configs() 
     wait_all(&proxies, &c2).await;
     let versions = get(server.http, "/api/v1/versions").unwrap();
     assert!(versions.contains(&c2), "{versions}");
+    // The version's semantic changes were kept when it was recorded (by
+    // the restarted server, which read c1's IR back from the store).
+    let v2: serde_json::Value =
+        serde_json::from_str(&get(server.http, &format!("/api/v1/versions/{c2}")).unwrap())
+            .unwrap();
+    let changes = v2["changes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        changes.iter().any(|c| c["kind"] == "changed"
+            && c["text"].as_str().is_some_and(|t| t.contains("40"))),
+        "{v2:#}"
+    );
 
     // Everything any proxy ever applied is the whole scope of an accepted commit.
     let irs: BTreeMap<String, Ir> = [

@@ -108,9 +108,18 @@ async fn version(State(api): Shared, Path(id): Path<String>) -> Response {
         Some(Err(e)) => return internal(e),
         _ => Value::Null,
     };
+    let changes = match api.control.store.changes(v.id) {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
     let mut body = summary(&v);
     body["diagnostics"] = v.diagnostics;
     body["ir"] = ir;
+    // The semantic changes against the accepted version before it, for
+    // accepted versions recorded since meshc keeps them.
+    if let Some(changes) = changes {
+        body["changes"] = json!(changes);
+    }
     Json(body).into_response()
 }
 

@@ -578,6 +578,9 @@ pub struct Reconciler {
     /// The incremental compiler, kept across commits: a commit that changes
     /// one file reloads one file and lowers only what it reaches.
     session: Option<meshc_compiler::incremental::Session>,
+    /// The last accepted version recorded and its IR: what the next accepted
+    /// one's semantic changes are worked out against.
+    last_accepted: Option<(u64, Ir)>,
 }
 
 /// What one reconcile step did.
@@ -603,6 +606,7 @@ impl Reconciler {
             cap: 50,
             missing_noted: false,
             session: None,
+            last_accepted: None,
         }
     }
 
@@ -668,6 +672,9 @@ impl Reconciler {
             );
             let bytes = built.ir.as_ref().map(Ir::encode);
             let v = self.control.store.record(built.version, bytes.as_deref())?;
+            if let Some(ir) = &built.ir {
+                self.record_changes(v.id, ir);
+            }
             fresh = built.ir.map(|ir| (v.id, ir));
             self.control.metrics.count_version(v.verdict);
             match v.verdict {
@@ -689,6 +696,39 @@ impl Reconciler {
         }
         step.changed = self.control.refresh_with(fresh)?;
         Ok(step)
+    }
+}
+
+impl Reconciler {
+    /// Work out and keep accepted version `id`'s semantic changes against the
+    /// accepted version before it, so pages and the API need not decode two
+    /// IRs to show them. The previous IR is the one kept from the last
+    /// accepted commit, or, after a restart, read from the store. A failure
+    /// only costs the page that work later.
+    fn record_changes(&mut self, id: u64, ir: &Ir) {
+        let store = &self.control.store;
+        let decoded;
+        let before = match store.accepted_before(id) {
+            Ok(Some(p)) => match &self.last_accepted {
+                Some((last, kept)) if *last == p.id => Some(kept),
+                _ => {
+                    decoded = p
+                        .ir_hash
+                        .as_deref()
+                        .and_then(|h| store.ir(h).ok().flatten())
+                        .and_then(|b| Ir::decode(&b).ok());
+                    decoded.as_ref()
+                }
+            },
+            _ => None,
+        };
+        if let Some(before) = before {
+            let changes = crate::store::StoredChange::between(before, ir);
+            if let Err(e) = store.set_changes(id, &changes) {
+                tracing::warn!(version = id, "keeping the semantic changes: {e}");
+            }
+        }
+        self.last_accepted = Some((id, ir.clone()));
     }
 }
 

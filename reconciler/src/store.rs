@@ -20,6 +20,39 @@ const VERSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("versions");
 const IRS: TableDefinition<&str, &[u8]> = TableDefinition::new("irs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Per accepted version, its semantic changes against the accepted version
+/// before it (JSON [`StoredChange`]s), worked out when it is recorded.
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+/// One semantic change of a version, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredChange {
+    /// `added`, `removed` or `changed`.
+    pub kind: String,
+    /// The change in words (`reviews.default: rule "canary" ... 5% -> 20%`).
+    pub text: String,
+    /// Workloads (`namespace/name`) whose proxies it reaches.
+    pub reaches: Vec<String>,
+}
+
+impl StoredChange {
+    /// The changes from IR `before` to `after`.
+    pub fn between(before: &meshc_ir::Ir, after: &meshc_ir::Ir) -> Vec<StoredChange> {
+        meshc_ir::diff::diff(before, after)
+            .into_iter()
+            .map(|c| StoredChange {
+                kind: match c.kind {
+                    meshc_ir::diff::ChangeKind::Added => "added",
+                    meshc_ir::diff::ChangeKind::Removed => "removed",
+                    meshc_ir::diff::ChangeKind::Changed => "changed",
+                }
+                .to_string(),
+                text: c.to_string(),
+                reaches: c.reaches.clone(),
+            })
+            .collect()
+    }
+}
 
 pub use crate::Error;
 
@@ -123,6 +156,7 @@ impl Store {
             db!("irs", txn.open_table(IRS))?;
             db!("meta", txn.open_table(META))?;
             db!("events", txn.open_table(EVENTS))?;
+            db!("changes", txn.open_table(CHANGES))?;
         }
         db!("commit", txn.commit())?;
         Ok(Store {
@@ -188,8 +222,10 @@ impl Store {
                 drop_ids.push(k.value());
             }
         }
+        let mut changes = db!("changes", txn.open_table(CHANGES))?;
         for id in drop_ids {
             db!("versions", versions.remove(id))?;
+            db!("changes", changes.remove(id))?;
         }
         let mut needed = std::collections::HashSet::new();
         for entry in db!("versions", versions.iter())? {
@@ -254,6 +290,28 @@ impl Store {
         let txn = db!("begin", self.db.begin_read())?;
         let t = db!("versions", txn.open_table(VERSIONS))?;
         newest_accepted(&t, ..id)
+    }
+
+    /// Keep version `id`'s semantic changes against the accepted version
+    /// before it.
+    pub fn set_changes(&self, id: u64, changes: &[StoredChange]) -> Result<(), Error> {
+        let txn = db!("begin", self.db.begin_write())?;
+        {
+            let mut t = db!("changes", txn.open_table(CHANGES))?;
+            db!("changes", t.insert(id, json(&changes).as_slice()))?;
+        }
+        db!("commit", txn.commit())?;
+        Ok(())
+    }
+
+    /// Version `id`'s semantic changes, when they were worked out at record
+    /// time (versions recorded by an older meshc have none).
+    pub fn changes(&self, id: u64) -> Result<Option<Vec<StoredChange>>, Error> {
+        let txn = db!("begin", self.db.begin_read())?;
+        let t = db!("changes", txn.open_table(CHANGES))?;
+        db!("changes", t.get(id))?
+            .map(|g| parse(g.value()))
+            .transpose()
     }
 
     /// An encoded IR by hash.
@@ -494,6 +552,14 @@ mod tests {
         for c in ["bbbbbbbb2", "cccccccc3", "dddddddd4"] {
             s.record(version(c, Verdict::Rejected, None), None).unwrap();
         }
+        let change = StoredChange {
+            kind: "changed".into(),
+            text: "reviews.shop: weight 90% -> 40%".into(),
+            reaches: vec!["shop/web".into()],
+        };
+        s.set_changes(4, std::slice::from_ref(&change)).unwrap();
+        assert_eq!(s.changes(4).unwrap(), Some(vec![change]));
+        assert_eq!(s.changes(3).unwrap(), None);
         let ids: Vec<u64> = s.versions(10).unwrap().iter().map(|v| v.id).collect();
         assert_eq!(ids, [4, 1], "the pinned version is kept past the limit");
         assert!(s.ir("h1").unwrap().is_some());
@@ -504,12 +570,17 @@ mod tests {
         .unwrap();
         let ids: Vec<u64> = s.versions(10).unwrap().iter().map(|v| v.id).collect();
         assert_eq!(ids, [5, 4]);
+        assert!(s.changes(4).unwrap().is_some(), "kept with its version");
+        s.record(version("ffffffff6", Verdict::Rejected, None), None)
+            .unwrap();
+        assert_eq!(s.changes(4).unwrap(), None, "dropped with its version");
         assert!(
             s.ir("h1").unwrap().is_none(),
             "no version needs h1 any more"
         );
         assert!(s.find("1").unwrap().is_none());
         assert_eq!(s.find("eeeeeee").unwrap().unwrap().id, 5);
+        assert!(s.find("4").unwrap().is_none());
         assert_eq!(
             s.find("h5").unwrap(),
             None,

@@ -32,7 +32,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use meshc_ir::Ir;
 use meshc_reconciler::control::{Control, SyncState};
-use meshc_reconciler::store::{Verdict, Version};
+use meshc_reconciler::store::{StoredChange, Verdict, Version};
 
 /// What the UI reads.
 pub struct Web {
@@ -471,22 +471,23 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
             None
         }
         (Some(p), Verdict::Accepted) => {
-            if let (Some(a), Some(b)) = (ir_of(web, p), ir_of(web, v)) {
-                for c in meshc_ir::diff::diff(&a, &b) {
-                    let mut reaches = String::new();
-                    for (i, w) in c.reaches.iter().enumerate() {
-                        let _ = write!(reaches, "{}{w}", if i > 0 { ", " } else { "" });
-                    }
-                    changes.push(ChangeRow {
-                        kind: match c.kind {
-                            meshc_ir::diff::ChangeKind::Added => "added",
-                            meshc_ir::diff::ChangeKind::Removed => "removed",
-                            meshc_ir::diff::ChangeKind::Changed => "changed",
-                        },
-                        text: c.to_string(),
-                        reaches,
-                    });
-                }
+            // Kept when the version was recorded; else worked out from the
+            // two IRs (versions recorded by an older meshc).
+            let stored = web.control.store.changes(v.id).map_err(|e| e.to_string())?;
+            let worked_out = || match (ir_of(web, p), ir_of(web, v)) {
+                (Some(a), Some(b)) => StoredChange::between(&a, &b),
+                _ => Vec::new(),
+            };
+            for c in stored.unwrap_or_else(worked_out) {
+                changes.push(ChangeRow {
+                    kind: match c.kind.as_str() {
+                        "added" => "added",
+                        "removed" => "removed",
+                        _ => "changed",
+                    },
+                    text: c.text,
+                    reaches: c.reaches.join(", "),
+                });
             }
             Some(p.id)
         }
