@@ -550,7 +550,12 @@ async fn upgraded_echo(mesh: &Mesh, from: &str) {
             .await
             .expect("the response head in time")
             .unwrap();
-        assert_eq!(n, 1, "connection closed after {:?}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            n,
+            1,
+            "connection closed after {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -711,9 +716,16 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     let a = stream_call(&mesh, "web-v1", "retry-stream-1", 2, 40 * 1024).await;
     assert_eq!(a.status, 200, "{a:?}");
     let echoed: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
-    assert_eq!(echoed["body_bytes"], 80 * 1024, "the retry carried the whole body");
+    assert_eq!(
+        echoed["body_bytes"],
+        80 * 1024,
+        "the retry carried the whole body"
+    );
     let a = stream_call(&mesh, "web-v1", "retry-stream-2", 48, 40 * 1024).await;
-    assert_eq!(a.status, 503, "a body over the retry buffer is sent once: {a:?}");
+    assert_eq!(
+        a.status, 503,
+        "a body over the retry buffer is sent once: {a:?}"
+    );
 
     // An HTTP/1.1 upgrade (as a WebSocket handshake does) is tunnelled
     // through both proxies, mTLS between them, and outlives the route's

@@ -117,8 +117,8 @@ fn meshc_schemas_agree_with_upstream_crds() {
     let upstream = upstream_validators();
     assert_eq!(
         upstream.len(),
-        22,
-        "9 kinds in all their served versions (5 × 3 networking, EnvoyFilter v1alpha3, 3 × 2 security)"
+        25,
+        "11 kinds in all their served versions (5 × 3 networking, EnvoyFilter v1alpha3, 3 × 2 security, Telemetry v1 and v1alpha1, WasmPlugin v1alpha1)"
     );
     let mut files = Vec::new();
     yaml_files(&common::root().join("../shared/conformance"), &mut files);

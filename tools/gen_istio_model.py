@@ -22,6 +22,7 @@ import yaml
 KINDS = [
     "VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "Sidecar",
     "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "EnvoyFilter",
+    "Telemetry", "WasmPlugin",
 ]
 
 # Friendly names (Istio's proto message names) for schemas at these paths.
@@ -102,6 +103,8 @@ NAMES = {
     "EnvoyFilter.configPatches[].patch.operation": "EnvoyFilterPatchOperation",
     "EnvoyFilter.configPatches[].match.proxy": "EnvoyFilterProxyMatch",
     "EnvoyFilter.configPatches[].match.listener": "EnvoyFilterListenerMatch",
+    "Telemetry": "TelemetrySpec",
+    "WasmPlugin": "WasmPluginSpec",
 }
 
 RUST_KEYWORDS = {"match", "type", "ref", "mod", "use", "in", "loop", "move", "self", "static", "struct", "where", "async", "await", "do", "box", "final", "override", "priv", "try", "yield", "abstract", "become", "macro", "typeof", "unsized", "virtual", "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "let", "mut", "pub", "return", "super", "trait", "true", "unsafe", "while", "dyn", "gen"}

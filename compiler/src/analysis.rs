@@ -676,6 +676,14 @@ impl Resource {
                 s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
                 MATCH_LABELS,
             ),
+            Spec::Telemetry(s) if !targeted(&s.target_ref, &s.target_refs) => (
+                s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                MATCH_LABELS,
+            ),
+            Spec::WasmPlugin(s) if !targeted(&s.target_ref, &s.target_refs) => (
+                s.selector.as_ref().and_then(|w| w.match_labels.as_ref()),
+                MATCH_LABELS,
+            ),
             Spec::Gateway(g) => (g.selector.as_ref(), SelectorAt(&["spec", "selector"])),
             _ => return None,
         };

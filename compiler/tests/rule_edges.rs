@@ -280,6 +280,47 @@ spec:
             "spec.selector.matchLabels".to_string()
         )]
     );
+    // Telemetry and WasmPlugin too, through a pod of the Gateway.
+    let yaml = "
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: web, app: web}}
+spec: {containers: [{name: istio-proxy}]}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: attached, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: web}]
+  accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: auth, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  url: oci://example.com/auth:1
+";
+    assert_eq!(
+        findings("MC0116", yaml),
+        vec![
+            (
+                "Telemetry shop/logs".to_string(),
+                "spec.selector.matchLabels".to_string()
+            ),
+            (
+                "WasmPlugin shop/auth".to_string(),
+                "spec.selector.matchLabels".to_string()
+            ),
+        ]
+    );
 }
 
 #[test]

@@ -112,10 +112,16 @@ async fn answer(state: &State, mut req: Request<Incoming>) -> Response<ProxyBody
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
-        let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+        let mut resp = Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
         if let Ok(v) = HeaderValue::from_str(&protocol) {
             resp.headers_mut().insert(http::header::UPGRADE, v);
         }

@@ -720,13 +720,16 @@ impl http_body::Body for Tee {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| http_body::SizeHint::with_exact(0), http_body::Body::size_hint)
+        self.inner.as_ref().map_or_else(
+            || http_body::SizeHint::with_exact(0),
+            http_body::Body::size_hint,
+        )
     }
 }
 
@@ -760,7 +763,10 @@ impl Outgoing {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         if let Some((_, protocol)) = &upgrade {
-            headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
             headers.insert(http::header::UPGRADE, protocol.clone());
         }
         Ok(Outgoing {
@@ -803,9 +809,10 @@ impl Outgoing {
             return false;
         }
         self.body.is_some()
-            || self.replay.as_ref().is_some_and(|r| {
-                r.lock().unwrap_or_else(|e| e.into_inner()).possible()
-            })
+            || self
+                .replay
+                .as_ref()
+                .is_some_and(|r| r.lock().unwrap_or_else(|e| e.into_inner()).possible())
     }
 
     /// Whether the body is buffered: mirrors copy only those.
@@ -821,12 +828,11 @@ impl Outgoing {
         let switched = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         let protocol = parts.headers.get(http::header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        if switched
-            && let (Some((down, _)), Some(protocol)) = (self.upgrade.take(), protocol)
-        {
-            parts
-                .headers
-                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if switched && let (Some((down, _)), Some(protocol)) = (self.upgrade.take(), protocol) {
+            parts.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
             parts.headers.insert(http::header::UPGRADE, protocol);
             let up = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             tokio::spawn(async move {
@@ -843,13 +849,7 @@ impl Outgoing {
     /// A request to `authority` (see [`crate::http::upstream_authority`]);
     /// the body is cloned when buffered. A streaming body is taken, and
     /// copied as it goes when `keep` (another attempt may follow).
-    fn build(
-        &mut self,
-        scheme: &str,
-        authority: &str,
-        h2: bool,
-        keep: bool,
-    ) -> Request<ProxyBody> {
+    fn build(&mut self, scheme: &str, authority: &str, h2: bool, keep: bool) -> Request<ProxyBody> {
         // The stream: the original, or what the last attempt left.
         let stream = self.stream.take().or_else(|| {
             let replay = self.replay.take()?;
@@ -904,7 +904,9 @@ fn upgrade_asked(h: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    listed.then(|| h.get(http::header::UPGRADE).cloned()).flatten()
+    listed
+        .then(|| h.get(http::header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// What one attempt came to.

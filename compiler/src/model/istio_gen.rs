@@ -2893,3 +2893,516 @@ pub enum EnvoyFilterPatchOperation {
     #[serde(rename = "MERGE_AND_REPLACE_LIST")]
     MergeAndReplaceList,
 }
+
+/// Telemetry configuration for workloads. See more details at: https://istio.io/docs/reference/config/telemetry.html
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// Optional.
+    #[serde(
+        rename = "accessLogging",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub access_logging: Option<Vec<TelemetryAccessLogging>>,
+    /// Optional.
+    #[serde(rename = "metrics", default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<TelemetryMetrics>>,
+    /// Optional.
+    #[serde(rename = "selector", default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    /// Optional.
+    #[serde(
+        rename = "targetRefs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("maxItems" = 16))]
+    pub target_refs: Option<Vec<PolicyTargetReference>>,
+    /// Optional.
+    #[serde(rename = "tracing", default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Vec<TelemetryTracing>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryAccessLogging {
+    /// Controls logging.
+    #[serde(rename = "disabled", default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Optional.
+    #[serde(rename = "filter", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<TelemetryAccessLoggingFilter>,
+    /// Allows tailoring of logging behavior to specific conditions.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub r#match: Option<TelemetryAccessLoggingMatch>,
+    /// Optional.
+    #[serde(rename = "providers", default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<TelemetryAccessLoggingProviders>>,
+}
+
+/// Optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryAccessLoggingFilter {
+    /// CEL expression for selecting when requests/connections should be logged.
+    #[serde(
+        rename = "expression",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expression: Option<String>,
+}
+
+/// Allows tailoring of logging behavior to specific conditions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryAccessLoggingMatch {
+    /// This determines whether or not to apply the access logging configuration based on the direction of traffic relative to the proxied workload.
+    #[serde(rename = "mode", default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TelemetryMatchMode>,
+}
+
+/// This determines whether or not to apply the access logging configuration based on the direction of traffic relative to the proxied workload.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum TelemetryMatchMode {
+    #[serde(rename = "CLIENT_AND_SERVER")]
+    ClientAndServer,
+    #[serde(rename = "CLIENT")]
+    Client,
+    #[serde(rename = "SERVER")]
+    Server,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryAccessLoggingProviders {
+    /// Required.
+    #[serde(rename = "name")]
+    #[schemars(extend("minLength" = 1))]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryMetrics {
+    /// Optional.
+    #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Vec<TelemetryMetricsOverrides>>,
+    /// Optional.
+    #[serde(rename = "providers", default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<TelemetryAccessLoggingProviders>>,
+    /// Optional.
+    #[serde(
+        rename = "reportingInterval",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reporting_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryMetricsOverrides {
+    /// Optional.
+    #[serde(rename = "disabled", default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Match allows providing the scope of the override.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub r#match: Option<TelemetryOverridesMatch>,
+    /// Optional.
+    #[serde(
+        rename = "tagOverrides",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tag_overrides: Option<BTreeMap<String, TelemetryOverridesTagOverrides>>,
+}
+
+/// Match allows providing the scope of the override.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["metric"]}, {"required": ["customMetric"]}]}}, {"required": ["metric"]}, {"required": ["customMetric"]}]))]
+pub struct TelemetryOverridesMatch {
+    /// Allows free-form specification of a metric.
+    #[serde(
+        rename = "customMetric",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("minLength" = 1))]
+    pub custom_metric: Option<String>,
+    /// One of the well-known [Istio Standard Metrics](https://istio.io/latest/docs/reference/config/metrics/).
+    #[serde(rename = "metric", default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<TelemetryMatchMetric>,
+    /// Controls which mode of metrics generation is selected: `CLIENT`, `SERVER`, or `CLIENT_AND_SERVER`.
+    #[serde(rename = "mode", default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TelemetryMatchMode>,
+}
+
+/// One of the well-known [Istio Standard Metrics](https://istio.io/latest/docs/reference/config/metrics/).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum TelemetryMatchMetric {
+    #[serde(rename = "ALL_METRICS")]
+    AllMetrics,
+    #[serde(rename = "REQUEST_COUNT")]
+    RequestCount,
+    #[serde(rename = "REQUEST_DURATION")]
+    RequestDuration,
+    #[serde(rename = "REQUEST_SIZE")]
+    RequestSize,
+    #[serde(rename = "RESPONSE_SIZE")]
+    ResponseSize,
+    #[serde(rename = "TCP_OPENED_CONNECTIONS")]
+    TcpOpenedConnections,
+    #[serde(rename = "TCP_CLOSED_CONNECTIONS")]
+    TcpClosedConnections,
+    #[serde(rename = "TCP_SENT_BYTES")]
+    TcpSentBytes,
+    #[serde(rename = "TCP_RECEIVED_BYTES")]
+    TcpReceivedBytes,
+    #[serde(rename = "GRPC_REQUEST_MESSAGES")]
+    GrpcRequestMessages,
+    #[serde(rename = "GRPC_RESPONSE_MESSAGES")]
+    GrpcResponseMessages,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryOverridesTagOverrides {
+    /// Operation controls whether or not to update/add a tag, or to remove it.
+    #[serde(rename = "operation", default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<TelemetryTagOverridesOperation>,
+    /// Value is only considered if the operation is `UPSERT`.
+    #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Operation controls whether or not to update/add a tag, or to remove it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum TelemetryTagOverridesOperation {
+    #[serde(rename = "UPSERT")]
+    Upsert,
+    #[serde(rename = "REMOVE")]
+    Remove,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryTracing {
+    /// Optional.
+    #[serde(
+        rename = "customTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub custom_tags: Option<BTreeMap<String, TelemetryTracingCustomTags>>,
+    /// Controls whether trace context headers (e.g., `traceparent`/`tracestate` for W3C, `X-B3-*` for Zipkin) are propagated in forwarded requests.
+    #[serde(
+        rename = "disableContextPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disable_context_propagation: Option<bool>,
+    /// Controls span reporting.
+    #[serde(
+        rename = "disableSpanReporting",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disable_span_reporting: Option<bool>,
+    /// Determines whether or not trace spans generated by Envoy will include Istio specific tags.
+    #[serde(
+        rename = "enableIstioTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_istio_tags: Option<bool>,
+    /// Allows tailoring of behavior to specific conditions.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub r#match: Option<TelemetryAccessLoggingMatch>,
+    /// Optional.
+    #[serde(rename = "providers", default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<TelemetryAccessLoggingProviders>>,
+    /// Controls the rate at which traffic will be selected for tracing if no prior sampling decision has been made.
+    #[serde(
+        rename = "randomSamplingPercentage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("maximum" = 100, "minimum" = 0))]
+    pub random_sampling_percentage: Option<f64>,
+    #[serde(
+        rename = "useRequestIdForTraceSampling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub use_request_id_for_trace_sampling: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"not": {"anyOf": [{"required": ["literal"]}, {"required": ["environment"]}, {"required": ["header"]}, {"required": ["formatter"]}]}}, {"required": ["literal"]}, {"required": ["environment"]}, {"required": ["header"]}, {"required": ["formatter"]}]))]
+pub struct TelemetryTracingCustomTags {
+    /// Environment adds the value of an environment variable to each span.
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub environment: Option<TelemetryCustomTagsEnvironment>,
+    /// Formatter adds the value of access logging substitution formatter.
+    #[serde(rename = "formatter", default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<TelemetryCustomTagsFormatter>,
+    /// RequestHeader adds the value of an header from the request to each span.
+    #[serde(rename = "header", default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<TelemetryCustomTagsEnvironment>,
+    /// Literal adds the same, hard-coded value to each span.
+    #[serde(rename = "literal", default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<TelemetryCustomTagsFormatter>,
+}
+
+/// Environment adds the value of an environment variable to each span.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryCustomTagsEnvironment {
+    /// Optional.
+    #[serde(
+        rename = "defaultValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default_value: Option<String>,
+    /// Name of the environment variable from which to extract the tag value.
+    #[serde(rename = "name")]
+    #[schemars(extend("minLength" = 1))]
+    pub name: String,
+}
+
+/// Formatter adds the value of access logging substitution formatter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryCustomTagsFormatter {
+    /// The formatter tag value to use, same formatter as HTTP access logging (e.g.
+    #[serde(rename = "value")]
+    #[schemars(extend("minLength" = 1))]
+    pub value: String,
+}
+
+/// Extend the functionality provided by the Istio proxy through WebAssembly filters. See more details at: https://istio.io/docs/reference/config/proxy_extensions/wasm-plugin.html
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmPluginSpec {
+    /// Specifies the failure behavior for the plugin due to fatal errors.
+    #[serde(
+        rename = "failStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fail_strategy: Option<WasmPluginFailStrategy>,
+    /// The pull behaviour to be applied when fetching Wasm module by either OCI image or `http/https`.
+    #[serde(
+        rename = "imagePullPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image_pull_policy: Option<WasmPluginImagePullPolicy>,
+    /// Credentials to use for OCI image pulling.
+    #[serde(
+        rename = "imagePullSecret",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("maxLength" = 253, "minLength" = 1))]
+    pub image_pull_secret: Option<String>,
+    /// Specifies the criteria to determine which traffic is passed to WasmPlugin.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub r#match: Option<Vec<WasmPluginMatch>>,
+    /// Determines where in the filter chain this `WasmPlugin` is to be injected.
+    #[serde(rename = "phase", default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<WasmPluginPhase>,
+    /// The configuration that will be passed on to the plugin.
+    #[serde(
+        rename = "pluginConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub plugin_config: Option<serde_json::Value>,
+    /// The plugin name to be used in the Envoy configuration (used to be called `rootID`).
+    #[serde(
+        rename = "pluginName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("maxLength" = 256, "minLength" = 1))]
+    pub plugin_name: Option<String>,
+    /// Determines ordering of `WasmPlugins` in the same `phase`.
+    #[serde(rename = "priority", default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Criteria used to select the specific set of pods/VMs on which this plugin configuration should be applied.
+    #[serde(rename = "selector", default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+    /// SHA256 checksum that will be used to verify Wasm module or OCI container.
+    #[serde(rename = "sha256", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "(^$|^[a-f0-9]{64}$)"))]
+    pub sha256: Option<String>,
+    #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    /// Optional.
+    #[serde(
+        rename = "targetRefs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("maxItems" = 16))]
+    pub target_refs: Option<Vec<PolicyTargetReference>>,
+    /// Specifies the type of Wasm Extension to be used.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<WasmPluginType>,
+    /// URL of a Wasm module or OCI container.
+    #[serde(rename = "url")]
+    #[schemars(extend("minLength" = 1))]
+    pub url: String,
+    #[serde(
+        rename = "verificationKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verification_key: Option<String>,
+    /// Configuration for a Wasm VM.
+    #[serde(rename = "vmConfig", default, skip_serializing_if = "Option::is_none")]
+    pub vm_config: Option<WasmPluginVmConfig>,
+}
+
+/// Specifies the failure behavior for the plugin due to fatal errors.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum WasmPluginFailStrategy {
+    #[serde(rename = "FAIL_CLOSE")]
+    FailClose,
+    #[serde(rename = "FAIL_OPEN")]
+    FailOpen,
+    #[serde(rename = "FAIL_RELOAD")]
+    FailReload,
+}
+
+/// The pull behaviour to be applied when fetching Wasm module by either OCI image or `http/https`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum WasmPluginImagePullPolicy {
+    #[serde(rename = "UNSPECIFIED_POLICY")]
+    UnspecifiedPolicy,
+    #[serde(rename = "IfNotPresent")]
+    IfNotPresent,
+    #[serde(rename = "Always")]
+    Always,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmPluginMatch {
+    /// Criteria for selecting traffic by their direction.
+    #[serde(rename = "mode", default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<WasmPluginMatchMode>,
+    /// Criteria for selecting traffic by their destination port.
+    #[serde(rename = "ports", default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<WasmPluginMatchPorts>>,
+}
+
+/// Criteria for selecting traffic by their direction.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum WasmPluginMatchMode {
+    #[serde(rename = "UNDEFINED")]
+    Undefined,
+    #[serde(rename = "CLIENT")]
+    Client,
+    #[serde(rename = "SERVER")]
+    Server,
+    #[serde(rename = "CLIENT_AND_SERVER")]
+    ClientAndServer,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmPluginMatchPorts {
+    #[serde(rename = "number")]
+    #[schemars(extend("maximum" = 65535, "minimum" = 1))]
+    pub number: i64,
+}
+
+/// Determines where in the filter chain this `WasmPlugin` is to be injected.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum WasmPluginPhase {
+    #[serde(rename = "UNSPECIFIED_PHASE")]
+    UnspecifiedPhase,
+    #[serde(rename = "AUTHN")]
+    Authn,
+    #[serde(rename = "AUTHZ")]
+    Authz,
+    #[serde(rename = "STATS")]
+    Stats,
+}
+
+/// Specifies the type of Wasm Extension to be used.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum WasmPluginType {
+    #[serde(rename = "UNSPECIFIED_PLUGIN_TYPE")]
+    UnspecifiedPluginType,
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "NETWORK")]
+    Network,
+}
+
+/// Configuration for a Wasm VM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmPluginVmConfig {
+    /// Specifies environment variables to be injected to this VM.
+    #[serde(rename = "env", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 256))]
+    pub env: Option<Vec<WasmPluginVmConfigEnv>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmPluginVmConfigEnv {
+    /// Name of the environment variable.
+    #[serde(rename = "name")]
+    #[schemars(extend("maxLength" = 256, "minLength" = 1))]
+    pub name: String,
+    /// Value for the environment variable.
+    #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 2048))]
+    pub value: Option<String>,
+    /// Source for the environment variable's value.
+    #[serde(rename = "valueFrom", default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<WasmPluginEnvValueFrom>,
+}
+
+/// Source for the environment variable's value.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum WasmPluginEnvValueFrom {
+    #[serde(rename = "INLINE")]
+    Inline,
+    #[serde(rename = "HOST")]
+    Host,
+}

@@ -218,11 +218,15 @@ pub enum Kind {
     GrpcRoute,
     /// gateway.networking.k8s.io
     ReferenceGrant,
+    /// telemetry.istio.io
+    Telemetry,
+    /// extensions.istio.io (v1alpha1 only)
+    WasmPlugin,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -243,6 +247,8 @@ impl Kind {
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::ReferenceGrant,
+        Kind::Telemetry,
+        Kind::WasmPlugin,
     ];
 
     /// The kind's name as written in `kind:`.
@@ -268,6 +274,8 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Telemetry => "Telemetry",
+            Kind::WasmPlugin => "WasmPlugin",
         }
     }
 
@@ -298,13 +306,18 @@ impl Kind {
             Kind::K8sGateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => {
                 "gateway.networking.k8s.io"
             }
+            Kind::Telemetry => "telemetry.istio.io",
+            Kind::WasmPlugin => "extensions.istio.io",
         }
     }
 
     /// Versions served for this kind.
     pub fn versions(self) -> &'static [&'static str] {
-        if self == Kind::EnvoyFilter {
-            return &["v1alpha3"];
+        match self {
+            Kind::EnvoyFilter => return &["v1alpha3"],
+            Kind::Telemetry => return &["v1", "v1alpha1"],
+            Kind::WasmPlugin => return &["v1alpha1"],
+            _ => {}
         }
         match self.group() {
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
@@ -342,6 +355,8 @@ impl Kind {
             Kind::AuthorizationPolicy => schema_of::<IstioObject<AuthorizationPolicySpec>>(),
             Kind::RequestAuthentication => schema_of::<IstioObject<RequestAuthenticationSpec>>(),
             Kind::EnvoyFilter => schema_of::<IstioObject<EnvoyFilterSpec>>(),
+            Kind::Telemetry => schema_of::<IstioObject<TelemetrySpec>>(),
+            Kind::WasmPlugin => schema_of::<IstioObject<WasmPluginSpec>>(),
             Kind::Service => schema_of::<KubeObject<ServiceSpec>>(),
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => {
                 schema_of::<KubeObject<WorkloadSpec>>()
@@ -406,6 +421,8 @@ pub enum Spec {
     AuthorizationPolicy(AuthorizationPolicySpec),
     RequestAuthentication(RequestAuthenticationSpec),
     EnvoyFilter(EnvoyFilterSpec),
+    Telemetry(TelemetrySpec),
+    WasmPlugin(WasmPluginSpec),
     Service(ServiceSpec),
     Workload(WorkloadSpec),
     Pod(PodSpec),
@@ -454,6 +471,8 @@ impl Spec {
             Kind::AuthorizationPolicy => istio(doc, Spec::AuthorizationPolicy),
             Kind::RequestAuthentication => istio(doc, Spec::RequestAuthentication),
             Kind::EnvoyFilter => istio(doc, Spec::EnvoyFilter),
+            Kind::Telemetry => istio(doc, Spec::Telemetry),
+            Kind::WasmPlugin => istio(doc, Spec::WasmPlugin),
             Kind::Service => kube(doc, Spec::Service),
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => kube(doc, Spec::Workload),
             Kind::Pod => kube(doc, Spec::Pod),

@@ -12,8 +12,9 @@ const GATEWAY_NAME: &str = "gateway.networking.k8s.io/gateway-name";
 
 declare_rule! {
     /// ## What it does
-    /// Reports an AuthorizationPolicy or RequestAuthentication whose
-    /// `selector` picks the pods of a Kubernetes Gateway API Gateway: the
+    /// Reports an AuthorizationPolicy, RequestAuthentication, Telemetry or
+    /// WasmPlugin whose `selector` picks the pods of a Kubernetes Gateway API
+    /// Gateway: the
     /// selector names the `gateway.networking.k8s.io/gateway-name` label, or
     /// matches pods of its namespace that carry it.
     ///
@@ -21,7 +22,8 @@ declare_rule! {
     /// Istio attaches policy to a Gateway API Gateway through `targetRef`
     /// and ignores workload selectors that pick its pods. The policy is not
     /// in force at the gateway: an AuthorizationPolicy there denies nothing,
-    /// a RequestAuthentication validates no token.
+    /// a RequestAuthentication validates no token, a Telemetry or WasmPlugin
+    /// configures nothing.
     ///
     /// ## Example
     /// ```yaml
@@ -49,7 +51,12 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for kind in [Kind::AuthorizationPolicy, Kind::RequestAuthentication] {
+    for kind in [
+        Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
+        Kind::Telemetry,
+        Kind::WasmPlugin,
+    ] {
         for (_, r, _) in ctx.of_kind(kind) {
             // `selection` is `None` for a policy attached by `targetRef`.
             let Some(Selection::Labels(labels, at)) = r.selection() else {
