@@ -671,9 +671,14 @@ impl Reconciler {
                 &mut self.session,
             );
             let bytes = built.ir.as_ref().map(Ir::encode);
-            let v = self.control.store.record(built.version, bytes.as_deref())?;
+            let changes = built.ir.as_ref().and_then(|ir| self.changes_to(ir));
+            let v = self.control.store.record_with_changes(
+                built.version,
+                bytes.as_deref(),
+                changes.as_deref(),
+            )?;
             if let Some(ir) = &built.ir {
-                self.record_changes(v.id, ir);
+                self.last_accepted = Some((v.id, ir.clone()));
             }
             fresh = built.ir.map(|ir| (v.id, ir));
             self.control.metrics.count_version(v.verdict);
@@ -700,35 +705,28 @@ impl Reconciler {
 }
 
 impl Reconciler {
-    /// Work out and keep accepted version `id`'s semantic changes against the
-    /// accepted version before it, so pages and the API need not decode two
-    /// IRs to show them. The previous IR is the one kept from the last
-    /// accepted commit, or, after a restart, read from the store. A failure
-    /// only costs the page that work later.
-    fn record_changes(&mut self, id: u64, ir: &Ir) {
+    /// The semantic changes from the newest accepted version recorded so far
+    /// to `ir` (the next one), kept with it so that pages and the API need
+    /// not decode two IRs to show them. The previous IR is the one kept from
+    /// the last accepted commit, or, after a restart, read from the store.
+    /// `None` for the first accepted version, or when the previous IR cannot
+    /// be read (the page then works the changes out itself).
+    fn changes_to(&self, ir: &Ir) -> Option<Vec<crate::store::StoredChange>> {
         let store = &self.control.store;
+        let previous = store.accepted_before(u64::MAX).ok().flatten()?;
         let decoded;
-        let before = match store.accepted_before(id) {
-            Ok(Some(p)) => match &self.last_accepted {
-                Some((last, kept)) if *last == p.id => Some(kept),
-                _ => {
-                    decoded = p
-                        .ir_hash
-                        .as_deref()
-                        .and_then(|h| store.ir(h).ok().flatten())
-                        .and_then(|b| Ir::decode(&b).ok());
-                    decoded.as_ref()
-                }
-            },
-            _ => None,
-        };
-        if let Some(before) = before {
-            let changes = crate::store::StoredChange::between(before, ir);
-            if let Err(e) = store.set_changes(id, &changes) {
-                tracing::warn!(version = id, "keeping the semantic changes: {e}");
+        let before = match &self.last_accepted {
+            Some((last, kept)) if *last == previous.id => kept,
+            _ => {
+                decoded = previous
+                    .ir_hash
+                    .as_deref()
+                    .and_then(|h| store.ir(h).ok().flatten())
+                    .and_then(|b| Ir::decode(&b).ok())?;
+                &decoded
             }
-        }
-        self.last_accepted = Some((id, ir.clone()));
+        };
+        Some(crate::store::StoredChange::between(before, ir))
     }
 }
 

@@ -167,7 +167,18 @@ impl Store {
 
     /// Record a compiled commit and its IR (encoded) in one transaction.
     /// An accepted version ends any pin. Returns the stored version.
-    pub fn record(&self, mut v: Version, ir: Option<&[u8]>) -> Result<Version, Error> {
+    pub fn record(&self, v: Version, ir: Option<&[u8]>) -> Result<Version, Error> {
+        self.record_with_changes(v, ir, None)
+    }
+
+    /// [`Store::record`], keeping the version's semantic changes in the same
+    /// transaction: a reader never sees the version without them.
+    pub fn record_with_changes(
+        &self,
+        mut v: Version,
+        ir: Option<&[u8]>,
+        changes: Option<&[StoredChange]>,
+    ) -> Result<Version, Error> {
         let txn = db!("begin", self.db.begin_write())?;
         {
             let mut versions = db!("versions", txn.open_table(VERSIONS))?;
@@ -181,6 +192,10 @@ impl Store {
                 }
             }
             db!("versions", versions.insert(v.id, json(&v).as_slice()))?;
+            if let Some(changes) = changes {
+                let mut t = db!("changes", txn.open_table(CHANGES))?;
+                db!("changes", t.insert(v.id, json(&changes).as_slice()))?;
+            }
             let mut meta = db!("meta", txn.open_table(META))?;
             db!("meta", meta.insert("head", v.commit.as_bytes()))?;
             if v.verdict == Verdict::Accepted {
@@ -290,18 +305,6 @@ impl Store {
         let txn = db!("begin", self.db.begin_read())?;
         let t = db!("versions", txn.open_table(VERSIONS))?;
         newest_accepted(&t, ..id)
-    }
-
-    /// Keep version `id`'s semantic changes against the accepted version
-    /// before it.
-    pub fn set_changes(&self, id: u64, changes: &[StoredChange]) -> Result<(), Error> {
-        let txn = db!("begin", self.db.begin_write())?;
-        {
-            let mut t = db!("changes", txn.open_table(CHANGES))?;
-            db!("changes", t.insert(id, json(&changes).as_slice()))?;
-        }
-        db!("commit", txn.commit())?;
-        Ok(())
     }
 
     /// Version `id`'s semantic changes, when they were worked out at record
@@ -549,7 +552,7 @@ mod tests {
         )
         .unwrap();
         s.set_pin("1", "ada", "keep").unwrap();
-        for c in ["bbbbbbbb2", "cccccccc3", "dddddddd4"] {
+        for c in ["bbbbbbbb2", "cccccccc3"] {
             s.record(version(c, Verdict::Rejected, None), None).unwrap();
         }
         let change = StoredChange {
@@ -557,7 +560,14 @@ mod tests {
             text: "reviews.shop: weight 90% -> 40%".into(),
             reaches: vec!["shop/web".into()],
         };
-        s.set_changes(4, std::slice::from_ref(&change)).unwrap();
+        let v4 = s
+            .record_with_changes(
+                version("dddddddd4", Verdict::Rejected, None),
+                None,
+                Some(std::slice::from_ref(&change)),
+            )
+            .unwrap();
+        assert_eq!(v4.id, 4);
         assert_eq!(s.changes(4).unwrap(), Some(vec![change]));
         assert_eq!(s.changes(3).unwrap(), None);
         let ids: Vec<u64> = s.versions(10).unwrap().iter().map(|v| v.id).collect();
