@@ -68,15 +68,27 @@ pub fn build(
     }
 }
 
+/// Whether a path under the policy's sub-path is part of the policy.
+fn is_policy_file(p: &str) -> bool {
+    p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
+}
+
 /// The files of the policy at `rev` under `subpath`: YAML and `meshc.toml`.
 pub fn policy_files(
     repo: &Repository,
     rev: &str,
     subpath: &str,
 ) -> Result<Vec<git::File>, git::Error> {
-    git::read_tree(repo, rev, subpath, |p| {
-        p.ends_with(".yaml") || p.ends_with(".yml") || p == "meshc.toml"
-    })
+    git::read_tree(repo, rev, subpath, is_policy_file)
+}
+
+/// [`policy_files`] without reading them: paths and blob ids.
+pub fn policy_ids(
+    repo: &Repository,
+    rev: &str,
+    subpath: &str,
+) -> Result<Vec<(String, Oid)>, git::Error> {
+    git::tree_ids(repo, rev, subpath, is_policy_file)
 }
 
 /// The policy of `repo` at `rev` (a commit, branch, tag, `HEAD~1`) under

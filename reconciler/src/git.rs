@@ -44,6 +44,27 @@ pub fn read_tree(
     subpath: &str,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<File>, Error> {
+    let mut files = Vec::new();
+    for (path, id) in tree_ids(repo, rev, subpath, keep)? {
+        let blob = repo
+            .find_blob(id)
+            .map_err(|e| Error(format!("{path}: {}", e.message())))?;
+        files.push(File {
+            path,
+            bytes: blob.content().to_vec(),
+        });
+    }
+    Ok(files)
+}
+
+/// [`read_tree`] without reading the files: each one's path and blob id,
+/// sorted by path. Two files with the same id have the same bytes.
+pub fn tree_ids(
+    repo: &Repository,
+    rev: &str,
+    subpath: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, git2::Oid)>, Error> {
     let commit = repo
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
@@ -74,18 +95,8 @@ pub fn read_tree(
         TreeWalkResult::Ok
     })
     .map_err(|e| Error(e.message().to_string()))?;
-    let mut files = Vec::with_capacity(found.len());
-    for (path, id) in found {
-        let blob = repo
-            .find_blob(id)
-            .map_err(|e| Error(format!("{path}: {}", e.message())))?;
-        files.push(File {
-            path,
-            bytes: blob.content().to_vec(),
-        });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    found.sort();
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Server-side rendering time of the UI's pages for the generated
 //! 10,000-service repository (issue 7's target: under 100 ms), over a real
 //! control plane that compiled two commits of it. The first render of a
-//! version page (reading both commits' files for the excerpts and the YAML
-//! diff; the semantic changes were kept when the version was recorded) is
-//! printed once; the benchmark measures renders after it, which the page
-//! cache serves.
+//! version page (listing both commits' trees, reading the files that changed
+//! for the YAML diff; the semantic changes were kept when the version was
+//! recorded) is printed once; the benchmark measures renders after it, which
+//! the page cache serves.
 //!
 //! Run: `cargo bench -p meshc-web --bench pages` (`MESHC_BENCH_SERVICES`
 //! changes the size).
@@ -98,7 +98,7 @@ fn setup() -> &'static Setup {
         let body = render(&s, "/versions/2");
         assert!(body.contains("timeout"), "the semantic diff names the change");
         eprintln!(
-            "{services} services: first render of /versions/2 (two commits read, stored changes): {:?}",
+            "{services} services: first render of /versions/2 (changed files read, stored changes): {:?}",
             started.elapsed()
         );
         s

@@ -313,18 +313,36 @@ struct VersionPage {
 
 /// The policy files at `commit` (YAML and `meshc.toml`: what diagnostics
 /// point into), by path.
-fn policy_files(web: &Web, commit: &str) -> BTreeMap<String, String> {
-    let Ok(repo) = git2::Repository::open_bare(&web.mirror) else {
+/// The policy files of `commit`, path to blob id, none of them read.
+fn policy_ids(
+    web: &Web,
+    repo: Option<&git2::Repository>,
+    commit: &str,
+) -> BTreeMap<String, git2::Oid> {
+    repo.and_then(|r| meshc_reconciler::commit::policy_ids(r, commit, &web.subpath).ok())
+        .map(|ids| ids.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// The text of the files of `ids` that `wanted` names.
+fn read_files(
+    repo: Option<&git2::Repository>,
+    ids: &BTreeMap<String, git2::Oid>,
+    wanted: impl Fn(&str) -> bool,
+) -> BTreeMap<String, String> {
+    let Some(repo) = repo else {
         return BTreeMap::new();
     };
-    meshc_reconciler::commit::policy_files(&repo, commit, &web.subpath)
-        .map(|files| {
-            files
-                .into_iter()
-                .filter_map(|f| Some((f.path, String::from_utf8(f.bytes).ok()?)))
-                .collect()
+    ids.iter()
+        .filter(|(path, _)| wanted(path))
+        .filter_map(|(path, id)| {
+            let blob = repo.find_blob(*id).ok()?;
+            Some((
+                path.clone(),
+                String::from_utf8(blob.content().to_vec()).ok()?,
+            ))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 fn excerpt(text: &str, line: usize, end_line: usize) -> Vec<Line> {
@@ -430,8 +448,37 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
         other => other.clone(),
     };
     let mut by_file: BTreeMap<String, Vec<DiagView>> = BTreeMap::new();
-    // Every file of the commit, read once: for the excerpts and the YAML diff.
-    let sources = policy_files(web, &v.commit);
+    // The previous accepted version: what the changes are shown against.
+    let previous = web
+        .control
+        .store
+        .accepted_before(v.id)
+        .map_err(|e| e.to_string())?;
+    let previous = previous.as_ref();
+    // Only files that are read: those the diagnostics point into (for the
+    // excerpts) and those whose blob differs from the previous version's (for
+    // the YAML diff). A commit that changes one file of ten thousand reads
+    // a handful.
+    let repo = git2::Repository::open_bare(&web.mirror).ok();
+    let new_ids = policy_ids(web, repo.as_ref(), &v.commit);
+    let old_ids = previous
+        .map(|p| policy_ids(web, repo.as_ref(), &p.commit))
+        .unwrap_or_default();
+    let changed: std::collections::BTreeSet<&str> = old_ids
+        .keys()
+        .chain(new_ids.keys())
+        .filter(|p| old_ids.get(*p) != new_ids.get(*p))
+        .map(String::as_str)
+        .collect();
+    let pointed: std::collections::BTreeSet<&str> = diags
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["file"].as_str())
+        .collect();
+    let sources = read_files(repo.as_ref(), &new_ids, |p| {
+        pointed.contains(p) || changed.contains(p)
+    });
     for (i, d) in diags.as_array().into_iter().flatten().enumerate() {
         let s = |k: &str| d[k].as_str().map(str::to_string);
         let n = |k: &str| d[k].as_u64().unwrap_or(0);
@@ -454,12 +501,6 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
         });
     }
     // The semantic diff against the previous accepted version.
-    let previous = web
-        .control
-        .store
-        .accepted_before(v.id)
-        .map_err(|e| e.to_string())?;
-    let previous = previous.as_ref();
     let (mut changes, mut no_diff) = (Vec::new(), String::new());
     let previous_id = match (previous, v.verdict) {
         (_, Verdict::Rejected) => {
@@ -492,9 +533,18 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
             Some(p.id)
         }
     };
-    let yaml = previous
-        .map(|p| yamldiff::diff(&policy_files(web, &p.commit), &sources))
-        .unwrap_or_default();
+    let yaml = match previous {
+        Some(_) => {
+            let old = read_files(repo.as_ref(), &old_ids, |p| changed.contains(p));
+            let new: BTreeMap<String, String> = sources
+                .iter()
+                .filter(|(p, _)| changed.contains(p.as_str()))
+                .map(|(p, t)| (p.clone(), t.clone()))
+                .collect();
+            yamldiff::diff(&old, &new)
+        }
+        None => Vec::new(),
+    };
     Ok(VersionStatic {
         files: by_file
             .into_iter()
