@@ -144,6 +144,8 @@ pub struct Context<'a> {
     pub known_namespaces: HashSet<String>,
     /// Service accounts as `namespace/name`: declared, or used by a workload.
     pub service_accounts: HashSet<String>,
+    /// Sidecar resources with their specs, for [`Context::imports`].
+    sidecars: Vec<(&'a Resource, &'a crate::model::SidecarSpec)>,
 }
 
 impl<'a> Context<'a> {
@@ -167,6 +169,7 @@ impl<'a> Context<'a> {
             namespaces: HashMap::new(),
             known_namespaces: HashSet::new(),
             service_accounts: HashSet::new(),
+            sidecars: Vec::new(),
         };
         for (i, r) in resources.iter().enumerate() {
             ctx.known_namespaces.insert(r.namespace.clone());
@@ -234,6 +237,7 @@ impl<'a> Context<'a> {
                     ctx.gateway_api
                         .insert(format!("{}/{}", r.namespace, r.name), hosts);
                 }
+                (Kind::Sidecar, Some(Spec::Sidecar(s))) => ctx.sidecars.push((r, s)),
                 (Kind::Gateway, _) => {
                     ctx.gateways
                         .insert(format!("{}/{}", r.namespace, r.name), i);
@@ -531,14 +535,7 @@ impl<'a> Context<'a> {
     /// imports it. The host's namespace is the one its Service name carries,
     /// or those of the ServiceEntries that declare it.
     pub fn imports(&self, ns: &str, host: &str) -> bool {
-        let sidecars: Vec<(&Resource, &crate::model::SidecarSpec)> = self
-            .resources
-            .iter()
-            .filter_map(|r| match &r.spec {
-                Some(Spec::Sidecar(s)) => Some((r, s)),
-                _ => None,
-            })
-            .collect();
+        let sidecars = &self.sidecars;
         let wide = |n: &str| {
             sidecars
                 .iter()

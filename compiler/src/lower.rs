@@ -191,7 +191,11 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                         .iter()
                         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
                         .collect(),
-                    tls: s.tls.as_ref().and_then(|t| t.mode).map(enum_name),
+                    tls: s
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.mode)
+                        .map(crate::model::enum_name),
                 })
             })
             .collect();
@@ -439,12 +443,6 @@ fn binds(gateways: Option<&[String]>, ns: &str) -> Vec<Bind> {
 }
 
 /// A serde enum's YAML name (`ISTIO_MUTUAL`).
-fn enum_name<T: serde::Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
 
 fn empty_host(ns: &str, export_to: &[String]) -> ir::HostPolicy {
     let mut export_to: Vec<String> = export_to.to_vec();

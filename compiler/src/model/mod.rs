@@ -18,6 +18,15 @@ pub mod istio_gen;
 pub use gateway_api::*;
 pub use istio_gen::*;
 
+/// The name an enum value has in YAML (`INSERT_BEFORE`, `ISTIO_MUTUAL`), as
+/// its serde renaming gives it.
+pub fn enum_name<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// Kubernetes' `int-or-string`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]

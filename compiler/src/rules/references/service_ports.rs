@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::analysis::{Context, Resource, Workload, service_port_protocol};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{IntOrString, Kind, KubeServicePort, Spec};
+use crate::model::{IntOrString, KubeServicePort, Spec};
 use crate::path;
 
 declare_rule! {
@@ -132,9 +132,6 @@ fn service_ports<'a>(ctx: &'a Context, w: &'a Workload) -> Vec<Port<'a>> {
     let mut ports = Vec::new();
     for h in ctx.services_of(w) {
         let svc = &ctx.resources[h.index];
-        if svc.kind != Kind::Service {
-            continue;
-        }
         let Some(Spec::Service(spec)) = &svc.spec else {
             continue;
         };

@@ -7,6 +7,7 @@ use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
     EnvoyConfigObjectPatch, EnvoyFilterApplyTo as To, EnvoyFilterPatchOperation as Op, Kind, Spec,
+    enum_name,
 };
 use crate::path;
 
@@ -141,34 +142,6 @@ fn verdict(to: Option<To>, op: Option<Op>) -> Verdict {
     }
 }
 
-fn op_name(op: Option<Op>) -> &'static str {
-    match op {
-        Some(Op::Add) => "ADD",
-        Some(Op::Remove) => "REMOVE",
-        Some(Op::Replace) => "REPLACE",
-        Some(Op::InsertBefore) => "INSERT_BEFORE",
-        Some(Op::InsertAfter) => "INSERT_AFTER",
-        _ => "this operation",
-    }
-}
-
-fn to_name(to: Option<To>) -> &'static str {
-    match to {
-        Some(To::Listener) => "LISTENER",
-        Some(To::FilterChain) => "FILTER_CHAIN",
-        Some(To::NetworkFilter) => "NETWORK_FILTER",
-        Some(To::HttpFilter) => "HTTP_FILTER",
-        Some(To::RouteConfiguration) => "ROUTE_CONFIGURATION",
-        Some(To::VirtualHost) => "VIRTUAL_HOST",
-        Some(To::HttpRoute) => "HTTP_ROUTE",
-        Some(To::Cluster) => "CLUSTER",
-        Some(To::ExtensionConfig) => "EXTENSION_CONFIG",
-        Some(To::Bootstrap) => "BOOTSTRAP",
-        Some(To::ListenerFilter) => "LISTENER_FILTER",
-        Some(To::Invalid) | None => "an unset applyTo",
-    }
-}
-
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut filters: Vec<&Resource> = ctx.of_kind(Kind::EnvoyFilter).map(|(_, r, _)| r).collect();
     filters.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -191,8 +164,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                         path!["spec", "configPatches", i, "patch", "operation"],
                         format!(
                             "{} does not apply to {}: Istio skips this patch",
-                            op_name(patch.operation),
-                            to_name(p.apply_to)
+                            patch.operation.map_or("this operation".into(), enum_name),
+                            p.apply_to.map_or("an unset applyTo".into(), enum_name)
                         ),
                     )
                     .with_related(
