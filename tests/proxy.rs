@@ -657,6 +657,54 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
         assert_eq!((a.status.as_u16(), version(&a)), (200, "v2".to_string()));
     }
 
+    // Between the proxies HTTP/1.1 rides one multiplexed HTTP/2 connection:
+    // 24 requests at once (each held 300 ms by the application, so they
+    // overlap) open at most one new connection per reviews proxy, where one
+    // HTTP/1.1 connection per request in flight would open about 24, and
+    // reach the application as HTTP/1.1 again.
+    let inbound_connections = |m: &prometheus_parse::Scrape| {
+        sum(m, "meshc_proxy_tcp_connections_total", &[("direction", "inbound")])
+    };
+    let mut before = 0.0;
+    for w in ["reviews-v1", "reviews-v2"] {
+        before += inbound_connections(&metrics(&mesh, w).await);
+    }
+    let burst: Vec<_> = (0..24)
+        .map(|_| {
+            let client = mesh.client.clone();
+            let out = mesh.nodes["web-v1"].outbound;
+            tokio::spawn(async move {
+                send(
+                    &client,
+                    out,
+                    "reviews:9080",
+                    http::Method::GET,
+                    "/burst",
+                    &[("x-echo-delay-ms", "300")],
+                    Bytes::new(),
+                    false,
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in burst {
+        let a = t.await.unwrap().expect("burst request");
+        assert_eq!(a.status, 200, "{a:?}");
+        let echoed: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(echoed["protocol"], "HTTP/1.1", "{echoed}");
+        assert!(echoed["headers"].get("meshc-orig-proto").is_none(), "{echoed}");
+    }
+    let mut after = 0.0;
+    for w in ["reviews-v1", "reviews-v2"] {
+        after += inbound_connections(&metrics(&mesh, w).await);
+    }
+    assert!(
+        after - before <= 2.0,
+        "24 requests at once opened {} connections between the proxies",
+        after - before
+    );
+
     // Traces continue across both hops: the trace id the application sent
     // arrives, under a new span id (B3 headers alongside).
     let trace = "0af7651916cd43dd8448eb211c80319c";

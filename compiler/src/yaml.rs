@@ -281,6 +281,8 @@ pub fn load(
             line_offset: chunk.first_line - 1,
             limits,
             stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
             anchors: HashMap::new(),
             alias_nodes: 0,
         };
@@ -346,16 +348,19 @@ fn split_documents(text: &str) -> Vec<Chunk> {
     chunks
 }
 
+/// An open sequence or mapping. Its children wait on the loader's shared
+/// `items` and `entries` stacks from index `from`, and become one exactly
+/// sized `Vec` when it ends: no per-node vector grows by doubling.
 enum Frame {
     Seq {
         start: Span,
         anchor: usize,
-        items: Vec<Node>,
+        from: usize,
     },
     Map {
         start: Span,
         anchor: usize,
-        entries: Vec<Entry>,
+        from: usize,
         key: Option<(String, Span)>,
         seen: Option<HashSet<String>>,
         merges: Vec<Node>,
@@ -368,6 +373,8 @@ struct Loader<'a> {
     line_offset: usize,
     limits: &'a Limits,
     stack: Vec<Frame>,
+    items: Vec<Node>,
+    entries: Vec<Entry>,
     anchors: HashMap<usize, Node>,
     alias_nodes: usize,
 }
@@ -441,7 +448,7 @@ impl Loader<'_> {
                     self.stack.push(Frame::Seq {
                         start: self.span(&span),
                         anchor,
-                        items: Vec::new(),
+                        from: self.items.len(),
                     });
                 }
                 Event::MappingStart(anchor, _) => {
@@ -449,7 +456,7 @@ impl Loader<'_> {
                     self.stack.push(Frame::Map {
                         start: self.span(&span),
                         anchor,
-                        entries: Vec::new(),
+                        from: self.entries.len(),
                         key: None,
                         seen: None,
                         merges: Vec::new(),
@@ -459,11 +466,12 @@ impl Loader<'_> {
                     let Some(Frame::Seq {
                         start,
                         anchor,
-                        items,
+                        from,
                     }) = self.stack.pop()
                     else {
                         return Err(self.unbalanced(&span));
                     };
+                    let items: Vec<Node> = self.items.drain(from..).collect();
                     let end = items.last().map_or(start, |n| n.span);
                     let node = Node {
                         value: Value::Seq(items),
@@ -475,13 +483,14 @@ impl Loader<'_> {
                     let Some(Frame::Map {
                         start,
                         anchor,
-                        mut entries,
+                        from,
                         merges,
                         ..
                     }) = self.stack.pop()
                     else {
                         return Err(self.unbalanced(&span));
                     };
+                    let mut entries: Vec<Entry> = self.entries.drain(from..).collect();
                     apply_merges(&mut entries, merges);
                     let end = entries.last().map_or(start, |e| e.value.span);
                     let node = Node {
@@ -494,7 +503,7 @@ impl Loader<'_> {
                     let sp = self.span(&span);
                     let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                     let value = if style == ScalarStyle::Plain && !forced_str {
-                        resolve_plain(&text)
+                        resolve_plain(text)
                     } else {
                         Value::String(text.into_owned())
                     };
@@ -559,12 +568,12 @@ impl Loader<'_> {
         }
         match self.stack.last_mut() {
             None => *root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Seq { .. }) => self.items.push(node),
             Some(Frame::Map {
                 key: key @ None, ..
             }) => {
-                let key_text = match &node.value {
-                    Value::String(s) => s.clone(),
+                let key_text = match node.value {
+                    Value::String(s) => s,
                     Value::Int(i) => i.to_string(),
                     Value::Float(f) => f.to_string(),
                     Value::Bool(b) => b.to_string(),
@@ -582,11 +591,13 @@ impl Loader<'_> {
             }
             Some(Frame::Map {
                 key: key @ Some(_),
-                entries,
+                from,
                 seen,
                 merges,
                 ..
             }) => {
+                let entries = &mut self.entries;
+                let from = *from;
                 let (key_text, key_span) = key.take().expect("key is set");
                 if key_text == "<<" {
                     merges.push(node);
@@ -595,10 +606,10 @@ impl Loader<'_> {
                 let duplicate = match seen {
                     Some(set) => !set.insert(key_text.clone()),
                     None => {
-                        let dup = entries.iter().any(|e| e.key == key_text);
-                        if entries.len() >= 16 {
+                        let dup = entries[from..].iter().any(|e| e.key == key_text);
+                        if entries.len() - from >= 16 {
                             *seen = Some(
-                                entries
+                                entries[from..]
                                     .iter()
                                     .map(|e| e.key.clone())
                                     .chain([key_text.clone()])
@@ -609,7 +620,7 @@ impl Loader<'_> {
                     }
                 };
                 if duplicate {
-                    let first = entries
+                    let first = entries[from..]
                         .iter()
                         .find(|e| e.key == key_text)
                         .map(|e| e.key_span);
@@ -658,7 +669,8 @@ fn apply_merges(entries: &mut Vec<Entry>, merges: Vec<Node>) {
 
 /// Resolve a plain scalar the way Kubernetes' YAML reader does (YAML 1.2 core
 /// schema plus YAML 1.1 booleans).
-fn resolve_plain(s: &str) -> Value {
+fn resolve_plain(text: std::borrow::Cow<'_, str>) -> Value {
+    let s: &str = &text;
     match s {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
@@ -677,7 +689,7 @@ fn resolve_plain(s: &str) -> Value {
     let b = s.as_bytes();
     let first = b[0];
     if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
-        return Value::String(s.to_owned());
+        return Value::String(text.into_owned());
     }
     let (neg, digits) = match first {
         b'-' => (true, &s[1..]),
@@ -699,7 +711,7 @@ fn resolve_plain(s: &str) -> Value {
             Ok(v) => Value::Int(v),
             Err(_) => s
                 .parse::<f64>()
-                .map_or_else(|_| Value::String(s.to_owned()), Value::Float),
+                .map_or_else(|_| Value::String(text.into_owned()), Value::Float),
         };
     }
     let is_float = {
@@ -733,7 +745,7 @@ fn resolve_plain(s: &str) -> Value {
     if is_float && let Ok(f) = s.parse::<f64>() {
         return Value::Float(f);
     }
-    Value::String(s.to_owned())
+    Value::String(text.into_owned())
 }
 
 #[cfg(test)]
@@ -775,17 +787,17 @@ mod tests {
 
     #[test]
     fn scalars_resolve_like_kubernetes() {
-        assert_eq!(resolve_plain("80"), Value::Int(80));
-        assert_eq!(resolve_plain("-3"), Value::Int(-3));
-        assert_eq!(resolve_plain("0x1F"), Value::Int(31));
-        assert_eq!(resolve_plain("1.5"), Value::Float(1.5));
-        assert_eq!(resolve_plain("1e3"), Value::Float(1000.0));
-        assert_eq!(resolve_plain("yes"), Value::Bool(true));
-        assert_eq!(resolve_plain("~"), Value::Null);
-        assert_eq!(resolve_plain("1.2.3"), Value::String("1.2.3".into()));
-        assert_eq!(resolve_plain("v1"), Value::String("v1".into()));
-        assert_eq!(resolve_plain("-"), Value::String("-".into()));
-        assert_eq!(resolve_plain("."), Value::String(".".into()));
+        assert_eq!(resolve_plain("80".into()), Value::Int(80));
+        assert_eq!(resolve_plain("-3".into()), Value::Int(-3));
+        assert_eq!(resolve_plain("0x1F".into()), Value::Int(31));
+        assert_eq!(resolve_plain("1.5".into()), Value::Float(1.5));
+        assert_eq!(resolve_plain("1e3".into()), Value::Float(1000.0));
+        assert_eq!(resolve_plain("yes".into()), Value::Bool(true));
+        assert_eq!(resolve_plain("~".into()), Value::Null);
+        assert_eq!(resolve_plain("1.2.3".into()), Value::String("1.2.3".into()));
+        assert_eq!(resolve_plain("v1".into()), Value::String("v1".into()));
+        assert_eq!(resolve_plain("-".into()), Value::String("-".into()));
+        assert_eq!(resolve_plain(".".into()), Value::String(".".into()));
     }
 
     #[test]

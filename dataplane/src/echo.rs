@@ -149,6 +149,7 @@ async fn answer(state: &State, mut req: Request<Incoming>) -> Response<ProxyBody
         }
     }
     let method = req.method().to_string();
+    let protocol = format!("{:?}", req.version());
     let path = req.uri().to_string();
     let grpc = header(&h, "content-type").is_some_and(|c| c.starts_with("application/grpc"));
     let body = req
@@ -182,6 +183,7 @@ async fn answer(state: &State, mut req: Request<Incoming>) -> Response<ProxyBody
             "version": state.version,
             "method": method,
             "path": path,
+            "protocol": protocol,
             "headers": headers,
             "body_bytes": body.len(),
         })

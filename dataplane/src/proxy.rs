@@ -55,6 +55,12 @@ const REPLAYABLE: u64 = 64 * 1024;
 /// streaming when the attempt fails, is not retried.
 const RETRY_BUFFER: usize = 1024 * 1024;
 
+/// Set by the calling proxy on an HTTP/1.1 request it carries to its peer
+/// over HTTP/2 (Linkerd's `l5d-orig-proto`): the peer's inbound puts the
+/// request back in HTTP/1.1 for the application. Removed from whatever
+/// arrives from elsewhere, so an application cannot set it.
+const ORIG_PROTO: HeaderName = HeaderName::from_static("meshc-orig-proto");
+
 /// Where the proxy listens and who it is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -634,6 +640,9 @@ struct Outgoing {
     version: Version,
     body: Option<Bytes>,
     stream: Option<Incoming>,
+    /// An HTTP/2 request that the calling proxy upgraded from HTTP/1.1
+    /// ([`ORIG_PROTO`]); only the inbound side reads it.
+    orig_h1: bool,
     /// What the last attempt's streaming body left for the next one.
     replay: Option<Arc<std::sync::Mutex<Replay>>>,
     /// An HTTP/1.1 upgrade (WebSocket...): the downstream connection once it
@@ -762,6 +771,9 @@ impl Outgoing {
         };
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
+        let orig_h1 = headers
+            .remove(ORIG_PROTO)
+            .is_some_and(|v| v == "HTTP/1.1" && parts.version == Version::HTTP_2);
         if let Some((_, protocol)) = &upgrade {
             headers.insert(
                 http::header::CONNECTION,
@@ -779,6 +791,7 @@ impl Outgoing {
             version: parts.version,
             body,
             stream,
+            orig_h1,
             replay: None,
             upgrade,
         })
@@ -1154,6 +1167,7 @@ async fn route_outbound(
                 version: out.version,
                 body: out.body.clone(),
                 stream: None,
+                orig_h1: false,
                 replay: None,
                 upgrade: None,
             };
@@ -1278,6 +1292,12 @@ async fn forward(
         )
     }) || out.version == Version::HTTP_2;
     let mtls = policy.tls == TlsMode::IstioMutual;
+    // Between proxies every request rides HTTP/2, whatever the application
+    // speaks: one multiplexed mTLS connection per peer instead of one per
+    // HTTP/1.1 request in flight, so a burst costs no handshakes and opens
+    // no connections (Linkerd does the same). Upgrades stay HTTP/1.1.
+    let lift = mtls && !h2 && out.version == Version::HTTP_11 && out.upgrade.is_none();
+    let h2 = h2 || lift;
     let key = ClusterKey {
         host: dest.host.clone(),
         subset: dest.subset.clone(),
@@ -1334,11 +1354,15 @@ async fn forward(
             };
             let active = ep.start();
             let keep = attempt < retries.attempts;
-            let req = if mtls {
+            let mut req = if mtls {
                 out.build("https", &ep.authority, h2, keep)
             } else {
                 out.build("http", &ep.addr.to_string(), h2, keep)
             };
+            if lift {
+                req.headers_mut()
+                    .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+            }
             let client = if h2 {
                 &state.clients.h2
             } else {
@@ -1496,7 +1520,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
             Ok(o) => o,
             Err(r) => return r,
         };
-        let h2 = out.version == Version::HTTP_2;
+        let h2 = out.version == Version::HTTP_2 && !out.orig_h1;
         let req = out.build("http", &state.app_addr.to_string(), h2, false);
         let client = if h2 {
             &state.clients.h2
