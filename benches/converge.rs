@@ -207,6 +207,8 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
         connect_start.elapsed(),
         memory(pid)
     );
+    std::thread::sleep(Duration::from_secs(6));
+    eprintln!("6 s later: {}", memory(pid));
 
     let file = work.path().join("ns-000/svc-00042.yaml");
     let original = std::fs::read_to_string(&file).unwrap();
@@ -228,6 +230,8 @@ fn webhook_to_all_acked(bencher: divan::Bencher) {
             }
         });
     eprintln!("control plane after the pushes: {}", memory(pid));
+    std::thread::sleep(Duration::from_secs(6));
+    eprintln!("control plane 6 s later: {}", memory(pid));
     let (_, m) = http(api, "GET", "/metrics", &[], "");
     for line in m.lines().filter(|l| {
         l.starts_with("meshc_pushes_total")

@@ -14,6 +14,7 @@ use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, config, rul
 use meshc_validator::{Format, RenderOptions};
 use rayon::prelude::*;
 
+mod memory;
 mod up;
 
 #[derive(Parser)]
@@ -210,6 +211,12 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Proxy(_) | Command::Up(_)
+    ) {
+        memory::long_running();
+    }
     let result = match cli.command {
         Command::Lint(args) => lint(args),
         Command::Rules { format } => list_rules(format),

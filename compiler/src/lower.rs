@@ -442,8 +442,6 @@ fn binds(gateways: Option<&[String]>, ns: &str) -> Vec<Bind> {
     out
 }
 
-/// A serde enum's YAML name (`ISTIO_MUTUAL`).
-
 fn empty_host(ns: &str, export_to: &[String]) -> ir::HostPolicy {
     let mut export_to: Vec<String> = export_to.to_vec();
     if export_to.is_empty() {
