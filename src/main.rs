@@ -216,6 +216,8 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Proxy(_) | Command::Up(_)
     ) {
         memory::long_running();
+    } else {
+        memory::short_lived();
     }
     let result = match cli.command {
         Command::Lint(args) => lint(args),

@@ -25,13 +25,23 @@ mod glibc {
         fn mallopt(param: i32, value: i32) -> i32;
         fn malloc_trim(pad: usize) -> i32;
     }
-    /// `M_ARENA_MAX` from `<malloc.h>`.
+    /// `M_ARENA_MAX`, `M_TOP_PAD` and `M_TRIM_THRESHOLD` from `<malloc.h>`.
     const M_ARENA_MAX: i32 = -8;
+    const M_TOP_PAD: i32 = -2;
+    const M_TRIM_THRESHOLD: i32 = -1;
 
     pub fn limit_arenas(n: i32) {
         // SAFETY: see above.
         unsafe {
             mallopt(M_ARENA_MAX, n);
+        }
+    }
+
+    pub fn grow_in_steps(bytes: i32) {
+        // SAFETY: see above.
+        unsafe {
+            mallopt(M_TOP_PAD, bytes);
+            mallopt(M_TRIM_THRESHOLD, i32::MAX);
         }
     }
 
@@ -46,6 +56,7 @@ mod glibc {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod glibc {
     pub fn limit_arenas(_: i32) {}
+    pub fn grow_in_steps(_: i32) {}
     pub fn trim() {}
 }
 
@@ -61,4 +72,12 @@ pub fn long_running() {
                 glibc::trim();
             }
         });
+}
+
+/// For commands that load a repository and exit (`lint`, `compile`, ...):
+/// the heap only grows, so it grows in 32 MiB steps instead of glibc's
+/// 128 KiB (each step of a thread's arena is an `mprotect` call: 6% of a
+/// 10,000-service lint's time was spent in them) and is never trimmed.
+pub fn short_lived() {
+    glibc::grow_in_steps(32 << 20);
 }

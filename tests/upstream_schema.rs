@@ -211,12 +211,12 @@ fn json_to_node_value(v: &Value) -> yaml::Value {
             || yaml::Value::Float(n.as_f64().unwrap_or(0.0)),
             yaml::Value::Int,
         ),
-        Value::String(s) => yaml::Value::String(s.clone()),
+        Value::String(s) => yaml::Value::String(s.as_str().into()),
         Value::Array(a) => yaml::Value::Seq(a.iter().map(node).collect()),
         Value::Object(o) => yaml::Value::Map(
             o.iter()
                 .map(|(k, v)| yaml::Entry {
-                    key: k.clone(),
+                    key: k.as_str().into(),
                     key_span: dummy(),
                     value: node(v),
                 })

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use compact_str::CompactString;
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::diagnostic::{Diagnostic, Label};
@@ -58,7 +59,9 @@ pub enum Value {
     /// Any other number.
     Float(f64),
     /// A string (quoted, block, or a plain scalar that is no other type).
-    String(String),
+    /// Up to 24 bytes are kept inline: most keys and values of a policy
+    /// file are that short, so a loaded tree allocates for few of them.
+    String(CompactString),
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in source order, keys unique.
@@ -69,7 +72,7 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// The key as a string.
-    pub key: String,
+    pub key: CompactString,
     /// Where the key is written.
     pub key_span: Span,
     /// The value.
@@ -141,13 +144,13 @@ impl Node {
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::String(s) => J::String(s.clone()),
+            Value::String(s) => J::String(s.as_str().to_owned()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => J::Object(
                 entries
                     .iter()
                     .filter(|e| e.value.value != Value::Null)
-                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .map(|e| (e.key.as_str().to_owned(), e.value.to_json()))
                     .collect(),
             ),
         }
@@ -361,8 +364,8 @@ enum Frame {
         start: Span,
         anchor: usize,
         from: usize,
-        key: Option<(String, Span)>,
-        seen: Option<HashSet<String>>,
+        key: Option<(CompactString, Span)>,
+        seen: Option<HashSet<CompactString>>,
         merges: Vec<Node>,
     },
 }
@@ -505,7 +508,7 @@ impl Loader<'_> {
                     let value = if style == ScalarStyle::Plain && !forced_str {
                         resolve_plain(text)
                     } else {
-                        Value::String(text.into_owned())
+                        Value::String(CompactString::from(text))
                     };
                     self.finish(Node { value, span: sp }, anchor, &mut root)?;
                 }
@@ -574,10 +577,10 @@ impl Loader<'_> {
             }) => {
                 let key_text = match node.value {
                     Value::String(s) => s,
-                    Value::Int(i) => i.to_string(),
-                    Value::Float(f) => f.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    Value::Null => "null".to_string(),
+                    Value::Int(i) => CompactString::from(i.to_string()),
+                    Value::Float(f) => CompactString::from(f.to_string()),
+                    Value::Bool(b) => CompactString::from(b.to_string()),
+                    Value::Null => CompactString::const_new("null"),
                     Value::Seq(_) | Value::Map(_) => {
                         return Err(self.error(
                             &load::YAML_SYNTAX,
@@ -689,7 +692,7 @@ fn resolve_plain(text: std::borrow::Cow<'_, str>) -> Value {
     let b = s.as_bytes();
     let first = b[0];
     if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
-        return Value::String(text.into_owned());
+        return Value::String(CompactString::from(text));
     }
     let (neg, digits) = match first {
         b'-' => (true, &s[1..]),
@@ -711,7 +714,7 @@ fn resolve_plain(text: std::borrow::Cow<'_, str>) -> Value {
             Ok(v) => Value::Int(v),
             Err(_) => s
                 .parse::<f64>()
-                .map_or_else(|_| Value::String(text.into_owned()), Value::Float),
+                .map_or_else(|_| Value::String(CompactString::from(text)), Value::Float),
         };
     }
     let is_float = {
@@ -745,7 +748,7 @@ fn resolve_plain(text: std::borrow::Cow<'_, str>) -> Value {
     if is_float && let Ok(f) = s.parse::<f64>() {
         return Value::Float(f);
     }
-    Value::String(text.into_owned())
+    Value::String(CompactString::from(text))
 }
 
 #[cfg(test)]
