@@ -138,6 +138,9 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The page cache of the store's database.
+const STORE_CACHE_BYTES: usize = 16 << 20;
+
 /// The store.
 pub struct Store {
     db: Database,
@@ -148,8 +151,14 @@ impl Store {
     /// Open (or create) the store at `path`, keeping at most `retain`
     /// versions (the served one is always kept).
     pub fn open(path: &Path, retain: usize) -> Result<Store, Error> {
-        let db =
-            Database::create(path).map_err(|e| Error(format!("store {}: {e}", path.display())))?;
+        // redb caches up to 1 GiB of pages by default, and every recorded IR
+        // passes through the cache. The store is written once per commit
+        // and read when a page or the API asks: a small cache costs
+        // nothing there and keeps the control plane's memory flat.
+        let db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| Error(format!("store {}: {e}", path.display())))?;
         let txn = db!("begin", db.begin_write())?;
         {
             db!("versions", txn.open_table(VERSIONS))?;
