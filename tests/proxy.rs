@@ -489,6 +489,40 @@ async fn call(
     .unwrap_or_else(|e| panic!("{from} -> {host}{path}: {e}\n{}", logs(&mesh.logs)))
 }
 
+/// `n` GETs of `host` sent at once through `from`'s outbound listener, each
+/// held `delay_ms` by the application so that they overlap; the answers in
+/// order.
+async fn at_once(mesh: &Mesh, from: &str, host: &str, n: usize, delay_ms: &str) -> Vec<Answer> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, out) = (mesh.client.clone(), mesh.nodes[from].outbound);
+            let (host, delay) = (host.to_string(), delay_ms.to_string());
+            tokio::spawn(async move {
+                send(
+                    &client,
+                    out,
+                    &host,
+                    http::Method::GET,
+                    "/",
+                    &[("x-echo-delay-ms", &delay)],
+                    Bytes::new(),
+                    false,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{from} -> {host}: {e}")),
+        );
+    }
+    answers
+}
+
 /// A request body of `chunks` chunks of `size` bytes with no length: the
 /// client sends it chunked, as a stream.
 struct Chunks(Vec<Bytes>);
@@ -663,37 +697,24 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     // HTTP/1.1 connection per request in flight would open about 24, and
     // reach the application as HTTP/1.1 again.
     let inbound_connections = |m: &prometheus_parse::Scrape| {
-        sum(m, "meshc_proxy_tcp_connections_total", &[("direction", "inbound")])
+        sum(
+            m,
+            "meshc_proxy_tcp_connections_total",
+            &[("direction", "inbound")],
+        )
     };
     let mut before = 0.0;
     for w in ["reviews-v1", "reviews-v2"] {
         before += inbound_connections(&metrics(&mesh, w).await);
     }
-    let burst: Vec<_> = (0..24)
-        .map(|_| {
-            let client = mesh.client.clone();
-            let out = mesh.nodes["web-v1"].outbound;
-            tokio::spawn(async move {
-                send(
-                    &client,
-                    out,
-                    "reviews:9080",
-                    http::Method::GET,
-                    "/burst",
-                    &[("x-echo-delay-ms", "300")],
-                    Bytes::new(),
-                    false,
-                )
-                .await
-            })
-        })
-        .collect();
-    for t in burst {
-        let a = t.await.unwrap().expect("burst request");
+    for a in at_once(&mesh, "web-v1", "reviews:9080", 24, "300").await {
         assert_eq!(a.status, 200, "{a:?}");
         let echoed: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
         assert_eq!(echoed["protocol"], "HTTP/1.1", "{echoed}");
-        assert!(echoed["headers"].get("meshc-orig-proto").is_none(), "{echoed}");
+        assert!(
+            echoed["headers"].get("meshc-orig-proto").is_none(),
+            "{echoed}"
+        );
     }
     let mut after = 0.0;
     for w in ["reviews-v1", "reviews-v2"] {
@@ -795,31 +816,11 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     assert!(started.elapsed() < Duration::from_millis(2500));
 
     // Connection-pool overflow: one connection, one pending, eight at once.
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let client = mesh.client.clone();
-            let out = mesh.nodes["web-v1"].outbound;
-            tokio::spawn(async move {
-                send(
-                    &client,
-                    out,
-                    "pool:9080",
-                    http::Method::GET,
-                    "/",
-                    &[("x-echo-delay-ms", "400")],
-                    Bytes::new(),
-                    false,
-                )
-                .await
-                .unwrap()
-            })
-        })
+    let codes: Vec<(u16, String)> = at_once(&mesh, "web-v1", "pool:9080", 8, "400")
+        .await
+        .iter()
+        .map(|a| (a.status.as_u16(), flag(a).to_string()))
         .collect();
-    let mut codes = Vec::new();
-    for t in tasks {
-        let a = t.await.unwrap();
-        codes.push((a.status.as_u16(), flag(&a).to_string()));
-    }
     let overflowed = codes.iter().filter(|(c, f)| *c == 503 && f == "UO").count();
     let ok = codes.iter().filter(|(c, _)| *c == 200).count();
     assert!(
