@@ -87,12 +87,22 @@ impl Served {
         )))
     }
 
-    /// Wait (triggering syncs) until `n` versions are recorded.
+    /// Wait (triggering syncs) until `n` versions are recorded and the one
+    /// the store says to serve is published: a version is recorded before
+    /// the served snapshot is refreshed, and the pages that draw the served
+    /// IR read the snapshot.
     pub async fn until_versions(&self, n: usize) {
         let control = &self.server.control;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while control.store.versions(100).unwrap().len() < n {
-            assert!(Instant::now() < deadline, "version {n} never recorded");
+        let published = || {
+            let served = control.store.served().unwrap().map(|(v, _)| v.id);
+            served == control.current().map(|s| s.version.id)
+        };
+        while control.store.versions(100).unwrap().len() < n || !published() {
+            assert!(
+                Instant::now() < deadline,
+                "version {n} never recorded and served"
+            );
             control.sync_now.notify_one();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
