@@ -2,8 +2,11 @@
 //!
 //! Reads need nothing; `POST` actions need `Authorization: Bearer <token>`
 //! and are logged with who asked. Webhooks are verified: GitHub's
-//! `X-Hub-Signature-256` (HMAC-SHA256 of the body) and GitLab's
-//! `X-Gitlab-Token` (the shared secret), both compared in constant time.
+//! `X-Hub-Signature-256` (HMAC-SHA256 of the body); GitLab's signed
+//! `webhook-signature` (the Standard Webhooks scheme GitLab's signing tokens
+//! use: HMAC-SHA256 of id, timestamp and body, with a replay window) or, from
+//! GitLab without a signing token, `X-Gitlab-Token` (the shared secret). Every
+//! comparison is in constant time.
 
 // Handlers return early with a ready `Response`, as axum code does.
 #![allow(clippy::result_large_err)]
@@ -297,6 +300,18 @@ async fn gitlab(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response
         Ok(s) => s,
         Err(r) => return r,
     };
+    if headers.contains_key("webhook-signature") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        return match standard_webhook(secret, &headers, &body, now) {
+            Ok(()) => trigger(&api, &body, "GitLab"),
+            Err(why) => {
+                tracing::warn!("GitLab webhook refused: {why}");
+                error(StatusCode::UNAUTHORIZED, why)
+            }
+        };
+    }
     let token = headers
         .get("x-gitlab-token")
         .and_then(|v| v.to_str().ok())
@@ -306,6 +321,62 @@ async fn gitlab(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response
         return error(StatusCode::UNAUTHORIZED, "bad X-Gitlab-Token");
     }
     trigger(&api, &body, "GitLab")
+}
+
+/// How far a signed webhook's timestamp may be from now, in seconds (the
+/// Standard Webhooks recommendation); older deliveries are replays.
+const SIGNATURE_TOLERANCE_SECS: u64 = 300;
+
+/// Verify a Standard Webhooks signature (what GitLab sends for a webhook with
+/// a signing token): `webhook-signature` holds space-separated `v1,<base64>`
+/// HMAC-SHA256 digests of `{webhook-id}.{webhook-timestamp}.{body}`. The key
+/// is the secret's base64 part when it has the `whsec_` form GitLab issues,
+/// otherwise the secret's bytes.
+fn standard_webhook(
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> Result<(), &'static str> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) else {
+        return Err("a signed webhook needs webhook-id, webhook-timestamp and webhook-signature");
+    };
+    let Ok(sent) = timestamp.trim().parse::<u64>() else {
+        return Err("webhook-timestamp is not a number of seconds");
+    };
+    if sent.abs_diff(now) > SIGNATURE_TOLERANCE_SECS {
+        return Err("webhook-timestamp is more than five minutes from now (a replay?)");
+    }
+    let key = match secret.strip_prefix("whsec_") {
+        Some(encoded) => STANDARD
+            .decode(encoded)
+            .map_err(|_| "the configured whsec_ secret is not base64")?,
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    let matches = signatures
+        .split_whitespace()
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .filter_map(|s| STANDARD.decode(s).ok())
+        .any(|given| constant_time_eq(&given, &expected));
+    if matches {
+        Ok(())
+    } else {
+        Err("bad webhook-signature")
+    }
 }
 
 async fn metrics(State(api): Shared) -> Response {
@@ -327,4 +398,49 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Standard Webhooks specification's own example.
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const AT: u64 = 1_614_265_330;
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn headers(id: &str, at: &str, signature: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", at.parse().unwrap());
+        h.insert("webhook-signature", signature.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn standard_webhook_signatures() {
+        let at = AT.to_string();
+        let good = headers(ID, &at, SIGNATURE);
+        assert_eq!(standard_webhook(SECRET, &good, BODY, AT + 10), Ok(()));
+        // One of several space-separated signatures is enough (key rotation).
+        let rotated = headers(ID, &at, &format!("v1,AAAA {SIGNATURE}"));
+        assert_eq!(standard_webhook(SECRET, &rotated, BODY, AT), Ok(()));
+        // A changed body, id or key fails.
+        assert!(standard_webhook(SECRET, &good, br#"{"test": 1}"#, AT).is_err());
+        assert!(standard_webhook(SECRET, &headers("msg_other", &at, SIGNATURE), BODY, AT).is_err());
+        assert!(standard_webhook("whsec_AAAA", &good, BODY, AT).is_err());
+        // The plain secret is a different key from its whsec_ form.
+        assert!(standard_webhook("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &good, BODY, AT).is_err());
+        // Replays outside five minutes are refused, in either direction.
+        assert!(standard_webhook(SECRET, &good, BODY, AT + 301).is_err());
+        assert!(standard_webhook(SECRET, &good, BODY, AT - 301).is_err());
+        // Other versions and missing headers.
+        let v2 = headers(ID, &at, &SIGNATURE.replace("v1,", "v2,"));
+        assert!(standard_webhook(SECRET, &v2, BODY, AT).is_err());
+        let mut partial = good.clone();
+        partial.remove("webhook-id");
+        assert!(standard_webhook(SECRET, &partial, BODY, AT).is_err());
+    }
 }

@@ -384,7 +384,7 @@ pub struct Settings {
     /// Token for API actions [default: generated into DATA_DIR/api-token].
     #[arg(long, env = "MESHC_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Secret of push webhooks (GitHub HMAC, GitLab token); none: webhooks refused.
+    /// Secret of push webhooks (GitHub HMAC key; GitLab signing token `whsec_...` or secret token); none: webhooks refused.
     #[arg(long, env = "MESHC_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// Plaintext gRPC without client certificates (development only).

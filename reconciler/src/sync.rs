@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use base64::Engine;
 use git2::{Direction, Oid, Repository};
 
 /// How to authenticate to the remote.
@@ -178,7 +179,8 @@ impl Mirror {
         match &self.source.auth {
             Auth::None => {}
             Auth::Token(token) => {
-                let basic = base64_encode(format!("x-access-token:{token}").as_bytes());
+                let basic = base64::engine::general_purpose::STANDARD
+                    .encode(format!("x-access-token:{token}"));
                 cmd.env("GIT_CONFIG_COUNT", "1")
                     .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                     .env(
@@ -242,26 +244,6 @@ impl Mirror {
     }
 }
 
-/// Standard base64 with padding (for an HTTP Basic header).
-fn base64_encode(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,17 +256,6 @@ mod tests {
         );
         assert_eq!(redact("file:///tmp/repo"), "file:///tmp/repo");
         assert_eq!(redact("/tmp/repo"), "/tmp/repo");
-    }
-
-    #[test]
-    fn basic_auth_encoding() {
-        assert_eq!(
-            base64_encode(b"x-access-token:abc"),
-            "eC1hY2Nlc3MtdG9rZW46YWJj"
-        );
-        assert_eq!(base64_encode(b"a"), "YQ==");
-        assert_eq!(base64_encode(b"ab"), "YWI=");
-        assert_eq!(base64_encode(b""), "");
     }
 
     #[test]

@@ -696,14 +696,39 @@ async fn gitlab_webhooks_a_deleted_branch_and_certificate_rotation() {
     repo.edit("routing.yaml", "weight: 90", "weight: 60");
     repo.edit("routing.yaml", "weight: 10", "weight: 40");
     let c2 = repo.commit("60/40");
-    let (status, _) = http(
-        server.http_addr,
-        "POST",
-        hook,
-        &[("X-Gitlab-Token", HOOK_SECRET)],
-        main,
-    );
-    assert_eq!(status, 202);
+    // A GitLab webhook with a signing token (Standard Webhooks): signed id,
+    // timestamp and body. A signature over another body is refused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sign = |body: &str| {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+        mac.update(format!("msg_1.{now}.{body}").as_bytes());
+        let digest = mac.finalize().into_bytes();
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    let signed = |signature: &str| {
+        http(
+            server.http_addr,
+            "POST",
+            hook,
+            &[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", &now),
+                ("webhook-signature", signature),
+            ],
+            main,
+        )
+    };
+    assert_eq!(signed(&sign(other)).0, 401);
+    assert_eq!(signed(&sign(main)).0, 202);
     p.at(&c2).await;
 
     // The branch is deleted: recorded, and the last accepted version stays.
