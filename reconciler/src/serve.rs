@@ -79,6 +79,8 @@ impl Config {
                 branch: "main".to_string(),
                 subpath: String::new(),
                 auth: Default::default(),
+                ca_file: None,
+                known_hosts: None,
             },
             data_dir,
             grpc_addr: ([127, 0, 0, 1], 15010).into(),
@@ -340,6 +342,12 @@ pub struct Settings {
     /// SSH private key for ssh:// repositories.
     #[arg(long, env = "MESHC_SSH_KEY")]
     pub ssh_key: Option<PathBuf>,
+    /// known_hosts file for ssh:// repositories (host keys are then checked against it alone).
+    #[arg(long, env = "MESHC_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// CA certificates (PEM) for an https:// repository with a private CA.
+    #[arg(long, env = "MESHC_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
     /// State directory: mirror, store, CA, generated tokens [default: .meshc].
     #[arg(long, env = "MESHC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -411,6 +419,8 @@ impl Settings {
             path,
             token,
             ssh_key,
+            ssh_known_hosts,
+            git_ca_file,
             data_dir,
             grpc_addr,
             http_addr,
@@ -449,6 +459,8 @@ impl Settings {
             (None, Some(k)) => crate::sync::Auth::SshKey(k),
             (None, None) => crate::sync::Auth::None,
         };
+        c.source.ca_file = self.git_ca_file;
+        c.source.known_hosts = self.ssh_known_hosts;
         if let Some(a) = self.grpc_addr {
             c.grpc_addr = a;
         }

@@ -47,6 +47,12 @@ pub struct Source {
     pub subpath: String,
     /// Credentials.
     pub auth: Auth,
+    /// CA certificates (PEM) trusted for an `https://` remote instead of the
+    /// system's, for a Git server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// `known_hosts` file for an `ssh://` remote; with it, host keys are
+    /// checked strictly against that file alone.
+    pub known_hosts: Option<PathBuf>,
 }
 
 impl Source {
@@ -176,6 +182,9 @@ impl Mirror {
         let mut cmd = Command::new("git");
         cmd.arg("--git-dir").arg(&self.dir).args(args);
         cmd.env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(ca) = &self.source.ca_file {
+            cmd.env("GIT_SSL_CAINFO", ca);
+        }
         match &self.source.auth {
             Auth::None => {}
             Auth::Token(token) => {
@@ -189,14 +198,11 @@ impl Mirror {
                     );
             }
             Auth::SshKey(key) => {
-                cmd.env(
-                    "GIT_SSH_COMMAND",
-                    format!(
-                        "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
-                        key.display()
-                    ),
-                );
+                cmd.env("GIT_SSH_COMMAND", self.ssh_command(Some(key)));
             }
+        }
+        if matches!(self.source.auth, Auth::None) && self.source.known_hosts.is_some() {
+            cmd.env("GIT_SSH_COMMAND", self.ssh_command(None));
         }
         let out = cmd
             .output()
@@ -208,6 +214,21 @@ impl Mirror {
             return Err(self.fail(&format!("git {} failed for", args[0]), cleaned.trim()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The `ssh` command line git runs (a shell string: paths are quoted).
+    fn ssh_command(&self, key: Option<&Path>) -> String {
+        let mut cmd = String::from("ssh -o BatchMode=yes");
+        if let Some(key) = key {
+            cmd += &format!(" -o IdentitiesOnly=yes -i {}", shell_quote(key));
+        }
+        if let Some(hosts) = &self.source.known_hosts {
+            cmd += &format!(
+                " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+                shell_quote(hosts)
+            );
+        }
+        cmd
     }
 
     fn tracked(&self) -> Result<Fetched, Error> {
@@ -244,9 +265,20 @@ impl Mirror {
     }
 }
 
+/// `path` as one single-quoted shell word.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote(Path::new("/a b/key")), "'/a b/key'");
+        assert_eq!(shell_quote(Path::new("/it's/key")), r"'/it'\''s/key'");
+    }
 
     #[test]
     fn credentials_are_removed_from_urls() {

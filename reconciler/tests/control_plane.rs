@@ -18,6 +18,10 @@ use tokio::sync::watch;
 #[path = "../../tests/common/net.rs"]
 mod net;
 
+mod git_servers;
+
+use git_servers::{HttpsGit, KillOnDrop, Sshd, free_port, wait_listening};
+use meshc_reconciler::sync::{Auth, Mirror, Source};
 use net::http;
 
 const TOKEN: &str = "bootstrap-secret";
@@ -55,6 +59,16 @@ impl PolicyRepo {
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The repository directory's name (its path under a server's root).
+    fn name(&self) -> String {
+        self.path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
     }
 
     fn url(&self) -> String {
@@ -592,10 +606,7 @@ async fn a_restarted_server_serves_the_same_version_without_recompiling() {
 async fn follows_a_git_daemon() {
     let repo = PolicyRepo::new();
     let c1 = repo.head();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let base: PathBuf = repo.path().parent().unwrap().to_path_buf();
     // `git daemon` runs `git-daemon` as a child that outlives a killed `git`
     // (holding the test's stdout, so a CI pipe never closes): start the daemon
@@ -616,23 +627,17 @@ async fn follows_a_git_daemon() {
         .spawn()
         .expect("git daemon runs");
     let _daemon = KillOnDrop(daemon);
-    let name = repo
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let url = format!("git://127.0.0.1:{port}/{name}");
-    // Wait for the daemon to listen.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let url = format!("git://127.0.0.1:{port}/{}", repo.name());
+    wait_listening(port, "git daemon");
     let (_data, server) = started(&url).await;
+    follows_two_commits(&repo, &server, c1, "git://").await;
+    server.stop().await;
+}
+
+/// The server has `c1` from `repo`; a new commit, announced, arrives too.
+async fn follows_two_commits(repo: &PolicyRepo, server: &Running, c1: String, over: &str) {
     let ctl = server.control.clone();
-    eventually("the first commit over git://", || {
+    eventually(&format!("the first commit over {over}"), || {
         ctl.current().is_some_and(|s| s.version.commit == c1)
     })
     .await;
@@ -640,20 +645,122 @@ async fn follows_a_git_daemon() {
     repo.edit("routing.yaml", "weight: 10", "weight: 30");
     let c2 = repo.commit("70/30");
     ctl.sync_now.notify_one();
-    eventually("the second commit over git://", || {
+    eventually(&format!("the second commit over {over}"), || {
         ctl.current().is_some_and(|s| s.version.commit == c2)
     })
     .await;
+}
+
+/// The `main` branch of `url` with these credentials.
+fn source(url: &str, auth: Auth, ca_file: Option<PathBuf>, known_hosts: Option<PathBuf>) -> Source {
+    Source {
+        url: url.to_string(),
+        branch: "main".to_string(),
+        subpath: String::new(),
+        auth,
+        ca_file,
+        known_hosts,
+    }
+}
+
+/// What fetching `source` into a fresh mirror fails with.
+fn fetch_error(source: Source) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    match Mirror::open(&dir.path().join("mirror"), source)
+        .unwrap()
+        .fetch()
+    {
+        Ok(f) => panic!("the fetch should fail, it gave {f:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `https://` with a token, against `git http-backend` behind TLS with a
+/// private CA: a wrong token and an untrusted certificate are refused with
+/// errors that never show the token; the right ones are followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_an_https_remote_with_a_token_and_a_private_ca() {
+    const GIT_TOKEN: &str = "git-token-s3cret";
+    let repo = PolicyRepo::new();
+    let c1 = repo.head();
+    let git = HttpsGit::start(repo.path().parent().unwrap(), GIT_TOKEN).await;
+    let url = format!("https://{}/{}", git.addr, repo.name());
+    let ca = Some(git.ca_file.clone());
+
+    let wrong = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let ca = ca.clone();
+        move || fetch_error(source(&url, Auth::Token("wrong-t0ken".into()), ca, None))
+    })
+    .await
+    .unwrap();
+    assert!(!wrong.contains("wrong-t0ken"), "{wrong}");
+    assert!(
+        git.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the server refused the wrong token: {wrong}"
+    );
+    let untrusted = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || fetch_error(source(&url, Auth::Token(GIT_TOKEN.into()), None, None))
+    })
+    .await
+    .unwrap();
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    assert!(!untrusted.contains(GIT_TOKEN), "{untrusted}");
+
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(&url, data.path());
+    cfg.source = source(&url, Auth::Token(GIT_TOKEN.into()), ca, None);
+    let server = serve::start(cfg).await.unwrap();
+    follows_two_commits(&repo, &server, c1, "https://").await;
+    assert!(git.served.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     server.stop().await;
 }
 
-struct KillOnDrop(std::process::Child);
+/// `ssh://` with a key against a real `sshd`, host keys checked against the
+/// given known_hosts: an unknown host and an unknown key are refused; the
+/// right ones are followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_an_ssh_remote_with_a_key_and_known_hosts() {
+    let repo = PolicyRepo::new();
+    let c1 = repo.head();
+    let sshd = tokio::task::spawn_blocking(Sshd::start).await.unwrap();
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user,
+        sshd.port,
+        repo.path().display()
+    );
+    let key = Auth::SshKey(sshd.key.clone());
+    let known = Some(sshd.known_hosts.clone());
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let empty = sshd.file("no_hosts");
+    std::fs::write(&empty, "").unwrap();
+    git_servers::keygen(&sshd.file("stranger_key"));
+    let (unknown_host, unknown_key) = tokio::task::spawn_blocking({
+        let (url, key, known) = (url.clone(), key.clone(), known.clone());
+        let stranger = Auth::SshKey(sshd.file("stranger_key"));
+        move || {
+            (
+                fetch_error(source(&url, key, None, Some(empty))),
+                fetch_error(source(&url, stranger, None, known)),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        unknown_host.contains("Host key verification failed"),
+        "{unknown_host}"
+    );
+    assert!(unknown_key.contains("Permission denied"), "{unknown_key}");
+
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(&url, data.path());
+    cfg.source = source(&url, key, None, known);
+    let server = serve::start(cfg).await.unwrap();
+    follows_two_commits(&repo, &server, c1, "ssh://").await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
