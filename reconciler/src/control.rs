@@ -126,7 +126,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Cut `ir` into resources.
-    pub fn new(version: Version, pin: Option<Pin>, ir: Ir) -> Snapshot {
+    pub fn new(version: Version, pin: Option<Pin>, ir: Arc<Ir>) -> Snapshot {
         let resources = ir
             .resources()
             .into_values()
@@ -135,7 +135,7 @@ impl Snapshot {
         Snapshot {
             version,
             pin,
-            ir: Arc::new(ir),
+            ir,
             resources,
             published: Instant::now(),
             endpoints: None,
@@ -414,7 +414,7 @@ impl Control {
 
     /// [`Control::refresh`], with an IR at hand (just compiled and recorded)
     /// used instead of decoding the stored copy when it is the one to serve.
-    pub fn refresh_with(&self, fresh: Option<(u64, Ir)>) -> Result<bool, Error> {
+    pub fn refresh_with(&self, fresh: Option<(u64, Arc<Ir>)>) -> Result<bool, Error> {
         let Some((version, pin)) = self.store.served()? else {
             return Ok(false);
         };
@@ -434,7 +434,7 @@ impl Control {
                 let bytes = self.store.ir(&hash)?.ok_or_else(|| {
                     anyhow::anyhow!("IR {hash} of version {} is missing", version.id)
                 })?;
-                Ir::decode(&bytes).map_err(|e| anyhow::anyhow!("IR {hash}: {e}"))?
+                Arc::new(Ir::decode(&bytes).map_err(|e| anyhow::anyhow!("IR {hash}: {e}"))?)
             }
         };
         tracing::info!(
@@ -580,7 +580,7 @@ pub struct Reconciler {
     session: Option<meshc_compiler::incremental::Session>,
     /// The last accepted version recorded and its IR: what the next accepted
     /// one's semantic changes are worked out against.
-    last_accepted: Option<(u64, Ir)>,
+    last_accepted: Option<(u64, Arc<Ir>)>,
 }
 
 /// What one reconcile step did.
@@ -677,10 +677,12 @@ impl Reconciler {
                 bytes.as_deref(),
                 changes.as_deref(),
             )?;
-            if let Some(ir) = &built.ir {
+            // One IR, shared by the served snapshot and the next diff.
+            let ir = built.ir.map(Arc::new);
+            if let Some(ir) = &ir {
                 self.last_accepted = Some((v.id, ir.clone()));
             }
-            fresh = built.ir.map(|ir| (v.id, ir));
+            fresh = ir.map(|ir| (v.id, ir));
             self.control.metrics.count_version(v.verdict);
             match v.verdict {
                 Verdict::Accepted => tracing::info!(
