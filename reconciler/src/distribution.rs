@@ -499,6 +499,19 @@ impl Session {
             return Ok(());
         }
         let (changed, removed) = self.held.diff(&scope);
+        // Wait for a share of the budget before making the responses: a
+        // thousand proxies waiting here each holding a response's resource
+        // names and versions cost more memory than the budget saves.
+        let bytes: usize = changed.iter().map(|r| r.body.len() + 200).sum();
+        let kb = u32::try_from(bytes / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(PUSH_BUDGET_KB);
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(kb)
+            .await
+            .map_err(|_| ())?;
         let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
         // Cut into parts of about PART_BYTES; the last part carries `removed`.
         let mut parts: Vec<Vec<Resource>> = vec![Vec::new()];
@@ -534,16 +547,6 @@ impl Session {
             })
             .collect();
         let after = scope;
-        let bytes: usize = changed.iter().map(|r| r.body.len() + 200).sum();
-        let kb = u32::try_from(bytes / 1024 + 1)
-            .unwrap_or(u32::MAX)
-            .min(PUSH_BUDGET_KB);
-        let budget = self
-            .budget
-            .clone()
-            .acquire_many_owned(kb)
-            .await
-            .map_err(|_| ())?;
         self.inflight = Some(Inflight {
             nonce,
             version,
