@@ -462,7 +462,7 @@ fn compile_inputs(what: &str, inputs: Vec<Input>, options: Options) -> Option<me
         Ok(ir) => {
             // As in `lint`: freeing a large analysis is a tenth of the run.
             std::mem::forget(analysis);
-            Some(ir)
+            Some(std::sync::Arc::unwrap_or_clone(ir))
         }
         Err(meshc_compiler::CompileError::Diagnostics(n)) => {
             let text =

@@ -27,9 +27,10 @@ fn ir_at(repo: &Repository, commit: &str) -> Ir {
         .into_iter()
         .map(|f| meshc_compiler::Input::bytes(f.path, f.bytes))
         .collect();
-    meshc_compiler::compile(inputs, &meshc_compiler::Options::default())
+    let ir = meshc_compiler::compile(inputs, &meshc_compiler::Options::default())
         .ir
-        .expect("accepted commits compile")
+        .expect("accepted commits compile");
+    std::sync::Arc::unwrap_or_clone(ir)
 }
 
 struct Server {

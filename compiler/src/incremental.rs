@@ -22,6 +22,7 @@
 //! by path; `tests/incremental.rs` checks this on random edits.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -49,7 +50,7 @@ pub struct Session {
 /// name, which the scope does not track).
 struct Since {
     /// Taken by the scoped lowering that patches it.
-    ir: Option<meshc_ir::Ir>,
+    ir: Option<Arc<meshc_ir::Ir>>,
     gone: Vec<Resource>,
     paths: HashSet<String>,
     gateway_api: bool,
@@ -214,7 +215,8 @@ impl Session {
                         .filter(|r| changed.contains(&r.file))
                         .collect();
                     let touched = differences(&s.gone, &fresh);
-                    let scope = crate::lower::touched(ctx, s.ir.take()?, &touched);
+                    let ir = Arc::unwrap_or_clone(s.ir.take()?);
+                    let scope = crate::lower::touched(ctx, ir, &touched);
                     scoped = scope
                         .as_ref()
                         .map(|s| (s.hosts.len(), s.workloads.len(), s.gateways.len()));
@@ -229,7 +231,8 @@ impl Session {
             }
             _ => finish(&mut analysis, diagnostics, options, Lowering::Full),
         }
-        .expect("lowering was asked for");
+        .expect("lowering was asked for")
+        .map(Arc::new);
         self.stats.lowered = match (&ir, scoped) {
             (Err(CompileError::Diagnostics(_)), _) => {
                 // Not lowered: the last IR and what changed since stay.
@@ -305,7 +308,7 @@ fn in_place(
     inputs: Vec<Input>,
     changed: Vec<usize>,
     options: &Options,
-) -> (Gathered, Option<meshc_ir::Ir>) {
+) -> (Gathered, Option<Arc<meshc_ir::Ir>>) {
     let Last {
         compiled: Compiled { mut analysis, ir },
         mut files,
@@ -478,7 +481,7 @@ fn differences<'r>(before: &'r [Resource], after: &[&'r Resource]) -> Vec<&'r Re
 }
 
 /// The previous compile taken apart by file, and its IR when it had one.
-fn take_apart(last: Last) -> (HashMap<String, Old>, Option<meshc_ir::Ir>) {
+fn take_apart(last: Last) -> (HashMap<String, Old>, Option<Arc<meshc_ir::Ir>>) {
     let Compiled { analysis, ir } = last.compiled;
     let mut resources = analysis.resources.into_iter();
     let mut skipped = analysis.skipped.into_iter();

@@ -172,8 +172,11 @@ pub enum CompileError {
 pub struct Compiled {
     /// The analysis, as [`analyze`] gives it.
     pub analysis: Analysis,
-    /// The IR, unless the repository has errors.
-    pub ir: Result<meshc_ir::Ir, CompileError>,
+    /// The IR, unless the repository has errors. Shared: a server keeps
+    /// serving it while an incremental [`Session`](incremental::Session)
+    /// keeps it to patch on the next compile (copying it only then, and only
+    /// when someone still holds it).
+    pub ir: Result<std::sync::Arc<meshc_ir::Ir>, CompileError>,
 }
 
 /// Analyse `inputs` and, when no diagnostic is an error, lower them to IR.
@@ -181,7 +184,7 @@ pub fn compile(inputs: Vec<Input>, options: &Options) -> Compiled {
     let (analysis, ir) = run(inputs, options, true);
     Compiled {
         analysis,
-        ir: ir.expect("lowering was asked for"),
+        ir: ir.expect("lowering was asked for").map(std::sync::Arc::new),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Compiling one commit: read its policy files straight from the object
 //! database, compile them, and decide the verdict.
 
+use std::sync::Arc;
+
 use git2::{Oid, Repository};
 use meshc_compiler::incremental::Session;
 use meshc_compiler::{CompileError, ConfigFile, Input, Options};
@@ -14,7 +16,7 @@ pub struct Built {
     /// What the store keeps.
     pub version: Version,
     /// The IR, when the commit compiled.
-    pub ir: Option<Ir>,
+    pub ir: Option<Arc<Ir>>,
 }
 
 /// Whether warnings block a commit.
@@ -125,7 +127,7 @@ fn compile(
     policy: Policy,
     session: &mut Option<Session>,
     version: &mut Version,
-) -> Result<Option<Ir>, String> {
+) -> Result<Option<Arc<Ir>>, String> {
     let (inputs, options) = policy_at(repo, &commit.to_string(), subpath, str::to_string)?;
     // Options come from the `meshc.toml` text alone: the same text, the same options.
     if session

@@ -670,15 +670,16 @@ impl Reconciler {
                 self.policy,
                 &mut self.session,
             );
-            let bytes = built.ir.as_ref().map(Ir::encode);
-            let changes = built.ir.as_ref().and_then(|ir| self.changes_to(ir));
+            let bytes = built.ir.as_deref().map(Ir::encode);
+            let changes = built.ir.as_deref().and_then(|ir| self.changes_to(ir));
             let v = self.control.store.record_with_changes(
                 built.version,
                 bytes.as_deref(),
                 changes.as_deref(),
             )?;
-            // One IR, shared by the served snapshot and the next diff.
-            let ir = built.ir.map(Arc::new);
+            // One IR, shared by the compile session, the served snapshot
+            // and the next diff.
+            let ir = built.ir;
             if let Some(ir) = &ir {
                 self.last_accepted = Some((v.id, ir.clone()));
             }
