@@ -17,6 +17,8 @@ pub struct Built {
     pub version: Version,
     /// The IR, when the commit compiled.
     pub ir: Option<Arc<Ir>>,
+    /// Its encoding ([`Ir::encode`]), made once for both the hash and the store.
+    pub encoded: Option<Vec<u8>>,
 }
 
 /// Whether warnings block a commit.
@@ -61,11 +63,23 @@ pub fn build(
         version.committed_at = c.time().seconds();
     }
     match compile(repo, commit, subpath, policy, session, &mut version) {
-        Ok(ir) => Built { version, ir },
+        Ok(ir) => {
+            let encoded = ir.as_deref().map(Ir::encode);
+            version.ir_hash = encoded.as_deref().map(meshc_ir::hash_bytes);
+            Built {
+                version,
+                ir,
+                encoded,
+            }
+        }
         Err(reason) => {
             version.verdict = Verdict::Rejected;
             version.reason = Some(reason);
-            Built { version, ir: None }
+            Built {
+                version,
+                ir: None,
+                encoded: None,
+            }
         }
     }
 }
@@ -148,7 +162,6 @@ fn compile(
         )),
         Ok(ir) => {
             version.verdict = Verdict::Accepted;
-            version.ir_hash = Some(ir.hash());
             Ok(Some(ir.clone()))
         }
         Err(CompileError::Diagnostics(n)) => Err(format!("{n} error(s)")),

@@ -670,7 +670,7 @@ impl Reconciler {
                 self.policy,
                 &mut self.session,
             );
-            let bytes = built.ir.as_deref().map(Ir::encode);
+            let bytes = built.encoded;
             let changes = built.ir.as_deref().and_then(|ir| self.changes_to(ir));
             let v = self.control.store.record_with_changes(
                 built.version,
