@@ -4,7 +4,10 @@
 mod common;
 
 use common::{meshc, meshc_in, root, stdout};
+use std::collections::BTreeMap;
+
 use meshc_compiler::{Input, Options};
+use meshc_ir::resources::Resource;
 
 /// The example repositories that compile (every one but `mistakes`).
 fn example_repos() -> Vec<String> {
@@ -139,12 +142,52 @@ fn scope_resources_assemble_to_the_scoped_view() {
             .ir
             .expect("the example compiles");
         let all = ir.resources();
+        let mut previous: Option<(meshc_ir::Ir, BTreeMap<String, Resource>)> = None;
         for workload in ir.workloads.keys() {
             let names = ir.scope_names(workload).unwrap();
             let picked: Vec<_> = names.iter().map(|n| &all[n]).collect();
             assert!(picked.iter().all(|r| r.is_intact()));
             let assembled = meshc_ir::resources::assemble(picked.iter().copied()).unwrap();
             assert_eq!(assembled, ir.scope(workload).unwrap(), "{repo} {workload}");
+            // Over the previous workload's scope (what a proxy does when its
+            // scope changes), the result is the same.
+            let over = meshc_ir::resources::assemble_over(
+                previous.as_ref().map(|(i, held)| (i, held)),
+                picked.iter().copied(),
+            )
+            .unwrap();
+            assert_eq!(over, assembled, "{repo} {workload} over the previous scope");
+            let held = picked
+                .iter()
+                .map(|r| (r.name.clone(), (*r).clone()))
+                .collect();
+            previous = Some((assembled.clone(), held));
+            // An entry is taken from the previous IR exactly when the
+            // previous resources had it at the same version.
+            if let Some(host) = assembled.hosts.keys().next().cloned() {
+                let mut doctored = assembled.clone();
+                doctored.hosts.get_mut(&host).unwrap().namespace = "doctored".into();
+                let mut held: BTreeMap<String, Resource> = picked
+                    .iter()
+                    .map(|r| (r.name.clone(), (*r).clone()))
+                    .collect();
+                let reused = meshc_ir::resources::assemble_over(
+                    Some((&doctored, &held)),
+                    picked.iter().copied(),
+                )
+                .unwrap();
+                assert_eq!(
+                    reused.hosts[&host].namespace, "doctored",
+                    "{repo} {host} reused"
+                );
+                held.get_mut(&format!("host/{host}")).unwrap().version = "older".into();
+                let decoded = meshc_ir::resources::assemble_over(
+                    Some((&doctored, &held)),
+                    picked.iter().copied(),
+                )
+                .unwrap();
+                assert_eq!(decoded, assembled, "{repo} {host} decoded again");
+            }
             let v1 = meshc_ir::resources::scope_version(
                 picked.iter().map(|r| (r.name.as_str(), r.version.as_str())),
             );

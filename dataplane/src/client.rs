@@ -10,7 +10,7 @@ use meshc_ir::proto::distribution_client::DistributionClient;
 use meshc_ir::proto::{
     CertificateRequest, DiscoveryRequest, DiscoveryResponse, ErrorDetail, Node, ResourceVersion,
 };
-use meshc_ir::resources::{Resource, assemble, scope_version};
+use meshc_ir::resources::{ENDPOINTS, Resource, assemble_over, scope_version};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -47,7 +47,8 @@ pub struct Applied {
     pub version: String,
     /// The control-plane commit it came from.
     pub source: String,
-    /// Resources by name.
+    /// Resources by name: names and versions, and the body of the endpoints
+    /// resource only (the others are in `ir`, and updates reuse them from there).
     pub resources: BTreeMap<String, Resource>,
     /// The assembled IR.
     pub ir: Ir,
@@ -87,7 +88,13 @@ pub fn apply(have: Option<&Applied>, response: &DiscoveryResponse) -> Result<App
             response.version
         ));
     }
-    let ir = assemble(resources.values())?;
+    let ir = assemble_over(have.map(|a| (&a.ir, &a.resources)), resources.values())?;
+    // What is decoded lives in `ir`; the next update needs only the versions.
+    for (name, r) in resources.iter_mut() {
+        if name != ENDPOINTS {
+            r.body = Vec::new();
+        }
+    }
     Ok(Applied {
         version,
         source: response.source.clone(),
