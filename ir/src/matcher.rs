@@ -48,13 +48,22 @@ impl fmt::Display for StrMatch {
 
 /// A regular expression that must match a whole value. It is kept as written
 /// (the encoding is the pattern) and compiled on first use.
+///
+/// 32 bytes until used: every header, query and URI match of every route of
+/// a thousand-host scope holds one, mostly never compiled, so the compiled
+/// forms live behind one pointer allocated on first use.
 #[derive(Clone)]
 pub struct Regex {
-    pattern: String,
-    /// Compiled on first use: a proxy holds many routes it may never match
-    /// a regex of, and a compiled regex costs far more than its text.
-    compiled: std::sync::OnceLock<Option<regex::Regex>>,
-    /// The bare (unanchored) pattern, for rewrites; also compiled on first use.
+    pattern: Box<str>,
+    compiled: std::sync::OnceLock<Box<Compiled>>,
+}
+
+/// The compiled forms of a [`Regex`], each made on first use.
+#[derive(Clone, Default)]
+struct Compiled {
+    /// Anchored at both ends, for matches (`None`: over the size limit).
+    anchored: std::sync::OnceLock<Option<regex::Regex>>,
+    /// The bare (unanchored) pattern, for rewrites.
     bare: std::sync::OnceLock<Option<regex::Regex>>,
 }
 
@@ -80,9 +89,8 @@ impl Regex {
             .parse(&anchored(pattern))
             .map_err(|e| e.to_string())?;
         Ok(Regex {
-            pattern: pattern.to_string(),
+            pattern: pattern.into(),
             compiled: std::sync::OnceLock::new(),
-            bare: std::sync::OnceLock::new(),
         })
     }
     /// Check `pattern` fully, by compiling it (so a pattern over the size
@@ -92,8 +100,12 @@ impl Regex {
         compile(&anchored(pattern)).map_err(|e| e.to_string())?;
         Regex::new(pattern)
     }
+    fn compiled(&self) -> &Compiled {
+        self.compiled.get_or_init(Box::default)
+    }
     fn regex(&self) -> Option<&regex::Regex> {
-        self.compiled
+        self.compiled()
+            .anchored
             .get_or_init(|| compile(&anchored(&self.pattern)).ok())
             .as_ref()
     }
@@ -109,7 +121,7 @@ impl Regex {
     /// Replace every match in `value` with `with` (`\1` style groups as `$1`).
     pub fn replace_all(&self, value: &str, with: &str) -> String {
         // The anchored form matches only whole values; rewrites use the bare pattern.
-        match self.bare.get_or_init(|| compile(&self.pattern).ok()) {
+        match self.compiled().bare.get_or_init(|| compile(&self.pattern).ok()) {
             Some(r) => r.replace_all(value, with.replace('\\', "$")).into_owned(),
             None => value.to_string(),
         }
@@ -155,6 +167,17 @@ mod tests {
         assert!(!r.is_full_match("x/api/v2"));
         let alt = Regex::new("a|b").unwrap();
         assert!(!alt.is_full_match("ab"));
+    }
+
+    #[test]
+    fn uncompiled_matches_stay_small() {
+        // Thousands of these sit in a large scope's routes.
+        assert!(std::mem::size_of::<Regex>() <= 32);
+        assert!(std::mem::size_of::<StrMatch>() <= 40);
+        let r = Regex::new("(a+)b").unwrap();
+        assert!(r.compiled.get().is_none(), "nothing compiled before use");
+        assert_eq!(r.replace_all("xaab", "\\1"), "xaa");
+        assert!(r.is_full_match("aab"));
     }
 
     #[test]
