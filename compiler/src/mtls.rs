@@ -12,13 +12,16 @@ use std::collections::{BTreeMap, HashMap};
 use crate::analysis::{Context, Resource, covering, selects};
 use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
 
+/// A workload-selecting PeerAuthentication: (resource, selector labels, mode).
+type WorkloadPolicy<'a> = (&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode);
+
 /// The PeerAuthentications and DestinationRules that decide mTLS.
 pub struct MtlsView<'a> {
     ctx: &'a Context<'a>,
     mesh: Option<(&'a Resource, MutualTlsMode)>,
     namespaces: HashMap<&'a str, (&'a Resource, MutualTlsMode)>,
     /// Namespace → workload policies (selector labels, mode), in order.
-    workloads: HashMap<&'a str, Vec<(&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode)>>,
+    workloads: HashMap<&'a str, Vec<WorkloadPolicy<'a>>>,
     /// Resolved host → the first DestinationRule for it (without a workload
     /// selector) that sets a top-level TLS mode.
     client: HashMap<&'a str, (&'a Resource, ClientTlsMode)>,

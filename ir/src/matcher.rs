@@ -121,7 +121,11 @@ impl Regex {
     /// Replace every match in `value` with `with` (`\1` style groups as `$1`).
     pub fn replace_all(&self, value: &str, with: &str) -> String {
         // The anchored form matches only whole values; rewrites use the bare pattern.
-        match self.compiled().bare.get_or_init(|| compile(&self.pattern).ok()) {
+        match self
+            .compiled()
+            .bare
+            .get_or_init(|| compile(&self.pattern).ok())
+        {
             Some(r) => r.replace_all(value, with.replace('\\', "$")).into_owned(),
             None => value.to_string(),
         }

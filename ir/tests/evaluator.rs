@@ -67,17 +67,14 @@ fn host(http: Vec<HttpRule>) -> HostPolicy {
 /// Weights summing to 100 over 1..6 destinations.
 fn weights() -> impl Strategy<Value = Vec<u32>> {
     prop::collection::vec(0u32..100, 1..6).prop_map(|mut w| {
+        // All zero: the first takes everything.
         let sum: u32 = w.iter().sum();
-        if sum == 0 {
-            w[0] = 100;
-        } else {
-            let mut acc = 0;
-            for x in w.iter_mut() {
-                *x = *x * 100 / sum;
-                acc += *x;
-            }
-            w[0] += 100 - acc;
+        let mut acc = 0;
+        for x in w.iter_mut() {
+            *x = (*x * 100).checked_div(sum).unwrap_or(0);
+            acc += *x;
         }
+        w[0] += 100 - acc;
         w
     })
 }

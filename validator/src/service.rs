@@ -29,6 +29,9 @@ use crate::json::{JsonDiagnostic, report};
 /// a repository tar may be larger).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Where a document is: (input, start byte, end byte).
+type Place = (usize, usize, usize);
+
 /// The policy admission requests are judged against (the version being
 /// served), analysed once when it is prepared: each request then analyses
 /// only once, with the incoming resource in place of its namesake.
@@ -37,7 +40,7 @@ pub struct Policy {
     options: Options,
     /// Where each resource's document is: (kind, namespace, name) to
     /// (input, byte range).
-    places: std::collections::HashMap<(Kind, String, String), Vec<(usize, usize, usize)>>,
+    places: std::collections::HashMap<(Kind, String, String), Vec<Place>>,
 }
 
 impl Policy {

@@ -495,7 +495,6 @@ fn version_static(web: &Web, v: &Version) -> Result<VersionStatic, String> {
             line,
             column: n("column"),
             excerpt: text
-                .as_deref()
                 .map(|t| excerpt(t, line as usize, end as usize))
                 .unwrap_or_default(),
         });

@@ -56,13 +56,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // RequestAuthentications are not exclusive: several combine.
     for kind in [Kind::Sidecar, Kind::PeerAuthentication] {
         // namespace → (selector-less resources, labelled resources)
-        let mut by_ns: BTreeMap<
-            &str,
-            (
-                Vec<usize>,
-                Vec<(usize, &BTreeMap<String, String>, YamlPath)>,
-            ),
-        > = BTreeMap::new();
+        type Labelled<'a> = Vec<(usize, &'a BTreeMap<String, String>, YamlPath)>;
+        let mut by_ns: BTreeMap<&str, (Vec<usize>, Labelled)> = BTreeMap::new();
         for (i, r, _) in ctx.of_kind(kind) {
             match r.selection() {
                 Some(Selection::Namespace) => by_ns.entry(&r.namespace).or_default().0.push(i),
@@ -78,7 +73,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         }
         // (codes, checks) for "several without a selector" and for "selectors
         // that overlap".
-        let (none, same): ((&[&str], &[&str]), (&[&str], &[&str])) = match kind {
+        // (upstream codes, upstream checks)
+        type Upstream = (&'static [&'static str], &'static [&'static str]);
+        let (none, same): (Upstream, Upstream) = match kind {
             Kind::Sidecar => (
                 (
                     &["IST0111", "KIA0002"],

@@ -88,8 +88,8 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     }
     let at = |si: usize, field: &str| -> YamlPath { path!["spec", "servers", si, "tls", field] };
     // (gateway, server) → the other gateways' servers sharing its certificate
-    let mut shared: BTreeMap<(usize, usize, &'static str), Vec<(usize, usize, &'static str)>> =
-        BTreeMap::new();
+    type Server = (usize, usize, &'static str);
+    let mut shared: BTreeMap<Server, Vec<Server>> = BTreeMap::new();
     for users in by_cert.values() {
         for &(gi, si, field) in users {
             let mine = gateways[gi].1.selector.as_ref().unwrap_or(&empty);

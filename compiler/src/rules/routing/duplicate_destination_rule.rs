@@ -47,7 +47,8 @@ declare_rule! {
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // Per resolved host, the rules without a workload selector with their
     // subset names and exportTo.
-    let mut by_host: HashMap<&String, Vec<(usize, Vec<&str>, &[String])>> = HashMap::new();
+    type Rule<'a> = (usize, Vec<&'a str>, &'a [String]);
+    let mut by_host: HashMap<&String, Vec<Rule>> = HashMap::new();
     for (host, rules) in &ctx.destination_rules {
         for &i in rules {
             let Some(dr) = ctx

@@ -89,7 +89,8 @@ declare_rule! {
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // (hostname, port) → (gateway, listener index, protocol)
-    let mut claims: BTreeMap<(&str, i64), Vec<(&Resource, usize, &str)>> = BTreeMap::new();
+    type Claim<'a> = (&'a Resource, usize, &'a str);
+    let mut claims: BTreeMap<(&str, i64), Vec<Claim>> = BTreeMap::new();
     // (type, value) → (gateway, address index)
     let mut addresses: BTreeMap<(&str, &str), Vec<(&Resource, usize)>> = BTreeMap::new();
     for (_, r, spec) in ctx.of_kind(Kind::K8sGateway) {
