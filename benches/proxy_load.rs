@@ -3,7 +3,8 @@
 //! at a fixed request rate, against a direct connection to the same echo
 //! application in the same run; the proxy's CPU per 1,000 requests per
 //! second and its resident memory; maximum throughput direct and through one
-//! hop; a proxy's memory with the 1,000-service IR.
+//! hop, and through Debian's nginx doing the same split (installed with
+//! apt-get when missing); a proxy's memory with the 1,000-service IR.
 //!
 //! Everything is a real process on loopback (release build): `meshc serve`,
 //! `meshc echo` and `meshc proxy`. The load generator is open-loop: request
@@ -126,6 +127,88 @@ impl Procs {
         let pid = child.id();
         self.0.push(child);
         pid
+    }
+}
+
+/// Debian's nginx splitting 95/5 between `v1` and `v2` (keep-alive
+/// upstreams, one worker per core, no access log), installed with apt-get
+/// when missing.
+fn nginx(dir: &Path, v1: SocketAddr, v2: SocketAddr) -> Result<Nginx, String> {
+    const NGINX: &str = "/usr/sbin/nginx";
+    if !Path::new(NGINX).exists() {
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-q", "nginx-light"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return Err("nginx is not installed and apt-get could not install it".into());
+        }
+    }
+    let dir = dir.join("nginx");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let addr = loopback(free_port());
+    let d = dir.display();
+    let conf = format!(
+        "user root;\nworker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream v1 {{ server {v1}; keepalive 64; }}\n  upstream v2 {{ server {v2}; keepalive 64; }}\n\
+         split_clients \"${{request_id}}\" $backend {{ 95% v1; * v2; }}\n\
+         server {{ listen {addr}; location / {{ proxy_pass http://$backend; proxy_http_version 1.1; \
+         proxy_set_header Connection \"\"; }} }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    let child = Command::new(NGINX)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let nginx = Nginx {
+        addr,
+        conf: path,
+        dir,
+        master: child,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err("nginx did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(nginx)
+}
+
+/// A running nginx, stopped (master and workers) when dropped.
+struct Nginx {
+    addr: SocketAddr,
+    conf: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    master: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // Killing only the master would leave its workers serving.
+        let _ = Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-p")
+            .arg(&self.dir)
+            .args(["-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.master.wait();
     }
 }
 
@@ -538,6 +621,20 @@ async fn run(rate: u64, secs: u64) {
     println!(
         "maximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
     );
+    // nginx doing the same 95/5 split, for the target's comparison.
+    match nginx(work.path(), reviews_v1, reviews_v2) {
+        Ok(nginx) => {
+            let addr = nginx.addr;
+            warm(addr, "reviews:9080").await;
+            let max_nginx = closed_loop(&client, addr, "reviews:9080", 32, 5).await;
+            println!(
+                "maximum throughput through nginx doing the same 95/5 split: {max_nginx:.0} requests/s (one hop is {:.0}% of it)",
+                100.0 * max_one / max_nginx
+            );
+            drop(nginx);
+        }
+        Err(why) => println!("nginx comparison skipped: {why}"),
+    }
 
     // A proxy with the 1,000-service IR (every host in its scope).
     drop(procs);
