@@ -130,11 +130,13 @@ impl Procs {
     }
 }
 
+/// Debian's nginx.
+const NGINX: &str = "/usr/sbin/nginx";
+
 /// Debian's nginx splitting 95/5 between `v1` and `v2` (keep-alive
 /// upstreams, one worker per core, no access log), installed with apt-get
 /// when missing.
 fn nginx(dir: &Path, v1: SocketAddr, v2: SocketAddr) -> Result<Nginx, String> {
-    const NGINX: &str = "/usr/sbin/nginx";
     if !Path::new(NGINX).exists() {
         let installed = Command::new("apt-get")
             .args(["install", "-y", "-q", "nginx-light"])
@@ -200,7 +202,7 @@ struct Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // Killing only the master would leave its workers serving.
-        let _ = Command::new("/usr/sbin/nginx")
+        let _ = Command::new(NGINX)
             .arg("-c")
             .arg(&self.conf)
             .arg("-p")

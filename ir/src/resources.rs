@@ -177,7 +177,15 @@ pub fn assemble_over<'a>(
     previous: Option<(&Ir, &BTreeMap<String, Resource>)>,
     resources: impl IntoIterator<Item = &'a Resource>,
 ) -> Result<Ir, String> {
-    fn decode<T: serde::de::DeserializeOwned + Clone>(r: &Resource) -> Result<T, String> {
+    /// The previous IR's entry when there is one, else `r` decoded; either
+    /// way an exact-size copy.
+    fn entry<T: serde::de::DeserializeOwned + Clone>(
+        kept: Option<&T>,
+        r: &Resource,
+    ) -> Result<T, String> {
+        if let Some(kept) = kept {
+            return Ok(kept.clone());
+        }
         let decoded: T =
             serde_json::from_slice(&r.body).map_err(|e| format!("resource `{}`: {e}", r.name))?;
         Ok(decoded.clone())
@@ -210,32 +218,18 @@ pub fn assemble_over<'a>(
         }
         let (kind, key) = r.name.split_once('/').unwrap_or((&r.name, ""));
         match (kind, key) {
-            ("mesh", "") => {
-                mesh = Some(match kept {
-                    Some(ir) => ir.mesh.clone(),
-                    None => decode(r)?,
-                })
-            }
+            ("mesh", "") => mesh = Some(entry(kept.map(|ir| &ir.mesh), r)?),
             (ENDPOINTS, "") => {}
             ("host", k) if !k.is_empty() => {
-                let p = match kept.and_then(|ir| ir.hosts.get(k)) {
-                    Some(p) => p.clone(),
-                    None => decode(r)?,
-                };
+                let p = entry(kept.and_then(|ir| ir.hosts.get(k)), r)?;
                 ir.hosts.insert(k.to_string(), p);
             }
             ("workload", k) if k.contains('/') => {
-                let w = match kept.and_then(|ir| ir.workloads.get(k)) {
-                    Some(w) => w.clone(),
-                    None => decode(r)?,
-                };
+                let w = entry(kept.and_then(|ir| ir.workloads.get(k)), r)?;
                 ir.workloads.insert(k.to_string(), w);
             }
             ("gateway", k) if k.contains('/') => {
-                let g = match kept.and_then(|ir| ir.gateways.get(k)) {
-                    Some(g) => g.clone(),
-                    None => decode(r)?,
-                };
+                let g = entry(kept.and_then(|ir| ir.gateways.get(k)), r)?;
                 ir.gateways.insert(k.to_string(), g);
             }
             _ => return Err(format!("unknown resource name `{}`", r.name)),

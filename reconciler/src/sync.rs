@@ -197,12 +197,10 @@ impl Mirror {
                         format!("Authorization: Basic {basic}"),
                     );
             }
-            Auth::SshKey(key) => {
-                cmd.env("GIT_SSH_COMMAND", self.ssh_command(Some(key)));
-            }
+            Auth::SshKey(_) => {}
         }
-        if matches!(self.source.auth, Auth::None) && self.source.known_hosts.is_some() {
-            cmd.env("GIT_SSH_COMMAND", self.ssh_command(None));
+        if let Some(ssh) = self.ssh_command() {
+            cmd.env("GIT_SSH_COMMAND", ssh);
         }
         let out = cmd
             .output()
@@ -216,8 +214,16 @@ impl Mirror {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The `ssh` command line git runs (a shell string: paths are quoted).
-    fn ssh_command(&self, key: Option<&Path>) -> String {
+    /// The `ssh` command line git runs (a shell string: paths are quoted),
+    /// when a key or a known_hosts file is configured.
+    fn ssh_command(&self) -> Option<String> {
+        let key = match &self.source.auth {
+            Auth::SshKey(key) => Some(key),
+            _ => None,
+        };
+        if key.is_none() && self.source.known_hosts.is_none() {
+            return None;
+        }
         let mut cmd = String::from("ssh -o BatchMode=yes");
         if let Some(key) = key {
             cmd += &format!(" -o IdentitiesOnly=yes -i {}", shell_quote(key));
@@ -228,7 +234,7 @@ impl Mirror {
                 shell_quote(hosts)
             );
         }
-        cmd
+        Some(cmd)
     }
 
     fn tracked(&self) -> Result<Fetched, Error> {

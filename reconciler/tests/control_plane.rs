@@ -20,9 +20,9 @@ mod net;
 
 mod git_servers;
 
-use git_servers::{HttpsGit, KillOnDrop, Sshd, free_port, wait_listening};
+use git_servers::{HttpsGit, KillOnDrop, Sshd, wait_listening};
 use meshc_reconciler::sync::{Auth, Mirror, Source};
-use net::http;
+use net::{free_port, http};
 
 const TOKEN: &str = "bootstrap-secret";
 const API_TOKEN: &str = "api-secret";
