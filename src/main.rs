@@ -203,6 +203,9 @@ struct TestArgs {
     format: DiffFormat,
 }
 
+#[global_allocator]
+static GLOBAL: memory::Allocator = memory::Allocator;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -641,6 +644,9 @@ fn run_proxy(args: ProxyArgs) -> Result<u8> {
     };
     runtime.block_on(async move {
         let proxy = meshc_dataplane::proxy::start(args.settings).await?;
+        for up in &proxy.tcp_upstreams {
+            eprintln!("meshc proxy: tcp {} to {}:{}", up.listen, up.host, up.port);
+        }
         eprintln!(
             "meshc proxy: outbound {}, inbound {}, admin http://{}",
             proxy.outbound_addr, proxy.inbound_addr, proxy.admin_addr
@@ -656,8 +662,9 @@ fn run_echo(settings: meshc_dataplane::echo::EchoSettings) -> Result<u8> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let scheme = if settings.tcp { "tcp" } else { "http" };
         let echo = meshc_dataplane::echo::start(settings).await?;
-        eprintln!("meshc echo: http://{}", echo.addr);
+        eprintln!("meshc echo: {scheme}://{}", echo.addr);
         shutdown_signal().await;
         echo.stop();
         anyhow::Ok(0)

@@ -170,6 +170,7 @@ async fn up(args: UpArgs) -> Result<u8> {
             listen: ([127, 0, 0, 1], 0).into(),
             service: service.to_string(),
             version: version.clone(),
+            tcp: false,
         })
         .await?;
         let p = proxy::start(proxy::Settings {
@@ -187,6 +188,8 @@ async fn up(args: UpArgs) -> Result<u8> {
             endpoints_file: None,
             access_log: 0.0,
             threads: 1,
+            tcp_upstreams: Vec::new(),
+            app_protocol: proxy::AppProtocol::Http,
         })
         .await?;
         workloads.push(Workload {

@@ -175,7 +175,9 @@ spec:
 "#;
 
 /// (workload, app label, version, service account).
-const WORKLOADS: &[(&str, &str, &str, &str)] = &[
+type Workload = (&'static str, &'static str, &'static str, &'static str);
+
+const WORKLOADS: &[Workload] = &[
     ("web-v1", "web", "v1", "web"),
     ("reviews-v1", "reviews", "v1", "reviews"),
     ("reviews-v2", "reviews", "v2", "reviews"),
@@ -184,8 +186,9 @@ const WORKLOADS: &[(&str, &str, &str, &str)] = &[
     ("pool-v1", "pool", "v1", "pool"),
 ];
 
-fn policy() -> String {
-    let deployments: Vec<String> = WORKLOADS
+/// `template` with a Deployment per workload in place of `DEPLOYMENTS`.
+fn policy(template: &str, workloads: &[Workload]) -> String {
+    let deployments: Vec<String> = workloads
         .iter()
         .map(|(name, app, version, sa)| {
             format!(
@@ -196,7 +199,7 @@ fn policy() -> String {
             )
         })
         .collect();
-    POLICY.replace("DEPLOYMENTS", &deployments.join("---\n"))
+    template.replace("DEPLOYMENTS", &deployments.join("---\n"))
 }
 
 /// Child processes, killed when the test ends however it ends (a leaked one
@@ -256,6 +259,8 @@ struct Node {
     outbound: SocketAddr,
     inbound: SocketAddr,
     admin: SocketAddr,
+    /// Its outbound TCP listeners, in the order of its `--tcp-upstream` flags.
+    tcp: Vec<SocketAddr>,
 }
 
 struct Mesh {
@@ -327,11 +332,15 @@ fn announced(dir: &Path, name: &str, prefix: &str) -> String {
 fn addr(text: &str) -> SocketAddr {
     text.trim()
         .trim_start_matches("http://")
+        .trim_start_matches("tcp://")
         .parse()
         .unwrap_or_else(|e| panic!("`{text}`: {e}"))
 }
 
-async fn start(work: &Path, repo: &Path) -> Mesh {
+/// Extra arguments of a workload's echo application and of its proxy.
+type Extra = fn(&str) -> (Vec<String>, Vec<String>);
+
+async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -> Mesh {
     let data = work.join("data");
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -365,29 +374,33 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
     let (grpc, api) = line.split_once(", API on ").expect("both addresses");
     let (grpc, api) = (addr(grpc), addr(api));
     let mut nodes = BTreeMap::new();
-    for (name, app, version, sa) in WORKLOADS {
-        procs.spawn(
-            &format!("echo-{name}"),
-            &logs,
-            &[
-                s("echo"),
-                s("--listen"),
-                s("127.0.0.1:0"),
-                s("--service"),
-                s(app),
-                s("--version"),
-                s(version),
-            ],
-        );
+    for (name, app, version, sa) in workloads {
+        let (echo_extra, proxy_extra) = extra(name);
+        let mut echo = vec![
+            s("echo"),
+            s("--listen"),
+            s("127.0.0.1:0"),
+            s("--service"),
+            s(app),
+            s("--version"),
+            s(version),
+        ];
+        echo.extend(echo_extra);
+        procs.spawn(&format!("echo-{name}"), &logs, &echo);
         let app_addr = addr(&announced(&logs, &format!("echo-{name}"), "meshc echo: "));
         let proxy = format!("proxy-{name}");
-        procs.spawn(
-            &proxy,
-            &logs,
-            &proxy_args(grpc, &data, name, sa, app_addr, None),
-        );
+        let mut args = proxy_args(grpc, &data, name, sa, app_addr, None);
+        args.extend(proxy_extra);
+        procs.spawn(&proxy, &logs, &args);
         // `meshc proxy: outbound A, inbound B, admin http://C`
         let line = announced(&logs, &proxy, "meshc proxy: outbound ");
+        // `meshc proxy: tcp A to HOST:PORT`, one per upstream, printed before.
+        let tcp = std::fs::read_to_string(logs.join(format!("{proxy}.log")))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("meshc proxy: tcp "))
+            .map(|l| addr(l.split_once(" to ").expect("tcp upstream").0))
+            .collect();
         let (outbound, rest) = line.split_once(", inbound ").expect("inbound");
         let (inbound, admin) = rest.split_once(", admin ").expect("admin");
         nodes.insert(
@@ -396,6 +409,7 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
                 outbound: addr(outbound),
                 inbound: addr(inbound),
                 admin: addr(admin),
+                tcp,
             },
         );
     }
@@ -410,7 +424,7 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
         client: Clients::new(Default::default()),
     };
     // Ready: every proxy has a config listing every workload's endpoint.
-    for (name, ..) in WORKLOADS {
+    for (name, ..) in workloads {
         eventually(
             &format!("{name}'s config with every endpoint"),
             &mesh,
@@ -418,7 +432,7 @@ async fn start(work: &Path, repo: &Path) -> Mesh {
                 config_of(&mesh, name).await.is_some_and(|c| {
                     c["endpoints"]
                         .as_object()
-                        .is_some_and(|e| e.len() == WORKLOADS.len())
+                        .is_some_and(|e| e.len() == workloads.len())
                 })
             },
         )
@@ -657,9 +671,9 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     std::fs::create_dir_all(&repo_dir).unwrap();
     let repo = Repository::init(&repo_dir).unwrap();
     repo.set_head("refs/heads/main").unwrap();
-    std::fs::write(repo_dir.join("policy.yaml"), policy()).unwrap();
+    std::fs::write(repo_dir.join("policy.yaml"), policy(POLICY, WORKLOADS)).unwrap();
     commit_all(&repo, "the shop");
-    let mut mesh = start(work.path(), &repo_dir).await;
+    let mut mesh = start(work.path(), &repo_dir, WORKLOADS, |_| Default::default()).await;
 
     // 95/5 over 2,000 requests, within four standard deviations.
     let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
@@ -917,7 +931,7 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     let ir = {
         let inputs = vec![meshc_compiler::Input::bytes(
             "policy.yaml",
-            policy().into_bytes(),
+            policy(POLICY, WORKLOADS).into_bytes(),
         )];
         meshc_compiler::compile(inputs, &meshc_compiler::Options::default())
             .ir
@@ -1143,6 +1157,312 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
             "meshc_proxy_requests_total",
             &[("route", "canary"), ("response_code", "200")]
         ) >= 2000.0
+    );
+}
+
+const TCP_POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: intruder, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: db, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-postgres, port: 5432}, {name: tls-replication, port: 5433}]
+---
+DEPLOYMENTS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec:
+  host: db
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db]
+  tls:
+  - match: [{port: 5433, sniHosts: [db]}]
+    route: [{destination: {host: db, subset: v2, port: {number: 5433}}}]
+  tcp:
+  - match: [{port: 5432}]
+    route:
+    - destination: {host: db, subset: v1, port: {number: 5432}}
+      weight: 80
+    - destination: {host: db, subset: v2, port: {number: 5432}}
+      weight: 20
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db-from-web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}]
+"#;
+
+const TCP_WORKLOADS: &[Workload] = &[
+    ("web-v1", "web", "v1", "web"),
+    ("intruder-v1", "intruder", "v1", "intruder"),
+    ("db-v1", "db", "v1", "db"),
+    ("db-v2", "db", "v2", "db"),
+];
+
+/// Through a TCP connection: the banner line of the application that took
+/// it (`db v1`), after checking that it echoes `payload` back; `None` when
+/// the connection closes first.
+async fn tcp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut r = BufReader::new(tcp);
+    let mut banner = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut banner)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return None;
+    }
+    r.get_mut().write_all(payload).await.ok()?;
+    let mut back = vec![0; payload.len()];
+    tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut back))
+        .await
+        .ok()?
+        .ok()?;
+    assert_eq!(back, payload, "the stream came back changed");
+    Some(banner.trim_end().to_string())
+}
+
+/// Through a TCP connection that opens with a TLS ClientHello for `sni`:
+/// the banner line of the application that took it, after checking that the
+/// hello came back byte for byte; `None` when the connection closes first.
+async fn tls_exchange(addr: SocketAddr, sni: &str) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(Arc::new(config), name)
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    tcp.write_all(&hello).await.ok()?;
+    let mut r = BufReader::new(tcp);
+    let mut banner = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut banner)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return None;
+    }
+    let mut back = vec![0; hello.len()];
+    tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut back))
+        .await
+        .ok()?
+        .ok()?;
+    assert_eq!(back, hello, "the ClientHello came back changed");
+    Some(banner.trim_end().to_string())
+}
+
+/// Opaque TCP end to end: the host's TCP route splits connections 80/20 by
+/// subset, its TLS route sends a ClientHello naming `db` to v2, every stream
+/// rides mTLS between the proxies and comes back byte for byte, the ALLOW policy lets the `web` identity in and closes the
+/// `intruder`'s connections, and a plaintext client is refused under STRICT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opaque_tcp_is_split_routed_by_sni_authorized_and_spliced_over_mtls() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let repo = Repository::init(&repo_dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    std::fs::write(
+        repo_dir.join("policy.yaml"),
+        policy(TCP_POLICY, TCP_WORKLOADS),
+    )
+    .unwrap();
+    commit_all(&repo, "tcp policy");
+    let extra: Extra = |name| {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        match name {
+            "db-v1" | "db-v2" => (s(&["--tcp"]), s(&["--app-protocol", "tcp"])),
+            // Two spellings of the host: short, and with its namespace.
+            "web-v1" => (
+                vec![],
+                s(&["--tcp-upstream", "127.0.0.1:0=db:5432,127.0.0.1:0=db:5433"]),
+            ),
+            _ => (vec![], s(&["--tcp-upstream", "127.0.0.1:0=db.shop:5432"])),
+        }
+    };
+    let mesh = start(work.path(), &repo_dir, TCP_WORKLOADS, extra).await;
+    let web = mesh.nodes["web-v1"].tcp[0];
+
+    // The split: 400 connections, 80% expected on v1 (binomial: sd 8).
+    const N: usize = 400;
+    let mut v2 = 0;
+    for i in 0..N {
+        let payload = format!("ping {i}\n");
+        let banner = tcp_exchange(web, payload.as_bytes())
+            .await
+            .unwrap_or_else(|| panic!("connection {i} was closed\n{}", logs(&mesh.logs)));
+        match banner.as_str() {
+            "db v1" => {}
+            "db v2" => v2 += 1,
+            other => panic!("answered by `{other}`"),
+        }
+    }
+    assert!(
+        (44..=116).contains(&v2),
+        "v2 took {v2} of {N} connections, not about 80"
+    );
+    // A stream is counted when both sides are done, just after the client
+    // saw its end.
+    let count = |w: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let mesh = &mesh;
+        async move {
+            sum(
+                &metrics(mesh, w).await,
+                "meshc_proxy_tcp_streams_total",
+                labels,
+            )
+        }
+    };
+    const OUT_OK: &[(&str, &str)] = &[
+        ("direction", "outbound"),
+        ("destination", "db.shop.svc.cluster.local"),
+        ("outcome", "ok"),
+    ];
+    const IN_OK: &[(&str, &str)] = &[("direction", "inbound"), ("outcome", "ok")];
+    eventually("every outbound stream counted", &mesh, || async {
+        count("web-v1", OUT_OK).await >= N as f64
+    })
+    .await;
+    assert_eq!(count("web-v1", OUT_OK).await, N as f64);
+    let m = metrics(&mesh, "web-v1").await;
+    let sent = sum(
+        &m,
+        "meshc_proxy_tcp_stream_bytes_total",
+        &[("direction", "outbound"), ("flow", "sent")],
+    );
+    assert!(sent >= (N * "ping 0\n".len()) as f64, "{sent} bytes sent");
+
+    // The streams rode mTLS: the db proxies saw web's identity (ALLOW needs
+    // it), and took them as opaque streams, not HTTP.
+    eventually("every inbound stream counted", &mesh, || async {
+        count("db-v1", IN_OK).await + count("db-v2", IN_OK).await >= N as f64
+    })
+    .await;
+    assert_eq!(
+        count("db-v1", IN_OK).await + count("db-v2", IN_OK).await,
+        N as f64
+    );
+    for db in ["db-v1", "db-v2"] {
+        let m = metrics(&mesh, db).await;
+        assert_eq!(sum(&m, "meshc_proxy_requests_total", &[]), 0.0);
+    }
+
+    // The TLS route on 5433 chooses by the ClientHello's server name: `db`
+    // goes to v2 only; another name falls through to the host (either).
+    let tls_port = mesh.nodes["web-v1"].tcp[1];
+    for _ in 0..20 {
+        assert_eq!(tls_exchange(tls_port, "db").await.as_deref(), Some("db v2"));
+    }
+    let any = tls_exchange(tls_port, "elsewhere.example").await;
+    assert!(matches!(any.as_deref(), Some("db v1" | "db v2")), "{any:?}");
+    let m = metrics(&mesh, "web-v1").await;
+    assert_eq!(
+        sum(
+            &m,
+            "meshc_proxy_tcp_streams_total",
+            &[("route", "db.tls[0]"), ("outcome", "ok")]
+        ),
+        20.0
+    );
+
+    // Another identity: its proxy routes it, the db proxy closes it.
+    let intruder = mesh.nodes["intruder-v1"].tcp[0];
+    for _ in 0..10 {
+        assert_eq!(tcp_exchange(intruder, b"let me in\n").await, None);
+    }
+    const DENIED: &[(&str, &str)] = &[("direction", "inbound"), ("outcome", "denied")];
+    eventually("every denied stream counted", &mesh, || async {
+        count("db-v1", DENIED).await + count("db-v2", DENIED).await >= 10.0
+    })
+    .await;
+    let mut denied = 0.0;
+    for db in ["db-v1", "db-v2"] {
+        let m = metrics(&mesh, db).await;
+        denied += sum(&m, "meshc_proxy_tcp_streams_total", DENIED);
+        // Denied for want of a matching ALLOW rule, and counted as such.
+        denied -= sum(
+            &m,
+            "meshc_proxy_authz_denied_total",
+            &[("policy", "no ALLOW policy matched")],
+        );
+    }
+    assert_eq!(
+        count("db-v1", DENIED).await + count("db-v2", DENIED).await,
+        10.0
+    );
+    assert_eq!(
+        denied, 0.0,
+        "every denied stream is counted under the reason it was denied"
+    );
+
+    // Plaintext straight to a db proxy under STRICT: refused before the app.
+    // (The client speaks first: the proxy tells TLS from plaintext by the
+    // first byte.)
+    let db_in = mesh.nodes["db-v1"].inbound;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(db_in).await.unwrap();
+        tcp.write_all(b"plain\n").await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the connection was left open");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "",
+            "the application answered"
+        );
+    }
+    let m = metrics(&mesh, "db-v1").await;
+    assert!(
+        sum(
+            &m,
+            "meshc_proxy_tcp_connections_refused_total",
+            &[("reason", "plaintext under STRICT")]
+        ) >= 1.0
     );
 }
 

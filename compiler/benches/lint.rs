@@ -2,8 +2,15 @@
 //! repositories of 100, 1,000 and 10,000 services (`meshc_compiler::synth`).
 //!
 //! Run: `cargo bench -p meshc-compiler --bench lint`.
+//!
+//! It allocates with mimalloc, as `meshc lint` does (`src/memory.rs`; the
+//! binary also turns purging off, which matters less here, where each
+//! sample frees what the last one built).
 
 use meshc_compiler::{Input, Options, analyze, synth};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     divan::main();

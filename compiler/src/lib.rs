@@ -200,6 +200,9 @@ fn run(
         .collect();
     let mut analysis = Analysis {
         inputs: results.len(),
+        // Sized once: growing the analysis's largest list by doubling copied
+        // it over and over.
+        resources: Vec::with_capacity(results.iter().map(|r| r.resources.len()).sum()),
         ..Analysis::default()
     };
     let mut diagnostics = Vec::new();
@@ -238,8 +241,10 @@ pub(crate) fn finish(
     options: &Options,
     lowering: Lowering,
 ) -> Option<Result<meshc_ir::Ir, CompileError>> {
-    check_duplicates(&analysis.resources, &mut diagnostics);
-    let ctx = Context::new(&analysis.resources, &options.settings);
+    let (ctx, ()) = rayon::join(
+        || Context::new(&analysis.resources, &options.settings),
+        || check_duplicates(&analysis.resources, &mut diagnostics),
+    );
     rules::check_all(&ctx, &mut diagnostics);
     config_problems(options, &mut analysis.sources, &mut diagnostics);
     let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);
@@ -513,12 +518,13 @@ fn identify(
         name,
         namespace,
         meta,
-        spec,
+        spec: spec.map(Box::new),
     });
 }
 
 fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
-    let mut seen: HashMap<(Kind, &str, &str), &Resource> = HashMap::new();
+    let mut seen: foldhash::HashMap<(Kind, &str, &str), &Resource> =
+        foldhash::HashMap::with_capacity_and_hasher(resources.len(), Default::default());
     for r in resources {
         let first = *seen.entry((r.kind, &r.namespace, &r.name)).or_insert(r);
         if !std::ptr::eq(first, r) {

@@ -142,7 +142,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         let mut v: Vec<&Resource> = ctx
             .resources
             .iter()
-            .filter(|r| r.spec.as_ref().is_some_and(kind))
+            .filter(|r| r.spec.as_deref().is_some_and(kind))
             .collect();
         v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         v
@@ -171,7 +171,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     }
 
     for r in sorted(|s| matches!(s, Spec::Gateway(_))) {
-        let Some(Spec::Gateway(g)) = &r.spec else {
+        let Some(Spec::Gateway(g)) = r.spec.as_deref() else {
             continue;
         };
         let key = format!("{}/{}", r.namespace, r.name);
@@ -215,7 +215,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         .map(|r| ((r.namespace.as_str(), r.name.as_str()), *r))
         .collect();
     for r in &vss {
-        let Some(Spec::VirtualService(vs)) = &r.spec else {
+        let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
             continue;
         };
         if vs.hosts.as_ref().is_none_or(|h| h.is_empty()) {
@@ -317,7 +317,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     let mut authz: HashMap<usize, ir::Authz> = HashMap::new();
     let mut mesh_wide = ir::Authz::default();
     for r in sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))) {
-        let Some(Spec::AuthorizationPolicy(ap)) = &r.spec else {
+        let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
             continue;
         };
         if r.namespace != root
@@ -696,10 +696,12 @@ impl<'a> Lowerer<'a> {
             };
             let ns = d.namespace.as_deref().unwrap_or(&r.namespace);
             let dname = d.name.as_deref().unwrap_or_default();
-            let child = delegates.get(&(ns, dname)).and_then(|c| match &c.spec {
-                Some(Spec::VirtualService(v)) => Some((*c, v)),
-                _ => None,
-            });
+            let child = delegates
+                .get(&(ns, dname))
+                .and_then(|c| match c.spec.as_deref() {
+                    Some(Spec::VirtualService(v)) => Some((*c, v)),
+                    _ => None,
+                });
             let Some((c, cvs)) = child else {
                 self.err(
                     r,
@@ -1095,7 +1097,7 @@ impl<'a> Lowerer<'a> {
             .find(|r| matches!(r.selection(), Some(Selection::Labels(l, _)) if r.namespace == w.namespace && selects(l, &w.labels)))
             .or_else(|| sidecars.iter().find(|r| r.namespace == w.namespace && r.selection() == Some(Selection::Namespace)))
             .or_else(|| sidecars.iter().find(|r| r.namespace == root && r.selection() == Some(Selection::Namespace)));
-        let mut egress: Vec<String> = match sidecar.and_then(|r| r.spec.as_ref()) {
+        let mut egress: Vec<String> = match sidecar.and_then(|r| r.spec.as_deref()) {
             Some(Spec::Sidecar(s)) => s
                 .egress
                 .iter()
@@ -1452,7 +1454,7 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
     };
     for r in changed {
         let ns = r.namespace.as_str();
-        match &r.spec {
+        match r.spec.as_deref() {
             Some(Spec::Service(_)) => {
                 hosts.insert(format!(
                     "{}.{ns}.svc.{}",

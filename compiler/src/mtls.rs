@@ -79,11 +79,11 @@ impl<'a> MtlsView<'a> {
         let mut policies: Vec<&Resource> = ctx
             .resources
             .iter()
-            .filter(|r| matches!(r.spec, Some(Spec::PeerAuthentication(_))))
+            .filter(|r| matches!(r.spec.as_deref(), Some(Spec::PeerAuthentication(_))))
             .collect();
         policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for r in policies {
-            let Some(Spec::PeerAuthentication(p)) = &r.spec else {
+            let Some(Spec::PeerAuthentication(p)) = r.spec.as_deref() else {
                 continue;
             };
             let mode = p
@@ -162,7 +162,7 @@ impl<'a> MtlsView<'a> {
         let Some((r, _, _)) = own else {
             return BTreeMap::new();
         };
-        let Some(Spec::PeerAuthentication(pa)) = &r.spec else {
+        let Some(Spec::PeerAuthentication(pa)) = r.spec.as_deref() else {
             return BTreeMap::new();
         };
         pa.port_level_mtls

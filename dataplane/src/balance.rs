@@ -319,6 +319,12 @@ impl Cluster {
         permit
     }
 
+    /// Admission of a TCP connection: a permit now, or `None` when the
+    /// cluster is at `max_connections` (TCP has no pending queue).
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.concurrency.clone().try_acquire_owned().ok()
+    }
+
     /// Take a retry slot under `max_retries` (Envoy's retry circuit breaker).
     pub fn retry_slot(self: &Arc<Self>) -> Option<RetrySlot> {
         let max = self.policy.connection_pool.max_retries;

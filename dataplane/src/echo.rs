@@ -11,6 +11,10 @@
 //! - `x-echo-grpc-status: 14`: the gRPC status to end with;
 //! - `Connection: upgrade` with `Upgrade: <protocol>` (a WebSocket handshake,
 //!   say): answer 101, then echo every byte of the upgraded connection.
+//!
+//! With `--tcp` it speaks no HTTP: each connection gets one line,
+//! `<service> <version>`, and then every byte it sends back (a stand-in for
+//! a database or a message broker behind the mesh).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -42,6 +46,9 @@ pub struct EchoSettings {
     /// Version it reports.
     #[arg(long, default_value = "v1")]
     pub version: String,
+    /// Speak raw TCP instead of HTTP: a `<service> <version>` line, then an echo.
+    #[arg(long)]
+    pub tcp: bool,
 }
 
 /// A running echo application.
@@ -70,6 +77,25 @@ pub async fn start(settings: EchoSettings) -> Result<Echo> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    if settings.tcp {
+        let banner = format!("{} {}\n", settings.service, settings.version);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let banner = banner.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let (mut r, mut w) = tcp.into_split();
+                    if w.write_all(banner.as_bytes()).await.is_ok() {
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    }
+                });
+            }
+        });
+        return Ok(Echo { addr, task });
+    }
     let state = Arc::new(State {
         service: settings.service,
         version: settings.version,

@@ -218,32 +218,43 @@ impl tower_service::Service<Uri> for Connector {
             } else {
                 tls.client_h1
             };
-            // The name is not checked (mesh certificates carry SPIFFE ids).
-            let name = rustls::pki_types::ServerName::try_from("mesh.invalid")?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            // The chain is the mesh CA's (the verifier checked it); the
-            // identity must be the one the endpoint registered with, or an
-            // endpoint could be claimed by a proxy that does not run there.
-            if let Some(expected) = expected {
-                let actual = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(spiffe_id);
-                if actual.as_deref() != Some(expected.as_str()) {
-                    return Err(format!(
-                        "the peer at {addr} is {}, not {expected}",
-                        actual.as_deref().unwrap_or("without a SPIFFE id")
-                    )
-                    .into());
-                }
-            }
+            let stream = mesh_handshake(config, tcp, &addr, expected.as_deref()).await?;
             Ok(MeshStream::Tls(Box::new(TokioIo::new(stream))))
         })
     }
+}
+
+/// The client side of mesh mTLS over `tcp` (connected to `addr`): the
+/// chain must be the mesh CA's (the verifier checks it) and, when the
+/// endpoint registered one, the identity must be `expected`, or an endpoint
+/// could be claimed by a proxy that does not run there.
+pub async fn mesh_handshake(
+    config: Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+    addr: &str,
+    expected: Option<&str>,
+) -> Result<TlsStream<TcpStream>, BoxError> {
+    // The name is not checked (mesh certificates carry SPIFFE ids).
+    let name = rustls::pki_types::ServerName::try_from("mesh.invalid")?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    if let Some(expected) = expected {
+        let actual = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(spiffe_id);
+        if actual.as_deref() != Some(expected) {
+            return Err(format!(
+                "the peer at {addr} is {}, not {expected}",
+                actual.as_deref().unwrap_or("without a SPIFFE id")
+            )
+            .into());
+        }
+    }
+    Ok(stream)
 }
 
 /// Upstream clients with connection pools: HTTP/1.1 and HTTP/2 (prior

@@ -11,4 +11,5 @@ pub mod echo;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod tcp;
 pub mod tls;

@@ -64,8 +64,14 @@ pub struct Metrics {
     pub ejections: Family<Labels, Counter>,
     /// Mirrored requests sent, by mirror host.
     pub mirrors: Family<Labels, Counter>,
-    /// Requests denied by authorization, by deciding policy.
+    /// Requests and TCP connections denied by authorization, by deciding policy.
     pub denied: Family<Labels, Counter>,
+    /// Opaque TCP streams proxied, by direction, destination, route and
+    /// outcome (`ok`, `denied`, `no_route`, `overflow`, `connect_failed`...).
+    pub tcp_streams: Family<Labels, Counter>,
+    /// Bytes of opaque TCP streams, by direction, destination and flow
+    /// (`sent` from the connecting side, `received` back).
+    pub tcp_bytes: Family<Labels, Counter>,
     /// The config in force: 1 for its version.
     pub config: Family<Labels, Gauge>,
     /// Configs applied.
@@ -100,6 +106,8 @@ impl Default for Metrics {
             ejections: Family::default(),
             mirrors: Family::default(),
             denied: Family::default(),
+            tcp_streams: Family::default(),
+            tcp_bytes: Family::default(),
             config: Family::default(),
             config_updates: Counter::default(),
             cache: Default::default(),
@@ -163,6 +171,16 @@ impl Default for Metrics {
             m.denied.clone(),
         );
         r.register(
+            "tcp_streams",
+            "Opaque TCP streams proxied, by outcome",
+            m.tcp_streams.clone(),
+        );
+        r.register(
+            "tcp_stream_bytes",
+            "Bytes of opaque TCP streams",
+            m.tcp_bytes.clone(),
+        );
+        r.register(
             "config_info",
             "The config version in force",
             m.config.clone(),
@@ -213,6 +231,16 @@ impl Metrics {
         });
         cache.insert(key, h.clone());
         h
+    }
+
+    /// Count a denial under its deciding policy and rule (`namespace/name[i]`),
+    /// or under "no ALLOW policy matched".
+    pub fn count_denied(&self, policy: Option<(String, usize)>) {
+        let policy = policy.map_or_else(
+            || "no ALLOW policy matched".to_string(),
+            |(p, i)| format!("{p}[{i}]"),
+        );
+        self.denied.get_or_create(&vec![("policy", policy)]).inc();
     }
 
     /// Prometheus text format.

@@ -10,6 +10,8 @@
 //!   effective mTLS mode decides per connection (the first byte tells a TLS
 //!   handshake from plaintext); [`meshc_ir::eval::authorize`] decides each
 //!   request on the identity in the peer's certificate; 403 on deny.
+//! - **Opaque TCP** (outbound listeners bound to one host each, and inbound
+//!   streams marked by their ALPN protocol): see [`crate::tcp`].
 //! - **Admin**: `/metrics`, `/ready`, `/config`.
 //!
 //! Every request reads the config in force when it starts and keeps it to the
@@ -36,13 +38,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::balance::{ClusterKey, Clusters, Outcome, hash_of};
+use crate::balance::{Cluster, ClusterKey, Clusters, Endpoint, Outcome, hash_of};
 use crate::client::{self, Applied, Check, Credentials};
 use crate::http::{
     BoxError, Clients, Finished, Observed, ProxyBody, full, local, propagate_trace,
     strip_hop_by_hop,
 };
 use crate::metrics::Metrics;
+use crate::tcp::TcpUpstream;
 use crate::tls::{MeshTls, principal, spiffe_id};
 
 /// Request bodies up to this size are buffered, so they can be retried and
@@ -114,28 +117,65 @@ pub struct Settings {
     /// CPU per request (no work stealing between threads).
     #[arg(long, env = "MESHC_PROXY_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Outbound TCP: a listener for one host and port each,
+    /// `LISTEN_ADDR=HOST:PORT` (`127.0.0.1:15432=db:5432`); repeat the flag
+    /// or separate with commas.
+    #[arg(
+        long = "tcp-upstream",
+        env = "MESHC_TCP_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub tcp_upstreams: Vec<TcpUpstream>,
+    /// What the application speaks: `http`, or `tcp` to pass plaintext
+    /// inbound connections through as opaque streams (over mTLS the peer's
+    /// ALPN protocol says which).
+    #[arg(long, env = "MESHC_APP_PROTOCOL", value_enum, default_value_t = AppProtocol::Http)]
+    pub app_protocol: AppProtocol,
+}
+
+/// The application's protocol on its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppProtocol {
+    /// HTTP/1.1, HTTP/2 or gRPC: requests are routed, authorized and measured one by one.
+    Http,
+    /// Anything else: each connection is authorized once and passed through.
+    Tcp,
 }
 
 /// Workload `namespace/name` to the addresses of its proxies.
 pub type Endpoints = BTreeMap<String, Vec<SocketAddr>>;
 
-struct State {
-    workload: String,
-    namespace: String,
-    app_addr: SocketAddr,
+pub(crate) struct State {
+    pub(crate) workload: String,
+    pub(crate) namespace: String,
+    pub(crate) app_addr: SocketAddr,
+    app_protocol: AppProtocol,
     config: watch::Receiver<Option<Arc<Applied>>>,
     endpoints: RwLock<Arc<EndpointTable>>,
     static_endpoints: Endpoints,
-    tls: Arc<RwLock<Option<MeshTls>>>,
-    clusters: Clusters,
+    pub(crate) tls: Arc<RwLock<Option<MeshTls>>>,
+    pub(crate) clusters: Clusters,
     clients: Clients,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     access_log: f64,
 }
 
 impl State {
-    fn current(&self) -> Option<Arc<Applied>> {
+    pub(crate) fn current(&self) -> Option<Arc<Applied>> {
         self.config.borrow().clone()
+    }
+
+    /// This workload as a caller, for routing's source matches.
+    pub(crate) fn me(&self, ir: &Ir) -> Peer {
+        Peer {
+            namespace: Some(self.namespace.clone()),
+            labels: ir
+                .workloads
+                .get(&self.workload)
+                .map(|w| w.labels.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        }
     }
 }
 
@@ -147,6 +187,8 @@ pub struct Proxy {
     pub inbound_addr: SocketAddr,
     /// Admin listener.
     pub admin_addr: SocketAddr,
+    /// Outbound TCP listeners, as bound, and the hosts they stand for.
+    pub tcp_upstreams: Vec<TcpUpstream>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -229,6 +271,17 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
     let admin = TcpListener::bind(settings.admin_addr)
         .await
         .with_context(|| format!("binding the admin listener {}", settings.admin_addr))?;
+    let mut tcp_listeners = Vec::new();
+    for up in &settings.tcp_upstreams {
+        let l = TcpListener::bind(up.listen)
+            .await
+            .with_context(|| format!("binding the TCP upstream listener {up}"))?;
+        let bound = TcpUpstream {
+            listen: l.local_addr()?,
+            ..up.clone()
+        };
+        tcp_listeners.push((l, bound));
+    }
     let inbound_addr = inbound.local_addr()?;
     let node = Node {
         id: format!("{}-{}", settings.workload, std::process::id()),
@@ -253,6 +306,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         workload: settings.workload.clone(),
         namespace: namespace.to_string(),
         app_addr: settings.app_addr,
+        app_protocol: settings.app_protocol,
         config: config_rx.clone(),
         endpoints: RwLock::new(Arc::new(EndpointTable {
             addresses: static_endpoints.clone(),
@@ -329,10 +383,16 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
     tasks.spawn(accept(outbound, state.clone(), Direction::Outbound));
     tasks.spawn(accept(inbound, state.clone(), Direction::Inbound));
     tasks.spawn(accept(admin, state.clone(), Direction::Admin));
+    let mut tcp_upstreams = Vec::new();
+    for (l, up) in tcp_listeners {
+        tcp_upstreams.push(up.clone());
+        tasks.spawn(crate::tcp::accept(l, state.clone(), Arc::new(up)));
+    }
     Ok(Proxy {
         outbound_addr,
         inbound_addr,
         admin_addr,
+        tcp_upstreams,
         stop: stop_tx,
         tasks,
     })
@@ -357,10 +417,10 @@ impl Direction {
 
 /// The peer of an inbound connection.
 #[derive(Clone, Default)]
-struct Conn {
-    remote: Option<SocketAddr>,
+pub(crate) struct Conn {
+    pub(crate) remote: Option<SocketAddr>,
     /// SPIFFE id from the client certificate (mTLS only).
-    identity: Option<String>,
+    pub(crate) identity: Option<String>,
 }
 
 async fn accept(listener: TcpListener, state: Arc<State>, dir: Direction) {
@@ -444,7 +504,15 @@ async fn connection(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(spiffe_id);
+            if crate::tcp::is_opaque(stream.get_ref().1.alpn_protocol()) {
+                crate::tcp::inbound(state, stream, &conn).await;
+                return Ok(());
+            }
             return serve(TokioIo::new(stream), state, dir, conn).await;
+        }
+        if state.app_protocol == AppProtocol::Tcp {
+            crate::tcp::inbound(state, tcp, &conn).await;
+            return Ok(());
         }
     }
     serve(TokioIo::new(tcp), state, dir, conn).await
@@ -1076,15 +1144,7 @@ async fn route_outbound(
         return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n");
     };
     let ir = &applied.ir;
-    let me = Peer {
-        namespace: Some(state.namespace.clone()),
-        labels: ir
-            .workloads
-            .get(&state.workload)
-            .map(|w| w.labels.clone())
-            .unwrap_or_default(),
-        ..Default::default()
-    };
+    let me = state.me(ir);
     let Some(decision) = eval::route(ir, &ereq, &me) else {
         return local(StatusCode::NOT_FOUND, "NR", "no route: unknown host\n");
     };
@@ -1258,6 +1318,42 @@ fn hash_key(
     v.map(|v| hash_of(&v))
 }
 
+/// The cluster of `dest` on `port` under `policy`, and its endpoints (the
+/// addresses of `workloads` in the endpoint table in force).
+pub(crate) fn destination_cluster(
+    state: &State,
+    dest: &meshc_ir::WeightedDestination,
+    port: Option<u16>,
+    policy: meshc_ir::PortPolicy,
+    workloads: &[String],
+) -> (Arc<Cluster>, Arc<Vec<Arc<Endpoint>>>) {
+    let key = ClusterKey {
+        host: dest.host.clone(),
+        subset: dest.subset.clone(),
+        port,
+    };
+    let cluster = state.clusters.get(&key, policy);
+    let generation = state
+        .clusters
+        .generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    let endpoints = cluster.endpoints(generation, || {
+        let all = state.endpoints.read().expect("not poisoned").clone();
+        workloads
+            .iter()
+            .flat_map(|w| {
+                let id = all.identities.get(w);
+                all.addresses
+                    .get(w)
+                    .into_iter()
+                    .flatten()
+                    .map(move |a| (w.clone(), *a, id.cloned()))
+            })
+            .collect()
+    });
+    (cluster, endpoints)
+}
+
 /// Send to a destination: its cluster's endpoints, pool limits, retries and
 /// timeouts.
 #[allow(clippy::too_many_arguments)]
@@ -1298,30 +1394,7 @@ async fn forward(
     // no connections (Linkerd does the same). Upgrades stay HTTP/1.1.
     let lift = mtls && !h2 && out.version == Version::HTTP_11 && out.upgrade.is_none();
     let h2 = h2 || lift;
-    let key = ClusterKey {
-        host: dest.host.clone(),
-        subset: dest.subset.clone(),
-        port,
-    };
-    let cluster = state.clusters.get(&key, policy);
-    let generation = state
-        .clusters
-        .generation
-        .load(std::sync::atomic::Ordering::Acquire);
-    let endpoints = cluster.endpoints(generation, || {
-        let all = state.endpoints.read().expect("not poisoned").clone();
-        workloads
-            .iter()
-            .flat_map(|w| {
-                let id = all.identities.get(w);
-                all.addresses
-                    .get(w)
-                    .into_iter()
-                    .flatten()
-                    .map(move |a| (w.clone(), *a, id.cloned()))
-            })
-            .collect()
-    });
+    let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let work = async {
         let mut out = out;
         let mut last_failed = None;
@@ -1503,15 +1576,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
         };
         let decision = eval::authorize(w, &ereq, &peer);
         if !decision.allowed {
-            let policy = decision.policy.map_or_else(
-                || "no ALLOW policy matched".to_string(),
-                |(p, i)| format!("{p}[{i}]"),
-            );
-            state
-                .metrics
-                .denied
-                .get_or_create(&vec![("policy", policy)])
-                .inc();
+            state.metrics.count_denied(decision.policy);
             rec.route = "denied".into();
             // Envoy's RBAC answer: nothing of the application's leaks.
             return local(StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied");

@@ -18,7 +18,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use crate::client::Credentials;
 
 /// The TLS settings of one certificate: a server side for the inbound
-/// listener and client sides (HTTP/1.1 and HTTP/2 by ALPN) for upstreams.
+/// listener and client sides (HTTP/1.1, HTTP/2 and opaque TCP by ALPN) for
+/// upstreams.
 #[derive(Clone)]
 pub struct MeshTls {
     /// Inbound: a client certificate from the mesh CA is required.
@@ -27,7 +28,14 @@ pub struct MeshTls {
     pub client_h1: Arc<ClientConfig>,
     /// Outbound over HTTP/2.
     pub client_h2: Arc<ClientConfig>,
+    /// Outbound opaque TCP ([`TCP_ALPN`]).
+    pub client_tcp: Arc<ClientConfig>,
 }
+
+/// The ALPN protocol of an opaque TCP stream between proxies: the inbound
+/// side hands the connection's bytes to the application as they are instead
+/// of reading HTTP from them (Linkerd marks its opaque transport likewise).
+pub const TCP_ALPN: &[u8] = b"meshc-tcp";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -66,7 +74,7 @@ impl MeshTls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
             .context("the proxy certificate")?;
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), TCP_ALPN.to_vec()];
         let client = |alpn: &[u8]| -> Result<Arc<ClientConfig>> {
             let mut c = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()?
@@ -84,6 +92,7 @@ impl MeshTls {
             server: Arc::new(server),
             client_h1: client(b"http/1.1")?,
             client_h2: client(b"h2")?,
+            client_tcp: client(TCP_ALPN)?,
         })
     }
 }

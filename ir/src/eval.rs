@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use crate::{
     AuthzPolicy, AuthzRule, Condition, Fault, HostPolicy, HttpAction, HttpMatch, HttpRule, Ir,
-    Mirror, OperationMatch, Retries, Rewrite, SourceMatch, Values, WeightedDestination,
-    WorkloadPolicy, host_pattern_matches,
+    L4Match, L4Rule, Mirror, OperationMatch, Retries, Rewrite, SourceMatch, Values,
+    WeightedDestination, WorkloadPolicy, host_pattern_matches,
 };
 
 /// An HTTP request as the evaluator sees it.
@@ -113,15 +113,7 @@ impl<'a> RouteDecision<'a> {
                 HttpAction::Route(d) => Cow::Borrowed(d.as_slice()),
                 _ => Cow::Owned(Vec::new()),
             },
-            Routed::Default => Cow::Owned(vec![WeightedDestination {
-                host: self.host.to_string(),
-                subset: None,
-                port: self.port,
-                weight: 100,
-                labels: BTreeMap::new(),
-                request_headers: Default::default(),
-                response_headers: Default::default(),
-            }]),
+            Routed::Default => Cow::Owned(vec![default_destination(self.host, self.port)]),
             Routed::NoMatch => Cow::Owned(Vec::new()),
         }
     }
@@ -166,6 +158,19 @@ impl<'a> RouteDecision<'a> {
             Routed::Rule { rule, .. } => rule.rewrite.as_ref(),
             _ => None,
         }
+    }
+}
+
+/// The default route's one destination: the host itself, on `port`.
+fn default_destination(host: &str, port: Option<u16>) -> WeightedDestination {
+    WeightedDestination {
+        host: host.to_string(),
+        subset: None,
+        port,
+        weight: 100,
+        labels: BTreeMap::new(),
+        request_headers: Default::default(),
+        response_headers: Default::default(),
     }
 }
 
@@ -315,6 +320,89 @@ pub fn http_matches(m: &HttpMatch, req: &Request, source: &Peer) -> bool {
         .all(|(k, v)| source.labels.get(k) == Some(v))
 }
 
+/// The outcome of [`route_tcp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpDecision<'a> {
+    /// The host key the connection resolved to.
+    pub host: &'a str,
+    /// Its policy.
+    pub policy: &'a HostPolicy,
+    /// The deciding rule and its position in the host's TLS rules (when
+    /// `tls`) or TCP rules; `None` for the default route (no rule of the host
+    /// holds for this connection).
+    pub rule: Option<(usize, &'a L4Rule)>,
+    /// Whether a TLS (SNI) rule decided.
+    pub tls: bool,
+    /// The connection's destination port (for the default route).
+    port: Option<u16>,
+}
+
+impl<'a> TcpDecision<'a> {
+    /// The rule's name, or `default`.
+    pub fn rule_name(&self) -> &str {
+        self.rule.map_or("default", |(_, r)| r.name.as_str())
+    }
+    /// The weighted destinations (weights sum to 100).
+    pub fn destinations(&self) -> Cow<'a, [WeightedDestination]> {
+        match self.rule {
+            Some((_, rule)) => Cow::Borrowed(rule.destinations.as_slice()),
+            None => Cow::Owned(vec![default_destination(self.host, self.port)]),
+        }
+    }
+}
+
+/// Route a TCP connection to `host` (as the application named it) on
+/// `port`, opened with a TLS ClientHello naming `sni` when it has one: the
+/// host's TLS rules in order when there is an SNI, then its TCP rules; the
+/// first with a matching alternative decides. With none matching, the
+/// connection goes to the host itself, as Envoy's TCP proxy falls back to
+/// the service's own cluster (TCP has no 404). `None` when the host is
+/// unknown to the IR.
+///
+/// A match naming destination subnets never holds here: the proxy is told
+/// the host, not the address the application dialled.
+pub fn route_tcp<'a>(
+    ir: &'a Ir,
+    host: &str,
+    port: Option<u16>,
+    sni: Option<&str>,
+    source: &Peer,
+) -> Option<TcpDecision<'a>> {
+    let ns = source.namespace.as_deref();
+    let host = resolve_host(&ir.hosts, host, ns, &ir.mesh.cluster_domain)?;
+    let policy = &ir.hosts[host];
+    let first = |rules: &'a [L4Rule], sni: Option<&str>| {
+        rules.iter().enumerate().find(|(_, r)| {
+            r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, port, sni, source))
+        })
+    };
+    let tls = sni.and_then(|sni| first(&policy.tls, Some(sni)));
+    Some(TcpDecision {
+        host,
+        policy,
+        tls: tls.is_some(),
+        rule: tls.or_else(|| first(&policy.tcp, None)),
+        port,
+    })
+}
+
+/// Whether one TCP or TLS match alternative holds for a connection (`sni`:
+/// the server name of its ClientHello, for TLS rules).
+pub fn l4_matches(m: &L4Match, port: Option<u16>, sni: Option<&str>, source: &Peer) -> bool {
+    (m.sni_hosts.is_empty()
+        || sni.is_some_and(|sni| {
+            m.sni_hosts
+                .iter()
+                .any(|h| host_pattern_matches(&h.to_ascii_lowercase(), &sni.to_ascii_lowercase()))
+        }))
+        && m.destination_subnets.is_empty()
+        && (m.port.is_none() || m.port == port)
+        && (m.source_namespace.is_none() || m.source_namespace == source.namespace)
+        && m.source_labels
+            .iter()
+            .all(|(k, v)| source.labels.get(k) == Some(v))
+}
+
 /// Which kind of policy decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decider {
@@ -353,28 +441,102 @@ pub fn authorize(w: &WorkloadPolicy, req: &Request, peer: &Peer) -> AuthzDecisio
                 .map(|i| (p.name.clone(), i))
         })
     };
-    if let Some(p) = hit(&w.authz.custom) {
+    decide(
+        hit(&w.authz.custom),
+        || hit(&w.authz.deny),
+        w.authz.allow.is_empty(),
+        || hit(&w.authz.allow),
+    )
+}
+
+/// Decide a TCP connection to a workload's `port` from `peer`, the way
+/// Istio's TCP authorization filter does: only connection attributes count
+/// (principals, namespaces, IP blocks, ports, `source.*`, `destination.port`).
+/// A CUSTOM or DENY rule that names HTTP attributes (methods, paths, hosts,
+/// request principals, `request.*` conditions) is applied without them, so
+/// it denies more; an ALLOW rule that names them allows nothing. Both fail
+/// closed.
+pub fn authorize_tcp(w: &WorkloadPolicy, port: Option<u16>, peer: &Peer) -> AuthzDecision {
+    let req = Request {
+        port,
+        ..Default::default()
+    };
+    let hit = |policies: &[AuthzPolicy], deny: bool| {
+        policies.iter().find_map(|p| {
+            p.rules
+                .iter()
+                .position(|r| tcp_rule_matches(r, &req, peer, deny))
+                .map(|i| (p.name.clone(), i))
+        })
+    };
+    decide(
+        hit(&w.authz.custom, true),
+        || hit(&w.authz.deny, true),
+        w.authz.allow.is_empty(),
+        || hit(&w.authz.allow, false),
+    )
+}
+
+fn tcp_rule_matches(r: &AuthzRule, req: &Request, peer: &Peer, deny: bool) -> bool {
+    let http_source = |s: &SourceMatch| !s.request_principals.is_any();
+    let http_operation =
+        |o: &OperationMatch| !(o.hosts.is_any() && o.methods.is_any() && o.paths.is_any());
+    let http_condition = |c: &Condition| c.key.starts_with("request.");
+    if !deny
+        && (r.from.iter().any(http_source)
+            || r.to.iter().any(http_operation)
+            || r.when.iter().any(http_condition))
+    {
+        return false;
+    }
+    let source = |s: &SourceMatch| {
+        let l4 = SourceMatch {
+            request_principals: Values::default(),
+            ..s.clone()
+        };
+        source_matches(&l4, peer)
+    };
+    let operation = |o: &OperationMatch| {
+        let port = req.port.map(|p| p.to_string());
+        values_hold(&o.ports, port.as_deref(), string_match)
+    };
+    (r.from.is_empty() || r.from.iter().any(source))
+        && (r.to.is_empty() || r.to.iter().any(operation))
+        && r.when
+            .iter()
+            .filter(|c| !http_condition(c))
+            .all(|c| condition_holds(c, req, peer))
+}
+
+/// CUSTOM, then DENY, then ALLOW (an empty ALLOW set allows everything).
+fn decide(
+    custom: Option<(String, usize)>,
+    deny: impl FnOnce() -> Option<(String, usize)>,
+    no_allow: bool,
+    allow: impl FnOnce() -> Option<(String, usize)>,
+) -> AuthzDecision {
+    if let Some(p) = custom {
         return AuthzDecision {
             allowed: false,
             decider: Decider::Custom,
             policy: Some(p),
         };
     }
-    if let Some(p) = hit(&w.authz.deny) {
+    if let Some(p) = deny() {
         return AuthzDecision {
             allowed: false,
             decider: Decider::Deny,
             policy: Some(p),
         };
     }
-    if w.authz.allow.is_empty() {
+    if no_allow {
         return AuthzDecision {
             allowed: true,
             decider: Decider::NoAllowPolicies,
             policy: None,
         };
     }
-    match hit(&w.authz.allow) {
+    match allow() {
         Some(p) => AuthzDecision {
             allowed: true,
             decider: Decider::Allow,

@@ -248,6 +248,22 @@ proptest! {
         }
     }
 
+    /// A TCP connection is never allowed where an HTTP request on the same
+    /// port from the same peer would be denied: HTTP attributes make a DENY
+    /// wider and an ALLOW void (Istio's TCP filter fails closed).
+    #[test]
+    fn tcp_authorization_fails_closed(
+        deny in policies("deny"),
+        allow in policies("allow"),
+        (req, peer) in request_and_peer(),
+    ) {
+        let w = workload(Authz { custom: vec![], deny, allow });
+        let tcp = eval::authorize_tcp(&w, req.port, &peer);
+        if tcp.allowed {
+            prop_assert!(eval::authorize(&w, &req, &peer).allowed);
+        }
+    }
+
     /// The canonical encoding round-trips and the hash follows the content.
     #[test]
     fn encoding_round_trips(allow in policies("allow"), w in weights()) {
@@ -328,4 +344,173 @@ fn diff_names_weight_changes_and_reach() {
     );
     let c = &meshc_ir::diff::diff(&a, &b)[0];
     assert_eq!(c.reaches, ["default/productpage"]);
+}
+
+#[test]
+fn tcp_authorization_keeps_connection_attributes_only() {
+    let web = Peer {
+        principal: Some(PRINCIPALS[1].into()),
+        ..Peer::default()
+    };
+    let cart = Peer {
+        principal: Some(PRINCIPALS[0].into()),
+        ..Peer::default()
+    };
+    let policy = |name: &str, rule: AuthzRule| AuthzPolicy {
+        name: format!("default/{name}"),
+        provider: None,
+        rules: vec![rule],
+    };
+    let from_web = AuthzRule {
+        from: vec![SourceMatch {
+            principals: Values {
+                values: Some(vec![PRINCIPALS[1].into()]),
+                not_values: vec![],
+            },
+            ..SourceMatch::default()
+        }],
+        ..AuthzRule::default()
+    };
+    let get_only = AuthzRule {
+        to: vec![OperationMatch {
+            methods: Values {
+                values: Some(vec!["GET".into()]),
+                not_values: vec![],
+            },
+            ..OperationMatch::default()
+        }],
+        ..AuthzRule::default()
+    };
+    // ALLOW by principal: web's connection passes, cart's does not.
+    let w = workload(Authz {
+        allow: vec![policy("from-web", from_web.clone())],
+        ..Authz::default()
+    });
+    assert!(eval::authorize_tcp(&w, Some(5432), &web).allowed);
+    let d = eval::authorize_tcp(&w, Some(5432), &cart);
+    assert_eq!((d.allowed, d.decider), (false, Decider::NoAllowMatched));
+    // ALLOW naming a method: void for TCP, so nothing is allowed.
+    let w = workload(Authz {
+        allow: vec![policy("get", get_only.clone())],
+        ..Authz::default()
+    });
+    assert!(!eval::authorize_tcp(&w, Some(5432), &web).allowed);
+    // DENY naming a method: applied without it, so it denies every connection.
+    let w = workload(Authz {
+        deny: vec![policy("no-get", get_only)],
+        ..Authz::default()
+    });
+    let d = eval::authorize_tcp(&w, Some(5432), &web);
+    assert_eq!(d.decider, Decider::Deny);
+    assert_eq!(d.policy, Some(("default/no-get".into(), 0)));
+    // A port condition still counts.
+    let other_port = AuthzRule {
+        to: vec![OperationMatch {
+            ports: Values {
+                values: Some(vec!["9000".into()]),
+                not_values: vec![],
+            },
+            ..OperationMatch::default()
+        }],
+        ..from_web
+    };
+    let w = workload(Authz {
+        allow: vec![policy("port", other_port)],
+        ..Authz::default()
+    });
+    assert!(eval::authorize_tcp(&w, Some(9000), &web).allowed);
+    assert!(!eval::authorize_tcp(&w, Some(5432), &web).allowed);
+}
+
+#[test]
+fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
+    let l4 = |name: &str, m: Vec<L4Match>, subset: &str| L4Rule {
+        name: name.into(),
+        origin: format!("VirtualService default/db {name}"),
+        matches: m,
+        destinations: vec![dest(subset, 100)],
+    };
+    let mut h = host(vec![]);
+    h.tcp = vec![
+        l4(
+            "batch",
+            vec![L4Match {
+                port: Some(5432),
+                source_labels: [("app".to_string(), "batch".to_string())].into(),
+                ..L4Match::default()
+            }],
+            "replica",
+        ),
+        l4(
+            "primary",
+            vec![L4Match {
+                port: Some(5432),
+                ..L4Match::default()
+            }],
+            "primary",
+        ),
+        l4(
+            "by-address",
+            vec![L4Match {
+                destination_subnets: vec!["10.0.0.0/8".into()],
+                ..L4Match::default()
+            }],
+            "never",
+        ),
+    ];
+    let mut ir = Ir::new(mesh());
+    ir.hosts
+        .insert("reviews.default.svc.cluster.local".into(), h);
+    let peer = |app: &str| Peer {
+        namespace: Some("default".into()),
+        labels: [("app".to_string(), app.to_string())].into(),
+        ..Peer::default()
+    };
+    let subset = |d: &eval::TcpDecision| d.destinations()[0].subset.clone();
+    let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("batch")).unwrap();
+    assert_eq!(
+        (d.rule_name(), subset(&d)),
+        ("batch", Some("replica".into()))
+    );
+    let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("web")).unwrap();
+    assert_eq!(
+        (d.rule_name(), subset(&d)),
+        ("primary", Some("primary".into()))
+    );
+    // No rule for the port: the host itself, on that port.
+    let d = eval::route_tcp(&ir, "reviews.default", Some(6000), None, &peer("web")).unwrap();
+    assert_eq!(d.rule_name(), "default");
+    let to = &d.destinations()[0];
+    assert_eq!((to.subset.as_deref(), to.port), (None, Some(6000)));
+    assert!(eval::route_tcp(&ir, "ratings", Some(5432), None, &peer("web")).is_none());
+
+    // TLS rules choose by the ClientHello's server name, before TCP rules.
+    let h = ir
+        .hosts
+        .get_mut("reviews.default.svc.cluster.local")
+        .unwrap();
+    h.tls = vec![l4(
+        "by-sni",
+        vec![L4Match {
+            sni_hosts: vec!["*.example.com".into()],
+            ..L4Match::default()
+        }],
+        "edge",
+    )];
+    let d = eval::route_tcp(
+        &ir,
+        "reviews",
+        Some(5432),
+        Some("API.example.com"),
+        &peer("web"),
+    )
+    .unwrap();
+    assert_eq!(
+        (d.rule_name(), d.tls, subset(&d)),
+        ("by-sni", true, Some("edge".into()))
+    );
+    let d = eval::route_tcp(&ir, "reviews", Some(5432), Some("other.org"), &peer("web")).unwrap();
+    assert_eq!((d.rule_name(), d.tls), ("primary", false));
+    let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("web")).unwrap();
+    assert_eq!((d.rule_name(), d.tls), ("primary", false));
 }

@@ -50,7 +50,7 @@ declare_rule! {
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     for r in ctx.resources {
         let mut found: Vec<(YamlPath, String, &str)> = Vec::new();
-        match r.spec.as_ref() {
+        match r.spec.as_deref() {
             Some(Spec::VirtualService(vs)) => {
                 for (i, route) in vs.http.iter().flatten().enumerate() {
                     let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());

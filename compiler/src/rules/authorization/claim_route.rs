@@ -110,7 +110,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 continue;
             };
             let g = &ctx.resources[gi];
-            let Some(Spec::Gateway(spec)) = &g.spec else {
+            let Some(Spec::Gateway(spec)) = g.spec.as_deref() else {
                 continue;
             };
             let selector = spec.selector.as_ref().unwrap_or(&empty);

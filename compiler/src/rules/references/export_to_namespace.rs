@@ -47,7 +47,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         return;
     }
     for r in ctx.resources {
-        let export_to = match &r.spec {
+        let export_to = match r.spec.as_deref() {
             Some(Spec::VirtualService(s)) => &s.export_to,
             Some(Spec::DestinationRule(s)) => &s.export_to,
             Some(Spec::ServiceEntry(s)) => &s.export_to,

@@ -52,7 +52,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         for w in ctx.workloads_matching_anywhere(selector) {
             matched = true;
             for h in ctx.services_of(w) {
-                let Some(Spec::Service(svc)) = &ctx.resources[h.index].spec else {
+                let Some(Spec::Service(svc)) = ctx.resources[h.index].spec.as_deref() else {
                     continue;
                 };
                 for p in svc.ports.iter().flatten() {

@@ -132,7 +132,7 @@ fn service_ports<'a>(ctx: &'a Context, w: &'a Workload) -> Vec<Port<'a>> {
     let mut ports = Vec::new();
     for h in ctx.services_of(w) {
         let svc = &ctx.resources[h.index];
-        let Some(Spec::Service(spec)) = &svc.spec else {
+        let Some(Spec::Service(spec)) = svc.spec.as_deref() else {
             continue;
         };
         for (i, p) in spec.ports.iter().flatten().enumerate() {

@@ -68,7 +68,7 @@ fn endpoint_labels<'a>(
     let workloads = ctx.has_workloads();
     for h in ctx.lookup(fqdn, from) {
         let r = &ctx.resources[h.index];
-        match &r.spec {
+        match r.spec.as_deref() {
             Some(Spec::Service(_)) if workloads => {
                 let Some(sel) = h.selector.as_ref().filter(|s| !s.is_empty()) else {
                     continue;

@@ -148,7 +148,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // Filters patched for a particular proxy version so far.
     let mut versioned: BTreeSet<&str> = BTreeSet::new();
     for r in filters {
-        let Some(Spec::EnvoyFilter(ef)) = &r.spec else {
+        let Some(Spec::EnvoyFilter(ef)) = r.spec.as_deref() else {
             continue;
         };
         let unprioritised = ef.priority.unwrap_or(0) == 0;

@@ -1,0 +1,340 @@
+//! Opaque TCP through the mesh.
+//!
+//! - **Outbound**: without iptables there is no original destination to read
+//!   from a redirected socket, so each TCP upstream is a listener of its own,
+//!   bound for one host and port (`--tcp-upstream 127.0.0.1:15432=db:5432`,
+//!   as Consul's upstreams are). A connection is routed by the host's TCP
+//!   rules with [`meshc_ir::eval::route_tcp`], split by weight, balanced over
+//!   the cluster's endpoints under its connection limit and outlier
+//!   detection, and spliced to the peer proxy: over mesh mTLS with the ALPN
+//!   protocol [`TCP_ALPN`] when the destination's TLS mode is
+//!   `ISTIO_MUTUAL`, in plaintext otherwise.
+//!   When the host has TLS routes for the port, the connection's first
+//!   bytes are peeked for a ClientHello, and its server name chooses among
+//!   them first (Envoy's TLS inspector does this; as with it, a protocol
+//!   where the server speaks first waits [`CLIENT_HELLO_WAIT`] on such a
+//!   port before it is routed without one).
+//! - **Inbound**: a stream is opaque when its mTLS handshake chose
+//!   [`TCP_ALPN`], or, in plaintext, when the application is declared to
+//!   speak TCP (`--app-protocol tcp`). It is authorized once, on connection
+//!   attributes only ([`meshc_ir::eval::authorize_tcp`]), and spliced to the
+//!   application; a denied connection is closed, as Envoy's TCP RBAC filter
+//!   does.
+//!
+//! A TCP connection keeps the config it started with to its end, like a
+//! request does.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshc_ir::TlsMode;
+use meshc_ir::eval::{self, Peer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::balance::Outcome;
+use crate::http::mesh_handshake;
+use crate::metrics::Labels;
+use crate::proxy::{Conn, State, destination_cluster};
+use crate::tls::{TCP_ALPN, principal};
+
+/// An outbound TCP listener and the host it stands for:
+/// `LISTEN_ADDR=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpUpstream {
+    /// Where the application connects.
+    pub listen: SocketAddr,
+    /// The host, as the application would name it (`db`, `db.shop`, an FQDN).
+    pub host: String,
+    /// The destination port.
+    pub port: u16,
+}
+
+impl FromStr for TcpUpstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage =
+            || format!("`{s}`: expected LISTEN_ADDR=HOST:PORT, e.g. 127.0.0.1:15432=db:5432");
+        let (listen, target) = s.split_once('=').ok_or_else(usage)?;
+        let listen = listen
+            .trim()
+            .parse()
+            .map_err(|e| format!("{}: the listen address: {e}", usage()))?;
+        let (host, port) = target.trim().rsplit_once(':').ok_or_else(usage)?;
+        let port = port
+            .parse()
+            .map_err(|e| format!("{}: the port: {e}", usage()))?;
+        if host.is_empty() {
+            return Err(usage());
+        }
+        Ok(TcpUpstream {
+            listen,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for TcpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}:{}", self.listen, self.host, self.port)
+    }
+}
+
+/// How a proxied TCP connection ended up, for the metrics.
+struct Ended {
+    destination: String,
+    route: String,
+    outcome: &'static str,
+}
+
+impl Ended {
+    fn new(destination: &str, route: &str, outcome: &'static str) -> Ended {
+        Ended {
+            destination: destination.to_string(),
+            route: route.to_string(),
+            outcome,
+        }
+    }
+}
+
+fn count(state: &State, direction: &'static str, e: &Ended) {
+    let labels: Labels = vec![
+        ("direction", direction.to_string()),
+        ("destination", e.destination.clone()),
+        ("route", e.route.clone()),
+        ("outcome", e.outcome.to_string()),
+    ];
+    state.metrics.tcp_streams.get_or_create(&labels).inc();
+}
+
+/// Copy both ways until both sides are done, counting the bytes.
+async fn splice<A, B>(state: &State, direction: &'static str, destination: &str, mut a: A, mut b: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sent, received) = tokio::io::copy_bidirectional(&mut a, &mut b)
+        .await
+        .unwrap_or((0, 0));
+    for (flow, n) in [("sent", sent), ("received", received)] {
+        let labels: Labels = vec![
+            ("direction", direction.to_string()),
+            ("destination", destination.to_string()),
+            ("flow", flow.to_string()),
+        ];
+        state.metrics.tcp_bytes.get_or_create(&labels).inc_by(n);
+    }
+}
+
+/// Serve one outbound TCP listener.
+pub(crate) async fn accept(listener: TcpListener, state: Arc<State>, up: Arc<TcpUpstream>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        let up = up.clone();
+        tokio::spawn(async move {
+            let label = vec![("direction", "outbound-tcp".to_string())];
+            state.metrics.connections.get_or_create(&label).inc();
+            let open = state.metrics.open_connections.get_or_create(&label).clone();
+            open.inc();
+            let ended = outbound(&state, tcp, &up).await;
+            count(&state, "outbound", &ended);
+            open.dec();
+        });
+    }
+}
+
+async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> Ended {
+    let Some(applied) = state.current() else {
+        return Ended::new(&up.host, "none", "no_config");
+    };
+    let ir = &applied.ir;
+    let me = state.me(ir);
+    let Some(mut decision) = eval::route_tcp(ir, &up.host, Some(up.port), None, &me) else {
+        return Ended::new(&up.host, "none", "no_route");
+    };
+    // A host with TLS routes: they choose by the server name in the
+    // ClientHello, read without consuming it (the bytes go upstream as sent).
+    let tls_on_port = |r: &meshc_ir::L4Rule| {
+        r.matches.is_empty()
+            || r.matches
+                .iter()
+                .any(|m| m.port.is_none_or(|p| p == up.port))
+    };
+    if decision.policy.tls.iter().any(tls_on_port)
+        && let Some(sni) = server_name(&client).await
+        && let Some(d) = eval::route_tcp(ir, &up.host, Some(up.port), Some(&sni), &me)
+    {
+        decision = d;
+    }
+    let route = decision.rule_name().to_string();
+    let destinations = decision.destinations();
+    let Some(dest) = eval::pick(&destinations, fastrand::u32(..100)) else {
+        return Ended::new(decision.host, &route, "no_route");
+    };
+    let Some(host) = ir.hosts.get(&dest.host) else {
+        return Ended::new(&dest.host, &route, "no_route");
+    };
+    let port = dest.port.or(Some(up.port));
+    let (tp, workloads) = host.target(dest.subset.as_deref());
+    let policy = tp.for_port(port);
+    let mtls = policy.tls == TlsMode::IstioMutual;
+    let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
+    let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
+    let ended = |outcome| Ended::new(&dest.host, &route, outcome);
+    let Some(ep) = cluster.pick(&endpoints, None, None, Instant::now()) else {
+        return ended("no_endpoint");
+    };
+    // Envoy's TCP proxy has no pending queue: over the limit, it closes.
+    let Some(_permit) = cluster.try_admit() else {
+        state
+            .metrics
+            .overflows
+            .get_or_create(&vec![("destination_host", dest.host.clone())])
+            .inc();
+        return ended("overflow");
+    };
+    let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(ep.addr)).await;
+    let outcome = match &connected {
+        Ok(Ok(_)) => Outcome::Status(200),
+        _ => Outcome::Failed,
+    };
+    if cluster.record(&endpoints, &ep, outcome, Instant::now()) {
+        state
+            .metrics
+            .ejections
+            .get_or_create(&vec![("destination_host", dest.host.clone())])
+            .inc();
+    }
+    let Ok(Ok(tcp)) = connected else {
+        return ended("connect_failed");
+    };
+    let _ = tcp.set_nodelay(true);
+    let _active = ep.start();
+    if !mtls {
+        splice(state, "outbound", &dest.host, client, tcp).await;
+        return ended("ok");
+    }
+    let tls = state.tls.read().expect("not poisoned").clone();
+    let Some(tls) = tls else {
+        return ended("no_certificate");
+    };
+    let addr = ep.addr.to_string();
+    match mesh_handshake(tls.client_tcp, tcp, &addr, ep.identity.as_deref()).await {
+        Ok(stream) => {
+            splice(state, "outbound", &dest.host, client, stream).await;
+            ended("ok")
+        }
+        Err(e) => {
+            tracing::debug!(%addr, "TCP upstream handshake: {e}");
+            ended("handshake_failed")
+        }
+    }
+}
+
+/// How long a connection to a host with TLS routes may take to send its
+/// ClientHello before it is routed without one.
+const CLIENT_HELLO_WAIT: Duration = Duration::from_secs(5);
+
+/// The server name of the TLS ClientHello `client` opens with, peeked (left
+/// in the socket); `None` when the connection does not start with one, or
+/// it does not come in time. rustls's `Acceptor` parses it.
+async fn server_name(client: &TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + CLIENT_HELLO_WAIT;
+    let mut seen = 0;
+    loop {
+        let n = tokio::time::timeout_at(deadline, client.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 || buf[0] != 0x16 {
+            return None;
+        }
+        let mut acceptor = rustls::server::Acceptor::default();
+        acceptor.read_tls(&mut &buf[..n]).ok()?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return accepted.client_hello().server_name().map(str::to_string),
+            Ok(None) if n < buf.len() => {}
+            _ => return None,
+        }
+        // Part of the hello so far: wait for more than the bytes seen.
+        if n == seen {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        seen = n;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// Whether an accepted mTLS stream carries opaque TCP.
+pub(crate) fn is_opaque(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(TCP_ALPN)
+}
+
+/// An inbound opaque stream: authorize the connection, then splice it to
+/// the application.
+pub(crate) async fn inbound<S>(state: &Arc<State>, io: S, conn: &Conn)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let me = state.workload.clone();
+    let ended = async {
+        let Some(applied) = state.current() else {
+            return Ended::new(&me, "inbound", "no_config");
+        };
+        let Some(w) = applied.ir.workloads.get(&state.workload) else {
+            return Ended::new(&me, "inbound", "no_config");
+        };
+        let peer = Peer {
+            principal: conn.identity.as_deref().and_then(principal),
+            ip: conn.remote.map(|a| a.ip()),
+            ..Default::default()
+        };
+        let decision = eval::authorize_tcp(w, Some(state.app_addr.port()), &peer);
+        if !decision.allowed {
+            state.metrics.count_denied(decision.policy);
+            return Ended::new(&me, "inbound", "denied");
+        }
+        let Ok(app) = TcpStream::connect(state.app_addr).await else {
+            return Ended::new(&me, "inbound", "connect_failed");
+        };
+        let _ = app.set_nodelay(true);
+        splice(state, "inbound", &me, io, app).await;
+        Ended::new(&me, "inbound", "ok")
+    }
+    .await;
+    count(state, "inbound", &ended);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_parse_and_say_what_is_wrong() {
+        let up: TcpUpstream = "127.0.0.1:15432=db.shop:5432".parse().unwrap();
+        assert_eq!(up.listen, "127.0.0.1:15432".parse().unwrap());
+        assert_eq!((up.host.as_str(), up.port), ("db.shop", 5432));
+        assert_eq!(up.to_string(), "127.0.0.1:15432=db.shop:5432");
+        for bad in [
+            "db:5432",
+            "127.0.0.1:1=db",
+            "127.0.0.1:1=:5432",
+            "x=db:1",
+            "127.0.0.1:1=db:x",
+        ] {
+            let e = bad.parse::<TcpUpstream>().unwrap_err();
+            assert!(e.contains("LISTEN_ADDR=HOST:PORT"), "{bad}: {e}");
+        }
+    }
+}
