@@ -2,9 +2,11 @@
 //! proxy hop (plaintext, 95/5 split) and by two hops with mTLS between them,
 //! at a fixed request rate, against a direct connection to the same echo
 //! application in the same run; the proxy's CPU per 1,000 requests per
-//! second and its resident memory; maximum throughput direct and through one
-//! hop, and through Debian's nginx doing the same split (installed with
-//! apt-get when missing); a proxy's memory with the 1,000-service IR.
+//! second and its resident memory; the same figures for Debian's nginx
+//! doing the same split (installed with apt-get when missing; its master's
+//! and workers' CPU and resident memory added up), so the proxy is compared
+//! with it in one run; maximum throughput direct, through one hop and
+//! through nginx; a proxy's memory with the 1,000-service IR.
 //!
 //! Everything is a real process on loopback (release build): `meshc serve`,
 //! `meshc echo` and `meshc proxy`. The load generator is open-loop: request
@@ -197,6 +199,18 @@ struct Nginx {
     conf: std::path::PathBuf,
     dir: std::path::PathBuf,
     master: Child,
+}
+
+impl Nginx {
+    /// The master's pid and its workers'.
+    fn pids(&self) -> Vec<u32> {
+        let master = self.master.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    }
 }
 
 impl Drop for Nginx {
@@ -585,10 +599,23 @@ async fn run(rate: u64, secs: u64) {
         &[a.pid, b.pid],
     )
     .await;
+    // nginx doing the same 95/5 split, for the targets' comparison: the
+    // same open loop (its master and workers' CPU added up), then the
+    // maximum throughput below.
+    let nginx = nginx(work.path(), reviews_v1, reviews_v2);
+    let nginx_run = match &nginx {
+        Ok(n) => {
+            warm(n.addr, "reviews:9080").await;
+            Some(open_loop(&client, n.addr, "reviews:9080", rate, secs, &n.pids()).await)
+        }
+        Err(_) => None,
+    };
     let per_k = |c: f64| c / (rate as f64 / 1000.0);
     let row = |name: &str, r: &Run, rss: &str| {
         let cores = if r.cpu.is_empty() {
             "-".to_string()
+        } else if name.contains("nginx") {
+            format!("{:.3}", per_k(r.cpu.iter().sum()))
         } else {
             r.cpu
                 .iter()
@@ -612,22 +639,27 @@ async fn run(rate: u64, secs: u64) {
         &two,
         &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
     );
+    if let (Ok(n), Some(r)) = (&nginx, &nginx_run) {
+        let rss: f64 = n.pids().into_iter().map(rss_mb).sum();
+        row("one hop through nginx, 95/5", r, &format!("{rss:.1} MB"));
+    }
     println!(
         "\nadded p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
         one.p50 - direct.p50,
         two.p50 - direct.p50
     );
+    if let Some(r) = &nginx_run {
+        println!("added p50 through nginx: {:.3} ms", r.p50 - direct.p50);
+    }
 
     let max_direct = closed_loop(&client, reviews_v1, "reviews:9080", 32, 5).await;
     let max_one = closed_loop(&client, a.outbound, "reviews:9080", 32, 5).await;
     println!(
         "maximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
     );
-    // nginx doing the same 95/5 split, for the target's comparison.
-    match nginx(work.path(), reviews_v1, reviews_v2) {
+    match nginx {
         Ok(nginx) => {
             let addr = nginx.addr;
-            warm(addr, "reviews:9080").await;
             let max_nginx = closed_loop(&client, addr, "reviews:9080", 32, 5).await;
             println!(
                 "maximum throughput through nginx doing the same 95/5 split: {max_nginx:.0} requests/s (one hop is {:.0}% of it)",
