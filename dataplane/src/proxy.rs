@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -158,6 +158,10 @@ pub(crate) struct State {
     clients: Clients,
     pub(crate) metrics: Metrics,
     access_log: f64,
+    /// This workload as a caller under the config in force, made once per
+    /// config (the config is held so the comparison cannot be fooled by a
+    /// reused address).
+    me: Mutex<Option<(Arc<Applied>, Arc<Peer>)>>,
 }
 
 impl State {
@@ -165,17 +169,27 @@ impl State {
         self.config.borrow().clone()
     }
 
-    /// This workload as a caller, for routing's source matches.
-    pub(crate) fn me(&self, ir: &Ir) -> Peer {
-        Peer {
+    /// This workload as a caller under `applied`, for routing's source
+    /// matches: its namespace and its labels in that config.
+    pub(crate) fn me(&self, applied: &Arc<Applied>) -> Arc<Peer> {
+        let mut cache = self.me.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((a, me)) = cache.as_ref()
+            && Arc::ptr_eq(a, applied)
+        {
+            return me.clone();
+        }
+        let me = Arc::new(Peer {
             namespace: Some(self.namespace.clone()),
-            labels: ir
+            labels: applied
+                .ir
                 .workloads
                 .get(&self.workload)
                 .map(|w| w.labels.clone())
                 .unwrap_or_default(),
             ..Default::default()
-        }
+        });
+        *cache = Some((applied.clone(), me.clone()));
+        me
     }
 }
 
@@ -318,6 +332,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         clusters: Clusters::default(),
         metrics: Metrics::default(),
         access_log: settings.access_log,
+        me: Mutex::new(None),
     });
     let workload = settings.workload.clone();
     let check: Check = Arc::new(move |ir: &Ir| {
@@ -712,7 +727,7 @@ struct Outgoing {
     /// ([`ORIG_PROTO`]); only the inbound side reads it.
     orig_h1: bool,
     /// What the last attempt's streaming body left for the next one.
-    replay: Option<Arc<std::sync::Mutex<Replay>>>,
+    replay: Option<Arc<Mutex<Replay>>>,
     /// An HTTP/1.1 upgrade (WebSocket...): the downstream connection once it
     /// switches, and the protocol asked for.
     upgrade: Option<(hyper::upgrade::OnUpgrade, HeaderValue)>,
@@ -751,7 +766,7 @@ impl Replay {
 /// out, and hands the stream back when dropped unread.
 struct Tee {
     inner: Option<Incoming>,
-    shared: Arc<std::sync::Mutex<Replay>>,
+    shared: Arc<Mutex<Replay>>,
     started: bool,
 }
 
@@ -1144,7 +1159,7 @@ async fn route_outbound(
         return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n");
     };
     let ir = &applied.ir;
-    let me = state.me(ir);
+    let me = state.me(&applied);
     let Some(decision) = eval::route(ir, &ereq, &me) else {
         return local(StatusCode::NOT_FOUND, "NR", "no route: unknown host\n");
     };

@@ -156,7 +156,7 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
         return Ended::new(&up.host, "none", "no_config");
     };
     let ir = &applied.ir;
-    let me = state.me(ir);
+    let me = state.me(&applied);
     let Some(mut decision) = eval::route_tcp(ir, &up.host, Some(up.port), None, &me) else {
         return Ended::new(&up.host, "none", "no_route");
     };
