@@ -647,6 +647,9 @@ fn run_proxy(args: ProxyArgs) -> Result<u8> {
         for up in &proxy.tcp_upstreams {
             eprintln!("meshc proxy: tcp {} to {}:{}", up.listen, up.host, up.port);
         }
+        for g in &proxy.gateway_listeners {
+            eprintln!("meshc proxy: gateway port {} on {}", g.port, g.listen);
+        }
         eprintln!(
             "meshc proxy: outbound {}, inbound {}, admin http://{}",
             proxy.outbound_addr, proxy.inbound_addr, proxy.admin_addr

@@ -190,6 +190,9 @@ async fn up(args: UpArgs) -> Result<u8> {
             threads: 1,
             tcp_upstreams: Vec::new(),
             app_protocol: proxy::AppProtocol::Http,
+            // Bookinfo's gateway serves HTTPS, whose certificate a policy
+            // repository does not hold: no gateway listener in the demo.
+            gateway_listen: Vec::new(),
         })
         .await?;
         workloads.push(Workload {

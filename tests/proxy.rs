@@ -261,6 +261,8 @@ struct Node {
     admin: SocketAddr,
     /// Its outbound TCP listeners, in the order of its `--tcp-upstream` flags.
     tcp: Vec<SocketAddr>,
+    /// Its gateway listeners, in the order of its `--gateway-listen` flags.
+    gateway: Vec<SocketAddr>,
 }
 
 struct Mesh {
@@ -394,12 +396,19 @@ async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -
         procs.spawn(&proxy, &logs, &args);
         // `meshc proxy: outbound A, inbound B, admin http://C`
         let line = announced(&logs, &proxy, "meshc proxy: outbound ");
-        // `meshc proxy: tcp A to HOST:PORT`, one per upstream, printed before.
-        let tcp = std::fs::read_to_string(logs.join(format!("{proxy}.log")))
-            .unwrap()
+        // `meshc proxy: tcp A to HOST:PORT`, one per upstream, and
+        // `meshc proxy: gateway port P on A`, one per gateway listener,
+        // printed before.
+        let log = std::fs::read_to_string(logs.join(format!("{proxy}.log"))).unwrap();
+        let tcp = log
             .lines()
             .filter_map(|l| l.strip_prefix("meshc proxy: tcp "))
             .map(|l| addr(l.split_once(" to ").expect("tcp upstream").0))
+            .collect();
+        let gateway = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("meshc proxy: gateway port "))
+            .map(|l| addr(l.split_once(" on ").expect("gateway listener").1))
             .collect();
         let (outbound, rest) = line.split_once(", inbound ").expect("inbound");
         let (inbound, admin) = rest.split_once(", admin ").expect("admin");
@@ -410,6 +419,7 @@ async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -
                 inbound: addr(inbound),
                 admin: addr(admin),
                 tcp,
+                gateway,
             },
         );
     }
@@ -1560,4 +1570,161 @@ fn meshc_up_runs_bookinfo_on_loopback() {
             .parent_count()
             == 0
     );
+}
+
+const GATEWAY_POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ingress, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reviews, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+DEPLOYMENTS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: shop}
+spec:
+  selector: {app: ingress}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [shop.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: public, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [public]
+  http:
+  - name: new-reviews
+    match: [{uri: {prefix: /reviews}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - name: rest
+    route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+
+const GATEWAY_WORKLOADS: &[Workload] = &[
+    ("ingress-v1", "ingress", "v1", "ingress"),
+    ("reviews-v1", "reviews", "v1", "reviews"),
+    ("reviews-v2", "reviews", "v2", "reviews"),
+];
+
+/// Gateway mode: a proxy whose workload the Gateway selects serves the
+/// Gateway's HTTP server port and routes by the VirtualService bound to the
+/// gateway (not by the mesh's routes for the same destination); a host no
+/// server on the port admits gets 404, and gateway hosts are not mesh hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let repo = Repository::init(&repo_dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    std::fs::write(
+        repo_dir.join("policy.yaml"),
+        policy(GATEWAY_POLICY, GATEWAY_WORKLOADS),
+    )
+    .unwrap();
+    commit_all(&repo, "gateway policy");
+    let extra: Extra = |name| match name {
+        "ingress-v1" => (
+            vec![],
+            vec!["--gateway-listen".into(), "8080=127.0.0.1:0".into()],
+        ),
+        _ => (vec![], vec![]),
+    };
+    let mesh = start(work.path(), &repo_dir, GATEWAY_WORKLOADS, extra).await;
+    let gateway = mesh.nodes["ingress-v1"].gateway[0];
+    let enter = |host: &'static str, path: &'static str| {
+        let mesh = &mesh;
+        async move {
+            send(
+                &mesh.client,
+                gateway,
+                host,
+                http::Method::GET,
+                path,
+                &[],
+                Bytes::new(),
+                false,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("gateway {host}{path}: {e}\n{}", logs(&mesh.logs)))
+        }
+    };
+    // The gateway's routes, in order: /reviews... to v2, the rest to v1
+    // (the mesh route for reviews sends everything to v1).
+    for _ in 0..10 {
+        let a = enter("shop.example.com", "/reviews/1").await;
+        assert_eq!((a.status.as_u16(), version(&a).as_str()), (200, "v2"));
+        let a = enter("shop.example.com:8080", "/").await;
+        assert_eq!((a.status.as_u16(), version(&a).as_str()), (200, "v1"));
+    }
+    // A host no server on the port admits: nowhere to go.
+    let a = enter("other.example.com", "/reviews/1").await;
+    assert_eq!(a.status.as_u16(), 404);
+    assert_eq!(
+        version(&a),
+        "none",
+        "a refused request reached an application"
+    );
+    // The gateway host is not a mesh host: the ingress workload's own
+    // outbound listener does not know it.
+    let a = call(
+        &mesh,
+        "ingress-v1",
+        "shop.example.com",
+        "GET",
+        "/reviews/1",
+        &[],
+    )
+    .await;
+    assert_eq!(a.status.as_u16(), 404);
+    // Counted as gateway traffic, by route.
+    let m = metrics(&mesh, "ingress-v1").await;
+    let counted = |route: &str, code: &str| {
+        sum(
+            &m,
+            "meshc_proxy_requests_total",
+            &[
+                ("direction", "gateway"),
+                ("route", route),
+                ("response_code", code),
+            ],
+        )
+    };
+    assert_eq!(counted("new-reviews", "200"), 10.0, "{m:?}");
+    assert_eq!(counted("rest", "200"), 10.0);
+    assert_eq!(counted("none", "404"), 1.0);
 }

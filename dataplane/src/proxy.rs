@@ -131,6 +131,44 @@ pub struct Settings {
     /// ALPN protocol says which).
     #[arg(long, env = "MESHC_APP_PROTOCOL", value_enum, default_value_t = AppProtocol::Http)]
     pub app_protocol: AppProtocol,
+    /// Gateway mode: serve the gateway servers' port PORT at LISTEN_ADDR,
+    /// `PORT=LISTEN_ADDR` (`80=0.0.0.0:8080`), for the Gateways whose
+    /// selector matches this workload; repeat the flag or separate with
+    /// commas.
+    #[arg(
+        long = "gateway-listen",
+        env = "MESHC_GATEWAY_LISTEN",
+        value_delimiter = ','
+    )]
+    pub gateway_listen: Vec<GatewayListen>,
+}
+
+/// A gateway port and where the proxy serves it: `PORT=LISTEN_ADDR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayListen {
+    /// The port of the Gateway servers (`spec.servers[].port.number`).
+    pub port: u16,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+}
+
+impl std::str::FromStr for GatewayListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("`{s}`: expected PORT=LISTEN_ADDR, e.g. 80=0.0.0.0:8080");
+        let (port, listen) = s.split_once('=').ok_or_else(usage)?;
+        Ok(GatewayListen {
+            port: port
+                .trim()
+                .parse()
+                .map_err(|e| format!("{}: the port: {e}", usage()))?,
+            listen: listen
+                .trim()
+                .parse()
+                .map_err(|e| format!("{}: the listen address: {e}", usage()))?,
+        })
+    }
 }
 
 /// The application's protocol on its port.
@@ -203,6 +241,8 @@ pub struct Proxy {
     pub admin_addr: SocketAddr,
     /// Outbound TCP listeners, as bound, and the hosts they stand for.
     pub tcp_upstreams: Vec<TcpUpstream>,
+    /// Gateway listeners, as bound, and the gateway ports they serve.
+    pub gateway_listeners: Vec<GatewayListen>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -295,6 +335,16 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
             ..up.clone()
         };
         tcp_listeners.push((l, bound));
+    }
+    let mut gateway = Vec::new();
+    for g in &settings.gateway_listen {
+        let l = TcpListener::bind(g.listen).await.with_context(|| {
+            format!(
+                "binding the listener {} for gateway port {}",
+                g.listen, g.port
+            )
+        })?;
+        gateway.push((l, g.port));
     }
     let inbound_addr = inbound.local_addr()?;
     let node = Node {
@@ -403,11 +453,20 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         tcp_upstreams.push(up.clone());
         tasks.spawn(crate::tcp::accept(l, state.clone(), Arc::new(up)));
     }
+    let mut gateway_listeners = Vec::new();
+    for (l, port) in gateway {
+        gateway_listeners.push(GatewayListen {
+            port,
+            listen: l.local_addr()?,
+        });
+        tasks.spawn(accept(l, state.clone(), Direction::Gateway(port)));
+    }
     Ok(Proxy {
         outbound_addr,
         inbound_addr,
         admin_addr,
         tcp_upstreams,
+        gateway_listeners,
         stop: stop_tx,
         tasks,
     })
@@ -418,6 +477,8 @@ enum Direction {
     Outbound,
     Inbound,
     Admin,
+    /// Into the mesh through the Gateway servers on this port.
+    Gateway(u16),
 }
 
 impl Direction {
@@ -426,6 +487,7 @@ impl Direction {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
             Direction::Admin => "admin",
+            Direction::Gateway(_) => "gateway",
         }
     }
 }
@@ -543,7 +605,8 @@ where
         let conn = conn.clone();
         async move {
             Ok::<_, Infallible>(match dir {
-                Direction::Outbound => outbound(state, req).await,
+                Direction::Outbound => outbound(state, req, None).await,
+                Direction::Gateway(port) => outbound(state, req, Some(port)).await,
                 Direction::Inbound => inbound(state, req, conn).await,
                 Direction::Admin => admin(&state, &req),
             })
@@ -1131,11 +1194,18 @@ fn record(
     resp
 }
 
-async fn outbound(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// A request from the application, or from a client of the gateway when
+/// `gateway_port` is set (routed by the routes bound to the gateway whose
+/// server on that port admits the request's host).
+async fn outbound(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    gateway_port: Option<u16>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
-    let ereq = eval_request(&req, None);
+    let ereq = eval_request(&req, gateway_port);
     let mut rec = Recorded {
-        dir: Direction::Outbound,
+        dir: gateway_port.map_or(Direction::Outbound, Direction::Gateway),
         source: state.workload.clone(),
         destination: "unknown".into(),
         host: "unknown".into(),
@@ -1160,6 +1230,19 @@ async fn route_outbound(
     };
     let ir = &applied.ir;
     let me = state.me(&applied);
+    let mut ereq = ereq;
+    if let Direction::Gateway(port) = rec.dir {
+        // The gateway's own port, whatever the Host header says.
+        ereq.port = Some(port);
+        let Some(gateway) = eval::gateway_for(ir, &ereq.host, port, &me) else {
+            return local(
+                StatusCode::NOT_FOUND,
+                "NR",
+                "no gateway server for this host and port\n",
+            );
+        };
+        ereq.gateway = Some(gateway.to_string());
+    }
     let Some(decision) = eval::route(ir, &ereq, &me) else {
         return local(StatusCode::NOT_FOUND, "NR", "no route: unknown host\n");
     };

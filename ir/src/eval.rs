@@ -230,6 +230,29 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The gateway an HTTP request arriving on gateway port `port` for `host`
+/// enters through: the first gateway in the IR (by name) with a plaintext
+/// server (no `tls`) on that port whose hosts admit `host`, and routes bound
+/// for it. `None` when no such server exists: the request has nowhere to go.
+///
+/// Servers with TLS settings are not served here (terminating them needs
+/// the credential Secrets, which a policy repository does not hold).
+pub fn gateway_for<'a>(ir: &'a Ir, host: &str, port: u16, source: &Peer) -> Option<&'a str> {
+    let wanted = strip_port(host).to_ascii_lowercase();
+    let ns = source.namespace.as_deref();
+    ir.gateways.iter().find_map(|(name, g)| {
+        let served = g.servers.iter().any(|s| {
+            s.port == port
+                && s.tls.is_none()
+                && s.hosts
+                    .iter()
+                    .any(|h| crate::host_pattern_matches(&h.to_ascii_lowercase(), &wanted))
+        });
+        (served && resolve_host(&g.hosts, host, ns, &ir.mesh.cluster_domain).is_some())
+            .then_some(name.as_str())
+    })
+}
+
 /// Route an HTTP request: the host's rules in order (or, through a gateway,
 /// the rules bound to that gateway); the first rule with a matching
 /// alternative decides. `None` when the host is unknown to the IR.

@@ -514,3 +514,73 @@ fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
     let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("web")).unwrap();
     assert_eq!((d.rule_name(), d.tls), ("primary", false));
 }
+
+#[test]
+fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
+    let gateway = |servers: Vec<GatewayServer>, hosts: &[&str]| GatewayPolicy {
+        selector: [("app".to_string(), "ingress".to_string())].into(),
+        servers,
+        hosts: hosts
+            .iter()
+            .map(|h| (h.to_string(), vec![rule("r", vec![], "v1")]))
+            .collect(),
+        l4: BTreeMap::new(),
+    };
+    let server = |port: u16, hosts: &[&str], tls: Option<&str>| GatewayServer {
+        port,
+        protocol: if tls.is_some() { "HTTPS" } else { "HTTP" }.into(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        tls: tls.map(str::to_string),
+    };
+    let mut ir = Ir::new(mesh());
+    // `a/tls` is first by name and admits the host on 443 only through TLS.
+    ir.gateways.insert(
+        "a/tls".into(),
+        gateway(
+            vec![server(443, &["*"], Some("SIMPLE"))],
+            &["shop.example.com"],
+        ),
+    );
+    ir.gateways.insert(
+        "b/public".into(),
+        gateway(
+            vec![
+                server(80, &["*.example.com"], None),
+                server(443, &["shop.example.com"], Some("SIMPLE")),
+            ],
+            &["shop.example.com", "api.example.com"],
+        ),
+    );
+    // A server on the port admitting the host, but no routes for it.
+    ir.gateways.insert(
+        "c/empty".into(),
+        gateway(vec![server(81, &["*"], None)], &["other.example.com"]),
+    );
+    let me = Peer::default();
+    let on = |host: &str, port: u16| eval::gateway_for(&ir, host, port, &me);
+    assert_eq!(on("shop.example.com", 80), Some("b/public"));
+    assert_eq!(on("SHOP.example.com:80", 80), Some("b/public"));
+    assert_eq!(on("api.example.com", 80), Some("b/public"));
+    // The wildcard admits it, but no route is bound for it.
+    assert_eq!(on("www.example.com", 80), None);
+    // `*.example.com` does not admit the bare domain.
+    assert_eq!(on("example.com", 80), None);
+    // TLS servers are not served; no server at all on 8080.
+    assert_eq!(on("shop.example.com", 443), None);
+    assert_eq!(on("shop.example.com", 8080), None);
+    assert_eq!(on("shop.example.com", 81), None);
+    assert_eq!(on("other.example.com", 81), Some("c/empty"));
+    // And the route it leads to is the gateway's.
+    let req = Request {
+        host: "shop.example.com".into(),
+        port: Some(80),
+        method: "GET".into(),
+        path: "/".into(),
+        scheme: "http".into(),
+        headers: BTreeMap::new(),
+        gateway: on("shop.example.com", 80).map(str::to_string),
+    };
+    let d = eval::route(&ir, &req, &me).unwrap();
+    assert_eq!(d.host, "shop.example.com");
+    assert!(matches!(d.routed, Routed::Rule { .. }));
+}
