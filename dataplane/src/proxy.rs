@@ -31,9 +31,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use meshc_ir::eval::{self, Peer, RouteDecision, Routed};
+use meshc_ir::eval::{self, Peer, Routed};
 use meshc_ir::proto::Node;
-use meshc_ir::{HeaderOps, HttpAction, HttpRule, Ir, LoadBalancer, MtlsMode, PER_MILLION, TlsMode};
+use meshc_ir::{
+    HeaderOps, HostPolicy, HttpAction, HttpRule, Ir, LoadBalancer, MtlsMode, PER_MILLION, TlsMode,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -1381,7 +1383,7 @@ async fn route_outbound(
     }
     let retries = decision.retries().into_owned();
     let timeout = decision.timeout_ms();
-    let hash = hash_key(&decision, &dest, &ereq);
+    let hash = hash_key(ir, &dest, &ereq);
     let mut resp = forward(state, &applied, &dest, &retries, timeout, hash, out, rec).await;
     if let Some(rule) = rule {
         apply_ops(resp.headers_mut(), &rule.response_headers);
@@ -1390,15 +1392,19 @@ async fn route_outbound(
     resp
 }
 
-/// The consistent-hash key's hash, when the destination balances by one.
-fn hash_key(
-    decision: &RouteDecision<'_>,
-    dest: &meshc_ir::WeightedDestination,
-    req: &eval::Request,
-) -> Option<u64> {
-    let policy = decision.policy?;
-    let (tp, _) = policy.target(dest.subset.as_deref());
-    let LoadBalancer::ConsistentHash(key) = tp.for_port(dest.port.or(req.port)).load_balancer
+/// The port a destination is reached on: its own, or its host's only one.
+fn destination_port(dest: &meshc_ir::WeightedDestination, host: &HostPolicy) -> Option<u16> {
+    dest.port
+        .or_else(|| (host.ports.len() == 1).then(|| *host.ports.keys().next().expect("one")))
+}
+
+/// The consistent-hash key's hash, when the destination balances by one
+/// (under the destination host's policy, which need not be the policy of
+/// the host the request named, nor exist for a gateway's host).
+fn hash_key(ir: &Ir, dest: &meshc_ir::WeightedDestination, req: &eval::Request) -> Option<u64> {
+    let host = ir.hosts.get(&dest.host)?;
+    let (tp, _) = host.target(dest.subset.as_deref());
+    let LoadBalancer::ConsistentHash(key) = tp.for_port(destination_port(dest, host)).load_balancer
     else {
         return None;
     };
@@ -1474,9 +1480,7 @@ async fn forward(
         );
     };
     rec.host = dest.host.clone();
-    let port = dest
-        .port
-        .or_else(|| (host.ports.len() == 1).then(|| *host.ports.keys().next().expect("one")));
+    let port = destination_port(dest, host);
     let (tp, workloads) = host.target(dest.subset.as_deref());
     let policy = tp.for_port(port);
     let h2 = port.and_then(|p| host.ports.get(&p)).is_some_and(|proto| {
@@ -1704,4 +1708,94 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
     }
     .await;
     record(&state, rec, start, resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use meshc_ir::{
+        ConnectionPool, HashKey, HostPolicy, Ir, LoadBalancer, Mesh, TlsMode, TrafficPolicy,
+        WeightedDestination,
+    };
+
+    use super::*;
+
+    fn host(lb: LoadBalancer) -> HostPolicy {
+        HostPolicy {
+            namespace: "shop".into(),
+            export_to: vec!["*".into()],
+            ports: [(9080, "HTTP".to_string())].into(),
+            http: vec![],
+            tcp: vec![],
+            tls: vec![],
+            traffic_policy: TrafficPolicy {
+                load_balancer: lb,
+                connection_pool: ConnectionPool::default(),
+                outlier_detection: None,
+                tls: TlsMode::IstioMutual,
+                ports: BTreeMap::new(),
+            },
+            subsets: BTreeMap::new(),
+            endpoints: vec![],
+            origins: vec![],
+        }
+    }
+
+    /// The hash key comes from the destination host's policy: not from the
+    /// host the request named (a gateway host has none; a route may lead to
+    /// another host), and not on the port the request came in on.
+    #[test]
+    fn hash_key_follows_the_destination_hosts_policy() {
+        let mut ir = Ir::new(Mesh {
+            trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+        });
+        let reviews = "reviews.shop.svc.cluster.local";
+        ir.hosts.insert(
+            reviews.into(),
+            host(LoadBalancer::ConsistentHash(HashKey::Header(
+                "X-User".into(),
+            ))),
+        );
+        ir.hosts.insert(
+            "front.shop.svc.cluster.local".into(),
+            host(LoadBalancer::RoundRobin),
+        );
+        let dest = |h: &str| WeightedDestination {
+            host: h.into(),
+            subset: None,
+            port: None,
+            weight: 100,
+            labels: BTreeMap::new(),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        };
+        let req = |user: Option<&str>| eval::Request {
+            host: "shop.example.com".into(),
+            port: Some(8080),
+            method: "GET".into(),
+            path: "/".into(),
+            scheme: "http".into(),
+            headers: user
+                .map(|u| ("x-user".to_string(), u.to_string()))
+                .into_iter()
+                .collect(),
+            gateway: Some("shop/public".into()),
+        };
+        let a = hash_key(&ir, &dest(reviews), &req(Some("ann")));
+        assert_eq!(a, Some(crate::balance::hash_of("ann")));
+        assert_ne!(a, hash_key(&ir, &dest(reviews), &req(Some("bob"))));
+        assert_eq!(hash_key(&ir, &dest(reviews), &req(None)), None);
+        assert_eq!(
+            hash_key(
+                &ir,
+                &dest("front.shop.svc.cluster.local"),
+                &req(Some("ann"))
+            ),
+            None
+        );
+        assert_eq!(hash_key(&ir, &dest("elsewhere"), &req(Some("ann"))), None);
+    }
 }
