@@ -77,19 +77,21 @@ pub fn long_running() {
 }
 
 /// For commands that load a repository and exit: mimalloc from now on,
-/// committing its arenas as it reserves them and never purging. Call first
-/// thing, before threads start (and before mimalloc reserves its first
-/// arena, which the options then apply to: set from the environment instead,
-/// as `MIMALLOC_ARENA_EAGER_COMMIT=1`, they measured the same).
+/// never purging (the heap only grows until the process exits). Call first
+/// thing, before threads start.
+///
+/// Arenas are committed as they are reserved where the system overcommits
+/// (mimalloc's own default, `arena_eager_commit = 2`): on Linux's default
+/// overcommit that saves most page faults; under strict accounting
+/// (`vm.overcommit_memory = 2`) committing a 1 GiB arena up front could fail,
+/// so it is left to mimalloc to commit on demand there.
 pub fn short_lived() {
-    /// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in
-    /// mimalloc v3's `mi_option_t` (the sys crate does not name them).
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    /// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (the sys crate
+    /// does not name it).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: setting options is allowed at any time; these two only change
-    // when memory is committed and handed back to the system.
+    // SAFETY: setting options is allowed at any time; this one only changes
+    // when memory is handed back to the system.
     unsafe {
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 1);
         libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
     }
     MIMALLOC.store(true, Ordering::Release);
