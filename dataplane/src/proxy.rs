@@ -1458,6 +1458,25 @@ pub(crate) fn destination_cluster(
     (cluster, endpoints)
 }
 
+/// Record how a request or connection to `ep` went, for outlier detection,
+/// counting the ejection it may cause.
+pub(crate) fn record_outcome(
+    state: &State,
+    cluster: &Cluster,
+    endpoints: &[Arc<Endpoint>],
+    ep: &Endpoint,
+    outcome: Outcome,
+    host: &str,
+) {
+    if cluster.record(endpoints, ep, outcome, Instant::now()) {
+        state
+            .metrics
+            .ejections
+            .get_or_create(&vec![("destination_host", host.to_string())])
+            .inc();
+    }
+}
+
 /// Send to a destination: its cluster's endpoints, pool limits, retries and
 /// timeouts.
 #[allow(clippy::too_many_arguments)]
@@ -1569,13 +1588,7 @@ async fn forward(
                 }
                 Attempt::Failed { .. } => Outcome::Failed,
             };
-            if cluster.record(&endpoints, &ep, outcome, Instant::now()) {
-                state
-                    .metrics
-                    .ejections
-                    .get_or_create(&vec![("destination_host", dest.host.clone())])
-                    .inc();
-            }
+            record_outcome(state, &cluster, &endpoints, &ep, outcome, &dest.host);
             let more =
                 attempt < retries.attempts && out.replayable() && retriable(&retries.retry_on, &a);
             if more && let Some(slot) = cluster.retry_slot() {

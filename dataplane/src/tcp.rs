@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::balance::Outcome;
 use crate::http::mesh_handshake;
 use crate::metrics::Labels;
-use crate::proxy::{Conn, State, destination_cluster};
+use crate::proxy::{Conn, State, destination_cluster, record_outcome};
 use crate::tls::{TCP_ALPN, principal};
 
 /// An outbound TCP listener and the host it stands for:
@@ -206,13 +206,7 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
         Ok(Ok(_)) => Outcome::Status(200),
         _ => Outcome::Failed,
     };
-    if cluster.record(&endpoints, &ep, outcome, Instant::now()) {
-        state
-            .metrics
-            .ejections
-            .get_or_create(&vec![("destination_host", dest.host.clone())])
-            .inc();
-    }
+    record_outcome(state, &cluster, &endpoints, &ep, outcome, &dest.host);
     let Ok(Ok(tcp)) = connected else {
         return ended("connect_failed");
     };
