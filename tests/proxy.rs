@@ -1586,13 +1586,53 @@ kind: ServiceAccount
 metadata: {name: reviews, namespace: shop}
 ---
 apiVersion: v1
+kind: ServiceAccount
+metadata: {name: db, namespace: shop}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: reviews, namespace: shop}
 spec:
   selector: {app: reviews}
   ports: [{name: http, port: 9080}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-postgres, port: 5432}, {name: tls-replication, port: 5433}]
+---
 DEPLOYMENTS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec:
+  host: db
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db-tcp, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [public]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: db, subset: v1, port: {number: 5432}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db-tls, namespace: shop}
+spec:
+  hosts: [db.example.com]
+  gateways: [public]
+  tls:
+  - match: [{port: 9443, sniHosts: [db.example.com]}]
+    route: [{destination: {host: db, subset: v2, port: {number: 5433}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -1611,6 +1651,11 @@ spec:
   servers:
   - port: {number: 8080, name: http, protocol: HTTP}
     hosts: [shop.example.com]
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ["*"]
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: PASSTHROUGH}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -1638,12 +1683,16 @@ const GATEWAY_WORKLOADS: &[Workload] = &[
     ("ingress-v1", "ingress", "v1", "ingress"),
     ("reviews-v1", "reviews", "v1", "reviews"),
     ("reviews-v2", "reviews", "v2", "reviews"),
+    ("db-v1", "db", "v1", "db"),
+    ("db-v2", "db", "v2", "db"),
 ];
 
 /// Gateway mode: a proxy whose workload the Gateway selects serves the
 /// Gateway's HTTP server port and routes by the VirtualService bound to the
 /// gateway (not by the mesh's routes for the same destination); a host no
 /// server on the port admits gets 404, and gateway hosts are not mesh hosts.
+/// Its TCP server splices connections by the bound TCP route, and its
+/// PASSTHROUGH server by the ClientHello's server name, untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     let work = tempfile::tempdir().unwrap();
@@ -1657,12 +1706,19 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     )
     .unwrap();
     commit_all(&repo, "gateway policy");
-    let extra: Extra = |name| match name {
-        "ingress-v1" => (
-            vec![],
-            vec!["--gateway-listen".into(), "8080=127.0.0.1:0".into()],
-        ),
-        _ => (vec![], vec![]),
+    let extra: Extra = |name| {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        match name {
+            "ingress-v1" => (
+                vec![],
+                s(&[
+                    "--gateway-listen",
+                    "8080=127.0.0.1:0,9000=127.0.0.1:0,9443=127.0.0.1:0",
+                ]),
+            ),
+            "db-v1" | "db-v2" => (s(&["--tcp"]), s(&["--app-protocol", "tcp"])),
+            _ => (vec![], vec![]),
+        }
     };
     let mesh = start(work.path(), &repo_dir, GATEWAY_WORKLOADS, extra).await;
     let gateway = mesh.nodes["ingress-v1"].gateway[0];
@@ -1727,4 +1783,48 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     assert_eq!(counted("new-reviews", "200"), 10.0, "{m:?}");
     assert_eq!(counted("rest", "200"), 10.0);
     assert_eq!(counted("none", "404"), 1.0);
+
+    // The TCP server: every connection by the bound TCP route, to v1, the
+    // bytes echoed back unchanged.
+    let tcp = mesh.nodes["ingress-v1"].gateway[1];
+    for i in 0..10 {
+        let got = tcp_exchange(tcp, format!("row {i}\n").as_bytes()).await;
+        assert_eq!(got.as_deref(), Some("db v1"), "{}", logs(&mesh.logs));
+    }
+    // The PASSTHROUGH server: the ClientHello naming db.example.com goes to
+    // v2 as it was sent; another name has no server and is closed.
+    let tls = mesh.nodes["ingress-v1"].gateway[2];
+    for _ in 0..10 {
+        assert_eq!(
+            tls_exchange(tls, "db.example.com").await.as_deref(),
+            Some("db v2")
+        );
+    }
+    assert_eq!(tls_exchange(tls, "elsewhere.example.com").await, None);
+    // A stream is counted when both sides are done, just after the client
+    // saw its end.
+    eventually("the gateway's streams counted", &mesh, || async {
+        let m = metrics(&mesh, "ingress-v1").await;
+        sum(
+            &m,
+            "meshc_proxy_tcp_streams_total",
+            &[("direction", "gateway")],
+        ) >= 21.0
+    })
+    .await;
+    let m = metrics(&mesh, "ingress-v1").await;
+    let streams = |route: &str, outcome: &str| {
+        sum(
+            &m,
+            "meshc_proxy_tcp_streams_total",
+            &[
+                ("direction", "gateway"),
+                ("route", route),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(streams("db-tcp.tcp[0]", "ok"), 10.0);
+    assert_eq!(streams("db-tls.tls[0]", "ok"), 10.0);
+    assert_eq!(streams("none", "no_route"), 1.0);
 }

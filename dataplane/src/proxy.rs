@@ -532,6 +532,14 @@ async fn connection(
         remote: Some(remote),
         identity: None,
     };
+    if let Direction::Gateway(port) = dir
+        && state
+            .current()
+            .is_some_and(|a| eval::gateway_port(&a.ir, port) == eval::GatewayPort::L4)
+    {
+        crate::tcp::gateway(state, tcp, port).await;
+        return Ok(());
+    }
     if dir == Direction::Inbound {
         let mut first = [0u8; 1];
         let n = tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await??;
@@ -1393,7 +1401,10 @@ async fn route_outbound(
 }
 
 /// The port a destination is reached on: its own, or its host's only one.
-fn destination_port(dest: &meshc_ir::WeightedDestination, host: &HostPolicy) -> Option<u16> {
+pub(crate) fn destination_port(
+    dest: &meshc_ir::WeightedDestination,
+    host: &HostPolicy,
+) -> Option<u16> {
     dest.port
         .or_else(|| (host.ports.len() == 1).then(|| *host.ports.keys().next().expect("one")))
 }

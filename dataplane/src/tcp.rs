@@ -21,6 +21,11 @@
 //!   application; a denied connection is closed, as Envoy's TCP RBAC filter
 //!   does.
 //!
+//! - **Gateway**: on a gateway port whose server is TCP or TLS
+//!   `PASSTHROUGH`, a connection is routed by the routes bound to the
+//!   gateway ([`meshc_ir::eval::route_gateway_tcp`]; by the ClientHello's
+//!   server name for `PASSTHROUGH`), then goes on as an outbound one.
+//!
 //! A TCP connection keeps the config it started with to its end, like a
 //! request does.
 
@@ -29,15 +34,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshc_ir::TlsMode;
 use meshc_ir::eval::{self, Peer};
+use meshc_ir::{TlsMode, WeightedDestination};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::balance::Outcome;
+use crate::client::Applied;
 use crate::http::mesh_handshake;
 use crate::metrics::Labels;
-use crate::proxy::{Conn, State, destination_cluster, record_outcome};
+use crate::proxy::{Conn, State, destination_cluster, destination_port, record_outcome};
 use crate::tls::{TCP_ALPN, principal};
 
 /// An outbound TCP listener and the host it stands for:
@@ -179,10 +185,70 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
     let Some(dest) = eval::pick(&destinations, fastrand::u32(..100)) else {
         return Ended::new(decision.host, &route, "no_route");
     };
-    let Some(host) = ir.hosts.get(&dest.host) else {
+    connect(
+        state,
+        &applied,
+        client,
+        &route,
+        dest,
+        Some(up.port),
+        "outbound",
+    )
+    .await
+}
+
+/// A connection on gateway port `port` that the config serves as opaque
+/// TCP: routed by [`eval::route_gateway_tcp`] (by the ClientHello's server
+/// name when a `PASSTHROUGH` server is on the port), then on as an outbound
+/// connection goes.
+pub(crate) async fn gateway(state: &Arc<State>, client: TcpStream, port: u16) {
+    let ended = gateway_stream(state, client, port).await;
+    count(state, "gateway", &ended);
+}
+
+async fn gateway_stream(state: &Arc<State>, client: TcpStream, port: u16) -> Ended {
+    let Some(applied) = state.current() else {
+        return Ended::new("unknown", "none", "no_config");
+    };
+    let ir = &applied.ir;
+    let me = state.me(&applied);
+    let passthrough = ir
+        .gateways
+        .values()
+        .flat_map(|g| &g.servers)
+        .any(|s| s.port == port && s.tls.is_some());
+    let sni = if passthrough {
+        server_name(&client).await
+    } else {
+        None
+    };
+    let Some(rule) = eval::route_gateway_tcp(ir, port, sni.as_deref(), &me) else {
+        return Ended::new("unknown", "none", "no_route");
+    };
+    let Some(dest) = eval::pick(&rule.destinations, fastrand::u32(..100)) else {
+        return Ended::new("unknown", &rule.name, "no_route");
+    };
+    connect(state, &applied, client, &rule.name, dest, None, "gateway").await
+}
+
+/// Connect `client` to a destination chosen by `route` (on its own port,
+/// else `port`, else its host's only port) and splice them.
+async fn connect(
+    state: &Arc<State>,
+    applied: &Applied,
+    client: TcpStream,
+    route: &str,
+    dest: &WeightedDestination,
+    port: Option<u16>,
+    direction: &'static str,
+) -> Ended {
+    let route = route.to_string();
+    let Some(host) = applied.ir.hosts.get(&dest.host) else {
         return Ended::new(&dest.host, &route, "no_route");
     };
-    let port = dest.port.or(Some(up.port));
+    let port = port
+        .filter(|_| dest.port.is_none())
+        .or_else(|| destination_port(dest, host));
     let (tp, workloads) = host.target(dest.subset.as_deref());
     let policy = tp.for_port(port);
     let mtls = policy.tls == TlsMode::IstioMutual;
@@ -213,7 +279,7 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
     let _ = tcp.set_nodelay(true);
     let _active = ep.start();
     if !mtls {
-        splice(state, "outbound", &dest.host, client, tcp).await;
+        splice(state, direction, &dest.host, client, tcp).await;
         return ended("ok");
     }
     let tls = state.tls.read().expect("not poisoned").clone();
@@ -223,7 +289,7 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
     let addr = ep.addr.to_string();
     match mesh_handshake(tls.client_tcp, tcp, &addr, ep.identity.as_deref()).await {
         Ok(stream) => {
-            splice(state, "outbound", &dest.host, client, stream).await;
+            splice(state, direction, &dest.host, client, stream).await;
             ended("ok")
         }
         Err(e) => {

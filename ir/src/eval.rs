@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::{
-    AuthzPolicy, AuthzRule, Condition, Fault, HostPolicy, HttpAction, HttpMatch, HttpRule, Ir,
-    L4Match, L4Rule, Mirror, OperationMatch, Retries, Rewrite, SourceMatch, Values,
+    AuthzPolicy, AuthzRule, Condition, Fault, GatewayServer, HostPolicy, HttpAction, HttpMatch,
+    HttpRule, Ir, L4Match, L4Rule, Mirror, OperationMatch, Retries, Rewrite, SourceMatch, Values,
     WeightedDestination, WorkloadPolicy, host_pattern_matches,
 };
 
@@ -232,11 +232,12 @@ fn strip_port(host: &str) -> &str {
 
 /// The gateway an HTTP request arriving on gateway port `port` for `host`
 /// enters through: the first gateway in the IR (by name) with a plaintext
-/// server (no `tls`) on that port whose hosts admit `host`, and routes bound
-/// for it. `None` when no such server exists: the request has nowhere to go.
+/// HTTP server on that port whose hosts admit `host`, and routes bound for
+/// it. `None` when no such server exists: the request has nowhere to go.
 ///
-/// Servers with TLS settings are not served here (terminating them needs
-/// the credential Secrets, which a policy repository does not hold).
+/// Servers that terminate TLS are not served (that needs the credential
+/// Secrets, which a policy repository does not hold); `PASSTHROUGH` and TCP
+/// servers are L4 ([`route_gateway_tcp`]).
 pub fn gateway_for<'a>(ir: &'a Ir, host: &str, port: u16, source: &Peer) -> Option<&'a str> {
     let wanted = strip_port(host).to_ascii_lowercase();
     let ns = source.namespace.as_deref();
@@ -244,12 +245,99 @@ pub fn gateway_for<'a>(ir: &'a Ir, host: &str, port: u16, source: &Peer) -> Opti
         let served = g.servers.iter().any(|s| {
             s.port == port
                 && s.tls.is_none()
+                && !l4_server(s)
                 && s.hosts
                     .iter()
                     .any(|h| crate::host_pattern_matches(&h.to_ascii_lowercase(), &wanted))
         });
         (served && resolve_host(&g.hosts, host, ns, &ir.mesh.cluster_domain).is_some())
             .then_some(name.as_str())
+    })
+}
+
+/// What a gateway port serves, for the proxy to choose how it reads a
+/// connection on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayPort {
+    /// Plaintext HTTP servers: requests are routed by [`route`].
+    Http,
+    /// TCP servers, or TLS servers in `PASSTHROUGH` mode: connections are
+    /// routed by [`route_gateway_tcp`].
+    L4,
+    /// No server on the port that the proxy serves.
+    None,
+}
+
+/// Whether a gateway server is served as opaque TCP: a TLS server in
+/// `PASSTHROUGH` mode (routed by SNI), or a plaintext server of a protocol
+/// that is not HTTP.
+fn l4_server(s: &GatewayServer) -> bool {
+    match &s.tls {
+        Some(mode) => mode.eq_ignore_ascii_case("PASSTHROUGH"),
+        None => !matches!(
+            s.protocol.to_ascii_uppercase().as_str(),
+            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS"
+        ),
+    }
+}
+
+/// What the gateways in the IR serve on `port`: L4 when any server on it is
+/// served as opaque TCP, HTTP when a plaintext HTTP server is, or nothing.
+pub fn gateway_port(ir: &Ir, port: u16) -> GatewayPort {
+    let servers = || {
+        ir.gateways
+            .values()
+            .flat_map(|g| &g.servers)
+            .filter(move |s| s.port == port)
+    };
+    if servers().any(l4_server) {
+        GatewayPort::L4
+    } else if servers().any(|s| s.tls.is_none()) {
+        GatewayPort::Http
+    } else {
+        GatewayPort::None
+    }
+}
+
+/// A TLS route rule (its alternatives name server names) rather than a TCP
+/// one: a gateway's TCP and TLS routes share one list per host.
+fn is_tls_rule(r: &L4Rule) -> bool {
+    !r.matches.is_empty() && r.matches.iter().all(|m| !m.sni_hosts.is_empty())
+}
+
+/// Route a connection arriving on gateway port `port` (with the server name
+/// of its ClientHello, `sni`, when it opens with one): the first gateway
+/// (by name) with an opaque-TCP server on the port (for a `PASSTHROUGH`
+/// server, one whose hosts admit `sni`), then the first of its bound rules
+/// (hosts in order, rules in order) whose alternative holds: TLS rules for a
+/// `PASSTHROUGH` server, TCP rules otherwise. `None`: nowhere to go (a
+/// gateway has no host of its own to fall back to).
+pub fn route_gateway_tcp<'a>(
+    ir: &'a Ir,
+    port: u16,
+    sni: Option<&str>,
+    source: &Peer,
+) -> Option<&'a L4Rule> {
+    let sni = sni.map(str::to_ascii_lowercase);
+    ir.gateways.values().find_map(|g| {
+        let server = g.servers.iter().find(|s| {
+            s.port == port
+                && l4_server(s)
+                && (s.tls.is_none()
+                    || sni.as_deref().is_some_and(|n| {
+                        s.hosts
+                            .iter()
+                            .any(|h| host_pattern_matches(&h.to_ascii_lowercase(), n))
+                    }))
+        })?;
+        let passthrough = server.tls.is_some();
+        g.l4.values().flatten().find(|r| {
+            is_tls_rule(r) == passthrough
+                && (r.matches.is_empty()
+                    || r.matches
+                        .iter()
+                        .any(|m| l4_matches(m, Some(port), sni.as_deref(), source)))
+        })
     })
 }
 

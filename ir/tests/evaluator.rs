@@ -584,3 +584,66 @@ fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
     assert_eq!(d.host, "shop.example.com");
     assert!(matches!(d.routed, Routed::Rule { .. }));
 }
+
+#[test]
+fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
+    let l4 = |name: &str, port: u16, sni: &[&str], subset: &str| L4Rule {
+        name: name.into(),
+        origin: format!("VirtualService shop/{name}"),
+        matches: vec![L4Match {
+            port: Some(port),
+            sni_hosts: sni.iter().map(|h| h.to_string()).collect(),
+            ..L4Match::default()
+        }],
+        destinations: vec![dest(subset, 100)],
+    };
+    let server = |port: u16, protocol: &str, hosts: &[&str], tls: Option<&str>| GatewayServer {
+        port,
+        protocol: protocol.into(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        tls: tls.map(str::to_string),
+    };
+    let mut ir = Ir::new(mesh());
+    ir.gateways.insert(
+        "shop/public".into(),
+        GatewayPolicy {
+            selector: [("app".to_string(), "ingress".to_string())].into(),
+            servers: vec![
+                server(80, "HTTP", &["*"], None),
+                server(9000, "TCP", &["*"], None),
+                server(9443, "TLS", &["*.example.com"], Some("PASSTHROUGH")),
+                server(443, "HTTPS", &["*"], Some("SIMPLE")),
+            ],
+            hosts: BTreeMap::new(),
+            l4: [
+                ("*".to_string(), vec![l4("db-tcp", 9000, &[], "v1")]),
+                (
+                    "db.example.com".to_string(),
+                    vec![l4("db-tls", 9443, &["db.example.com"], "v2")],
+                ),
+            ]
+            .into(),
+        },
+    );
+    assert_eq!(eval::gateway_port(&ir, 80), eval::GatewayPort::Http);
+    assert_eq!(eval::gateway_port(&ir, 9000), eval::GatewayPort::L4);
+    assert_eq!(eval::gateway_port(&ir, 9443), eval::GatewayPort::L4);
+    assert_eq!(eval::gateway_port(&ir, 443), eval::GatewayPort::None);
+    assert_eq!(eval::gateway_port(&ir, 8080), eval::GatewayPort::None);
+    let me = Peer::default();
+    let route = |port, sni| eval::route_gateway_tcp(&ir, port, sni, &me).map(|r| r.name.as_str());
+    // TCP: by port; a ClientHello changes nothing, TLS rules do not apply.
+    assert_eq!(route(9000, None), Some("db-tcp"));
+    assert_eq!(route(9000, Some("db.example.com")), Some("db-tcp"));
+    // PASSTHROUGH: the server name must be admitted by the server and
+    // matched by a TLS rule; TCP rules do not apply.
+    assert_eq!(route(9443, Some("DB.example.com")), Some("db-tls"));
+    assert_eq!(route(9443, Some("www.example.com")), None);
+    assert_eq!(route(9443, Some("db.elsewhere.org")), None);
+    assert_eq!(route(9443, None), None);
+    // Ports without an L4 server.
+    assert_eq!(route(80, None), None);
+    assert_eq!(route(443, Some("db.example.com")), None);
+    // The HTTP gateway lookup ignores the L4 servers.
+    assert_eq!(eval::gateway_for(&ir, "db.example.com", 9000, &me), None);
+}
