@@ -450,16 +450,8 @@ fn empty_host(ns: &str, export_to: &[String]) -> ir::HostPolicy {
     export_to.sort();
     export_to.dedup();
     ir::HostPolicy {
-        namespace: ns.to_string(),
         export_to,
-        ports: BTreeMap::new(),
-        http: Vec::new(),
-        tcp: Vec::new(),
-        tls: Vec::new(),
-        traffic_policy: base_policy(ir::TlsMode::Disable),
-        subsets: BTreeMap::new(),
-        endpoints: Vec::new(),
-        origins: Vec::new(),
+        ..ir::HostPolicy::new(ns, base_policy(ir::TlsMode::Disable))
     }
 }
 

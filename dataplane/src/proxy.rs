@@ -533,11 +533,10 @@ async fn connection(
         identity: None,
     };
     if let Direction::Gateway(port) = dir
-        && state
-            .current()
-            .is_some_and(|a| eval::gateway_port(&a.ir, port) == eval::GatewayPort::L4)
+        && let Some(a) = state.current()
+        && let eval::GatewayPort::L4 { passthrough } = eval::gateway_port(&a.ir, port)
     {
-        crate::tcp::gateway(state, tcp, port).await;
+        crate::tcp::gateway(state, tcp, port, passthrough).await;
         return Ok(());
     }
     if dir == Direction::Inbound {
@@ -1746,23 +1745,16 @@ mod tests {
     use super::*;
 
     fn host(lb: LoadBalancer) -> HostPolicy {
+        let policy = TrafficPolicy {
+            load_balancer: lb,
+            connection_pool: ConnectionPool::default(),
+            outlier_detection: None,
+            tls: TlsMode::IstioMutual,
+            ports: BTreeMap::new(),
+        };
         HostPolicy {
-            namespace: "shop".into(),
-            export_to: vec!["*".into()],
             ports: [(9080, "HTTP".to_string())].into(),
-            http: vec![],
-            tcp: vec![],
-            tls: vec![],
-            traffic_policy: TrafficPolicy {
-                load_balancer: lb,
-                connection_pool: ConnectionPool::default(),
-                outlier_detection: None,
-                tls: TlsMode::IstioMutual,
-                ports: BTreeMap::new(),
-            },
-            subsets: BTreeMap::new(),
-            endpoints: vec![],
-            origins: vec![],
+            ..HostPolicy::new("shop", policy)
         }
     }
 

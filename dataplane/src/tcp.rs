@@ -199,24 +199,24 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
 
 /// A connection on gateway port `port` that the config serves as opaque
 /// TCP: routed by [`eval::route_gateway_tcp`] (by the ClientHello's server
-/// name when a `PASSTHROUGH` server is on the port), then on as an outbound
-/// connection goes.
-pub(crate) async fn gateway(state: &Arc<State>, client: TcpStream, port: u16) {
-    let ended = gateway_stream(state, client, port).await;
+/// name when `passthrough`: a `PASSTHROUGH` server is on the port), then on
+/// as an outbound connection goes.
+pub(crate) async fn gateway(state: &Arc<State>, client: TcpStream, port: u16, passthrough: bool) {
+    let ended = gateway_stream(state, client, port, passthrough).await;
     count(state, "gateway", &ended);
 }
 
-async fn gateway_stream(state: &Arc<State>, client: TcpStream, port: u16) -> Ended {
+async fn gateway_stream(
+    state: &Arc<State>,
+    client: TcpStream,
+    port: u16,
+    passthrough: bool,
+) -> Ended {
     let Some(applied) = state.current() else {
         return Ended::new("unknown", "none", "no_config");
     };
     let ir = &applied.ir;
     let me = state.me(&applied);
-    let passthrough = ir
-        .gateways
-        .values()
-        .flat_map(|g| &g.servers)
-        .any(|s| s.port == port && s.tls.is_some());
     let sni = if passthrough {
         server_name(&client).await
     } else {
@@ -246,9 +246,7 @@ async fn connect(
     let Some(host) = applied.ir.hosts.get(&dest.host) else {
         return Ended::new(&dest.host, &route, "no_route");
     };
-    let port = port
-        .filter(|_| dest.port.is_none())
-        .or_else(|| destination_port(dest, host));
+    let port = dest.port.or(port).or_else(|| destination_port(dest, host));
     let (tp, workloads) = host.target(dest.subset.as_deref());
     let policy = tp.for_port(port);
     let mtls = policy.tls == TlsMode::IstioMutual;

@@ -262,8 +262,13 @@ pub enum GatewayPort {
     /// Plaintext HTTP servers: requests are routed by [`route`].
     Http,
     /// TCP servers, or TLS servers in `PASSTHROUGH` mode: connections are
-    /// routed by [`route_gateway_tcp`].
-    L4,
+    /// routed by [`route_gateway_tcp`], with the server name of their
+    /// ClientHello when `passthrough` (a `PASSTHROUGH` server is on the
+    /// port, so the proxy must read it).
+    L4 {
+        /// Whether a `PASSTHROUGH` server is on the port.
+        passthrough: bool,
+    },
     /// No server on the port that the proxy serves.
     None,
 }
@@ -291,7 +296,9 @@ pub fn gateway_port(ir: &Ir, port: u16) -> GatewayPort {
             .filter(move |s| s.port == port)
     };
     if servers().any(l4_server) {
-        GatewayPort::L4
+        GatewayPort::L4 {
+            passthrough: servers().any(|s| l4_server(s) && s.tls.is_some()),
+        }
     } else if servers().any(|s| s.tls.is_none()) {
         GatewayPort::Http
     } else {

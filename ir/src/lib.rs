@@ -388,6 +388,23 @@ pub struct TrafficPolicy {
 }
 
 impl HostPolicy {
+    /// A host of `namespace` visible everywhere (`exportTo: *`), with no
+    /// ports, routes, subsets or endpoints yet, under `traffic_policy`.
+    pub fn new(namespace: &str, traffic_policy: TrafficPolicy) -> HostPolicy {
+        HostPolicy {
+            namespace: namespace.to_string(),
+            export_to: vec!["*".into()],
+            ports: BTreeMap::new(),
+            http: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
+            traffic_policy,
+            subsets: BTreeMap::new(),
+            endpoints: Vec::new(),
+            origins: Vec::new(),
+        }
+    }
+
     /// The traffic policy and the workloads of `subset` (the host's own for
     /// none, or for a subset the host does not define).
     pub fn target(&self, subset: Option<&str>) -> (&TrafficPolicy, &[String]) {

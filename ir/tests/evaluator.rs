@@ -44,23 +44,16 @@ fn rule(name: &str, matches: Vec<HttpMatch>, to: &str) -> HttpRule {
 }
 
 fn host(http: Vec<HttpRule>) -> HostPolicy {
-    HostPolicy {
-        namespace: "default".into(),
-        export_to: vec!["*".into()],
+    let policy = TrafficPolicy {
+        load_balancer: LoadBalancer::LeastRequest,
+        connection_pool: ConnectionPool::default(),
+        outlier_detection: None,
+        tls: TlsMode::IstioMutual,
         ports: BTreeMap::new(),
+    };
+    HostPolicy {
         http,
-        tcp: vec![],
-        tls: vec![],
-        traffic_policy: TrafficPolicy {
-            load_balancer: LoadBalancer::LeastRequest,
-            connection_pool: ConnectionPool::default(),
-            outlier_detection: None,
-            tls: TlsMode::IstioMutual,
-            ports: BTreeMap::new(),
-        },
-        subsets: BTreeMap::new(),
-        endpoints: vec![],
-        origins: vec![],
+        ..HostPolicy::new("default", policy)
     }
 }
 
@@ -626,8 +619,14 @@ fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
         },
     );
     assert_eq!(eval::gateway_port(&ir, 80), eval::GatewayPort::Http);
-    assert_eq!(eval::gateway_port(&ir, 9000), eval::GatewayPort::L4);
-    assert_eq!(eval::gateway_port(&ir, 9443), eval::GatewayPort::L4);
+    assert_eq!(
+        eval::gateway_port(&ir, 9000),
+        eval::GatewayPort::L4 { passthrough: false }
+    );
+    assert_eq!(
+        eval::gateway_port(&ir, 9443),
+        eval::GatewayPort::L4 { passthrough: true }
+    );
     assert_eq!(eval::gateway_port(&ir, 443), eval::GatewayPort::None);
     assert_eq!(eval::gateway_port(&ir, 8080), eval::GatewayPort::None);
     let me = Peer::default();
