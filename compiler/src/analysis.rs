@@ -12,8 +12,10 @@ use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, ObjectMeta, Spec};
 use crate::rules::RuleMeta;
-use crate::source::FileId;
-use crate::yaml::{Node, YamlPath};
+use std::sync::{Arc, OnceLock};
+
+use crate::source::{FileId, Span};
+use crate::yaml::{DocAt, Node, YamlPath};
 
 /// One resource read from the repository.
 #[derive(Debug, Clone)]
@@ -25,8 +27,10 @@ pub struct Resource {
     /// Where the object sits in its document: empty, or `items[3]` inside a
     /// `kind: List`. Paths in diagnostics are prefixed with it.
     pub base: YamlPath,
+    /// Where the object is written.
+    pub span: Span,
     /// Its YAML, for locating paths.
-    pub root: Node,
+    pub(crate) yaml: Yaml,
     /// Kind.
     pub kind: Kind,
     /// `apiVersion` as written.
@@ -44,15 +48,41 @@ pub struct Resource {
     pub spec: Option<Box<Spec>>,
 }
 
+/// A resource's YAML, read again from its file's text when a diagnostic
+/// first needs to locate a path in it. Loading keeps no trees: they are most
+/// of a loaded repository's memory, and a clean repository never needs them.
+#[derive(Debug, Clone)]
+pub(crate) struct Yaml {
+    /// The text of the resource's file.
+    pub text: Arc<str>,
+    /// Where its document is in that text.
+    pub at: DocAt,
+    /// The document's tree, once read.
+    pub tree: OnceLock<Node>,
+}
+
 impl Resource {
+    /// Its document's YAML tree (not only the resource's, inside a `List`).
+    fn document(&self) -> Option<&Node> {
+        let y = &self.yaml;
+        if let Some(tree) = y.tree.get() {
+            return Some(tree);
+        }
+        let tree = y.at.load(self.file, &y.text)?;
+        Some(y.tree.get_or_init(|| tree))
+    }
+
     /// `Kind namespace/name` (the Gateway API's Gateway qualified by its group).
     pub fn display(&self) -> String {
         format!("{} {}/{}", self.kind.qualified(), self.namespace, self.name)
     }
     /// A label at `path` in this resource (the deepest existing node on it).
     pub fn label(&self, path: YamlPath) -> Label {
-        let (span, _) = self.root.locate(&path.0);
-        Label::new(span).with_path(self.base.concat(&path))
+        let path = self.base.concat(&path);
+        let span = self
+            .document()
+            .map_or(self.span, |tree| tree.locate(&path.0).0);
+        Label::new(span).with_path(path)
     }
     /// A diagnostic of `rule` about this resource at `path`.
     pub fn diag(

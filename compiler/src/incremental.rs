@@ -28,7 +28,6 @@ use rayon::prelude::*;
 
 use crate::diagnostic::Diagnostic;
 use crate::rules::load;
-use crate::yaml::{Node, Value};
 use crate::{
     Analysis, CompileError, Compiled, FileId, FileResult, Input, Lowering, Options, Resource,
     Skipped, SourceFile, Span, finish, load_file,
@@ -557,22 +556,11 @@ fn load(id: FileId, input: Input, options: &crate::Options) -> Old {
 fn renumber(o: &mut Old, id: FileId) {
     o.id = id;
     let span = |s: &mut Span| s.file = id;
-    fn node(n: &mut Node, id: FileId) {
-        n.span.file = id;
-        match &mut n.value {
-            Value::Seq(items) => items.iter_mut().for_each(|i| node(i, id)),
-            Value::Map(entries) => {
-                for e in entries {
-                    e.key_span.file = id;
-                    node(&mut e.value, id);
-                }
-            }
-            _ => {}
-        }
-    }
     for r in &mut o.resources {
         r.file = id;
-        node(&mut r.root, id);
+        r.span.file = id;
+        // Read again with the new number when a diagnostic needs it.
+        r.yaml.tree.take();
     }
     for s in &mut o.skipped {
         span(&mut s.span);

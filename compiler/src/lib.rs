@@ -35,6 +35,7 @@ pub mod synth;
 pub mod yaml;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -329,25 +330,25 @@ fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {
         .unwrap_or(text);
     out.source = SourceFile::new(input.path, text);
     let docs = yaml::load(id, &out.source, limits, &mut out.diagnostics);
+    let text = out.source.text.clone();
+    let ns = &options.settings.default_namespace;
     for doc in docs {
         let Some(root) = doc.root else { continue };
-        let ns = &options.settings.default_namespace;
+        let origin = |base| Origin {
+            file: id,
+            text: &text,
+            doc: doc.index,
+            doc_span: doc.span,
+            at: doc.at,
+            base,
+        };
         match list_items(root) {
             Ok(items) => {
                 for (i, item) in items.into_iter().enumerate() {
-                    let base = path!["items", i];
-                    identify(item, doc.index, id, doc.span, ns, &base, &mut out);
+                    identify(item, origin(path!["items", i]), ns, &mut out);
                 }
             }
-            Err(root) => identify(
-                root,
-                doc.index,
-                id,
-                doc.span,
-                ns,
-                &YamlPath::default(),
-                &mut out,
-            ),
+            Err(root) => identify(root, origin(YamlPath::default()), ns, &mut out),
         }
     }
     out
@@ -372,16 +373,29 @@ fn list_items(root: Node) -> Result<Vec<Node>, Node> {
     }
 }
 
-/// Read a document's identity, check its schema and type it.
-fn identify(
-    root: Node,
-    doc: usize,
+/// Where an object was read.
+struct Origin<'a> {
     file: FileId,
+    /// The file's text.
+    text: &'a Arc<str>,
+    /// Its document's position in the file, text and place in the stream.
+    doc: usize,
     doc_span: Span,
-    default_namespace: &str,
-    base: &YamlPath,
-    out: &mut FileResult,
-) {
+    at: yaml::DocAt,
+    /// Where the object is in the document.
+    base: YamlPath,
+}
+
+/// Read a document's identity, check its schema and type it.
+fn identify(root: Node, origin: Origin<'_>, default_namespace: &str, out: &mut FileResult) {
+    let Origin {
+        file,
+        text,
+        doc,
+        doc_span,
+        at,
+        ref base,
+    } = origin;
     if matches!(root.value, Value::Null) {
         return;
     }
@@ -511,8 +525,13 @@ fn identify(
     out.resources.push(Resource {
         file,
         doc,
+        span: root.span,
+        yaml: analysis::Yaml {
+            text: text.clone(),
+            at,
+            tree: Default::default(),
+        },
         base: base.clone(),
-        root,
         kind,
         api_version,
         name,

@@ -265,6 +265,44 @@ pub struct Document {
     pub root: Option<Node>,
     /// The document's text range.
     pub span: Span,
+    /// Where to find it again: [`DocAt::load`] reads just this document.
+    pub at: DocAt,
+}
+
+/// Where a document is in its file's text: the chunk of the stream that
+/// holds it (the text from one `---` line to the next) and its position
+/// among the chunk's documents. Enough to read that document again without
+/// the rest of the file, the way [`load`] read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocAt {
+    start: u32,
+    end: u32,
+    nth: u32,
+}
+
+impl DocAt {
+    /// Read the document again from `text`, the text of file `file_id` it
+    /// was loaded from, with the same spans as the first time. `None` when
+    /// `text` is not that text any more.
+    pub fn load(self, file_id: FileId, text: &str) -> Option<Node> {
+        let chunk = text.get(self.start as usize..self.end as usize)?;
+        // A file of its own, so the line index covers the chunk only.
+        let local = SourceFile::new(String::new(), chunk);
+        // The text loaded once within the caller's limits; these only
+        // bound what that load already accepted.
+        let limits = Limits {
+            max_depth: usize::MAX,
+            max_alias_nodes: usize::MAX,
+            max_file_bytes: usize::MAX,
+        };
+        let mut loader = Loader::new(file_id, &local, 0, self.start as usize, &limits);
+        let mut parser = Parser::new_from_str(chunk);
+        for _ in 0..self.nth {
+            // The documents before it; an error or the end means the text changed.
+            loader.next_document(&mut parser).ok()??;
+        }
+        loader.next_document(&mut parser).ok().flatten().flatten()
+    }
 }
 
 /// Load every document of `file`. Returns the documents that could be read (a
@@ -278,38 +316,31 @@ pub fn load(
     let mut docs = Vec::new();
     for chunk in split_documents(&file.text) {
         let chunk_text = &file.text[chunk.start..chunk.end];
-        let mut loader = Loader {
-            file_id,
-            file,
-            line_offset: chunk.first_line - 1,
-            limits,
-            stack: Vec::new(),
-            items: Vec::new(),
-            entries: Vec::new(),
-            anchors: HashMap::new(),
-            alias_nodes: 0,
-        };
+        let mut loader = Loader::new(file_id, file, chunk.first_line - 1, 0, limits);
         let mut parser = Parser::new_from_str(chunk_text);
         let doc_span = Span::new(file_id, chunk.start, chunk.end);
-        loop {
-            match loader.next_document(&mut parser) {
-                Ok(Some(root)) => {
-                    docs.push(Document {
-                        index: docs.len(),
-                        root,
-                        span: doc_span,
-                    });
-                }
+        for nth in 0.. {
+            let at = DocAt {
+                start: chunk.start as u32,
+                end: chunk.end as u32,
+                nth,
+            };
+            let (root, last) = match loader.next_document(&mut parser) {
+                Ok(Some(root)) => (root, false),
                 Ok(None) => break,
                 Err(diag) => {
                     diags.push(*diag);
-                    docs.push(Document {
-                        index: docs.len(),
-                        root: None,
-                        span: doc_span,
-                    });
-                    break;
+                    (None, true)
                 }
+            };
+            docs.push(Document {
+                index: docs.len(),
+                root,
+                span: doc_span,
+                at,
+            });
+            if last {
+                break;
             }
         }
     }
@@ -372,8 +403,12 @@ enum Frame {
 
 struct Loader<'a> {
     file_id: FileId,
+    /// The text being read: the whole file, or one chunk of it.
     file: &'a SourceFile,
+    /// Lines of the file before the text given to the parser...
     line_offset: usize,
+    /// ...and bytes before `file`'s text in the file.
+    byte_offset: usize,
     limits: &'a Limits,
     stack: Vec<Frame>,
     items: Vec<Node>,
@@ -384,14 +419,36 @@ struct Loader<'a> {
 
 type LoadResult<T> = Result<T, Box<Diagnostic>>;
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    fn new(
+        file_id: FileId,
+        file: &'a SourceFile,
+        line_offset: usize,
+        byte_offset: usize,
+        limits: &'a Limits,
+    ) -> Self {
+        Loader {
+            file_id,
+            file,
+            line_offset,
+            byte_offset,
+            limits,
+            stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
+            anchors: HashMap::new(),
+            alias_nodes: 0,
+        }
+    }
+
+    /// The file's byte offset of a parser position.
+    fn offset(&self, line: usize, col: usize) -> usize {
+        self.byte_offset + self.file.offset_of(line + self.line_offset, col)
+    }
+
     fn span(&self, s: &saphyr_parser::Span) -> Span {
-        let start = self
-            .file
-            .offset_of(s.start.line() + self.line_offset, s.start.col());
-        let end = self
-            .file
-            .offset_of(s.end.line() + self.line_offset, s.end.col());
+        let start = self.offset(s.start.line(), s.start.col());
+        let end = self.offset(s.end.line(), s.end.col());
         Span::new(self.file_id, start, end)
     }
 
@@ -424,7 +481,7 @@ impl Loader<'_> {
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => {
                     let m = e.marker();
-                    let at = self.file.offset_of(m.line() + self.line_offset, m.col());
+                    let at = self.offset(m.line(), m.col());
                     let span = Span::new(self.file_id, at, at);
                     if e.info().contains("recursion limit") {
                         return Err(self.error(&load::YAML_LIMITS, span, format!("nesting too deep: {}", e.info()), Some("no mesh resource nests this deep; check the indentation or brackets")));
@@ -760,6 +817,30 @@ mod tests {
         let mut diags = Vec::new();
         let docs = load(FileId(0), &file, &Limits::default(), &mut diags);
         (docs, diags, file)
+    }
+
+    #[test]
+    fn a_document_read_again_is_the_document_read_first() {
+        let text = "# lead\na: 1\n---\nb: &x [1, {c: d}]\ne: *x\n...\n\
+                    f: \"é\"\n---\n\n--- \nitems:\n- g: 2\n- h: [3]\n";
+        let (docs, diags, file) = load_str(text);
+        assert!(diags.is_empty(), "{diags:?}");
+        // The third chunk holds two documents (after `...`), one chunk none.
+        assert!(docs.len() >= 5, "{docs:?}");
+        assert!(docs.iter().any(|d| d.at.nth == 1));
+        for d in &docs {
+            assert_eq!(d.at.load(FileId(7), &file.text).is_some(), d.root.is_some());
+            let Some(root) = &d.root else { continue };
+            let mut again = d.at.load(FileId(0), &file.text).unwrap();
+            assert_eq!(&again, root, "document {}", d.index);
+            again = d.at.load(FileId(7), &file.text).unwrap();
+            assert_eq!(again.span.file, FileId(7));
+            assert_eq!((again.span.start, again.span.end), (root.span.start, root.span.end));
+        }
+        // Another text: nothing, or what that text holds, never a panic.
+        for d in &docs {
+            assert!(d.at.load(FileId(0), "a: 1").is_none() || d.at.start == 0);
+        }
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn observe(c: &Compiled) -> (Vec<String>, Vec<String>, Option<BTreeMap<String, S
         .map(|r| {
             format!(
                 "{:?} {} {}/{} {:?}",
-                r.file, r.doc, r.namespace, r.name, r.root.span
+                r.file, r.doc, r.namespace, r.name, r.span
             )
         })
         .collect();

@@ -54,7 +54,7 @@ impl Policy {
             places
                 .entry((r.kind, r.namespace.clone(), r.name.clone()))
                 .or_default()
-                .push((i, r.root.span.start as usize, r.root.span.end as usize));
+                .push((i, r.span.start as usize, r.span.end as usize));
         }
         Policy {
             inputs,

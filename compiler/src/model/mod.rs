@@ -422,16 +422,19 @@ fn strip_null(v: &mut serde_json::Value) {
 #[allow(missing_docs, clippy::large_enum_variant)]
 pub enum Spec {
     VirtualService(VirtualServiceSpec),
-    DestinationRule(DestinationRuleSpec),
+    /// Boxed, as are the other specs much larger than the rest: a `Spec` is
+    /// as large as its largest variant, and a repository holds one per
+    /// resource.
+    DestinationRule(Box<DestinationRuleSpec>),
     Gateway(GatewaySpec),
     ServiceEntry(ServiceEntrySpec),
-    Sidecar(SidecarSpec),
+    Sidecar(Box<SidecarSpec>),
     PeerAuthentication(PeerAuthenticationSpec),
     AuthorizationPolicy(AuthorizationPolicySpec),
     RequestAuthentication(RequestAuthenticationSpec),
     EnvoyFilter(EnvoyFilterSpec),
     Telemetry(TelemetrySpec),
-    WasmPlugin(WasmPluginSpec),
+    WasmPlugin(Box<WasmPluginSpec>),
     Service(ServiceSpec),
     Workload(WorkloadSpec),
     Pod(PodSpec),
@@ -472,16 +475,16 @@ impl Spec {
         }
         match kind {
             Kind::VirtualService => istio(doc, Spec::VirtualService),
-            Kind::DestinationRule => istio(doc, Spec::DestinationRule),
+            Kind::DestinationRule => istio(doc, |s| Spec::DestinationRule(Box::new(s))),
             Kind::Gateway => istio(doc, Spec::Gateway),
             Kind::ServiceEntry => istio(doc, Spec::ServiceEntry),
-            Kind::Sidecar => istio(doc, Spec::Sidecar),
+            Kind::Sidecar => istio(doc, |s| Spec::Sidecar(Box::new(s))),
             Kind::PeerAuthentication => istio(doc, Spec::PeerAuthentication),
             Kind::AuthorizationPolicy => istio(doc, Spec::AuthorizationPolicy),
             Kind::RequestAuthentication => istio(doc, Spec::RequestAuthentication),
             Kind::EnvoyFilter => istio(doc, Spec::EnvoyFilter),
             Kind::Telemetry => istio(doc, Spec::Telemetry),
-            Kind::WasmPlugin => istio(doc, Spec::WasmPlugin),
+            Kind::WasmPlugin => istio(doc, |s| Spec::WasmPlugin(Box::new(s))),
             Kind::Service => kube(doc, Spec::Service),
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => kube(doc, Spec::Workload),
             Kind::Pod => kube(doc, Spec::Pod),
