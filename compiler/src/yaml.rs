@@ -296,6 +296,7 @@ impl DocAt {
             max_file_bytes: usize::MAX,
         };
         let mut loader = Loader::new(file_id, &local, 0, self.start as usize, &limits);
+        loader.ascii = chunk.is_ascii().then_some(self.start as usize);
         let mut parser = Parser::new_from_str(chunk);
         for _ in 0..self.nth {
             // The documents before it; an error or the end means the text changed.
@@ -317,6 +318,7 @@ pub fn load(
     for chunk in split_documents(&file.text) {
         let chunk_text = &file.text[chunk.start..chunk.end];
         let mut loader = Loader::new(file_id, file, chunk.first_line - 1, 0, limits);
+        loader.ascii = chunk_text.is_ascii().then_some(chunk.start);
         let mut parser = Parser::new_from_str(chunk_text);
         let doc_span = Span::new(file_id, chunk.start, chunk.end);
         for nth in 0.. {
@@ -409,6 +411,10 @@ struct Loader<'a> {
     line_offset: usize,
     /// ...and bytes before `file`'s text in the file.
     byte_offset: usize,
+    /// When the text given to the parser is ASCII, where it starts in the
+    /// file: its characters are bytes, so a position is that plus the
+    /// parser's character index.
+    ascii: Option<usize>,
     limits: &'a Limits,
     stack: Vec<Frame>,
     items: Vec<Node>,
@@ -432,6 +438,7 @@ impl<'a> Loader<'a> {
             file,
             line_offset,
             byte_offset,
+            ascii: None,
             limits,
             stack: Vec::new(),
             items: Vec::new(),
@@ -442,14 +449,16 @@ impl<'a> Loader<'a> {
     }
 
     /// The file's byte offset of a parser position.
-    fn offset(&self, line: usize, col: usize) -> usize {
-        self.byte_offset + self.file.offset_of(line + self.line_offset, col)
+    fn offset(&self, m: &saphyr_parser::Marker) -> usize {
+        match self.ascii {
+            // The parser counts characters from the start of its text.
+            Some(start) => start + m.index(),
+            None => self.byte_offset + self.file.offset_of(m.line() + self.line_offset, m.col()),
+        }
     }
 
     fn span(&self, s: &saphyr_parser::Span) -> Span {
-        let start = self.offset(s.start.line(), s.start.col());
-        let end = self.offset(s.end.line(), s.end.col());
-        Span::new(self.file_id, start, end)
+        Span::new(self.file_id, self.offset(&s.start), self.offset(&s.end))
     }
 
     fn error(
@@ -481,7 +490,7 @@ impl<'a> Loader<'a> {
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => {
                     let m = e.marker();
-                    let at = self.offset(m.line(), m.col());
+                    let at = self.offset(&m);
                     let span = Span::new(self.file_id, at, at);
                     if e.info().contains("recursion limit") {
                         return Err(self.error(&load::YAML_LIMITS, span, format!("nesting too deep: {}", e.info()), Some("no mesh resource nests this deep; check the indentation or brackets")));
@@ -841,6 +850,23 @@ mod tests {
         for d in &docs {
             assert!(d.at.load(FileId(0), "a: 1").is_none() || d.at.start == 0);
         }
+    }
+
+    #[test]
+    fn spans_are_byte_ranges_in_ascii_and_other_documents() {
+        // The first and last documents are ASCII (positions from the
+        // parser's index), the middle one is not (from lines and columns).
+        let text = "a: x1\n---\n# ünïcödé\nb: {c: \"ß\", d: x2}\n---\ne: [x3]\n";
+        let (docs, diags, file) = load_str(text);
+        assert!(diags.is_empty(), "{diags:?}");
+        let at = |doc: usize, path: YamlPath| {
+            let (span, _) = docs[doc].root.as_ref().unwrap().locate(&path.0);
+            &file.text[span.start as usize..span.end as usize]
+        };
+        assert_eq!(at(0, path!["a"]), "x1");
+        assert_eq!(at(1, path!["b", "c"]), "\"ß\"");
+        assert_eq!(at(1, path!["b", "d"]), "x2");
+        assert_eq!(at(2, path!["e", 0usize]), "x3");
     }
 
     #[test]
