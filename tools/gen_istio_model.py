@@ -277,6 +277,14 @@ def gen_struct(schema, path):
         ty = rust_type(fs, fpath)
         attrs = [f"rename = {lit(fname)}"]
         if fname not in required:
+            # A message of four fields or more is boxed when optional: an
+            # absent one then costs a pointer, not its size (an HTTPRoute held
+            # its CORS policy, fault, redirect, rewrite... inline: 1.2 KB; a
+            # subset its traffic policy: 1.4 KB).
+            # Small messages (a string match, a destination) stay inline:
+            # boxing them would cost an allocation each where present.
+            if fs.get("type") == "object" and len(fs.get("properties", {})) >= 4:
+                ty = f"Box<{ty}>"
             ty = f"Option<{ty}>"
             attrs += ["default", 'skip_serializing_if = "Option::is_none"']
         ext = []

@@ -172,9 +172,10 @@ pub struct Context<'a> {
     pub workloads: Vec<Workload>,
     /// Namespace → indices into `workloads`.
     workloads_by_ns: HashMap<String, Vec<usize>>,
-    /// (namespace, label key, label value) → indices into `workloads`: a
-    /// selector's candidates are the workloads with its first label.
-    workloads_by_label: HashMap<(String, String, String), Vec<usize>>,
+    /// Namespace → label key → label value → indices into `workloads`: a
+    /// selector's candidates are the workloads with its first label. Nested,
+    /// so a lookup borrows its keys instead of building a tuple of strings.
+    workloads_by_label: HashMap<String, HashMap<String, HashMap<String, Vec<usize>>>>,
     /// Namespaces declared in the repository, with their labels.
     pub namespaces: HashMap<String, BTreeMap<String, String>>,
     /// Namespaces declared or used by any resource.
@@ -360,9 +361,15 @@ impl<'a> Context<'a> {
             .insert(format!("{}/{}", w.namespace, w.service_account));
         let i = self.workloads.len();
         push_at(&mut self.workloads_by_ns, &w.namespace, i);
+        let by_key = self
+            .workloads_by_label
+            .entry(w.namespace.clone())
+            .or_default();
         for (k, v) in &w.labels {
-            self.workloads_by_label
-                .entry((w.namespace.clone(), k.clone(), v.clone()))
+            by_key
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
                 .or_default()
                 .push(i);
         }
@@ -421,10 +428,15 @@ impl<'a> Context<'a> {
     /// Istio's host resolution: a name without dots is a Service in `namespace`.
     pub fn fqdn(&self, host: &str, namespace: &str) -> String {
         if host.contains('.') || host.starts_with('*') {
-            host.to_string()
-        } else {
-            format!("{host}.{namespace}.svc.{}", self.settings.cluster_domain)
+            return host.to_string();
         }
+        // Every rule resolves every destination: no formatting machinery.
+        let domain = &self.settings.cluster_domain;
+        let mut fqdn = String::with_capacity(host.len() + namespace.len() + domain.len() + 6);
+        for part in [host, ".", namespace, ".svc.", domain] {
+            fqdn.push_str(part);
+        }
+        fqdn
     }
 
     /// The Services and ServiceEntries that define `fqdn` and are visible from
@@ -472,10 +484,11 @@ impl<'a> Context<'a> {
         selector: &'s BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'s Workload> + 's {
         let candidates = match selector.iter().next() {
-            Some((k, v)) => {
-                self.workloads_by_label
-                    .get(&(namespace.to_string(), k.clone(), v.clone()))
-            }
+            Some((k, v)) => self
+                .workloads_by_label
+                .get(namespace)
+                .and_then(|m| m.get(k))
+                .and_then(|m| m.get(v)),
             None => self.workloads_by_ns.get(namespace),
         };
         candidates

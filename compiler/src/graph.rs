@@ -8,7 +8,7 @@
 //! (1 + the `retries.attempts` of the VirtualService route the caller uses)
 //! and the resource that tells meshc the call exists.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
@@ -101,11 +101,11 @@ impl<'a> CallGraph<'a> {
     pub fn build<'c>(ctx: &'c Context<'a>) -> CallGraph<'a> {
         let mut g = CallGraph {
             graph: DiGraph::new(),
-            hosts: HashMap::new(),
-            gateways: HashMap::new(),
+            hosts: HashMap::default(),
+            gateways: HashMap::default(),
         };
         // The most tries a mesh VirtualService route to each host makes.
-        let mut host_tries: HashMap<String, (u64, &'a Resource, At)> = HashMap::new();
+        let mut host_tries: HashMap<String, (u64, &'a Resource, At)> = HashMap::default();
         for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
             let Spec::VirtualService(vs) = spec else {
                 continue;
@@ -156,7 +156,7 @@ impl<'a> CallGraph<'a> {
             }
         };
         // The hosts behind each workload (by resource index), found once.
-        let mut behind: HashMap<usize, Vec<(NodeIndex, &'c str)>> = HashMap::new();
+        let mut behind: HashMap<usize, Vec<(NodeIndex, &'c str)>> = HashMap::default();
         let mut hosts_of = |g: &mut CallGraph<'a>, w: &'c Workload| -> Vec<(NodeIndex, &'c str)> {
             behind
                 .entry(w.index)
@@ -168,7 +168,7 @@ impl<'a> CallGraph<'a> {
                 .clone()
         };
         // Workloads by (namespace, service account): a principal's callers.
-        let mut by_account: HashMap<(&str, &str), Vec<&'c Workload>> = HashMap::new();
+        let mut by_account: HashMap<(&str, &str), Vec<&'c Workload>> = HashMap::default();
         for w in &ctx.workloads {
             by_account
                 .entry((w.namespace.as_str(), w.service_account.as_str()))

@@ -1043,7 +1043,7 @@ impl<'a> Lowerer<'a> {
         let Some((_, dr)) = self.subset(host) else {
             return (base, BTreeMap::new());
         };
-        let top = overlay(&base, dr.traffic_policy.as_ref());
+        let top = overlay(&base, dr.traffic_policy.as_deref());
         let subsets = dr
             .subsets
             .iter()
@@ -1057,7 +1057,7 @@ impl<'a> Lowerer<'a> {
                     s.name.clone(),
                     ir::SubsetPolicy {
                         labels,
-                        traffic_policy: overlay(&top, s.traffic_policy.as_ref()),
+                        traffic_policy: overlay(&top, s.traffic_policy.as_deref()),
                         endpoints,
                     },
                 )
@@ -1167,10 +1167,10 @@ fn overlay(base: &ir::TrafficPolicy, tp: Option<&TrafficPolicy>) -> ir::TrafficP
     };
     let head = settings(
         base.for_port(None),
-        tp.load_balancer.as_ref(),
+        tp.load_balancer.as_deref(),
         tp.connection_pool.as_ref(),
-        tp.outlier_detection.as_ref(),
-        tp.tls.as_ref(),
+        tp.outlier_detection.as_deref(),
+        tp.tls.as_deref(),
     );
     let mut ports = base.ports.clone();
     if tp
@@ -1191,10 +1191,10 @@ fn overlay(base: &ir::TrafficPolicy, tp: Option<&TrafficPolicy>) -> ir::TrafficP
         };
         let s = settings(
             head.clone(),
-            p.load_balancer.as_ref(),
+            p.load_balancer.as_deref(),
             p.connection_pool.as_ref(),
-            p.outlier_detection.as_ref(),
-            p.tls.as_ref(),
+            p.outlier_detection.as_deref(),
+            p.tls.as_deref(),
         );
         ports.insert(port, s);
     }

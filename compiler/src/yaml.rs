@@ -844,7 +844,10 @@ mod tests {
             assert_eq!(&again, root, "document {}", d.index);
             again = d.at.load(FileId(7), &file.text).unwrap();
             assert_eq!(again.span.file, FileId(7));
-            assert_eq!((again.span.start, again.span.end), (root.span.start, root.span.end));
+            assert_eq!(
+                (again.span.start, again.span.end),
+                (root.span.start, root.span.end)
+            );
         }
         // Another text: nothing, or what that text holds, never a panic.
         for d in &docs {

@@ -38,7 +38,7 @@ pub struct HttpRoute {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub cors_policy: Option<CorsPolicy>,
+    pub cors_policy: Option<Box<CorsPolicy>>,
     /// Delegate is used to specify the particular VirtualService which can be used to define delegate HTTPRoute.
     #[serde(rename = "delegate", default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<Delegate>,
@@ -89,10 +89,10 @@ pub struct HttpRoute {
     pub name: Option<String>,
     /// A HTTP rule can either return a direct_response, redirect or forward (default) traffic.
     #[serde(rename = "redirect", default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<HttpRedirect>,
+    pub redirect: Option<Box<HttpRedirect>>,
     /// Retry policy for HTTP requests.
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<HttpRetry>,
+    pub retries: Option<Box<HttpRetry>>,
     /// Rewrite HTTP URIs and Authority headers.
     #[serde(rename = "rewrite", default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
@@ -230,10 +230,10 @@ pub struct VirtualServiceDirectResponseBody {
 pub struct HttpFaultInjection {
     /// Abort Http request attempts and return error codes back to downstream service, giving the impression that the upstream service is faulty.
     #[serde(rename = "abort", default, skip_serializing_if = "Option::is_none")]
-    pub abort: Option<Abort>,
+    pub abort: Option<Box<Abort>>,
     /// Delay requests before forwarding, emulating various failures such as network issues, overloaded upstream service, etc.
     #[serde(rename = "delay", default, skip_serializing_if = "Option::is_none")]
-    pub delay: Option<Delay>,
+    pub delay: Option<Box<Delay>>,
 }
 
 /// Abort Http request attempts and return error codes back to downstream service, giving the impression that the upstream service is faulty.
@@ -699,7 +699,7 @@ pub struct DestinationRuleSpec {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Criteria used to select the specific set of pods/VMs on which this `DestinationRule` configuration should be applied.
     #[serde(
         rename = "workloadSelector",
@@ -724,7 +724,7 @@ pub struct Subset {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
 }
 
 /// Traffic policies that apply to this subset.
@@ -743,13 +743,13 @@ pub struct TrafficPolicy {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub load_balancer: Option<LoadBalancerSettings>,
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
     #[serde(
         rename = "outlierDetection",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
     /// Traffic policies specific to individual ports.
     #[serde(
         rename = "portLevelSettings",
@@ -774,7 +774,7 @@ pub struct TrafficPolicy {
     pub retry_budget: Option<DestinationRuleTrafficPolicyRetryBudget>,
     /// TLS related settings for connections to the upstream service.
     #[serde(rename = "tls", default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ClientTlsSettings>,
+    pub tls: Option<Box<ClientTlsSettings>>,
     /// Configuration of tunneling TCP over other transport or application layers for the host configured in the DestinationRule.
     #[serde(rename = "tunnel", default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<DestinationRuleTrafficPolicyTunnel>,
@@ -785,10 +785,10 @@ pub struct TrafficPolicy {
 pub struct ConnectionPoolSettings {
     /// HTTP connection pool settings.
     #[serde(rename = "http", default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpSettings>,
+    pub http: Option<Box<HttpSettings>>,
     /// Settings common to both HTTP and TCP upstream connections.
     #[serde(rename = "tcp", default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<TcpSettings>,
+    pub tcp: Option<Box<TcpSettings>>,
 }
 
 /// HTTP connection pool settings.
@@ -953,21 +953,21 @@ pub struct LoadBalancerSettings {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub backend_utilization: Option<DestinationRuleLoadBalancerBackendUtilization>,
+    pub backend_utilization: Option<Box<DestinationRuleLoadBalancerBackendUtilization>>,
     /// Consistent Hash-based load balancing can be used to provide soft session affinity based on HTTP headers, cookies or other properties.
     #[serde(
         rename = "consistentHash",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub consistent_hash: Option<DestinationRuleLoadBalancerConsistentHash>,
+    pub consistent_hash: Option<Box<DestinationRuleLoadBalancerConsistentHash>>,
     /// Locality load balancer settings.
     #[serde(
         rename = "localityLbSetting",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub locality_lb_setting: Option<DestinationRuleLoadBalancerLocalityLbSetting>,
+    pub locality_lb_setting: Option<Box<DestinationRuleLoadBalancerLocalityLbSetting>>,
     /// Standard load balancing algorithms that require no tuning.
     #[serde(rename = "simple", default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
@@ -987,7 +987,7 @@ pub struct LoadBalancerSettings {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub zone_aware_lb_setting: Option<DestinationRuleLoadBalancerZoneAwareLbSetting>,
+    pub zone_aware_lb_setting: Option<Box<DestinationRuleLoadBalancerZoneAwareLbSetting>>,
 }
 
 /// Utilization-based load balancing that uses backend-reported ORCA metrics to weight endpoints by their current load.
@@ -1043,7 +1043,7 @@ pub struct DestinationRuleLoadBalancerConsistentHash {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub http_cookie: Option<DestinationRuleConsistentHashHttpCookie>,
+    pub http_cookie: Option<Box<DestinationRuleConsistentHashHttpCookie>>,
     /// Hash based on a specific HTTP header.
     #[serde(
         rename = "httpHeaderName",
@@ -1345,19 +1345,19 @@ pub struct PortTrafficPolicy {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub load_balancer: Option<LoadBalancerSettings>,
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
     #[serde(
         rename = "outlierDetection",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
     /// Specifies the number of a port on the destination service on which this policy is being applied.
     #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
     /// TLS related settings for connections to the upstream service.
     #[serde(rename = "tls", default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ClientTlsSettings>,
+    pub tls: Option<Box<ClientTlsSettings>>,
 }
 
 /// TLS related settings for connections to the upstream service.
@@ -1542,7 +1542,7 @@ pub struct Server {
     pub port: GatewayPort,
     /// Set of TLS related options that govern the server's behavior.
     #[serde(rename = "tls", default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ServerTlsSettings>,
+    pub tls: Option<Box<ServerTlsSettings>>,
 }
 
 /// The Port on which the proxy should listen for incoming connections.
@@ -1955,7 +1955,7 @@ pub struct IstioEgressListener {
     pub hosts: Vec<String>,
     /// The port associated with the listener.
     #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<SidecarEgressPort>,
+    pub port: Option<Box<SidecarEgressPort>>,
 }
 
 /// When the bind address is an IP, the captureMode option dictates how traffic to the listener is expected to be captured (or not).
@@ -2026,7 +2026,7 @@ pub struct IstioIngressListener {
     pub port: SidecarEgressPort,
     /// Set of TLS related options that will enable TLS termination on the sidecar for requests originating from outside the mesh.
     #[serde(rename = "tls", default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ServerTlsSettings>,
+    pub tls: Option<Box<ServerTlsSettings>>,
 }
 
 /// Set the default behavior of the sidecar for handling outbound traffic from the application.
@@ -2118,7 +2118,7 @@ pub struct AuthorizationPolicySpec {
     #[serde(rename = "selector", default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
     #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<PolicyTargetReference>,
+    pub target_ref: Option<Box<PolicyTargetReference>>,
     /// Optional.
     #[serde(
         rename = "targetRefs",
@@ -2173,7 +2173,7 @@ pub struct AuthorizationRule {
 pub struct RuleFrom {
     /// Source specifies the source of a request.
     #[serde(rename = "source", default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<Source>,
+    pub source: Option<Box<Source>>,
 }
 
 /// Source specifies the source of a request.
@@ -2283,7 +2283,7 @@ pub struct Source {
 pub struct RuleTo {
     /// Operation specifies the operation of a request.
     #[serde(rename = "operation", default, skip_serializing_if = "Option::is_none")]
-    pub operation: Option<Operation>,
+    pub operation: Option<Box<Operation>>,
 }
 
 /// Operation specifies the operation of a request.
@@ -2366,7 +2366,7 @@ pub struct RequestAuthenticationSpec {
     #[serde(rename = "selector", default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
     #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<PolicyTargetReference>,
+    pub target_ref: Option<Box<PolicyTargetReference>>,
     /// Optional.
     #[serde(
         rename = "targetRefs",
@@ -2534,7 +2534,7 @@ pub struct EnvoyConfigObjectPatch {
     pub apply_to: Option<EnvoyFilterApplyTo>,
     /// Match on listener/route configuration/cluster.
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
-    pub r#match: Option<EnvoyConfigObjectMatch>,
+    pub r#match: Option<Box<EnvoyConfigObjectMatch>>,
     /// The patch to apply along with the operation.
     #[serde(rename = "patch", default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<EnvoyFilterPatch>,
@@ -2578,13 +2578,13 @@ pub enum EnvoyFilterApplyTo {
 pub struct EnvoyConfigObjectMatch {
     /// Match on envoy cluster attributes.
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<EnvoyFilterMatchCluster>,
+    pub cluster: Option<Box<EnvoyFilterMatchCluster>>,
     /// The specific config generation context to match on.
     #[serde(rename = "context", default, skip_serializing_if = "Option::is_none")]
     pub context: Option<EnvoyFilterMatchContext>,
     /// Match on envoy listener attributes.
     #[serde(rename = "listener", default, skip_serializing_if = "Option::is_none")]
-    pub listener: Option<EnvoyFilterListenerMatch>,
+    pub listener: Option<Box<EnvoyFilterListenerMatch>>,
     /// Match on properties associated with a proxy.
     #[serde(rename = "proxy", default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<EnvoyFilterProxyMatch>,
@@ -2594,7 +2594,7 @@ pub struct EnvoyConfigObjectMatch {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub route_configuration: Option<EnvoyFilterMatchRouteConfiguration>,
+    pub route_configuration: Option<Box<EnvoyFilterMatchRouteConfiguration>>,
     #[serde(rename = "waypoint", default, skip_serializing_if = "Option::is_none")]
     pub waypoint: Option<EnvoyFilterMatchWaypoint>,
 }
@@ -2649,7 +2649,7 @@ pub struct EnvoyFilterListenerMatch {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub filter_chain: Option<EnvoyFilterListenerFilterChain>,
+    pub filter_chain: Option<Box<EnvoyFilterListenerFilterChain>>,
     /// Match a specific listener filter.
     #[serde(
         rename = "listenerFilter",
@@ -2912,7 +2912,7 @@ pub struct TelemetrySpec {
     #[serde(rename = "selector", default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
     #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<PolicyTargetReference>,
+    pub target_ref: Option<Box<PolicyTargetReference>>,
     /// Optional.
     #[serde(
         rename = "targetRefs",
@@ -3255,7 +3255,7 @@ pub struct WasmPluginSpec {
     #[schemars(extend("pattern" = "(^$|^[a-f0-9]{64}$)"))]
     pub sha256: Option<String>,
     #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<PolicyTargetReference>,
+    pub target_ref: Option<Box<PolicyTargetReference>>,
     /// Optional.
     #[serde(
         rename = "targetRefs",

@@ -18,7 +18,7 @@ pub(crate) fn sources(
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(move |(j, f)| f.source.as_ref().map(|s| (i, j, s)))
+            .filter_map(move |(j, f)| f.source.as_deref().map(|s| (i, j, s)))
     })
 }
 
@@ -31,7 +31,7 @@ pub(crate) fn operations(
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(move |(j, t)| t.operation.as_ref().map(|o| (i, j, o)))
+            .filter_map(move |(j, t)| t.operation.as_deref().map(|o| (i, j, o)))
     })
 }
 

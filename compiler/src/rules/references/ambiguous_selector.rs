@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::analysis::{Context, Selection, selects};
+use crate::analysis::{Context, Selection};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::Kind;
@@ -121,13 +121,18 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 }
             }
             // Labelled ones that select a common workload: for each workload
-            // the resources selecting it (linear in workloads × resources).
+            // the resources selecting it, found through the label index
+            // (linear in the selections, not workloads × resources), in
+            // workload order.
             let mut rivals_of: Vec<Vec<usize>> = vec![Vec::new(); labelled.len()];
             if labelled.len() > 1 {
-                for w in ctx.workloads_in(ns) {
-                    let hits: Vec<usize> = (0..labelled.len())
-                        .filter(|&a| selects(labelled[a].1, &w.labels))
-                        .collect();
+                let mut selecting: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+                for (a, (_, labels, _)) in labelled.iter().enumerate() {
+                    for w in ctx.workloads_matching(ns, labels) {
+                        selecting.entry(w.index).or_default().push(a);
+                    }
+                }
+                for hits in selecting.into_values() {
                     if hits.len() > 1 {
                         for &a in &hits {
                             for &b in &hits {

@@ -63,15 +63,15 @@ pub(crate) fn traffic_policies(dr: &DestinationRuleSpec) -> Vec<PolicyParts<'_>>
             out.push(PolicyParts {
                 at: base.join("portLevelSettings").join(i),
                 pool: p.connection_pool.as_ref(),
-                outlier: p.outlier_detection.as_ref(),
-                load_balancer: p.load_balancer.as_ref(),
+                outlier: p.outlier_detection.as_deref(),
+                load_balancer: p.load_balancer.as_deref(),
             });
         }
         out.push(PolicyParts {
             at: base,
             pool: tp.connection_pool.as_ref(),
-            outlier: tp.outlier_detection.as_ref(),
-            load_balancer: tp.load_balancer.as_ref(),
+            outlier: tp.outlier_detection.as_deref(),
+            load_balancer: tp.load_balancer.as_deref(),
         });
     }
     let mut out = Vec::new();

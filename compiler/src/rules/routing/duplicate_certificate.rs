@@ -81,7 +81,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut by_cert: BTreeMap<String, Vec<(usize, usize, &'static str)>> = BTreeMap::new();
     for (gi, (_, gw)) in gateways.iter().enumerate() {
         for (si, server) in gw.servers.iter().flatten().enumerate() {
-            for (key, field) in server.tls.as_ref().map(certificates).unwrap_or_default() {
+            for (key, field) in server.tls.as_deref().map(certificates).unwrap_or_default() {
                 by_cert.entry(key).or_default().push((gi, si, field));
             }
         }
