@@ -12,7 +12,7 @@
 //!   When the host has TLS routes for the port, the connection's first
 //!   bytes are peeked for a ClientHello, and its server name chooses among
 //!   them first (Envoy's TLS inspector does this; as with it, a protocol
-//!   where the server speaks first waits [`CLIENT_HELLO_WAIT`] on such a
+//!   where the server speaks first waits `CLIENT_HELLO_WAIT` (5 s) on such a
 //!   port before it is routed without one).
 //! - **Inbound**: a stream is opaque when its mTLS handshake chose
 //!   [`TCP_ALPN`], or, in plaintext, when the application is declared to
