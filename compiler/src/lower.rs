@@ -64,7 +64,8 @@ struct Lowerer<'a> {
     regexes: HashMap<String, Result<(), String>>,
 }
 
-type Delegates<'a> = HashMap<(&'a str, &'a str), &'a Resource>;
+/// VirtualServices by (namespace, name); built on every compile, hence foldhash.
+type Delegates<'a> = foldhash::HashMap<(&'a str, &'a str), &'a Resource>;
 
 /// Lower an analysed repository to IR. Fails with what the IR cannot express
 /// (an invalid regular expression, a delegate that does not exist); callers
@@ -148,12 +149,14 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         v
     };
 
-    let mut services: Vec<&HostEntry> = ctx.hosts.iter().collect();
+    // A scoped lowering picks its few before sorting.
+    let mut services: Vec<&HostEntry> = ctx
+        .hosts
+        .iter()
+        .filter(|h| kept(keep, |k| k.hosts.contains(&h.host)))
+        .collect();
     services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
     for h in services {
-        if !kept(keep, |k| k.hosts.contains(&h.host)) {
-            continue;
-        }
         let p = out
             .hosts
             .entry(h.host.clone())
@@ -209,11 +212,34 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         );
     }
 
-    let vss = sorted(|s| matches!(s, Spec::VirtualService(_)));
-    let delegates: Delegates = vss
-        .iter()
-        .map(|r| ((r.namespace.as_str(), r.name.as_str()), *r))
+    let virtual_services = || {
+        ctx.of_kind(crate::model::Kind::VirtualService)
+            .map(|(_, r, _)| r)
+    };
+    let delegates: Delegates = virtual_services()
+        .map(|r| ((r.namespace.as_str(), r.name.as_str()), r))
         .collect();
+    // A scoped lowering sorts only the VirtualServices bound to what it redoes.
+    let bound_to_kept = |r: &Resource| {
+        let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
+            return false;
+        };
+        let Some(k) = keep else { return true };
+        let gateways = vs.gateways.as_deref().unwrap_or_default();
+        let mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
+        (mesh
+            && vs
+                .hosts
+                .iter()
+                .flatten()
+                .any(|h| k.hosts.contains(&ctx.fqdn(h, &r.namespace))))
+            || gateways
+                .iter()
+                .filter(|g| *g != "mesh")
+                .any(|g| k.gateways.contains(&gateway_key(g, &r.namespace)))
+    };
+    let mut vss: Vec<&Resource> = virtual_services().filter(|r| bound_to_kept(r)).collect();
+    vss.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for r in &vss {
         let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
             continue;
@@ -270,6 +296,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     let selectors: HashMap<&str, &BTreeMap<String, String>> = ctx
         .hosts
         .iter()
+        .filter(|h| out.hosts.contains_key(&h.host))
         .filter_map(|h| Some((h.host.as_str(), h.selector.as_ref()?)))
         .collect();
     let keys: Vec<String> = out.hosts.keys().cloned().collect();
@@ -301,11 +328,20 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     let root = s.root_namespace.as_str();
     // Each AuthorizationPolicy is lowered once and handed to the workloads it
     // selects (through the label index), so every workload's list keeps the
-    // (namespace, name) order of `sorted`.
-    let workload_key =
-        |w: &crate::analysis::Workload| format!("{}/{}", w.namespace, ctx.resources[w.index].name);
-    let wanted =
-        |w: &crate::analysis::Workload| kept(keep, |k| k.workloads.contains(&workload_key(w)));
+    // (namespace, name) order they are sorted in.
+    // The workloads to lower as (namespace, name), so that asking costs no
+    // key to be formatted for every workload of the repository.
+    let kept_workloads: Option<std::collections::HashSet<(&str, &str)>> = keep.map(|k| {
+        k.workloads
+            .iter()
+            .filter_map(|w| w.split_once('/'))
+            .collect()
+    });
+    let wanted = |w: &crate::analysis::Workload| {
+        kept_workloads.as_ref().is_none_or(|k| {
+            k.contains(&(w.namespace.as_str(), ctx.resources[w.index].name.as_str()))
+        })
+    };
     // The namespaces of the workloads a scoped lowering redoes: policies
     // elsewhere (but in the root namespace) cannot reach them.
     let wanted_namespaces: Option<std::collections::HashSet<&str>> = keep.map(|k| {
@@ -316,17 +352,21 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     });
     let mut authz: HashMap<usize, ir::Authz> = HashMap::new();
     let mut mesh_wide = ir::Authz::default();
-    for r in sorted(|s| matches!(s, Spec::AuthorizationPolicy(_))) {
+    let mut policies: Vec<&Resource> = ctx
+        .of_kind(crate::model::Kind::AuthorizationPolicy)
+        .map(|(_, r, _)| r)
+        .filter(|r| {
+            r.namespace == root
+                || wanted_namespaces
+                    .as_ref()
+                    .is_none_or(|n| n.contains(r.namespace.as_str()))
+        })
+        .collect();
+    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for r in policies {
         let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
             continue;
         };
-        if r.namespace != root
-            && wanted_namespaces
-                .as_ref()
-                .is_some_and(|n| !n.contains(r.namespace.as_str()))
-        {
-            continue;
-        }
         let Some(selection) = r.selection() else {
             continue;
         };

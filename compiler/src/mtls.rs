@@ -77,9 +77,8 @@ impl<'a> MtlsView<'a> {
         // creation times and takes the first by namespace and name, so the
         // answer never depends on file or document order.
         let mut policies: Vec<&Resource> = ctx
-            .resources
-            .iter()
-            .filter(|r| matches!(r.spec.as_deref(), Some(Spec::PeerAuthentication(_))))
+            .of_kind(crate::model::Kind::PeerAuthentication)
+            .map(|(_, r, _)| r)
             .collect();
         policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for r in policies {

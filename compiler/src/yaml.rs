@@ -490,7 +490,7 @@ impl<'a> Loader<'a> {
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => {
                     let m = e.marker();
-                    let at = self.offset(&m);
+                    let at = self.offset(m);
                     let span = Span::new(self.file_id, at, at);
                     if e.info().contains("recursion limit") {
                         return Err(self.error(&load::YAML_LIMITS, span, format!("nesting too deep: {}", e.info()), Some("no mesh resource nests this deep; check the indentation or brackets")));
