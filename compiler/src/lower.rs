@@ -219,58 +219,49 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     let delegates: Delegates = virtual_services()
         .map(|r| ((r.namespace.as_str(), r.name.as_str()), r))
         .collect();
-    // A scoped lowering sorts only the VirtualServices bound to what it redoes.
-    let bound_to_kept = |r: &Resource| {
-        let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
-            return false;
-        };
-        let Some(k) = keep else { return true };
-        let gateways = vs.gateways.as_deref().unwrap_or_default();
-        let mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
-        (mesh
-            && vs
-                .hosts
-                .iter()
-                .flatten()
-                .any(|h| k.hosts.contains(&ctx.fqdn(h, &r.namespace))))
-            || gateways
-                .iter()
-                .filter(|g| *g != "mesh")
-                .any(|g| k.gateways.contains(&gateway_key(g, &r.namespace)))
-    };
-    let mut vss: Vec<&Resource> = virtual_services().filter(|r| bound_to_kept(r)).collect();
-    vss.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    for r in &vss {
-        let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
-            continue;
-        };
-        if vs.hosts.as_ref().is_none_or(|h| h.is_empty()) {
-            continue; // a delegate: lowered where a parent uses it
-        }
-        for bind in binds(vs.gateways.as_deref(), &r.namespace) {
+    // Each VirtualService with the bindings to lower (a scoped lowering keeps
+    // those that reach what it redoes) and its hosts resolved once; only
+    // those are sorted. Delegates (no hosts) are lowered where a parent uses
+    // them.
+    let mut vss: Vec<(&Resource, &VirtualServiceSpec, Vec<Bind>, Vec<String>)> = virtual_services()
+        .filter_map(|r| {
+            let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
+                return None;
+            };
+            if vs.hosts.as_ref().is_none_or(|h| h.is_empty()) {
+                return None;
+            }
             let fqdns: Vec<String> = vs
                 .hosts
                 .iter()
                 .flatten()
                 .map(|h| ctx.fqdn(h, &r.namespace))
                 .collect();
-            let wanted = kept(keep, |k| match &bind {
-                Bind::Mesh => fqdns.iter().any(|h| k.hosts.contains(h)),
-                Bind::Gateway(key) => k.gateways.contains(key),
-            });
-            if !wanted {
-                continue;
-            }
-            let http = l.http_rules(r, vs, &bind, &delegates);
-            let (tcp, tls) = l.l4_rules(r, vs, &bind);
+            let binds: Vec<Bind> = binds(vs.gateways.as_deref(), &r.namespace)
+                .into_iter()
+                .filter(|bind| {
+                    kept(keep, |k| match bind {
+                        Bind::Mesh => fqdns.iter().any(|h| k.hosts.contains(h)),
+                        Bind::Gateway(key) => k.gateways.contains(key),
+                    })
+                })
+                .collect();
+            (!binds.is_empty()).then_some((r, vs, binds, fqdns))
+        })
+        .collect();
+    vss.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+    for (r, vs, binds, fqdns) in &vss {
+        for bind in binds {
+            let http = l.http_rules(r, vs, bind, &delegates);
+            let (tcp, tls) = l.l4_rules(r, vs, bind);
             for fqdn in fqdns {
-                match &bind {
-                    Bind::Mesh if !kept(keep, |k| k.hosts.contains(&fqdn)) => {}
+                match bind {
+                    Bind::Mesh if !kept(keep, |k| k.hosts.contains(fqdn)) => {}
                     Bind::Mesh => {
                         let export = vs.export_to.clone().unwrap_or_default();
                         let p = out
                             .hosts
-                            .entry(fqdn)
+                            .entry(fqdn.clone())
                             .or_insert_with(|| empty_host(&r.namespace, &export));
                         p.http.extend(http.iter().cloned());
                         p.tcp.extend(tcp.iter().cloned());
@@ -285,7 +276,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                             .extend(http.iter().cloned());
                         let l4: Vec<_> = tcp.iter().chain(&tls).cloned().collect();
                         if !l4.is_empty() {
-                            g.l4.entry(fqdn).or_default().extend(l4);
+                            g.l4.entry(fqdn.clone()).or_default().extend(l4);
                         }
                     }
                 }

@@ -286,8 +286,19 @@ impl DocAt {
     /// `text` is not that text any more.
     pub fn load(self, file_id: FileId, text: &str) -> Option<Node> {
         let chunk = text.get(self.start as usize..self.end as usize)?;
-        // A file of its own, so the line index covers the chunk only.
-        let local = SourceFile::new(String::new(), chunk);
+        let start = self.start as usize;
+        let local;
+        let positions = if chunk.is_ascii() {
+            Positions::Ascii(start)
+        } else {
+            // A file of its own, so the line index covers the chunk only.
+            local = SourceFile::new(String::new(), chunk);
+            Positions::Lines {
+                file: &local,
+                line_offset: 0,
+                byte_offset: start,
+            }
+        };
         // The text loaded once within the caller's limits; these only
         // bound what that load already accepted.
         let limits = Limits {
@@ -295,8 +306,7 @@ impl DocAt {
             max_alias_nodes: usize::MAX,
             max_file_bytes: usize::MAX,
         };
-        let mut loader = Loader::new(file_id, &local, 0, self.start as usize, &limits);
-        loader.ascii = chunk.is_ascii().then_some(self.start as usize);
+        let mut loader = Loader::new(file_id, positions, &limits);
         let mut parser = Parser::new_from_str(chunk);
         for _ in 0..self.nth {
             // The documents before it; an error or the end means the text changed.
@@ -317,8 +327,16 @@ pub fn load(
     let mut docs = Vec::new();
     for chunk in split_documents(&file.text) {
         let chunk_text = &file.text[chunk.start..chunk.end];
-        let mut loader = Loader::new(file_id, file, chunk.first_line - 1, 0, limits);
-        loader.ascii = chunk_text.is_ascii().then_some(chunk.start);
+        let positions = if chunk_text.is_ascii() {
+            Positions::Ascii(chunk.start)
+        } else {
+            Positions::Lines {
+                file,
+                line_offset: chunk.first_line - 1,
+                byte_offset: 0,
+            }
+        };
+        let mut loader = Loader::new(file_id, positions, limits);
         let mut parser = Parser::new_from_str(chunk_text);
         let doc_span = Span::new(file_id, chunk.start, chunk.end);
         for nth in 0.. {
@@ -403,18 +421,26 @@ enum Frame {
     },
 }
 
+/// How a loader turns the parser's positions into byte offsets of the file.
+enum Positions<'a> {
+    /// The text given to the parser is ASCII and starts at this offset of
+    /// the file: characters are bytes, so a position is that plus the
+    /// parser's character index.
+    Ascii(usize),
+    /// Otherwise by line and column through `file`'s line index (the whole
+    /// file, or a chunk of it as a file of its own): the parser's line 1 is
+    /// its line `line_offset + 1`, and its text starts `byte_offset` bytes
+    /// into the file.
+    Lines {
+        file: &'a SourceFile,
+        line_offset: usize,
+        byte_offset: usize,
+    },
+}
+
 struct Loader<'a> {
     file_id: FileId,
-    /// The text being read: the whole file, or one chunk of it.
-    file: &'a SourceFile,
-    /// Lines of the file before the text given to the parser...
-    line_offset: usize,
-    /// ...and bytes before `file`'s text in the file.
-    byte_offset: usize,
-    /// When the text given to the parser is ASCII, where it starts in the
-    /// file: its characters are bytes, so a position is that plus the
-    /// parser's character index.
-    ascii: Option<usize>,
+    positions: Positions<'a>,
     limits: &'a Limits,
     stack: Vec<Frame>,
     items: Vec<Node>,
@@ -426,19 +452,10 @@ struct Loader<'a> {
 type LoadResult<T> = Result<T, Box<Diagnostic>>;
 
 impl<'a> Loader<'a> {
-    fn new(
-        file_id: FileId,
-        file: &'a SourceFile,
-        line_offset: usize,
-        byte_offset: usize,
-        limits: &'a Limits,
-    ) -> Self {
+    fn new(file_id: FileId, positions: Positions<'a>, limits: &'a Limits) -> Self {
         Loader {
             file_id,
-            file,
-            line_offset,
-            byte_offset,
-            ascii: None,
+            positions,
             limits,
             stack: Vec::new(),
             items: Vec::new(),
@@ -450,10 +467,13 @@ impl<'a> Loader<'a> {
 
     /// The file's byte offset of a parser position.
     fn offset(&self, m: &saphyr_parser::Marker) -> usize {
-        match self.ascii {
-            // The parser counts characters from the start of its text.
-            Some(start) => start + m.index(),
-            None => self.byte_offset + self.file.offset_of(m.line() + self.line_offset, m.col()),
+        match self.positions {
+            Positions::Ascii(start) => start + m.index(),
+            Positions::Lines {
+                file,
+                line_offset,
+                byte_offset,
+            } => byte_offset + file.offset_of(m.line() + line_offset, m.col()),
         }
     }
 

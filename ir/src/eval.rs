@@ -242,14 +242,10 @@ pub fn gateway_for<'a>(ir: &'a Ir, host: &str, port: u16, source: &Peer) -> Opti
     let wanted = strip_port(host).to_ascii_lowercase();
     let ns = source.namespace.as_deref();
     ir.gateways.iter().find_map(|(name, g)| {
-        let served = g.servers.iter().any(|s| {
-            s.port == port
-                && s.tls.is_none()
-                && !l4_server(s)
-                && s.hosts
-                    .iter()
-                    .any(|h| crate::host_pattern_matches(&h.to_ascii_lowercase(), &wanted))
-        });
+        let served = g
+            .servers
+            .iter()
+            .any(|s| s.port == port && s.tls.is_none() && !l4_server(s) && admits(s, &wanted));
         (served && resolve_host(&g.hosts, host, ns, &ir.mesh.cluster_domain).is_some())
             .then_some(name.as_str())
     })
@@ -271,6 +267,13 @@ pub enum GatewayPort {
     },
     /// No server on the port that the proxy serves.
     None,
+}
+
+/// Whether one of a gateway server's hosts admits `host` (lowercase).
+fn admits(s: &GatewayServer, host: &str) -> bool {
+    s.hosts
+        .iter()
+        .any(|h| host_pattern_matches(&h.to_ascii_lowercase(), host))
 }
 
 /// Whether a gateway server is served as opaque TCP: a TLS server in
@@ -330,12 +333,7 @@ pub fn route_gateway_tcp<'a>(
         let server = g.servers.iter().find(|s| {
             s.port == port
                 && l4_server(s)
-                && (s.tls.is_none()
-                    || sni.as_deref().is_some_and(|n| {
-                        s.hosts
-                            .iter()
-                            .any(|h| host_pattern_matches(&h.to_ascii_lowercase(), n))
-                    }))
+                && (s.tls.is_none() || sni.as_deref().is_some_and(|n| admits(s, n)))
         })?;
         let passthrough = server.tls.is_some();
         g.l4.values().flatten().find(|r| {
