@@ -11,7 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use compact_str::CompactString;
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
+
+mod fast;
 
 use crate::diagnostic::{Diagnostic, Label};
 use crate::rules::load;
@@ -307,12 +309,20 @@ impl DocAt {
             max_file_bytes: usize::MAX,
         };
         let mut loader = Loader::new(file_id, positions, &limits);
-        let mut parser = Parser::new_from_str(chunk);
-        for _ in 0..self.nth {
-            // The documents before it; an error or the end means the text changed.
-            loader.next_document(&mut parser).ok()??;
+        let mut events = Vec::new();
+        let nth = self.nth;
+        let mut read = |events: &mut dyn Iterator<Item = Parsed<'_>>| {
+            for _ in 0..nth {
+                // The documents before it; an error or the end means the text changed.
+                loader.next_document(events).ok()??;
+            }
+            loader.next_document(events).ok().flatten().flatten()
+        };
+        if chunk.is_ascii() && fast::scan(chunk, limits.max_depth, &mut events) {
+            read(&mut events.drain(..).map(Ok))
+        } else {
+            read(&mut Parser::new_from_str(chunk))
         }
-        loader.next_document(&mut parser).ok().flatten().flatten()
     }
 }
 
@@ -324,10 +334,28 @@ pub fn load(
     limits: &Limits,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Document> {
+    load_with(file_id, file, limits, diags, true)
+}
+
+/// One event of the parser, or of the fast path that reads as it does.
+type Parsed<'a> = Result<fast::Spanned<'a>, ScanError>;
+
+/// [`load`], with or without the fast path for plain block YAML (tests
+/// compare the two).
+#[doc(hidden)]
+pub fn load_with(
+    file_id: FileId,
+    file: &SourceFile,
+    limits: &Limits,
+    diags: &mut Vec<Diagnostic>,
+    fast_path: bool,
+) -> Vec<Document> {
     let mut docs = Vec::new();
+    let mut events = Vec::new();
     for chunk in split_documents(&file.text) {
         let chunk_text = &file.text[chunk.start..chunk.end];
-        let positions = if chunk_text.is_ascii() {
+        let ascii = chunk_text.is_ascii();
+        let positions = if ascii {
             Positions::Ascii(chunk.start)
         } else {
             Positions::Lines {
@@ -337,7 +365,16 @@ pub fn load(
             }
         };
         let mut loader = Loader::new(file_id, positions, limits);
-        let mut parser = Parser::new_from_str(chunk_text);
+        let mut parser;
+        let mut scanned;
+        let parsed: &mut dyn Iterator<Item = Parsed<'_>> =
+            if fast_path && ascii && fast::scan(chunk_text, limits.max_depth, &mut events) {
+                scanned = events.drain(..).map(Ok);
+                &mut scanned
+            } else {
+                parser = Parser::new_from_str(chunk_text);
+                &mut parser
+            };
         let doc_span = Span::new(file_id, chunk.start, chunk.end);
         for nth in 0.. {
             let at = DocAt {
@@ -345,7 +382,7 @@ pub fn load(
                 end: chunk.end as u32,
                 nth,
             };
-            let (root, last) = match loader.next_document(&mut parser) {
+            let (root, last) = match loader.next_document(parsed) {
                 Ok(Some(root)) => (root, false),
                 Ok(None) => break,
                 Err(diag) => {
@@ -365,6 +402,19 @@ pub fn load(
         }
     }
     docs
+}
+
+/// How many of `text`'s document chunks the fast path reads, and how many
+/// there are (for tests and measurements).
+#[doc(hidden)]
+pub fn fast_path_coverage(text: &str) -> (usize, usize) {
+    let chunks = split_documents(text);
+    let mut events = Vec::new();
+    let read = chunks
+        .iter()
+        .filter(|c| fast::scan(&text[c.start..c.end], Limits::default().max_depth, &mut events))
+        .count();
+    (read, chunks.len())
 }
 
 struct Chunk {
@@ -498,14 +548,14 @@ impl<'a> Loader<'a> {
     /// Read the next document of this chunk; `Ok(None)` at the end of the stream.
     fn next_document(
         &mut self,
-        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+        parser: &mut dyn Iterator<Item = Parsed<'_>>,
     ) -> LoadResult<Option<Option<Node>>> {
         self.anchors.clear();
         self.alias_nodes = 0;
         let mut root: Option<Node> = None;
         let mut in_doc = false;
         loop {
-            let (event, span) = match parser.next_event() {
+            let (event, span) = match parser.next() {
                 None => return Ok(None),
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => {

@@ -1,0 +1,148 @@
+//! The YAML loader's fast path (plain block YAML) must read every document
+//! exactly as `saphyr-parser` does: the same trees, spans and diagnostics.
+//! Checked on every YAML file of the repository and of the conformance
+//! corpora, and on generated variations of them.
+
+use std::path::{Path, PathBuf};
+
+use meshc_compiler::yaml::{load_with, Document};
+use meshc_compiler::{Diagnostic, FileId, Limits, SourceFile};
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "target" || n == ".git") {
+                continue;
+            }
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn read(text: &str, fast: bool) -> (Vec<Document>, Vec<Diagnostic>) {
+    let file = SourceFile::new("t.yaml", text.to_owned());
+    let mut diags = Vec::new();
+    let docs = load_with(FileId(0), &file, &Limits::default(), &mut diags, fast);
+    (docs, diags)
+}
+
+/// `None` when both paths agree, else what differs.
+fn disagreement(text: &str) -> Option<String> {
+    let (a, da) = read(text, true);
+    let (b, db) = read(text, false);
+    let show = |d: &[Document]| {
+        d.iter()
+            .map(|d| format!("{} {:?} {:?} {:?}", d.index, d.span, d.at, d.root))
+            .collect::<Vec<_>>()
+    };
+    let (sa, sb) = (show(&a), show(&b));
+    if sa != sb {
+        let i = sa.iter().zip(&sb).position(|(x, y)| x != y).unwrap_or(sa.len().min(sb.len()));
+        let (x, y) = (sa.get(i).cloned().unwrap_or_default(), sb.get(i).cloned().unwrap_or_default());
+        let at = x.bytes().zip(y.bytes()).position(|(p, q)| p != q).unwrap_or(0);
+        let from = at.saturating_sub(150);
+        return Some(format!(
+            "document {i} differs:\nfast:   {}\nparser: {}",
+            x.get(from..(at + 150).min(x.len())).unwrap_or(""),
+            y.get(from..(at + 150).min(y.len())).unwrap_or("")
+        ));
+    }
+    if format!("{da:?}") != format!("{db:?}") {
+        return Some(format!("diagnostics differ:\nfast:   {da:?}\nparser: {db:?}"));
+    }
+    None
+}
+
+fn corpus() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["policies-examples", "compiler", "tests", "snapshots", "validator", "reconciler", "../shared/conformance"] {
+        yaml_files(&root.join(dir), &mut files);
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn the_fast_path_reads_every_corpus_file_as_the_parser_does() {
+    let files = corpus();
+    assert!(files.len() > 100, "only {} YAML files found", files.len());
+    let (mut fast, mut chunks, mut failures) = (0, 0, Vec::new());
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let (r, n) = meshc_compiler::yaml::fast_path_coverage(text);
+        fast += r;
+        chunks += n;
+        if let Some(d) = disagreement(text) {
+            failures.push(format!("{}: {d}", f.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{} files differ:\n{}", failures.len(), failures.join("\n\n"));
+    // The fast path must be taken, or this test compares the parser with itself.
+    assert!(fast * 2 > chunks, "the fast path read only {fast} of {chunks} chunks");
+    eprintln!("fast path: {fast} of {chunks} chunks");
+}
+
+/// Small edits of the corpus, of the kinds that make YAML subtle (spaces,
+/// line breaks, comments, indicators, quotes, markers), read both ways. A
+/// fixed-seed generator: a failure names the file and the edit, and reruns.
+#[test]
+fn the_fast_path_reads_edited_files_as_the_parser_does() {
+    const EDITS: &[&str] = &[
+        " ", "  ", "\n", "\n  ", "\n- ", "- ", "#", " #c", " # c ", ":", ": ", "x:", "\"", "'", "''",
+        "\\", "[", "]", ",", "{", "}", "{}", "[]", "[a, b]", "---\n", "...\n", "---", "&a ", "*a",
+        "!t ", "|\n", ">", "?", "%", "@", "-", "-1", "\t", "\r", "é", "\"a b\"", "'a''b'", " - x",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let files: Vec<String> = corpus()
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter(|t| t.is_ascii() && t.len() < 20_000)
+        .collect();
+    let (mut tried, mut failures) = (0, Vec::new());
+    for (n, text) in files.iter().enumerate() {
+        for _ in 0..20 {
+            let mut t = text.clone();
+            let mut edits = Vec::new();
+            for _ in 0..1 + next(3) {
+                let boundary = |t: &str, mut i: usize| {
+                    while !t.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    i
+                };
+                let at = boundary(&t, next(t.len() + 1));
+                if next(4) == 0 {
+                    let end = boundary(&t, (at + 1 + next(3)).min(t.len()));
+                    edits.push(format!("delete {at}..{end}"));
+                    t.replace_range(at..end, "");
+                } else {
+                    let e = EDITS[next(EDITS.len())];
+                    edits.push(format!("insert {e:?} at {at}"));
+                    t.insert_str(at, e);
+                }
+            }
+            tried += 1;
+            if let Some(d) = disagreement(&t) {
+                failures.push(format!("file #{n}, {}: {d}\n--- text:\n{t}", edits.join(", ")));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {tried} edited files differ; the first:\n{}",
+        failures.len(),
+        failures.first().map_or("", String::as_str)
+    );
+}
