@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use meshc_ir as ir;
+use rayon::prelude::*;
 
 use crate::analysis::{Context, HostEntry, Resource, Selection, gateway_key, selects};
 use crate::model::{
@@ -55,13 +56,13 @@ enum Bind {
     Gateway(String),
 }
 
-struct Lowerer<'a> {
+struct Lowerer<'a, 'm> {
     ctx: &'a Context<'a>,
-    mtls: MtlsView<'a>,
+    mtls: &'m MtlsView<'a>,
     errors: Vec<LowerError>,
     /// Regular expressions already checked, with the verdict: repositories
     /// repeat the same patterns, and compiling one costs tens of microseconds.
-    regexes: HashMap<String, Result<(), String>>,
+    regexes: HashMap<String, Result<ir::Regex, String>>,
 }
 
 /// VirtualServices by (namespace, name); built on every compile, hence foldhash.
@@ -133,9 +134,10 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         cluster_domain: s.cluster_domain.clone(),
         root_namespace: s.root_namespace.clone(),
     });
+    let mtls = MtlsView::new(ctx);
     let mut l = Lowerer {
         ctx,
-        mtls: MtlsView::new(ctx),
+        mtls: &mtls,
         errors: Vec::new(),
         regexes: HashMap::new(),
     };
@@ -250,11 +252,32 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         })
         .collect();
     vss.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    for (r, vs, binds, fqdns) in &vss {
-        for bind in binds {
-            let http = l.http_rules(r, vs, bind, &delegates);
-            let (tcp, tls) = l.l4_rules(r, vs, bind);
-            for fqdn in fqdns {
+    // Lowered in parallel, each worker with its own regex cache; the rules
+    // and the errors are then merged in the sorted order.
+    let lowered: Vec<(Vec<LoweredBind>, Vec<LowerError>)> = vss
+        .par_iter()
+        .map_init(
+            || l.fork(),
+            |fl, (r, vs, binds, _)| {
+                let rules = binds
+                    .iter()
+                    .map(|bind| {
+                        let http = fl.http_rules(r, vs, bind, &delegates);
+                        let (tcp, tls) = fl.l4_rules(r, vs, bind);
+                        (http, tcp, tls)
+                    })
+                    .collect();
+                (rules, std::mem::take(&mut fl.errors))
+            },
+        )
+        .collect();
+    for ((r, vs, binds, fqdns), (rules, errors)) in vss.iter().zip(lowered) {
+        l.errors.extend(errors);
+        for (bind, (mut http, mut tcp, mut tls)) in binds.iter().zip(rules) {
+            // Each host of the VirtualService gets the rules: copies for all
+            // but the last, which takes them.
+            for (k, fqdn) in fqdns.iter().enumerate() {
+                let last = k + 1 == fqdns.len();
                 match bind {
                     Bind::Mesh if !kept(keep, |k| k.hosts.contains(fqdn)) => {}
                     Bind::Mesh => {
@@ -263,9 +286,9 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                             .hosts
                             .entry(fqdn.clone())
                             .or_insert_with(|| empty_host(&r.namespace, &export));
-                        p.http.extend(http.iter().cloned());
-                        p.tcp.extend(tcp.iter().cloned());
-                        p.tls.extend(tls.iter().cloned());
+                        p.http.append(&mut take_or_copy(&mut http, last));
+                        p.tcp.append(&mut take_or_copy(&mut tcp, last));
+                        p.tls.append(&mut take_or_copy(&mut tls, last));
                         p.origins.push(r.display());
                     }
                     Bind::Gateway(key) => {
@@ -273,10 +296,11 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                         g.hosts
                             .entry(fqdn.clone())
                             .or_default()
-                            .extend(http.iter().cloned());
-                        let l4: Vec<_> = tcp.iter().chain(&tls).cloned().collect();
+                            .append(&mut take_or_copy(&mut http, last));
+                        let mut l4 = take_or_copy(&mut tcp, last);
+                        l4.append(&mut take_or_copy(&mut tls, last));
                         if !l4.is_empty() {
-                            g.l4.entry(fqdn.clone()).or_default().extend(l4);
+                            g.l4.entry(fqdn.clone()).or_default().append(&mut l4);
                         }
                     }
                 }
@@ -290,24 +314,17 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         .filter(|h| out.hosts.contains_key(&h.host))
         .filter_map(|h| Some((h.host.as_str(), h.selector.as_ref()?)))
         .collect();
-    let keys: Vec<String> = out.hosts.keys().cloned().collect();
-    for host in keys {
-        let p = &out.hosts[&host];
+    let lr = &l;
+    out.hosts.par_iter_mut().for_each(|(host, p)| {
         let selector = selectors.get(host.as_str()).copied();
-        let (tp, subsets) = l.destination(
-            &host,
-            &p.namespace.clone(),
-            p.endpoints.is_empty(),
-            selector,
-        );
-        let p = out.hosts.get_mut(&host).expect("key taken from the map");
+        let (tp, subsets) = lr.destination(host, &p.namespace, p.endpoints.is_empty(), selector);
         p.traffic_policy = tp;
         p.subsets = subsets;
         p.origins.sort();
         p.origins.dedup();
         p.endpoints.sort();
         p.endpoints.dedup();
-    }
+    });
     let by_ns = |v: Vec<&'a Resource>| {
         let mut m: HashMap<&'a str, Vec<&'a Resource>> = HashMap::new();
         for r in v {
@@ -404,19 +421,25 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
             }
         }
     }
-    for w in &ctx.workloads {
-        if !wanted(w) {
-            continue;
-        }
-        let r = &ctx.resources[w.index];
-        let policy = l.workload(
-            w,
-            authz.remove(&w.index).unwrap_or_else(|| mesh_wide.clone()),
-            &near(&sidecars, &w.namespace, root),
-        );
-        out.workloads
-            .insert(format!("{}/{}", w.namespace, r.name), policy);
-    }
+    let inbound: Vec<(&crate::analysis::Workload, ir::Authz)> = ctx
+        .workloads
+        .iter()
+        .filter(|w| wanted(w))
+        .map(|w| {
+            let a = authz.remove(&w.index).unwrap_or_else(|| mesh_wide.clone());
+            (w, a)
+        })
+        .collect();
+    let lr = &l;
+    let policies: Vec<(String, ir::WorkloadPolicy)> = inbound
+        .into_par_iter()
+        .map(|(w, a)| {
+            let policy = lr.workload(w, a, &near(&sidecars, &w.namespace, root));
+            let name = &ctx.resources[w.index].name;
+            (format!("{}/{name}", w.namespace), policy)
+        })
+        .collect();
+    out.workloads.extend(policies);
     if l.errors.is_empty() {
         Ok(out)
     } else {
@@ -571,7 +594,28 @@ fn header_ops(h: Option<&crate::model::HeaderOperations>) -> ir::HeaderOps {
     }
 }
 
-impl<'a> Lowerer<'a> {
+/// `v` itself when this is its `last` use, else a copy.
+fn take_or_copy<T: Clone>(v: &mut Vec<T>, last: bool) -> Vec<T> {
+    if last { std::mem::take(v) } else { v.clone() }
+}
+
+/// One binding's lowered HTTP, TCP and TLS rules.
+type LoweredBind = (Vec<ir::HttpRule>, Vec<ir::L4Rule>, Vec<ir::L4Rule>);
+
+impl<'a, 'm> Lowerer<'a, 'm> {
+    /// A lowerer for another thread: the same view, no errors, an empty
+    /// regex cache.
+    fn fork(&self) -> Lowerer<'a, 'm> {
+        Lowerer {
+            ctx: self.ctx,
+            mtls: self.mtls,
+            errors: Vec::new(),
+            regexes: HashMap::new(),
+        }
+    }
+}
+
+impl<'a> Lowerer<'a, '_> {
     fn err(&mut self, r: &Resource, path: String, message: impl Into<String>) {
         self.errors.push(LowerError {
             resource: r.display(),
@@ -584,14 +628,15 @@ impl<'a> Lowerer<'a> {
         });
     }
 
-    /// `pattern` as an IR regex, checked once per distinct pattern.
+    /// `pattern` as an IR regex, checked (compiled and parsed) once per
+    /// distinct pattern; later uses copy the first result.
     fn checked(&mut self, pattern: &str) -> Result<ir::Regex, String> {
-        if !self.regexes.contains_key(pattern) {
-            let verdict = ir::Regex::checked(pattern).map(drop);
-            self.regexes.insert(pattern.to_string(), verdict);
+        if let Some(verdict) = self.regexes.get(pattern) {
+            return verdict.clone();
         }
-        self.regexes[pattern].clone()?;
-        ir::Regex::new(pattern)
+        let verdict = ir::Regex::checked(pattern);
+        self.regexes.insert(pattern.to_string(), verdict.clone());
+        verdict
     }
 
     /// Workloads (`namespace/name`) in `ns` matching `selector` and `labels`.

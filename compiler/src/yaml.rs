@@ -412,7 +412,13 @@ pub fn fast_path_coverage(text: &str) -> (usize, usize) {
     let mut events = Vec::new();
     let read = chunks
         .iter()
-        .filter(|c| fast::scan(&text[c.start..c.end], Limits::default().max_depth, &mut events))
+        .filter(|c| {
+            fast::scan(
+                &text[c.start..c.end],
+                Limits::default().max_depth,
+                &mut events,
+            )
+        })
         .count();
     (read, chunks.len())
 }

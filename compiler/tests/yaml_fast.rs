@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use meshc_compiler::yaml::{load_with, Document};
+use meshc_compiler::yaml::{Document, load_with};
 use meshc_compiler::{Diagnostic, FileId, Limits, SourceFile};
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -41,9 +43,20 @@ fn disagreement(text: &str) -> Option<String> {
     };
     let (sa, sb) = (show(&a), show(&b));
     if sa != sb {
-        let i = sa.iter().zip(&sb).position(|(x, y)| x != y).unwrap_or(sa.len().min(sb.len()));
-        let (x, y) = (sa.get(i).cloned().unwrap_or_default(), sb.get(i).cloned().unwrap_or_default());
-        let at = x.bytes().zip(y.bytes()).position(|(p, q)| p != q).unwrap_or(0);
+        let i = sa
+            .iter()
+            .zip(&sb)
+            .position(|(x, y)| x != y)
+            .unwrap_or(sa.len().min(sb.len()));
+        let (x, y) = (
+            sa.get(i).cloned().unwrap_or_default(),
+            sb.get(i).cloned().unwrap_or_default(),
+        );
+        let at = x
+            .bytes()
+            .zip(y.bytes())
+            .position(|(p, q)| p != q)
+            .unwrap_or(0);
         let from = at.saturating_sub(150);
         return Some(format!(
             "document {i} differs:\nfast:   {}\nparser: {}",
@@ -52,7 +65,9 @@ fn disagreement(text: &str) -> Option<String> {
         ));
     }
     if format!("{da:?}") != format!("{db:?}") {
-        return Some(format!("diagnostics differ:\nfast:   {da:?}\nparser: {db:?}"));
+        return Some(format!(
+            "diagnostics differ:\nfast:   {da:?}\nparser: {db:?}"
+        ));
     }
     None
 }
@@ -60,7 +75,15 @@ fn disagreement(text: &str) -> Option<String> {
 fn corpus() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for dir in ["policies-examples", "compiler", "tests", "snapshots", "validator", "reconciler", "../shared/conformance"] {
+    for dir in [
+        "policies-examples",
+        "compiler",
+        "tests",
+        "snapshots",
+        "validator",
+        "reconciler",
+        "../shared/conformance",
+    ] {
         yaml_files(&root.join(dir), &mut files);
     }
     files.sort();
@@ -73,7 +96,9 @@ fn the_fast_path_reads_every_corpus_file_as_the_parser_does() {
     assert!(files.len() > 100, "only {} YAML files found", files.len());
     let (mut fast, mut chunks, mut failures) = (0, 0, Vec::new());
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let (r, n) = meshc_compiler::yaml::fast_path_coverage(text);
         fast += r;
@@ -82,9 +107,17 @@ fn the_fast_path_reads_every_corpus_file_as_the_parser_does() {
             failures.push(format!("{}: {d}", f.display()));
         }
     }
-    assert!(failures.is_empty(), "{} files differ:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} files differ:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     // The fast path must be taken, or this test compares the parser with itself.
-    assert!(fast * 2 > chunks, "the fast path read only {fast} of {chunks} chunks");
+    assert!(
+        fast * 2 > chunks,
+        "the fast path read only {fast} of {chunks} chunks"
+    );
     eprintln!("fast path: {fast} of {chunks} chunks");
 }
 
@@ -94,9 +127,10 @@ fn the_fast_path_reads_every_corpus_file_as_the_parser_does() {
 #[test]
 fn the_fast_path_reads_edited_files_as_the_parser_does() {
     const EDITS: &[&str] = &[
-        " ", "  ", "\n", "\n  ", "\n- ", "- ", "#", " #c", " # c ", ":", ": ", "x:", "\"", "'", "''",
-        "\\", "[", "]", ",", "{", "}", "{}", "[]", "[a, b]", "---\n", "...\n", "---", "&a ", "*a",
-        "!t ", "|\n", ">", "?", "%", "@", "-", "-1", "\t", "\r", "é", "\"a b\"", "'a''b'", " - x",
+        " ", "  ", "\n", "\n  ", "\n- ", "- ", "#", " #c", " # c ", ":", ": ", "x:", "\"", "'",
+        "''", "\\", "[", "]", ",", "{", "}", "{}", "[]", "[a, b]", "---\n", "...\n", "---", "&a ",
+        "*a", "!t ", "|\n", ">", "?", "%", "@", "-", "-1", "\t", "\r", "é", "\"a b\"", "'a''b'",
+        " - x",
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |n: usize| {
@@ -135,7 +169,10 @@ fn the_fast_path_reads_edited_files_as_the_parser_does() {
             }
             tried += 1;
             if let Some(d) = disagreement(&t) {
-                failures.push(format!("file #{n}, {}: {d}\n--- text:\n{t}", edits.join(", ")));
+                failures.push(format!(
+                    "file #{n}, {}: {d}\n--- text:\n{t}",
+                    edits.join(", ")
+                ));
             }
         }
     }
