@@ -501,11 +501,31 @@ fn compile(args: CompileArgs) -> Result<u8> {
         emit(&format!("{hash}\n"))?;
         return Ok(0);
     }
-    let doc = serde_json::json!({"version": hash, "ir": ir});
-    emit(&match args.format {
-        IrFormat::Json => serde_json::to_string_pretty(&doc)? + "\n",
-        IrFormat::Yaml => meshc_validator::yaml::to_yaml(&doc),
-    })?;
+    #[derive(serde::Serialize)]
+    struct Versioned<'a> {
+        version: &'a str,
+        ir: &'a meshc_ir::Ir,
+    }
+    let doc = Versioned {
+        version: &hash,
+        ir: &ir,
+    };
+    match args.format {
+        // Streamed: a large IR is never held as text (the 10,000-service
+        // one prints 150 MB).
+        IrFormat::Json => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let written = serde_json::to_writer_pretty(&mut out, &doc)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
+            match written {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
+        IrFormat::Yaml => emit(&meshc_validator::yaml::to_yaml(&serde_json::to_value(&doc)?))?,
+    }
     Ok(0)
 }
 
