@@ -310,18 +310,21 @@ impl DocAt {
         };
         let mut loader = Loader::new(file_id, positions, &limits);
         let mut events = Vec::new();
-        let nth = self.nth;
-        let mut read = |events: &mut dyn Iterator<Item = Parsed<'_>>| {
+        fn nth<'t>(
+            loader: &mut Loader<'_>,
+            events: &mut impl Iterator<Item = Parsed<'t>>,
+            nth: u32,
+        ) -> Option<Node> {
             for _ in 0..nth {
                 // The documents before it; an error or the end means the text changed.
                 loader.next_document(events).ok()??;
             }
             loader.next_document(events).ok().flatten().flatten()
-        };
+        }
         if chunk.is_ascii() && fast::scan(chunk, limits.max_depth, &mut events) {
-            read(&mut events.drain(..).map(Ok))
+            nth(&mut loader, &mut events.drain(..).map(Ok), self.nth)
         } else {
-            read(&mut Parser::new_from_str(chunk))
+            nth(&mut loader, &mut Parser::new_from_str(chunk), self.nth)
         }
     }
 }
@@ -365,43 +368,49 @@ pub fn load_with(
             }
         };
         let mut loader = Loader::new(file_id, positions, limits);
-        let mut parser;
-        let mut scanned;
-        let parsed: &mut dyn Iterator<Item = Parsed<'_>> =
-            if fast_path && ascii && fast::scan(chunk_text, limits.max_depth, &mut events) {
-                scanned = events.drain(..).map(Ok);
-                &mut scanned
-            } else {
-                parser = Parser::new_from_str(chunk_text);
-                &mut parser
-            };
-        let doc_span = Span::new(file_id, chunk.start, chunk.end);
-        for nth in 0.. {
-            let at = DocAt {
-                start: chunk.start as u32,
-                end: chunk.end as u32,
-                nth,
-            };
-            let (root, last) = match loader.next_document(parsed) {
-                Ok(Some(root)) => (root, false),
-                Ok(None) => break,
-                Err(diag) => {
-                    diags.push(*diag);
-                    (None, true)
-                }
-            };
-            docs.push(Document {
-                index: docs.len(),
-                root,
-                span: doc_span,
-                at,
-            });
-            if last {
-                break;
-            }
+        if fast_path && ascii && fast::scan(chunk_text, limits.max_depth, &mut events) {
+            read_chunk(&mut loader, &mut events.drain(..).map(Ok), &chunk, &mut docs, diags);
+        } else {
+            let mut parser = Parser::new_from_str(chunk_text);
+            read_chunk(&mut loader, &mut parser, &chunk, &mut docs, diags);
         }
     }
     docs
+}
+
+/// Read the documents of `chunk` from its events into `docs`.
+fn read_chunk<'t>(
+    loader: &mut Loader<'_>,
+    events: &mut impl Iterator<Item = Parsed<'t>>,
+    chunk: &Chunk,
+    docs: &mut Vec<Document>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let doc_span = Span::new(loader.file_id, chunk.start, chunk.end);
+    for nth in 0.. {
+        let at = DocAt {
+            start: chunk.start as u32,
+            end: chunk.end as u32,
+            nth,
+        };
+        let (root, last) = match loader.next_document(events) {
+            Ok(Some(root)) => (root, false),
+            Ok(None) => break,
+            Err(diag) => {
+                diags.push(*diag);
+                (None, true)
+            }
+        };
+        docs.push(Document {
+            index: docs.len(),
+            root,
+            span: doc_span,
+            at,
+        });
+        if last {
+            break;
+        }
+    }
 }
 
 /// How many of `text`'s document chunks the fast path reads, and how many
@@ -552,9 +561,9 @@ impl<'a> Loader<'a> {
     }
 
     /// Read the next document of this chunk; `Ok(None)` at the end of the stream.
-    fn next_document(
+    fn next_document<'t>(
         &mut self,
-        parser: &mut dyn Iterator<Item = Parsed<'_>>,
+        parser: &mut impl Iterator<Item = Parsed<'t>>,
     ) -> LoadResult<Option<Option<Node>>> {
         self.anchors.clear();
         self.alias_nodes = 0;
