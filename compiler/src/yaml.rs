@@ -369,7 +369,13 @@ pub fn load_with(
         };
         let mut loader = Loader::new(file_id, positions, limits);
         if fast_path && ascii && fast::scan(chunk_text, limits.max_depth, &mut events) {
-            read_chunk(&mut loader, &mut events.drain(..).map(Ok), &chunk, &mut docs, diags);
+            read_chunk(
+                &mut loader,
+                &mut events.drain(..).map(Ok),
+                &chunk,
+                &mut docs,
+                diags,
+            );
         } else {
             let mut parser = Parser::new_from_str(chunk_text);
             read_chunk(&mut loader, &mut parser, &chunk, &mut docs, diags);
