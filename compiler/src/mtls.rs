@@ -22,6 +22,12 @@ pub struct MtlsView<'a> {
     namespaces: HashMap<&'a str, (&'a Resource, MutualTlsMode)>,
     /// Namespace → workload policies (selector labels, mode), in order.
     workloads: HashMap<&'a str, Vec<WorkloadPolicy<'a>>>,
+    /// (namespace, label key, value) → the positions, ascending, in
+    /// `workloads[namespace]` of the policies whose selector's first label
+    /// is that pair. A policy that selects a workload has its first label
+    /// among the workload's, so the candidates for a workload are its own
+    /// labels' entries, not the whole namespace's list.
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
     /// Resolved host → the first DestinationRule for it (without a workload
     /// selector) that sets a top-level TLS mode.
     client: HashMap<&'a str, (&'a Resource, ClientTlsMode)>,
@@ -59,6 +65,7 @@ impl<'a> MtlsView<'a> {
             mesh: None,
             namespaces: HashMap::new(),
             workloads: HashMap::new(),
+            by_label: HashMap::new(),
             client: HashMap::new(),
         };
         for (host, rules) in &ctx.destination_rules {
@@ -92,10 +99,13 @@ impl<'a> MtlsView<'a> {
                 .unwrap_or(MutualTlsMode::Unset);
             match p.selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
                 Some(l) if !l.is_empty() => {
-                    v.workloads
-                        .entry(&r.namespace)
+                    let list = v.workloads.entry(&r.namespace).or_default();
+                    let (k, val) = l.iter().next().expect("the selector is not empty");
+                    v.by_label
+                        .entry((&r.namespace, k, val))
                         .or_default()
-                        .push((r, l, mode));
+                        .push(list.len());
+                    list.push((r, l, mode));
                 }
                 _ if r.namespace == ctx.settings.root_namespace => {
                     v.mesh.get_or_insert((r, mode));
@@ -132,16 +142,39 @@ impl<'a> MtlsView<'a> {
         labels: Option<&BTreeMap<String, String>>,
     ) -> ServerMode<'a> {
         if let Some(labels) = labels
-            && let Some((r, _, m)) = self
-                .workloads
-                .get(ns)
-                .into_iter()
-                .flatten()
-                .find(|(_, sel, m)| *m != MutualTlsMode::Unset && selects(sel, labels))
+            && let Some((r, _, m)) =
+                self.first_selecting(ns, labels, |(_, _, m)| *m != MutualTlsMode::Unset)
         {
             return (*m, Some(*r));
         }
         self.namespace_mode(ns)
+    }
+
+    /// The first workload policy of `ns` (in namespace and name order) that
+    /// selects `labels` and passes `keep`.
+    fn first_selecting(
+        &self,
+        ns: &str,
+        labels: &BTreeMap<String, String>,
+        keep: impl Fn(&WorkloadPolicy<'a>) -> bool,
+    ) -> Option<&WorkloadPolicy<'a>> {
+        let list = self.workloads.get(ns)?;
+        let mut first: Option<usize> = None;
+        for (k, v) in labels {
+            let Some(candidates) = self.by_label.get(&(ns, k.as_str(), v.as_str())) else {
+                continue;
+            };
+            for &i in candidates {
+                if first.is_some_and(|f| f <= i) {
+                    break;
+                }
+                if keep(&list[i]) && selects(list[i].1, labels) {
+                    first = Some(i);
+                    break;
+                }
+            }
+        }
+        first.map(|i| &list[i])
     }
 
     /// The port-level modes for workloads in `ns` with `labels`: the
@@ -152,12 +185,7 @@ impl<'a> MtlsView<'a> {
         ns: &str,
         labels: &BTreeMap<String, String>,
     ) -> BTreeMap<u16, MutualTlsMode> {
-        let own = self
-            .workloads
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .find(|(_, sel, _)| selects(sel, labels));
+        let own = self.first_selecting(ns, labels, |_| true);
         let Some((r, _, _)) = own else {
             return BTreeMap::new();
         };

@@ -54,6 +54,25 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    // The hosts that gateway-bound VirtualServices route to without a
+    // subset: only those can be reported, and most repositories have few.
+    let mut unsplit: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+        let Spec::VirtualService(vs) = spec else {
+            continue;
+        };
+        if !vs.gateways.iter().flatten().any(|g| g != "mesh") {
+            continue;
+        }
+        for (at, d) in destinations(vs) {
+            if matches!(at, DestAt::Route(..)) && d.subset.as_deref().is_none_or(str::is_empty) {
+                unsplit.insert(ctx.fqdn(&d.host, &r.namespace));
+            }
+        }
+    }
+    if unsplit.is_empty() {
+        return;
+    }
     // host → the mesh VirtualServices that split their own host by subset
     let mut splitting: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
@@ -68,7 +87,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             .iter()
             .flatten()
             .map(|h| ctx.fqdn(h, &r.namespace))
+            .filter(|h| unsplit.contains(h))
             .collect();
+        if hosts.is_empty() {
+            continue;
+        }
         for route in routes(vs) {
             for (d, _) in route.destinations {
                 let host = ctx.fqdn(&d.host, &r.namespace);
