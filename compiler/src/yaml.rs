@@ -308,24 +308,19 @@ impl DocAt {
             max_alias_nodes: usize::MAX,
             max_file_bytes: usize::MAX,
         };
+        if self.nth == 0
+            && chunk.is_ascii()
+            && let Some(doc) = fast::read(chunk, file_id, start, limits.max_depth)
+        {
+            return doc;
+        }
         let mut loader = Loader::new(file_id, positions, &limits);
-        let mut events = Vec::new();
-        fn nth<'t>(
-            loader: &mut Loader<'_>,
-            events: &mut impl Iterator<Item = Parsed<'t>>,
-            nth: u32,
-        ) -> Option<Node> {
-            for _ in 0..nth {
-                // The documents before it; an error or the end means the text changed.
-                loader.next_document(events).ok()??;
-            }
-            loader.next_document(events).ok().flatten().flatten()
+        let mut parser = Parser::new_from_str(chunk);
+        for _ in 0..self.nth {
+            // The documents before it; an error or the end means the text changed.
+            loader.next_document(&mut parser).ok()??;
         }
-        if chunk.is_ascii() && fast::scan(chunk, limits.max_depth, &mut events) {
-            nth(&mut loader, &mut events.drain(..).map(Ok), self.nth)
-        } else {
-            nth(&mut loader, &mut Parser::new_from_str(chunk), self.nth)
-        }
+        loader.next_document(&mut parser).ok().flatten().flatten()
     }
 }
 
@@ -340,8 +335,8 @@ pub fn load(
     load_with(file_id, file, limits, diags, true)
 }
 
-/// One event of the parser, or of the fast path that reads as it does.
-type Parsed<'a> = Result<fast::Spanned<'a>, ScanError>;
+/// One event of the parser.
+type Parsed<'a> = Result<(Event<'a>, saphyr_parser::Span), ScanError>;
 
 /// [`load`], with or without the fast path for plain block YAML (tests
 /// compare the two).
@@ -354,7 +349,6 @@ pub fn load_with(
     fast_path: bool,
 ) -> Vec<Document> {
     let mut docs = Vec::new();
-    let mut events = Vec::new();
     for chunk in split_documents(&file.text) {
         let chunk_text = &file.text[chunk.start..chunk.end];
         let ascii = chunk_text.is_ascii();
@@ -367,19 +361,27 @@ pub fn load_with(
                 byte_offset: 0,
             }
         };
-        let mut loader = Loader::new(file_id, positions, limits);
-        if fast_path && ascii && fast::scan(chunk_text, limits.max_depth, &mut events) {
-            read_chunk(
-                &mut loader,
-                &mut events.drain(..).map(Ok),
-                &chunk,
-                &mut docs,
-                diags,
-            );
-        } else {
-            let mut parser = Parser::new_from_str(chunk_text);
-            read_chunk(&mut loader, &mut parser, &chunk, &mut docs, diags);
+        if fast_path
+            && ascii
+            && let Some(doc) = fast::read(chunk_text, file_id, chunk.start, limits.max_depth)
+        {
+            if let Some(root) = doc {
+                docs.push(Document {
+                    index: docs.len(),
+                    root: Some(root),
+                    span: Span::new(file_id, chunk.start, chunk.end),
+                    at: DocAt {
+                        start: chunk.start as u32,
+                        end: chunk.end as u32,
+                        nth: 0,
+                    },
+                });
+            }
+            continue;
         }
+        let mut loader = Loader::new(file_id, positions, limits);
+        let mut parser = Parser::new_from_str(chunk_text);
+        read_chunk(&mut loader, &mut parser, &chunk, &mut docs, diags);
     }
     docs
 }
@@ -424,16 +426,10 @@ fn read_chunk<'t>(
 #[doc(hidden)]
 pub fn fast_path_coverage(text: &str) -> (usize, usize) {
     let chunks = split_documents(text);
-    let mut events = Vec::new();
+    let max_depth = Limits::default().max_depth;
     let read = chunks
         .iter()
-        .filter(|c| {
-            fast::scan(
-                &text[c.start..c.end],
-                Limits::default().max_depth,
-                &mut events,
-            )
-        })
+        .filter(|c| fast::read(&text[c.start..c.end], FileId(0), c.start, max_depth).is_some())
         .count();
     (read, chunks.len())
 }

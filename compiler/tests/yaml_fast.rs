@@ -215,3 +215,31 @@ fn the_fast_path_reads_edited_files_as_the_parser_does() {
         failures.first().map_or("", String::as_str)
     );
 }
+
+/// Nesting around the loader's depth limit: the fast path must decline
+/// exactly where the loader reports the limit, in mappings, sequences,
+/// indentless sequences and flow collections.
+#[test]
+fn nesting_at_the_depth_limit_reads_alike() {
+    let limit = Limits::default().max_depth;
+    for depth in limit - 2..=limit + 1 {
+        let mut maps = String::new();
+        let mut seqs = String::new();
+        let mut mixed = String::new();
+        for level in 0..depth {
+            maps += &format!("{}k{level}:\n", "  ".repeat(level));
+            seqs += &format!("{}-\n", "  ".repeat(level));
+            mixed += &format!("{}k:\n{}- ", "  ".repeat(2 * level), "  ".repeat(2 * level));
+            mixed += "\n";
+        }
+        let mut flows = maps.clone();
+        maps += &format!("{}leaf: x\n", "  ".repeat(depth));
+        flows += &format!("{}leaf: [x]\n", "  ".repeat(depth));
+        let mut empty_maps = seqs.clone();
+        seqs += &format!("{}- x\n", "  ".repeat(depth));
+        empty_maps += &format!("{}- {{}}\n", "  ".repeat(depth));
+        for text in [&maps, &flows, &seqs, &empty_maps, &mixed] {
+            assert_eq!(disagreement(text), None, "depth {depth}:\n{text}");
+        }
+    }
+}

@@ -1,12 +1,14 @@
 //! A fast path for the plain block YAML that policy repositories are made of.
 //!
-//! `saphyr-parser` stays the YAML parser of record: it reads every chunk this
-//! module declines, and it reports every syntax error. This module reads only
-//! a narrow, common subset, and gives exactly the events (values, styles and
-//! spans) `saphyr-parser` gives for it, in a fraction of the time: a scanner
-//! that handles all of YAML pays for that generality on every character,
-//! while the files `kubectl` and people write are block mappings and
-//! sequences of one-line scalars.
+//! `saphyr-parser` and the loader on its events stay the YAML reader of
+//! record: they read every chunk this module declines, and they report every
+//! error. This module reads only a narrow, common subset, straight into the
+//! loader's [`Node`] trees, with exactly the values and spans the loader
+//! gives them (the parser's span quirks included), in a fraction of the
+//! time: a scanner for all of YAML pays for that generality on every
+//! character, and an event stream costs a copy of every event, while the
+//! files `kubectl` and people write are block mappings and sequences of
+//! one-line scalars.
 //!
 //! The subset: ASCII text without tabs or carriage returns; an optional
 //! `---` line; block mappings whose keys are one-line plain or quoted
@@ -14,24 +16,32 @@
 //! under a key and compact mappings after `- `; one-line plain, single- and
 //! double-quoted (without escapes) scalars; one-line flow sequences of such
 //! scalars; `{}` and `[]`; comments. Anything else (anchors, aliases, tags,
-//! block or multi-line scalars, escapes, nested or multi-line flow
-//! collections, directives, empty documents, any error, nesting deeper than
-//! the loader allows) makes [`scan`] return `false`, and the caller parses
-//! the chunk with `saphyr-parser` instead. Declining is always safe; reading
-//! something differently from `saphyr-parser` is the one bug this module can
-//! have, and the differential tests in `yaml.rs` look for it.
+//! merge keys, block or multi-line scalars, escapes, nested or multi-line
+//! flow collections, directives, empty documents, duplicate keys, nesting as
+//! deep as the loader's limit, any syntax error) makes [`read`] return
+//! `None`, and the caller reads the chunk the general way. Declining is
+//! always safe; reading something differently from the general way is the
+//! one bug this module can have, and `compiler/tests/yaml_fast.rs` looks for
+//! it.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
-use saphyr_parser::{Event, Marker, ScalarStyle, Span};
+use compact_str::{CompactString, ToCompactString};
 
-/// One parser event with its span, as `saphyr-parser` yields it.
-pub(super) type Spanned<'a> = (Event<'a>, Span);
+use super::{Entry, Node, Value, resolve_plain};
+use crate::source::{FileId, Span};
 
-/// Read `chunk` (one document's text) into `out`. `false`, with `out` in an
-/// unspecified state, when the chunk is outside the subset.
-pub(super) fn scan<'a>(chunk: &'a str, max_depth: usize, out: &mut Vec<Spanned<'a>>) -> bool {
-    out.clear();
+/// Read `chunk`, which starts `base` bytes into file `file`: `Some(None)`
+/// when it holds no document (only comments), `Some(Some(root))` for its one
+/// document, `None` when it is outside the subset or has an error. A
+/// collection nested `max_depth` deep is declined (the loader reports it).
+pub(super) fn read(
+    chunk: &str,
+    file: FileId,
+    base: usize,
+    max_depth: usize,
+) -> Option<Option<Node>> {
     let b = chunk.as_bytes();
     // Document markers past the first line, tabs and carriage returns are
     // the parser's.
@@ -40,56 +50,43 @@ pub(super) fn scan<'a>(chunk: &'a str, max_depth: usize, out: &mut Vec<Spanned<'
         || chunk.contains("\n---")
         || chunk.contains("\n...")
     {
-        return false;
+        return None;
     }
     let mut s = Scanner {
         s: b,
         text: chunk,
         pos: 0,
-        line: 1,
         line_start: 0,
+        file,
+        base,
         // Recursion is bounded whatever the caller's limit.
         max_depth: max_depth.min(256),
-        out,
     };
-    s.document().is_some()
+    s.document()
 }
 
 /// Declines the chunk.
 type Fit<T = ()> = Option<T>;
 
-struct Scanner<'a, 'o> {
+struct Scanner<'a> {
     s: &'a [u8],
     text: &'a str,
     /// At the start of a line, or within the line being read.
     pos: usize,
-    /// The 1-based line of `pos` and the offset that line starts at.
-    line: usize,
+    /// Where the line of `pos` starts.
     line_start: usize,
+    file: FileId,
+    base: usize,
     max_depth: usize,
-    out: &'o mut Vec<Spanned<'a>>,
 }
 
-impl<'a> Scanner<'a, '_> {
+impl<'a> Scanner<'a> {
     fn at(&self, i: usize) -> u8 {
         self.s.get(i).copied().unwrap_or(b'\n')
     }
 
-    fn marker(&self, i: usize) -> Marker {
-        Marker::new(i, self.line, i - self.line_start)
-    }
-
     fn span(&self, start: usize, end: usize) -> Span {
-        Span::new(self.marker(start), self.marker(end))
-    }
-
-    fn emit(&mut self, event: Event<'a>, start: usize, end: usize) {
-        let span = self.span(start, end);
-        self.out.push((event, span));
-    }
-
-    fn scalar(&mut self, value: Cow<'a, str>, style: ScalarStyle, start: usize, end: usize) {
-        self.emit(Event::Scalar(value, style, 0, None), start, end);
+        Span::new(self.file, self.base + start, self.base + end)
     }
 
     /// The end of the current line (its `\n`, or the end of the text).
@@ -109,8 +106,7 @@ impl<'a> Scanner<'a, '_> {
         }
         match self.at(i) {
             b'\n' => {}
-            // A comment needs space before it; `i` is past at least one
-            // space unless it is where the content ended.
+            // A comment needs space before it.
             b'#' if i > 0 && self.s[i - 1] == b' ' => {}
             _ => return None,
         }
@@ -122,7 +118,6 @@ impl<'a> Scanner<'a, '_> {
         let e = self.eol(i);
         self.pos = (e + 1).min(self.s.len());
         if e < self.s.len() {
-            self.line += 1;
             self.line_start = self.pos;
         }
     }
@@ -145,46 +140,31 @@ impl<'a> Scanner<'a, '_> {
         }
     }
 
-    fn document(&mut self) -> Fit {
-        self.emit(Event::StreamStart, 0, 0);
+    fn document(&mut self) -> Fit<Option<Node>> {
         let Some(mut indent) = self.content_line() else {
             // Only comments: no document at all.
-            self.emit(Event::StreamEnd, self.s.len(), self.s.len());
-            return Some(());
+            return Some(None);
         };
-        let explicit = self.s[self.pos..].starts_with(b"---");
-        if explicit {
-            if indent != 0 {
-                return None;
-            }
+        if self.s[self.pos..].starts_with(b"---") {
             let p = self.pos;
-            self.emit(Event::DocumentStart(true), p, p + 3);
-            if !matches!(self.at(p + 3), b' ' | b'\n') {
+            if indent != 0 || !matches!(self.at(p + 3), b' ' | b'\n') {
                 return None;
             }
             self.end_line(p + 3)?;
             // An empty document: left to the parser.
             indent = self.content_line()?;
-        } else {
-            let p = self.pos + indent;
-            self.emit(Event::DocumentStart(false), p, p);
         }
-        self.block_node(indent, 0)?;
+        let root = self.block_node(indent, 0)?;
         if self.content_line().is_some() {
             // Content after the root (less indented): an error.
             return None;
         }
-        let n = self.s.len();
-        self.emit(Event::DocumentEnd, n, n);
-        self.emit(Event::StreamEnd, n, n);
-        Some(())
+        Some(Some(root))
     }
 
-    /// A block node whose first line (`pos`) is indented by `indent`.
-    fn block_node(&mut self, indent: usize, depth: usize) -> Fit {
-        if depth >= self.max_depth {
-            return None;
-        }
+    /// A block node whose first line (`pos`) is indented by `indent`, with
+    /// `depth` collections open around it.
+    fn block_node(&mut self, indent: usize, depth: usize) -> Fit<Node> {
         let c = self.pos + indent;
         if self.is_dash(c) {
             self.sequence(indent, false, depth)
@@ -203,7 +183,10 @@ impl<'a> Scanner<'a, '_> {
 
     /// A block sequence whose dashes are at `indent`. `indentless` when it
     /// is a mapping value written at its key's indent.
-    fn sequence(&mut self, indent: usize, indentless: bool, depth: usize) -> Fit {
+    fn sequence(&mut self, indent: usize, indentless: bool, depth: usize) -> Fit<Node> {
+        if depth >= self.max_depth {
+            return None;
+        }
         let dash = self.pos + indent;
         let start = if indentless {
             // The parser places an indentless sequence at its first item.
@@ -218,7 +201,8 @@ impl<'a> Scanner<'a, '_> {
         } else {
             dash
         };
-        self.emit(Event::SequenceStart(0, None), start, start);
+        let start = self.span(start, start);
+        let mut items = Vec::new();
         loop {
             let dash = self.pos + indent;
             let mut c = dash + 1;
@@ -229,21 +213,20 @@ impl<'a> Scanner<'a, '_> {
                 // The item starts on a later line.
                 self.next_line(c);
                 match self.content_line() {
-                    Some(i) if i > indent => self.block_node(i, depth + 1)?,
+                    Some(i) if i > indent => items.push(self.block_node(i, depth + 1)?),
                     // An empty item.
                     _ => return None,
                 }
             } else {
-                if self.at(c) == b'-' && matches!(self.at(c + 1), b' ' | b'\n') {
+                if self.is_dash(c) {
                     // `- - x`: left to the parser.
                     return None;
                 }
-                // The item starts here, at column `c - line_start`.
-                let col = c - self.line_start;
                 if self.key(c).is_some() {
-                    self.mapping(col, depth + 1)?;
+                    let col = c - self.line_start;
+                    items.push(self.mapping(col, depth + 1)?);
                 } else {
-                    self.inline_value(c, depth + 1)?;
+                    items.push(self.inline_value(c, depth + 1)?);
                     if self.content_line().is_some_and(|i| i > indent) {
                         return None;
                     }
@@ -256,29 +239,65 @@ impl<'a> Scanner<'a, '_> {
                 _ => break,
             }
         }
-        let p = self.pos;
-        self.emit(Event::SequenceEnd, p, p);
-        Some(())
+        let end = items.last().map_or(start, |n| n.span);
+        Some(Node {
+            value: Value::Seq(items),
+            span: start.to(end),
+        })
     }
 
     /// A block mapping whose keys are at `indent`; `pos` is at the start of
     /// the first key's line (or, for a compact mapping after `- `, of the
     /// line with the dash, `indent` being the key's column).
-    fn mapping(&mut self, indent: usize, depth: usize) -> Fit {
+    fn mapping(&mut self, indent: usize, depth: usize) -> Fit<Node> {
         if depth >= self.max_depth {
             return None;
         }
         let first = self.line_start + indent;
-        self.emit(Event::MappingStart(0, None), first, first);
+        let start = self.span(first, first);
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut seen: Option<HashSet<CompactString>> = None;
         loop {
             let c = self.line_start + indent;
-            let (key, style, key_end, colon) = self.key(c)?;
-            self.scalar(key, style, c, key_end);
+            let (key, plain, key_end, colon) = self.key(c)?;
+            let key = if plain {
+                match resolve_plain(key) {
+                    Value::String(s) => s,
+                    Value::Int(i) => i.to_compact_string(),
+                    Value::Float(f) => f.to_compact_string(),
+                    Value::Bool(b) => b.to_compact_string(),
+                    Value::Null => CompactString::const_new("null"),
+                    Value::Seq(_) | Value::Map(_) => return None,
+                }
+            } else {
+                CompactString::from(key)
+            };
+            // A merge key or a duplicate: the loader's to handle or report.
+            let duplicate = match &mut seen {
+                Some(set) => !set.insert(key.clone()),
+                None => {
+                    let dup = entries.iter().any(|e| e.key == key);
+                    if entries.len() >= 16 {
+                        seen = Some(
+                            entries
+                                .iter()
+                                .map(|e| e.key.clone())
+                                .chain([key.clone()])
+                                .collect(),
+                        );
+                    }
+                    dup
+                }
+            };
+            if duplicate || key == "<<" {
+                return None;
+            }
+            let key_span = self.span(c, key_end);
             let mut v = colon + 1;
             while self.at(v) == b' ' {
                 v += 1;
             }
-            if matches!(self.at(v), b'\n' | b'#') {
+            let value = if matches!(self.at(v), b'\n' | b'#') {
                 if self.at(v) == b'#' && self.s[v - 1] != b' ' {
                     return None;
                 }
@@ -289,18 +308,24 @@ impl<'a> Scanner<'a, '_> {
                     Some(i) if i == indent && self.is_dash(self.pos + i) => {
                         self.sequence(i, true, depth + 1)?
                     }
-                    _ => {
-                        // An empty value; the parser places it at the colon.
-                        let empty = Event::Scalar(Cow::Borrowed(""), ScalarStyle::Plain, 0, None);
-                        self.out.push((empty, at_colon));
-                    }
+                    // An empty value; the parser places it at the colon.
+                    _ => Node {
+                        value: Value::Null,
+                        span: at_colon,
+                    },
                 }
             } else {
-                self.inline_value(v, depth + 1)?;
+                let node = self.inline_value(v, depth + 1)?;
                 if self.content_line().is_some_and(|i| i > indent) {
                     return None;
                 }
-            }
+                node
+            };
+            entries.push(Entry {
+                key,
+                key_span,
+                value,
+            });
             match self.content_line() {
                 Some(i) if i == indent => {
                     if self.is_dash(self.pos + i) {
@@ -311,26 +336,23 @@ impl<'a> Scanner<'a, '_> {
                 _ => break,
             }
         }
-        let p = self.pos;
-        self.emit(Event::MappingEnd, p, p);
-        Some(())
+        let end = entries.last().map_or(start, |e| e.value.span);
+        Some(Node {
+            value: Value::Map(entries),
+            span: start.to(end),
+        })
     }
 
-    /// A mapping key at `c`: its value, style, where its span ends and where
-    /// its colon is. `None` when the line does not start with a key this
-    /// module reads.
-    fn key(&self, c: usize) -> Option<(Cow<'a, str>, ScalarStyle, usize, usize)> {
+    /// A mapping key at `c`: its text, whether it is plain, where its span
+    /// ends and where its colon is. `None` when the line does not start
+    /// with a key this module reads.
+    fn key(&self, c: usize) -> Option<(Cow<'a, str>, bool, usize, usize)> {
         match self.at(c) {
             q @ (b'"' | b'\'') => {
                 let (value, end) = self.quoted(c, q)?;
                 // The colon must follow the closing quote directly.
                 (self.at(end) == b':' && matches!(self.at(end + 1), b' ' | b'\n')).then_some(())?;
-                let style = if q == b'"' {
-                    ScalarStyle::DoubleQuoted
-                } else {
-                    ScalarStyle::SingleQuoted
-                };
-                Some((value, style, end, end))
+                Some((value, false, end, end))
             }
             first if plain_start(first, self.at(c + 1)) => {
                 let mut i = c;
@@ -345,7 +367,7 @@ impl<'a> Scanner<'a, '_> {
                 if self.s[i - 1] == b' ' || i - c > 1024 {
                     return None;
                 }
-                Some((Cow::Borrowed(&self.text[c..i]), ScalarStyle::Plain, i, i))
+                Some((Cow::Borrowed(&self.text[c..i]), true, i, i))
             }
             _ => None,
         }
@@ -358,8 +380,8 @@ impl<'a> Scanner<'a, '_> {
         let mut doubled = false;
         loop {
             match self.at(i) {
-                b'\n' | b'\\' if q == b'"' => return None,
                 b'\n' => return None,
+                b'\\' if q == b'"' => return None,
                 x if x == q => {
                     if q == b'\'' && self.at(i + 1) == b'\'' {
                         doubled = true;
@@ -380,23 +402,30 @@ impl<'a> Scanner<'a, '_> {
         Some((value, i + 1))
     }
 
+    /// A quoted scalar's node: a string spanning the quotes and what the
+    /// parser adds to them.
+    fn quoted_node(&self, c: usize, value: Cow<'a, str>, end: usize) -> Node {
+        Node {
+            value: Value::String(CompactString::from(value)),
+            span: self.span(c, self.quoted_span_end(end)),
+        }
+    }
+
     /// A value that starts at `c` and ends on its line (a scalar or a flow
     /// collection); moves to the next line.
-    fn inline_value(&mut self, c: usize, depth: usize) -> Fit {
+    fn inline_value(&mut self, c: usize, depth: usize) -> Fit<Node> {
         match self.at(c) {
             q @ (b'"' | b'\'') => {
                 let (value, end) = self.quoted(c, q)?;
-                let style = if q == b'"' {
-                    ScalarStyle::DoubleQuoted
-                } else {
-                    ScalarStyle::SingleQuoted
-                };
-                let span_end = self.quoted_span_end(end);
-                self.scalar(value, style, c, span_end);
-                self.end_line(end)
+                let node = self.quoted_node(c, value, end);
+                self.end_line(end)?;
+                Some(node)
             }
             b'[' => self.flow_sequence(c, depth),
             b'{' => {
+                if depth >= self.max_depth {
+                    return None;
+                }
                 let mut i = c + 1;
                 while self.at(i) == b' ' {
                     i += 1;
@@ -404,9 +433,12 @@ impl<'a> Scanner<'a, '_> {
                 if self.at(i) != b'}' {
                     return None;
                 }
-                self.emit(Event::MappingStart(0, None), c, i);
-                self.emit(Event::MappingEnd, i, i + 1);
-                self.end_line(i + 1)
+                let span = self.span(c, i);
+                self.end_line(i + 1)?;
+                Some(Node {
+                    value: Value::Map(Vec::new()),
+                    span,
+                })
             }
             first if plain_start(first, self.at(c + 1)) => {
                 let mut i = c;
@@ -423,13 +455,12 @@ impl<'a> Scanner<'a, '_> {
                         }
                     }
                 }
-                self.scalar(
-                    Cow::Borrowed(&self.text[c..end]),
-                    ScalarStyle::Plain,
-                    c,
-                    end,
-                );
-                self.end_line(end)
+                let node = Node {
+                    value: resolve_plain(Cow::Borrowed(&self.text[c..end])),
+                    span: self.span(c, end),
+                };
+                self.end_line(end)?;
+                Some(node)
             }
             _ => None,
         }
@@ -449,7 +480,7 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// `[a, "b", 'c']` on one line, of scalars only.
-    fn flow_sequence(&mut self, c: usize, depth: usize) -> Fit {
+    fn flow_sequence(&mut self, c: usize, depth: usize) -> Fit<Node> {
         if depth >= self.max_depth {
             return None;
         }
@@ -457,70 +488,64 @@ impl<'a> Scanner<'a, '_> {
         while self.at(i) == b' ' {
             i += 1;
         }
-        self.emit(Event::SequenceStart(0, None), c, i);
-        if self.at(i) == b']' {
-            self.emit(Event::SequenceEnd, i, i + 1);
-            return self.end_line(i + 1);
-        }
-        loop {
-            match self.at(i) {
-                q @ (b'"' | b'\'') => {
-                    let (value, end) = self.quoted(i, q)?;
-                    let style = if q == b'"' {
-                        ScalarStyle::DoubleQuoted
-                    } else {
-                        ScalarStyle::SingleQuoted
-                    };
-                    let span_end = self.quoted_span_end(end);
-                    self.scalar(value, style, i, span_end);
-                    i = end;
-                }
-                first if plain_start(first, self.at(i + 1)) => {
-                    let start = i;
-                    let mut end = i;
-                    loop {
-                        match self.at(i) {
-                            b'\n' | b'[' | b'{' | b'}' => return None,
-                            b':' => return None,
-                            b',' | b']' => break,
-                            b'#' if self.s[i - 1] == b' ' => return None,
-                            b' ' => i += 1,
-                            _ => {
-                                i += 1;
-                                end = i;
+        // The parser's span of `[` takes the spaces after it along.
+        let start = self.span(c, i);
+        let mut items = Vec::new();
+        if self.at(i) != b']' {
+            loop {
+                match self.at(i) {
+                    q @ (b'"' | b'\'') => {
+                        let (value, end) = self.quoted(i, q)?;
+                        items.push(self.quoted_node(i, value, end));
+                        i = end;
+                    }
+                    first if plain_start(first, self.at(i + 1)) => {
+                        let from = i;
+                        let mut end = i;
+                        loop {
+                            match self.at(i) {
+                                b'\n' | b'[' | b'{' | b'}' | b':' => return None,
+                                b',' | b']' => break,
+                                b'#' if self.s[i - 1] == b' ' => return None,
+                                b' ' => i += 1,
+                                _ => {
+                                    i += 1;
+                                    end = i;
+                                }
                             }
                         }
+                        items.push(Node {
+                            value: resolve_plain(Cow::Borrowed(&self.text[from..end])),
+                            span: self.span(from, end),
+                        });
                     }
-                    self.scalar(
-                        Cow::Borrowed(&self.text[start..end]),
-                        ScalarStyle::Plain,
-                        start,
-                        end,
-                    );
+                    _ => return None,
                 }
-                _ => return None,
-            }
-            while self.at(i) == b' ' {
-                i += 1;
-            }
-            match self.at(i) {
-                b',' => {
+                while self.at(i) == b' ' {
                     i += 1;
-                    while self.at(i) == b' ' {
+                }
+                match self.at(i) {
+                    b',' => {
                         i += 1;
+                        while self.at(i) == b' ' {
+                            i += 1;
+                        }
+                        if self.at(i) == b']' {
+                            // A trailing comma: left to the parser.
+                            return None;
+                        }
                     }
-                    if self.at(i) == b']' {
-                        // A trailing comma: left to the parser.
-                        return None;
-                    }
+                    b']' => break,
+                    _ => return None,
                 }
-                b']' => {
-                    self.emit(Event::SequenceEnd, i, i + 1);
-                    return self.end_line(i + 1);
-                }
-                _ => return None,
             }
         }
+        self.end_line(i + 1)?;
+        let end = items.last().map_or(start, |n| n.span);
+        Some(Node {
+            value: Value::Seq(items),
+            span: start.to(end),
+        })
     }
 }
 
