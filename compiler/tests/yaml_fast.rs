@@ -127,10 +127,55 @@ fn the_fast_path_reads_every_corpus_file_as_the_parser_does() {
 #[test]
 fn the_fast_path_reads_edited_files_as_the_parser_does() {
     const EDITS: &[&str] = &[
-        " ", "  ", "\n", "\n  ", "\n- ", "- ", "#", " #c", " # c ", ":", ": ", "x:", "\"", "'",
-        "''", "\\", "[", "]", ",", "{", "}", "{}", "[]", "[a, b]", "---\n", "...\n", "---", "&a ",
-        "*a", "!t ", "|\n", ">", "?", "%", "@", "-", "-1", "\t", "\r", "é", "\"a b\"", "'a''b'",
+        " ",
+        "  ",
+        "\n",
+        "\n  ",
+        "\n- ",
+        "- ",
+        "#",
+        " #c",
+        " # c ",
+        ":",
+        ": ",
+        "x:",
+        "\"",
+        "'",
+        "''",
+        "\\",
+        "[",
+        "]",
+        ",",
+        "{",
+        "}",
+        "{}",
+        "[]",
+        "[a, b]",
+        "---\n",
+        "...\n",
+        "---",
+        "&a ",
+        "*a",
+        "!t ",
+        "|\n",
+        ">",
+        "?",
+        "%",
+        "@",
+        "-",
+        "-1",
+        "\t",
+        "\r",
+        "é",
+        "\"a b\"",
+        "'a''b'",
         " - x",
+        "{a: b}",
+        "{a: [b, c]}",
+        "[{a: b}, x]",
+        "{\"a\": 'b'}",
+        " {",
+        ", x: y",
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |n: usize| {
@@ -233,12 +278,14 @@ fn nesting_at_the_depth_limit_reads_alike() {
             mixed += "\n";
         }
         let mut flows = maps.clone();
+        let mut nested = maps.clone();
         maps += &format!("{}leaf: x\n", "  ".repeat(depth));
         flows += &format!("{}leaf: [x]\n", "  ".repeat(depth));
+        nested += &format!("{}leaf: {{a: [{{b: x}}, []]}}\n", "  ".repeat(depth - 3));
         let mut empty_maps = seqs.clone();
         seqs += &format!("{}- x\n", "  ".repeat(depth));
         empty_maps += &format!("{}- {{}}\n", "  ".repeat(depth));
-        for text in [&maps, &flows, &seqs, &empty_maps, &mixed] {
+        for text in [&maps, &flows, &nested, &seqs, &empty_maps, &mixed] {
             assert_eq!(disagreement(text), None, "depth {depth}:\n{text}");
         }
     }

@@ -8,17 +8,18 @@
 //! time: a scanner for all of YAML pays for that generality on every
 //! character, and an event stream costs a copy of every event, while the
 //! files `kubectl` and people write are block mappings and sequences of
-//! one-line scalars.
+//! one-line scalars and flow collections.
 //!
 //! The subset: ASCII text without tabs or carriage returns; an optional
 //! `---` line; block mappings whose keys are one-line plain or quoted
 //! scalars; block sequences, including the indentless ones `kubectl` writes
 //! under a key and compact mappings after `- `; one-line plain, single- and
-//! double-quoted (without escapes) scalars; one-line flow sequences of such
-//! scalars; `{}` and `[]`; comments. Anything else (anchors, aliases, tags,
-//! merge keys, block or multi-line scalars, escapes, nested or multi-line
-//! flow collections, directives, empty documents, duplicate keys, nesting as
-//! deep as the loader's limit, any syntax error) makes [`read`] return
+//! double-quoted (without escapes) scalars; flow sequences and mappings of
+//! those, nested, on one line (`{name: a, ports: [{port: 80}]}`); comments.
+//! Anything else (anchors, aliases, tags, merge keys, block or multi-line
+//! scalars, escapes, multi-line flow collections, `:` inside flow scalars,
+//! directives, empty documents, duplicate keys, nesting as deep as the
+//! loader's limit, any syntax error) makes [`read`] return
 //! `None`, and the caller reads the chunk the general way. Declining is
 //! always safe; reading something differently from the general way is the
 //! one bug this module can have, and `compiler/tests/yaml_fast.rs` looks for
@@ -260,38 +261,7 @@ impl<'a> Scanner<'a> {
         loop {
             let c = self.line_start + indent;
             let (key, plain, key_end, colon) = self.key(c)?;
-            let key = if plain {
-                match resolve_plain(key) {
-                    Value::String(s) => s,
-                    Value::Int(i) => i.to_compact_string(),
-                    Value::Float(f) => f.to_compact_string(),
-                    Value::Bool(b) => b.to_compact_string(),
-                    Value::Null => CompactString::const_new("null"),
-                    Value::Seq(_) | Value::Map(_) => return None,
-                }
-            } else {
-                CompactString::from(key)
-            };
-            // A merge key or a duplicate: the loader's to handle or report.
-            let duplicate = match &mut seen {
-                Some(set) => !set.insert(key.clone()),
-                None => {
-                    let dup = entries.iter().any(|e| e.key == key);
-                    if entries.len() >= 16 {
-                        seen = Some(
-                            entries
-                                .iter()
-                                .map(|e| e.key.clone())
-                                .chain([key.clone()])
-                                .collect(),
-                        );
-                    }
-                    dup
-                }
-            };
-            if duplicate || key == "<<" {
-                return None;
-            }
+            let key = new_key(key, plain, &entries, &mut seen)?;
             let key_span = self.span(c, key_end);
             let mut v = colon + 1;
             while self.at(v) == b' ' {
@@ -421,24 +391,10 @@ impl<'a> Scanner<'a> {
                 self.end_line(end)?;
                 Some(node)
             }
-            b'[' => self.flow_sequence(c, depth),
-            b'{' => {
-                if depth >= self.max_depth {
-                    return None;
-                }
-                let mut i = c + 1;
-                while self.at(i) == b' ' {
-                    i += 1;
-                }
-                if self.at(i) != b'}' {
-                    return None;
-                }
-                let span = self.span(c, i);
-                self.end_line(i + 1)?;
-                Some(Node {
-                    value: Value::Map(Vec::new()),
-                    span,
-                })
+            b'[' | b'{' => {
+                let (node, next) = self.flow_node(c, depth)?;
+                self.end_line(next)?;
+                Some(node)
             }
             first if plain_start(first, self.at(c + 1)) => {
                 let mut i = c;
@@ -479,74 +435,175 @@ impl<'a> Scanner<'a> {
         i
     }
 
-    /// `[a, "b", 'c']` on one line, of scalars only.
-    fn flow_sequence(&mut self, c: usize, depth: usize) -> Fit<Node> {
+    /// A flow node at `i` on the current line, `depth` collections open
+    /// around it: the node and where it ends.
+    fn flow_node(&self, i: usize, depth: usize) -> Option<(Node, usize)> {
+        match self.at(i) {
+            q @ (b'"' | b'\'') => {
+                let (value, end) = self.quoted(i, q)?;
+                Some((self.quoted_node(i, value, end), end))
+            }
+            b'[' => self.flow_collection(i, depth, b']'),
+            b'{' => self.flow_collection(i, depth, b'}'),
+            first if plain_start(first, self.at(i + 1)) => {
+                let from = i;
+                let mut i = i;
+                let mut end = i;
+                loop {
+                    match self.at(i) {
+                        b'\n' | b'[' | b'{' | b':' => return None,
+                        b',' | b']' | b'}' => break,
+                        b'#' if self.s[i - 1] == b' ' => return None,
+                        b' ' => i += 1,
+                        _ => {
+                            i += 1;
+                            end = i;
+                        }
+                    }
+                }
+                let node = Node {
+                    value: resolve_plain(Cow::Borrowed(&self.text[from..end])),
+                    span: self.span(from, end),
+                };
+                Some((node, end))
+            }
+            _ => None,
+        }
+    }
+
+    /// A one-line flow sequence (`close` is `]`) or mapping (`}`) at `c`:
+    /// the node and where it ends.
+    fn flow_collection(&self, c: usize, depth: usize, close: u8) -> Option<(Node, usize)> {
         if depth >= self.max_depth {
             return None;
         }
-        let mut i = c + 1;
-        while self.at(i) == b' ' {
-            i += 1;
-        }
-        // The parser's span of `[` takes the spaces after it along.
+        let skip = |mut i: usize| {
+            while self.at(i) == b' ' {
+                i += 1;
+            }
+            i
+        };
+        let mut i = skip(c + 1);
+        // The parser's span of the opening bracket takes the spaces after it.
         let start = self.span(c, i);
         let mut items = Vec::new();
-        if self.at(i) != b']' {
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut seen = None;
+        if self.at(i) != close {
             loop {
-                match self.at(i) {
-                    q @ (b'"' | b'\'') => {
-                        let (value, end) = self.quoted(i, q)?;
-                        items.push(self.quoted_node(i, value, end));
-                        i = end;
-                    }
-                    first if plain_start(first, self.at(i + 1)) => {
-                        let from = i;
-                        let mut end = i;
-                        loop {
-                            match self.at(i) {
-                                b'\n' | b'[' | b'{' | b'}' | b':' => return None,
-                                b',' | b']' => break,
-                                b'#' if self.s[i - 1] == b' ' => return None,
-                                b' ' => i += 1,
-                                _ => {
-                                    i += 1;
-                                    end = i;
-                                }
-                            }
-                        }
-                        items.push(Node {
-                            value: resolve_plain(Cow::Borrowed(&self.text[from..end])),
-                            span: self.span(from, end),
-                        });
-                    }
-                    _ => return None,
+                if close == b'}' {
+                    let (key, plain, key_end, colon) = self.flow_key(i)?;
+                    let key = new_key(key, plain, &entries, &mut seen)?;
+                    let key_span = self.span(i, key_end);
+                    let (value, next) = self.flow_node(skip(colon + 1), depth + 1)?;
+                    entries.push(Entry {
+                        key,
+                        key_span,
+                        value,
+                    });
+                    i = next;
+                } else {
+                    let (item, next) = self.flow_node(i, depth + 1)?;
+                    items.push(item);
+                    i = next;
                 }
-                while self.at(i) == b' ' {
-                    i += 1;
-                }
+                i = skip(i);
                 match self.at(i) {
                     b',' => {
-                        i += 1;
-                        while self.at(i) == b' ' {
-                            i += 1;
-                        }
-                        if self.at(i) == b']' {
+                        i = skip(i + 1);
+                        if self.at(i) == close {
                             // A trailing comma: left to the parser.
                             return None;
                         }
                     }
-                    b']' => break,
+                    x if x == close => break,
                     _ => return None,
                 }
             }
         }
-        self.end_line(i + 1)?;
-        let end = items.last().map_or(start, |n| n.span);
-        Some(Node {
-            value: Value::Seq(items),
-            span: start.to(end),
-        })
+        let node = if close == b'}' {
+            let end = entries.last().map_or(start, |e| e.value.span);
+            Node {
+                value: Value::Map(entries),
+                span: start.to(end),
+            }
+        } else {
+            let end = items.last().map_or(start, |n| n.span);
+            Node {
+                value: Value::Seq(items),
+                span: start.to(end),
+            }
+        };
+        Some((node, i + 1))
     }
+
+    /// A key of a flow mapping at `i`, followed by `: `: as [`Self::key`].
+    fn flow_key(&self, i: usize) -> Option<(Cow<'a, str>, bool, usize, usize)> {
+        match self.at(i) {
+            q @ (b'"' | b'\'') => {
+                let (value, end) = self.quoted(i, q)?;
+                (self.at(end) == b':' && self.at(end + 1) == b' ').then_some(())?;
+                Some((value, false, end, end))
+            }
+            first if plain_start(first, self.at(i + 1)) => {
+                let mut j = i;
+                loop {
+                    match self.at(j) {
+                        b':' if self.at(j + 1) == b' ' => break,
+                        b'\n' | b'[' | b']' | b'{' | b'}' | b',' | b':' => return None,
+                        b'#' if self.s[j - 1] == b' ' => return None,
+                        _ => j += 1,
+                    }
+                }
+                if self.s[j - 1] == b' ' || j - i > 1024 {
+                    return None;
+                }
+                Some((Cow::Borrowed(&self.text[i..j]), true, j, j))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A mapping key as the loader keeps it: a plain key resolved like a value
+/// and written back as text (`1` → `"1"`, `yes` → `"true"`), a quoted one as
+/// it is. `None` (declined) for a merge key or a key already in `entries`,
+/// which the loader handles or reports; `seen` indexes a long mapping's keys.
+fn new_key(
+    key: Cow<'_, str>,
+    plain: bool,
+    entries: &[Entry],
+    seen: &mut Option<HashSet<CompactString>>,
+) -> Option<CompactString> {
+    let key = if plain {
+        match resolve_plain(key) {
+            Value::String(s) => s,
+            Value::Int(i) => i.to_compact_string(),
+            Value::Float(f) => f.to_compact_string(),
+            Value::Bool(b) => b.to_compact_string(),
+            Value::Null => CompactString::const_new("null"),
+            Value::Seq(_) | Value::Map(_) => return None,
+        }
+    } else {
+        CompactString::from(key)
+    };
+    let duplicate = match seen {
+        Some(set) => !set.insert(key.clone()),
+        None => {
+            let dup = entries.iter().any(|e| e.key == key);
+            if entries.len() >= 16 {
+                *seen = Some(
+                    entries
+                        .iter()
+                        .map(|e| e.key.clone())
+                        .chain([key.clone()])
+                        .collect(),
+                );
+            }
+            dup
+        }
+    };
+    (!duplicate && key != "<<").then_some(key)
 }
 
 /// Whether a plain scalar may start with `c` followed by `next` (in both
