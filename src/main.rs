@@ -524,7 +524,9 @@ fn compile(args: CompileArgs) -> Result<u8> {
                 _ => {}
             }
         }
-        IrFormat::Yaml => emit(&meshc_validator::yaml::to_yaml(&serde_json::to_value(&doc)?))?,
+        IrFormat::Yaml => emit(&meshc_validator::yaml::to_yaml(&serde_json::to_value(
+            &doc,
+        )?))?,
     }
     Ok(0)
 }

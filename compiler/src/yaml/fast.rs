@@ -169,7 +169,7 @@ impl<'a> Scanner<'a> {
         let c = self.pos + indent;
         if self.is_dash(c) {
             self.sequence(indent, false, depth)
-        } else if self.key(c).is_some() {
+        } else if self.key(c, false).is_some() {
             self.mapping(indent, depth)
         } else {
             // A scalar on a line of its own, which may go on over more lines.
@@ -223,7 +223,7 @@ impl<'a> Scanner<'a> {
                     // `- - x`: left to the parser.
                     return None;
                 }
-                if self.key(c).is_some() {
+                if self.key(c, false).is_some() {
                     let col = c - self.line_start;
                     items.push(self.mapping(col, depth + 1)?);
                 } else {
@@ -260,7 +260,7 @@ impl<'a> Scanner<'a> {
         let mut seen: Option<HashSet<CompactString>> = None;
         loop {
             let c = self.line_start + indent;
-            let (key, plain, key_end, colon) = self.key(c)?;
+            let (key, plain, key_end, colon) = self.key(c, false)?;
             let key = new_key(key, plain, &entries, &mut seen)?;
             let key_span = self.span(c, key_end);
             let mut v = colon + 1;
@@ -313,23 +313,27 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// A mapping key at `c`: its text, whether it is plain, where its span
-    /// ends and where its colon is. `None` when the line does not start
-    /// with a key this module reads.
-    fn key(&self, c: usize) -> Option<(Cow<'a, str>, bool, usize, usize)> {
+    /// A mapping key at `c`, followed by `: ` (or, in a block mapping, a
+    /// colon at the end of the line): its text, whether it is plain, where
+    /// its span ends and where its colon is. `None` when there is no key
+    /// this module reads; in a flow mapping a plain key holds no colon.
+    fn key(&self, c: usize, flow: bool) -> Option<(Cow<'a, str>, bool, usize, usize)> {
+        let colon = |i: usize| {
+            self.at(i) == b':' && (self.at(i + 1) == b' ' || !flow && self.at(i + 1) == b'\n')
+        };
         match self.at(c) {
             q @ (b'"' | b'\'') => {
                 let (value, end) = self.quoted(c, q)?;
                 // The colon must follow the closing quote directly.
-                (self.at(end) == b':' && matches!(self.at(end + 1), b' ' | b'\n')).then_some(())?;
+                colon(end).then_some(())?;
                 Some((value, false, end, end))
             }
             first if plain_start(first, self.at(c + 1)) => {
                 let mut i = c;
-                loop {
+                while !colon(i) {
                     match self.at(i) {
-                        b':' if matches!(self.at(i + 1), b' ' | b'\n') => break,
                         b'\n' | b'[' | b']' | b'{' | b'}' | b',' => return None,
+                        b':' if flow => return None,
                         b'#' if self.s[i - 1] == b' ' => return None,
                         _ => i += 1,
                     }
@@ -492,7 +496,7 @@ impl<'a> Scanner<'a> {
         if self.at(i) != close {
             loop {
                 if close == b'}' {
-                    let (key, plain, key_end, colon) = self.flow_key(i)?;
+                    let (key, plain, key_end, colon) = self.key(i, true)?;
                     let key = new_key(key, plain, &entries, &mut seen)?;
                     let key_span = self.span(i, key_end);
                     let (value, next) = self.flow_node(skip(colon + 1), depth + 1)?;
@@ -535,33 +539,6 @@ impl<'a> Scanner<'a> {
             }
         };
         Some((node, i + 1))
-    }
-
-    /// A key of a flow mapping at `i`, followed by `: `: as [`Self::key`].
-    fn flow_key(&self, i: usize) -> Option<(Cow<'a, str>, bool, usize, usize)> {
-        match self.at(i) {
-            q @ (b'"' | b'\'') => {
-                let (value, end) = self.quoted(i, q)?;
-                (self.at(end) == b':' && self.at(end + 1) == b' ').then_some(())?;
-                Some((value, false, end, end))
-            }
-            first if plain_start(first, self.at(i + 1)) => {
-                let mut j = i;
-                loop {
-                    match self.at(j) {
-                        b':' if self.at(j + 1) == b' ' => break,
-                        b'\n' | b'[' | b']' | b'{' | b'}' | b',' | b':' => return None,
-                        b'#' if self.s[j - 1] == b' ' => return None,
-                        _ => j += 1,
-                    }
-                }
-                if self.s[j - 1] == b' ' || j - i > 1024 {
-                    return None;
-                }
-                Some((Cow::Borrowed(&self.text[i..j]), true, j, j))
-            }
-            _ => None,
-        }
     }
 }
 
