@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use compact_str::CompactString;
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 
 mod fast;
 
@@ -335,9 +335,6 @@ pub fn load(
     load_with(file_id, file, limits, diags, true)
 }
 
-/// One event of the parser.
-type Parsed<'a> = Result<(Event<'a>, saphyr_parser::Span), ScanError>;
-
 /// [`load`], with or without the fast path for plain block YAML (tests
 /// compare the two).
 #[doc(hidden)]
@@ -381,44 +378,33 @@ pub fn load_with(
         }
         let mut loader = Loader::new(file_id, positions, limits);
         let mut parser = Parser::new_from_str(chunk_text);
-        read_chunk(&mut loader, &mut parser, &chunk, &mut docs, diags);
-    }
-    docs
-}
-
-/// Read the documents of `chunk` from its events into `docs`.
-fn read_chunk<'t>(
-    loader: &mut Loader<'_>,
-    events: &mut impl Iterator<Item = Parsed<'t>>,
-    chunk: &Chunk,
-    docs: &mut Vec<Document>,
-    diags: &mut Vec<Diagnostic>,
-) {
-    let doc_span = Span::new(loader.file_id, chunk.start, chunk.end);
-    for nth in 0.. {
-        let at = DocAt {
-            start: chunk.start as u32,
-            end: chunk.end as u32,
-            nth,
-        };
-        let (root, last) = match loader.next_document(events) {
-            Ok(Some(root)) => (root, false),
-            Ok(None) => break,
-            Err(diag) => {
-                diags.push(*diag);
-                (None, true)
+        let doc_span = Span::new(file_id, chunk.start, chunk.end);
+        for nth in 0.. {
+            let at = DocAt {
+                start: chunk.start as u32,
+                end: chunk.end as u32,
+                nth,
+            };
+            let (root, last) = match loader.next_document(&mut parser) {
+                Ok(Some(root)) => (root, false),
+                Ok(None) => break,
+                Err(diag) => {
+                    diags.push(*diag);
+                    (None, true)
+                }
+            };
+            docs.push(Document {
+                index: docs.len(),
+                root,
+                span: doc_span,
+                at,
+            });
+            if last {
+                break;
             }
-        };
-        docs.push(Document {
-            index: docs.len(),
-            root,
-            span: doc_span,
-            at,
-        });
-        if last {
-            break;
         }
     }
+    docs
 }
 
 /// How many of `text`'s document chunks the fast path reads, and how many
@@ -563,16 +549,16 @@ impl<'a> Loader<'a> {
     }
 
     /// Read the next document of this chunk; `Ok(None)` at the end of the stream.
-    fn next_document<'t>(
+    fn next_document(
         &mut self,
-        parser: &mut impl Iterator<Item = Parsed<'t>>,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
     ) -> LoadResult<Option<Option<Node>>> {
         self.anchors.clear();
         self.alias_nodes = 0;
         let mut root: Option<Node> = None;
         let mut in_doc = false;
         loop {
-            let (event, span) = match parser.next() {
+            let (event, span) = match parser.next_event() {
                 None => return Ok(None),
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => {
