@@ -349,15 +349,6 @@ pub fn load_with(
     for chunk in split_documents(&file.text) {
         let chunk_text = &file.text[chunk.start..chunk.end];
         let ascii = chunk_text.is_ascii();
-        let positions = if ascii {
-            Positions::Ascii(chunk.start)
-        } else {
-            Positions::Lines {
-                file,
-                line_offset: chunk.first_line - 1,
-                byte_offset: 0,
-            }
-        };
         if fast_path
             && ascii
             && let Some(doc) = fast::read(chunk_text, file_id, chunk.start, limits.max_depth)
@@ -376,6 +367,15 @@ pub fn load_with(
             }
             continue;
         }
+        let positions = if ascii {
+            Positions::Ascii(chunk.start)
+        } else {
+            Positions::Lines {
+                file,
+                line_offset: chunk.first_line - 1,
+                byte_offset: 0,
+            }
+        };
         let mut loader = Loader::new(file_id, positions, limits);
         let mut parser = Parser::new_from_str(chunk_text);
         let doc_span = Span::new(file_id, chunk.start, chunk.end);

@@ -401,29 +401,41 @@ impl<'a> Scanner<'a> {
                 Some(node)
             }
             first if plain_start(first, self.at(c + 1)) => {
-                let mut i = c;
-                let mut end = c;
-                loop {
-                    match self.at(i) {
-                        b'\n' => break,
-                        b':' if matches!(self.at(i + 1), b' ' | b'\n') => return None,
-                        b'#' if self.s[i - 1] == b' ' => break,
-                        b' ' => i += 1,
-                        _ => {
-                            i += 1;
-                            end = i;
-                        }
-                    }
-                }
-                let node = Node {
-                    value: resolve_plain(Cow::Borrowed(&self.text[c..end])),
-                    span: self.span(c, end),
-                };
+                let (node, end) = self.plain(c, false)?;
                 self.end_line(end)?;
                 Some(node)
             }
             _ => None,
         }
+    }
+
+    /// A one-line plain scalar at `c` (in a flow collection when `flow`):
+    /// its node and where its text ends, before trailing spaces, a comment,
+    /// the end of the line or, in a flow, the next `,`, `]` or `}`. `None`
+    /// for `: ` in a block scalar (a mapping on the same line) and for any
+    /// `:`, `[` or `{` in a flow one.
+    fn plain(&self, c: usize, flow: bool) -> Option<(Node, usize)> {
+        let mut i = c;
+        let mut end = c;
+        loop {
+            match self.at(i) {
+                b'\n' => break,
+                b'#' if self.s[i - 1] == b' ' => break,
+                b',' | b']' | b'}' if flow => break,
+                b':' | b'[' | b'{' if flow => return None,
+                b':' if matches!(self.at(i + 1), b' ' | b'\n') => return None,
+                b' ' => i += 1,
+                _ => {
+                    i += 1;
+                    end = i;
+                }
+            }
+        }
+        let node = Node {
+            value: resolve_plain(Cow::Borrowed(&self.text[c..end])),
+            span: self.span(c, end),
+        };
+        Some((node, end))
     }
 
     /// Where the parser ends the span of a quoted scalar whose closing quote
@@ -449,28 +461,7 @@ impl<'a> Scanner<'a> {
             }
             b'[' => self.flow_collection(i, depth, b']'),
             b'{' => self.flow_collection(i, depth, b'}'),
-            first if plain_start(first, self.at(i + 1)) => {
-                let from = i;
-                let mut i = i;
-                let mut end = i;
-                loop {
-                    match self.at(i) {
-                        b'\n' | b'[' | b'{' | b':' => return None,
-                        b',' | b']' | b'}' => break,
-                        b'#' if self.s[i - 1] == b' ' => return None,
-                        b' ' => i += 1,
-                        _ => {
-                            i += 1;
-                            end = i;
-                        }
-                    }
-                }
-                let node = Node {
-                    value: resolve_plain(Cow::Borrowed(&self.text[from..end])),
-                    span: self.span(from, end),
-                };
-                Some((node, end))
-            }
+            first if plain_start(first, self.at(i + 1)) => self.plain(i, true),
             _ => None,
         }
     }
