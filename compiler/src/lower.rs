@@ -134,7 +134,30 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         cluster_domain: s.cluster_domain.clone(),
         root_namespace: s.root_namespace.clone(),
     });
-    let mtls = MtlsView::new(ctx);
+    // The mTLS view is built while the Services' endpoints are looked up.
+    let (mtls, services) = rayon::join(
+        || MtlsView::new(ctx),
+        || {
+            // A scoped lowering picks its few before sorting.
+            let mut services: Vec<&HostEntry> = ctx
+                .hosts
+                .iter()
+                .filter(|h| kept(keep, |k| k.hosts.contains(&h.host)))
+                .collect();
+            services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
+            services
+                .into_par_iter()
+                .map(|h| {
+                    let endpoints = h
+                        .selector
+                        .as_ref()
+                        .map(|sel| endpoints(ctx, &h.namespace, sel, None))
+                        .unwrap_or_default();
+                    (h, endpoints, ctx.resources[h.index].display())
+                })
+                .collect::<Vec<_>>()
+        },
+    );
     let mut l = Lowerer {
         ctx,
         mtls: &mtls,
@@ -151,14 +174,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         v
     };
 
-    // A scoped lowering picks its few before sorting.
-    let mut services: Vec<&HostEntry> = ctx
-        .hosts
-        .iter()
-        .filter(|h| kept(keep, |k| k.hosts.contains(&h.host)))
-        .collect();
-    services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
-    for h in services {
+    for (h, endpoints, origin) in services {
         let p = out
             .hosts
             .entry(h.host.clone())
@@ -169,10 +185,8 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                     .insert(n, port.protocol.clone().unwrap_or_else(|| "AUTO".into()));
             }
         }
-        if let Some(sel) = &h.selector {
-            p.endpoints.extend(l.endpoints(&h.namespace, sel, None));
-        }
-        p.origins.push(ctx.resources[h.index].display());
+        p.endpoints.extend(endpoints);
+        p.origins.push(origin);
     }
 
     for r in sorted(|s| matches!(s, Spec::Gateway(_))) {
@@ -226,6 +240,8 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     // those are sorted. Delegates (no hosts) are lowered where a parent uses
     // them.
     let mut vss: Vec<(&Resource, &VirtualServiceSpec, Vec<Bind>, Vec<String>)> = virtual_services()
+        .collect::<Vec<_>>()
+        .into_par_iter()
         .filter_map(|r| {
             let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
                 return None;
@@ -371,52 +387,65 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         })
         .collect();
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    for r in policies {
-        let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
-            continue;
-        };
-        let Some(selection) = r.selection() else {
-            continue;
-        };
-        // The workloads of its namespace it selects (`None`: mesh-wide).
-        let targets: Option<Vec<usize>> = match selection {
-            Selection::Namespace if r.namespace == root => None,
-            Selection::Namespace => Some(
-                ctx.workloads_in(&r.namespace)
-                    .filter(|w| wanted(w))
-                    .map(|w| w.index)
-                    .collect(),
-            ),
-            Selection::Labels(labels, _) => Some(
-                ctx.workloads_matching(&r.namespace, labels)
-                    .filter(|w| wanted(w))
-                    .map(|w| w.index)
-                    .collect(),
-            ),
-        };
-        if targets.as_ref().is_some_and(Vec::is_empty) {
-            continue;
-        }
-        let policy = authz_policy(r, ap, &s.trust_domain);
-        let add = |a: &mut ir::Authz| {
-            let list = match ap.action.unwrap_or(AuthorizationAction::Allow) {
-                AuthorizationAction::Allow => &mut a.allow,
-                AuthorizationAction::Deny => &mut a.deny,
-                AuthorizationAction::Custom => &mut a.custom,
-                AuthorizationAction::Audit => return,
+    // Each policy's targets and lowered form, worked out in parallel, then
+    // handed out in the sorted order.
+    let policies: Vec<(
+        &AuthorizationPolicySpec,
+        Option<Vec<usize>>,
+        ir::AuthzPolicy,
+    )> = policies
+        .into_par_iter()
+        .filter_map(|r| {
+            let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
+                return None;
             };
-            list.push(policy.clone());
-        };
+            let selection = r.selection()?;
+            // The workloads of its namespace it selects (`None`: mesh-wide).
+            let targets: Option<Vec<usize>> = match selection {
+                Selection::Namespace if r.namespace == root => None,
+                Selection::Namespace => Some(
+                    ctx.workloads_in(&r.namespace)
+                        .filter(|w| wanted(w))
+                        .map(|w| w.index)
+                        .collect(),
+                ),
+                Selection::Labels(labels, _) => Some(
+                    ctx.workloads_matching(&r.namespace, labels)
+                        .filter(|w| wanted(w))
+                        .map(|w| w.index)
+                        .collect(),
+                ),
+            };
+            if targets.as_ref().is_some_and(Vec::is_empty) {
+                return None;
+            }
+            Some((ap, targets, authz_policy(r, ap, &s.trust_domain)))
+        })
+        .collect();
+    for (ap, targets, policy) in policies {
+        let action = ap.action.unwrap_or(AuthorizationAction::Allow);
         match targets {
             None => {
-                add(&mut mesh_wide);
-                for a in authz.values_mut() {
-                    add(a);
+                for a in authz.values_mut().chain([&mut mesh_wide]) {
+                    if let Some(l) = authz_list(a, action) {
+                        l.push(policy.clone());
+                    }
                 }
             }
             Some(targets) => {
-                for w in targets {
-                    add(authz.entry(w).or_insert_with(|| mesh_wide.clone()));
+                // The last target takes the policy; the others get copies.
+                let mut policy = Some(policy);
+                let n = targets.len();
+                for (i, w) in targets.into_iter().enumerate() {
+                    let a = authz.entry(w).or_insert_with(|| mesh_wide.clone());
+                    let p = if i + 1 == n {
+                        policy.take()
+                    } else {
+                        policy.clone()
+                    };
+                    if let (Some(l), Some(p)) = (authz_list(a, action), p) {
+                        l.push(p);
+                    }
                 }
             }
         }
@@ -447,6 +476,38 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
             .sort_by(|a, b| (&a.resource, &a.path).cmp(&(&b.resource, &b.path)));
         Err(l.errors)
     }
+}
+
+/// Where a policy of `action` goes in a workload's authorization (AUDIT is
+/// not enforced: nowhere).
+fn authz_list(a: &mut ir::Authz, action: AuthorizationAction) -> Option<&mut Vec<ir::AuthzPolicy>> {
+    match action {
+        AuthorizationAction::Allow => Some(&mut a.allow),
+        AuthorizationAction::Deny => Some(&mut a.deny),
+        AuthorizationAction::Custom => Some(&mut a.custom),
+        AuthorizationAction::Audit => None,
+    }
+}
+
+/// The workloads (`namespace/name`, sorted) of namespace `ns` that
+/// `selector` picks and, if given, that also carry `labels` (a subset's).
+fn endpoints(
+    ctx: &Context,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Vec<String> {
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = ctx
+        .workloads_matching(ns, selector)
+        .filter(|w| labels.is_none_or(|l| selects(l, &w.labels)))
+        .map(|w| format!("{}/{}", w.namespace, ctx.resources[w.index].name))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// The resources of namespace `ns` and of the root namespace, sorted by
@@ -646,18 +707,7 @@ impl<'a> Lowerer<'a, '_> {
         selector: &BTreeMap<String, String>,
         labels: Option<&BTreeMap<String, String>>,
     ) -> Vec<String> {
-        if selector.is_empty() {
-            return Vec::new();
-        }
-        let mut v: Vec<String> = self
-            .ctx
-            .workloads_matching(ns, selector)
-            .filter(|w| labels.is_none_or(|l| selects(l, &w.labels)))
-            .map(|w| format!("{}/{}", w.namespace, self.ctx.resources[w.index].name))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        endpoints(self.ctx, ns, selector, labels)
     }
 
     fn str_match(&mut self, r: &Resource, path: &str, m: &StringMatch) -> Option<ir::StrMatch> {
