@@ -374,8 +374,6 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
             .filter_map(|w| w.split_once('/').map(|(ns, _)| ns))
             .collect()
     });
-    let mut authz: HashMap<usize, ir::Authz> = HashMap::new();
-    let mut mesh_wide = ir::Authz::default();
     let mut policies: Vec<&Resource> = ctx
         .of_kind(crate::model::Kind::AuthorizationPolicy)
         .map(|(_, r, _)| r)
@@ -387,13 +385,8 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         })
         .collect();
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    // Each policy's targets and lowered form, worked out in parallel, then
-    // handed out in the sorted order.
-    let policies: Vec<(
-        &AuthorizationPolicySpec,
-        Option<Vec<usize>>,
-        ir::AuthzPolicy,
-    )> = policies
+    // Each policy's targets and lowered form, worked out in parallel.
+    let policies: Vec<(AuthorizationAction, Option<Vec<usize>>, ir::AuthzPolicy)> = policies
         .into_par_iter()
         .filter_map(|r| {
             let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
@@ -419,51 +412,48 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
             if targets.as_ref().is_some_and(Vec::is_empty) {
                 return None;
             }
-            Some((ap, targets, authz_policy(r, ap, &s.trust_domain)))
+            let action = ap.action.unwrap_or(AuthorizationAction::Allow);
+            Some((action, targets, authz_policy(r, ap, &s.trust_domain)))
         })
         .collect();
-    for (ap, targets, policy) in policies {
-        let action = ap.action.unwrap_or(AuthorizationAction::Allow);
+    // A workload gets the mesh-wide policies and those that target it, in
+    // the sorted order: positions in `policies`, merged per workload.
+    let mut mesh_wide: Vec<usize> = Vec::new();
+    let mut targeted: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, (_, targets, _)) in policies.iter().enumerate() {
         match targets {
-            None => {
-                for a in authz.values_mut().chain([&mut mesh_wide]) {
-                    if let Some(l) = authz_list(a, action) {
-                        l.push(policy.clone());
-                    }
-                }
-            }
+            None => mesh_wide.push(i),
             Some(targets) => {
-                // The last target takes the policy; the others get copies.
-                let mut policy = Some(policy);
-                let n = targets.len();
-                for (i, w) in targets.into_iter().enumerate() {
-                    let a = authz.entry(w).or_insert_with(|| mesh_wide.clone());
-                    let p = if i + 1 == n {
-                        policy.take()
-                    } else {
-                        policy.clone()
-                    };
-                    if let (Some(l), Some(p)) = (authz_list(a, action), p) {
-                        l.push(p);
-                    }
+                for w in targets {
+                    targeted.entry(*w).or_default().push(i);
                 }
             }
         }
     }
-    let inbound: Vec<(&crate::analysis::Workload, ir::Authz)> = ctx
-        .workloads
-        .iter()
-        .filter(|w| wanted(w))
-        .map(|w| {
-            let a = authz.remove(&w.index).unwrap_or_else(|| mesh_wide.clone());
-            (w, a)
-        })
-        .collect();
+    let authz_of = |w: &crate::analysis::Workload| {
+        let own = targeted.get(&w.index).map_or(&[][..], Vec::as_slice);
+        let mut a = ir::Authz::default();
+        let (mut m, mut o) = (mesh_wide.iter().peekable(), own.iter().peekable());
+        while let Some(i) = match (m.peek(), o.peek()) {
+            (Some(x), Some(y)) if x <= y => m.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => o.next(),
+            (Some(_), None) => m.next(),
+            (None, None) => None,
+        } {
+            let (action, _, policy) = &policies[*i];
+            if let Some(l) = authz_list(&mut a, *action) {
+                l.push(policy.clone());
+            }
+        }
+        a
+    };
+    let inbound: Vec<&crate::analysis::Workload> =
+        ctx.workloads.iter().filter(|w| wanted(w)).collect();
     let lr = &l;
     let policies: Vec<(String, ir::WorkloadPolicy)> = inbound
         .into_par_iter()
-        .map(|(w, a)| {
-            let policy = lr.workload(w, a, &near(&sidecars, &w.namespace, root));
+        .map(|w| {
+            let policy = lr.workload(w, authz_of(w), &near(&sidecars, &w.namespace, root));
             let name = &ctx.resources[w.index].name;
             (format!("{}/{name}", w.namespace), policy)
         })
