@@ -1,8 +1,8 @@
 //! The analysed repository: typed resources plus the registry the rules query
 //! (hosts, subsets, gateways, workloads, namespaces).
 
+use crate::model::Map;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 // Seeded per process, and several times faster than SipHash on the short
 // keys these maps hold.
@@ -94,7 +94,7 @@ impl Resource {
         Diagnostic::new(rule, message, self.label(path)).with_resource(self.display())
     }
     /// The pod labels of a workload resource.
-    pub fn labels(&self) -> BTreeMap<String, String> {
+    pub fn labels(&self) -> Map<String, String> {
         self.meta.labels.clone().unwrap_or_default()
     }
 }
@@ -107,9 +107,9 @@ pub struct Workload {
     /// Namespace.
     pub namespace: String,
     /// Pod labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Map<String, String>,
     /// Pod annotations.
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: Map<String, String>,
     /// Service account (`default` when unset).
     pub service_account: String,
 }
@@ -141,7 +141,7 @@ pub struct HostEntry {
     /// Its ports.
     pub ports: Vec<HostPort>,
     /// The Service's selector (none for ServiceEntries).
-    pub selector: Option<BTreeMap<String, String>>,
+    pub selector: Option<Map<String, String>>,
 }
 
 /// Everything the rules read: the resources and the registry built from them.
@@ -177,7 +177,7 @@ pub struct Context<'a> {
     /// so a lookup borrows its keys instead of building a tuple of strings.
     workloads_by_label: HashMap<String, HashMap<String, HashMap<String, Vec<usize>>>>,
     /// Namespaces declared in the repository, with their labels.
-    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub namespaces: HashMap<String, Map<String, String>>,
     /// Namespaces declared or used by any resource.
     pub known_namespaces: HashSet<String>,
     /// Service accounts as `namespace/name`: declared, or used by a workload.
@@ -481,7 +481,7 @@ impl<'a> Context<'a> {
     pub fn workloads_matching<'s>(
         &'s self,
         namespace: &str,
-        selector: &'s BTreeMap<String, String>,
+        selector: &'s Map<String, String>,
     ) -> impl Iterator<Item = &'s Workload> + 's {
         let candidates = match selector.iter().next() {
             Some((k, v)) => self
@@ -519,7 +519,7 @@ impl<'a> Context<'a> {
     pub fn services_selecting<'s>(
         &'s self,
         ns: &str,
-        labels: &'s BTreeMap<String, String>,
+        labels: &'s Map<String, String>,
     ) -> impl Iterator<Item = &'s HostEntry> + 's {
         let mut candidates: Vec<usize> = Vec::new();
         for (k, v) in labels {
@@ -546,7 +546,7 @@ impl<'a> Context<'a> {
     /// Workloads anywhere whose labels include all of `selector`.
     pub fn workloads_matching_anywhere<'s>(
         &'s self,
-        selector: &'s BTreeMap<String, String>,
+        selector: &'s Map<String, String>,
     ) -> impl Iterator<Item = &'s Workload> + 's {
         self.workloads
             .iter()
@@ -685,7 +685,7 @@ pub enum Selection<'a> {
     /// namespace).
     Namespace,
     /// Workloads whose labels include these, at this YAML path.
-    Labels(&'a BTreeMap<String, String>, SelectorAt),
+    Labels(&'a Map<String, String>, SelectorAt),
 }
 
 /// Where a selector's labels are written (`spec.selector.matchLabels`...),
@@ -775,7 +775,7 @@ pub fn covering(host: &str) -> impl Iterator<Item = Cow<'_, str>> {
 }
 
 /// Whether `selector` (all key/value pairs) is contained in `labels`.
-pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn selects(selector: &Map<String, String>, labels: &Map<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 

@@ -23,6 +23,7 @@
 //! - AuthorizationPolicy: mesh-wide (root namespace), namespace-wide and
 //!   selector policies, grouped CUSTOM, DENY, ALLOW; AUDIT is not enforced.
 
+use crate::model::Map;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use meshc_ir as ir;
@@ -221,7 +222,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         out.gateways.insert(
             key,
             ir::GatewayPolicy {
-                selector: g.selector.clone().unwrap_or_default(),
+                selector: g.selector.as_ref().map(Map::to_btree).unwrap_or_default(),
                 servers,
                 ..ir::GatewayPolicy::default()
             },
@@ -324,7 +325,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         }
     }
 
-    let selectors: HashMap<&str, &BTreeMap<String, String>> = ctx
+    let selectors: HashMap<&str, &Map<String, String>> = ctx
         .hosts
         .iter()
         .filter(|h| out.hosts.contains_key(&h.host))
@@ -484,8 +485,8 @@ fn authz_list(a: &mut ir::Authz, action: AuthorizationAction) -> Option<&mut Vec
 fn endpoints(
     ctx: &Context,
     ns: &str,
-    selector: &BTreeMap<String, String>,
-    labels: Option<&BTreeMap<String, String>>,
+    selector: &Map<String, String>,
+    labels: Option<&Map<String, String>>,
 ) -> Vec<String> {
     if selector.is_empty() {
         return Vec::new();
@@ -516,14 +517,17 @@ fn l4_match(
     port: Option<i64>,
     sni_hosts: &[String],
     destination_subnets: &Option<Vec<String>>,
-    source_labels: &Option<BTreeMap<String, String>>,
+    source_labels: &Option<Map<String, String>>,
     source_namespace: &Option<String>,
 ) -> ir::L4Match {
     ir::L4Match {
         port: port.and_then(|p| u16::try_from(p).ok()),
         sni_hosts: sni_hosts.to_vec(),
         destination_subnets: destination_subnets.clone().unwrap_or_default(),
-        source_labels: source_labels.clone().unwrap_or_default(),
+        source_labels: source_labels
+            .as_ref()
+            .map(Map::to_btree)
+            .unwrap_or_default(),
         source_namespace: source_namespace.clone(),
     }
 }
@@ -624,7 +628,7 @@ fn header_ops(h: Option<&crate::model::HeaderOperations>) -> ir::HeaderOps {
     let Some(h) = h else {
         return ir::HeaderOps::default();
     };
-    let lower = |m: &Option<BTreeMap<String, String>>| {
+    let lower = |m: &Option<Map<String, String>>| {
         m.iter()
             .flatten()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
@@ -694,8 +698,8 @@ impl<'a> Lowerer<'a, '_> {
     fn endpoints(
         &self,
         ns: &str,
-        selector: &BTreeMap<String, String>,
-        labels: Option<&BTreeMap<String, String>>,
+        selector: &Map<String, String>,
+        labels: Option<&Map<String, String>>,
     ) -> Vec<String> {
         endpoints(self.ctx, ns, selector, labels)
     }
@@ -731,7 +735,7 @@ impl<'a> Lowerer<'a, '_> {
         let scheme = sm(self, "scheme", &m.scheme);
         let method = sm(self, "method", &m.method);
         let authority = sm(self, "authority", &m.authority);
-        let map = |this: &mut Self, field: &str, v: &Option<BTreeMap<String, StringMatch>>| {
+        let map = |this: &mut Self, field: &str, v: &Option<Map<String, StringMatch>>| {
             let mut out = BTreeMap::new();
             for (k, v) in v.iter().flatten() {
                 if let Some(s) = this.str_match(r, &format!("{path}.{field}.{k}"), v) {
@@ -754,7 +758,11 @@ impl<'a> Lowerer<'a, '_> {
             without_headers,
             query_params,
             port: m.port.and_then(|p| u16::try_from(p).ok()),
-            source_labels: m.source_labels.clone().unwrap_or_default(),
+            source_labels: m
+                .source_labels
+                .as_ref()
+                .map(Map::to_btree)
+                .unwrap_or_default(),
             source_namespace: m.source_namespace.clone(),
         }
     }
@@ -1043,7 +1051,7 @@ impl<'a> Lowerer<'a, '_> {
                         .iter()
                         .flatten()
                         .find(|x| x.name == s)
-                        .and_then(|x| x.labels.clone())
+                        .and_then(|x| x.labels.as_ref().map(Map::to_btree))
                 })
             })
             .unwrap_or_default();
@@ -1145,7 +1153,7 @@ impl<'a> Lowerer<'a, '_> {
         host: &str,
         ns: &str,
         external: bool,
-        selector: Option<&BTreeMap<String, String>>,
+        selector: Option<&Map<String, String>>,
     ) -> (ir::TrafficPolicy, BTreeMap<String, ir::SubsetPolicy>) {
         let auto = if self.ctx.settings.auto_mtls
             && !external
@@ -1165,14 +1173,13 @@ impl<'a> Lowerer<'a, '_> {
             .iter()
             .flatten()
             .map(|s| {
-                let labels = s.labels.clone().unwrap_or_default();
                 let endpoints = selector
-                    .map(|sel| self.endpoints(ns, sel, Some(&labels)))
+                    .map(|sel| self.endpoints(ns, sel, s.labels.as_ref()))
                     .unwrap_or_default();
                 (
                     s.name.clone(),
                     ir::SubsetPolicy {
-                        labels,
+                        labels: s.labels.as_ref().map(Map::to_btree).unwrap_or_default(),
                         traffic_policy: overlay(&top, s.traffic_policy.as_deref()),
                         endpoints,
                     },
@@ -1223,7 +1230,7 @@ impl<'a> Lowerer<'a, '_> {
             namespace: w.namespace.clone(),
             service_account: w.service_account.clone(),
             identity: ir::spiffe_id(&settings.trust_domain, &w.namespace, &w.service_account),
-            labels: w.labels.clone(),
+            labels: w.labels.to_btree(),
             meshed: self.ctx.is_meshed(w),
             mtls: ir::Mtls {
                 mode,

@@ -7,13 +7,14 @@
 //! DestinationRule whose host covers the namespace's Services; with none, the
 //! client uses mTLS only when `auto-mtls` is on.
 
+use crate::model::Map;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::analysis::{Context, Resource, covering, selects};
 use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
 
 /// A workload-selecting PeerAuthentication: (resource, selector labels, mode).
-type WorkloadPolicy<'a> = (&'a Resource, &'a BTreeMap<String, String>, MutualTlsMode);
+type WorkloadPolicy<'a> = (&'a Resource, &'a Map<String, String>, MutualTlsMode);
 
 /// The PeerAuthentications and DestinationRules that decide mTLS.
 pub struct MtlsView<'a> {
@@ -136,11 +137,7 @@ impl<'a> MtlsView<'a> {
 
     /// The effective mode for workloads in `ns` with `labels` (`None`: the
     /// namespace as a whole).
-    pub fn server_mode(
-        &self,
-        ns: &str,
-        labels: Option<&BTreeMap<String, String>>,
-    ) -> ServerMode<'a> {
+    pub fn server_mode(&self, ns: &str, labels: Option<&Map<String, String>>) -> ServerMode<'a> {
         if let Some(labels) = labels
             && let Some((r, _, m)) =
                 self.first_selecting(ns, labels, |(_, _, m)| *m != MutualTlsMode::Unset)
@@ -155,7 +152,7 @@ impl<'a> MtlsView<'a> {
     fn first_selecting(
         &self,
         ns: &str,
-        labels: &BTreeMap<String, String>,
+        labels: &Map<String, String>,
         keep: impl Fn(&WorkloadPolicy<'a>) -> bool,
     ) -> Option<&WorkloadPolicy<'a>> {
         let list = self.workloads.get(ns)?;
@@ -183,7 +180,7 @@ impl<'a> MtlsView<'a> {
     pub fn port_modes(
         &self,
         ns: &str,
-        labels: &BTreeMap<String, String>,
+        labels: &Map<String, String>,
     ) -> BTreeMap<u16, MutualTlsMode> {
         let own = self.first_selecting(ns, labels, |_| true);
         let Some((r, _, _)) = own else {
@@ -206,7 +203,7 @@ impl<'a> MtlsView<'a> {
     pub fn client_mode(
         &self,
         ns: &str,
-        labels: Option<&BTreeMap<String, String>>,
+        labels: Option<&Map<String, String>>,
     ) -> Option<(ClientTlsMode, &'a Resource)> {
         if let Some(labels) = labels {
             let exact = self
@@ -281,7 +278,7 @@ impl<'a> MtlsView<'a> {
     /// a DestinationRule makes clients use another TLS mode. Without, only
     /// when a PeerAuthentication enables it explicitly (STRICT or PERMISSIVE)
     /// and a DestinationRule makes clients use ISTIO_MUTUAL.
-    pub fn enabled(&self, ns: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+    pub fn enabled(&self, ns: &str, labels: Option<&Map<String, String>>) -> bool {
         let (server, by) = self.server_mode(ns, labels);
         if server == MutualTlsMode::Disable {
             return false;

@@ -78,7 +78,7 @@ pub struct NamespaceSelector {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub match_labels: Option<std::collections::BTreeMap<String, String>>,
+    pub match_labels: Option<super::Map<String, String>>,
     /// Set-based requirements; when present meshc does not judge the selector.
     #[serde(
         rename = "matchExpressions",

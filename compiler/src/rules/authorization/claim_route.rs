@@ -1,6 +1,6 @@
 //! `MC0406` claim-route-without-jwt.
 
-use std::collections::BTreeMap;
+use crate::model::Map;
 
 use crate::analysis::{Context, Resource, Selection, Workload, gateway_key, selects};
 use crate::declare_rule;
@@ -88,7 +88,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // A RequestAuthentication of namespace `ns`, or of the root namespace,
     // that applies to pods with these labels. One attached by `targetRef`
     // counts as applying: meshc does not resolve targets.
-    let applies = |ns: &str, labels: &BTreeMap<String, String>| {
+    let applies = |ns: &str, labels: &Map<String, String>| {
         authns.iter().any(|ra| {
             (ra.namespace == root || ra.namespace == ns)
                 && match ra.selection() {
@@ -97,7 +97,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 }
         })
     };
-    let empty = BTreeMap::new();
+    let empty = crate::model::Map::default();
     for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;

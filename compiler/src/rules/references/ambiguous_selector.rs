@@ -1,5 +1,6 @@
 //! `MC0108` ambiguous-selector.
 
+use crate::model::Map;
 use std::collections::BTreeMap;
 
 use crate::analysis::{Context, Selection};
@@ -56,7 +57,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // RequestAuthentications are not exclusive: several combine.
     for kind in [Kind::Sidecar, Kind::PeerAuthentication] {
         // namespace → (selector-less resources, labelled resources)
-        type Labelled<'a> = Vec<(usize, &'a BTreeMap<String, String>, YamlPath)>;
+        type Labelled<'a> = Vec<(usize, &'a Map<String, String>, YamlPath)>;
         let mut by_ns: BTreeMap<&str, (Vec<usize>, Labelled)> = BTreeMap::new();
         for (i, r, _) in ctx.of_kind(kind) {
             match r.selection() {

@@ -1,6 +1,6 @@
 //! `MC0112` gateway-port-not-exposed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use crate::analysis::Context;
 use crate::declare_rule;
@@ -42,7 +42,7 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    let empty = BTreeMap::new();
+    let empty = crate::model::Map::default();
     for (_, r, spec) in ctx.of_kind(Kind::Gateway) {
         let Spec::Gateway(gw) = spec else { continue };
         let selector = gw.selector.as_ref().unwrap_or(&empty);

@@ -1,6 +1,6 @@
 //! `MC0109` subset-selects-nothing.
 
-use std::collections::BTreeMap;
+use crate::model::Map;
 
 use crate::analysis::{Context, selects};
 use crate::declare_rule;
@@ -61,7 +61,7 @@ fn endpoint_labels<'a>(
     ctx: &'a Context,
     fqdn: &str,
     from: &str,
-) -> Option<(Vec<&'a BTreeMap<String, String>>, &'static str)> {
+) -> Option<(Vec<&'a Map<String, String>>, &'static str)> {
     let mut known = false;
     let mut sets = Vec::new();
     let mut what = "workloads";

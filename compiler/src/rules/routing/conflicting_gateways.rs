@@ -1,7 +1,5 @@
 //! `MC0206` conflicting-gateways.
 
-use std::collections::BTreeMap;
-
 use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
@@ -48,7 +46,7 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    let empty = BTreeMap::new();
+    let empty = crate::model::Map::default();
     let gateways = ctx.istio_gateways();
     // The workloads each Gateway configures (resource indices, sorted), so
     // pairs compare two short lists instead of rescanning every workload.

@@ -75,7 +75,7 @@ fn certificates(tls: &ServerTlsSettings) -> Vec<(String, &'static str)> {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    let empty = BTreeMap::new();
+    let empty = crate::model::Map::default();
     let gateways = ctx.istio_gateways();
     // certificate → the (gateway, server, field) that present it
     let mut by_cert: BTreeMap<String, Vec<(usize, usize, &'static str)>> = BTreeMap::new();

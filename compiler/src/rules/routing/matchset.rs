@@ -10,7 +10,8 @@
 //! past a bound answers "unknown", which counts as not covered, so the rules
 //! built on this never report a shadow that is not there.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use crate::model::Map;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA};
@@ -199,10 +200,10 @@ fn covers_string(
 
 fn covers_map(
     o: &mut Oracle,
-    a: Option<&BTreeMap<String, StringMatch>>,
-    b: Option<&BTreeMap<String, StringMatch>>,
+    a: Option<&Map<String, StringMatch>>,
+    b: Option<&Map<String, StringMatch>>,
 ) -> bool {
-    let empty = BTreeMap::new();
+    let empty = crate::model::Map::default();
     let b = b.unwrap_or(&empty);
     a.unwrap_or(&empty).iter().all(|(k, am)| match b.get(k) {
         // An empty StringMatch on a header means "present": only another
@@ -220,10 +221,7 @@ fn subset<T: PartialEq>(small: Option<&[T]>, big: Option<&[T]>) -> bool {
     }
 }
 
-fn labels_cover(
-    a: Option<&BTreeMap<String, String>>,
-    b: Option<&BTreeMap<String, String>>,
-) -> bool {
+fn labels_cover(a: Option<&Map<String, String>>, b: Option<&Map<String, String>>) -> bool {
     a.is_none_or(|a| {
         let b = b.cloned().unwrap_or_default();
         a.iter().all(|(k, v)| b.get(k) == Some(v))
@@ -242,11 +240,11 @@ pub(crate) fn http_is_catch_all(m: &HttpMatchRequest) -> bool {
         && empty_sm(&m.scheme)
         && empty_sm(&m.method)
         && empty_sm(&m.authority)
-        && m.headers.as_ref().is_none_or(BTreeMap::is_empty)
-        && m.query_params.as_ref().is_none_or(BTreeMap::is_empty)
-        && m.without_headers.as_ref().is_none_or(BTreeMap::is_empty)
+        && m.headers.as_ref().is_none_or(|m| m.is_empty())
+        && m.query_params.as_ref().is_none_or(|m| m.is_empty())
+        && m.without_headers.as_ref().is_none_or(|m| m.is_empty())
         && m.port.is_none()
-        && m.source_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && m.source_labels.as_ref().is_none_or(|m| m.is_empty())
         && m.gateways.as_ref().is_none_or(Vec::is_empty)
         && m.source_namespace.is_none()
 }
