@@ -222,7 +222,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         out.gateways.insert(
             key,
             ir::GatewayPolicy {
-                selector: g.selector.as_ref().map(Map::to_btree).unwrap_or_default(),
+                selector: g.selector.clone().unwrap_or_default(),
                 servers,
                 ..ir::GatewayPolicy::default()
             },
@@ -524,10 +524,7 @@ fn l4_match(
         port: port.and_then(|p| u16::try_from(p).ok()),
         sni_hosts: sni_hosts.to_vec(),
         destination_subnets: destination_subnets.clone().unwrap_or_default(),
-        source_labels: source_labels
-            .as_ref()
-            .map(Map::to_btree)
-            .unwrap_or_default(),
+        source_labels: source_labels.clone().unwrap_or_default(),
         source_namespace: source_namespace.clone(),
     }
 }
@@ -736,7 +733,7 @@ impl<'a> Lowerer<'a, '_> {
         let method = sm(self, "method", &m.method);
         let authority = sm(self, "authority", &m.authority);
         let map = |this: &mut Self, field: &str, v: &Option<Map<String, StringMatch>>| {
-            let mut out = BTreeMap::new();
+            let mut out = Map::default();
             for (k, v) in v.iter().flatten() {
                 if let Some(s) = this.str_match(r, &format!("{path}.{field}.{k}"), v) {
                     out.insert(k.to_ascii_lowercase(), s);
@@ -758,11 +755,7 @@ impl<'a> Lowerer<'a, '_> {
             without_headers,
             query_params,
             port: m.port.and_then(|p| u16::try_from(p).ok()),
-            source_labels: m
-                .source_labels
-                .as_ref()
-                .map(Map::to_btree)
-                .unwrap_or_default(),
+            source_labels: m.source_labels.clone().unwrap_or_default(),
             source_namespace: m.source_namespace.clone(),
         }
     }
@@ -1051,7 +1044,7 @@ impl<'a> Lowerer<'a, '_> {
                         .iter()
                         .flatten()
                         .find(|x| x.name == s)
-                        .and_then(|x| x.labels.as_ref().map(Map::to_btree))
+                        .and_then(|x| x.labels.clone())
                 })
             })
             .unwrap_or_default();
@@ -1179,7 +1172,7 @@ impl<'a> Lowerer<'a, '_> {
                 (
                     s.name.clone(),
                     ir::SubsetPolicy {
-                        labels: s.labels.as_ref().map(Map::to_btree).unwrap_or_default(),
+                        labels: s.labels.clone().unwrap_or_default(),
                         traffic_policy: overlay(&top, s.traffic_policy.as_deref()),
                         endpoints,
                     },
@@ -1230,7 +1223,7 @@ impl<'a> Lowerer<'a, '_> {
             namespace: w.namespace.clone(),
             service_account: w.service_account.clone(),
             identity: ir::spiffe_id(&settings.trust_domain, &w.namespace, &w.service_account),
-            labels: w.labels.to_btree(),
+            labels: w.labels.clone(),
             meshed: self.ctx.is_meshed(w),
             mtls: ir::Mtls {
                 mode,

@@ -1694,7 +1694,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
         };
         let peer = Peer {
             namespace: None,
-            labels: BTreeMap::new(),
+            labels: meshc_ir::Map::default(),
             principal,
             ip: conn.remote.map(|a| a.ip()),
             request_principal: None,
@@ -1784,7 +1784,7 @@ mod tests {
             subset: None,
             port: None,
             weight: 100,
-            labels: BTreeMap::new(),
+            labels: meshc_ir::Map::default(),
             request_headers: Default::default(),
             response_headers: Default::default(),
         };

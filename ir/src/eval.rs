@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use crate::{
     AuthzPolicy, AuthzRule, Condition, Fault, GatewayServer, HostPolicy, HttpAction, HttpMatch,
-    HttpRule, Ir, L4Match, L4Rule, Mirror, OperationMatch, Retries, Rewrite, SourceMatch, Values,
-    WeightedDestination, WorkloadPolicy, host_pattern_matches,
+    HttpRule, Ir, L4Match, L4Rule, Map, Mirror, OperationMatch, Retries, Rewrite, SourceMatch,
+    Values, WeightedDestination, WorkloadPolicy, host_pattern_matches,
 };
 
 /// An HTTP request as the evaluator sees it.
@@ -58,7 +58,7 @@ pub struct Peer {
     /// Namespace of the calling workload (routing's `sourceNamespace`).
     pub namespace: Option<String>,
     /// Labels of the calling workload (routing's `sourceLabels`).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Map<String, String>,
     /// Authenticated principal `<td>/ns/<ns>/sa/<sa>`, present only over mTLS.
     pub principal: Option<String>,
     /// Address.
@@ -168,7 +168,7 @@ fn default_destination(host: &str, port: Option<u16>) -> WeightedDestination {
         subset: None,
         port,
         weight: 100,
-        labels: BTreeMap::new(),
+        labels: Map::default(),
         request_headers: Default::default(),
         response_headers: Default::default(),
     }

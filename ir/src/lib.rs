@@ -36,6 +36,7 @@ pub mod resources;
 pub mod proto {
     tonic::include_proto!("meshc.distribution.v1");
 }
+mod map;
 mod matcher;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use map::Map;
 pub use matcher::{Regex, StrMatch};
 
 /// Version of the IR's schema; part of the hash.
@@ -116,7 +118,7 @@ pub struct HostPolicy {
 #[serde(deny_unknown_fields)]
 pub struct SubsetPolicy {
     /// Labels a workload must carry.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Map<String, String>,
     /// The host's policy with the subset's overrides merged in.
     pub traffic_policy: TrafficPolicy,
     /// Workloads (`namespace/name`) it selects.
@@ -170,15 +172,15 @@ pub struct HttpMatch {
     /// Authority (host header).
     pub authority: Option<StrMatch>,
     /// Request headers (names lower-case) that must match.
-    pub headers: BTreeMap<String, StrMatch>,
+    pub headers: Map<String, StrMatch>,
     /// Request headers that must not match.
-    pub without_headers: BTreeMap<String, StrMatch>,
+    pub without_headers: Map<String, StrMatch>,
     /// Query parameters.
-    pub query_params: BTreeMap<String, StrMatch>,
+    pub query_params: Map<String, StrMatch>,
     /// Destination port.
     pub port: Option<u16>,
     /// Labels the calling workload must carry.
-    pub source_labels: BTreeMap<String, String>,
+    pub source_labels: Map<String, String>,
     /// Namespace of the calling workload.
     pub source_namespace: Option<String>,
 }
@@ -213,7 +215,7 @@ pub struct WeightedDestination {
     /// Percentage of traffic, 0–100; a rule's weights sum to 100.
     pub weight: u32,
     /// The subset's workload labels (empty without a subset).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Map<String, String>,
     /// Header operations for this destination.
     pub request_headers: HeaderOps,
     /// Response header operations for this destination.
@@ -225,9 +227,9 @@ pub struct WeightedDestination {
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     /// Overwrite.
-    pub set: BTreeMap<String, String>,
+    pub set: Map<String, String>,
     /// Append.
-    pub add: BTreeMap<String, String>,
+    pub add: Map<String, String>,
     /// Remove.
     pub remove: Vec<String>,
 }
@@ -366,7 +368,7 @@ pub struct L4Match {
     /// Destination subnets.
     pub destination_subnets: Vec<String>,
     /// Labels of the calling workload.
-    pub source_labels: BTreeMap<String, String>,
+    pub source_labels: Map<String, String>,
     /// Namespace of the calling workload.
     pub source_namespace: Option<String>,
 }
@@ -581,7 +583,7 @@ pub struct WorkloadPolicy {
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub identity: String,
     /// Pod labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Map<String, String>,
     /// Whether it runs a sidecar.
     pub meshed: bool,
     /// Effective server-side mTLS.
@@ -710,7 +712,7 @@ pub struct Condition {
 #[serde(deny_unknown_fields)]
 pub struct GatewayPolicy {
     /// Labels of the gateway workloads.
-    pub selector: BTreeMap<String, String>,
+    pub selector: Map<String, String>,
     /// Servers.
     pub servers: Vec<GatewayServer>,
     /// Routes of the VirtualServices bound to the gateway, by host.

@@ -20,7 +20,7 @@ fn dest(subset: &str, weight: u32) -> WeightedDestination {
         subset: Some(subset.into()),
         port: None,
         weight,
-        labels: BTreeMap::new(),
+        labels: Map::default(),
         request_headers: HeaderOps::default(),
         response_headers: HeaderOps::default(),
     }
@@ -160,7 +160,7 @@ fn workload(authz: Authz) -> WorkloadPolicy {
         namespace: "default".into(),
         service_account: "reviews".into(),
         identity: "spiffe://cluster.local/ns/default/sa/reviews".into(),
-        labels: BTreeMap::new(),
+        labels: Map::default(),
         meshed: true,
         mtls: Mtls {
             mode: MtlsMode::Strict,

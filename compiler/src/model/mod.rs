@@ -6,8 +6,6 @@
 //! meshc is not a Kubernetes validator. Every struct derives serde and schemars;
 //! the schema stage validates raw documents against `schema_for::<Object<S>>()`.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -18,81 +16,7 @@ pub mod istio_gen;
 pub use gateway_api::*;
 pub use istio_gen::*;
 
-/// A map of the model (labels, selectors, header matches...): entries in a
-/// vector sorted by key (`litemap`), read and written as a JSON/YAML mapping
-/// and described to the schema stage exactly as a `BTreeMap`. Nearly every
-/// such map holds one to three entries, where a `BTreeMap` allocates a node
-/// of eleven (about 540 bytes for string pairs): the 10,000-service
-/// repository holds some 130,000 of them.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Map<K, V>(litemap::LiteMap<K, V>);
-
-impl<K, V> Default for Map<K, V> {
-    fn default() -> Self {
-        Map(litemap::LiteMap::new())
-    }
-}
-
-impl<K, V> std::ops::Deref for Map<K, V> {
-    type Target = litemap::LiteMap<K, V>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl<K, V> std::ops::DerefMut for Map<K, V> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl<K: Ord, V> FromIterator<(K, V)> for Map<K, V> {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Map(iter.into_iter().collect())
-    }
-}
-
-impl<'a, K, V> IntoIterator for &'a Map<K, V> {
-    type Item = (&'a K, &'a V);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.as_slice().iter().map(|(k, v)| (k, v))
-    }
-}
-
-impl<K: Ord + Clone, V: Clone> Map<K, V> {
-    /// The same entries as a `BTreeMap` (the IR's maps).
-    pub fn to_btree(&self) -> BTreeMap<K, V> {
-        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
-
-impl<K: Serialize, V: Serialize> Serialize for Map<K, V> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for Map<K, V> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        litemap::LiteMap::deserialize(d).map(Map)
-    }
-}
-
-impl<K: JsonSchema, V: JsonSchema> JsonSchema for Map<K, V> {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        <BTreeMap<K, V> as JsonSchema>::schema_name()
-    }
-    fn schema_id() -> std::borrow::Cow<'static, str> {
-        <BTreeMap<K, V> as JsonSchema>::schema_id()
-    }
-    fn inline_schema() -> bool {
-        <BTreeMap<K, V> as JsonSchema>::inline_schema()
-    }
-    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        <BTreeMap<K, V> as JsonSchema>::json_schema(g)
-    }
-}
+pub use meshc_ir::Map;
 
 /// The name an enum value has in YAML (`INSERT_BEFORE`, `ISTIO_MUTUAL`), as
 /// its serde renaming gives it.
