@@ -483,8 +483,7 @@ fn identify(root: Node, origin: Origin<'_>, default_namespace: &str, out: &mut F
         .unwrap_or(default_namespace)
         .to_owned();
     let resource_name = format!("{} {namespace}/{name}", kind.qualified());
-    let json = root.to_json();
-    let violations = schema::validate(kind, &root, &json);
+    let violations = schema::validate_tree(kind, &root);
     for v in &violations {
         let (span, key) = root.locate(&v.path.0);
         let span = if v.at_key { key.unwrap_or(span) } else { span };
@@ -499,7 +498,7 @@ fn identify(root: Node, origin: Origin<'_>, default_namespace: &str, out: &mut F
         }
         out.diagnostics.push(d);
     }
-    let typed = Spec::from_json(kind, json);
+    let typed = Spec::from_node(kind, &root);
     let (meta, spec) = match typed {
         Ok((meta, spec)) => (meta, Some(spec)),
         Err(e) => {

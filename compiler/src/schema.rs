@@ -20,9 +20,13 @@ pub struct Violation {
     pub at_key: bool,
 }
 
+mod yaml_json;
+
 struct Compiled {
     schema: Json,
     validator: jsonschema::Validator,
+    /// The same schema, for the YAML tree itself.
+    on_tree: jsonschema::Validator<yaml_json::Yaml>,
 }
 
 fn compiled(kind: Kind) -> &'static Compiled {
@@ -38,13 +42,43 @@ fn compiled(kind: Kind) -> &'static Compiled {
             .with_draft(jsonschema::Draft::Draft202012)
             .build(&schema)
             .expect("schemas generated from the model are valid JSON Schema");
-        Compiled { schema, validator }
+        let on_tree = jsonschema::options_for::<yaml_json::Yaml>()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .expect("schemas generated from the model are valid JSON Schema");
+        Compiled {
+            schema,
+            validator,
+            on_tree,
+        }
     })
 }
 
 /// The generated JSON Schema of a kind (for tests and `meshc schema`).
 pub fn schema_json(kind: Kind) -> &'static Json {
     &compiled(kind).schema
+}
+
+/// Validate the document `root` as a `kind`: on its YAML tree, and only
+/// when that fails once more on its JSON, for the errors.
+pub fn validate_tree(kind: Kind, root: &Node) -> Vec<Violation> {
+    if valid_tree(kind, root) {
+        return Vec::new();
+    }
+    validate(kind, root, &root.to_json())
+}
+
+/// Whether the document `root` is a valid `kind`, checked on its YAML tree
+/// (the same answer its JSON gets; `tests/typed_decode.rs` compares them).
+pub fn valid_tree(kind: Kind, root: &Node) -> bool {
+    compiled(kind)
+        .on_tree
+        .is_valid(yaml_json::YNode::Tree(root))
+}
+
+/// Whether the JSON `doc` is a valid `kind`.
+pub fn valid_json(kind: Kind, doc: &Json) -> bool {
+    compiled(kind).validator.is_valid(doc)
 }
 
 /// Validate `doc` (the JSON form of `root`) as a `kind`.

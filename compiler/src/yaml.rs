@@ -13,6 +13,7 @@ use std::fmt;
 use compact_str::CompactString;
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
+pub mod de;
 mod fast;
 
 use crate::diagnostic::{Diagnostic, Label};

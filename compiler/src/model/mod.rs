@@ -454,23 +454,47 @@ impl Destination {
 }
 
 impl Spec {
-    /// Deserialise the spec of a document of `kind` (already schema-checked).
+    /// Deserialise the spec of a document of `kind` (already schema-checked)
+    /// from its JSON.
     pub fn from_json(
         kind: Kind,
         doc: serde_json::Value,
     ) -> Result<(ObjectMeta, Spec), serde_json::Error> {
-        fn istio<S: serde::de::DeserializeOwned + Default>(
-            doc: serde_json::Value,
+        Self::decode(kind, doc)
+    }
+
+    /// The same, straight from the document's YAML tree: what
+    /// [`Spec::from_json`] gives for [`crate::yaml::Node::to_json`], without
+    /// building that JSON.
+    pub fn from_node(
+        kind: Kind,
+        doc: &crate::yaml::Node,
+    ) -> Result<(ObjectMeta, Spec), serde_json::Error> {
+        Self::decode(kind, crate::yaml::de::NodeDe(doc))
+    }
+
+    fn decode<'de, D>(kind: Kind, doc: D) -> Result<(ObjectMeta, Spec), serde_json::Error>
+    where
+        D: serde::Deserializer<'de, Error = serde_json::Error>,
+    {
+        fn istio<'de, S: Deserialize<'de> + Default, D>(
+            doc: D,
             f: fn(S) -> Spec,
-        ) -> Result<(ObjectMeta, Spec), serde_json::Error> {
-            let o: IstioObject<S> = serde_json::from_value(doc)?;
+        ) -> Result<(ObjectMeta, Spec), serde_json::Error>
+        where
+            D: serde::Deserializer<'de, Error = serde_json::Error>,
+        {
+            let o = IstioObject::<S>::deserialize(doc)?;
             Ok((o.metadata, f(o.spec.unwrap_or_default())))
         }
-        fn kube<S: serde::de::DeserializeOwned + Default>(
-            doc: serde_json::Value,
+        fn kube<'de, S: Deserialize<'de> + Default, D>(
+            doc: D,
             f: fn(S) -> Spec,
-        ) -> Result<(ObjectMeta, Spec), serde_json::Error> {
-            let o: KubeObject<S> = serde_json::from_value(doc)?;
+        ) -> Result<(ObjectMeta, Spec), serde_json::Error>
+        where
+            D: serde::Deserializer<'de, Error = serde_json::Error>,
+        {
+            let o = KubeObject::<S>::deserialize(doc)?;
             Ok((o.metadata, f(o.spec.unwrap_or_default())))
         }
         match kind {
