@@ -511,7 +511,7 @@ fn compile(args: CompileArgs) -> Result<u8> {
     }
     let doc = Versioned {
         version: &hash,
-        ir: &*ir,
+        ir: &ir,
     };
     match args.format {
         // Streamed: a large IR is never held as text (the 10,000-service

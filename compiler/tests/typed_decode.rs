@@ -5,30 +5,16 @@
 //! repository's and the conformance corpora's YAML files and on documents
 //! written to fail in every way a document can.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::yaml_files;
 
 use meshc_compiler::model::{Kind, Spec};
 use meshc_compiler::yaml::de::NodeDe;
 use meshc_compiler::yaml::{Node, load_with};
 use meshc_compiler::{FileId, Limits, SourceFile};
 use serde::Deserialize;
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if p.file_name().is_some_and(|n| n == "target" || n == ".git") {
-                continue;
-            }
-            yaml_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(p);
-        }
-    }
-}
 
 /// Where the two readings of one document differ, if they do.
 fn disagreement(root: &Node) -> Option<String> {

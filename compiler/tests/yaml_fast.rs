@@ -5,25 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::yaml_files;
+
 use meshc_compiler::yaml::{Document, load_with};
 use meshc_compiler::{Diagnostic, FileId, Limits, SourceFile};
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if p.file_name().is_some_and(|n| n == "target" || n == ".git") {
-                continue;
-            }
-            yaml_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(p);
-        }
-    }
-}
 
 fn read(text: &str, fast: bool) -> (Vec<Document>, Vec<Diagnostic>) {
     let file = SourceFile::new("t.yaml", text.to_owned());
