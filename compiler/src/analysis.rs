@@ -1,8 +1,8 @@
 //! The analysed repository: typed resources plus the registry the rules query
 //! (hosts, subsets, gateways, workloads, namespaces).
 
-use crate::model::Map;
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 // Seeded per process, and several times faster than SipHash on the short
 // keys these maps hold.
@@ -10,10 +10,8 @@ use foldhash::{HashMap, HashSet};
 
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
-use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, ObjectMeta, Spec};
+use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, Map, ObjectMeta, Spec};
 use crate::rules::RuleMeta;
-use std::sync::{Arc, OnceLock};
-
 use crate::source::{FileId, Span};
 use crate::yaml::{DocAt, Node, YamlPath};
 

@@ -23,7 +23,6 @@
 //! - AuthorizationPolicy: mesh-wide (root namespace), namespace-wide and
 //!   selector policies, grouped CUSTOM, DENY, ALLOW; AUDIT is not enforced.
 
-use crate::model::Map;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use meshc_ir as ir;
@@ -32,7 +31,7 @@ use rayon::prelude::*;
 use crate::analysis::{Context, HostEntry, Resource, Selection, gateway_key, selects};
 use crate::model::{
     AuthorizationAction, AuthorizationPolicySpec, ClientTlsMode, ClientTlsSettings,
-    ConnectionPoolSettings, Destination, HttpMatchRequest, HttpRoute, LoadBalancerSettings,
+    ConnectionPoolSettings, Destination, HttpMatchRequest, HttpRoute, LoadBalancerSettings, Map,
     MutualTlsMode, OutlierDetection, SimpleLb, Spec, StringMatch, TrafficPolicy,
     VirtualServiceSpec,
 };

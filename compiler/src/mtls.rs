@@ -7,11 +7,10 @@
 //! DestinationRule whose host covers the namespace's Services; with none, the
 //! client uses mTLS only when `auto-mtls` is on.
 
-use crate::model::Map;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::analysis::{Context, Resource, covering, selects};
-use crate::model::{ClientTlsMode, MutualTlsMode, Spec};
+use crate::model::{ClientTlsMode, Map, MutualTlsMode, Spec};
 
 /// A workload-selecting PeerAuthentication: (resource, selector labels, mode).
 type WorkloadPolicy<'a> = (&'a Resource, &'a Map<String, String>, MutualTlsMode);

@@ -1,11 +1,9 @@
 //! `MC0406` claim-route-without-jwt.
 
-use crate::model::Map;
-
 use crate::analysis::{Context, Resource, Selection, Workload, gateway_key, selects};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{Kind, Spec, VirtualServiceSpec};
+use crate::model::{Kind, Map, Spec, VirtualServiceSpec};
 use crate::path;
 use crate::yaml::YamlPath;
 

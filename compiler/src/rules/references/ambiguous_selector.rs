@@ -1,12 +1,11 @@
 //! `MC0108` ambiguous-selector.
 
-use crate::model::Map;
 use std::collections::BTreeMap;
 
 use crate::analysis::{Context, Selection};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::Kind;
+use crate::model::{Kind, Map};
 use crate::path;
 use crate::yaml::YamlPath;
 

@@ -1,11 +1,9 @@
 //! `MC0109` subset-selects-nothing.
 
-use crate::model::Map;
-
 use crate::analysis::{Context, selects};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
-use crate::model::{Kind, Spec};
+use crate::model::{Kind, Map, Spec};
 use crate::path;
 
 declare_rule! {

@@ -10,7 +10,6 @@
 //! past a bound answers "unknown", which counts as not covered, so the rules
 //! built on this never report a shadow that is not there.
 
-use crate::model::Map;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use regex_automata::hybrid::LazyStateID;
@@ -18,7 +17,7 @@ use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::util::start;
 use regex_automata::{Anchored, MatchKind};
 
-use crate::model::{HttpMatchRequest, L4MatchAttributes, StringMatch, TlsMatchAttributes};
+use crate::model::{HttpMatchRequest, L4MatchAttributes, Map, StringMatch, TlsMatchAttributes};
 
 /// A string constraint in a normal form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
