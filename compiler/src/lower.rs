@@ -431,16 +431,15 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         }
     }
     let authz_of = |w: &crate::analysis::Workload| {
-        let own = targeted.get(&w.index).map_or(&[][..], Vec::as_slice);
+        let mut mine: Vec<usize> = mesh_wide
+            .iter()
+            .chain(targeted.get(&w.index).into_iter().flatten())
+            .copied()
+            .collect();
+        mine.sort_unstable();
         let mut a = ir::Authz::default();
-        let (mut m, mut o) = (mesh_wide.iter().peekable(), own.iter().peekable());
-        while let Some(i) = match (m.peek(), o.peek()) {
-            (Some(x), Some(y)) if x <= y => m.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => o.next(),
-            (Some(_), None) => m.next(),
-            (None, None) => None,
-        } {
-            let (action, _, policy) = &policies[*i];
+        for i in mine {
+            let (action, _, policy) = &policies[i];
             if let Some(l) = authz_list(&mut a, *action) {
                 l.push(policy.clone());
             }
@@ -691,15 +690,6 @@ impl<'a> Lowerer<'a, '_> {
     }
 
     /// Workloads (`namespace/name`) in `ns` matching `selector` and `labels`.
-    fn endpoints(
-        &self,
-        ns: &str,
-        selector: &Map<String, String>,
-        labels: Option<&Map<String, String>>,
-    ) -> Vec<String> {
-        endpoints(self.ctx, ns, selector, labels)
-    }
-
     fn str_match(&mut self, r: &Resource, path: &str, m: &StringMatch) -> Option<ir::StrMatch> {
         Some(if let Some(e) = &m.exact {
             ir::StrMatch::Exact(e.clone())
@@ -1166,7 +1156,7 @@ impl<'a> Lowerer<'a, '_> {
             .flatten()
             .map(|s| {
                 let endpoints = selector
-                    .map(|sel| self.endpoints(ns, sel, s.labels.as_ref()))
+                    .map(|sel| endpoints(self.ctx, ns, sel, s.labels.as_ref()))
                     .unwrap_or_default();
                 (
                     s.name.clone(),

@@ -38,18 +38,16 @@ fn compiled(kind: Kind) -> &'static Compiled {
         .expect("every kind is in ALL");
     CELLS[i].get_or_init(|| {
         let schema = kind.schema();
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(&schema)
-            .expect("schemas generated from the model are valid JSON Schema");
-        let on_tree = jsonschema::options_for::<yaml_json::Yaml>()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(&schema)
-            .expect("schemas generated from the model are valid JSON Schema");
+        fn build<F: jsonschema::json::Json>(schema: &Json) -> jsonschema::Validator<F> {
+            jsonschema::options_for::<F>()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(schema)
+                .expect("schemas generated from the model are valid JSON Schema")
+        }
         Compiled {
+            validator: build(&schema),
+            on_tree: build(&schema),
             schema,
-            validator,
-            on_tree,
         }
     })
 }
@@ -65,7 +63,7 @@ pub fn validate_tree(kind: Kind, root: &Node) -> Vec<Violation> {
     if valid_tree(kind, root) {
         return Vec::new();
     }
-    validate(kind, root, &root.to_json())
+    violations(compiled(kind), root, &root.to_json())
 }
 
 /// Whether the document `root` is a valid `kind`, checked on its YAML tree
@@ -87,6 +85,11 @@ pub fn validate(kind: Kind, root: &Node, doc: &Json) -> Vec<Violation> {
     if c.validator.is_valid(doc) {
         return Vec::new();
     }
+    violations(c, root, doc)
+}
+
+/// The violations of `doc` (the JSON form of `root`), known to be invalid.
+fn violations(c: &Compiled, root: &Node, doc: &Json) -> Vec<Violation> {
     let mut out: Vec<Violation> = Vec::new();
     for err in c.validator.iter_errors(doc) {
         let path = YamlPath::from_pointer(root, err.instance_path().as_str());

@@ -9,7 +9,6 @@
 use serde::de::{
     self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor,
 };
-use serde::forward_to_deserialize_any;
 use serde_json::Error;
 
 use super::{Entry, Node, Value};
@@ -58,6 +57,15 @@ fn visit_number<'a, V: Visitor<'a>>(v: &Value, visitor: V) -> Option<Result<V::V
     }
 }
 
+/// Number methods: each reads a number as `serde_json::Number` hands it out.
+macro_rules! numbers {
+    ($($method:ident)*) => {
+        $(fn $method<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+            self.deserialize_number(visitor)
+        })*
+    };
+}
+
 impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     type Error = Error;
 
@@ -82,35 +90,10 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
         }
     }
 
-    fn deserialize_i8<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_i16<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_i32<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_i64<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_u8<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_u16<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_u32<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_u64<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_f32<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
-    }
-    fn deserialize_f64<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.deserialize_number(visitor)
+    numbers! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_f32 deserialize_f64
     }
 
     fn deserialize_char<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -294,6 +277,11 @@ impl<'a> SeqAccess<'a> for Seq<'a> {
     }
 }
 
+/// A mapping key: a string, as JSON keys are.
+fn key(k: &str) -> de::value::BorrowedStrDeserializer<'_, Error> {
+    de::value::BorrowedStrDeserializer::new(k)
+}
+
 struct Map<'a> {
     entries: std::slice::Iter<'a, Entry>,
     value: Option<&'a Node>,
@@ -313,7 +301,7 @@ impl<'a> MapAccess<'a> for Map<'a> {
             }
             self.value = Some(&e.value);
             self.left -= 1;
-            return seed.deserialize(Key(e.key.as_str())).map(Some);
+            return seed.deserialize(key(&e.key)).map(Some);
         }
         Ok(None)
     }
@@ -328,39 +316,6 @@ impl<'a> MapAccess<'a> for Map<'a> {
     }
 }
 
-/// A mapping key: a string, as JSON keys are.
-struct Key<'a>(&'a str);
-
-impl<'de> de::Deserializer<'de> for Key<'de> {
-    type Error = Error;
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_borrowed_str(self.0)
-    }
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_some(self)
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        visitor.visit_newtype_struct(self)
-    }
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Error> {
-        visitor.visit_enum(self.0.into_deserializer())
-    }
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
-        identifier ignored_any
-    }
-}
-
 /// An externally tagged enum variant: a one-entry mapping.
 struct EnumAccess<'a>(&'a Entry);
 
@@ -371,7 +326,7 @@ impl<'a> de::EnumAccess<'a> for EnumAccess<'a> {
         self,
         seed: V,
     ) -> Result<(V::Value, NodeDe<'a>), Error> {
-        let v = seed.deserialize(Key(self.0.key.as_str()))?;
+        let v = seed.deserialize(key(&self.0.key))?;
         Ok((v, NodeDe(&self.0.value)))
     }
 }
