@@ -70,6 +70,22 @@ impl Resource {
         Some(y.tree.get_or_init(|| tree))
     }
 
+    /// Where `path` (from the document's root, as a [`Label`]'s path is) is
+    /// in its document: the deepest existing node on it.
+    pub(crate) fn locate(&self, path: &YamlPath) -> Option<Span> {
+        self.document().map(|tree| tree.locate(&path.0).0)
+    }
+
+    /// The byte range of its document in its file.
+    pub(crate) fn document_range(&self) -> std::ops::Range<usize> {
+        self.yaml.at.range()
+    }
+
+    /// The text of its document.
+    pub(crate) fn document_text(&self) -> &str {
+        self.yaml.text.get(self.document_range()).unwrap_or("")
+    }
+
     /// `Kind namespace/name` (the Gateway API's Gateway qualified by its group).
     pub fn display(&self) -> String {
         format!("{} {}/{}", self.kind.qualified(), self.namespace, self.name)
@@ -142,12 +158,35 @@ pub struct HostEntry {
     pub selector: Option<Map<String, String>>,
 }
 
-/// Everything the rules read: the resources and the registry built from them.
+/// Everything the rules read: the resources, the registry built from them,
+/// and which of them a rule run is about.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     /// All resources.
     pub resources: &'a [Resource],
     /// Settings.
     pub settings: &'a Settings,
+    /// The registry of `resources`.
+    registry: &'a Registry,
+    /// When set, the indices (sorted) of the only resources rules report
+    /// on: see [`Context::subjects`].
+    focus: Option<&'a [usize]>,
+}
+
+impl std::ops::Deref for Context<'_> {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        self.registry
+    }
+}
+
+/// The index of a repository the rules and the lowering query: hosts,
+/// DestinationRules by host, gateways, workloads, namespaces, service
+/// accounts. It holds resource indices and what it copied from the resources
+/// (see [`contribution`]), never references, so an incremental compile can
+/// keep it across an edit that leaves every contribution as it was.
+#[derive(Debug, Default)]
+pub struct Registry {
     /// Every Service FQDN and ServiceEntry host.
     pub hosts: Vec<HostEntry>,
     /// Exact host → indices into `hosts`.
@@ -180,10 +219,44 @@ pub struct Context<'a> {
     pub known_namespaces: HashSet<String>,
     /// Service accounts as `namespace/name`: declared, or used by a workload.
     pub service_accounts: HashSet<String>,
-    /// Sidecar resources with their specs, for [`Context::imports`].
-    sidecars: Vec<(&'a Resource, &'a crate::model::SidecarSpec)>,
+    /// Indices of the Sidecar resources with a spec, for [`Context::imports`].
+    sidecars: Vec<usize>,
     /// Indices of the resources of each kind (by `Kind as usize`), in order.
     by_kind: [Vec<usize>; Kind::ALL.len()],
+}
+
+/// The kinds whose content the registry copies or points to, beyond their
+/// kind and namespace: a change to one of them builds the registry again.
+pub(crate) const REGISTRY_KINDS: &[Kind] = &[
+    Kind::Service,
+    Kind::ServiceEntry,
+    Kind::Gateway,
+    Kind::K8sGateway,
+    Kind::Sidecar,
+    Kind::Namespace,
+    Kind::ServiceAccount,
+    Kind::Pod,
+    Kind::Deployment,
+    Kind::StatefulSet,
+    Kind::DaemonSet,
+];
+
+/// Whether `a` and `b`, at the same index, give [`Registry::new`] the same
+/// registry: the same kind and namespace, whether they have a typed spec,
+/// and for the kinds of [`REGISTRY_KINDS`] the same name, metadata and spec,
+/// for a DestinationRule the same host. Every field `Registry::new` reads
+/// is covered (`tests/incremental.rs` compiles random edits both ways).
+pub(crate) fn same_contribution(a: &Resource, b: &Resource) -> bool {
+    if a.kind != b.kind || a.namespace != b.namespace || a.spec.is_some() != b.spec.is_some() {
+        return false;
+    }
+    if REGISTRY_KINDS.contains(&a.kind) {
+        return a.name == b.name && a.meta == b.meta && a.spec == b.spec;
+    }
+    match (a.spec.as_deref(), b.spec.as_deref()) {
+        (Some(Spec::DestinationRule(x)), Some(Spec::DestinationRule(y))) => x.host == y.host,
+        _ => true,
+    }
 }
 
 /// Append `i` to the list at `key`, copying the key only when it is new.
@@ -196,13 +269,10 @@ fn push_at(map: &mut HashMap<String, Vec<usize>>, key: &str, i: usize) {
     }
 }
 
-impl<'a> Context<'a> {
-    /// Index the resources, and the Gateway API Gateways among the skipped
-    /// documents.
-    pub fn new(resources: &'a [Resource], settings: &'a Settings) -> Self {
-        let mut ctx = Context {
-            resources,
-            settings,
+impl Registry {
+    /// Index `resources`.
+    pub fn new(resources: &[Resource], settings: &Settings) -> Self {
+        let mut ctx = Registry {
             hosts: Vec::new(),
             exact_hosts: HashMap::default(),
             wildcard_hosts: Vec::new(),
@@ -276,7 +346,7 @@ impl<'a> Context<'a> {
                     }
                 }
                 (Kind::DestinationRule, Some(Spec::DestinationRule(dr))) => {
-                    let host = ctx.fqdn(&dr.host, &r.namespace);
+                    let host = fqdn(&dr.host, &r.namespace, &settings.cluster_domain);
                     ctx.destination_rules.entry(host).or_default().push(i);
                 }
                 (Kind::K8sGateway, Some(Spec::K8sGateway(g))) => {
@@ -289,7 +359,7 @@ impl<'a> Context<'a> {
                     ctx.gateway_api
                         .insert(format!("{}/{}", r.namespace, r.name), hosts);
                 }
-                (Kind::Sidecar, Some(Spec::Sidecar(s))) => ctx.sidecars.push((r, s)),
+                (Kind::Sidecar, Some(Spec::Sidecar(_))) => ctx.sidecars.push(i),
                 (Kind::Gateway, _) => {
                     ctx.gateways
                         .insert(format!("{}/{}", r.namespace, r.name), i);
@@ -373,6 +443,62 @@ impl<'a> Context<'a> {
         }
         self.workloads.push(w);
     }
+}
+
+impl<'a> Context<'a> {
+    /// The context of `resources` indexed by `registry` (built from them, or
+    /// from resources that contribute alike: [`same_contribution`]).
+    pub fn new(resources: &'a [Resource], settings: &'a Settings, registry: &'a Registry) -> Self {
+        Context {
+            resources,
+            settings,
+            registry,
+            focus: None,
+        }
+    }
+
+    /// The same context with rules reporting only on the resources at
+    /// `focus` (sorted indices).
+    pub(crate) fn focused(self, focus: &'a [usize]) -> Self {
+        Context {
+            focus: Some(focus),
+            ..self
+        }
+    }
+
+    /// Every resource a rule reports on: all of them, or those of the focus.
+    pub fn all_subjects(&self) -> impl Iterator<Item = &'a Resource> + '_ {
+        let resources = self.resources;
+        let all = self.focus.is_none().then(|| resources.iter());
+        let focused = self.focus.map(|f| f.iter().map(move |&i| &resources[i]));
+        all.into_iter()
+            .flatten()
+            .chain(focused.into_iter().flatten())
+    }
+
+    /// The resources of one kind with a typed spec that a rule reports on:
+    /// all of them ([`Context::of_kind`]), or those of the focus. A rule
+    /// that iterates its subjects with this must report on each only what
+    /// the subject, the registry and the resources it declares it reads
+    /// decide (`crate::rules::Deps`).
+    pub fn subjects(
+        &self,
+        kind: Kind,
+    ) -> impl Iterator<Item = (usize, &'a Resource, &'a Spec)> + '_ {
+        let all = self.focus.is_none().then(|| self.of_kind(kind));
+        let focused = self.focus.map(move |f| {
+            f.iter().filter_map(move |&i| {
+                let r = &self.resources[i];
+                match r.spec.as_deref() {
+                    Some(s) if r.kind == kind => Some((i, r, s)),
+                    _ => None,
+                }
+            })
+        });
+        all.into_iter()
+            .flatten()
+            .chain(focused.into_iter().flatten())
+    }
 
     /// Resources of one kind with a typed spec, with their indices.
     pub fn of_kind(
@@ -425,16 +551,7 @@ impl<'a> Context<'a> {
 
     /// Istio's host resolution: a name without dots is a Service in `namespace`.
     pub fn fqdn(&self, host: &str, namespace: &str) -> String {
-        if host.contains('.') || host.starts_with('*') {
-            return host.to_string();
-        }
-        // Every rule resolves every destination: no formatting machinery.
-        let domain = &self.settings.cluster_domain;
-        let mut fqdn = String::with_capacity(host.len() + namespace.len() + domain.len() + 6);
-        for part in [host, ".", namespace, ".svc.", domain] {
-            fqdn.push_str(part);
-        }
-        fqdn
+        fqdn(host, namespace, &self.settings.cluster_domain)
     }
 
     /// The Services and ServiceEntries that define `fqdn` and are visible from
@@ -592,13 +709,16 @@ impl<'a> Context<'a> {
     /// imports it. The host's namespace is the one its Service name carries,
     /// or those of the ServiceEntries that declare it.
     pub fn imports(&self, ns: &str, host: &str) -> bool {
-        let sidecars = &self.sidecars;
-        let wide = |n: &str| {
-            sidecars
+        let sidecars = || {
+            self.sidecars
                 .iter()
-                .find(|(r, s)| r.namespace == n && s.workload_selector.is_none())
-                .copied()
+                .filter_map(|&i| match self.resources[i].spec.as_deref() {
+                    Some(Spec::Sidecar(s)) => Some((&self.resources[i], s)),
+                    _ => None,
+                })
         };
+        let wide =
+            |n: &str| sidecars().find(|(r, s)| r.namespace == n && s.workload_selector.is_none());
         let Some((_, default)) = wide(ns).or_else(|| wide(&self.settings.root_namespace)) else {
             return true;
         };
@@ -631,8 +751,7 @@ impl<'a> Context<'a> {
                 })
         };
         imported_by(default)
-            || sidecars
-                .iter()
+            || sidecars()
                 .any(|(r, s)| r.namespace == ns && s.workload_selector.is_some() && imported_by(s))
     }
 
@@ -746,6 +865,20 @@ impl Resource {
             _ => Selection::Namespace,
         })
     }
+}
+
+/// `host` written in `namespace`, fully qualified: a short name gets
+/// `.<namespace>.svc.<domain>`; a name with a dot or a wildcard stays.
+pub fn fqdn(host: &str, namespace: &str, domain: &str) -> String {
+    if host.contains('.') || host.starts_with('*') {
+        return host.to_string();
+    }
+    // Every rule resolves every destination: no formatting machinery.
+    let mut fqdn = String::with_capacity(host.len() + namespace.len() + domain.len() + 6);
+    for part in [host, ".", namespace, ".svc.", domain] {
+        fqdn.push_str(part);
+    }
+    fqdn
 }
 
 /// A VirtualService's gateway reference as `namespace/name`: `ns/name`, `name`

@@ -27,11 +27,15 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::diagnostic::Diagnostic;
-use crate::rules::load;
+use crate::rules::{RuleRuns, load};
+
+mod change;
 use crate::{
     Analysis, CompileError, Compiled, FileId, FileResult, Input, Lowering, Options, Resource,
     Skipped, SourceFile, Span, finish, load_file,
 };
+pub(crate) use change::Change;
+use change::Edited;
 
 /// A compiler that remembers its last compile.
 pub struct Session {
@@ -66,6 +70,8 @@ pub struct Stats {
     pub removed: usize,
     /// How the IR was made.
     pub lowered: Lowered,
+    /// How the rules ran.
+    pub rules: RuleRuns,
 }
 
 /// How a compile made its IR.
@@ -91,6 +97,8 @@ struct Last {
     compiled: Compiled,
     /// Per input file, in the order of `compiled.analysis.sources`.
     files: Vec<Meta>,
+    /// The registry and rule findings, for the next compile.
+    kept: Option<crate::Kept>,
 }
 
 /// What a loaded file contributed, besides its source.
@@ -146,7 +154,8 @@ impl Session {
     /// are taken in path order.
     pub fn compile(&mut self, mut inputs: Vec<Input>) -> &Compiled {
         inputs.sort_by(|a, b| a.path.cmp(&b.path));
-        let last = self.last.take();
+        let mut last = self.last.take();
+        let kept = last.as_mut().and_then(|l| l.kept.take());
         let (gathered, previous_ir) = match last {
             Some(last) => match in_place_changes(&last, &inputs) {
                 Some(changed) => in_place(last, inputs, changed, &self.options),
@@ -165,7 +174,31 @@ impl Session {
             removed,
             gone,
             fresh,
+            edited,
         } = gathered;
+        // In place, the rules and the registry may keep what they can.
+        let previous = match (edited, kept) {
+            (Some(ranges), Some(kept)) => {
+                let edited = ranges
+                    .into_iter()
+                    .map(|(id, new)| Edited {
+                        id,
+                        old: gone
+                            .iter()
+                            .find(|o| o.id == id)
+                            .map(|o| o.resources.clone())
+                            .unwrap_or_default(),
+                        new,
+                    })
+                    .collect();
+                Some(crate::Previous {
+                    registry: kept.registry,
+                    findings: kept.findings,
+                    change: Change::new(edited, &analysis.resources),
+                })
+            }
+            _ => None,
+        };
 
         // What changed since the last compile that made an IR: a compile
         // with errors keeps adding to it, so the next clean one is scoped.
@@ -201,11 +234,12 @@ impl Session {
             loaded,
             removed,
             lowered: Lowered::Not,
+            rules: RuleRuns::default(),
         };
 
         let options = &self.options;
         let mut scoped = None;
-        let ir = match since.as_mut() {
+        let (ir, kept) = match since.as_mut() {
             Some(s) if !s.gateway_api => {
                 let mut scope = |ctx: &crate::Context| {
                     let fresh: Vec<&Resource> = ctx
@@ -226,12 +260,19 @@ impl Session {
                     diagnostics,
                     options,
                     Lowering::Scoped(&mut scope),
+                    previous,
                 )
             }
-            _ => finish(&mut analysis, diagnostics, options, Lowering::Full),
-        }
-        .expect("lowering was asked for")
-        .map(Arc::new);
+            _ => finish(
+                &mut analysis,
+                diagnostics,
+                options,
+                Lowering::Full,
+                previous,
+            ),
+        };
+        let ir = ir.expect("lowering was asked for").map(Arc::new);
+        self.stats.rules = kept.runs;
         self.stats.lowered = match (&ir, scoped) {
             (Err(CompileError::Diagnostics(_)), _) => {
                 // Not lowered: the last IR and what changed since stay.
@@ -249,6 +290,7 @@ impl Session {
         let last = self.last.insert(Last {
             compiled: Compiled { analysis, ir },
             files,
+            kept: Some(kept),
         });
         &last.compiled
     }
@@ -268,6 +310,9 @@ struct Gathered {
     gone: Vec<Old>,
     /// The paths of loaded files, and whether they hold a Gateway API Gateway.
     fresh: Vec<(String, bool)>,
+    /// When the files were changed in place: each changed file's id and the
+    /// range of its resources in the new list.
+    edited: Option<Vec<(FileId, std::ops::Range<usize>)>>,
 }
 
 /// Most files changed in place; more, and moving every resource once
@@ -311,6 +356,7 @@ fn in_place(
     let Last {
         compiled: Compiled { mut analysis, ir },
         mut files,
+        ..
     } = last;
     analysis.sources.truncate(files.len());
     let mut starts = Vec::with_capacity(files.len() + 1);
@@ -349,6 +395,14 @@ fn in_place(
         });
     }
     analysis.inputs = files.len();
+    let mut edited = Vec::with_capacity(changed.len());
+    let mut at = 0;
+    for (i, m) in files.iter().enumerate() {
+        if changed.binary_search(&i).is_ok() {
+            edited.push((FileId(i as u32), at..at + m.resources));
+        }
+        at += m.resources;
+    }
     let diagnostics = files
         .iter()
         .flat_map(|m| m.diagnostics.iter().cloned())
@@ -361,6 +415,7 @@ fn in_place(
         removed: 0,
         gone,
         fresh,
+        edited: Some(edited),
     };
     (gathered, ir.ok())
 }
@@ -442,6 +497,7 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
         removed,
         gone,
         fresh,
+        edited: None,
     }
 }
 

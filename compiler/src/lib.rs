@@ -218,7 +218,7 @@ fn run(
     } else {
         Lowering::None
     };
-    let ir = finish(&mut analysis, diagnostics, options, lowering);
+    let (ir, _) = finish(&mut analysis, diagnostics, options, lowering, None);
     (analysis, ir)
 }
 
@@ -233,20 +233,44 @@ pub(crate) enum Lowering<'p> {
     Scoped(&'p mut dyn FnMut(&Context) -> Option<lower::Scope>),
 }
 
-/// Everything after loading: duplicates, the registry, every rule, config
-/// problems, suppression, the sort, and lowering when there is no error.
-/// `diagnostics` are the loading stages' findings.
+/// What a compile keeps for the next one in a session: its registry and
+/// its rules' findings, one list per rule.
+pub(crate) struct Kept {
+    pub registry: analysis::Registry,
+    pub findings: Vec<Vec<Diagnostic>>,
+    pub runs: rules::RuleRuns,
+}
+
+/// The last compile's registry and findings, and what changed since.
+pub(crate) struct Previous {
+    pub registry: analysis::Registry,
+    pub findings: Vec<Vec<Diagnostic>>,
+    pub change: incremental::Change,
+}
+
+/// Everything after loading: the registry, every rule, config problems,
+/// suppression, the sort, and lowering when there is no error.
+/// `diagnostics` are the loading stages' findings; `previous`, in a
+/// session, lets the registry and the findings the change cannot affect be
+/// kept.
 pub(crate) fn finish(
     analysis: &mut Analysis,
     mut diagnostics: Vec<Diagnostic>,
     options: &Options,
     lowering: Lowering,
-) -> Option<Result<meshc_ir::Ir, CompileError>> {
-    let (ctx, ()) = rayon::join(
-        || Context::new(&analysis.resources, &options.settings),
-        || check_duplicates(&analysis.resources, &mut diagnostics),
-    );
-    rules::check_all(&ctx, &mut diagnostics);
+    previous: Option<Previous>,
+) -> (Option<Result<meshc_ir::Ir, CompileError>>, Kept) {
+    let (registry, last) = match previous {
+        Some(p) if p.change.registry_same() => (p.registry, Some((p.findings, p.change))),
+        _ => (
+            analysis::Registry::new(&analysis.resources, &options.settings),
+            None,
+        ),
+    };
+    let ctx = Context::new(&analysis.resources, &options.settings, &registry);
+    let (findings, runs) = rules::check_all(&ctx, last.as_ref().map(|(f, c)| (f.as_slice(), c)));
+    drop(last);
+    diagnostics.extend(findings.iter().flatten().cloned());
     config_problems(options, &mut analysis.sources, &mut diagnostics);
     let diagnostics = suppress(&analysis.resources, &options.settings, diagnostics);
     let errors = diagnostics
@@ -265,9 +289,13 @@ pub(crate) fn finish(
             .map_err(CompileError::Lowering),
         ),
     };
-    drop(ctx);
     analysis.diagnostics = sort(&analysis.sources, diagnostics);
-    ir
+    let kept = Kept {
+        registry,
+        findings,
+        runs,
+    };
+    (ir, kept)
 }
 
 fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {
@@ -540,7 +568,9 @@ fn identify(root: Node, origin: Origin<'_>, default_namespace: &str, out: &mut F
     });
 }
 
-fn check_duplicates(resources: &[Resource], out: &mut Vec<Diagnostic>) {
+/// `MC0007`: resources declared twice. A rule like the others (`rules::CHECKS`).
+pub(crate) fn check_duplicates(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    let resources = ctx.resources;
     let mut seen: foldhash::HashMap<(Kind, &str, &str), &Resource> =
         foldhash::HashMap::with_capacity_and_hasher(resources.len(), Default::default());
     for r in resources {

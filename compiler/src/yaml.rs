@@ -284,6 +284,10 @@ pub struct DocAt {
 }
 
 impl DocAt {
+    /// The byte range of the document in its file's text.
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
     /// Read the document again from `text`, the text of file `file_id` it
     /// was loaded from, with the same spans as the first time. `None` when
     /// `text` is not that text any more.

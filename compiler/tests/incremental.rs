@@ -43,7 +43,51 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     ("maxConnections: ", "maxConnections: 1"),
     ("namespace: ns-001", "namespace: ns-000"),
     ("weight: ", "weight: 1"),
+    // Subsets renamed: the routes to them dangle, or stop dangling.
+    ("  - name: v2\n", "  - name: v7\n"),
+    ("  - name: v7\n", "  - name: v2\n"),
+    // Retries on and off along a call chain (the `retries` repository).
+    ("attempts: 2", "attempts: 0"),
+    ("attempts: 0", "attempts: 2"),
 ];
+
+/// A service of the `retries` repository: a Service, its Pod, and a
+/// VirtualService retrying twice.
+fn retrying_service(name: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: n}}
+spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: n, labels: {{app: {name}}}}}
+spec: {{serviceAccountName: {name}, containers: [{{name: c, image: i}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: n}}
+spec:
+  hosts: [{name}]
+  http:
+  - route: [{{destination: {{host: {name}}}}}]
+    timeout: 2s
+    retries: {{attempts: 2}}
+"
+    )
+}
+
+/// `callee` accepts calls from `caller` only.
+fn allow(callee: &str, caller: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {callee}-from-{caller}, namespace: n}}
+spec: {{selector: {{matchLabels: {{app: {callee}}}}}, rules: [{{from: [{{source: {{principals: [cluster.local/ns/n/sa/{caller}]}}}}]}}]}}
+"
+    )
+}
 
 const CROSS_SERVICES: &str = "apiVersion: v1
 kind: Namespace
@@ -135,6 +179,17 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
     cross.insert("routing.yaml".to_string(), CROSS_ROUTING.to_string());
     cross.insert("subsets.yaml".to_string(), CROSS_SUBSETS.to_string());
     out.push(("cross", cross));
+    // A call chain a → b → c → d whose retries multiply past the bound
+    // only while enough of its hops retry.
+    let mut retries = BTreeMap::new();
+    for name in ["a", "b", "c", "d"] {
+        retries.insert(format!("{name}.yaml"), retrying_service(name));
+    }
+    retries.insert(
+        "policies.yaml".to_string(),
+        [allow("b", "a"), allow("c", "b"), allow("d", "c")].join("---\n"),
+    );
+    out.push(("retries", retries));
     out
 }
 
@@ -300,6 +355,9 @@ fn random_edits_compile_as_from_scratch() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut scoped = 0;
     let mut steps = 0;
+    // Compiles that carried some rules' findings over, and that ran some
+    // rules for the changed resources only.
+    let (mut carried, mut focused) = (0, 0);
     for (name, original) in repositories() {
         let mut session = Session::new(Options::default());
         let mut files = original.clone();
@@ -343,6 +401,9 @@ fn random_edits_compile_as_from_scratch() {
             if matches!(session.stats().lowered, Lowered::Scoped { .. }) {
                 scoped += 1;
             }
+            let runs = session.stats().rules;
+            carried += usize::from(runs.carried > 0);
+            focused += usize::from(runs.focused > 0);
             steps += 1;
         }
     }
@@ -350,6 +411,10 @@ fn random_edits_compile_as_from_scratch() {
     assert!(
         scoped * 3 >= steps,
         "only {scoped} of {steps} compiles were scoped"
+    );
+    assert!(
+        carried * 3 >= steps && focused * 4 >= steps,
+        "of {steps} compiles, {carried} carried findings over and {focused} ran rules for the changed resources"
     );
 }
 

@@ -48,7 +48,7 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for r in ctx.resources {
+    for r in ctx.all_subjects() {
         let mut found: Vec<(YamlPath, String, &str)> = Vec::new();
         match r.spec.as_deref() {
             Some(Spec::VirtualService(vs)) => {

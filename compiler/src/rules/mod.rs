@@ -6,8 +6,10 @@
 //! comment (What it does / Why is this bad? / Example / Fix) is kept as data by
 //! [`declare_rule!`], so `meshc explain` prints exactly what the source says.
 
-use crate::analysis::Context;
+use crate::analysis::{Context, Resource};
 use crate::diagnostic::{Diagnostic, Severity, Upstream};
+use crate::incremental::Change;
+use crate::model::Kind;
 
 pub mod authorization;
 pub mod deprecated_field;
@@ -178,66 +180,439 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
         .find(|r| r.code.eq_ignore_ascii_case(code_or_name) || r.name == code_or_name)
 }
 
+/// What a rule's findings depend on besides the registry, so that an
+/// incremental compile runs again only the rules an edit can affect
+/// ([`crate::incremental`]). The kinds of
+/// [`crate::analysis::REGISTRY_KINDS`] need not be named: while the registry
+/// is kept, their resources are as they were.
+#[derive(Clone, Copy)]
+pub(crate) enum Deps {
+    /// The rule reports on each of its subjects (resources of `subjects`,
+    /// which it walks with [`Context::subjects`]) what that subject, the
+    /// registry and the resources of `reads` decide, and every finding
+    /// names its subject as [`Diagnostic::resource`]. After an edit it runs
+    /// for the changed subjects only.
+    Local {
+        subjects: &'static [Kind],
+        reads: &'static [Kind],
+    },
+    /// The rule's findings depend on the resources of `kinds` together;
+    /// with `project`, only on what it returns for each of them.
+    Global {
+        kinds: &'static [Kind],
+        project: Option<fn(&Resource) -> String>,
+    },
+}
+
 /// Every semantic rule, in the order their findings are collected.
 type Check = fn(&Context, &mut Vec<Diagnostic>);
-const CHECKS: &[Check] = &[
-    references::dangling_subset::check,
-    references::unknown_host::check,
-    references::unknown_gateway::check,
-    routing::unreachable_rule::check,
-    routing::weight_sum::check,
-    mtls::permissive_leftover::check,
-    references::destination_port::check,
-    mtls::ca_certificate::check,
-    references::export_to_namespace::check,
-    routing::conflicting_hosts::check,
-    routing::service_entry_protocol::check,
-    references::host_not_in_gateway::check,
-    references::selector_matches_nothing::check,
-    references::ambiguous_selector::check,
-    references::subset_selects_nothing::check,
-    routing::duplicate_destination_rule::check,
-    authorization::identity_without_mtls::check,
-    routing::conflicting_gateways::check,
-    references::port_protocol::check,
-    references::gateway_port::check,
-    routing::service_entry_addresses::check,
-    authorization::unknown_source_namespace::check,
-    authorization::unknown_principal::check,
-    authorization::invalid_method::check,
-    resilience::retry_amplification::check,
-    resilience::retry_timeout::check,
-    resilience::outlier_ejects_all::check,
-    resilience::zero_pool_limit::check,
-    mtls::mode_conflict::check,
-    authorization::denied_allow_rule::check,
-    routing::route_destinations::check,
-    deprecated_field::check,
-    references::service_ports::check,
-    references::ambient_sidecar::check,
-    routing::duplicate_certificate::check,
-    routing::gateway_skips_subsets::check,
-    authorization::claim_route::check,
-    references::gateway_pod_selector::check,
-    routing::envoy_filter::check,
-    references::gateway_api::check,
-    routing::gateway_api_listeners::check,
+const CHECKS: &[(Check, Deps)] = &[
+    (
+        crate::check_duplicates,
+        Deps::Global {
+            kinds: &Kind::ALL,
+            project: Some(|_| String::new()),
+        },
+    ),
+    (
+        references::dangling_subset::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[Kind::DestinationRule],
+        },
+    ),
+    (
+        references::unknown_host::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService, Kind::DestinationRule],
+            reads: &[],
+        },
+    ),
+    (
+        references::unknown_gateway::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        routing::unreachable_rule::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        routing::weight_sum::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        mtls::permissive_leftover::check,
+        Deps::Global {
+            kinds: &[Kind::PeerAuthentication],
+            project: None,
+        },
+    ),
+    (
+        references::destination_port::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        mtls::ca_certificate::check,
+        Deps::Local {
+            subjects: &[Kind::DestinationRule],
+            reads: &[],
+        },
+    ),
+    (
+        references::export_to_namespace::check,
+        Deps::Local {
+            subjects: &[
+                Kind::VirtualService,
+                Kind::DestinationRule,
+                Kind::ServiceEntry,
+            ],
+            reads: &[],
+        },
+    ),
+    (
+        routing::conflicting_hosts::check,
+        Deps::Global {
+            kinds: &[Kind::VirtualService],
+            project: Some(routing::conflicting_hosts::project),
+        },
+    ),
+    (
+        routing::service_entry_protocol::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        references::host_not_in_gateway::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        references::selector_matches_nothing::check,
+        Deps::Local {
+            subjects: &[
+                Kind::Sidecar,
+                Kind::PeerAuthentication,
+                Kind::AuthorizationPolicy,
+                Kind::RequestAuthentication,
+                Kind::Telemetry,
+                Kind::WasmPlugin,
+                Kind::Gateway,
+            ],
+            reads: &[],
+        },
+    ),
+    (
+        references::ambiguous_selector::check,
+        Deps::Global {
+            kinds: &[Kind::Sidecar, Kind::PeerAuthentication],
+            project: None,
+        },
+    ),
+    (
+        references::subset_selects_nothing::check,
+        Deps::Local {
+            subjects: &[Kind::DestinationRule],
+            reads: &[],
+        },
+    ),
+    (
+        routing::duplicate_destination_rule::check,
+        Deps::Global {
+            kinds: &[Kind::DestinationRule],
+            project: None,
+        },
+    ),
+    (
+        authorization::identity_without_mtls::check,
+        Deps::Local {
+            subjects: &[Kind::AuthorizationPolicy],
+            reads: &[Kind::PeerAuthentication, Kind::DestinationRule],
+        },
+    ),
+    (
+        routing::conflicting_gateways::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        references::port_protocol::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        references::gateway_port::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        routing::service_entry_addresses::check,
+        Deps::Local {
+            subjects: &[Kind::ServiceEntry],
+            reads: &[],
+        },
+    ),
+    (
+        authorization::unknown_source_namespace::check,
+        Deps::Local {
+            subjects: &[Kind::AuthorizationPolicy],
+            reads: &[],
+        },
+    ),
+    (
+        authorization::unknown_principal::check,
+        Deps::Local {
+            subjects: &[Kind::AuthorizationPolicy],
+            reads: &[],
+        },
+    ),
+    (
+        authorization::invalid_method::check,
+        Deps::Local {
+            subjects: &[Kind::AuthorizationPolicy],
+            reads: &[],
+        },
+    ),
+    (
+        resilience::retry_amplification::check,
+        Deps::Global {
+            kinds: &[Kind::VirtualService, Kind::AuthorizationPolicy],
+            project: Some(resilience::retry_amplification::project),
+        },
+    ),
+    (
+        resilience::retry_timeout::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        resilience::outlier_ejects_all::check,
+        Deps::Local {
+            subjects: &[Kind::DestinationRule],
+            reads: &[],
+        },
+    ),
+    (
+        resilience::zero_pool_limit::check,
+        Deps::Local {
+            subjects: &[Kind::DestinationRule],
+            reads: &[],
+        },
+    ),
+    (
+        mtls::mode_conflict::check,
+        Deps::Global {
+            kinds: &[Kind::PeerAuthentication, Kind::DestinationRule],
+            project: None,
+        },
+    ),
+    (
+        authorization::denied_allow_rule::check,
+        Deps::Global {
+            kinds: &[Kind::AuthorizationPolicy],
+            project: None,
+        },
+    ),
+    (
+        routing::route_destinations::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[],
+        },
+    ),
+    (
+        deprecated_field::check,
+        Deps::Local {
+            subjects: &Kind::ALL,
+            reads: &[],
+        },
+    ),
+    (
+        references::service_ports::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        references::ambient_sidecar::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        routing::duplicate_certificate::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
+    (
+        routing::gateway_skips_subsets::check,
+        Deps::Global {
+            kinds: &[Kind::VirtualService],
+            project: None,
+        },
+    ),
+    (
+        authorization::claim_route::check,
+        Deps::Local {
+            subjects: &[Kind::VirtualService],
+            reads: &[Kind::RequestAuthentication],
+        },
+    ),
+    (
+        references::gateway_pod_selector::check,
+        Deps::Local {
+            subjects: &[
+                Kind::AuthorizationPolicy,
+                Kind::RequestAuthentication,
+                Kind::Telemetry,
+                Kind::WasmPlugin,
+            ],
+            reads: &[],
+        },
+    ),
+    (
+        routing::envoy_filter::check,
+        Deps::Global {
+            kinds: &[Kind::EnvoyFilter],
+            project: None,
+        },
+    ),
+    (
+        references::gateway_api::check,
+        Deps::Global {
+            kinds: &[Kind::HttpRoute, Kind::GrpcRoute, Kind::ReferenceGrant],
+            project: None,
+        },
+    ),
+    (
+        routing::gateway_api_listeners::check,
+        Deps::Global {
+            kinds: &[],
+            project: None,
+        },
+    ),
 ];
 
-/// Run every semantic rule over the analysed repository. Rules are
-/// independent readers of the context, so they run in parallel; their
-/// findings are appended in the fixed order of `CHECKS`.
-pub(crate) fn check_all(ctx: &Context, out: &mut Vec<Diagnostic>) {
+/// How the rules ran, for [`crate::incremental::Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleRuns {
+    /// Rules run over the whole repository.
+    pub full: usize,
+    /// Rules run for the changed resources only.
+    pub focused: usize,
+    /// Rules whose findings were carried over.
+    pub carried: usize,
+}
+
+/// Run every semantic rule over the analysed repository, or, given the
+/// last compile's findings (one list per rule) and what changed since,
+/// only what the change can affect. Rules are independent readers of the
+/// context, so they run in parallel; the findings come back one list per
+/// rule, in the fixed order of `CHECKS`.
+pub(crate) fn check_all(
+    ctx: &Context,
+    previous: Option<(&[Vec<Diagnostic>], &Change)>,
+) -> (Vec<Vec<Diagnostic>>, RuleRuns) {
     use rayon::prelude::*;
-    let found: Vec<Vec<Diagnostic>> = CHECKS
+    let previous = previous.filter(|(p, c)| p.len() == CHECKS.len() && c.registry_same());
+    let found: Vec<(Vec<Diagnostic>, Run)> = CHECKS
         .par_iter()
-        .map(|check| {
-            let mut v = Vec::new();
-            check(ctx, &mut v);
+        .enumerate()
+        .map(|(i, (check, deps))| {
+            let full = || {
+                let mut v = Vec::new();
+                check(ctx, &mut v);
+                (v, Run::Full)
+            };
+            let Some((last, change)) = previous else {
+                return full();
+            };
+            let last = &last[i];
+            let carry = |keep: &dyn Fn(&Diagnostic) -> bool| -> Option<Vec<Diagnostic>> {
+                last.iter()
+                    .filter(|d| keep(d))
+                    .map(|d| change.carry(d, ctx.resources))
+                    .collect()
+            };
+            let carried = match *deps {
+                Deps::Local { subjects, reads } if !change.touches(reads) => {
+                    if !change.touches(subjects) {
+                        carry(&|_| true).map(|v| (v, Run::Carried))
+                    } else if last.iter().any(|d| d.resource.is_none()) {
+                        None
+                    } else {
+                        carry(&|d| !change.about_changed(d)).map(|mut v| {
+                            let focus = change.focus();
+                            if focus
+                                .iter()
+                                .any(|&i| subjects.contains(&ctx.resources[i].kind))
+                            {
+                                check(&ctx.focused(focus), &mut v);
+                            }
+                            (v, Run::Focused)
+                        })
+                    }
+                }
+                Deps::Local { .. } => None,
+                Deps::Global { kinds, project } => {
+                    let same = !change.touches(kinds)
+                        || project.is_some_and(|p| change.same_projection(kinds, p, ctx.resources));
+                    if same {
+                        carry(&|_| true).map(|v| (v, Run::Carried))
+                    } else {
+                        None
+                    }
+                }
+            };
+            carried.unwrap_or_else(full)
+        })
+        .collect();
+    let mut runs = RuleRuns::default();
+    let findings = found
+        .into_iter()
+        .map(|(v, run)| {
+            match run {
+                Run::Full => runs.full += 1,
+                Run::Focused => runs.focused += 1,
+                Run::Carried => runs.carried += 1,
+            }
             v
         })
         .collect();
-    out.extend(found.into_iter().flatten());
+    (findings, runs)
+}
+
+enum Run {
+    Full,
+    Focused,
+    Carried,
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ fn identity_use(ap: &AuthorizationPolicySpec) -> Option<YamlPath> {
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let view = MtlsView::new(ctx);
-    for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
+    for (_, r, spec) in ctx.subjects(Kind::AuthorizationPolicy) {
         let Spec::AuthorizationPolicy(ap) = spec else {
             continue;
         };

@@ -60,7 +60,7 @@ fn matches_a_method(m: &str) -> bool {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
+    for (_, r, spec) in ctx.subjects(Kind::AuthorizationPolicy) {
         let Spec::AuthorizationPolicy(ap) = spec else {
             continue;
         };

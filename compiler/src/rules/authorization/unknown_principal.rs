@@ -107,7 +107,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         .iter()
         .filter_map(|s| s.split_once('/').map(|(ns, _)| ns))
         .collect();
-    for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
+    for (_, r, spec) in ctx.subjects(Kind::AuthorizationPolicy) {
         let Spec::AuthorizationPolicy(ap) = spec else {
             continue;
         };

@@ -43,7 +43,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     if ctx.namespaces.is_empty() {
         return;
     }
-    for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
+    for (_, r, spec) in ctx.subjects(Kind::AuthorizationPolicy) {
         let Spec::AuthorizationPolicy(ap) = spec else {
             continue;
         };

@@ -56,7 +56,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             })
             .unwrap_or_default()
     };
-    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+    for (_, r, spec) in ctx.subjects(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };

@@ -46,7 +46,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     if ctx.namespaces.is_empty() {
         return;
     }
-    for r in ctx.resources {
+    for r in ctx.all_subjects() {
         let export_to = match r.spec.as_deref() {
             Some(Spec::VirtualService(s)) => &s.export_to,
             Some(Spec::DestinationRule(s)) => &s.export_to,

@@ -57,7 +57,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         Kind::Telemetry,
         Kind::WasmPlugin,
     ] {
-        for (_, r, _) in ctx.of_kind(kind) {
+        for (_, r, _) in ctx.subjects(kind) {
             // `selection` is `None` for a policy attached by `targetRef`.
             let Some(Selection::Labels(labels, at)) = r.selection() else {
                 continue;

@@ -60,7 +60,7 @@ fn admits(entry: &str, gw_ns: &str, host: &str, vs_ns: &str) -> bool {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+    for (_, r, spec) in ctx.subjects(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };

@@ -58,7 +58,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     if !ctx.has_workloads() {
         return;
     }
-    for r in ctx.resources {
+    for r in ctx.all_subjects() {
         let Some(sel) = r.selection() else { continue };
         // Gateway workloads come with the mesh install; check them only in
         // repositories that declare workloads in the root namespace.

@@ -41,7 +41,7 @@ declare_rule! {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+    for (_, r, spec) in ctx.subjects(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };

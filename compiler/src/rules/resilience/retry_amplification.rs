@@ -44,6 +44,32 @@ declare_rule! {
     };
 }
 
+/// What the rule reads of a resource (`crate::rules::Deps`): of a
+/// VirtualService its hosts, gateways and each http route's retry attempts
+/// and destination hosts; all of an AuthorizationPolicy.
+pub(crate) fn project(r: &crate::analysis::Resource) -> String {
+    match r.spec.as_deref() {
+        Some(crate::model::Spec::VirtualService(vs)) => {
+            let http: Vec<_> = vs
+                .http
+                .iter()
+                .flatten()
+                .map(|h| {
+                    let hosts: Vec<&str> = h
+                        .route
+                        .iter()
+                        .flatten()
+                        .map(|d| d.destination.host.as_str())
+                        .collect();
+                    (h.retries.as_ref().and_then(|x| x.attempts), hosts)
+                })
+                .collect();
+            format!("{:?}", (&vs.hosts, &vs.gateways, http))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let bound = ctx.settings.max_retry_amplification;
     let graph = CallGraph::build(ctx);

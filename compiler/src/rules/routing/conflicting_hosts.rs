@@ -54,6 +54,15 @@ struct Claim<'a> {
     export_to: &'a [String],
 }
 
+/// What the rule reads of a resource: a VirtualService's hosts, gateways
+/// and `exportTo` (`crate::rules::Deps`).
+pub(crate) fn project(r: &crate::analysis::Resource) -> String {
+    match r.spec.as_deref() {
+        Some(Spec::VirtualService(vs)) => format!("{:?}", (&vs.hosts, &vs.gateways, &vs.export_to)),
+        other => format!("{other:?}"),
+    }
+}
+
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut claims: Vec<Claim> = Vec::new();
     for (i, r, spec) in ctx.of_kind(Kind::VirtualService) {

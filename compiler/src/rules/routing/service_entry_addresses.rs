@@ -45,7 +45,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     if ctx.settings.dns_auto_allocate {
         return;
     }
-    for (_, r, spec) in ctx.of_kind(Kind::ServiceEntry) {
+    for (_, r, spec) in ctx.subjects(Kind::ServiceEntry) {
         let Spec::ServiceEntry(se) = spec else {
             continue;
         };

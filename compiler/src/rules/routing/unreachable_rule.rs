@@ -160,7 +160,7 @@ fn shadowing<M>(
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut oracle = Oracle::default();
-    for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
+    for (_, r, spec) in ctx.subjects(Kind::VirtualService) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };

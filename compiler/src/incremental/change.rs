@@ -1,0 +1,261 @@
+//! What an edit changed, as the rules see it: which documents of the changed
+//! files kept their text (and moved by how much), which resources are new
+//! or gone or differ, and whether the registry can be kept. The rules'
+//! findings of the last compile are carried over with it
+//! ([`Change::carry`]) when [`crate::rules::Deps`] says they cannot differ.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use crate::analysis::{Resource, same_contribution};
+use crate::diagnostic::{Diagnostic, Label};
+use crate::model::Kind;
+use crate::source::FileId;
+
+/// One changed file: the byte ranges of its old documents, each with how far
+/// it moved when a new document has exactly its text, or `None` when its
+/// text is gone.
+struct File {
+    docs: Vec<(Range<usize>, Option<i64>)>,
+}
+
+/// The differences between the last compile's resources and this one's.
+pub(crate) struct Change {
+    files: HashMap<FileId, File>,
+    /// Old resources of the documents whose text changed or went away.
+    old: Vec<Resource>,
+    /// Indices of the new resources in documents with new text.
+    new: Vec<usize>,
+    /// The kinds of `old` and `new`, as bits by `Kind as usize`.
+    kinds: u32,
+    /// Their `Kind namespace/name`, as [`Diagnostic::resource`] holds it.
+    displays: HashSet<String>,
+    /// Indices of every new resource with one of those identities (a
+    /// duplicate shares its findings' `resource`), sorted.
+    focus: Vec<usize>,
+    /// Whether every changed file has as many resources as before and each
+    /// gives the registry what its predecessor gave.
+    registry_same: bool,
+}
+
+/// A changed file: its id, its resources before, and the range of its
+/// resources now in the new resource list.
+pub(crate) struct Edited {
+    pub id: FileId,
+    pub old: Vec<Resource>,
+    pub new: Range<usize>,
+}
+
+fn bit(k: Kind) -> u32 {
+    1 << (k as u32)
+}
+
+impl Change {
+    /// Compare the `edited` files' resources before and after; `resources`
+    /// is the new list.
+    pub(crate) fn new(edited: Vec<Edited>, resources: &[Resource]) -> Change {
+        let mut change = Change {
+            files: HashMap::new(),
+            old: Vec::new(),
+            new: Vec::new(),
+            kinds: 0,
+            displays: HashSet::new(),
+            focus: Vec::new(),
+            registry_same: true,
+        };
+        for e in edited {
+            let new = &resources[e.new.clone()];
+            change.registry_same &= e.old.len() == new.len()
+                && e.old.iter().zip(new).all(|(a, b)| same_contribution(a, b));
+            // New documents by text, each usable once.
+            let mut unclaimed: HashMap<&str, Vec<usize>> = HashMap::new();
+            let mut new_docs: Vec<(Range<usize>, usize)> = Vec::new();
+            for (k, r) in new.iter().enumerate() {
+                let range = r.document_range();
+                if new_docs.last().is_none_or(|(d, _)| *d != range) {
+                    new_docs.push((range, e.new.start + k));
+                }
+            }
+            for (n, (_, first)) in new_docs.iter().enumerate() {
+                let text = resources[*first].document_text();
+                unclaimed.entry(text).or_default().push(n);
+            }
+            let mut kept_new = vec![false; new_docs.len()];
+            let mut docs = Vec::new();
+            let mut i = 0;
+            while i < e.old.len() {
+                let range = e.old[i].document_range();
+                let mut j = i;
+                while j < e.old.len() && e.old[j].document_range() == range {
+                    j += 1;
+                }
+                let text = e.old[i].document_text();
+                let to = unclaimed
+                    .get_mut(text)
+                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
+                match to {
+                    Some(n) => {
+                        kept_new[n] = true;
+                        docs.push((
+                            range.clone(),
+                            Some(new_docs[n].0.start as i64 - range.start as i64),
+                        ));
+                    }
+                    None => docs.push((range, None)),
+                }
+                i = j;
+            }
+            let gone: Vec<bool> = e
+                .old
+                .iter()
+                .map(|r| {
+                    let range = r.document_range();
+                    docs.iter().any(|(d, s)| s.is_none() && *d == range)
+                })
+                .collect();
+            let old = e
+                .old
+                .into_iter()
+                .zip(gone)
+                .filter(|(_, g)| *g)
+                .map(|(r, _)| r);
+            for (n, (range, _)) in new_docs.iter().enumerate() {
+                if !kept_new[n] {
+                    change.new.extend(
+                        e.new
+                            .clone()
+                            .filter(|&x| resources[x].document_range() == *range),
+                    );
+                }
+            }
+            change.old.extend(old);
+            change.files.insert(e.id, File { docs });
+        }
+        for r in change
+            .old
+            .iter()
+            .chain(change.new.iter().map(|&i| &resources[i]))
+        {
+            change.kinds |= bit(r.kind);
+            change.displays.insert(r.display());
+        }
+        let names: Vec<(Kind, &str, &str)> = change
+            .old
+            .iter()
+            .chain(change.new.iter().map(|&i| &resources[i]))
+            .map(|r| (r.kind, r.namespace.as_str(), r.name.as_str()))
+            .collect();
+        if !names.is_empty() {
+            change.focus = resources
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    names
+                        .iter()
+                        .any(|(k, ns, n)| r.name == *n && r.kind == *k && r.namespace == *ns)
+                })
+                .map(|(i, _)| i)
+                .collect();
+        }
+        change
+    }
+
+    /// Whether the registry built before the change is still right.
+    pub(crate) fn registry_same(&self) -> bool {
+        self.registry_same
+    }
+
+    /// Whether a resource of one of `kinds` changed (its document's text did).
+    pub(crate) fn touches(&self, kinds: &[Kind]) -> bool {
+        kinds.iter().any(|&k| self.kinds & bit(k) != 0)
+    }
+
+    /// The resources rules report on again: those with the identity of a
+    /// changed one.
+    pub(crate) fn focus(&self) -> &[usize] {
+        &self.focus
+    }
+
+    /// Whether `project` gives the same for every changed resource of
+    /// `kinds` before and after, each paired by identity with its other
+    /// version; a resource without a partner fails.
+    pub(crate) fn same_projection(
+        &self,
+        kinds: &[Kind],
+        project: fn(&Resource) -> String,
+        resources: &[Resource],
+    ) -> bool {
+        type Key<'k> = (Kind, &'k str, &'k str);
+        fn key(r: &Resource) -> Key<'_> {
+            (r.kind, r.namespace.as_str(), r.name.as_str())
+        }
+        let of = |r: &&Resource| kinds.contains(&r.kind);
+        let mut before: HashMap<Key, Vec<&Resource>> = HashMap::new();
+        for r in self.old.iter().filter(of) {
+            before.entry(key(r)).or_default().push(r);
+        }
+        let mut after: HashMap<Key, Vec<&Resource>> = HashMap::new();
+        for r in self.new.iter().map(|&i| &resources[i]).filter(of) {
+            after.entry(key(r)).or_default().push(r);
+        }
+        before.len() == after.len()
+            && before.iter().all(
+                |(k, a)| match (a.as_slice(), after.get(k).map(Vec::as_slice)) {
+                    ([a], Some([b])) => project(a) == project(b),
+                    _ => false,
+                },
+            )
+    }
+
+    /// Whether a finding was about a changed resource.
+    pub(crate) fn about_changed(&self, d: &Diagnostic) -> bool {
+        d.resource
+            .as_ref()
+            .is_some_and(|r| self.displays.contains(r))
+    }
+
+    /// A finding of the last compile with its labels moved to where their
+    /// nodes are now: by the distance its document moved, or, in a document
+    /// whose text changed, found again by YAML path in the new version of
+    /// its resource. `None` when a label cannot be placed for certain.
+    pub(crate) fn carry(&self, d: &Diagnostic, resources: &[Resource]) -> Option<Diagnostic> {
+        let mut d = d.clone();
+        d.primary = self.move_label(d.primary, resources)?;
+        let related = std::mem::take(&mut d.related);
+        d.related = related
+            .into_iter()
+            .map(|l| self.move_label(l, resources))
+            .collect::<Option<_>>()?;
+        Some(d)
+    }
+
+    fn move_label(&self, mut l: Label, resources: &[Resource]) -> Option<Label> {
+        let Some(file) = self.files.get(&l.span.file) else {
+            return Some(l);
+        };
+        let at = l.span.start as usize;
+        let (range, shift) = file
+            .docs
+            .iter()
+            .find(|(r, _)| r.contains(&at) || (r.start == at && r.is_empty()))?;
+        if let Some(shift) = shift {
+            l.span.start = (l.span.start as i64 + shift) as u32;
+            l.span.end = (l.span.end as i64 + shift) as u32;
+            return Some(l);
+        }
+        // The document's text changed: find the node again by its path in
+        // the new version of the resource whose node it was.
+        let path = l.path.as_ref()?;
+        let owner = self.old.iter().find(|r| {
+            r.file == l.span.file && r.document_range() == *range && r.locate(path) == Some(l.span)
+        })?;
+        let mut now = self.new.iter().map(|&i| &resources[i]).filter(|r| {
+            r.kind == owner.kind && r.namespace == owner.namespace && r.name == owner.name
+        });
+        let (Some(new), None) = (now.next(), now.next()) else {
+            return None;
+        };
+        l.span = new.locate(path)?;
+        Some(l)
+    }
+}
