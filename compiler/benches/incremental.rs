@@ -1,6 +1,9 @@
 //! Benchmark: recompiling a generated repository after a one-file change
 //! (one VirtualService's timeout) with an incremental `Session`, against a
-//! full compile of the same files.
+//! full compile of the same files; and, in the 10,000-service repository,
+//! after one edit of each other kind (`edit_kinds`): a DestinationRule,
+//! AuthorizationPolicy or PeerAuthentication keeps the registry, a Service
+//! edit builds it and runs every rule again.
 //!
 //! Run: `cargo bench -p meshc-compiler --bench incremental`.
 
@@ -45,6 +48,52 @@ fn one_file_changed(bencher: divan::Bencher, services: usize) {
                 session.stats().lowered,
                 Lowered::Scoped { hosts: 1, .. }
             ));
+        });
+}
+
+/// Each edit flips one value of `svc-00042.yaml` back and forth.
+const EDITS: &[(&str, &str, &str)] = &[
+    ("VirtualService", "timeout: 2s", "timeout: 3s"),
+    (
+        "DestinationRule",
+        "maxConnections: 200",
+        "maxConnections: 300",
+    ),
+    (
+        "AuthorizationPolicy",
+        r#"methods: ["GET", "POST"]"#,
+        r#"methods: ["GET", "PUT"]"#,
+    ),
+    ("PeerAuthentication", "mode: STRICT", "mode: PERMISSIVE"),
+    ("Service", "targetPort: 8080", "targetPort: 8081"),
+];
+
+#[divan::bench(
+    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service"],
+    sample_count = 5,
+    sample_size = 1
+)]
+fn edit_kinds(bencher: divan::Bencher, kind: &str) {
+    let (_, a, b) = EDITS.iter().find(|(k, _, _)| *k == kind).expect("an edit");
+    let mut files = synth::repository(10_000);
+    let mut session = Session::new(Options::default());
+    assert!(session.compile(inputs(&files)).ir.is_ok());
+    let edited = files
+        .iter()
+        .position(|(p, _)| p.ends_with("svc-00042.yaml"))
+        .expect("generated service");
+    assert!(files[edited].1.contains(a), "{kind}: `{a}` not in the file");
+    let mut flip = false;
+    bencher
+        .with_inputs(|| {
+            flip = !flip;
+            let (from, to) = if flip { (a, b) } else { (b, a) };
+            files[edited].1 = files[edited].1.replacen(from, to, 1);
+            inputs(&files)
+        })
+        .bench_local_values(|inputs| {
+            let c = session.compile(inputs);
+            assert!(c.ir.is_ok() || !c.analysis.diagnostics.is_empty());
         });
 }
 

@@ -223,6 +223,10 @@ pub struct Registry {
     sidecars: Vec<usize>,
     /// Indices of the resources of each kind (by `Kind as usize`), in order.
     by_kind: [Vec<usize>; Kind::ALL.len()],
+    /// The mTLS index, built on first use ([`Context::mtls`]). It reads
+    /// PeerAuthentications and DestinationRules: an incremental compile that
+    /// keeps the registry drops it when one of those changed.
+    pub(crate) mtls: OnceLock<crate::mtls::MtlsIndex>,
 }
 
 /// The kinds whose content the registry copies or points to, beyond their
@@ -289,6 +293,7 @@ impl Registry {
             service_accounts: HashSet::default(),
             sidecars: Vec::new(),
             by_kind: Default::default(),
+            mtls: OnceLock::new(),
         };
         for (i, r) in resources.iter().enumerate() {
             ctx.by_kind[r.kind as usize].push(i);
@@ -464,6 +469,14 @@ impl<'a> Context<'a> {
             focus: Some(focus),
             ..self
         }
+    }
+
+    /// The mTLS index of the repository, built by the first to ask.
+    pub fn mtls(&self) -> &'a crate::mtls::MtlsIndex {
+        let registry: &'a Registry = self.registry;
+        registry
+            .mtls
+            .get_or_init(|| crate::mtls::MtlsIndex::new(self))
     }
 
     /// Every resource a rule reports on: all of them, or those of the focus.

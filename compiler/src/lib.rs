@@ -261,7 +261,17 @@ pub(crate) fn finish(
     previous: Option<Previous>,
 ) -> (Option<Result<meshc_ir::Ir, CompileError>>, Kept) {
     let (registry, last) = match previous {
-        Some(p) if p.change.registry_same() => (p.registry, Some((p.findings, p.change))),
+        Some(mut p) if p.change.registry_same() => {
+            let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
+            if p.change.touches(&reads)
+                && !p
+                    .change
+                    .same_projection(&reads, mtls::project, &analysis.resources)
+            {
+                p.registry.mtls = std::sync::OnceLock::new();
+            }
+            (p.registry, Some((p.findings, p.change)))
+        }
         _ => (
             analysis::Registry::new(&analysis.resources, &options.settings),
             None,

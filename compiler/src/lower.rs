@@ -68,6 +68,26 @@ struct Lowerer<'a, 'm> {
 /// VirtualServices by (namespace, name); built on every compile, hence foldhash.
 type Delegates<'a> = foldhash::HashMap<(&'a str, &'a str), &'a Resource>;
 
+/// The VirtualServices by (namespace, name), indexed when the first
+/// delegate is looked up: most repositories have none, and a scoped
+/// lowering rarely meets one.
+struct LazyDelegates<'a> {
+    ctx: &'a Context<'a>,
+    map: std::sync::OnceLock<Delegates<'a>>,
+}
+
+impl<'a> LazyDelegates<'a> {
+    fn get(&self, ns: &str, name: &str) -> Option<&'a Resource> {
+        let map = self.map.get_or_init(|| {
+            self.ctx
+                .of_kind(crate::model::Kind::VirtualService)
+                .map(|(_, r, _)| ((r.namespace.as_str(), r.name.as_str()), r))
+                .collect()
+        });
+        map.get(&(ns, name)).copied()
+    }
+}
+
 /// Lower an analysed repository to IR. Fails with what the IR cannot express
 /// (an invalid regular expression, a delegate that does not exist); callers
 /// must not lower a repository with error diagnostics.
@@ -106,11 +126,18 @@ pub fn lower_scoped<'a>(ctx: &'a Context<'a>, scope: Scope) -> Result<ir::Ir, Ve
         gateways: &gateways,
     };
     let fresh = lower_kept(ctx, Some(&keep))?;
-    previous.hosts.retain(|h, _| !hosts.contains(h));
+    // The scope names few entries of many: removed one by one.
+    for h in &hosts {
+        previous.hosts.remove(h);
+    }
     previous.hosts.extend(fresh.hosts);
-    previous.workloads.retain(|w, _| !workloads.contains(w));
+    for w in &workloads {
+        previous.workloads.remove(w);
+    }
     previous.workloads.extend(fresh.workloads);
-    previous.gateways.retain(|g, _| !gateways.contains(g));
+    for g in &gateways {
+        previous.gateways.remove(g);
+    }
     previous.gateways.extend(fresh.gateways);
     previous.mesh = fresh.mesh;
     Ok(previous)
@@ -121,6 +148,33 @@ struct Keep<'s> {
     hosts: &'s HashSet<String>,
     workloads: &'s HashSet<String>,
     gateways: &'s HashSet<String>,
+}
+
+/// Whether VirtualService `vs` (resource `r`) may bind to a host or gateway
+/// a scoped lowering redoes, found without resolving its hosts when the
+/// scope is small: most of a repository's VirtualServices are skipped so.
+fn may_reach(keep: &Keep, r: &Resource, vs: &VirtualServiceSpec, domain: &str) -> bool {
+    if keep.hosts.len() > 64 {
+        return true;
+    }
+    let names = |target: &str, h: &str| {
+        if h.contains('.') || h.starts_with('*') {
+            return target == h;
+        }
+        target
+            .strip_prefix(h)
+            .and_then(|t| t.strip_prefix('.'))
+            .and_then(|t| t.strip_prefix(r.namespace.as_str()))
+            .and_then(|t| t.strip_prefix(".svc."))
+            == Some(domain)
+    };
+    let gateways = !keep.gateways.is_empty() && vs.gateways.iter().flatten().any(|g| g != "mesh");
+    gateways
+        || vs
+            .hosts
+            .iter()
+            .flatten()
+            .any(|h| keep.hosts.iter().any(|k| names(k, h)))
 }
 
 fn kept(keep: Option<&Keep>, pick: impl Fn(&Keep) -> bool) -> bool {
@@ -164,12 +218,8 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         errors: Vec::new(),
         regexes: HashMap::new(),
     };
-    let sorted = |kind: fn(&Spec) -> bool| {
-        let mut v: Vec<&Resource> = ctx
-            .resources
-            .iter()
-            .filter(|r| r.spec.as_deref().is_some_and(kind))
-            .collect();
+    let sorted = |kind: crate::model::Kind| {
+        let mut v: Vec<&Resource> = ctx.of_kind(kind).map(|(_, r, _)| r).collect();
         v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         v
     };
@@ -189,7 +239,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         p.origins.push(origin);
     }
 
-    for r in sorted(|s| matches!(s, Spec::Gateway(_))) {
+    for r in sorted(crate::model::Kind::Gateway) {
         let Some(Spec::Gateway(g)) = r.spec.as_deref() else {
             continue;
         };
@@ -232,14 +282,19 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         ctx.of_kind(crate::model::Kind::VirtualService)
             .map(|(_, r, _)| r)
     };
-    let delegates: Delegates = virtual_services()
-        .map(|r| ((r.namespace.as_str(), r.name.as_str()), r))
-        .collect();
+    let delegates = LazyDelegates {
+        ctx,
+        map: std::sync::OnceLock::new(),
+    };
     // Each VirtualService with the bindings to lower (a scoped lowering keeps
     // those that reach what it redoes) and its hosts resolved once; only
     // those are sorted. Delegates (no hosts) are lowered where a parent uses
     // them.
     let mut vss: Vec<(&Resource, &VirtualServiceSpec, Vec<Bind>, Vec<String>)> = virtual_services()
+        .filter(|r| match (keep, r.spec.as_deref()) {
+            (Some(k), Some(Spec::VirtualService(vs))) => may_reach(k, r, vs, &s.cluster_domain),
+            _ => true,
+        })
         .collect::<Vec<_>>()
         .into_par_iter()
         .filter_map(|r| {
@@ -348,7 +403,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         }
         m
     };
-    let sidecars = by_ns(sorted(|s| matches!(s, Spec::Sidecar(_))));
+    let sidecars = by_ns(sorted(crate::model::Kind::Sidecar));
     let root = s.root_namespace.as_str();
     // Each AuthorizationPolicy is lowered once and handed to the workloads it
     // selects (through the label index), so every workload's list keeps the
@@ -779,7 +834,7 @@ impl<'a> Lowerer<'a, '_> {
         r: &Resource,
         vs: &VirtualServiceSpec,
         bind: &Bind,
-        delegates: &Delegates,
+        delegates: &LazyDelegates<'a>,
     ) -> Vec<ir::HttpRule> {
         let mut out = Vec::new();
         for (i, h) in vs.http.iter().flatten().enumerate() {
@@ -795,9 +850,9 @@ impl<'a> Lowerer<'a, '_> {
             let ns = d.namespace.as_deref().unwrap_or(&r.namespace);
             let dname = d.name.as_deref().unwrap_or_default();
             let child = delegates
-                .get(&(ns, dname))
+                .get(ns, dname)
                 .and_then(|c| match c.spec.as_deref() {
-                    Some(Spec::VirtualService(v)) => Some((*c, v)),
+                    Some(Spec::VirtualService(v)) => Some((c, v)),
                     _ => None,
                 });
             let Some((c, cvs)) = child else {
@@ -1577,6 +1632,18 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
                     host_namespaces.insert(ns);
                     workload_namespaces.insert(ns);
                 }
+                // A workload policy reaches the workloads it selects.
+                Some(Selection::Labels(labels, _)) => {
+                    selected(ctx, ns, labels, &mut workloads);
+                }
+                None => {
+                    workload_namespaces.insert(ns);
+                }
+            },
+            Some(Spec::AuthorizationPolicy(_)) if ns != root => match r.selection() {
+                Some(Selection::Labels(labels, _)) => {
+                    selected(ctx, ns, labels, &mut workloads);
+                }
                 _ => {
                     workload_namespaces.insert(ns);
                 }
@@ -1618,13 +1685,17 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             }
         }
     }
-    for (name, h) in &previous.hosts {
-        if host_namespaces.contains(h.namespace.as_str())
-            || routes_to(&h.http, &h.tcp, &h.tls, &destinations)
-        {
-            hosts.insert(name.clone());
-        }
-    }
+    // Every host's rules are read when a DestinationRule changed: in parallel.
+    let routing: Vec<&String> = previous
+        .hosts
+        .par_iter()
+        .filter(|(_, h)| {
+            host_namespaces.contains(h.namespace.as_str())
+                || routes_to(&h.http, &h.tcp, &h.tls, &destinations)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    hosts.extend(routing.into_iter().cloned());
     for h in &ctx.hosts {
         if host_namespaces.contains(h.namespace.as_str()) {
             hosts.insert(h.host.clone());
@@ -1663,6 +1734,14 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
     })
 }
 
+/// Add the workloads of namespace `ns` that `labels` selects, as
+/// `namespace/name`, to `out`.
+fn selected(ctx: &Context, ns: &str, labels: &Map<String, String>, out: &mut HashSet<String>) {
+    for w in ctx.workloads_matching(ns, labels) {
+        out.insert(format!("{ns}/{}", ctx.resources[w.index].name));
+    }
+}
+
 /// Whether any of these rules routes to one of `hosts`.
 fn routes_to(
     http: &[ir::HttpRule],
@@ -1673,12 +1752,20 @@ fn routes_to(
     if hosts.is_empty() {
         return false;
     }
+    // Usually one or two hosts: compared, not hashed.
+    let is = |h: &String| {
+        if hosts.len() <= 4 {
+            hosts.iter().any(|x| x == h)
+        } else {
+            hosts.contains(h)
+        }
+    };
     let http = http.iter().any(|r| match &r.action {
-        ir::HttpAction::Route(ds) => ds.iter().any(|d| hosts.contains(&d.host)),
+        ir::HttpAction::Route(ds) => ds.iter().any(|d| is(&d.host)),
         _ => false,
     });
     http || tcp
         .iter()
         .chain(tls)
-        .any(|r| r.destinations.iter().any(|d| hosts.contains(&d.host)))
+        .any(|r| r.destinations.iter().any(|d| is(&d.host)))
 }

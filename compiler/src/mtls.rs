@@ -15,22 +15,124 @@ use crate::model::{ClientTlsMode, Map, MutualTlsMode, Spec};
 /// A workload-selecting PeerAuthentication: (resource, selector labels, mode).
 type WorkloadPolicy<'a> = (&'a Resource, &'a Map<String, String>, MutualTlsMode);
 
-/// The PeerAuthentications and DestinationRules that decide mTLS.
-pub struct MtlsView<'a> {
-    ctx: &'a Context<'a>,
-    mesh: Option<(&'a Resource, MutualTlsMode)>,
-    namespaces: HashMap<&'a str, (&'a Resource, MutualTlsMode)>,
-    /// Namespace → workload policies (selector labels, mode), in order.
-    workloads: HashMap<&'a str, Vec<WorkloadPolicy<'a>>>,
-    /// (namespace, label key, value) → the positions, ascending, in
+/// The PeerAuthentications and DestinationRules that decide mTLS, indexed.
+/// Built once per registry, on first use ([`crate::analysis::Registry`]
+/// holds it), and kept across an incremental compile when no
+/// PeerAuthentication or DestinationRule changed; it holds resource indices,
+/// not references, for that.
+#[derive(Debug, Default)]
+pub struct MtlsIndex {
+    mesh: Option<(usize, MutualTlsMode)>,
+    namespaces: HashMap<String, (usize, MutualTlsMode)>,
+    /// Namespace → workload policies (resource, mode), in order.
+    workloads: HashMap<String, Vec<(usize, MutualTlsMode)>>,
+    /// Namespace → label key → value → the positions, ascending, in
     /// `workloads[namespace]` of the policies whose selector's first label
     /// is that pair. A policy that selects a workload has its first label
     /// among the workload's, so the candidates for a workload are its own
     /// labels' entries, not the whole namespace's list.
-    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    by_label: HashMap<String, HashMap<String, HashMap<String, Vec<usize>>>>,
     /// Resolved host → the first DestinationRule for it (without a workload
     /// selector) that sets a top-level TLS mode.
-    client: HashMap<&'a str, (&'a Resource, ClientTlsMode)>,
+    client: HashMap<String, (usize, ClientTlsMode)>,
+}
+
+/// The selector labels of a workload-selecting PeerAuthentication.
+fn pa_selector(r: &Resource) -> Option<&Map<String, String>> {
+    match r.spec.as_deref() {
+        Some(Spec::PeerAuthentication(p)) => p
+            .selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .filter(|l| !l.is_empty()),
+        _ => None,
+    }
+}
+
+impl MtlsIndex {
+    /// Index the policies of the repository.
+    pub fn new(ctx: &Context) -> Self {
+        let mut v = MtlsIndex::default();
+        for (host, rules) in &ctx.destination_rules {
+            let first = rules.iter().find_map(|&i| {
+                let dr = ctx
+                    .destination_rule(i)
+                    .filter(|d| d.workload_selector.is_none())?;
+                let mode = dr.traffic_policy.as_ref()?.tls.as_ref()?.mode?;
+                Some((i, mode))
+            });
+            if let Some(first) = first {
+                v.client.insert(host.clone(), first);
+            }
+        }
+        // Istio takes the oldest policy when several compete; meshc has no
+        // creation times and takes the first by namespace and name, so the
+        // answer never depends on file or document order.
+        let mut policies: Vec<(usize, &Resource)> = ctx
+            .of_kind(crate::model::Kind::PeerAuthentication)
+            .map(|(i, r, _)| (i, r))
+            .collect();
+        policies.sort_by(|(_, a), (_, b)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        for (i, r) in policies {
+            let Some(Spec::PeerAuthentication(p)) = r.spec.as_deref() else {
+                continue;
+            };
+            let mode = p
+                .mtls
+                .as_ref()
+                .and_then(|m| m.mode)
+                .unwrap_or(MutualTlsMode::Unset);
+            match pa_selector(r) {
+                Some(l) => {
+                    let list = v.workloads.entry(r.namespace.clone()).or_default();
+                    let (k, val) = l.iter().next().expect("the selector is not empty");
+                    v.by_label
+                        .entry(r.namespace.clone())
+                        .or_default()
+                        .entry(k.clone())
+                        .or_default()
+                        .entry(val.clone())
+                        .or_default()
+                        .push(list.len());
+                    list.push((i, mode));
+                }
+                None if r.namespace == ctx.settings.root_namespace => {
+                    v.mesh.get_or_insert((i, mode));
+                }
+                None => {
+                    v.namespaces.entry(r.namespace.clone()).or_insert((i, mode));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// What the mTLS view reads of a resource (`crate::rules::Deps`): of a
+/// DestinationRule its host, whether it selects workloads, and its
+/// top-level TLS mode; all of a PeerAuthentication.
+pub(crate) fn project(r: &Resource) -> String {
+    match r.spec.as_deref() {
+        Some(Spec::DestinationRule(dr)) => format!(
+            "{:?}",
+            (
+                &dr.host,
+                dr.workload_selector.is_some(),
+                dr.traffic_policy
+                    .as_ref()
+                    .and_then(|t| t.tls.as_ref())
+                    .and_then(|t| t.mode),
+            )
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The mTLS of a repository: its [`MtlsIndex`] read with the resources.
+#[derive(Clone, Copy)]
+pub struct MtlsView<'a> {
+    ctx: &'a Context<'a>,
+    ix: &'a MtlsIndex,
 }
 
 /// What a DestinationRule host covers.
@@ -58,78 +160,30 @@ pub fn client_tls_mode_name(mode: ClientTlsMode) -> &'static str {
 }
 
 impl<'a> MtlsView<'a> {
-    /// Collect the policies of the repository.
+    /// The view of `ctx`'s repository, its index built on first use.
     pub fn new(ctx: &'a Context<'a>) -> Self {
-        let mut v = MtlsView {
+        MtlsView {
             ctx,
-            mesh: None,
-            namespaces: HashMap::new(),
-            workloads: HashMap::new(),
-            by_label: HashMap::new(),
-            client: HashMap::new(),
-        };
-        for (host, rules) in &ctx.destination_rules {
-            let first = rules.iter().find_map(|&i| {
-                let dr = ctx
-                    .destination_rule(i)
-                    .filter(|d| d.workload_selector.is_none())?;
-                let mode = dr.traffic_policy.as_ref()?.tls.as_ref()?.mode?;
-                Some((&ctx.resources[i], mode))
-            });
-            if let Some(first) = first {
-                v.client.insert(host, first);
-            }
+            ix: ctx.mtls(),
         }
-        // Istio takes the oldest policy when several compete; meshc has no
-        // creation times and takes the first by namespace and name, so the
-        // answer never depends on file or document order.
-        let mut policies: Vec<&Resource> = ctx
-            .of_kind(crate::model::Kind::PeerAuthentication)
-            .map(|(_, r, _)| r)
-            .collect();
-        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        for r in policies {
-            let Some(Spec::PeerAuthentication(p)) = r.spec.as_deref() else {
-                continue;
-            };
-            let mode = p
-                .mtls
-                .as_ref()
-                .and_then(|m| m.mode)
-                .unwrap_or(MutualTlsMode::Unset);
-            match p.selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
-                Some(l) if !l.is_empty() => {
-                    let list = v.workloads.entry(&r.namespace).or_default();
-                    let (k, val) = l.iter().next().expect("the selector is not empty");
-                    v.by_label
-                        .entry((&r.namespace, k, val))
-                        .or_default()
-                        .push(list.len());
-                    list.push((r, l, mode));
-                }
-                _ if r.namespace == ctx.settings.root_namespace => {
-                    v.mesh.get_or_insert((r, mode));
-                }
-                _ => {
-                    v.namespaces.entry(&r.namespace).or_insert((r, mode));
-                }
-            }
-        }
-        v
+    }
+
+    fn resource(&self, i: usize) -> &'a Resource {
+        &self.ctx.resources[i]
     }
 
     /// The mesh-wide policy's mode (root namespace, no selector).
     pub fn mesh_mode(&self) -> ServerMode<'a> {
-        match self.mesh {
-            Some((r, m)) if m != MutualTlsMode::Unset => (m, Some(r)),
+        match self.ix.mesh {
+            Some((r, m)) if m != MutualTlsMode::Unset => (m, Some(self.resource(r))),
             _ => (MutualTlsMode::Permissive, None),
         }
     }
 
     /// The namespace's effective mode (its own policy, else the mesh's).
     pub fn namespace_mode(&self, ns: &str) -> ServerMode<'a> {
-        match self.namespaces.get(ns) {
-            Some((r, m)) if *m != MutualTlsMode::Unset => (*m, Some(*r)),
+        match self.ix.namespaces.get(ns) {
+            Some((r, m)) if *m != MutualTlsMode::Unset => (*m, Some(self.resource(*r))),
             _ => self.mesh_mode(),
         }
     }
@@ -141,7 +195,7 @@ impl<'a> MtlsView<'a> {
             && let Some((r, _, m)) =
                 self.first_selecting(ns, labels, |(_, _, m)| *m != MutualTlsMode::Unset)
         {
-            return (*m, Some(*r));
+            return (m, Some(r));
         }
         self.namespace_mode(ns)
     }
@@ -153,24 +207,30 @@ impl<'a> MtlsView<'a> {
         ns: &str,
         labels: &Map<String, String>,
         keep: impl Fn(&WorkloadPolicy<'a>) -> bool,
-    ) -> Option<&WorkloadPolicy<'a>> {
-        let list = self.workloads.get(ns)?;
+    ) -> Option<WorkloadPolicy<'a>> {
+        let list = self.ix.workloads.get(ns)?;
+        let by_key = self.ix.by_label.get(ns)?;
+        let policy = |i: usize| -> Option<WorkloadPolicy<'a>> {
+            let (r, m) = list[i];
+            let r = self.resource(r);
+            Some((r, pa_selector(r)?, m))
+        };
         let mut first: Option<usize> = None;
         for (k, v) in labels {
-            let Some(candidates) = self.by_label.get(&(ns, k.as_str(), v.as_str())) else {
+            let Some(candidates) = by_key.get(k).and_then(|m| m.get(v)) else {
                 continue;
             };
             for &i in candidates {
                 if first.is_some_and(|f| f <= i) {
                     break;
                 }
-                if keep(&list[i]) && selects(list[i].1, labels) {
+                if policy(i).is_some_and(|p| keep(&p) && selects(p.1, labels)) {
                     first = Some(i);
                     break;
                 }
             }
         }
-        first.map(|i| &list[i])
+        first.and_then(policy)
     }
 
     /// The port-level modes for workloads in `ns` with `labels`: the
@@ -208,16 +268,16 @@ impl<'a> MtlsView<'a> {
             let exact = self
                 .ctx
                 .services_selecting(ns, labels)
-                .find_map(|h| self.client.get(h.host.as_str()));
+                .find_map(|h| self.ix.client.get(h.host.as_str()));
             if let Some((r, m)) = exact {
-                return Some((*m, *r));
+                return Some((*m, self.resource(*r)));
             }
         }
         let probe = format!("x.{ns}.svc.{}", self.ctx.settings.cluster_domain);
         covering(&probe)
             .skip(1)
-            .find_map(|h| self.client.get(h.as_ref()))
-            .map(|(r, m)| (*m, *r))
+            .find_map(|h| self.ix.client.get(h.as_ref()))
+            .map(|(r, m)| (*m, self.resource(*r)))
     }
 
     /// What a DestinationRule host covers, by the same wildcards as
@@ -244,7 +304,10 @@ impl<'a> MtlsView<'a> {
     pub fn client_rules(
         &self,
     ) -> impl Iterator<Item = (&'a str, &'a Resource, ClientTlsMode)> + '_ {
-        self.client.iter().map(|(h, (r, m))| (*h, *r, *m))
+        self.ix
+            .client
+            .iter()
+            .map(|(h, (r, m))| (h.as_str(), self.resource(*r), *m))
     }
 
     /// The TLS mode clients use mesh-wide: the most specific DestinationRule
@@ -254,18 +317,24 @@ impl<'a> MtlsView<'a> {
         let probe = format!("x.y.svc.{}", self.ctx.settings.cluster_domain);
         covering(&probe)
             .skip(2)
-            .find_map(|h| self.client.get(h.as_ref()))
-            .map(|(r, m)| (*m, *r))
+            .find_map(|h| self.ix.client.get(h.as_ref()))
+            .map(|(r, m)| (*m, self.resource(*r)))
     }
 
     /// The namespace-wide policies (no selector), with the mesh-wide one
     /// first: (resource, namespace it governs or `None` for the mesh, mode).
     pub fn scope_policies(&self) -> Vec<(&'a Resource, Option<&'a str>, MutualTlsMode)> {
-        let mut out: Vec<_> = self.mesh.iter().map(|(r, m)| (*r, None, *m)).collect();
+        let mut out: Vec<_> = self
+            .ix
+            .mesh
+            .iter()
+            .map(|(r, m)| (self.resource(*r), None, *m))
+            .collect();
         let mut ns: Vec<_> = self
+            .ix
             .namespaces
             .iter()
-            .map(|(n, (r, m))| (*r, Some(*n), *m))
+            .map(|(n, (r, m))| (self.resource(*r), Some(n.as_str()), *m))
             .collect();
         ns.sort_by_key(|(_, n, _)| *n);
         out.extend(ns);

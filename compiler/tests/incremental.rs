@@ -46,10 +46,75 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     // Subsets renamed: the routes to them dangle, or stop dangling.
     ("  - name: v2\n", "  - name: v7\n"),
     ("  - name: v7\n", "  - name: v2\n"),
+    ("mode: DISABLE", "mode: ISTIO_MUTUAL"),
     // Retries on and off along a call chain (the `retries` repository).
     ("attempts: 2", "attempts: 0"),
     ("attempts: 0", "attempts: 2"),
 ];
+
+/// The `mtls` repository: server modes (PeerAuthentication) and client
+/// modes (DestinationRule TLS) that agree or conflict as edits flip them,
+/// with a policy on peer identities that needs mTLS.
+const MTLS_MESH: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls:
+    mode: STRICT
+";
+
+const MTLS_APP: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {serviceAccountName: web, containers: [{name: c, image: i}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/front]}}]
+";
+
+const MTLS_CLIENTS: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web
+  trafficPolicy:
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop-wide, namespace: shop}
+spec:
+  host: '*.shop.svc.cluster.local'
+  trafficPolicy:
+    tls:
+      mode: DISABLE
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: shop, namespace: shop}
+spec:
+  mtls:
+    mode: STRICT
+";
 
 /// A service of the `retries` repository: a Service, its Pod, and a
 /// VirtualService retrying twice.
@@ -190,6 +255,11 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
         [allow("b", "a"), allow("c", "b"), allow("d", "c")].join("---\n"),
     );
     out.push(("retries", retries));
+    let mut mtls = BTreeMap::new();
+    mtls.insert("mesh.yaml".to_string(), MTLS_MESH.to_string());
+    mtls.insert("app.yaml".to_string(), MTLS_APP.to_string());
+    mtls.insert("clients.yaml".to_string(), MTLS_CLIENTS.to_string());
+    out.push(("mtls", mtls));
     out
 }
 

@@ -195,6 +195,8 @@ pub(crate) enum Deps {
     Local {
         subjects: &'static [Kind],
         reads: &'static [Kind],
+        /// What it reads of the resources of `reads`, when not all.
+        project: Option<fn(&Resource) -> String>,
     },
     /// The rule's findings depend on the resources of `kinds` together;
     /// with `project`, only on what it returns for each of them.
@@ -219,6 +221,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[Kind::DestinationRule],
+            project: Some(references::dangling_subset::project),
         },
     ),
     (
@@ -226,6 +229,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService, Kind::DestinationRule],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -233,6 +237,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -240,6 +245,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -247,6 +253,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -261,6 +268,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -268,6 +276,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::DestinationRule],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -279,6 +288,7 @@ const CHECKS: &[(Check, Deps)] = &[
                 Kind::ServiceEntry,
             ],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -300,6 +310,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -315,13 +326,14 @@ const CHECKS: &[(Check, Deps)] = &[
                 Kind::Gateway,
             ],
             reads: &[],
+            project: None,
         },
     ),
     (
         references::ambiguous_selector::check,
         Deps::Global {
             kinds: &[Kind::Sidecar, Kind::PeerAuthentication],
-            project: None,
+            project: Some(|r| format!("{:?}", r.selection())),
         },
     ),
     (
@@ -329,13 +341,14 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::DestinationRule],
             reads: &[],
+            project: None,
         },
     ),
     (
         routing::duplicate_destination_rule::check,
         Deps::Global {
             kinds: &[Kind::DestinationRule],
-            project: None,
+            project: Some(routing::duplicate_destination_rule::project),
         },
     ),
     (
@@ -343,6 +356,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[Kind::PeerAuthentication, Kind::DestinationRule],
+            project: Some(crate::mtls::project),
         },
     ),
     (
@@ -371,6 +385,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::ServiceEntry],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -378,6 +393,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -385,6 +401,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -392,6 +409,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -406,6 +424,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -413,6 +432,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::DestinationRule],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -420,13 +440,14 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::DestinationRule],
             reads: &[],
+            project: None,
         },
     ),
     (
         mtls::mode_conflict::check,
         Deps::Global {
             kinds: &[Kind::PeerAuthentication, Kind::DestinationRule],
-            project: None,
+            project: Some(crate::mtls::project),
         },
     ),
     (
@@ -441,6 +462,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -448,6 +470,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &Kind::ALL,
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -483,6 +506,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Local {
             subjects: &[Kind::VirtualService],
             reads: &[Kind::RequestAuthentication],
+            project: None,
         },
     ),
     (
@@ -495,6 +519,7 @@ const CHECKS: &[(Check, Deps)] = &[
                 Kind::WasmPlugin,
             ],
             reads: &[],
+            project: None,
         },
     ),
     (
@@ -562,7 +587,13 @@ pub(crate) fn check_all(
                     .collect()
             };
             let carried = match *deps {
-                Deps::Local { subjects, reads } if !change.touches(reads) => {
+                Deps::Local {
+                    subjects,
+                    reads,
+                    project,
+                } if !change.touches(reads)
+                    || project.is_some_and(|p| change.same_projection(reads, p, ctx.resources)) =>
+                {
                     if !change.touches(subjects) {
                         carry(&|_| true).map(|v| (v, Run::Carried))
                     } else if last.iter().any(|d| d.resource.is_none()) {

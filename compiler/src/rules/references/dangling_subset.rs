@@ -44,6 +44,23 @@ declare_rule! {
     };
 }
 
+/// What the rule reads of a DestinationRule (`crate::rules::Deps`; its
+/// host is the registry's): its subsets' names.
+pub(crate) fn project(r: &crate::analysis::Resource) -> String {
+    match r.spec.as_deref() {
+        Some(Spec::DestinationRule(dr)) => {
+            let names: Vec<&str> = dr
+                .subsets
+                .iter()
+                .flatten()
+                .map(|s| s.name.as_str())
+                .collect();
+            format!("{names:?}")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let subsets = |i: usize| -> Vec<&str> {
         ctx.destination_rule(i)

@@ -46,7 +46,8 @@ declare_rule! {
 
 /// What the rule reads of a resource (`crate::rules::Deps`): of a
 /// VirtualService its hosts, gateways and each http route's retry attempts
-/// and destination hosts; all of an AuthorizationPolicy.
+/// and destination hosts; of an AuthorizationPolicy its action, what it
+/// selects and each source's principals.
 pub(crate) fn project(r: &crate::analysis::Resource) -> String {
     match r.spec.as_deref() {
         Some(crate::model::Spec::VirtualService(vs)) => {
@@ -65,6 +66,30 @@ pub(crate) fn project(r: &crate::analysis::Resource) -> String {
                 })
                 .collect();
             format!("{:?}", (&vs.hosts, &vs.gateways, http))
+        }
+        Some(crate::model::Spec::AuthorizationPolicy(ap)) => {
+            let from: Vec<Vec<_>> = ap
+                .rules
+                .iter()
+                .flatten()
+                .map(|rule| {
+                    rule.from
+                        .iter()
+                        .flatten()
+                        .map(|f| f.source.as_ref().map(|s| &s.principals))
+                        .collect()
+                })
+                .collect();
+            format!(
+                "{:?}",
+                (
+                    ap.action,
+                    &ap.selector,
+                    &ap.target_ref,
+                    &ap.target_refs,
+                    from
+                )
+            )
         }
         other => format!("{other:?}"),
     }

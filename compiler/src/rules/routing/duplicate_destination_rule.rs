@@ -44,6 +44,31 @@ declare_rule! {
     };
 }
 
+/// What the rule reads of a DestinationRule (`crate::rules::Deps`): its
+/// host, whether it selects workloads, its subsets' names and `exportTo`.
+pub(crate) fn project(r: &crate::analysis::Resource) -> String {
+    match r.spec.as_deref() {
+        Some(crate::model::Spec::DestinationRule(dr)) => {
+            let subsets: Vec<&str> = dr
+                .subsets
+                .iter()
+                .flatten()
+                .map(|s| s.name.as_str())
+                .collect();
+            format!(
+                "{:?}",
+                (
+                    &dr.host,
+                    dr.workload_selector.is_some(),
+                    subsets,
+                    &dr.export_to
+                )
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // Per resolved host, the rules without a workload selector with their
     // subset names and exportTo.
