@@ -54,7 +54,8 @@ const REPLACEMENTS: &[(&str, &str)] = &[
 
 /// The `mtls` repository: server modes (PeerAuthentication) and client
 /// modes (DestinationRule TLS) that agree or conflict as edits flip them,
-/// with a policy on peer identities that needs mTLS.
+/// with a policy on peer identities that needs mTLS; the clients' rule for
+/// `web` is written in another namespace than `web`.
 const MTLS_MESH: &str = "apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
@@ -92,9 +93,9 @@ spec:
 
 const MTLS_CLIENTS: &str = "apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {name: web, namespace: shop}
+metadata: {name: web, namespace: ops}
 spec:
-  host: web
+  host: web.shop.svc.cluster.local
   trafficPolicy:
     tls:
       mode: ISTIO_MUTUAL

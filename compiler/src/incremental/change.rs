@@ -207,6 +207,24 @@ impl Change {
             )
     }
 
+    /// The namespaces of the changed resources of `kinds`, before and after.
+    pub(crate) fn namespaces<'r>(
+        &'r self,
+        kinds: &[Kind],
+        resources: &'r [Resource],
+    ) -> Vec<&'r str> {
+        let mut out: Vec<&str> = self
+            .old
+            .iter()
+            .chain(self.new.iter().map(|&i| &resources[i]))
+            .filter(|r| kinds.contains(&r.kind))
+            .map(|r| r.namespace.as_str())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Whether a finding was about a changed resource.
     pub(crate) fn about_changed(&self, d: &Diagnostic) -> bool {
         d.resource

@@ -197,6 +197,9 @@ pub(crate) enum Deps {
         reads: &'static [Kind],
         /// What it reads of the resources of `reads`, when not all.
         project: Option<fn(&Resource) -> String>,
+        /// The kinds of `reads` whose resources reach only the subjects of
+        /// their own namespace (all of them from the root namespace).
+        namespaced: &'static [Kind],
     },
     /// The rule's findings depend on the resources of `kinds` together;
     /// with `project`, only on what it returns for each of them.
@@ -222,6 +225,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[Kind::DestinationRule],
             project: Some(references::dangling_subset::project),
+            namespaced: &[],
         },
     ),
     (
@@ -230,6 +234,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService, Kind::DestinationRule],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -238,6 +243,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -246,6 +252,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -254,6 +261,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -269,6 +277,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -277,6 +286,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::DestinationRule],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -289,6 +299,7 @@ const CHECKS: &[(Check, Deps)] = &[
             ],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -311,6 +322,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -327,6 +339,7 @@ const CHECKS: &[(Check, Deps)] = &[
             ],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -342,6 +355,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::DestinationRule],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -357,6 +371,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[Kind::PeerAuthentication, Kind::DestinationRule],
             project: Some(crate::mtls::project),
+            namespaced: &[Kind::PeerAuthentication],
         },
     ),
     (
@@ -386,6 +401,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::ServiceEntry],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -394,6 +410,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -402,6 +419,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -410,6 +428,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::AuthorizationPolicy],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -425,6 +444,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -433,6 +453,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::DestinationRule],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -441,6 +462,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::DestinationRule],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -463,6 +485,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -471,6 +494,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &Kind::ALL,
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -507,6 +531,7 @@ const CHECKS: &[(Check, Deps)] = &[
             subjects: &[Kind::VirtualService],
             reads: &[Kind::RequestAuthentication],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -520,6 +545,7 @@ const CHECKS: &[(Check, Deps)] = &[
             ],
             reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
@@ -591,27 +617,32 @@ pub(crate) fn check_all(
                     subjects,
                     reads,
                     project,
-                } if !change.touches(reads)
-                    || project.is_some_and(|p| change.same_projection(reads, p, ctx.resources)) =>
-                {
-                    if !change.touches(subjects) {
-                        carry(&|_| true).map(|v| (v, Run::Carried))
-                    } else if last.iter().any(|d| d.resource.is_none()) {
-                        None
+                    namespaced,
+                } => {
+                    let same = |kinds: &[Kind]| {
+                        !change.touches(kinds)
+                            || project
+                                .is_some_and(|p| change.same_projection(kinds, p, ctx.resources))
+                    };
+                    let others: Vec<Kind> = reads
+                        .iter()
+                        .copied()
+                        .filter(|k| !namespaced.contains(k))
+                        .collect();
+                    // The namespaces whose subjects a change of a namespaced
+                    // read reaches; `None`: everything.
+                    let reach: Option<Vec<&str>> = if same(reads) {
+                        Some(Vec::new())
+                    } else if same(&others) {
+                        Some(change.namespaces(namespaced, ctx.resources))
+                            .filter(|n| !n.contains(&ctx.settings.root_namespace.as_str()))
                     } else {
-                        carry(&|d| !change.about_changed(d)).map(|mut v| {
-                            let focus = change.focus();
-                            if focus
-                                .iter()
-                                .any(|&i| subjects.contains(&ctx.resources[i].kind))
-                            {
-                                check(&ctx.focused(focus), &mut v);
-                            }
-                            (v, Run::Focused)
-                        })
-                    }
+                        None
+                    };
+                    reach.and_then(|namespaces| {
+                        focused_run(ctx, *check, last, change, subjects, &namespaces)
+                    })
                 }
-                Deps::Local { .. } => None,
                 Deps::Global { kinds, project } => {
                     let same = !change.touches(kinds)
                         || project.is_some_and(|p| change.same_projection(kinds, p, ctx.resources));
@@ -644,6 +675,57 @@ enum Run {
     Full,
     Focused,
     Carried,
+}
+
+/// A local rule after a change: its findings about unchanged subjects
+/// outside `namespaces` carried over, and it run for the others. `None`
+/// when a finding cannot be carried.
+fn focused_run(
+    ctx: &Context,
+    check: Check,
+    last: &[Diagnostic],
+    change: &Change,
+    subjects: &[Kind],
+    namespaces: &[&str],
+) -> Option<(Vec<Diagnostic>, Run)> {
+    let carry = |keep: &dyn Fn(&Diagnostic) -> bool| -> Option<Vec<Diagnostic>> {
+        last.iter()
+            .filter(|d| keep(d))
+            .map(|d| change.carry(d, ctx.resources))
+            .collect()
+    };
+    if namespaces.is_empty() && !change.touches(subjects) {
+        return carry(&|_| true).map(|v| (v, Run::Carried));
+    }
+    if last.iter().any(|d| d.resource.is_none()) {
+        return None;
+    }
+    // `Kind namespace/name`: the namespace of a finding's subject.
+    fn namespace_of(d: &Diagnostic) -> Option<&str> {
+        d.resource
+            .as_deref()
+            .and_then(|r| r.split_once(' '))
+            .and_then(|(_, r)| r.split_once('/'))
+            .map(|(ns, _)| ns)
+    }
+    let mut v = carry(&|d| {
+        !change.about_changed(d) && !namespace_of(d).is_some_and(|ns| namespaces.contains(&ns))
+    })?;
+    let mut focus = change.focus().to_vec();
+    if !namespaces.is_empty() {
+        focus.extend(ctx.resources.iter().enumerate().filter_map(|(i, r)| {
+            (subjects.contains(&r.kind) && namespaces.contains(&r.namespace.as_str())).then_some(i)
+        }));
+        focus.sort_unstable();
+        focus.dedup();
+    }
+    if focus
+        .iter()
+        .any(|&i| subjects.contains(&ctx.resources[i].kind))
+    {
+        check(&ctx.focused(&focus), &mut v);
+    }
+    Some((v, Run::Focused))
 }
 
 #[cfg(test)]
