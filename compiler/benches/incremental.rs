@@ -21,15 +21,22 @@ fn inputs(files: &[(String, String)]) -> Vec<Input> {
         .collect()
 }
 
-#[divan::bench(args = [1_000, 10_000], sample_count = 5, sample_size = 1)]
-fn one_file_changed(bencher: divan::Bencher, services: usize) {
-    let mut files = synth::repository(services);
+/// A generated repository of `services`, a session that compiled it, and
+/// the index of the file the benchmarks edit.
+fn compiled(services: usize) -> (Vec<(String, String)>, Session, usize) {
+    let files = synth::repository(services);
     let mut session = Session::new(Options::default());
     assert!(session.compile(inputs(&files)).ir.is_ok());
     let edited = files
         .iter()
         .position(|(p, _)| p.ends_with("svc-00042.yaml"))
         .expect("generated service");
+    (files, session, edited)
+}
+
+#[divan::bench(args = [1_000, 10_000], sample_count = 5, sample_size = 1)]
+fn one_file_changed(bencher: divan::Bencher, services: usize) {
+    let (mut files, mut session, edited) = compiled(services);
     let mut flip = false;
     bencher
         .with_inputs(|| {
@@ -75,13 +82,7 @@ const EDITS: &[(&str, &str, &str)] = &[
 )]
 fn edit_kinds(bencher: divan::Bencher, kind: &str) {
     let (_, a, b) = EDITS.iter().find(|(k, _, _)| *k == kind).expect("an edit");
-    let mut files = synth::repository(10_000);
-    let mut session = Session::new(Options::default());
-    assert!(session.compile(inputs(&files)).ir.is_ok());
-    let edited = files
-        .iter()
-        .position(|(p, _)| p.ends_with("svc-00042.yaml"))
-        .expect("generated service");
+    let (mut files, mut session, edited) = compiled(10_000);
     assert!(files[edited].1.contains(a), "{kind}: `{a}` not in the file");
     let mut flip = false;
     bencher
