@@ -606,12 +606,6 @@ pub(crate) fn check_all(
                 return full();
             };
             let last = &last[i];
-            let carry = |keep: &dyn Fn(&Diagnostic) -> bool| -> Option<Vec<Diagnostic>> {
-                last.iter()
-                    .filter(|d| keep(d))
-                    .map(|d| change.carry(d, ctx.resources))
-                    .collect()
-            };
             let carried = match *deps {
                 Deps::Local {
                     subjects,
@@ -647,7 +641,7 @@ pub(crate) fn check_all(
                     let same = !change.touches(kinds)
                         || project.is_some_and(|p| change.same_projection(kinds, p, ctx.resources));
                     if same {
-                        carry(&|_| true).map(|v| (v, Run::Carried))
+                        carry(ctx, last, change, |_| true).map(|v| (v, Run::Carried))
                     } else {
                         None
                     }
@@ -677,6 +671,20 @@ enum Run {
     Carried,
 }
 
+/// The last compile's findings that `keep` picks, with their labels moved
+/// to where they are now; `None` when one cannot be placed.
+fn carry(
+    ctx: &Context,
+    last: &[Diagnostic],
+    change: &Change,
+    keep: impl Fn(&Diagnostic) -> bool,
+) -> Option<Vec<Diagnostic>> {
+    last.iter()
+        .filter(|d| keep(d))
+        .map(|d| change.carry(d, ctx.resources))
+        .collect()
+}
+
 /// A local rule after a change: its findings about unchanged subjects
 /// outside `namespaces` carried over, and it run for the others. `None`
 /// when a finding cannot be carried.
@@ -688,14 +696,8 @@ fn focused_run(
     subjects: &[Kind],
     namespaces: &[&str],
 ) -> Option<(Vec<Diagnostic>, Run)> {
-    let carry = |keep: &dyn Fn(&Diagnostic) -> bool| -> Option<Vec<Diagnostic>> {
-        last.iter()
-            .filter(|d| keep(d))
-            .map(|d| change.carry(d, ctx.resources))
-            .collect()
-    };
     if namespaces.is_empty() && !change.touches(subjects) {
-        return carry(&|_| true).map(|v| (v, Run::Carried));
+        return carry(ctx, last, change, |_| true).map(|v| (v, Run::Carried));
     }
     if last.iter().any(|d| d.resource.is_none()) {
         return None;
@@ -708,7 +710,7 @@ fn focused_run(
             .and_then(|(_, r)| r.split_once('/'))
             .map(|(ns, _)| ns)
     }
-    let mut v = carry(&|d| {
+    let mut v = carry(ctx, last, change, |d| {
         !change.about_changed(d) && !namespace_of(d).is_some_and(|ns| namespaces.contains(&ns))
     })?;
     let mut focus = change.focus().to_vec();
