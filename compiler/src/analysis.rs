@@ -86,6 +86,11 @@ impl Resource {
         self.yaml.text.get(self.document_range()).unwrap_or("")
     }
 
+    /// What names it in the cluster: kind, namespace and name.
+    pub fn identity(&self) -> (Kind, &str, &str) {
+        (self.kind, &self.namespace, &self.name)
+    }
+
     /// `Kind namespace/name` (the Gateway API's Gateway qualified by its group).
     pub fn display(&self) -> String {
         format!("{} {}/{}", self.kind.qualified(), self.namespace, self.name)
@@ -183,7 +188,7 @@ impl std::ops::Deref for Context<'_> {
 /// The index of a repository the rules and the lowering query: hosts,
 /// DestinationRules by host, gateways, workloads, namespaces, service
 /// accounts. It holds resource indices and what it copied from the resources
-/// (see [`contribution`]), never references, so an incremental compile can
+/// (see [`same_contribution`]), never references, so an incremental compile can
 /// keep it across an edit that leaves every contribution as it was.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -447,6 +452,24 @@ impl Registry {
                 .push(i);
         }
         self.workloads.push(w);
+    }
+}
+
+impl Registry {
+    /// Forget what an edit made stale in a registry kept across it (the
+    /// change leaves every contribution as it was): the mTLS index, when
+    /// what it reads of a PeerAuthentication or DestinationRule changed.
+    pub(crate) fn forget_stale(
+        &mut self,
+        change: &crate::incremental::Change,
+        resources: &[Resource],
+    ) {
+        let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
+        if change.touches(&reads)
+            && !change.same_projection(&reads, crate::mtls::project, resources)
+        {
+            self.mtls = OnceLock::new();
+        }
     }
 }
 
@@ -894,6 +917,20 @@ pub fn fqdn(host: &str, namespace: &str, domain: &str) -> String {
     fqdn
 }
 
+/// Whether `host` written in `namespace` is `target` once fully qualified
+/// ([`fqdn`]), found without building the name.
+pub fn fqdn_is(target: &str, host: &str, namespace: &str, domain: &str) -> bool {
+    if host.contains('.') || host.starts_with('*') {
+        return target == host;
+    }
+    target
+        .strip_prefix(host)
+        .and_then(|t| t.strip_prefix('.'))
+        .and_then(|t| t.strip_prefix(namespace))
+        .and_then(|t| t.strip_prefix(".svc."))
+        == Some(domain)
+}
+
 /// A VirtualService's gateway reference as `namespace/name`: `ns/name`, `name`
 /// (the VirtualService's namespace) or the legacy `name.ns.svc...`.
 pub fn gateway_key(gw: &str, namespace: &str) -> String {
@@ -1034,6 +1071,30 @@ mod tests {
 
     /// `by_kind` is indexed by `Kind as usize`: `Kind::ALL` lists every kind
     /// in declaration order.
+    #[test]
+    fn fqdn_is_agrees_with_fqdn() {
+        let domain = "cluster.local";
+        let hosts = ["web", "web.shop", "*.shop.svc.cluster.local", "a.b.c", "w"];
+        let targets = [
+            "web.shop.svc.cluster.local",
+            "web.ops.svc.cluster.local",
+            "web.shop",
+            "*.shop.svc.cluster.local",
+            "a.b.c",
+            "web.shop.svc.cluster.localx",
+            "w.shop.svc.cluster.local",
+        ];
+        for h in hosts {
+            for t in targets {
+                assert_eq!(
+                    fqdn_is(t, h, "shop", domain),
+                    fqdn(h, "shop", domain) == t,
+                    "{h} {t}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn kinds_index_their_own_slot() {
         for (i, k) in Kind::ALL.iter().enumerate() {

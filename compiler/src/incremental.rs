@@ -514,14 +514,13 @@ fn has_gateway_api(resources: &[Resource]) -> bool {
 /// changed (a file is often edited in one document of many).
 fn differences<'r>(before: &'r [Resource], after: &[&'r Resource]) -> Vec<&'r Resource> {
     type Key<'k> = (crate::model::Kind, &'k str, &'k str);
-    let key = |r: &'r Resource| -> Key<'r> { (r.kind, &r.namespace, &r.name) };
     let mut old: HashMap<Key, Vec<&Resource>> = HashMap::new();
     for r in before {
-        old.entry(key(r)).or_default().push(r);
+        old.entry(r.identity()).or_default().push(r);
     }
     let mut out = Vec::new();
     for &r in after {
-        let same = old.get_mut(&key(r)).and_then(|v| {
+        let same = old.get_mut(&r.identity()).and_then(|v| {
             let i = v
                 .iter()
                 .position(|o| o.meta == r.meta && o.spec == r.spec)?;

@@ -262,14 +262,7 @@ pub(crate) fn finish(
 ) -> (Option<Result<meshc_ir::Ir, CompileError>>, Kept) {
     let (registry, last) = match previous {
         Some(mut p) if p.change.registry_same() => {
-            let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
-            if p.change.touches(&reads)
-                && !p
-                    .change
-                    .same_projection(&reads, mtls::project, &analysis.resources)
-            {
-                p.registry.mtls = std::sync::OnceLock::new();
-            }
+            p.registry.forget_stale(&p.change, &analysis.resources);
             (p.registry, Some((p.findings, p.change)))
         }
         _ => (
@@ -584,7 +577,7 @@ pub(crate) fn check_duplicates(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut seen: foldhash::HashMap<(Kind, &str, &str), &Resource> =
         foldhash::HashMap::with_capacity_and_hasher(resources.len(), Default::default());
     for r in resources {
-        let first = *seen.entry((r.kind, &r.namespace, &r.name)).or_insert(r);
+        let first = *seen.entry(r.identity()).or_insert(r);
         if !std::ptr::eq(first, r) {
             let d = r
                 .diag(

@@ -157,24 +157,13 @@ fn may_reach(keep: &Keep, r: &Resource, vs: &VirtualServiceSpec, domain: &str) -
     if keep.hosts.len() > 64 {
         return true;
     }
-    let names = |target: &str, h: &str| {
-        if h.contains('.') || h.starts_with('*') {
-            return target == h;
-        }
-        target
-            .strip_prefix(h)
-            .and_then(|t| t.strip_prefix('.'))
-            .and_then(|t| t.strip_prefix(r.namespace.as_str()))
-            .and_then(|t| t.strip_prefix(".svc."))
-            == Some(domain)
-    };
     let gateways = !keep.gateways.is_empty() && vs.gateways.iter().flatten().any(|g| g != "mesh");
     gateways
-        || vs
-            .hosts
-            .iter()
-            .flatten()
-            .any(|h| keep.hosts.iter().any(|k| names(k, h)))
+        || vs.hosts.iter().flatten().any(|h| {
+            keep.hosts
+                .iter()
+                .any(|k| crate::analysis::fqdn_is(k, h, &r.namespace, domain))
+        })
 }
 
 fn kept(keep: Option<&Keep>, pick: impl Fn(&Keep) -> bool) -> bool {

@@ -67,68 +67,54 @@ impl Change {
             let new = &resources[e.new.clone()];
             change.registry_same &= e.old.len() == new.len()
                 && e.old.iter().zip(new).all(|(a, b)| same_contribution(a, b));
-            // New documents by text, each usable once.
-            let mut unclaimed: HashMap<&str, Vec<usize>> = HashMap::new();
-            let mut new_docs: Vec<(Range<usize>, usize)> = Vec::new();
+            // The new documents: byte range and range of their resources.
+            let mut new_docs: Vec<(Range<usize>, Range<usize>)> = Vec::new();
             for (k, r) in new.iter().enumerate() {
-                let range = r.document_range();
-                if new_docs.last().is_none_or(|(d, _)| *d != range) {
-                    new_docs.push((range, e.new.start + k));
+                let at = e.new.start + k;
+                match new_docs.last_mut() {
+                    Some((d, rs)) if *d == r.document_range() => rs.end = at + 1,
+                    _ => new_docs.push((r.document_range(), at..at + 1)),
                 }
             }
-            for (n, (_, first)) in new_docs.iter().enumerate() {
-                let text = resources[*first].document_text();
-                unclaimed.entry(text).or_default().push(n);
+            // By text, each usable once (in order: `pop` takes the first).
+            let mut unclaimed: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (n, (_, rs)) in new_docs.iter().enumerate().rev() {
+                unclaimed
+                    .entry(resources[rs.start].document_text())
+                    .or_default()
+                    .push(n);
             }
             let mut kept_new = vec![false; new_docs.len()];
             let mut docs = Vec::new();
-            let mut i = 0;
-            while i < e.old.len() {
-                let range = e.old[i].document_range();
-                let mut j = i;
-                while j < e.old.len() && e.old[j].document_range() == range {
-                    j += 1;
+            let mut gone = Vec::new();
+            let mut old = e.old.into_iter().peekable();
+            while let Some(first) = old.next() {
+                let range = first.document_range();
+                let mut same_doc = vec![first];
+                while let Some(r) = old.next_if(|r| r.document_range() == range) {
+                    same_doc.push(r);
                 }
-                let text = e.old[i].document_text();
                 let to = unclaimed
-                    .get_mut(text)
-                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
+                    .get_mut(same_doc[0].document_text())
+                    .and_then(Vec::pop);
                 match to {
                     Some(n) => {
                         kept_new[n] = true;
-                        docs.push((
-                            range.clone(),
-                            Some(new_docs[n].0.start as i64 - range.start as i64),
-                        ));
+                        let shift = new_docs[n].0.start as i64 - range.start as i64;
+                        docs.push((range, Some(shift)));
                     }
-                    None => docs.push((range, None)),
-                }
-                i = j;
-            }
-            let gone: Vec<bool> = e
-                .old
-                .iter()
-                .map(|r| {
-                    let range = r.document_range();
-                    docs.iter().any(|(d, s)| s.is_none() && *d == range)
-                })
-                .collect();
-            let old = e
-                .old
-                .into_iter()
-                .zip(gone)
-                .filter(|(_, g)| *g)
-                .map(|(r, _)| r);
-            for (n, (range, _)) in new_docs.iter().enumerate() {
-                if !kept_new[n] {
-                    change.new.extend(
-                        e.new
-                            .clone()
-                            .filter(|&x| resources[x].document_range() == *range),
-                    );
+                    None => {
+                        docs.push((range, None));
+                        gone.extend(same_doc);
+                    }
                 }
             }
-            change.old.extend(old);
+            for ((_, rs), kept) in new_docs.into_iter().zip(kept_new) {
+                if !kept {
+                    change.new.extend(rs);
+                }
+            }
+            change.old.extend(gone);
             change.files.insert(e.id, File { docs });
         }
         for r in change
@@ -139,21 +125,17 @@ impl Change {
             change.kinds |= bit(r.kind);
             change.displays.insert(r.display());
         }
-        let names: Vec<(Kind, &str, &str)> = change
+        let identities: Vec<(Kind, &str, &str)> = change
             .old
             .iter()
             .chain(change.new.iter().map(|&i| &resources[i]))
-            .map(|r| (r.kind, r.namespace.as_str(), r.name.as_str()))
+            .map(Resource::identity)
             .collect();
-        if !names.is_empty() {
+        if !identities.is_empty() {
             change.focus = resources
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| {
-                    names
-                        .iter()
-                        .any(|(k, ns, n)| r.name == *n && r.kind == *k && r.namespace == *ns)
-                })
+                .filter(|(_, r)| identities.contains(&r.identity()))
                 .map(|(i, _)| i)
                 .collect();
         }
@@ -186,17 +168,14 @@ impl Change {
         resources: &[Resource],
     ) -> bool {
         type Key<'k> = (Kind, &'k str, &'k str);
-        fn key(r: &Resource) -> Key<'_> {
-            (r.kind, r.namespace.as_str(), r.name.as_str())
-        }
         let of = |r: &&Resource| kinds.contains(&r.kind);
         let mut before: HashMap<Key, Vec<&Resource>> = HashMap::new();
         for r in self.old.iter().filter(of) {
-            before.entry(key(r)).or_default().push(r);
+            before.entry(r.identity()).or_default().push(r);
         }
         let mut after: HashMap<Key, Vec<&Resource>> = HashMap::new();
         for r in self.new.iter().map(|&i| &resources[i]).filter(of) {
-            after.entry(key(r)).or_default().push(r);
+            after.entry(r.identity()).or_default().push(r);
         }
         before.len() == after.len()
             && before.iter().all(
@@ -267,9 +246,11 @@ impl Change {
         let owner = self.old.iter().find(|r| {
             r.file == l.span.file && r.document_range() == *range && r.locate(path) == Some(l.span)
         })?;
-        let mut now = self.new.iter().map(|&i| &resources[i]).filter(|r| {
-            r.kind == owner.kind && r.namespace == owner.namespace && r.name == owner.name
-        });
+        let mut now = self
+            .new
+            .iter()
+            .map(|&i| &resources[i])
+            .filter(|r| r.identity() == owner.identity());
         let (Some(new), None) = (now.next(), now.next()) else {
             return None;
         };
