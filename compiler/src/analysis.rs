@@ -235,7 +235,7 @@ pub struct Registry {
 }
 
 /// The kinds whose content the registry copies or points to, beyond their
-/// kind and namespace: a change to one of them builds the registry again.
+/// kind and namespace: see [`same_contribution`] for what of them it takes.
 pub(crate) const REGISTRY_KINDS: &[Kind] = &[
     Kind::Service,
     Kind::ServiceEntry,
@@ -250,20 +250,90 @@ pub(crate) const REGISTRY_KINDS: &[Kind] = &[
     Kind::DaemonSet,
 ];
 
+/// The kinds that declare workloads.
+pub const WORKLOAD_KINDS: &[Kind] = &[
+    Kind::Deployment,
+    Kind::StatefulSet,
+    Kind::DaemonSet,
+    Kind::Pod,
+];
+
+/// The kinds the registry points to and reads again later (a Gateway's
+/// servers, a Sidecar's egress): any change to one builds the registry
+/// again, so rules need not declare what they read of them.
+pub(crate) const INDEXED_KINDS: &[Kind] = &[Kind::Gateway, Kind::K8sGateway, Kind::Sidecar];
+
 /// Whether `a` and `b`, at the same index, give [`Registry::new`] the same
-/// registry: the same kind and namespace, whether they have a typed spec,
-/// and for the kinds of [`REGISTRY_KINDS`] the same name, metadata and spec,
-/// for a DestinationRule the same host. Every field `Registry::new` reads
-/// is covered (`tests/incremental.rs` compiles random edits both ways).
+/// registry: the same kind, namespace and name, whether they have a typed
+/// spec, and what the registry copies of them: a Service's ports (number,
+/// name, protocol), selector and `exportTo` annotation; a ServiceEntry's
+/// hosts, ports and `exportTo`; a workload's pod labels, annotations and
+/// service account; a Namespace's labels; a DestinationRule's host. Of
+/// [`INDEXED_KINDS`], all metadata and spec. A rule that reads more of a
+/// Service, ServiceEntry, workload or Namespace than this declares the kind
+/// in its `crate::rules::Deps`. Every field `Registry::new` reads is covered
+/// (`tests/incremental.rs` compiles random edits both ways).
 pub(crate) fn same_contribution(a: &Resource, b: &Resource) -> bool {
     if a.kind != b.kind || a.namespace != b.namespace || a.spec.is_some() != b.spec.is_some() {
         return false;
     }
-    if REGISTRY_KINDS.contains(&a.kind) {
-        return a.name == b.name && a.meta == b.meta && a.spec == b.spec;
+    if REGISTRY_KINDS.contains(&a.kind) && a.name != b.name {
+        return false;
     }
+    if INDEXED_KINDS.contains(&a.kind) {
+        return a.meta == b.meta && a.spec == b.spec;
+    }
+    let labels = |r: &Resource| r.meta.labels.clone().unwrap_or_default();
     match (a.spec.as_deref(), b.spec.as_deref()) {
         (Some(Spec::DestinationRule(x)), Some(Spec::DestinationRule(y))) => x.host == y.host,
+        (Some(Spec::Service(x)), Some(Spec::Service(y))) => {
+            let export = |r: &Resource| {
+                r.meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|m| m.get("networking.istio.io/exportTo"))
+                    .cloned()
+            };
+            let ports =
+                |s: &crate::model::ServiceSpec| -> Vec<(i64, Option<String>, Option<&str>)> {
+                    s.ports
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.port, p.name.clone(), service_port_protocol(p)))
+                        .collect()
+                };
+            x.selector == y.selector && ports(x) == ports(y) && export(a) == export(b)
+        }
+        (Some(Spec::ServiceEntry(x)), Some(Spec::ServiceEntry(y))) => {
+            let ports = |s: &crate::model::ServiceEntrySpec| -> Vec<(i64, String, Option<String>)> {
+                s.ports
+                    .iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            p.number,
+                            p.name.clone(),
+                            p.protocol.as_ref().map(|s| s.to_ascii_uppercase()),
+                        )
+                    })
+                    .collect()
+            };
+            x.hosts == y.hosts && x.export_to == y.export_to && ports(x) == ports(y)
+        }
+        (Some(Spec::Workload(x)), Some(Spec::Workload(y))) => {
+            let (x, y) = (&x.template, &y.template);
+            x.metadata.labels == y.metadata.labels
+                && x.metadata.annotations == y.metadata.annotations
+                && x.spec.service_account_name == y.spec.service_account_name
+                && x.spec.service_account == y.spec.service_account
+        }
+        (Some(Spec::Pod(x)), Some(Spec::Pod(y))) => {
+            a.meta.labels == b.meta.labels
+                && a.meta.annotations == b.meta.annotations
+                && x.service_account_name == y.service_account_name
+                && x.service_account == y.service_account
+        }
+        _ if a.kind == Kind::Namespace => labels(a) == labels(b),
         _ => true,
     }
 }
@@ -702,6 +772,15 @@ impl<'a> Context<'a> {
         self.workloads
             .iter()
             .filter(move |w| selects(selector, &w.labels))
+    }
+
+    /// The workload resource `index` declares, if it declares one.
+    pub fn workload_at(&self, index: usize) -> Option<&Workload> {
+        // Workloads are added in resource order.
+        self.workloads
+            .binary_search_by_key(&index, |w| w.index)
+            .ok()
+            .map(|i| &self.workloads[i])
     }
 
     /// Whether the repository declares any workload (Deployment, Pod...): rules

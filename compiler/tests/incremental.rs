@@ -50,6 +50,30 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     // Retries on and off along a call chain (the `retries` repository).
     ("attempts: 2", "attempts: 0"),
     ("attempts: 0", "attempts: 2"),
+    // What the registry does not copy of Services, workloads and
+    // ServiceEntries (the `ports` repository): target ports, Service and
+    // workload metadata labels, replicas, endpoint labels.
+    ("targetPort: 9080", "targetPort: 9081"),
+    ("targetPort: 9081", "targetPort: 9080"),
+    ("targetPort: 8080", "targetPort: 8081"),
+    ("targetPort: 8081", "targetPort: 8080"),
+    ("release: canary", "release: istio"),
+    ("release: istio", "release: canary"),
+    ("managed: none", "managed: istio.io-mesh-controller"),
+    ("managed: istio.io-mesh-controller", "managed: none"),
+    ("replicas: 1", "replicas: 2"),
+    ("track: v1", "track: v2"),
+    ("track: v2", "track: v1"),
+    // And what it does copy.
+    ("appProtocol: http", "appProtocol: tcp"),
+    ("appProtocol: tcp", "appProtocol: http"),
+    ("selector: {app: api}", "selector: {app: web}"),
+    ("selector: {app: web}", "selector: {app: api}"),
+    ("hosts: [ledger.example.com]", "hosts: [books.example.com]"),
+    ("exportTo: [\"*\"]", "exportTo: [\".\"]"),
+    ("exportTo: \"*\"", "exportTo: \".\""),
+    ("serviceAccountName: web", "serviceAccountName: front"),
+    ("serviceAccountName: front", "serviceAccountName: web"),
 ];
 
 /// The `mtls` repository: server modes (PeerAuthentication) and client
@@ -115,6 +139,124 @@ metadata: {name: shop, namespace: shop}
 spec:
   mtls:
     mode: STRICT
+";
+
+/// The `ports` repository: a workload behind two Services that forward
+/// different ports to one container port, a Service with an unnamed port,
+/// an ingress Gateway listening on a Service's target port, and a
+/// ServiceEntry whose endpoints' labels a DestinationRule's subsets select.
+const PORTS_SHOP: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: shop
+  labels: {gateway.istio.io/managed: none}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {serviceAccountName: api, containers: [{name: c, image: i}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports:
+  - name: http
+    port: 9080
+    targetPort: 9080
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-alt, namespace: shop}
+spec:
+  selector: {app: api}
+  ports:
+  - name: http
+    appProtocol: http
+    port: 9090
+    targetPort: 9080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: legacy
+  namespace: shop
+  labels: {release: canary}
+  annotations: {networking.istio.io/exportTo: \"*\"}
+spec:
+  selector: {app: api}
+  ports:
+  - port: 7000
+";
+
+const PORTS_EDGE: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: edge, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ingress, namespace: edge}
+spec:
+  replicas: 1
+  selector: {matchLabels: {istio: ingress}}
+  template:
+    metadata: {labels: {istio: ingress}}
+    spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ingress, namespace: edge}
+spec:
+  selector: {istio: ingress}
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: edge}
+spec:
+  selector: {istio: ingress}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [\"*/api.example.com\"]
+";
+
+const PORTS_EXTERNAL: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ledger, namespace: shop}
+spec:
+  hosts: [ledger.example.com]
+  exportTo: [\"*\"]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: STATIC
+  endpoints:
+  - address: 10.0.0.1
+    labels: {track: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ledger, namespace: edge}
+spec:
+  host: ledger.example.com
+  subsets:
+  - name: one
+    labels: {track: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: legacy, namespace: edge}
+spec:
+  host: legacy.shop.svc.cluster.local
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}
 ";
 
 /// A service of the `retries` repository: a Service, its Pod, and a
@@ -261,6 +403,11 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
     mtls.insert("app.yaml".to_string(), MTLS_APP.to_string());
     mtls.insert("clients.yaml".to_string(), MTLS_CLIENTS.to_string());
     out.push(("mtls", mtls));
+    let mut ports = BTreeMap::new();
+    ports.insert("shop.yaml".to_string(), PORTS_SHOP.to_string());
+    ports.insert("edge.yaml".to_string(), PORTS_EDGE.to_string());
+    ports.insert("external.yaml".to_string(), PORTS_EXTERNAL.to_string());
+    out.push(("ports", ports));
     out
 }
 

@@ -182,9 +182,11 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
 
 /// What a rule's findings depend on besides the registry, so that an
 /// incremental compile runs again only the rules an edit can affect
-/// ([`crate::incremental`]). The kinds of
-/// [`crate::analysis::REGISTRY_KINDS`] need not be named: while the registry
-/// is kept, their resources are as they were.
+/// ([`crate::incremental`]). What the registry holds of a resource need not
+/// be named: while the registry is kept, it is as it was
+/// ([`crate::analysis::same_contribution`]), and Gateways and Sidecars are
+/// as they were. A rule that reads more of a Service, ServiceEntry,
+/// workload or Namespace (its spec, its metadata) names the kind.
 #[derive(Clone, Copy)]
 pub(crate) enum Deps {
     /// The rule reports on each of its subjects (resources of `subjects`,
@@ -353,8 +355,8 @@ const CHECKS: &[(Check, Deps)] = &[
         references::subset_selects_nothing::check,
         Deps::Local {
             subjects: &[Kind::DestinationRule],
-            reads: &[],
-            project: None,
+            reads: &[Kind::ServiceEntry],
+            project: Some(references::subset_selects_nothing::project),
             namespaced: &[],
         },
     ),
@@ -383,16 +385,18 @@ const CHECKS: &[(Check, Deps)] = &[
     ),
     (
         references::port_protocol::check,
-        Deps::Global {
-            kinds: &[],
+        Deps::Local {
+            subjects: &[Kind::Service],
+            reads: &[],
             project: None,
+            namespaced: &[],
         },
     ),
     (
         references::gateway_port::check,
         Deps::Global {
-            kinds: &[],
-            project: None,
+            kinds: &[Kind::Service],
+            project: Some(references::gateway_port::project),
         },
     ),
     (
@@ -499,9 +503,11 @@ const CHECKS: &[(Check, Deps)] = &[
     ),
     (
         references::service_ports::check,
-        Deps::Global {
-            kinds: &[],
+        Deps::Local {
+            subjects: crate::analysis::WORKLOAD_KINDS,
+            reads: &[Kind::Service],
             project: None,
+            namespaced: &[Kind::Service],
         },
     ),
     (

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use crate::analysis::Context;
+use crate::analysis::{Context, Resource};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{IntOrString, Kind, Spec};
@@ -39,6 +39,23 @@ declare_rule! {
         summary: "A Gateway listens on a port its workloads' Services do not expose",
         equivalents: [("IST0162", "gateway.IngressGatewayPortAnalyzer")],
     };
+}
+
+/// What the rule reads of a Service beyond the registry: its ports'
+/// numbers, transport protocols and numeric target ports.
+pub(crate) fn project(r: &Resource) -> String {
+    match r.spec.as_deref() {
+        Some(Spec::Service(svc)) => {
+            let ports: Vec<_> = svc
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| (p.port, &p.protocol, &p.target_port))
+                .collect();
+            format!("{ports:?}")
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {

@@ -84,7 +84,7 @@ const MANAGED: &[&str] = &[
 ];
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for (_, r, spec) in ctx.of_kind(Kind::Service) {
+    for (_, r, spec) in ctx.subjects(Kind::Service) {
         let Spec::Service(svc) = spec else { continue };
         let labels = r.meta.labels.as_ref();
         let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);

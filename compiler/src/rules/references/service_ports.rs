@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::analysis::{Context, Resource, Workload, service_port_protocol};
+use crate::analysis::{Context, Resource, WORKLOAD_KINDS, Workload, service_port_protocol};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{IntOrString, KubeServicePort, Spec};
@@ -92,8 +92,11 @@ declare_rule! {
 type Port<'a> = (&'a Resource, usize, &'a KubeServicePort);
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    for w in &ctx.workloads {
-        let r = &ctx.resources[w.index];
+    let subjects = WORKLOAD_KINDS.iter().flat_map(|&k| ctx.subjects(k));
+    for (i, r, _) in subjects {
+        let Some(w) = ctx.workload_at(i) else {
+            continue;
+        };
         // Waypoints are Istio's own proxies, managed by its controller.
         let waypoint = r
             .meta

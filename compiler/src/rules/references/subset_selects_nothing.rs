@@ -1,6 +1,6 @@
 //! `MC0109` subset-selects-nothing.
 
-use crate::analysis::{Context, selects};
+use crate::analysis::{Context, Resource, selects};
 use crate::declare_rule;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Kind, Map, Spec};
@@ -94,6 +94,22 @@ fn endpoint_labels<'a>(
         }
     }
     known.then_some((sets, what))
+}
+
+/// What the rule reads of a ServiceEntry beyond the registry: its
+/// endpoints' labels and its workload selector.
+pub(crate) fn project(r: &Resource) -> String {
+    match r.spec.as_deref() {
+        Some(Spec::ServiceEntry(se)) => {
+            let endpoints: Option<Vec<_>> = se
+                .endpoints
+                .as_ref()
+                .map(|e| e.iter().map(|e| &e.labels).collect());
+            let selector = se.workload_selector.as_ref().map(|w| &w.labels);
+            format!("{endpoints:?} {selector:?}")
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
