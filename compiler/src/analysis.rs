@@ -234,22 +234,6 @@ pub struct Registry {
     pub(crate) mtls: OnceLock<crate::mtls::MtlsIndex>,
 }
 
-/// The kinds whose content the registry copies or points to, beyond their
-/// kind and namespace: see [`same_contribution`] for what of them it takes.
-pub(crate) const REGISTRY_KINDS: &[Kind] = &[
-    Kind::Service,
-    Kind::ServiceEntry,
-    Kind::Gateway,
-    Kind::K8sGateway,
-    Kind::Sidecar,
-    Kind::Namespace,
-    Kind::ServiceAccount,
-    Kind::Pod,
-    Kind::Deployment,
-    Kind::StatefulSet,
-    Kind::DaemonSet,
-];
-
 /// The kinds that declare workloads.
 pub const WORKLOAD_KINDS: &[Kind] = &[
     Kind::Deployment,
@@ -264,7 +248,8 @@ pub const WORKLOAD_KINDS: &[Kind] = &[
 pub(crate) const INDEXED_KINDS: &[Kind] = &[Kind::Gateway, Kind::K8sGateway, Kind::Sidecar];
 
 /// Whether `a` and `b`, at the same index, give [`Registry::new`] the same
-/// registry: the same kind, namespace and name, whether they have a typed
+/// registry: the same kind, namespace and name (of every kind: documents
+/// reordered in a file build the registry again), whether they have a typed
 /// spec, and what the registry copies of them: a Service's ports (number,
 /// name, protocol), selector and `exportTo` annotation; a ServiceEntry's
 /// hosts, ports and `exportTo`; a workload's pod labels, annotations and
@@ -274,10 +259,9 @@ pub(crate) const INDEXED_KINDS: &[Kind] = &[Kind::Gateway, Kind::K8sGateway, Kin
 /// in its `crate::rules::Deps`. Every field `Registry::new` reads is covered
 /// (`tests/incremental.rs` compiles random edits both ways).
 pub(crate) fn same_contribution(a: &Resource, b: &Resource) -> bool {
-    if a.kind != b.kind || a.namespace != b.namespace || a.spec.is_some() != b.spec.is_some() {
-        return false;
-    }
-    if REGISTRY_KINDS.contains(&a.kind) && a.name != b.name {
+    // The same identity at each index: what holds indices (the registry,
+    // the mTLS index) finds the same resources where it left them.
+    if a.identity() != b.identity() || a.spec.is_some() != b.spec.is_some() {
         return false;
     }
     if INDEXED_KINDS.contains(&a.kind) {
@@ -526,18 +510,33 @@ impl Registry {
 }
 
 impl Registry {
-    /// Forget what an edit made stale in a registry kept across it (the
+    /// Mend what an edit made stale in a registry kept across it (the
     /// change leaves every contribution as it was): the mTLS index, when
-    /// what it reads of a PeerAuthentication or DestinationRule changed.
+    /// what it reads of a PeerAuthentication or DestinationRule changed, is
+    /// patched ([`crate::mtls::MtlsIndex::patch`]) or else dropped, to be
+    /// built again by the first to ask.
     pub(crate) fn forget_stale(
         &mut self,
         change: &crate::incremental::Change,
         resources: &[Resource],
+        settings: &Settings,
     ) {
         let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
-        if change.touches(&reads)
-            && !change.same_projection(&reads, crate::mtls::project, resources)
+        if !change.touches(&reads)
+            || change.same_projection(&reads, crate::mtls::project, resources)
         {
+            return;
+        }
+        let patched = match self.mtls.get_mut() {
+            Some(ix) => ix.patch(
+                change,
+                resources,
+                &self.destination_rules,
+                &settings.cluster_domain,
+            ),
+            None => true,
+        };
+        if !patched {
             self.mtls = OnceLock::new();
         }
     }

@@ -262,7 +262,8 @@ pub(crate) fn finish(
 ) -> (Option<Result<meshc_ir::Ir, CompileError>>, Kept) {
     let (registry, last) = match previous {
         Some(mut p) if p.change.registry_same() => {
-            p.registry.forget_stale(&p.change, &analysis.resources);
+            p.registry
+                .forget_stale(&p.change, &analysis.resources, &options.settings);
             (p.registry, Some((p.findings, p.change)))
         }
         _ => (

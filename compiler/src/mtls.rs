@@ -49,19 +49,39 @@ fn pa_selector(r: &Resource) -> Option<&Map<String, String>> {
     }
 }
 
+/// The mode a PeerAuthentication sets at its top level.
+fn pa_mode(r: &Resource) -> MutualTlsMode {
+    match r.spec.as_deref() {
+        Some(Spec::PeerAuthentication(p)) => p
+            .mtls
+            .as_ref()
+            .and_then(|m| m.mode)
+            .unwrap_or(MutualTlsMode::Unset),
+        _ => MutualTlsMode::Unset,
+    }
+}
+
+/// The first of `rules` (DestinationRule indices of one host) without a
+/// workload selector that sets a top-level TLS mode.
+fn first_client(resources: &[Resource], rules: &[usize]) -> Option<(usize, ClientTlsMode)> {
+    rules.iter().find_map(|&i| {
+        let Some(Spec::DestinationRule(dr)) = resources[i].spec.as_deref() else {
+            return None;
+        };
+        if dr.workload_selector.is_some() {
+            return None;
+        }
+        let mode = dr.traffic_policy.as_ref()?.tls.as_ref()?.mode?;
+        Some((i, mode))
+    })
+}
+
 impl MtlsIndex {
     /// Index the policies of the repository.
     pub fn new(ctx: &Context) -> Self {
         let mut v = MtlsIndex::default();
         for (host, rules) in &ctx.destination_rules {
-            let first = rules.iter().find_map(|&i| {
-                let dr = ctx
-                    .destination_rule(i)
-                    .filter(|d| d.workload_selector.is_none())?;
-                let mode = dr.traffic_policy.as_ref()?.tls.as_ref()?.mode?;
-                Some((i, mode))
-            });
-            if let Some(first) = first {
+            if let Some(first) = first_client(ctx.resources, rules) {
                 v.client.insert(host.clone(), first);
             }
         }
@@ -74,14 +94,7 @@ impl MtlsIndex {
             .collect();
         policies.sort_by(|(_, a), (_, b)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for (i, r) in policies {
-            let Some(Spec::PeerAuthentication(p)) = r.spec.as_deref() else {
-                continue;
-            };
-            let mode = p
-                .mtls
-                .as_ref()
-                .and_then(|m| m.mode)
-                .unwrap_or(MutualTlsMode::Unset);
+            let mode = pa_mode(r);
             match pa_selector(r) {
                 Some(l) => {
                     let list = v.workloads.entry(r.namespace.clone()).or_default();
@@ -105,6 +118,65 @@ impl MtlsIndex {
             }
         }
         v
+    }
+
+    /// Bring the index up to date after `change`, which keeps the registry
+    /// (every resource has the identity it had at its index), without
+    /// building it again: a changed PeerAuthentication whose selector is as
+    /// it was has its mode replaced where the index holds it, and the hosts
+    /// of changed DestinationRules find their first client rule again
+    /// (`destination_rules` is the registry's, `domain` the cluster domain).
+    /// `false` when the change is more than that: build the index again.
+    pub(crate) fn patch(
+        &mut self,
+        change: &crate::incremental::Change,
+        resources: &[Resource],
+        destination_rules: &foldhash::HashMap<String, Vec<usize>>,
+        domain: &str,
+    ) -> bool {
+        use crate::model::Kind;
+        let (Some(policies), Some(rules)) = (
+            change.pairs(Kind::PeerAuthentication, resources),
+            change.pairs(Kind::DestinationRule, resources),
+        ) else {
+            return false;
+        };
+        for &(old, at, i) in &policies {
+            let new = &resources[i];
+            if at != i || new.spec.is_none() || pa_selector(old) != pa_selector(new) {
+                return false;
+            }
+        }
+        for (_, _, i) in policies {
+            let mode = pa_mode(&resources[i]);
+            let slots = self
+                .mesh
+                .iter_mut()
+                .chain(self.namespaces.values_mut())
+                .chain(self.workloads.values_mut().flatten());
+            for slot in slots.filter(|s| s.0 == i) {
+                slot.1 = mode;
+            }
+        }
+        for (_, _, i) in rules {
+            let r = &resources[i];
+            let Some(Spec::DestinationRule(dr)) = r.spec.as_deref() else {
+                continue;
+            };
+            let host = crate::analysis::fqdn(&dr.host, &r.namespace, domain);
+            match destination_rules
+                .get(&host)
+                .and_then(|v| first_client(resources, v))
+            {
+                Some(first) => {
+                    self.client.insert(host, first);
+                }
+                None => {
+                    self.client.remove(&host);
+                }
+            }
+        }
+        true
     }
 }
 

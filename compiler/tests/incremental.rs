@@ -143,8 +143,9 @@ spec:
 
 /// The `ports` repository: a workload behind two Services that forward
 /// different ports to one container port, a Service with an unnamed port,
-/// an ingress Gateway listening on a Service's target port, and a
-/// ServiceEntry whose endpoints' labels a DestinationRule's subsets select.
+/// an ingress Gateway listening on a Service's target port, a ServiceEntry
+/// whose endpoints' labels a DestinationRule's subsets select, and a
+/// workload's PERMISSIVE override of its namespace's STRICT policy.
 const PORTS_SHOP: &str = "apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {istio-injection: enabled}}
@@ -257,6 +258,24 @@ metadata: {name: legacy, namespace: edge}
 spec:
   host: legacy.shop.svc.cluster.local
   trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}
+";
+
+/// The `ports` repository's mTLS: a namespace-wide policy and a workload's
+/// PERMISSIVE override of it.
+const PORTS_MTLS: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec:
+  mtls:
+    mode: STRICT
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  mtls:
+    mode: PERMISSIVE
 ";
 
 /// A service of the `retries` repository: a Service, its Pod, and a
@@ -407,6 +426,7 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
     ports.insert("shop.yaml".to_string(), PORTS_SHOP.to_string());
     ports.insert("edge.yaml".to_string(), PORTS_EDGE.to_string());
     ports.insert("external.yaml".to_string(), PORTS_EXTERNAL.to_string());
+    ports.insert("mtls.yaml".to_string(), PORTS_MTLS.to_string());
     out.push(("ports", ports));
     out
 }
@@ -521,6 +541,14 @@ fn edit(
             let docs: Vec<&str> = files[&path].split("\n---\n").collect();
             if docs.len() < 2 {
                 return "nothing".into();
+            }
+            if rng.below(2) == 0 {
+                // Two documents swap places: nothing changed but order.
+                let mut docs = docs;
+                let at = rng.below(docs.len() - 1);
+                docs.swap(at, at + 1);
+                files.insert(path.clone(), docs.join("\n---\n"));
+                return format!("swap documents {at} and {} of {path}", at + 1);
             }
             let drop = rng.below(docs.len());
             let text = docs
@@ -726,4 +754,46 @@ fn several_files_changed_in_place_keep_every_span_right() {
     assert_eq!(incremental.0, full.0);
     assert_eq!(incremental.1, full.1);
     assert_eq!(incremental.2, full.2);
+}
+
+#[test]
+fn documents_swapped_then_an_edit_elsewhere_name_the_right_policy() {
+    // Two PeerAuthentications of one namespace swap places in their file;
+    // then a DestinationRule's TLS mode changes, so the mTLS rules run
+    // again. What points to a policy by its place must follow the swap:
+    // MC0303's related label names the namespace-wide policy.
+    let policies = [
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec:\n  mtls: {mode: STRICT}\n",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  mtls: {mode: STRICT}\n",
+    ];
+    let rule = |mode: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: shop, namespace: shop}}\nspec:\n  host: '*.shop.svc.cluster.local'\n  trafficPolicy:\n    tls: {{mode: {mode}}}\n"
+        )
+    };
+    let mut files = BTreeMap::new();
+    files.insert("policies.yaml".to_string(), policies.join("---\n"));
+    files.insert("rules.yaml".to_string(), rule("DISABLE"));
+    let mut session = Session::new(Options::default());
+    let mut order = Rng(5);
+    let mut steps = vec![files.clone()];
+    files.insert(
+        "policies.yaml".to_string(),
+        [policies[1], policies[0]].join("---\n"),
+    );
+    steps.push(files.clone());
+    files.insert("rules.yaml".to_string(), rule("SIMPLE"));
+    steps.push(files);
+    for (n, files) in steps.iter().enumerate() {
+        let incremental = observe(session.compile(inputs(files, &mut order)));
+        let sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
+        let full = observe(&compile(sorted, &Options::default()));
+        assert!(
+            full.0.iter().any(|d| d.contains("MC0303")),
+            "step {n}: the conflict is reported: {:?}",
+            full.0
+        );
+        assert_eq!(incremental.0, full.0, "step {n}");
+        assert_eq!(incremental.2, full.2, "step {n}");
+    }
 }

@@ -268,9 +268,11 @@ const CHECKS: &[(Check, Deps)] = &[
     ),
     (
         mtls::permissive_leftover::check,
-        Deps::Global {
-            kinds: &[Kind::PeerAuthentication],
+        Deps::Local {
+            subjects: &[Kind::PeerAuthentication],
+            reads: &[Kind::PeerAuthentication],
             project: None,
+            namespaced: &[Kind::PeerAuthentication],
         },
     ),
     (

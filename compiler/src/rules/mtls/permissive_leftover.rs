@@ -91,7 +91,13 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     }
     let namespace_pa = |ns: &str| by_namespace.get(ns).copied();
 
-    for (r, p) in &pas {
+    let subjects = ctx
+        .subjects(Kind::PeerAuthentication)
+        .filter_map(|(_, r, s)| match s {
+            Spec::PeerAuthentication(p) => Some((r, p)),
+            _ => None,
+        });
+    for (r, p) in subjects {
         let own = mode(p);
         let wide = is_wide(p);
         let is_mesh = wide && r.namespace == ctx.settings.root_namespace;
@@ -129,11 +135,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 ),
             );
         } else if own == Some(MutualTlsMode::Permissive) && wide && !is_mesh {
-            let workloads: Vec<_> = ctx
-                .workloads
-                .iter()
-                .filter(|w| w.namespace == r.namespace)
-                .collect();
+            let workloads: Vec<_> = ctx.workloads_in(&r.namespace).collect();
             if !workloads.is_empty()
                 && ctx.namespace_injected(&r.namespace)
                 && workloads.iter().all(|w| ctx.is_meshed(w))
