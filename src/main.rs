@@ -409,6 +409,7 @@ fn collect_inputs(paths: &[PathBuf], limits: &Limits) -> Result<Vec<Input>> {
             Input {
                 path: shown,
                 content,
+                id: None,
             }
         })
         .collect();

@@ -21,12 +21,31 @@ fn inputs(files: &[(String, String)]) -> Vec<Input> {
         .collect()
 }
 
+/// The inputs with ids, as the reconciler gives them (Git blob ids, which
+/// Git has without reading the files): here the text's length and a
+/// version number that every edit of the file bumps.
+fn identified(files: &[(String, String)], versions: &[u64]) -> Vec<Input> {
+    inputs(files)
+        .into_iter()
+        .zip(versions)
+        .map(|(i, v)| {
+            let len = i.content.as_ref().map_or(0, Vec::len) as u64;
+            i.with_id([len.to_le_bytes(), v.to_le_bytes()].concat())
+        })
+        .collect()
+}
+
 /// A generated repository of `services`, a session that compiled it, and
 /// the index of the file the benchmarks edit.
 fn compiled(services: usize) -> (Vec<(String, String)>, Session, usize) {
     let files = synth::repository(services);
     let mut session = Session::new(Options::default());
-    assert!(session.compile(inputs(&files)).ir.is_ok());
+    assert!(
+        session
+            .compile(identified(&files, &vec![0; files.len()]))
+            .ir
+            .is_ok()
+    );
     let edited = files
         .iter()
         .position(|(p, _)| p.ends_with("svc-00042.yaml"))
@@ -34,9 +53,16 @@ fn compiled(services: usize) -> (Vec<(String, String)>, Session, usize) {
     (files, session, edited)
 }
 
-#[divan::bench(args = [1_000, 10_000], sample_count = 5, sample_size = 1)]
-fn one_file_changed(bencher: divan::Bencher, services: usize) {
+/// `ids`: whether the inputs carry ids ([`identified`]); without, the
+/// session compares every file's bytes with the last compile's.
+#[divan::bench(
+    args = [(1_000, true), (10_000, true), (10_000, false)],
+    sample_count = 5,
+    sample_size = 1
+)]
+fn one_file_changed(bencher: divan::Bencher, (services, ids): (usize, bool)) {
     let (mut files, mut session, edited) = compiled(services);
+    let mut versions = vec![0; files.len()];
     let mut flip = false;
     bencher
         .with_inputs(|| {
@@ -47,7 +73,12 @@ fn one_file_changed(bencher: divan::Bencher, services: usize) {
                     .1
                     .replacen(&format!("timeout: {from}"), &format!("timeout: {to}"), 1);
             files[edited].1 = text;
-            inputs(&files)
+            versions[edited] += 1;
+            if ids {
+                identified(&files, &versions)
+            } else {
+                inputs(&files)
+            }
         })
         .bench_local_values(|inputs| {
             assert!(session.compile(inputs).ir.is_ok());
@@ -85,13 +116,15 @@ fn edit_kinds(bencher: divan::Bencher, kind: &str) {
     let (_, a, b) = EDITS.iter().find(|(k, _, _)| *k == kind).expect("an edit");
     let (mut files, mut session, edited) = compiled(10_000);
     assert!(files[edited].1.contains(a), "{kind}: `{a}` not in the file");
+    let mut versions = vec![0; files.len()];
     let mut flip = false;
     bencher
         .with_inputs(|| {
             flip = !flip;
             let (from, to) = if flip { (a, b) } else { (b, a) };
             files[edited].1 = files[edited].1.replacen(from, to, 1);
-            inputs(&files)
+            versions[edited] += 1;
+            identified(&files, &versions)
         })
         .bench_local_values(|inputs| {
             let c = session.compile(inputs);

@@ -111,6 +111,8 @@ struct Meta {
     bom: bool,
     /// Whether it can be reused: it decoded (an unreadable file is loaded again).
     reusable: bool,
+    /// The id its input had ([`Input::id`]).
+    id: Option<Vec<u8>>,
 }
 
 /// One file of the previous compile, taken apart.
@@ -338,7 +340,7 @@ fn in_place_changes(last: &Last, inputs: &[Input]) -> Option<Vec<usize>> {
         .filter(|(i, input)| {
             let meta = &last.files[*i];
             let source = sources.get(FileId(*i as u32));
-            !(meta.reusable && same_content(input, source, meta.bom))
+            !(meta.reusable && same_content(input, source, meta))
         })
         .map(|(i, _)| i)
         .collect();
@@ -372,6 +374,13 @@ fn in_place(
         .iter()
         .filter_map(|&i| Some((i, inputs[i].take()?)))
         .collect();
+    // Unchanged files keep the id they are given now (the changed ones
+    // were taken above, and their loads take theirs).
+    for (m, input) in files.iter_mut().zip(&mut inputs) {
+        if let Some(input) = input {
+            m.id = input.id.take();
+        }
+    }
     let mut fresh_files: Vec<(usize, Old)> = to_load
         .into_par_iter()
         .map(|(i, input)| (i, load(FileId(i as u32), input, options)))
@@ -444,7 +453,8 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
             .then(|| old.remove(&input.path))
             .flatten();
         match previous {
-            Some(o) if o.meta.reusable && same_content(&input, &o.source, o.meta.bom) => {
+            Some(mut o) if o.meta.reusable && same_content(&input, &o.source, &o.meta) => {
+                o.meta.id = input.id;
                 slots.push(Slot::Reused(o));
             }
             Some(o) => {
@@ -559,12 +569,16 @@ fn take_apart(last: Last) -> (HashMap<String, Old>, Option<Arc<meshc_ir::Ir>>) {
     (out, ir.ok())
 }
 
-/// Whether `input` holds the bytes `source` was read from.
-fn same_content(input: &Input, source: &SourceFile, bom: bool) -> bool {
+/// Whether `input` holds the bytes `source` was read from (with `meta`):
+/// by id when both have one, else by comparing the bytes.
+fn same_content(input: &Input, source: &SourceFile, meta: &Meta) -> bool {
+    if let (Some(a), Some(b)) = (&input.id, &meta.id) {
+        return a == b;
+    }
     let Ok(bytes) = &input.content else {
         return false;
     };
-    let bytes = if bom {
+    let bytes = if meta.bom {
         match bytes.strip_prefix("\u{feff}".as_bytes()) {
             Some(rest) => rest,
             None => return false,
@@ -583,6 +597,7 @@ fn load(id: FileId, input: Input, options: &crate::Options) -> Old {
         .content
         .as_ref()
         .is_ok_and(|b| b.starts_with("\u{feff}".as_bytes()));
+    let content_id = input.id.clone();
     let FileResult {
         source,
         resources,
@@ -600,6 +615,7 @@ fn load(id: FileId, input: Input, options: &crate::Options) -> Old {
             diagnostics,
             bom,
             reusable,
+            id: content_id,
         },
         source,
         resources,

@@ -59,6 +59,11 @@ pub struct Input {
     pub path: String,
     /// The bytes, or why they could not be had.
     pub content: Result<Vec<u8>, InputError>,
+    /// What the caller knows identifies the bytes (a Git blob id): an
+    /// incremental [`incremental::Session`] takes a file whose id is the one
+    /// it compiled as unchanged without comparing its bytes. Two inputs of
+    /// one path with the same id must have the same bytes.
+    pub id: Option<Vec<u8>>,
 }
 
 /// Why an input has no bytes.
@@ -76,6 +81,7 @@ impl Input {
         Input {
             path: path.into(),
             content: Ok(text.into().into_bytes()),
+            id: None,
         }
     }
     /// An input from bytes.
@@ -83,6 +89,14 @@ impl Input {
         Input {
             path: path.into(),
             content: Ok(bytes),
+            id: None,
+        }
+    }
+    /// The same input, its bytes identified by `id` ([`Input::id`]).
+    pub fn with_id(self, id: impl Into<Vec<u8>>) -> Self {
+        Input {
+            id: Some(id.into()),
+            ..self
         }
     }
 }

@@ -128,7 +128,9 @@ pub fn policy_at(
             let file = ConfigFile::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
             options = Options::from_config(&file, Some((shown, text)));
         } else {
-            inputs.push(Input::bytes(label(&f.path), f.bytes));
+            // The blob id: a session takes a file with the id it compiled
+            // as unchanged without comparing bytes.
+            inputs.push(Input::bytes(label(&f.path), f.bytes).with_id(f.id.as_bytes()));
         }
     }
     Ok((inputs, options))

@@ -12,6 +12,8 @@ pub struct File {
     pub path: String,
     /// Contents.
     pub bytes: Vec<u8>,
+    /// Its blob id.
+    pub id: git2::Oid,
 }
 
 pub use crate::Error;
@@ -52,6 +54,7 @@ pub fn read_tree(
         files.push(File {
             path,
             bytes: blob.content().to_vec(),
+            id,
         });
     }
     Ok(files)
