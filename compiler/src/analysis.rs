@@ -773,6 +773,11 @@ impl<'a> Context<'a> {
             .filter(move |w| selects(selector, &w.labels))
     }
 
+    /// The indices of the resources of `kind`, in order.
+    pub(crate) fn indices_of(&self, kind: Kind) -> &[usize] {
+        &self.by_kind[kind as usize]
+    }
+
     /// The workload resource `index` declares, if it declares one.
     pub fn workload_at(&self, index: usize) -> Option<&Workload> {
         // Workloads are added in resource order.

@@ -244,11 +244,16 @@ impl Session {
         let (ir, kept) = match since.as_mut() {
             Some(s) if !s.gateway_api => {
                 let mut scope = |ctx: &crate::Context| {
-                    let fresh: Vec<&Resource> = ctx
-                        .resources
-                        .iter()
-                        .filter(|r| changed.contains(&r.file))
-                        .collect();
+                    // Resources are in file order: each changed file's are
+                    // one range.
+                    let of = |id: &FileId| {
+                        let start = ctx.resources.partition_point(|r| r.file < *id);
+                        let end = ctx.resources.partition_point(|r| r.file <= *id);
+                        &ctx.resources[start..end]
+                    };
+                    let mut ids: Vec<&FileId> = changed.iter().collect();
+                    ids.sort_unstable();
+                    let fresh: Vec<&Resource> = ids.into_iter().flat_map(of).collect();
                     let touched = differences(&s.gone, &fresh);
                     let ir = Arc::unwrap_or_clone(s.ir.take()?);
                     let scope = crate::lower::touched(ctx, ir, &touched);

@@ -1674,23 +1674,31 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             }
         }
     }
+    // The scans below find nothing when their sets are empty, as they are
+    // after most edits (a route, a policy): skipped, they cost nothing.
     // Every host's rules are read when a DestinationRule changed: in parallel.
-    let routing: Vec<&String> = previous
-        .hosts
-        .par_iter()
-        .filter(|(_, h)| {
-            host_namespaces.contains(h.namespace.as_str())
-                || routes_to(&h.http, &h.tcp, &h.tls, &destinations)
-        })
-        .map(|(name, _)| name)
-        .collect();
-    hosts.extend(routing.into_iter().cloned());
-    for h in &ctx.hosts {
+    if !host_namespaces.is_empty() || !destinations.is_empty() {
+        let routing: Vec<&String> = previous
+            .hosts
+            .par_iter()
+            .filter(|(_, h)| {
+                host_namespaces.contains(h.namespace.as_str())
+                    || routes_to(&h.http, &h.tcp, &h.tls, &destinations)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        hosts.extend(routing.into_iter().cloned());
+    }
+    for h in ctx.hosts.iter().filter(|_| !host_namespaces.is_empty()) {
         if host_namespaces.contains(h.namespace.as_str()) {
             hosts.insert(h.host.clone());
         }
     }
-    for (name, g) in &previous.gateways {
+    let gateways_routed = previous
+        .gateways
+        .iter()
+        .filter(|_| !destinations.is_empty());
+    for (name, g) in gateways_routed {
         let l4: Vec<&ir::L4Rule> = g.l4.values().flatten().collect();
         let routed = g
             .hosts
@@ -1705,12 +1713,20 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             gateways.insert(name.clone());
         }
     }
-    for (name, w) in &previous.workloads {
+    let by_namespace = previous
+        .workloads
+        .iter()
+        .filter(|_| !workload_namespaces.is_empty());
+    for (name, w) in by_namespace {
         if workload_namespaces.contains(w.namespace.as_str()) {
             workloads.insert(name.clone());
         }
     }
-    for w in &ctx.workloads {
+    for w in ctx
+        .workloads
+        .iter()
+        .filter(|_| !workload_namespaces.is_empty())
+    {
         if workload_namespaces.contains(w.namespace.as_str()) {
             workloads.insert(format!("{}/{}", w.namespace, ctx.resources[w.index].name));
         }

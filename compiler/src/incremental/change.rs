@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use crate::analysis::{Resource, same_contribution};
+use crate::analysis::{Context, Resource, same_contribution};
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::Kind;
 use crate::source::FileId;
@@ -35,8 +35,9 @@ pub(crate) struct Change {
     /// Their `Kind namespace/name`, as [`Diagnostic::resource`] holds it.
     displays: HashSet<String>,
     /// Indices of every new resource with one of those identities (a
-    /// duplicate shares its findings' `resource`), sorted.
-    focus: Vec<usize>,
+    /// duplicate shares its findings' `resource`), sorted: found among the
+    /// resources of the changed kinds the first time a rule asks.
+    focus: std::sync::OnceLock<Vec<usize>>,
     /// Whether every changed file has as many resources as before and each
     /// gives the registry what its predecessor gave.
     registry_same: bool,
@@ -65,7 +66,7 @@ impl Change {
             new: Vec::new(),
             kinds: 0,
             displays: HashSet::new(),
-            focus: Vec::new(),
+            focus: std::sync::OnceLock::new(),
             registry_same: true,
         };
         for e in edited {
@@ -133,20 +134,6 @@ impl Change {
             change.kinds |= bit(r.kind);
             change.displays.insert(r.display());
         }
-        let identities: Vec<(Kind, &str, &str)> = change
-            .old
-            .iter()
-            .chain(change.new.iter().map(|&i| &resources[i]))
-            .map(Resource::identity)
-            .collect();
-        if !identities.is_empty() {
-            change.focus = resources
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| identities.contains(&r.identity()))
-                .map(|(i, _)| i)
-                .collect();
-        }
         change
     }
 
@@ -161,9 +148,27 @@ impl Change {
     }
 
     /// The resources rules report on again: those with the identity of a
-    /// changed one.
-    pub(crate) fn focus(&self) -> &[usize] {
-        &self.focus
+    /// changed one. `ctx` holds the new resources.
+    pub(crate) fn focus(&self, ctx: &Context) -> &[usize] {
+        self.focus.get_or_init(|| {
+            let identities: Vec<(Kind, &str, &str)> = self
+                .old
+                .iter()
+                .chain(self.new.iter().map(|&i| &ctx.resources[i]))
+                .map(Resource::identity)
+                .collect();
+            let mut kinds: Vec<Kind> = identities.iter().map(|i| i.0).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            let mut focus: Vec<usize> = kinds
+                .into_iter()
+                .flat_map(|k| ctx.indices_of(k))
+                .copied()
+                .filter(|&i| identities.contains(&ctx.resources[i].identity()))
+                .collect();
+            focus.sort_unstable();
+            focus
+        })
     }
 
     /// Whether `project` gives the same for every changed resource of

@@ -721,11 +721,14 @@ fn focused_run(
     let mut v = carry(ctx, last, change, |d| {
         !change.about_changed(d) && !namespace_of(d).is_some_and(|ns| namespaces.contains(&ns))
     })?;
-    let mut focus = change.focus().to_vec();
+    let mut focus = change.focus(ctx).to_vec();
     if !namespaces.is_empty() {
-        focus.extend(ctx.resources.iter().enumerate().filter_map(|(i, r)| {
-            (subjects.contains(&r.kind) && namespaces.contains(&r.namespace.as_str())).then_some(i)
-        }));
+        let of_subjects = subjects.iter().flat_map(|&k| ctx.indices_of(k));
+        focus.extend(
+            of_subjects
+                .copied()
+                .filter(|&i| namespaces.contains(&ctx.resources[i].namespace.as_str())),
+        );
         focus.sort_unstable();
         focus.dedup();
     }
