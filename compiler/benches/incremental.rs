@@ -1,9 +1,10 @@
 //! Benchmark: recompiling a generated repository after a one-file change
 //! (one VirtualService's timeout) with an incremental `Session`, against a
 //! full compile of the same files; and, in the 10,000-service repository,
-//! after one edit of each other kind (`edit_kinds`). All of them keep the
-//! registry: what they change (a Service's target port, a Deployment's
-//! replicas) is not what it copies.
+//! after one edit of each other kind (`edit_kinds`). All but the last keep
+//! the registry: what they change (a Service's target port, a Deployment's
+//! replicas) is not what it copies; a Service's port name is, so that edit
+//! builds the registry again and runs every rule.
 //!
 //! Run: `cargo bench -p meshc-compiler --bench incremental`.
 
@@ -105,10 +106,12 @@ const EDITS: &[(&str, &str, &str)] = &[
     ("PeerAuthentication", "mode: STRICT", "mode: PERMISSIVE"),
     ("Service", "targetPort: 8080", "targetPort: 8081"),
     ("Deployment", "replicas: 3", "replicas: 4"),
+    // What the registry copies: it is built again and every rule runs.
+    ("Service port name", "- name: http\n", "- name: grpc\n"),
 ];
 
 #[divan::bench(
-    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment"],
+    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name"],
     sample_count = 5,
     sample_size = 1
 )]
