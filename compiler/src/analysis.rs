@@ -119,7 +119,7 @@ impl Resource {
 }
 
 /// A workload (Deployment, StatefulSet, DaemonSet or Pod).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     /// Index of the resource that declares it.
     pub index: usize,
@@ -267,58 +267,88 @@ pub(crate) fn same_contribution(a: &Resource, b: &Resource) -> bool {
     if INDEXED_KINDS.contains(&a.kind) {
         return a.meta == b.meta && a.spec == b.spec;
     }
-    let labels = |r: &Resource| r.meta.labels.clone().unwrap_or_default();
     match (a.spec.as_deref(), b.spec.as_deref()) {
         (Some(Spec::DestinationRule(x)), Some(Spec::DestinationRule(y))) => x.host == y.host,
         (Some(Spec::Service(x)), Some(Spec::Service(y))) => {
-            let export = |r: &Resource| {
-                r.meta
-                    .annotations
-                    .as_ref()
-                    .and_then(|m| m.get("networking.istio.io/exportTo"))
-                    .cloned()
-            };
-            let ports =
-                |s: &crate::model::ServiceSpec| -> Vec<(i64, Option<String>, Option<&str>)> {
-                    s.ports
-                        .iter()
-                        .flatten()
-                        .map(|p| (p.port, p.name.clone(), service_port_protocol(p)))
-                        .collect()
-                };
-            x.selector == y.selector && ports(x) == ports(y) && export(a) == export(b)
+            x.selector == y.selector
+                && service_ports(x) == service_ports(y)
+                && export_annotation(a) == export_annotation(b)
         }
         (Some(Spec::ServiceEntry(x)), Some(Spec::ServiceEntry(y))) => {
-            let ports = |s: &crate::model::ServiceEntrySpec| -> Vec<(i64, String, Option<String>)> {
-                s.ports
-                    .iter()
-                    .flatten()
-                    .map(|p| {
-                        (
-                            p.number,
-                            p.name.clone(),
-                            p.protocol.as_ref().map(|s| s.to_ascii_uppercase()),
-                        )
-                    })
-                    .collect()
-            };
-            x.hosts == y.hosts && x.export_to == y.export_to && ports(x) == ports(y)
+            x.hosts == y.hosts && x.export_to == y.export_to && entry_ports(x) == entry_ports(y)
         }
-        (Some(Spec::Workload(x)), Some(Spec::Workload(y))) => {
-            let (x, y) = (&x.template, &y.template);
-            x.metadata.labels == y.metadata.labels
-                && x.metadata.annotations == y.metadata.annotations
-                && x.spec.service_account_name == y.spec.service_account_name
-                && x.spec.service_account == y.spec.service_account
-        }
-        (Some(Spec::Pod(x)), Some(Spec::Pod(y))) => {
-            a.meta.labels == b.meta.labels
-                && a.meta.annotations == b.meta.annotations
-                && x.service_account_name == y.service_account_name
-                && x.service_account == y.service_account
-        }
-        _ if a.kind == Kind::Namespace => labels(a) == labels(b),
+        (Some(Spec::Workload(_) | Spec::Pod(_)), _) => workload(0, a) == workload(0, b),
+        _ if a.kind == Kind::Namespace => a.labels() == b.labels(),
         _ => true,
+    }
+}
+
+/// What the registry copies of a Service's ports.
+fn service_ports(svc: &crate::model::ServiceSpec) -> Vec<HostPort> {
+    svc.ports
+        .iter()
+        .flatten()
+        .map(|p| HostPort {
+            number: p.port,
+            name: p.name.clone(),
+            protocol: service_port_protocol(p).map(str::to_string),
+        })
+        .collect()
+}
+
+/// What the registry copies of a ServiceEntry's ports.
+fn entry_ports(se: &crate::model::ServiceEntrySpec) -> Vec<HostPort> {
+    se.ports
+        .iter()
+        .flatten()
+        .map(|p| HostPort {
+            number: p.number,
+            name: Some(p.name.clone()),
+            protocol: p.protocol.as_ref().map(|s| s.to_ascii_uppercase()),
+        })
+        .collect()
+}
+
+/// A Service's `networking.istio.io/exportTo` annotation, split.
+fn export_annotation(r: &Resource) -> Vec<String> {
+    r.meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("networking.istio.io/exportTo"))
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The workload resource `r` (at index `i`) declares, if it is one.
+fn workload(i: usize, r: &Resource) -> Option<Workload> {
+    match (&r.kind, r.spec.as_deref()) {
+        (Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet, Some(Spec::Workload(w))) => {
+            let t = &w.template;
+            Some(Workload {
+                index: i,
+                namespace: r.namespace.clone(),
+                labels: t.metadata.labels.clone().unwrap_or_default(),
+                annotations: t.metadata.annotations.clone().unwrap_or_default(),
+                service_account: t
+                    .spec
+                    .service_account_name
+                    .clone()
+                    .or_else(|| t.spec.service_account.clone())
+                    .unwrap_or_else(|| "default".into()),
+            })
+        }
+        (Kind::Pod, Some(Spec::Pod(p))) => Some(Workload {
+            index: i,
+            namespace: r.namespace.clone(),
+            labels: r.labels(),
+            annotations: r.meta.annotations.clone().unwrap_or_default(),
+            service_account: p
+                .service_account_name
+                .clone()
+                .or_else(|| p.service_account.clone())
+                .unwrap_or_else(|| "default".into()),
+        }),
+        _ => None,
     }
 }
 
@@ -361,43 +391,17 @@ impl Registry {
             }
             match (&r.kind, r.spec.as_deref()) {
                 (Kind::Service, Some(Spec::Service(svc))) => {
-                    let export_to = r
-                        .meta
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("networking.istio.io/exportTo"))
-                        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-                        .unwrap_or_default();
-                    let ports = svc
-                        .ports
-                        .iter()
-                        .flatten()
-                        .map(|p| HostPort {
-                            number: p.port,
-                            name: p.name.clone(),
-                            protocol: service_port_protocol(p).map(str::to_string),
-                        })
-                        .collect();
                     ctx.add_host(HostEntry {
                         host: format!("{}.{}.svc.{}", r.name, r.namespace, settings.cluster_domain),
                         index: i,
                         namespace: r.namespace.clone(),
-                        export_to,
-                        ports,
+                        export_to: export_annotation(r),
+                        ports: service_ports(svc),
                         selector: svc.selector.clone(),
                     });
                 }
                 (Kind::ServiceEntry, Some(Spec::ServiceEntry(se))) => {
-                    let ports: Vec<HostPort> = se
-                        .ports
-                        .iter()
-                        .flatten()
-                        .map(|p| HostPort {
-                            number: p.number,
-                            name: Some(p.name.clone()),
-                            protocol: p.protocol.as_ref().map(|s| s.to_ascii_uppercase()),
-                        })
-                        .collect();
+                    let ports = entry_ports(se);
                     for h in &se.hosts {
                         ctx.add_host(HostEntry {
                             host: h.clone(),
@@ -436,35 +440,11 @@ impl Registry {
                     ctx.service_accounts
                         .insert(format!("{}/{}", r.namespace, r.name));
                 }
-                (
-                    Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet,
-                    Some(Spec::Workload(w)),
-                ) => {
-                    let t = &w.template;
-                    ctx.add_workload(Workload {
-                        index: i,
-                        namespace: r.namespace.clone(),
-                        labels: t.metadata.labels.clone().unwrap_or_default(),
-                        annotations: t.metadata.annotations.clone().unwrap_or_default(),
-                        service_account: t
-                            .spec
-                            .service_account_name
-                            .clone()
-                            .or_else(|| t.spec.service_account.clone())
-                            .unwrap_or_else(|| "default".into()),
-                    });
+                (Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::Pod, _) => {
+                    if let Some(w) = workload(i, r) {
+                        ctx.add_workload(w);
+                    }
                 }
-                (Kind::Pod, Some(Spec::Pod(p))) => ctx.add_workload(Workload {
-                    index: i,
-                    namespace: r.namespace.clone(),
-                    labels: r.labels(),
-                    annotations: r.meta.annotations.clone().unwrap_or_default(),
-                    service_account: p
-                        .service_account_name
-                        .clone()
-                        .or_else(|| p.service_account.clone())
-                        .unwrap_or_else(|| "default".into()),
-                }),
                 _ => {}
             }
         }

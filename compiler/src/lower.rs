@@ -1689,46 +1689,40 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             .collect();
         hosts.extend(routing.into_iter().cloned());
     }
-    for h in ctx.hosts.iter().filter(|_| !host_namespaces.is_empty()) {
-        if host_namespaces.contains(h.namespace.as_str()) {
-            hosts.insert(h.host.clone());
+    if !host_namespaces.is_empty() {
+        for h in &ctx.hosts {
+            if host_namespaces.contains(h.namespace.as_str()) {
+                hosts.insert(h.host.clone());
+            }
         }
     }
-    let gateways_routed = previous
-        .gateways
-        .iter()
-        .filter(|_| !destinations.is_empty());
-    for (name, g) in gateways_routed {
-        let l4: Vec<&ir::L4Rule> = g.l4.values().flatten().collect();
-        let routed = g
-            .hosts
-            .values()
-            .any(|rules| routes_to(rules, &[], &[], &destinations))
-            || l4.iter().any(|r| {
-                r.destinations
-                    .iter()
-                    .any(|d| destinations.contains(&d.host))
-            });
-        if routed {
-            gateways.insert(name.clone());
+    if !destinations.is_empty() {
+        for (name, g) in &previous.gateways {
+            let l4: Vec<&ir::L4Rule> = g.l4.values().flatten().collect();
+            let routed = g
+                .hosts
+                .values()
+                .any(|rules| routes_to(rules, &[], &[], &destinations))
+                || l4.iter().any(|r| {
+                    r.destinations
+                        .iter()
+                        .any(|d| destinations.contains(&d.host))
+                });
+            if routed {
+                gateways.insert(name.clone());
+            }
         }
     }
-    let by_namespace = previous
-        .workloads
-        .iter()
-        .filter(|_| !workload_namespaces.is_empty());
-    for (name, w) in by_namespace {
-        if workload_namespaces.contains(w.namespace.as_str()) {
-            workloads.insert(name.clone());
+    if !workload_namespaces.is_empty() {
+        for (name, w) in &previous.workloads {
+            if workload_namespaces.contains(w.namespace.as_str()) {
+                workloads.insert(name.clone());
+            }
         }
-    }
-    for w in ctx
-        .workloads
-        .iter()
-        .filter(|_| !workload_namespaces.is_empty())
-    {
-        if workload_namespaces.contains(w.namespace.as_str()) {
-            workloads.insert(format!("{}/{}", w.namespace, ctx.resources[w.index].name));
+        for w in &ctx.workloads {
+            if workload_namespaces.contains(w.namespace.as_str()) {
+                workloads.insert(format!("{}/{}", w.namespace, ctx.resources[w.index].name));
+            }
         }
     }
     Some(Scope {

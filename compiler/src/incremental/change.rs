@@ -180,23 +180,13 @@ impl Change {
         project: fn(&Resource) -> String,
         resources: &[Resource],
     ) -> bool {
-        type Key<'k> = (Kind, &'k str, &'k str);
-        let of = |r: &&Resource| kinds.contains(&r.kind);
-        let mut before: HashMap<Key, Vec<&Resource>> = HashMap::new();
-        for r in self.old.iter().filter(of) {
-            before.entry(r.identity()).or_default().push(r);
-        }
-        let mut after: HashMap<Key, Vec<&Resource>> = HashMap::new();
-        for r in self.new.iter().map(|&i| &resources[i]).filter(of) {
-            after.entry(r.identity()).or_default().push(r);
-        }
-        before.len() == after.len()
-            && before.iter().all(
-                |(k, a)| match (a.as_slice(), after.get(k).map(Vec::as_slice)) {
-                    ([a], Some([b])) => project(a) == project(b),
-                    _ => false,
-                },
-            )
+        kinds.iter().all(|&k| {
+            self.pairs(k, resources).is_some_and(|pairs| {
+                pairs
+                    .iter()
+                    .all(|&(old, _, i)| project(old) == project(&resources[i]))
+            })
+        })
     }
 
     /// The changed resources of `kind`, each paired by identity with its
