@@ -440,12 +440,11 @@ impl Registry {
                     ctx.service_accounts
                         .insert(format!("{}/{}", r.namespace, r.name));
                 }
-                (Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::Pod, _) => {
+                _ => {
                     if let Some(w) = workload(i, r) {
                         ctx.add_workload(w);
                     }
                 }
-                _ => {}
             }
         }
         ctx

@@ -141,13 +141,15 @@ impl MtlsIndex {
         ) else {
             return false;
         };
-        for &(old, at, i) in &policies {
+        // The registry is kept, so a changed policy sits where it sat: the
+        // index holds it at the same place.
+        for &(old, i) in &policies {
             let new = &resources[i];
-            if at != i || new.spec.is_none() || pa_selector(old) != pa_selector(new) {
+            if new.spec.is_none() || pa_selector(old) != pa_selector(new) {
                 return false;
             }
         }
-        for (_, _, i) in policies {
+        for (_, i) in policies {
             let mode = pa_mode(&resources[i]);
             let slots = self
                 .mesh
@@ -158,7 +160,7 @@ impl MtlsIndex {
                 slot.1 = mode;
             }
         }
-        for (_, _, i) in rules {
+        for (_, i) in rules {
             let r = &resources[i];
             let Some(Spec::DestinationRule(dr)) = r.spec.as_deref() else {
                 continue;

@@ -24,10 +24,6 @@ pub(crate) struct Change {
     files: HashMap<FileId, File>,
     /// Old resources of the documents whose text changed or went away.
     old: Vec<Resource>,
-    /// Where each of `old` was in the old resource list, as an index of the
-    /// new one: the same while every changed file has as many resources
-    /// as before ([`Change::registry_same`]).
-    old_at: Vec<usize>,
     /// Indices of the new resources in documents with new text.
     new: Vec<usize>,
     /// The kinds of `old` and `new`, as bits by `Kind as usize`.
@@ -62,7 +58,6 @@ impl Change {
         let mut change = Change {
             files: HashMap::new(),
             old: Vec::new(),
-            old_at: Vec::new(),
             new: Vec::new(),
             kinds: 0,
             displays: HashSet::new(),
@@ -93,15 +88,15 @@ impl Change {
             let mut kept_new = vec![false; new_docs.len()];
             let mut docs = Vec::new();
             let mut gone = Vec::new();
-            let mut old = e.old.into_iter().zip(e.new.start..).peekable();
+            let mut old = e.old.into_iter().peekable();
             while let Some(first) = old.next() {
-                let range = first.0.document_range();
+                let range = first.document_range();
                 let mut same_doc = vec![first];
-                while let Some(r) = old.next_if(|(r, _)| r.document_range() == range) {
+                while let Some(r) = old.next_if(|r| r.document_range() == range) {
                     same_doc.push(r);
                 }
                 let to = unclaimed
-                    .get_mut(same_doc[0].0.document_text())
+                    .get_mut(same_doc[0].document_text())
                     .and_then(Vec::pop);
                 match to {
                     Some(n) => {
@@ -120,10 +115,7 @@ impl Change {
                     change.new.extend(rs);
                 }
             }
-            for (r, at) in gone {
-                change.old.push(r);
-                change.old_at.push(at);
-            }
+            change.old.extend(gone);
             change.files.insert(e.id, File { docs });
         }
         for r in change
@@ -184,31 +176,27 @@ impl Change {
             self.pairs(k, resources).is_some_and(|pairs| {
                 pairs
                     .iter()
-                    .all(|&(old, _, i)| project(old) == project(&resources[i]))
+                    .all(|&(old, i)| project(old) == project(&resources[i]))
             })
         })
     }
 
     /// The changed resources of `kind`, each paired by identity with its
-    /// other version: (old version, its index, new index), where an index
-    /// is one of `resources`, the new list. `None` when one has no partner
-    /// or several.
+    /// other version: (old version, index of the new one in `resources`).
+    /// `None` when one has no partner or several.
     pub(crate) fn pairs<'c>(
         &'c self,
         kind: Kind,
         resources: &[Resource],
-    ) -> Option<Vec<(&'c Resource, usize, usize)>> {
+    ) -> Option<Vec<(&'c Resource, usize)>> {
         let mut new: HashMap<(Kind, &str, &str), Vec<usize>> = HashMap::new();
         for &i in self.new.iter().filter(|&&i| resources[i].kind == kind) {
             new.entry(resources[i].identity()).or_default().push(i);
         }
         let mut out = Vec::new();
-        for (r, &at) in self.old.iter().zip(&self.old_at) {
-            if r.kind != kind {
-                continue;
-            }
+        for r in self.old.iter().filter(|r| r.kind == kind) {
             match new.remove(&r.identity()).as_deref() {
-                Some(&[i]) => out.push((r, at, i)),
+                Some(&[i]) => out.push((r, i)),
                 _ => return None,
             }
         }
