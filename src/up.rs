@@ -193,6 +193,7 @@ async fn up(args: UpArgs) -> Result<u8> {
             // Bookinfo's gateway serves HTTPS, whose certificate a policy
             // repository does not hold: no gateway listener in the demo.
             gateway_listen: Vec::new(),
+            gateway_credentials: None,
         })
         .await?;
         workloads.push(Workload {

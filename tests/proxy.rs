@@ -340,7 +340,9 @@ fn addr(text: &str) -> SocketAddr {
 }
 
 /// Extra arguments of a workload's echo application and of its proxy.
-type Extra = fn(&str) -> (Vec<String>, Vec<String>);
+/// Extra arguments for a workload's echo application and its proxy, given
+/// the test's work directory.
+type Extra = fn(&str, &Path) -> (Vec<String>, Vec<String>);
 
 async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -> Mesh {
     let data = work.join("data");
@@ -377,7 +379,7 @@ async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -
     let (grpc, api) = (addr(grpc), addr(api));
     let mut nodes = BTreeMap::new();
     for (name, app, version, sa) in workloads {
-        let (echo_extra, proxy_extra) = extra(name);
+        let (echo_extra, proxy_extra) = extra(name, work);
         let mut echo = vec![
             s("echo"),
             s("--listen"),
@@ -683,7 +685,7 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     repo.set_head("refs/heads/main").unwrap();
     std::fs::write(repo_dir.join("policy.yaml"), policy(POLICY, WORKLOADS)).unwrap();
     commit_all(&repo, "the shop");
-    let mut mesh = start(work.path(), &repo_dir, WORKLOADS, |_| Default::default()).await;
+    let mut mesh = start(work.path(), &repo_dir, WORKLOADS, |_, _| Default::default()).await;
 
     // 95/5 over 2,000 requests, within four standard deviations.
     let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
@@ -1322,7 +1324,7 @@ async fn opaque_tcp_is_split_routed_by_sni_authorized_and_spliced_over_mtls() {
     )
     .unwrap();
     commit_all(&repo, "tcp policy");
-    let extra: Extra = |name| {
+    let extra: Extra = |name, _| {
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         match name {
             "db-v1" | "db-v2" => (s(&["--tcp"]), s(&["--app-protocol", "tcp"])),
@@ -1524,6 +1526,121 @@ async fn foreign_tls_get(addr: SocketAddr) -> Option<String> {
     (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A CA: its issuer and its certificate (PEM).
+fn test_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).unwrap().pem();
+    (rcgen::Issuer::new(params, key), pem)
+}
+
+/// Certificates for a gateway's TLS servers: a server CA its clients trust,
+/// and a client CA for mutual TLS.
+struct Pki {
+    server_ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    server_ca_pem: String,
+    client_ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    client_ca_pem: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let (server_ca, server_ca_pem) = test_ca();
+        let (client_ca, client_ca_pem) = test_ca();
+        Pki {
+            server_ca,
+            server_ca_pem,
+            client_ca,
+            client_ca_pem,
+        }
+    }
+
+    /// Write the Secret `name` into `dir` as Kubernetes mounts one: a
+    /// certificate for `hosts` from the server CA, its key, and `ca.crt`
+    /// when given.
+    fn secret(&self, dir: &Path, name: &str, hosts: &[&str], ca: Option<&str>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.server_ca).unwrap();
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+        if let Some(ca) = ca {
+            std::fs::write(dir.join("ca.crt"), ca).unwrap();
+        }
+    }
+
+    /// A client certificate naming `uri`, from `issuer`: (certificate, key).
+    fn client(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, uri: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// An HTTP/1.1 GET of `host``path` over TLS to `addr`, with `sni` in the
+/// ClientHello, trusting `ca_pem`, presenting `client` (certificate, key)
+/// when given: the status and the answering application's version, or
+/// `None` when the handshake or the exchange fails.
+async fn https_get(
+    addr: SocketAddr,
+    sni: &str,
+    host: &str,
+    path: &str,
+    ca_pem: &str,
+    client: Option<(String, String)>,
+) -> Option<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let mut s = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    let status = text.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-echo-version: "))
+        .unwrap_or("none")
+        .trim()
+        .to_string();
+    Some((status, version))
+}
+
 /// The README's first command: `meshc up` seeds bookinfo, runs the mesh, and
 /// shows the canary split and the header route through real proxies.
 #[test]
@@ -1621,6 +1738,8 @@ spec:
   hosts: ["*"]
   gateways: [public]
   tcp:
+  - match: [{port: 9000, destinationSubnets: [127.0.0.2/32]}]
+    route: [{destination: {host: db, subset: v2, port: {number: 5432}}}]
   - match: [{port: 9000}]
     route: [{destination: {host: db, subset: v1, port: {number: 5432}}}]
 ---
@@ -1656,12 +1775,34 @@ spec:
   - port: {number: 9443, name: tls, protocol: TLS}
     hosts: [db.example.com]
     tls: {mode: PASSTHROUGH}
+  - port: {number: 8080, name: http-secure, protocol: HTTP}
+    hosts: [secure.example.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com, secure.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+  - port: {number: 8444, name: https-partner, protocol: HTTPS}
+    hosts: [partner.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: partner-cert
+      subjectAltNames: [spiffe://partner.example/client]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partner, namespace: shop}
+spec:
+  hosts: [partner.example.com]
+  gateways: [public]
+  http:
+  - name: partner
+    route: [{destination: {host: reviews, subset: v2}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: public, namespace: shop}
 spec:
-  hosts: [shop.example.com]
+  hosts: [shop.example.com, secure.example.com]
   gateways: [public]
   http:
   - name: new-reviews
@@ -1706,14 +1847,29 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     )
     .unwrap();
     commit_all(&repo, "gateway policy");
-    let extra: Extra = |name| {
+    let credentials = work.path().join("credentials");
+    let pki = Pki::new();
+    let shop_hosts = &["shop.example.com", "secure.example.com"];
+    pki.secret(&credentials, "shop-cert", shop_hosts, None);
+    pki.secret(
+        &credentials,
+        "partner-cert",
+        &["partner.example.com"],
+        Some(&pki.client_ca_pem),
+    );
+    let extra: Extra = |name, work| {
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         match name {
+            // The TCP server's listener takes every loopback address, so
+            // that its destination-subnet route can be tried.
             "ingress-v1" => (
                 vec![],
                 s(&[
                     "--gateway-listen",
-                    "8080=127.0.0.1:0,9000=127.0.0.1:0,9443=127.0.0.1:0",
+                    "8080=127.0.0.1:0,9000=0.0.0.0:0,9443=127.0.0.1:0,\
+                     8443=127.0.0.1:0,8444=127.0.0.1:0",
+                    "--gateway-credentials",
+                    &work.join("credentials").display().to_string(),
                 ]),
             ),
             "db-v1" | "db-v2" => (s(&["--tcp"]), s(&["--app-protocol", "tcp"])),
@@ -1784,12 +1940,19 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     assert_eq!(counted("rest", "200"), 10.0);
     assert_eq!(counted("none", "404"), 1.0);
 
-    // The TCP server: every connection by the bound TCP route, to v1, the
-    // bytes echoed back unchanged.
-    let tcp = mesh.nodes["ingress-v1"].gateway[1];
+    // The TCP server: every connection by the bound TCP routes, the bytes
+    // echoed back unchanged: to v1, or to v2 when the address the client
+    // dialled is in the first route's destination subnet.
+    let tcp_port = mesh.nodes["ingress-v1"].gateway[1].port();
     for i in 0..10 {
-        let got = tcp_exchange(tcp, format!("row {i}\n").as_bytes()).await;
+        let to = SocketAddr::from(([127, 0, 0, 1], tcp_port));
+        let got = tcp_exchange(to, format!("row {i}\n").as_bytes()).await;
         assert_eq!(got.as_deref(), Some("db v1"), "{}", logs(&mesh.logs));
+    }
+    for i in 0..5 {
+        let to = SocketAddr::from(([127, 0, 0, 2], tcp_port));
+        let got = tcp_exchange(to, format!("row {i}\n").as_bytes()).await;
+        assert_eq!(got.as_deref(), Some("db v2"), "{}", logs(&mesh.logs));
     }
     // The PASSTHROUGH server: the ClientHello naming db.example.com goes to
     // v2 as it was sent; another name has no server and is closed.
@@ -1809,7 +1972,7 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
             &m,
             "meshc_proxy_tcp_streams_total",
             &[("direction", "gateway")],
-        ) >= 21.0
+        ) >= 26.0
     })
     .await;
     let m = metrics(&mesh, "ingress-v1").await;
@@ -1824,7 +1987,100 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
             ],
         )
     };
-    assert_eq!(streams("db-tcp.tcp[0]", "ok"), 10.0);
+    assert_eq!(streams("db-tcp.tcp[0]", "ok"), 5.0);
+    assert_eq!(streams("db-tcp.tcp[1]", "ok"), 10.0);
     assert_eq!(streams("db-tls.tls[0]", "ok"), 10.0);
     assert_eq!(streams("none", "no_route"), 1.0);
+
+    // HTTPS: the SIMPLE server terminates TLS with the Secret's certificate
+    // and routes the requests inside by the gateway's routes.
+    let https = mesh.nodes["ingress-v1"].gateway[3];
+    let ca = pki.server_ca_pem.as_str();
+    let get = |sni: &'static str, host: &'static str, path: &'static str, ca: &str| {
+        let ca = ca.to_string();
+        async move { https_get(https, sni, host, path, &ca, None).await }
+    };
+    for _ in 0..5 {
+        let got = get("shop.example.com", "shop.example.com", "/reviews/1", ca).await;
+        assert_eq!(got, Some((200, "v2".into())), "{}", logs(&mesh.logs));
+        let got = get("shop.example.com", "shop.example.com:8443", "/", ca).await;
+        assert_eq!(got, Some((200, "v1".into())));
+    }
+    // A name no server on the port admits: no certificate, no handshake.
+    assert_eq!(get("other.example.com", "other.example.com", "/", ca).await, None);
+    // Plaintext on the TLS port gets no HTTP answer.
+    let plain = plaintext_get(https).await;
+    assert!(
+        !plain.as_deref().is_some_and(|r| r.starts_with("HTTP/")),
+        "{plain:?}"
+    );
+    // `httpsRedirect`: plaintext for secure.example.com on 8080 is sent to
+    // https, where the same routes serve it.
+    let a = enter("secure.example.com", "/reviews/1?page=2").await;
+    assert_eq!(a.status.as_u16(), 301);
+    assert_eq!(
+        a.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://secure.example.com/reviews/1?page=2")
+    );
+    assert_eq!(version(&a), "none");
+    let got = get("secure.example.com", "secure.example.com", "/reviews/1", ca).await;
+    assert_eq!(got, Some((200, "v2".into())));
+
+    // MUTUAL: a client certificate from the Secret's CA naming one of the
+    // server's subjectAltNames, or no handshake.
+    let partner = mesh.nodes["ingress-v1"].gateway[4];
+    let good = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
+    let wrong_name = Pki::client(&pki.client_ca, "spiffe://partner.example/other");
+    let (foreign_ca, _) = test_ca();
+    let foreign = Pki::client(&foreign_ca, "spiffe://partner.example/client");
+    let mutual = |client: Option<&(String, String)>, host: &'static str| {
+        https_get(partner, "partner.example.com", host, "/", ca, client.cloned())
+    };
+    for _ in 0..3 {
+        let got = mutual(Some(&good), "partner.example.com").await;
+        assert_eq!(got, Some((200, "v2".into())), "{}", logs(&mesh.logs));
+    }
+    assert_eq!(mutual(None, "partner.example.com").await, None);
+    assert_eq!(mutual(Some(&foreign), "partner.example.com").await, None);
+    assert_eq!(mutual(Some(&wrong_name), "partner.example.com").await, None);
+    // Through the partner server, only the hosts it admits.
+    let got = mutual(Some(&good), "shop.example.com").await;
+    assert_eq!(got, Some((404, "none".into())));
+
+    // Rotation: a certificate from another CA written into the Secret is
+    // presented from the next handshake on, without a restart.
+    let rotated = Pki::new();
+    rotated.secret(&credentials, "shop-cert", shop_hosts, None);
+    let got = get("shop.example.com", "shop.example.com", "/", &rotated.server_ca_pem).await;
+    assert_eq!(got, Some((200, "v1".into())), "{}", logs(&mesh.logs));
+    assert_eq!(get("shop.example.com", "shop.example.com", "/", ca).await, None);
+
+    // Counted: the gateway's HTTPS requests by route, and each refusal by
+    // its reason.
+    let m = metrics(&mesh, "ingress-v1").await;
+    assert_eq!(counted_in(&m, "partner", "200"), 3.0);
+    assert_eq!(counted_in(&m, "new-reviews", "200"), 10.0 + 5.0 + 1.0);
+    let refused = |reason: &str| {
+        sum(
+            &m,
+            "meshc_proxy_tcp_connections_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(refused("no gateway server for the server name"), 2.0);
+    assert_eq!(refused("client certificate name not allowed"), 1.0);
+    assert!(refused("handshake failed") >= 2.0, "{m:?}");
+}
+
+/// Requests the gateway counted on `route` with `code`.
+fn counted_in(m: &prometheus_parse::Scrape, route: &str, code: &str) -> f64 {
+    sum(
+        m,
+        "meshc_proxy_requests_total",
+        &[
+            ("direction", "gateway"),
+            ("route", route),
+            ("response_code", code),
+        ],
+    )
 }

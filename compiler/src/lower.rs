@@ -254,6 +254,8 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                         .as_ref()
                         .and_then(|t| t.mode)
                         .map(crate::model::enum_name),
+                    termination: s.tls.as_deref().and_then(termination),
+                    https_redirect: s.tls.as_ref().and_then(|t| t.https_redirect) == Some(true),
                 })
             })
             .collect();
@@ -588,6 +590,35 @@ fn binds(gateways: Option<&[String]>, ns: &str) -> Vec<Bind> {
     };
     out.dedup();
     out
+}
+
+/// How a gateway server terminates TLS, for the modes that do: its
+/// credentials as written (the first of `credentialNames` when
+/// `credentialName` is absent; the proxy reads them) and its client checks.
+fn termination(t: &crate::model::ServerTlsSettings) -> Option<ir::Termination> {
+    use crate::model::GatewayTlsMode as M;
+    if !matches!(
+        t.mode?,
+        M::Simple | M::Mutual | M::OptionalMutual | M::IstioMutual
+    ) {
+        return None;
+    }
+    let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    Some(ir::Termination {
+        credential_name: some(&t.credential_name).or_else(|| {
+            t.credential_names
+                .as_ref()
+                .and_then(|n| n.first().cloned())
+                .filter(|v| !v.is_empty())
+        }),
+        ca_credential_name: some(&t.ca_cert_credential_name),
+        server_certificate: some(&t.server_certificate),
+        private_key: some(&t.private_key),
+        ca_certificates: some(&t.ca_certificates),
+        subject_alt_names: t.subject_alt_names.clone().unwrap_or_default(),
+        min_protocol_version: t.min_protocol_version.map(crate::model::enum_name),
+        max_protocol_version: t.max_protocol_version.map(crate::model::enum_name),
+    })
 }
 
 fn empty_host(ns: &str, export_to: &[String]) -> ir::HostPolicy {

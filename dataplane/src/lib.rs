@@ -8,6 +8,7 @@
 pub mod balance;
 pub mod client;
 pub mod echo;
+mod gateway_tls;
 pub mod http;
 pub mod metrics;
 pub mod proxy;

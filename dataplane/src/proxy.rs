@@ -143,6 +143,11 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub gateway_listen: Vec<GatewayListen>,
+    /// Gateway mode: where the Secrets named by the servers'
+    /// `credentialName` are, one directory each, laid out as Kubernetes
+    /// mounts them (`DIR/NAME/tls.crt`, `tls.key`, `ca.crt`).
+    #[arg(long, env = "MESHC_GATEWAY_CREDENTIALS")]
+    pub gateway_credentials: Option<std::path::PathBuf>,
 }
 
 /// A gateway port and where the proxy serves it: `PORT=LISTEN_ADDR`.
@@ -198,6 +203,7 @@ pub(crate) struct State {
     clients: Clients,
     pub(crate) metrics: Metrics,
     access_log: f64,
+    gateway_tls: crate::gateway_tls::GatewayCredentials,
     /// This workload as a caller under the config in force, made once per
     /// config (the config is held so the comparison cannot be fooled by a
     /// reused address).
@@ -384,6 +390,9 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         clusters: Clusters::default(),
         metrics: Metrics::default(),
         access_log: settings.access_log,
+        gateway_tls: crate::gateway_tls::GatewayCredentials::new(
+            settings.gateway_credentials.clone(),
+        ),
         me: Mutex::new(None),
     });
     let workload = settings.workload.clone();
@@ -500,6 +509,8 @@ pub(crate) struct Conn {
     pub(crate) remote: Option<SocketAddr>,
     /// SPIFFE id from the client certificate (mTLS only).
     pub(crate) identity: Option<String>,
+    /// Whether a gateway server terminated TLS on the connection.
+    terminated: bool,
 }
 
 async fn accept(listener: TcpListener, state: Arc<State>, dir: Direction) {
@@ -531,13 +542,47 @@ async fn connection(
     let mut conn = Conn {
         remote: Some(remote),
         identity: None,
+        terminated: false,
     };
     if let Direction::Gateway(port) = dir
         && let Some(a) = state.current()
-        && let eval::GatewayPort::L4 { passthrough } = eval::gateway_port(&a.ir, port)
     {
-        crate::tcp::gateway(state, tcp, port, passthrough).await;
-        return Ok(());
+        match eval::gateway_port(&a.ir, port) {
+            eval::GatewayPort::L4 {
+                passthrough,
+                terminate,
+            } => {
+                let sni = if passthrough || terminate {
+                    crate::tcp::server_name(&tcp).await
+                } else {
+                    None
+                };
+                // A name no PASSTHROUGH server admits, with a server that
+                // terminates on the port: terminated.
+                let passed = !terminate
+                    || eval::route_gateway_tcp(
+                        &a.ir,
+                        port,
+                        eval::L4Conn {
+                            sni: sni.as_deref(),
+                            ..Default::default()
+                        },
+                        &state.me(&a),
+                    )
+                    .is_some()
+                    || eval::terminating_server(&a.ir, port, sni.as_deref()).is_none();
+                if passed {
+                    crate::tcp::gateway(state, tcp, port, sni).await;
+                    return Ok(());
+                }
+                return terminate_tls(state, &a, tcp, port, sni, conn).await;
+            }
+            eval::GatewayPort::Https => {
+                let sni = crate::tcp::server_name(&tcp).await;
+                return terminate_tls(state, &a, tcp, port, sni, conn).await;
+            }
+            eval::GatewayPort::Http | eval::GatewayPort::None => {}
+        }
     }
     if dir == Direction::Inbound {
         let mut first = [0u8; 1];
@@ -604,6 +649,72 @@ async fn connection(
     serve(TokioIo::new(tcp), state, dir, conn).await
 }
 
+/// Terminate TLS on gateway port `port` for the server that admits the
+/// ClientHello's name `sni`, then serve the requests inside as the
+/// gateway's (routed among the servers that terminate TLS).
+async fn terminate_tls(
+    state: &Arc<State>,
+    applied: &Applied,
+    tcp: TcpStream,
+    port: u16,
+    sni: Option<String>,
+    mut conn: Conn,
+) -> Result<()> {
+    let refuse = |reason: &str| {
+        state
+            .metrics
+            .refused
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    };
+    let Some((gateway, server)) = eval::terminating_server(&applied.ir, port, sni.as_deref())
+    else {
+        refuse("no gateway server for the server name");
+        bail!("no server on gateway port {port} admits the server name {sni:?}");
+    };
+    let termination = server.termination.as_ref().expect("a terminating server");
+    let mode = server.tls.as_deref().unwrap_or("SIMPLE");
+    let mesh = state.tls.read().expect("not poisoned").clone();
+    let config = match state.gateway_tls.config(mode, termination, mesh.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            refuse("gateway credential unavailable");
+            tracing::warn!(%gateway, port, "cannot terminate TLS: {e:#}");
+            bail!("gateway {gateway} port {port}: {e:#}");
+        }
+    };
+    let stream = match tokio_rustls::TlsAcceptor::from(config).accept(tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            refuse("handshake failed");
+            bail!("TLS handshake: {e}");
+        }
+    };
+    let client = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned();
+    // `subjectAltNames`: a client certificate must carry one of them.
+    if !termination.subject_alt_names.is_empty()
+        && let Some(cert) = &client
+    {
+        let names = crate::tls::subject_alt_names(cert);
+        if !termination
+            .subject_alt_names
+            .iter()
+            .any(|n| names.contains(n))
+        {
+            refuse("client certificate name not allowed");
+            bail!("the client certificate names none of the server's subjectAltNames");
+        }
+    }
+    conn.identity = client.as_ref().and_then(spiffe_id);
+    conn.terminated = true;
+    serve(TokioIo::new(stream), state, Direction::Gateway(port), conn).await
+}
+
 async fn serve<I>(io: I, state: &Arc<State>, dir: Direction, conn: Conn) -> Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -615,7 +726,9 @@ where
         async move {
             Ok::<_, Infallible>(match dir {
                 Direction::Outbound => outbound(state, req, None).await,
-                Direction::Gateway(port) => outbound(state, req, Some(port)).await,
+                Direction::Gateway(port) => {
+                    outbound(state, req, Some((port, conn.terminated))).await
+                }
                 Direction::Inbound => inbound(state, req, conn).await,
                 Direction::Admin => admin(&state, &req),
             })
@@ -1204,17 +1317,21 @@ fn record(
 }
 
 /// A request from the application, or from a client of the gateway when
-/// `gateway_port` is set (routed by the routes bound to the gateway whose
-/// server on that port admits the request's host).
+/// `gateway` is set: its port, and whether the connection's TLS was
+/// terminated (routed by the routes bound to the gateway whose server on
+/// that port admits the request's host over that transport).
 async fn outbound(
     state: Arc<State>,
     req: Request<Incoming>,
-    gateway_port: Option<u16>,
+    gateway: Option<(u16, bool)>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let ereq = eval_request(&req, gateway_port);
+    let mut ereq = eval_request(&req, gateway.map(|(port, _)| port));
+    if let Some((_, true)) = gateway {
+        ereq.scheme = "https".into();
+    }
     let mut rec = Recorded {
-        dir: gateway_port.map_or(Direction::Outbound, Direction::Gateway),
+        dir: gateway.map_or(Direction::Outbound, |(port, _)| Direction::Gateway(port)),
         source: state.workload.clone(),
         destination: "unknown".into(),
         host: "unknown".into(),
@@ -1243,13 +1360,25 @@ async fn route_outbound(
     if let Direction::Gateway(port) = rec.dir {
         // The gateway's own port, whatever the Host header says.
         ereq.port = Some(port);
-        let Some(gateway) = eval::gateway_for(ir, &ereq.host, port, &me) else {
+        // Only the proxy sets the scheme: `https` when it terminated TLS.
+        let terminated = ereq.scheme == "https";
+        let Some((gateway, server)) = eval::gateway_for(ir, &ereq.host, port, terminated, &me)
+        else {
             return local(
                 StatusCode::NOT_FOUND,
                 "NR",
                 "no gateway server for this host and port\n",
             );
         };
+        if server.https_redirect && !terminated {
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            let to = format!("https://{}{}", host_only(&ereq.host), ereq.path);
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            return resp;
+        }
         ereq.gateway = Some(gateway.to_string());
     }
     let Some(decision) = eval::route(ir, &ereq, &me) else {

@@ -163,7 +163,12 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
     };
     let ir = &applied.ir;
     let me = state.me(&applied);
-    let Some(mut decision) = eval::route_tcp(ir, &up.host, Some(up.port), None, &me) else {
+    let mut conn = eval::L4Conn {
+        port: Some(up.port),
+        sni: None,
+        destination: original_destination(&client),
+    };
+    let Some(mut decision) = eval::route_tcp(ir, &up.host, conn, &me) else {
         return Ended::new(&up.host, "none", "no_route");
     };
     // A host with TLS routes: they choose by the server name in the
@@ -174,11 +179,16 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
                 .iter()
                 .any(|m| m.port.is_none_or(|p| p == up.port))
     };
-    if decision.policy.tls.iter().any(tls_on_port)
-        && let Some(sni) = server_name(&client).await
-        && let Some(d) = eval::route_tcp(ir, &up.host, Some(up.port), Some(&sni), &me)
-    {
-        decision = d;
+    let sni = if decision.policy.tls.iter().any(tls_on_port) {
+        server_name(&client).await
+    } else {
+        None
+    };
+    if sni.is_some() {
+        conn.sni = sni.as_deref();
+        if let Some(d) = eval::route_tcp(ir, &up.host, conn, &me) {
+            decision = d;
+        }
     }
     let route = decision.rule_name().to_string();
     let destinations = decision.destinations();
@@ -199,10 +209,11 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
 
 /// A connection on gateway port `port` that the config serves as opaque
 /// TCP: routed by [`eval::route_gateway_tcp`] (by the ClientHello's server
-/// name when `passthrough`: a `PASSTHROUGH` server is on the port), then on
-/// as an outbound connection goes.
-pub(crate) async fn gateway(state: &Arc<State>, client: TcpStream, port: u16, passthrough: bool) {
-    let ended = gateway_stream(state, client, port, passthrough).await;
+/// name `sni`, read by the caller when a `PASSTHROUGH` server is on the
+/// port, and by the address the client connected to), then on as an
+/// outbound connection goes.
+pub(crate) async fn gateway(state: &Arc<State>, client: TcpStream, port: u16, sni: Option<String>) {
+    let ended = gateway_stream(state, client, port, sni).await;
     count(state, "gateway", &ended);
 }
 
@@ -210,19 +221,19 @@ async fn gateway_stream(
     state: &Arc<State>,
     client: TcpStream,
     port: u16,
-    passthrough: bool,
+    sni: Option<String>,
 ) -> Ended {
     let Some(applied) = state.current() else {
         return Ended::new("unknown", "none", "no_config");
     };
     let ir = &applied.ir;
     let me = state.me(&applied);
-    let sni = if passthrough {
-        server_name(&client).await
-    } else {
-        None
+    let conn = eval::L4Conn {
+        port: Some(port),
+        sni: sni.as_deref(),
+        destination: original_destination(&client),
     };
-    let Some(rule) = eval::route_gateway_tcp(ir, port, sni.as_deref(), &me) else {
+    let Some(rule) = eval::route_gateway_tcp(ir, port, conn, &me) else {
         return Ended::new("unknown", "none", "no_route");
     };
     let Some(dest) = eval::pick(&rule.destinations, fastrand::u32(..100)) else {
@@ -304,7 +315,7 @@ const CLIENT_HELLO_WAIT: Duration = Duration::from_secs(5);
 /// The server name of the TLS ClientHello `client` opens with, peeked (left
 /// in the socket); `None` when the connection does not start with one, or
 /// it does not come in time. rustls's `Acceptor` parses it.
-async fn server_name(client: &TcpStream) -> Option<String> {
+pub(crate) async fn server_name(client: &TcpStream) -> Option<String> {
     let mut buf = vec![0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + CLIENT_HELLO_WAIT;
     let mut seen = 0;
@@ -332,6 +343,22 @@ async fn server_name(client: &TcpStream) -> Option<String> {
             return None;
         }
     }
+}
+
+/// The address a client connected to: its original destination when the
+/// connection was redirected to the proxy (iptables `REDIRECT`, read with
+/// `SO_ORIGINAL_DST`), else the local address it reached, which is the one
+/// it dialled. IPv4 in IPv6 is given as IPv4, for `destinationSubnets`.
+fn original_destination(client: &TcpStream) -> Option<std::net::IpAddr> {
+    let sock = socket2::SockRef::from(client);
+    let redirected = match client.local_addr().ok()? {
+        std::net::SocketAddr::V4(_) => sock.original_dst_v4().ok(),
+        std::net::SocketAddr::V6(_) => sock.original_dst_v6().ok(),
+    };
+    let addr = redirected
+        .and_then(|a| a.as_socket())
+        .or_else(|| client.local_addr().ok())?;
+    Some(addr.ip().to_canonical())
 }
 
 /// Whether an accepted mTLS stream carries opaque TCP.

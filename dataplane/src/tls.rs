@@ -165,6 +165,32 @@ pub fn spiffe_id(cert: &CertificateDer<'_>) -> Option<String> {
     })
 }
 
+/// The subject alternative names of a certificate: DNS names, URIs and IP
+/// addresses, as text.
+pub fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::URI(u) => Some(u.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// The authorization principal (`<td>/ns/<ns>/sa/<sa>`) of a SPIFFE id.
 pub fn principal(spiffe_id: &str) -> Option<String> {
     spiffe_id.strip_prefix("spiffe://").map(str::to_string)

@@ -231,23 +231,57 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// The gateway an HTTP request arriving on gateway port `port` for `host`
-/// enters through: the first gateway in the IR (by name) with a plaintext
-/// HTTP server on that port whose hosts admit `host`, and routes bound for
-/// it. `None` when no such server exists: the request has nowhere to go.
+/// enters through, and the server that admits it: the first gateway in the
+/// IR (by name) with an HTTP server on that port whose hosts admit `host`
+/// and that terminates TLS when the request came over TLS (`terminated`)
+/// or is plaintext when it did not, and with routes bound for `host`.
+/// `None` when no such server exists: the request has nowhere to go.
 ///
-/// Servers that terminate TLS are not served (that needs the credential
-/// Secrets, which a policy repository does not hold); `PASSTHROUGH` and TCP
-/// servers are L4 ([`route_gateway_tcp`]).
-pub fn gateway_for<'a>(ir: &'a Ir, host: &str, port: u16, source: &Peer) -> Option<&'a str> {
+/// `PASSTHROUGH` and TCP servers are L4 ([`route_gateway_tcp`]).
+pub fn gateway_for<'a>(
+    ir: &'a Ir,
+    host: &str,
+    port: u16,
+    terminated: bool,
+    source: &Peer,
+) -> Option<(&'a str, &'a GatewayServer)> {
     let wanted = strip_port(host).to_ascii_lowercase();
     let ns = source.namespace.as_deref();
     ir.gateways.iter().find_map(|(name, g)| {
-        let served = g
-            .servers
+        let server = g.servers.iter().find(|s| {
+            s.port == port
+                && !l4_server(s)
+                && terminates(s) == terminated
+                && (terminated || s.tls.is_none())
+                && admits(s, &wanted)
+        })?;
+        resolve_host(&g.hosts, host, ns, &ir.mesh.cluster_domain)?;
+        Some((name.as_str(), server))
+    })
+}
+
+/// The server that terminates a TLS connection on gateway port `port` whose
+/// ClientHello names `sni`: the first (gateways by name, servers in order)
+/// whose hosts admit the name. Without a name, only a server for any host
+/// (`*`) does, as Envoy matches a filter chain without server names.
+pub fn terminating_server<'a>(
+    ir: &'a Ir,
+    port: u16,
+    sni: Option<&str>,
+) -> Option<(&'a str, &'a GatewayServer)> {
+    let sni = sni.map(str::to_ascii_lowercase);
+    ir.gateways.iter().find_map(|(name, g)| {
+        g.servers
             .iter()
-            .any(|s| s.port == port && s.tls.is_none() && !l4_server(s) && admits(s, &wanted));
-        (served && resolve_host(&g.hosts, host, ns, &ir.mesh.cluster_domain).is_some())
-            .then_some(name.as_str())
+            .find(|s| {
+                s.port == port
+                    && terminates(s)
+                    && match sni.as_deref() {
+                        Some(n) => admits(s, n),
+                        None => s.hosts.iter().any(|h| h == "*"),
+                    }
+            })
+            .map(|s| (name.as_str(), s))
     })
 }
 
@@ -257,6 +291,10 @@ pub fn gateway_for<'a>(ir: &'a Ir, host: &str, port: u16, source: &Peer) -> Opti
 pub enum GatewayPort {
     /// Plaintext HTTP servers: requests are routed by [`route`].
     Http,
+    /// HTTP servers that terminate TLS ([`terminating_server`] chooses by
+    /// the ClientHello's server name); the requests inside are routed by
+    /// [`route`].
+    Https,
     /// TCP servers, or TLS servers in `PASSTHROUGH` mode: connections are
     /// routed by [`route_gateway_tcp`], with the server name of their
     /// ClientHello when `passthrough` (a `PASSTHROUGH` server is on the
@@ -264,6 +302,9 @@ pub enum GatewayPort {
     L4 {
         /// Whether a `PASSTHROUGH` server is on the port.
         passthrough: bool,
+        /// Whether a server on the port also terminates TLS: a ClientHello
+        /// that no `PASSTHROUGH` server admits is terminated.
+        terminate: bool,
     },
     /// No server on the port that the proxy serves.
     None,
@@ -289,8 +330,26 @@ fn l4_server(s: &GatewayServer) -> bool {
     }
 }
 
+/// Whether a gateway server terminates TLS and serves HTTP inside: a mode
+/// other than `PASSTHROUGH` (and `AUTO_PASSTHROUGH`), with the credentials
+/// it needs, on an HTTP protocol. A terminated `TLS` server (TCP routes on
+/// the decrypted stream) is not served.
+pub fn terminates(s: &GatewayServer) -> bool {
+    s.termination.is_some()
+        && s.tls.as_deref().is_some_and(|m| {
+            ["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"]
+                .iter()
+                .any(|t| m.eq_ignore_ascii_case(t))
+        })
+        && matches!(
+            s.protocol.to_ascii_uppercase().as_str(),
+            "HTTPS" | "HTTP" | "HTTP2" | "GRPC"
+        )
+}
+
 /// What the gateways in the IR serve on `port`: L4 when any server on it is
-/// served as opaque TCP, HTTP when a plaintext HTTP server is, or nothing.
+/// served as opaque TCP, HTTPS when a server terminates TLS, HTTP when a
+/// plaintext HTTP server is, or nothing.
 pub fn gateway_port(ir: &Ir, port: u16) -> GatewayPort {
     let servers = || {
         ir.gateways
@@ -298,15 +357,31 @@ pub fn gateway_port(ir: &Ir, port: u16) -> GatewayPort {
             .flat_map(|g| &g.servers)
             .filter(move |s| s.port == port)
     };
+    let terminate = servers().any(terminates);
     if servers().any(l4_server) {
         GatewayPort::L4 {
             passthrough: servers().any(|s| l4_server(s) && s.tls.is_some()),
+            terminate,
         }
+    } else if terminate {
+        GatewayPort::Https
     } else if servers().any(|s| s.tls.is_none()) {
         GatewayPort::Http
     } else {
         GatewayPort::None
     }
+}
+
+/// What a proxy knows of a TCP connection when it routes one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct L4Conn<'a> {
+    /// The destination port.
+    pub port: Option<u16>,
+    /// The server name of its TLS ClientHello, when it opens with one.
+    pub sni: Option<&'a str>,
+    /// The address the client connected to (its original destination), for
+    /// `destinationSubnets`.
+    pub destination: Option<IpAddr>,
 }
 
 /// A TLS route rule (its alternatives name server names) rather than a TCP
@@ -325,10 +400,15 @@ fn is_tls_rule(r: &L4Rule) -> bool {
 pub fn route_gateway_tcp<'a>(
     ir: &'a Ir,
     port: u16,
-    sni: Option<&str>,
+    conn: L4Conn<'_>,
     source: &Peer,
 ) -> Option<&'a L4Rule> {
-    let sni = sni.map(str::to_ascii_lowercase);
+    let sni = conn.sni.map(str::to_ascii_lowercase);
+    let conn = L4Conn {
+        port: Some(port),
+        sni: sni.as_deref(),
+        destination: conn.destination,
+    };
     ir.gateways.values().find_map(|g| {
         let server = g.servers.iter().find(|s| {
             s.port == port
@@ -341,7 +421,7 @@ pub fn route_gateway_tcp<'a>(
                 && (r.matches.is_empty()
                     || r.matches
                         .iter()
-                        .any(|m| l4_matches(m, Some(port), sni.as_deref(), source)))
+                        .any(|m| l4_matches(m, &conn, source)))
         })
     })
 }
@@ -467,52 +547,52 @@ impl<'a> TcpDecision<'a> {
     }
 }
 
-/// Route a TCP connection to `host` (as the application named it) on
-/// `port`, opened with a TLS ClientHello naming `sni` when it has one: the
-/// host's TLS rules in order when there is an SNI, then its TCP rules; the
-/// first with a matching alternative decides. With none matching, the
-/// connection goes to the host itself, as Envoy's TCP proxy falls back to
-/// the service's own cluster (TCP has no 404). `None` when the host is
-/// unknown to the IR.
-///
-/// A match naming destination subnets never holds here: the proxy is told
-/// the host, not the address the application dialled.
+/// Route a TCP connection to `host` (as the application named it): the
+/// host's TLS rules in order when the connection opened with a ClientHello
+/// naming a server, then its TCP rules; the first with a matching
+/// alternative decides. With none matching, the connection goes to the host
+/// itself, as Envoy's TCP proxy falls back to the service's own cluster (TCP
+/// has no 404). `None` when the host is unknown to the IR.
 pub fn route_tcp<'a>(
     ir: &'a Ir,
     host: &str,
-    port: Option<u16>,
-    sni: Option<&str>,
+    conn: L4Conn<'_>,
     source: &Peer,
 ) -> Option<TcpDecision<'a>> {
     let ns = source.namespace.as_deref();
     let host = resolve_host(&ir.hosts, host, ns, &ir.mesh.cluster_domain)?;
     let policy = &ir.hosts[host];
-    let first = |rules: &'a [L4Rule], sni: Option<&str>| {
+    let first = |rules: &'a [L4Rule]| {
         rules.iter().enumerate().find(|(_, r)| {
-            r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, port, sni, source))
+            r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, &conn, source))
         })
     };
-    let tls = sni.and_then(|sni| first(&policy.tls, Some(sni)));
+    let tls = conn.sni.and_then(|_| first(&policy.tls));
     Some(TcpDecision {
         host,
         policy,
         tls: tls.is_some(),
-        rule: tls.or_else(|| first(&policy.tcp, None)),
-        port,
+        rule: tls.or_else(|| first(&policy.tcp)),
+        port: conn.port,
     })
 }
 
-/// Whether one TCP or TLS match alternative holds for a connection (`sni`:
-/// the server name of its ClientHello, for TLS rules).
-pub fn l4_matches(m: &L4Match, port: Option<u16>, sni: Option<&str>, source: &Peer) -> bool {
+/// Whether one TCP or TLS match alternative holds for a connection: its
+/// server names admit the ClientHello's, its subnets hold the address the
+/// client connected to (a match naming subnets never holds when the proxy
+/// does not know that address), and its port and source hold.
+pub fn l4_matches(m: &L4Match, conn: &L4Conn<'_>, source: &Peer) -> bool {
     (m.sni_hosts.is_empty()
-        || sni.is_some_and(|sni| {
+        || conn.sni.is_some_and(|sni| {
             m.sni_hosts
                 .iter()
                 .any(|h| host_pattern_matches(&h.to_ascii_lowercase(), &sni.to_ascii_lowercase()))
         }))
-        && m.destination_subnets.is_empty()
-        && (m.port.is_none() || m.port == port)
+        && (m.destination_subnets.is_empty()
+            || conn
+                .destination
+                .is_some_and(|ip| m.destination_subnets.iter().any(|b| in_block(b, ip))))
+        && (m.port.is_none() || m.port == conn.port)
         && (m.source_namespace.is_none() || m.source_namespace == source.namespace)
         && m.source_labels
             .iter()

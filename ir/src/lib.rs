@@ -733,6 +733,43 @@ pub struct GatewayServer {
     pub hosts: Vec<String>,
     /// TLS mode (`SIMPLE`, `MUTUAL`, `PASSTHROUGH`...), if TLS.
     pub tls: Option<String>,
+    /// For a server that terminates TLS (`SIMPLE`, `MUTUAL`,
+    /// `OPTIONAL_MUTUAL`, `ISTIO_MUTUAL`): where its certificate comes from
+    /// and how it checks clients' certificates.
+    #[serde(default)]
+    pub termination: Option<Termination>,
+    /// A plaintext HTTP server that answers every request with a 301 to
+    /// `https://` (`tls.httpsRedirect`).
+    #[serde(default)]
+    pub https_redirect: bool,
+}
+
+/// How a gateway server terminates TLS. A credential name is a Secret the
+/// gateway reads from its credentials directory (the policy repository
+/// holds no keys); file paths are read on the gateway's host. Unused under
+/// `ISTIO_MUTUAL`, which presents the mesh certificate and requires mesh
+/// clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Termination {
+    /// `credentialName` (or the first of `credentialNames`): the Secret with
+    /// the certificate chain and key, and, for mutual TLS, possibly the CA.
+    pub credential_name: Option<String>,
+    /// `caCertCredentialName`: the Secret with the CA that client
+    /// certificates must chain to.
+    pub ca_credential_name: Option<String>,
+    /// `serverCertificate`: a PEM file with the certificate chain.
+    pub server_certificate: Option<String>,
+    /// `privateKey`: a PEM file with the key.
+    pub private_key: Option<String>,
+    /// `caCertificates`: a PEM file with the CA for client certificates.
+    pub ca_certificates: Option<String>,
+    /// `subjectAltNames`: a client certificate must carry one of these.
+    pub subject_alt_names: Vec<String>,
+    /// `minProtocolVersion` (`TLSV1_2`, `TLSV1_3`), if set.
+    pub min_protocol_version: Option<String>,
+    /// `maxProtocolVersion`, if set.
+    pub max_protocol_version: Option<String>,
 }
 
 impl Ir {

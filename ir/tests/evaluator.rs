@@ -448,7 +448,7 @@ fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
                 destination_subnets: vec!["10.0.0.0/8".into()],
                 ..L4Match::default()
             }],
-            "never",
+            "local",
         ),
     ];
     let mut ir = Ir::new(mesh());
@@ -460,22 +460,40 @@ fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
         ..Peer::default()
     };
     let subset = |d: &eval::TcpDecision| d.destinations()[0].subset.clone();
-    let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("batch")).unwrap();
+    let conn = |port: u16, sni: Option<&'static str>| eval::L4Conn {
+        port: Some(port),
+        sni,
+        destination: None,
+    };
+    // Destination subnets hold on the address the client connected to, and
+    // never when the proxy does not know it.
+    let at = |ip: &str| eval::L4Conn {
+        port: Some(7000),
+        sni: None,
+        destination: Some(ip.parse().unwrap()),
+    };
+    let d = eval::route_tcp(&ir, "reviews", at("10.1.2.3"), &peer("web")).unwrap();
+    assert_eq!((d.rule_name(), subset(&d)), ("by-address", Some("local".into())));
+    let d = eval::route_tcp(&ir, "reviews", at("192.168.0.1"), &peer("web")).unwrap();
+    assert_eq!(d.rule_name(), "default");
+    let d = eval::route_tcp(&ir, "reviews", conn(7000, None), &peer("web")).unwrap();
+    assert_eq!(d.rule_name(), "default");
+    let d = eval::route_tcp(&ir, "reviews", conn(5432, None), &peer("batch")).unwrap();
     assert_eq!(
         (d.rule_name(), subset(&d)),
         ("batch", Some("replica".into()))
     );
-    let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("web")).unwrap();
+    let d = eval::route_tcp(&ir, "reviews", conn(5432, None), &peer("web")).unwrap();
     assert_eq!(
         (d.rule_name(), subset(&d)),
         ("primary", Some("primary".into()))
     );
     // No rule for the port: the host itself, on that port.
-    let d = eval::route_tcp(&ir, "reviews.default", Some(6000), None, &peer("web")).unwrap();
+    let d = eval::route_tcp(&ir, "reviews.default", conn(6000, None), &peer("web")).unwrap();
     assert_eq!(d.rule_name(), "default");
     let to = &d.destinations()[0];
     assert_eq!((to.subset.as_deref(), to.port), (None, Some(6000)));
-    assert!(eval::route_tcp(&ir, "ratings", Some(5432), None, &peer("web")).is_none());
+    assert!(eval::route_tcp(&ir, "ratings", conn(5432, None), &peer("web")).is_none());
 
     // TLS rules choose by the ClientHello's server name, before TCP rules.
     let h = ir
@@ -493,8 +511,7 @@ fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
     let d = eval::route_tcp(
         &ir,
         "reviews",
-        Some(5432),
-        Some("API.example.com"),
+        conn(5432, Some("API.example.com")),
         &peer("web"),
     )
     .unwrap();
@@ -502,14 +519,14 @@ fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
         (d.rule_name(), d.tls, subset(&d)),
         ("by-sni", true, Some("edge".into()))
     );
-    let d = eval::route_tcp(&ir, "reviews", Some(5432), Some("other.org"), &peer("web")).unwrap();
+    let d = eval::route_tcp(&ir, "reviews", conn(5432, Some("other.org")), &peer("web")).unwrap();
     assert_eq!((d.rule_name(), d.tls), ("primary", false));
-    let d = eval::route_tcp(&ir, "reviews", Some(5432), None, &peer("web")).unwrap();
+    let d = eval::route_tcp(&ir, "reviews", conn(5432, None), &peer("web")).unwrap();
     assert_eq!((d.rule_name(), d.tls), ("primary", false));
 }
 
 #[test]
-fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
+fn gateway_for_needs_a_server_on_the_port_admitting_the_host_over_the_same_transport() {
     let gateway = |servers: Vec<GatewayServer>, hosts: &[&str]| GatewayPolicy {
         selector: [("app".to_string(), "ingress".to_string())].into(),
         servers,
@@ -524,6 +541,8 @@ fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
         protocol: if tls.is_some() { "HTTPS" } else { "HTTP" }.into(),
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         tls: tls.map(str::to_string),
+        termination: tls.map(|_| Termination::default()),
+        https_redirect: false,
     };
     let mut ir = Ir::new(mesh());
     // `a/tls` is first by name and admits the host on 443 only through TLS.
@@ -539,7 +558,7 @@ fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
         gateway(
             vec![
                 server(80, &["*.example.com"], None),
-                server(443, &["shop.example.com"], Some("SIMPLE")),
+                server(443, &["shop.example.com", "api.example.com"], Some("MUTUAL")),
             ],
             &["shop.example.com", "api.example.com"],
         ),
@@ -550,19 +569,45 @@ fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
         gateway(vec![server(81, &["*"], None)], &["other.example.com"]),
     );
     let me = Peer::default();
-    let on = |host: &str, port: u16| eval::gateway_for(&ir, host, port, &me);
-    assert_eq!(on("shop.example.com", 80), Some("b/public"));
-    assert_eq!(on("SHOP.example.com:80", 80), Some("b/public"));
-    assert_eq!(on("api.example.com", 80), Some("b/public"));
+    let on = |host: &str, port: u16, tls: bool| {
+        eval::gateway_for(&ir, host, port, tls, &me).map(|(g, s)| (g, s.port, s.tls.clone()))
+    };
+    let plain = |host: &str, port: u16| on(host, port, false).map(|(g, ..)| g);
+    assert_eq!(plain("shop.example.com", 80), Some("b/public"));
+    assert_eq!(plain("SHOP.example.com:80", 80), Some("b/public"));
+    assert_eq!(plain("api.example.com", 80), Some("b/public"));
     // The wildcard admits it, but no route is bound for it.
-    assert_eq!(on("www.example.com", 80), None);
+    assert_eq!(plain("www.example.com", 80), None);
     // `*.example.com` does not admit the bare domain.
-    assert_eq!(on("example.com", 80), None);
-    // TLS servers are not served; no server at all on 8080.
-    assert_eq!(on("shop.example.com", 443), None);
-    assert_eq!(on("shop.example.com", 8080), None);
-    assert_eq!(on("shop.example.com", 81), None);
-    assert_eq!(on("other.example.com", 81), Some("c/empty"));
+    assert_eq!(plain("example.com", 80), None);
+    // Plaintext is not served by a TLS server; no server at all on 8080.
+    assert_eq!(plain("shop.example.com", 443), None);
+    assert_eq!(plain("shop.example.com", 8080), None);
+    assert_eq!(plain("shop.example.com", 81), None);
+    assert_eq!(plain("other.example.com", 81), Some("c/empty"));
+    // Over TLS: the terminating servers, first gateway by name; a
+    // plaintext server does not take a request that came over TLS.
+    assert_eq!(
+        on("shop.example.com", 443, true),
+        Some(("a/tls", 443, Some("SIMPLE".into())))
+    );
+    assert_eq!(
+        on("api.example.com", 443, true),
+        Some(("b/public", 443, Some("MUTUAL".into())))
+    );
+    assert_eq!(on("shop.example.com", 80, true), None);
+    // Which server takes the handshake: by the ClientHello's name; without
+    // one, only a server for any host.
+    let hello = |sni| eval::terminating_server(&ir, 443, sni).map(|(g, _)| g);
+    assert_eq!(hello(Some("shop.example.com")), Some("a/tls"));
+    assert_eq!(hello(Some("API.example.com")), Some("a/tls"));
+    assert_eq!(hello(None), Some("a/tls"));
+    assert_eq!(eval::terminating_server(&ir, 80, Some("shop.example.com")), None);
+    ir.gateways.remove("a/tls");
+    let hello = |sni| eval::terminating_server(&ir, 443, sni).map(|(g, _)| g);
+    assert_eq!(hello(Some("api.example.com")), Some("b/public"));
+    assert_eq!(hello(Some("www.example.com")), None);
+    assert_eq!(hello(None), None);
     // And the route it leads to is the gateway's.
     let req = Request {
         host: "shop.example.com".into(),
@@ -571,7 +616,7 @@ fn gateway_for_needs_a_plaintext_server_on_the_port_admitting_the_host() {
         path: "/".into(),
         scheme: "http".into(),
         headers: BTreeMap::new(),
-        gateway: on("shop.example.com", 80).map(str::to_string),
+        gateway: Some("b/public".into()),
     };
     let d = eval::route(&ir, &req, &me).unwrap();
     assert_eq!(d.host, "shop.example.com");
@@ -595,6 +640,10 @@ fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
         protocol: protocol.into(),
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         tls: tls.map(str::to_string),
+        termination: tls
+            .filter(|t| *t != "PASSTHROUGH")
+            .map(|_| Termination::default()),
+        https_redirect: false,
     };
     let mut ir = Ir::new(mesh());
     ir.gateways.insert(
@@ -606,6 +655,9 @@ fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
                 server(9000, "TCP", &["*"], None),
                 server(9443, "TLS", &["*.example.com"], Some("PASSTHROUGH")),
                 server(443, "HTTPS", &["*"], Some("SIMPLE")),
+                // One port, two ways: passed through by name, or terminated.
+                server(8443, "TLS", &["db.example.com"], Some("PASSTHROUGH")),
+                server(8443, "HTTPS", &["www.example.com"], Some("SIMPLE")),
             ],
             hosts: BTreeMap::new(),
             l4: [
@@ -621,16 +673,35 @@ fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
     assert_eq!(eval::gateway_port(&ir, 80), eval::GatewayPort::Http);
     assert_eq!(
         eval::gateway_port(&ir, 9000),
-        eval::GatewayPort::L4 { passthrough: false }
+        eval::GatewayPort::L4 {
+            passthrough: false,
+            terminate: false
+        }
     );
     assert_eq!(
         eval::gateway_port(&ir, 9443),
-        eval::GatewayPort::L4 { passthrough: true }
+        eval::GatewayPort::L4 {
+            passthrough: true,
+            terminate: false
+        }
     );
-    assert_eq!(eval::gateway_port(&ir, 443), eval::GatewayPort::None);
+    assert_eq!(eval::gateway_port(&ir, 443), eval::GatewayPort::Https);
+    assert_eq!(
+        eval::gateway_port(&ir, 8443),
+        eval::GatewayPort::L4 {
+            passthrough: true,
+            terminate: true
+        }
+    );
     assert_eq!(eval::gateway_port(&ir, 8080), eval::GatewayPort::None);
     let me = Peer::default();
-    let route = |port, sni| eval::route_gateway_tcp(&ir, port, sni, &me).map(|r| r.name.as_str());
+    let route = |port, sni| {
+        let conn = eval::L4Conn {
+            sni,
+            ..Default::default()
+        };
+        eval::route_gateway_tcp(&ir, port, conn, &me).map(|r| r.name.as_str())
+    };
     // TCP: by port; a ClientHello changes nothing, TLS rules do not apply.
     assert_eq!(route(9000, None), Some("db-tcp"));
     assert_eq!(route(9000, Some("db.example.com")), Some("db-tcp"));
@@ -644,5 +715,8 @@ fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
     assert_eq!(route(80, None), None);
     assert_eq!(route(443, Some("db.example.com")), None);
     // The HTTP gateway lookup ignores the L4 servers.
-    assert_eq!(eval::gateway_for(&ir, "db.example.com", 9000, &me), None);
+    assert_eq!(
+        eval::gateway_for(&ir, "db.example.com", 9000, false, &me),
+        None
+    );
 }

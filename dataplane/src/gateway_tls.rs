@@ -1,0 +1,291 @@
+//! TLS termination on a gateway's servers (`tls.mode` `SIMPLE`, `MUTUAL`,
+//! `OPTIONAL_MUTUAL`, `ISTIO_MUTUAL`).
+//!
+//! A policy repository holds no keys, so a server's certificate comes from
+//! the gateway's host:
+//! - `credentialName: NAME`: the Secret `NAME` in the credentials directory
+//!   (`--gateway-credentials`), laid out as Kubernetes mounts a Secret:
+//!   `DIR/NAME/tls.crt` and `tls.key` (or Istio's generic keys `cert` and
+//!   `key`). For mutual TLS, the CA is `ca.crt` (or `cacert`) in the Secret
+//!   `caCertCredentialName`, else in `NAME` itself, else in `NAME-cacert`,
+//!   as Istio looks for it.
+//! - `serverCertificate`, `privateKey`, `caCertificates`: PEM files.
+//! - `ISTIO_MUTUAL`: the proxy's own mesh certificate, and clients must
+//!   present one from the mesh CA.
+//!
+//! Settings are built once per server and built again when a file they were
+//! read from changes (its modification time or size), so a rotated
+//! certificate is served from the next handshake without a restart, as
+//! Istio's SDS does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow, bail};
+use meshc_ir::Termination;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+use crate::tls::{MeshTls, roots};
+
+/// How a file looked when settings were read from it.
+type Stamp = (PathBuf, Option<(SystemTime, u64)>);
+
+struct Cached {
+    stamps: Vec<Stamp>,
+    config: Arc<ServerConfig>,
+}
+
+/// The gateway's credentials directory and the settings built from it.
+pub(crate) struct GatewayCredentials {
+    dir: Option<PathBuf>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// The files one server's settings are read from.
+struct Files {
+    certificate: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok();
+    (
+        path.to_path_buf(),
+        meta.and_then(|m| Some((m.modified().ok()?, m.len()))),
+    )
+}
+
+impl GatewayCredentials {
+    pub(crate) fn new(dir: Option<PathBuf>) -> GatewayCredentials {
+        GatewayCredentials {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The server-side TLS settings of a server in `mode` with
+    /// `termination`; `mesh`: the proxy's mesh TLS, for `ISTIO_MUTUAL`.
+    pub(crate) fn config(
+        &self,
+        mode: &str,
+        t: &Termination,
+        mesh: Option<&MeshTls>,
+    ) -> Result<Arc<ServerConfig>> {
+        let mode = mode.to_ascii_uppercase();
+        if mode == "ISTIO_MUTUAL" {
+            return mesh
+                .map(|m| m.server.clone())
+                .ok_or_else(|| anyhow!("ISTIO_MUTUAL: the proxy has no mesh certificate yet"));
+        }
+        let key = serde_json::to_string(&(&mode, t)).expect("the IR serialises");
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key)
+            && c.stamps.iter().all(|(p, s)| stamp(p).1 == *s)
+        {
+            return Ok(c.config.clone());
+        }
+        let mutual = mode == "MUTUAL" || mode == "OPTIONAL_MUTUAL";
+        let files = self.files(t, mutual)?;
+        let mut stamps = vec![stamp(&files.certificate), stamp(&files.key)];
+        stamps.extend(files.ca.as_deref().map(stamp));
+        let config = Arc::new(build(&mode, t, &files)?);
+        cache.insert(
+            key,
+            Cached {
+                stamps,
+                config: config.clone(),
+            },
+        );
+        Ok(config)
+    }
+
+    /// The Secret `name`'s directory.
+    fn secret(&self, name: &str) -> Result<PathBuf> {
+        let Some(dir) = &self.dir else {
+            bail!(
+                "the server's credential `{name}` is a Secret, and this proxy has no \
+                 credentials directory (--gateway-credentials)"
+            );
+        };
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            bail!("`{name}` is not a Secret name");
+        }
+        Ok(dir.join(name))
+    }
+
+    fn files(&self, t: &Termination, mutual: bool) -> Result<Files> {
+        let first = |dir: &Path, names: &[&str]| {
+            names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+        };
+        let ca_in = |name: &str| -> Result<Option<PathBuf>> {
+            Ok(first(&self.secret(name)?, &["ca.crt", "cacert"]))
+        };
+        let (certificate, key, mut ca) = match &t.credential_name {
+            Some(name) => {
+                let dir = self.secret(name)?;
+                let missing = || {
+                    anyhow!(
+                        "the Secret `{name}` ({}) has no tls.crt and tls.key (or cert and key)",
+                        dir.display()
+                    )
+                };
+                let certificate = first(&dir, &["tls.crt", "cert"]).ok_or_else(missing)?;
+                let key = first(&dir, &["tls.key", "key"]).ok_or_else(missing)?;
+                let ca = if mutual && t.ca_credential_name.is_none() {
+                    match ca_in(name)? {
+                        Some(ca) => Some(ca),
+                        None => ca_in(&format!("{name}-cacert"))?,
+                    }
+                } else {
+                    None
+                };
+                (certificate, key, ca)
+            }
+            None => match (&t.server_certificate, &t.private_key) {
+                (Some(c), Some(k)) => (
+                    PathBuf::from(c),
+                    PathBuf::from(k),
+                    t.ca_certificates.as_ref().map(PathBuf::from),
+                ),
+                _ => bail!(
+                    "the server names no certificate: set credentialName, or \
+                     serverCertificate and privateKey"
+                ),
+            },
+        };
+        if mutual && let Some(name) = &t.ca_credential_name {
+            ca = Some(ca_in(name)?.ok_or_else(|| {
+                anyhow!("the Secret `{name}` has no ca.crt (or cacert) for client certificates")
+            })?);
+        }
+        if mutual && ca.is_none() {
+            bail!(
+                "mutual TLS needs a CA for client certificates: ca.crt in the Secret, \
+                 caCertCredentialName, or caCertificates"
+            );
+        }
+        Ok(Files {
+            certificate,
+            key,
+            ca: ca.filter(|_| mutual),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Server settings from the files: the versions the server allows, its
+/// certificate, and for mutual TLS the client check.
+fn build(mode: &str, t: &Termination, files: &Files) -> Result<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(&files.certificate)?)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("the certificates in {}", files.certificate.display()))?;
+    if chain.is_empty() {
+        bail!("no certificate in {}", files.certificate.display());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
+        .with_context(|| format!("the key in {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(t)?)?;
+    let builder = match &files.ca {
+        Some(ca) => {
+            let pem = String::from_utf8(read(ca)?)
+                .with_context(|| format!("{} is not PEM", ca.display()))?;
+            let roots = Arc::new(roots(&pem).with_context(|| ca.display().to_string())?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let verifier = if mode == "OPTIONAL_MUTUAL" {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build()?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not go together")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The protocol versions between `minProtocolVersion` and
+/// `maxProtocolVersion`: rustls speaks TLS 1.2 and 1.3 only, so a minimum
+/// below 1.2 means 1.2.
+fn versions(t: &Termination) -> Result<Vec<&'static rustls::SupportedProtocolVersion>> {
+    let rank = |v: &Option<String>, default: u8| match v.as_deref() {
+        None | Some("TLS_AUTO") => Ok(default),
+        Some("TLSV1_0" | "TLSV1_1") => Ok(1),
+        Some("TLSV1_2") => Ok(2),
+        Some("TLSV1_3") => Ok(3),
+        Some(other) => Err(anyhow!("unknown TLS version `{other}`")),
+    };
+    let (lo, hi) = (
+        rank(&t.min_protocol_version, 2)?.max(2),
+        rank(&t.max_protocol_version, 3)?,
+    );
+    if hi < 2 {
+        bail!("maxProtocolVersion below TLS 1.2: the proxy speaks TLS 1.2 and 1.3 only");
+    }
+    let all = [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)];
+    let out: Vec<_> = all
+        .into_iter()
+        .filter(|(r, _)| (lo..=hi).contains(r))
+        .map(|(_, v)| v)
+        .collect();
+    if out.is_empty() {
+        bail!("minProtocolVersion is above maxProtocolVersion");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn termination(min: Option<&str>, max: Option<&str>) -> Termination {
+        Termination {
+            min_protocol_version: min.map(str::to_string),
+            max_protocol_version: max.map(str::to_string),
+            ..Termination::default()
+        }
+    }
+
+    #[test]
+    fn versions_follow_min_and_max() {
+        let v = |min, max| {
+            versions(&termination(min, max)).map(|v| v.iter().map(|v| v.version).collect::<Vec<_>>())
+        };
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert_eq!(v(None, None).unwrap(), vec![TLSv1_2, TLSv1_3]);
+        assert_eq!(v(Some("TLSV1_0"), None).unwrap(), vec![TLSv1_2, TLSv1_3]);
+        assert_eq!(v(Some("TLSV1_3"), None).unwrap(), vec![TLSv1_3]);
+        assert_eq!(v(None, Some("TLSV1_2")).unwrap(), vec![TLSv1_2]);
+        assert!(v(Some("TLSV1_3"), Some("TLSV1_2")).is_err());
+        assert!(v(Some("SSLV3"), None).is_err());
+        let e = v(None, Some("TLSV1_1")).unwrap_err().to_string();
+        assert!(e.contains("1.2 and 1.3 only"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_name_cannot_leave_the_directory() {
+        let c = GatewayCredentials::new(Some("/creds".into()));
+        for bad in ["../etc", "a/b", "", ".hidden"] {
+            assert!(c.secret(bad).is_err(), "{bad}");
+        }
+        assert_eq!(c.secret("shop-cert").unwrap(), Path::new("/creds/shop-cert"));
+        let none = GatewayCredentials::new(None);
+        let e = none.secret("shop-cert").unwrap_err().to_string();
+        assert!(e.contains("--gateway-credentials"), "{e}");
+    }
+}
