@@ -190,8 +190,9 @@ async fn up(args: UpArgs) -> Result<u8> {
             threads: 1,
             tcp_upstreams: Vec::new(),
             app_protocol: proxy::AppProtocol::Http,
-            // Bookinfo's gateway serves HTTPS, whose certificate a policy
-            // repository does not hold: no gateway listener in the demo.
+            // Bookinfo has no ingress gateway workload, and its HTTPS
+            // server's Secret is not in a policy repository: no gateway
+            // listener in the demo.
             gateway_listen: Vec::new(),
             gateway_credentials: None,
         })

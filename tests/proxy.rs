@@ -2007,7 +2007,10 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
         assert_eq!(got, Some((200, "v1".into())));
     }
     // A name no server on the port admits: no certificate, no handshake.
-    assert_eq!(get("other.example.com", "other.example.com", "/", ca).await, None);
+    assert_eq!(
+        get("other.example.com", "other.example.com", "/", ca).await,
+        None
+    );
     // Plaintext on the TLS port gets no HTTP answer.
     let plain = plaintext_get(https).await;
     assert!(
@@ -2034,7 +2037,14 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     let (foreign_ca, _) = test_ca();
     let foreign = Pki::client(&foreign_ca, "spiffe://partner.example/client");
     let mutual = |client: Option<&(String, String)>, host: &'static str| {
-        https_get(partner, "partner.example.com", host, "/", ca, client.cloned())
+        https_get(
+            partner,
+            "partner.example.com",
+            host,
+            "/",
+            ca,
+            client.cloned(),
+        )
     };
     for _ in 0..3 {
         let got = mutual(Some(&good), "partner.example.com").await;
@@ -2051,9 +2061,18 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     // presented from the next handshake on, without a restart.
     let rotated = Pki::new();
     rotated.secret(&credentials, "shop-cert", shop_hosts, None);
-    let got = get("shop.example.com", "shop.example.com", "/", &rotated.server_ca_pem).await;
+    let got = get(
+        "shop.example.com",
+        "shop.example.com",
+        "/",
+        &rotated.server_ca_pem,
+    )
+    .await;
     assert_eq!(got, Some((200, "v1".into())), "{}", logs(&mesh.logs));
-    assert_eq!(get("shop.example.com", "shop.example.com", "/", ca).await, None);
+    assert_eq!(
+        get("shop.example.com", "shop.example.com", "/", ca).await,
+        None
+    );
 
     // Counted: the gateway's HTTPS requests by route, and each refusal by
     // its reason.

@@ -604,6 +604,11 @@ fn termination(t: &crate::model::ServerTlsSettings) -> Option<ir::Termination> {
         return None;
     }
     let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    // `tlsCertificates` (up to two chains, RSA and ECDSA): the first.
+    let first = t.tls_certificates.as_ref().and_then(|c| c.first());
+    let file = |own: &Option<String>, listed: Option<&Option<String>>| {
+        some(own).or_else(|| listed.and_then(some))
+    };
     Some(ir::Termination {
         credential_name: some(&t.credential_name).or_else(|| {
             t.credential_names
@@ -612,9 +617,9 @@ fn termination(t: &crate::model::ServerTlsSettings) -> Option<ir::Termination> {
                 .filter(|v| !v.is_empty())
         }),
         ca_credential_name: some(&t.ca_cert_credential_name),
-        server_certificate: some(&t.server_certificate),
-        private_key: some(&t.private_key),
-        ca_certificates: some(&t.ca_certificates),
+        server_certificate: file(&t.server_certificate, first.map(|c| &c.server_certificate)),
+        private_key: file(&t.private_key, first.map(|c| &c.private_key)),
+        ca_certificates: file(&t.ca_certificates, first.map(|c| &c.ca_certificates)),
         subject_alt_names: t.subject_alt_names.clone().unwrap_or_default(),
         min_protocol_version: t.min_protocol_version.map(crate::model::enum_name),
         max_protocol_version: t.max_protocol_version.map(crate::model::enum_name),

@@ -120,9 +120,8 @@ impl GatewayCredentials {
     }
 
     fn files(&self, t: &Termination, mutual: bool) -> Result<Files> {
-        let first = |dir: &Path, names: &[&str]| {
-            names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
-        };
+        let first =
+            |dir: &Path, names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
         let ca_in = |name: &str| -> Result<Option<PathBuf>> {
             Ok(first(&self.secret(name)?, &["ca.crt", "cacert"]))
         };
@@ -195,8 +194,8 @@ fn build(mode: &str, t: &Termination, files: &Files) -> Result<ServerConfig> {
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
         .with_context(|| format!("the key in {}", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(t)?)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(t)?)?;
     let builder = match &files.ca {
         Some(ca) => {
             let pem = String::from_utf8(read(ca)?)
@@ -264,7 +263,8 @@ mod tests {
     #[test]
     fn versions_follow_min_and_max() {
         let v = |min, max| {
-            versions(&termination(min, max)).map(|v| v.iter().map(|v| v.version).collect::<Vec<_>>())
+            versions(&termination(min, max))
+                .map(|v| v.iter().map(|v| v.version).collect::<Vec<_>>())
         };
         use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
         assert_eq!(v(None, None).unwrap(), vec![TLSv1_2, TLSv1_3]);
@@ -283,7 +283,10 @@ mod tests {
         for bad in ["../etc", "a/b", "", ".hidden"] {
             assert!(c.secret(bad).is_err(), "{bad}");
         }
-        assert_eq!(c.secret("shop-cert").unwrap(), Path::new("/creds/shop-cert"));
+        assert_eq!(
+            c.secret("shop-cert").unwrap(),
+            Path::new("/creds/shop-cert")
+        );
         let none = GatewayCredentials::new(None);
         let e = none.secret("shop-cert").unwrap_err().to_string();
         assert!(e.contains("--gateway-credentials"), "{e}");

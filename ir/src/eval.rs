@@ -418,10 +418,7 @@ pub fn route_gateway_tcp<'a>(
         let passthrough = server.tls.is_some();
         g.l4.values().flatten().find(|r| {
             is_tls_rule(r) == passthrough
-                && (r.matches.is_empty()
-                    || r.matches
-                        .iter()
-                        .any(|m| l4_matches(m, &conn, source)))
+                && (r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, &conn, source)))
         })
     })
 }

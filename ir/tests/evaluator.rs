@@ -473,7 +473,10 @@ fn tcp_routes_match_port_and_source_then_fall_back_to_the_host() {
         destination: Some(ip.parse().unwrap()),
     };
     let d = eval::route_tcp(&ir, "reviews", at("10.1.2.3"), &peer("web")).unwrap();
-    assert_eq!((d.rule_name(), subset(&d)), ("by-address", Some("local".into())));
+    assert_eq!(
+        (d.rule_name(), subset(&d)),
+        ("by-address", Some("local".into()))
+    );
     let d = eval::route_tcp(&ir, "reviews", at("192.168.0.1"), &peer("web")).unwrap();
     assert_eq!(d.rule_name(), "default");
     let d = eval::route_tcp(&ir, "reviews", conn(7000, None), &peer("web")).unwrap();
@@ -558,7 +561,11 @@ fn gateway_for_needs_a_server_on_the_port_admitting_the_host_over_the_same_trans
         gateway(
             vec![
                 server(80, &["*.example.com"], None),
-                server(443, &["shop.example.com", "api.example.com"], Some("MUTUAL")),
+                server(
+                    443,
+                    &["shop.example.com", "api.example.com"],
+                    Some("MUTUAL"),
+                ),
             ],
             &["shop.example.com", "api.example.com"],
         ),
@@ -602,7 +609,10 @@ fn gateway_for_needs_a_server_on_the_port_admitting_the_host_over_the_same_trans
     assert_eq!(hello(Some("shop.example.com")), Some("a/tls"));
     assert_eq!(hello(Some("API.example.com")), Some("a/tls"));
     assert_eq!(hello(None), Some("a/tls"));
-    assert_eq!(eval::terminating_server(&ir, 80, Some("shop.example.com")), None);
+    assert_eq!(
+        eval::terminating_server(&ir, 80, Some("shop.example.com")),
+        None
+    );
     ir.gateways.remove("a/tls");
     let hello = |sni| eval::terminating_server(&ir, 443, sni).map(|(g, _)| g);
     assert_eq!(hello(Some("api.example.com")), Some("b/public"));

@@ -161,6 +161,7 @@ pub static ALL: &[&RuleMeta] = &[
     &mtls::permissive_leftover::PERMISSIVE_LEFTOVER,
     &mtls::ca_certificate::UNVERIFIED_SERVER,
     &mtls::mode_conflict::MTLS_MODE_CONFLICT,
+    &mtls::server_certificate::GATEWAY_SERVER_WITHOUT_CERTIFICATE,
     &authorization::identity_without_mtls::IDENTITY_WITHOUT_MTLS,
     &authorization::unknown_source_namespace::UNKNOWN_SOURCE_NAMESPACE,
     &authorization::unknown_principal::UNKNOWN_PRINCIPAL,
@@ -466,6 +467,15 @@ const CHECKS: &[(Check, Deps)] = &[
         resilience::zero_pool_limit::check,
         Deps::Local {
             subjects: &[Kind::DestinationRule],
+            reads: &[],
+            project: None,
+            namespaced: &[],
+        },
+    ),
+    (
+        mtls::server_certificate::check,
+        Deps::Local {
+            subjects: &[Kind::Gateway],
             reads: &[],
             project: None,
             namespaced: &[],

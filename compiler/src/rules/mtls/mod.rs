@@ -3,3 +3,4 @@
 pub mod ca_certificate;
 pub mod mode_conflict;
 pub mod permissive_leftover;
+pub mod server_certificate;
