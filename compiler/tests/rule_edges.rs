@@ -142,6 +142,60 @@ fn a_shared_certificate_is_reported_on_the_gateway_whose_selector_is_contained()
     );
 }
 
+#[test]
+fn a_terminating_server_needs_a_certificate_and_mutual_tls_a_client_ca() {
+    let quiet = [
+        "{mode: SIMPLE, credentialName: shop-cert}",
+        "{mode: SIMPLE, credentialNames: [rsa-cert, ecdsa-cert]}",
+        "{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c.pem, privateKey: /k.pem}]}",
+        // The Secret may hold the CA as well (ca.crt), or name it apart.
+        "{mode: MUTUAL, credentialName: partner-cert}",
+        "{mode: OPTIONAL_MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}",
+        "{mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertCredentialName: partner-ca}",
+        // The mesh's own certificate, or nothing to terminate.
+        "{mode: ISTIO_MUTUAL}",
+        "{mode: PASSTHROUGH}",
+    ];
+    for tls in quiet {
+        let yaml = gateway("g", "{istio: ingressgateway}", tls);
+        assert_eq!(findings("MC0304", &yaml), vec![], "{tls}");
+    }
+    let loud = [
+        "{mode: SIMPLE}",
+        "{mode: SIMPLE, serverCertificate: /c.pem}",
+        "{mode: SIMPLE, credentialName: \"\"}",
+        "{mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}",
+        "{mode: OPTIONAL_MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}",
+    ];
+    for tls in loud {
+        let yaml = gateway("g", "{istio: ingressgateway}", tls);
+        assert_eq!(
+            findings("MC0304", &yaml),
+            vec![(
+                "Gateway istio-system/g".to_string(),
+                "spec.servers[0].tls.mode".to_string()
+            )],
+            "{tls}"
+        );
+    }
+    // HTTPS without tls at all; plaintext HTTP with only a redirect is fine.
+    let server = |protocol: &str, tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: web, protocol: {protocol}}}\n    hosts: [\"*\"]\n{tls}"
+        )
+    };
+    assert_eq!(
+        findings("MC0304", &server("HTTPS", "")),
+        vec![(
+            "Gateway istio-system/g".to_string(),
+            "spec.servers[0].port.protocol".to_string()
+        )]
+    );
+    let redirect = server("HTTP", "    tls: {httpsRedirect: true}\n");
+    assert_eq!(findings("MC0304", &redirect), vec![]);
+    assert_eq!(findings("MC0304", &server("HTTP", "")), vec![]);
+}
+
 const CLAIM_ROUTE: &str = "
 apiVersion: networking.istio.io/v1
 kind: Gateway
