@@ -146,6 +146,33 @@ impl Session {
         &self.stats
     }
 
+    /// Whether the last compile read `path` with the id `id` and can take
+    /// it as unchanged: then the caller may pass [`Input::known`] instead
+    /// of reading the bytes.
+    pub fn has(&self, path: &str, id: &[u8]) -> bool {
+        let Some(last) = &self.last else {
+            return false;
+        };
+        // Files are in path order, file `i` the source `FileId(i)`.
+        let sources = &last.compiled.analysis.sources;
+        let path_of = |i: usize| sources.get(FileId(i as u32)).path.as_str();
+        let (mut lo, mut hi) = (0, last.files.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if path_of(mid) < path {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        // A path given twice is never reused.
+        lo < last.files.len()
+            && path_of(lo) == path
+            && (lo + 1 == last.files.len() || path_of(lo + 1) != path)
+            && last.files[lo].reusable
+            && last.files[lo].id.as_deref() == Some(id)
+    }
+
     /// The last compile's result.
     pub fn last(&self) -> Option<&Compiled> {
         self.last.as_ref().map(|l| &l.compiled)

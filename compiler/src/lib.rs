@@ -73,6 +73,9 @@ pub enum InputError {
     TooLarge(u64),
     /// Could not be read.
     Io(String),
+    /// Not read: the caller gave only the id of bytes an incremental
+    /// [`incremental::Session`] has compiled ([`Input::known`]).
+    NotRead,
 }
 
 impl Input {
@@ -90,6 +93,18 @@ impl Input {
             path: path.into(),
             content: Ok(bytes),
             id: None,
+        }
+    }
+    /// An input whose bytes the caller did not read, because the session
+    /// it is given to compiled the file with this `id`
+    /// ([`incremental::Session::has`]): the session takes the file as
+    /// unchanged. Anywhere else (a plain compile, a session that does not
+    /// have the id) the file is reported unreadable, never taken as empty.
+    pub fn known(path: impl Into<String>, id: impl Into<Vec<u8>>) -> Self {
+        Input {
+            path: path.into(),
+            content: Err(InputError::NotRead),
+            id: Some(id.into()),
         }
     }
     /// The same input, its bytes identified by `id` ([`Input::id`]).
@@ -349,6 +364,14 @@ fn load_file(id: FileId, input: Input, options: &Options) -> FileResult {
             out.diagnostics.push(Diagnostic::new(
                 &load::UNREADABLE_FILE,
                 format!("cannot read file: {e}"),
+                Label::new(empty),
+            ));
+            return out;
+        }
+        Err(InputError::NotRead) => {
+            out.diagnostics.push(Diagnostic::new(
+                &load::UNREADABLE_FILE,
+                "file not read: only its id was given, and this compile has not seen that id",
                 Label::new(empty),
             ));
             return out;

@@ -432,20 +432,37 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
 }
 
 fn inputs(files: &BTreeMap<String, String>, order: &mut Rng) -> Vec<Input> {
+    identified(files, order, None)
+}
+
+/// [`inputs`]; given the session they are for, files it has at their id
+/// are passed without their bytes ([`Input::known`]), as the reconciler
+/// does.
+fn identified(
+    files: &BTreeMap<String, String>,
+    order: &mut Rng,
+    session: Option<&Session>,
+) -> Vec<Input> {
     // Half the compiles identify the files' bytes, as a Git blob id would
     // (FNV-1a of the text), so the session compares ids, not bytes.
     let ids = order.below(2) == 0;
     let mut v: Vec<Input> = files
         .iter()
         .map(|(p, t)| {
-            let input = Input::new(p, t);
             if !ids {
-                return input;
+                return Input::new(p, t);
             }
-            let id = t.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
-            input.with_id(id.to_le_bytes())
+            let id = t
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                })
+                .to_le_bytes();
+            if session.is_some_and(|s| s.has(p, &id)) {
+                Input::known(p, id)
+            } else {
+                Input::new(p, t).with_id(id)
+            }
         })
         .collect();
     // The session sorts; hand it the files in any order.
@@ -619,6 +636,8 @@ fn random_edits_compile_as_from_scratch() {
     // Compiles that carried some rules' findings over, and that ran some
     // rules for the changed resources only.
     let (mut carried, mut focused) = (0, 0);
+    // Files passed without their bytes, the session having them.
+    let mut known = 0;
     for (name, original) in repositories() {
         let mut session = Session::new(Options::default());
         let mut files = original.clone();
@@ -632,7 +651,9 @@ fn random_edits_compile_as_from_scratch() {
             } else if step > 0 {
                 history.push(edit(&mut files, &original, &mut rng));
             }
-            let incremental = observe(session.compile(inputs(&files, &mut rng)));
+            let given = identified(&files, &mut rng, Some(&session));
+            known += given.iter().filter(|i| i.content.is_err()).count();
+            let incremental = observe(session.compile(given));
             let mut sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
             sorted.sort_by(|a, b| a.path.cmp(&b.path));
             let full = observe(&compile(sorted, &Options::default()));
@@ -677,6 +698,70 @@ fn random_edits_compile_as_from_scratch() {
         carried * 3 >= steps && focused * 4 >= steps,
         "of {steps} compiles, {carried} carried findings over and {focused} ran rules for the changed resources"
     );
+    assert!(known >= steps, "only {known} files were passed without bytes");
+}
+
+/// A file passed without its bytes is reused only by a session that has it
+/// at that id; anywhere else it is unreadable, never empty.
+#[test]
+fn a_file_without_its_bytes_needs_a_session_that_has_its_id() {
+    let files: BTreeMap<String, String> = synth::repository(3).into_iter().collect();
+    let given = |known: &str| -> Vec<Input> {
+        files
+            .iter()
+            .map(|(p, t)| {
+                if p == known {
+                    Input::known(p, b"v1".to_vec())
+                } else {
+                    Input::new(p, t).with_id(t.len().to_le_bytes())
+                }
+            })
+            .collect()
+    };
+    let (path, text) = files.iter().nth(1).unwrap();
+    let mut session = Session::new(Options::default());
+    assert!(!session.has(path, b"v1"));
+    let all: Vec<Input> = files
+        .iter()
+        .map(|(p, t)| {
+            let id = if p == path { b"v1".to_vec() } else { t.len().to_le_bytes().to_vec() };
+            Input::new(p, t).with_id(id)
+        })
+        .collect();
+    let clean = observe(session.compile(all));
+    assert!(session.has(path, b"v1"));
+    assert!(!session.has(path, b"v2"));
+    assert!(!session.has("elsewhere.yaml", b"v1"));
+    assert_eq!(observe(session.compile(given(path))), clean);
+    assert_eq!(session.stats().loaded, 0);
+    // Another id: the session cannot take the file without its bytes.
+    let mut other = given(path);
+    for i in &mut other {
+        if &i.path == path {
+            *i = Input::known(path, b"v2".to_vec());
+        }
+    }
+    let c = session.compile(other);
+    assert!(c.ir.is_err());
+    let unreadable = c
+        .analysis
+        .diagnostics
+        .iter()
+        .find(|d| d.code() == "MC0004")
+        .expect("the file is reported unreadable");
+    assert_eq!(c.analysis.sources.get(unreadable.primary.span.file).path, *path);
+    assert!(!session.has(path, b"v2"));
+    // With its bytes again, all is as before.
+    let mut back = given(path);
+    for i in &mut back {
+        if &i.path == path {
+            *i = Input::new(path, text).with_id(b"v2".to_vec());
+        }
+    }
+    assert_eq!(observe(session.compile(back)), clean);
+    // A plain compile reports it unreadable too.
+    let plain = compile(given(path), &Options::default());
+    assert!(plain.analysis.diagnostics.iter().any(|d| d.code() == "MC0004"));
 }
 
 #[test]
