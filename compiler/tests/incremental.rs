@@ -698,7 +698,10 @@ fn random_edits_compile_as_from_scratch() {
         carried * 3 >= steps && focused * 4 >= steps,
         "of {steps} compiles, {carried} carried findings over and {focused} ran rules for the changed resources"
     );
-    assert!(known >= steps, "only {known} files were passed without bytes");
+    assert!(
+        known >= steps,
+        "only {known} files were passed without bytes"
+    );
 }
 
 /// A file passed without its bytes is reused only by a session that has it
@@ -724,7 +727,11 @@ fn a_file_without_its_bytes_needs_a_session_that_has_its_id() {
     let all: Vec<Input> = files
         .iter()
         .map(|(p, t)| {
-            let id = if p == path { b"v1".to_vec() } else { t.len().to_le_bytes().to_vec() };
+            let id = if p == path {
+                b"v1".to_vec()
+            } else {
+                t.len().to_le_bytes().to_vec()
+            };
             Input::new(p, t).with_id(id)
         })
         .collect();
@@ -749,7 +756,10 @@ fn a_file_without_its_bytes_needs_a_session_that_has_its_id() {
         .iter()
         .find(|d| d.code() == "MC0004")
         .expect("the file is reported unreadable");
-    assert_eq!(c.analysis.sources.get(unreadable.primary.span.file).path, *path);
+    assert_eq!(
+        c.analysis.sources.get(unreadable.primary.span.file).path,
+        *path
+    );
     assert!(!session.has(path, b"v2"));
     // With its bytes again, all is as before.
     let mut back = given(path);
@@ -761,7 +771,13 @@ fn a_file_without_its_bytes_needs_a_session_that_has_its_id() {
     assert_eq!(observe(session.compile(back)), clean);
     // A plain compile reports it unreadable too.
     let plain = compile(given(path), &Options::default());
-    assert!(plain.analysis.diagnostics.iter().any(|d| d.code() == "MC0004"));
+    assert!(
+        plain
+            .analysis
+            .diagnostics
+            .iter()
+            .any(|d| d.code() == "MC0004")
+    );
 }
 
 #[test]

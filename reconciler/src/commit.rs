@@ -144,8 +144,8 @@ pub fn policy_known(
     for (path, id) in files {
         if path == "meshc.toml" {
             let shown = label(&path);
-            let text = String::from_utf8(read(&path, id)?)
-                .map_err(|_| format!("{shown} is not UTF-8"))?;
+            let text =
+                String::from_utf8(read(&path, id)?).map_err(|_| format!("{shown} is not UTF-8"))?;
             let file = ConfigFile::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
             options = Options::from_config(&file, Some((shown, text)));
             continue;
