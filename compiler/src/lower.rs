@@ -249,11 +249,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
                         .iter()
                         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
                         .collect(),
-                    tls: s
-                        .tls
-                        .as_ref()
-                        .and_then(|t| t.mode)
-                        .map(crate::model::enum_name),
+                    tls: server_tls_mode(s),
                     termination: s.tls.as_deref().and_then(termination),
                     https_redirect: s.tls.as_ref().and_then(|t| t.https_redirect) == Some(true),
                 })
@@ -590,6 +586,20 @@ fn binds(gateways: Option<&[String]>, ns: &str) -> Vec<Bind> {
     };
     out.dedup();
     out
+}
+
+/// A gateway server's TLS mode. Unset on an `HTTPS` or `TLS` server that
+/// has `tls` settings, it is `PASSTHROUGH` (the enum's zero value, which is
+/// what Istio reads); an HTTP server's `tls` (`httpsRedirect`) has no mode.
+fn server_tls_mode(s: &crate::model::Server) -> Option<String> {
+    let tls = s.tls.as_deref()?;
+    match tls.mode {
+        Some(m) => Some(crate::model::enum_name(m)),
+        None => ["HTTPS", "TLS"]
+            .iter()
+            .any(|p| s.port.protocol.eq_ignore_ascii_case(p))
+            .then(|| "PASSTHROUGH".to_string()),
+    }
 }
 
 /// How a gateway server terminates TLS, for the modes that do: its

@@ -32,6 +32,10 @@ use rustls::server::WebPkiClientVerifier;
 
 use crate::tls::{MeshTls, roots};
 
+/// Settings kept at the most (a gateway has a few servers; more means
+/// configs have come and gone).
+const MAX_CACHED: usize = 256;
+
 /// How a file looked when settings were read from it.
 type Stamp = (PathBuf, Option<(SystemTime, u64)>);
 
@@ -95,6 +99,10 @@ impl GatewayCredentials {
         let mut stamps = vec![stamp(&files.certificate), stamp(&files.key)];
         stamps.extend(files.ca.as_deref().map(stamp));
         let config = Arc::new(build(&mode, t, &files)?);
+        // Servers of configs long gone are not kept for ever.
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
         cache.insert(
             key,
             Cached {

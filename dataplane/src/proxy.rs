@@ -215,6 +215,14 @@ impl State {
         self.config.borrow().clone()
     }
 
+    /// Count a connection refused for `reason`.
+    pub(crate) fn refuse(&self, reason: &str) {
+        self.metrics
+            .refused
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
     /// This workload as a caller under `applied`, for routing's source
     /// matches: its namespace and its labels in that config.
     pub(crate) fn me(&self, applied: &Arc<Applied>) -> Arc<Peer> {
@@ -564,8 +572,9 @@ async fn connection(
                         &a.ir,
                         port,
                         eval::L4Conn {
+                            port: Some(port),
                             sni: sni.as_deref(),
-                            ..Default::default()
+                            destination: crate::tcp::original_destination(&tcp),
                         },
                         &state.me(&a),
                     )
@@ -595,13 +604,7 @@ async fn connection(
                     w.mtls.mode_on(Some(state.app_addr.port()))
                 })
         });
-        let refuse = |reason: &str| {
-            state
-                .metrics
-                .refused
-                .get_or_create(&vec![("reason", reason.to_string())])
-                .inc();
-        };
+        let refuse = |reason: &str| state.refuse(reason);
         match (mode, is_tls) {
             (MtlsMode::Strict, false) => {
                 refuse("plaintext under STRICT");
@@ -660,13 +663,7 @@ async fn terminate_tls(
     sni: Option<String>,
     mut conn: Conn,
 ) -> Result<()> {
-    let refuse = |reason: &str| {
-        state
-            .metrics
-            .refused
-            .get_or_create(&vec![("reason", reason.to_string())])
-            .inc();
-    };
+    let refuse = |reason: &str| state.refuse(reason);
     let Some((gateway, server)) = eval::terminating_server(&applied.ir, port, sni.as_deref())
     else {
         refuse("no gateway server for the server name");

@@ -349,7 +349,7 @@ pub(crate) async fn server_name(client: &TcpStream) -> Option<String> {
 /// connection was redirected to the proxy (iptables `REDIRECT`, read with
 /// `SO_ORIGINAL_DST`), else the local address it reached, which is the one
 /// it dialled. IPv4 in IPv6 is given as IPv4, for `destinationSubnets`.
-fn original_destination(client: &TcpStream) -> Option<std::net::IpAddr> {
+pub(crate) fn original_destination(client: &TcpStream) -> Option<std::net::IpAddr> {
     let sock = socket2::SockRef::from(client);
     let redirected = match client.local_addr().ok()? {
         std::net::SocketAddr::V4(_) => sock.original_dst_v4().ok(),

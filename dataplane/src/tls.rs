@@ -153,7 +153,8 @@ impl ServerCertVerifier for SpiffeVerifier {
     }
 }
 
-/// The `spiffe://` URI SAN of a certificate.
+/// The `spiffe://` URI SAN of a certificate (a URI SAN only: a DNS name
+/// spelled like one is not an identity).
 pub fn spiffe_id(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let san = parsed.subject_alternative_name().ok()??;

@@ -249,11 +249,12 @@ pub fn gateway_for<'a>(
     let ns = source.namespace.as_deref();
     ir.gateways.iter().find_map(|(name, g)| {
         let server = g.servers.iter().find(|s| {
-            s.port == port
-                && !l4_server(s)
-                && terminates(s) == terminated
-                && (terminated || s.tls.is_none())
-                && admits(s, &wanted)
+            let serves = if terminated {
+                terminates(s)
+            } else {
+                s.tls.is_none() && !l4_server(s)
+            };
+            s.port == port && serves && admits(s, &wanted)
         })?;
         resolve_host(&g.hosts, host, ns, &ir.mesh.cluster_domain)?;
         Some((name.as_str(), server))

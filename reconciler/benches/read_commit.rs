@@ -2,15 +2,14 @@
 //! 10,000-service repository, after one file changed: reading the commit's
 //! policy files out of Git (`read_blobs`: every blob inflated; `read_ids`:
 //! the tree walked for paths and blob ids only) and the whole step, read
-//! and incremental compile: reading every blob (`read_and_compile`), or, as
-//! the reconciler does, only those the session does not have
-//! (`read_known_and_compile`).
+//! and incremental compile (`read_and_compile`): reading every blob, or, as
+//! the reconciler does, only those the session does not have.
 //!
 //! Run: `cargo bench -p meshc-reconciler --bench read_commit`.
 
 use std::sync::OnceLock;
 
-use git2::{Oid, Repository, Signature};
+use git2::{Oid, Repository};
 use meshc_compiler::incremental::Session;
 use meshc_compiler::{Options, synth};
 use meshc_reconciler::commit::{policy_at, policy_ids, policy_known};
@@ -29,18 +28,11 @@ struct Repo {
     commits: [Oid; 2],
 }
 
+#[path = "../../tests/common/net.rs"]
+mod net;
+
 fn commit(repo: &Repository, message: &str) -> Oid {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("bench", "bench@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
+    net::commit_all(repo, message).parse().unwrap()
 }
 
 fn repo() -> &'static Repo {
@@ -89,9 +81,10 @@ fn read_ids(bencher: divan::Bencher) {
 }
 
 /// Each sample reads the other commit and compiles it with the session that
-/// compiled this one: one file changed.
-#[divan::bench(sample_count = 6, sample_size = 1)]
-fn read_and_compile(bencher: divan::Bencher) {
+/// compiled this one: one file changed. `only_changed`: as the reconciler
+/// does, the blobs of the files the session has are not read.
+#[divan::bench(args = [false, true], sample_count = 6, sample_size = 1)]
+fn read_and_compile(bencher: divan::Bencher, only_changed: bool) {
     let r = repo();
     let repo = Repository::open(&r.repo_path).unwrap();
     let mut session = Session::new(Options::default());
@@ -100,30 +93,11 @@ fn read_and_compile(bencher: divan::Bencher) {
     assert!(session.compile(inputs).ir.is_ok());
     let mut next = 1;
     bencher.bench_local(|| {
-        let (inputs, _) = policy_at(&repo, &revs[next], "", str::to_string).unwrap();
-        next = 1 - next;
-        session.compile(inputs).ir.is_ok()
-    });
-}
-
-#[divan::bench(sample_count = 6, sample_size = 1)]
-fn read_known_and_compile(bencher: divan::Bencher) {
-    let r = repo();
-    let repo = Repository::open(&r.repo_path).unwrap();
-    let mut session = Session::new(Options::default());
-    let revs = r.commits.map(|c| c.to_string());
-    let (inputs, _) = policy_at(&repo, &revs[0], "", str::to_string).unwrap();
-    assert!(session.compile(inputs).ir.is_ok());
-    let mut next = 1;
-    bencher.bench_local(|| {
-        let known = |p: &str, id: &[u8]| session.has(p, id);
+        let known = |p: &str, id: &[u8]| only_changed && session.has(p, id);
         let (inputs, _) = policy_known(&repo, &revs[next], "", str::to_string, known).unwrap();
         next = 1 - next;
-        assert_eq!(
-            inputs.iter().filter(|i| i.content.is_ok()).count(),
-            1,
-            "one file read"
-        );
+        let read = inputs.iter().filter(|i| i.content.is_ok()).count();
+        assert_eq!(read == 1, only_changed, "{read} files read");
         session.compile(inputs).ir.is_ok()
     });
 }

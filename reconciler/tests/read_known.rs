@@ -2,25 +2,15 @@
 //! changed files' blobs are read, and the compile is the one every blob
 //! would have given.
 
-use git2::{Repository, Signature};
+use git2::Repository;
 use meshc_compiler::incremental::Session;
 use meshc_compiler::{Options, compile, synth};
 use meshc_reconciler::commit::{policy_at, policy_known};
 
-fn commit(repo: &Repository, message: &str) -> String {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = Signature::now("t", "t@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
-        .to_string()
-}
+#[path = "../../tests/common/net.rs"]
+mod net;
+
+use net::commit_all as commit;
 
 #[test]
 fn only_the_changed_blobs_are_read() {
