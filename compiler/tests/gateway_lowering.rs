@@ -42,12 +42,16 @@ spec:
 
 #[test]
 fn servers_lower_with_their_tls() {
-    let c = compile(
-        vec![Input::new("gw.yaml", POLICY)],
-        &Options::default(),
-    );
+    let c = compile(vec![Input::new("gw.yaml", POLICY)], &Options::default());
     let ir = c.ir.as_ref().unwrap_or_else(|e| {
-        panic!("{e:?}: {:?}", c.analysis.diagnostics.iter().map(|d| &d.message).collect::<Vec<_>>())
+        panic!(
+            "{e:?}: {:?}",
+            c.analysis
+                .diagnostics
+                .iter()
+                .map(|d| &d.message)
+                .collect::<Vec<_>>()
+        )
     });
     let servers = &ir.gateways["edge/public"].servers;
     let server = |port, tls: Option<&str>, termination, https_redirect, host: &str| GatewayServer {
