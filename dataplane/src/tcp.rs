@@ -351,13 +351,12 @@ pub(crate) async fn server_name(client: &TcpStream) -> Option<String> {
 /// it dialled. IPv4 in IPv6 is given as IPv4, for `destinationSubnets`.
 pub(crate) fn original_destination(client: &TcpStream) -> Option<std::net::IpAddr> {
     let sock = socket2::SockRef::from(client);
-    let redirected = match client.local_addr().ok()? {
+    let local = client.local_addr().ok()?;
+    let redirected = match local {
         std::net::SocketAddr::V4(_) => sock.original_dst_v4().ok(),
         std::net::SocketAddr::V6(_) => sock.original_dst_v6().ok(),
     };
-    let addr = redirected
-        .and_then(|a| a.as_socket())
-        .or_else(|| client.local_addr().ok())?;
+    let addr = redirected.and_then(|a| a.as_socket()).unwrap_or(local);
     Some(addr.ip().to_canonical())
 }
 
