@@ -9,7 +9,9 @@
 //! through nginx; a proxy's memory with the 1,000-service IR.
 //!
 //! Everything is a real process on loopback (release build): `meshc serve`,
-//! `meshc echo` and `meshc proxy`. The load generator is open-loop: request
+//! `meshc echo` and the sidecar binary `meshc-proxy`; one more row runs the
+//! same one-hop proxy as `meshc proxy`, from the whole `meshc` binary, whose
+//! code pages cost resident memory the sidecar does not pay. The load generator is open-loop: request
 //! *i* is due at `start + i / rate` and its latency is counted from that
 //! moment, not from when it was sent, so a stall is not hidden by the
 //! requests that waited behind it (coordinated omission).
@@ -118,7 +120,11 @@ impl Drop for Procs {
 
 impl Procs {
     fn spawn(&mut self, args: &[String]) -> u32 {
-        let child = Command::new(env!("CARGO_BIN_EXE_meshc"))
+        self.spawn_exe(env!("CARGO_BIN_EXE_meshc"), args)
+    }
+
+    fn spawn_exe(&mut self, exe: &str, args: &[String]) -> u32 {
+        let child = Command::new(exe)
             .args(args)
             .env("MESHC_LOG", "error")
             .stdin(Stdio::null())
@@ -136,9 +142,9 @@ impl Procs {
 const NGINX: &str = "/usr/sbin/nginx";
 
 /// Debian's nginx splitting 95/5 between `v1` and `v2` (keep-alive
-/// upstreams, one worker per core, no access log), installed with apt-get
-/// when missing.
-fn nginx(dir: &Path, v1: SocketAddr, v2: SocketAddr) -> Result<Nginx, String> {
+/// upstreams, no access log) with `workers` worker processes (`auto`: one
+/// per core), installed with apt-get when missing.
+fn start_nginx(dir: &Path, v1: SocketAddr, v2: SocketAddr, workers: &str) -> Result<Nginx, String> {
     if !Path::new(NGINX).exists() {
         let installed = Command::new("apt-get")
             .args(["install", "-y", "-q", "nginx-light"])
@@ -151,12 +157,12 @@ fn nginx(dir: &Path, v1: SocketAddr, v2: SocketAddr) -> Result<Nginx, String> {
             return Err("nginx is not installed and apt-get could not install it".into());
         }
     }
-    let dir = dir.join("nginx");
+    let dir = dir.join(format!("nginx-{workers}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let addr = loopback(free_port());
     let d = dir.display();
     let conf = format!(
-        "user root;\nworker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+        "user root;\nworker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -248,14 +254,30 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Resident memory in MB.
-fn rss_mb(pid: u32) -> f64 {
+/// A field of `/proc/PID/status`, in MB.
+fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS"))
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS")
+}
+
+/// The resident size, split into memory of its own (heap, stacks) and pages
+/// of files it maps (its executable and shared libraries).
+fn rss_split(pid: u32) -> String {
+    format!(
+        "{:.1} MB: {:.1} own + {:.1} files",
+        rss_mb(pid),
+        status_mb(pid, "RssAnon"),
+        status_mb(pid, "RssFile")
+    )
 }
 
 struct Run {
@@ -434,8 +456,18 @@ struct ProxyAddrs {
     pid: u32,
 }
 
+/// How a proxy is started: the sidecar binary with this many worker
+/// threads, or the `meshc` command (one thread, the default).
+#[derive(Clone, Copy)]
+enum ProxyExe {
+    Sidecar(usize),
+    Meshc,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn start_proxy(
     procs: &mut Procs,
+    exe: ProxyExe,
     grpc: u16,
     data: &Path,
     workload: &str,
@@ -449,7 +481,6 @@ fn start_proxy(
         loopback(free_port()),
     );
     let mut args = vec![
-        s("proxy"),
         s("--control-plane"),
         format!("https://127.0.0.1:{grpc}"),
         s("--ca-file"),
@@ -473,7 +504,13 @@ fn start_proxy(
         args.push(s("--endpoints-file"));
         args.push(s(e.display()));
     }
-    let pid = procs.spawn(&args);
+    let pid = match exe {
+        ProxyExe::Sidecar(threads) => {
+            args.extend([s("--threads"), s(threads)]);
+            procs.spawn_exe(env!("CARGO_BIN_EXE_meshc-proxy"), &args)
+        }
+        ProxyExe::Meshc => procs.spawn(&[vec![s("proxy")], args].concat()),
+    };
     ProxyAddrs {
         outbound,
         inbound,
@@ -544,6 +581,18 @@ async fn run(rate: u64, secs: u64) {
     .unwrap();
     let a = start_proxy(
         &mut procs,
+        ProxyExe::Sidecar(1),
+        grpc,
+        &data,
+        "shop/web-v1",
+        "web",
+        web_app,
+        Some(&endpoints),
+    );
+    // The same proxy as `a`, run as `meshc proxy` from the whole binary.
+    let whole = start_proxy(
+        &mut procs,
+        ProxyExe::Meshc,
         grpc,
         &data,
         "shop/web-v1",
@@ -553,6 +602,7 @@ async fn run(rate: u64, secs: u64) {
     );
     let b = start_proxy(
         &mut procs,
+        ProxyExe::Sidecar(1),
         grpc,
         &data,
         "shop/ratings-v1",
@@ -562,6 +612,7 @@ async fn run(rate: u64, secs: u64) {
     );
     let client = Clients::new(Default::default());
     wait_ready(&client, a.admin, 4).await;
+    wait_ready(&client, whole.admin, 4).await;
     wait_ready(&client, b.admin, 2).await;
     let _ = b.inbound;
 
@@ -589,6 +640,16 @@ async fn run(rate: u64, secs: u64) {
     let direct = open_loop(&client, reviews_v1, "reviews:9080", rate, secs, &[]).await;
     warm(a.outbound, "reviews:9080").await;
     let one = open_loop(&client, a.outbound, "reviews:9080", rate, secs, &[a.pid]).await;
+    warm(whole.outbound, "reviews:9080").await;
+    let one_whole = open_loop(
+        &client,
+        whole.outbound,
+        "reviews:9080",
+        rate,
+        secs,
+        &[whole.pid],
+    )
+    .await;
     warm(a.outbound, "ratings:9080").await;
     let two = open_loop(
         &client,
@@ -602,7 +663,7 @@ async fn run(rate: u64, secs: u64) {
     // nginx doing the same 95/5 split, for the targets' comparison: the
     // same open loop (its master and workers' CPU added up), then the
     // maximum throughput below.
-    let nginx = nginx(work.path(), reviews_v1, reviews_v2);
+    let nginx = start_nginx(work.path(), reviews_v1, reviews_v2, "auto");
     let nginx_run = match &nginx {
         Ok(n) => {
             warm(n.addr, "reviews:9080").await;
@@ -635,6 +696,11 @@ async fn run(rate: u64, secs: u64) {
         &format!("{:.1} MB", rss_mb(a.pid)),
     );
     row(
+        "one hop, as `meshc proxy`",
+        &one_whole,
+        &format!("{:.1} MB", rss_mb(whole.pid)),
+    );
+    row(
         "two hops, mTLS between",
         &two,
         &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
@@ -644,7 +710,18 @@ async fn run(rate: u64, secs: u64) {
         row("one hop through nginx, 95/5", r, &format!("{rss:.1} MB"));
     }
     println!(
-        "\nadded p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
+        "\nresident memory, one hop: meshc-proxy {}; meshc proxy {}",
+        rss_split(a.pid),
+        rss_split(whole.pid)
+    );
+    if let Ok(n) = &nginx {
+        let pids = n.pids();
+        let own: f64 = pids.iter().map(|p| status_mb(*p, "RssAnon")).sum();
+        let files: f64 = pids.iter().map(|p| status_mb(*p, "RssFile")).sum();
+        println!("resident memory, nginx: {own:.1} own + {files:.1} files");
+    }
+    println!(
+        "added p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
         one.p50 - direct.p50,
         two.p50 - direct.p50
     );
@@ -652,22 +729,42 @@ async fn run(rate: u64, secs: u64) {
         println!("added p50 through nginx: {:.3} ms", r.p50 - direct.p50);
     }
 
+    // Maximum throughput, like for like: a one-thread proxy (the sidecar's
+    // default) against one nginx worker, and two threads against two.
     let max_direct = closed_loop(&client, reviews_v1, "reviews:9080", 32, 5).await;
     let max_one = closed_loop(&client, a.outbound, "reviews:9080", 32, 5).await;
     println!(
-        "maximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
+        "\nmaximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
     );
-    match nginx {
-        Ok(nginx) => {
-            let addr = nginx.addr;
-            let max_nginx = closed_loop(&client, addr, "reviews:9080", 32, 5).await;
-            println!(
-                "maximum throughput through nginx doing the same 95/5 split: {max_nginx:.0} requests/s (one hop is {:.0}% of it)",
-                100.0 * max_one / max_nginx
-            );
+    let wide = start_proxy(
+        &mut procs,
+        ProxyExe::Sidecar(2),
+        grpc,
+        &data,
+        "shop/web-v1",
+        "web",
+        web_app,
+        Some(&endpoints),
+    );
+    wait_ready(&client, wide.admin, 4).await;
+    let max_wide = closed_loop(&client, wide.outbound, "reviews:9080", 32, 5).await;
+    let nginx_one = start_nginx(work.path(), reviews_v1, reviews_v2, "1");
+    match (nginx, nginx_one) {
+        (Ok(nginx), Ok(nginx_one)) => {
+            let max_nginx_one = closed_loop(&client, nginx_one.addr, "reviews:9080", 32, 5).await;
+            drop(nginx_one);
+            let max_nginx = closed_loop(&client, nginx.addr, "reviews:9080", 32, 5).await;
             drop(nginx);
+            println!(
+                "maximum throughput doing the same 95/5 split, one worker: meshc-proxy {max_one:.0} requests/s, nginx {max_nginx_one:.0} ({:.0}%)",
+                100.0 * max_one / max_nginx_one
+            );
+            println!(
+                "maximum throughput doing the same 95/5 split, two workers: meshc-proxy --threads 2 {max_wide:.0} requests/s, nginx {max_nginx:.0} ({:.0}%)",
+                100.0 * max_wide / max_nginx
+            );
         }
-        Err(why) => println!("nginx comparison skipped: {why}"),
+        (Err(why), _) | (_, Err(why)) => println!("nginx comparison skipped: {why}"),
     }
 
     // A proxy with the 1,000-service IR (every host in its scope).
@@ -688,6 +785,7 @@ async fn run(rate: u64, secs: u64) {
     let app = echo(&mut procs, "svc-00000", "v1");
     let p = start_proxy(
         &mut procs,
+        ProxyExe::Sidecar(1),
         grpc,
         &big_data,
         "ns-000/svc-00000-v1",
@@ -721,7 +819,7 @@ async fn run(rate: u64, secs: u64) {
     // The proxy returns freed memory to the system every 5 s (src/memory.rs).
     tokio::time::sleep(Duration::from_secs(6)).await;
     println!(
-        "proxy with the 1,000-service IR, 6 s later: {:.1} MB resident",
-        rss_mb(p.pid)
+        "proxy with the 1,000-service IR, 6 s later: {} resident",
+        rss_split(p.pid)
     );
 }

@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, config, rules};
+use meshc_dataplane::process::{LogFormat, ProxyArgs, init_logs, shutdown_signal};
 use meshc_validator::{Format, RenderOptions};
 use rayon::prelude::*;
 
+mod heap;
 mod memory;
 mod up;
 
@@ -176,21 +178,6 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
-struct ProxyArgs {
-    #[command(flatten)]
-    settings: meshc_dataplane::proxy::Settings,
-    /// Log format.
-    #[arg(long, value_enum, env = "MESHC_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Args)]
 struct TestArgs {
     /// Test files (YAML); directories are searched for `*.yaml` under `tests/`.
     #[arg(required = true)]
@@ -218,7 +205,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Serve(_) | Command::Proxy(_) | Command::Up(_)
     ) {
-        memory::long_running();
+        heap::long_running();
     } else {
         memory::short_lived();
     }
@@ -230,7 +217,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff(args),
         Command::Test(args) => policy_test(args),
         Command::Serve(args) => serve(*args),
-        Command::Proxy(args) => run_proxy(*args),
+        Command::Proxy(args) => meshc_dataplane::process::run_proxy(*args),
         Command::Echo(args) => run_echo(args),
         Command::Up(args) => up::run(args),
         Command::Synth { services, out } => synth(services, &out),
@@ -668,48 +655,6 @@ fn policy_test(args: TestArgs) -> Result<u8> {
     Ok(u8::from(failed > 0))
 }
 
-/// Structured logs on standard error, filtered by `MESHC_LOG` (default info).
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn run_proxy(args: ProxyArgs) -> Result<u8> {
-    init_logs(args.log_format);
-    let runtime = match args.settings.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-    };
-    runtime.block_on(async move {
-        let proxy = meshc_dataplane::proxy::start(args.settings).await?;
-        for up in &proxy.tcp_upstreams {
-            eprintln!("meshc proxy: tcp {} to {}:{}", up.listen, up.host, up.port);
-        }
-        for g in &proxy.gateway_listeners {
-            eprintln!("meshc proxy: gateway port {} on {}", g.port, g.listen);
-        }
-        eprintln!(
-            "meshc proxy: outbound {}, inbound {}, admin http://{}",
-            proxy.outbound_addr, proxy.inbound_addr, proxy.admin_addr
-        );
-        shutdown_signal().await;
-        proxy.stop().await;
-        anyhow::Ok(0)
-    })
-}
-
 fn run_echo(settings: meshc_dataplane::echo::EchoSettings) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -759,20 +704,4 @@ pub(crate) fn web_ui(
         config.source.subpath.clone(),
         config.api_token.clone(),
     )))
-}
-
-/// Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

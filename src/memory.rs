@@ -1,9 +1,10 @@
 //! The allocators, chosen per kind of command.
 //!
-//! - **Long-running commands** (`serve`, `proxy`, `up`) use glibc's
-//!   allocator, tuned. glibc gives each thread that allocates under
-//!   contention an arena of its own (up to eight per core) and keeps what is
-//!   freed in them for reuse. A control plane compiles a commit, cuts the IR
+//! - **Long-running commands** (`serve`, `proxy`, `up`, and the sidecar
+//!   binary `meshc-proxy`) use glibc's allocator, tuned ([`crate::heap`]).
+//!   glibc gives each thread that allocates under contention an arena of
+//!   its own (up to eight per core) and keeps what is freed in them for
+//!   reuse. A control plane compiles a commit, cuts the IR
 //!   into resources and pushes a burst to a thousand proxies, then frees most
 //!   of it: the resident size stays at the burst's peak. Two arenas keep the
 //!   worker threads from spreading the heap, and a trim every few seconds
@@ -25,56 +26,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-/// How often the heap is trimmed.
-const TRIM_EVERY: Duration = Duration::from_secs(5);
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-mod glibc {
-    // SAFETY (both): plain C functions of glibc's allocator that take and
-    // return integers; callable from any thread at any time.
-    unsafe extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    /// `M_ARENA_MAX` from `<malloc.h>`.
-    const M_ARENA_MAX: i32 = -8;
-
-    pub fn limit_arenas(n: i32) {
-        // SAFETY: see above.
-        unsafe {
-            mallopt(M_ARENA_MAX, n);
-        }
-    }
-
-    pub fn trim() {
-        // SAFETY: see above.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-mod glibc {
-    pub fn limit_arenas(_: i32) {}
-    pub fn trim() {}
-}
-
-/// Cap the allocator's arenas and trim the heap periodically, for the rest
-/// of the process's life. Call first thing, before threads start.
-pub fn long_running() {
-    glibc::limit_arenas(2);
-    let _ = std::thread::Builder::new()
-        .name("meshc-trim".into())
-        .spawn(|| {
-            loop {
-                std::thread::sleep(TRIM_EVERY);
-                glibc::trim();
-            }
-        });
-}
 
 /// For commands that load a repository and exit: mimalloc from now on,
 /// never purging (the heap only grows until the process exits). Call first

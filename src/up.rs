@@ -306,7 +306,7 @@ async fn up(args: UpArgs) -> Result<u8> {
     }
     if !args.once {
         println!("Ctrl-C stops everything.");
-        crate::shutdown_signal().await;
+        meshc_dataplane::process::shutdown_signal().await;
     }
     for w in workloads {
         w.proxy.stop().await;

@@ -218,8 +218,12 @@ impl Drop for Procs {
 
 impl Procs {
     fn spawn(&mut self, name: &str, logs: &Path, args: &[String]) {
+        self.spawn_exe(env!("CARGO_BIN_EXE_meshc"), name, logs, args);
+    }
+
+    fn spawn_exe(&mut self, exe: &str, name: &str, logs: &Path, args: &[String]) {
         let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_meshc"))
+        let child = Command::new(exe)
             .args(args)
             .env("MESHC_LOG", "warn")
             .stdin(Stdio::null())
@@ -378,7 +382,7 @@ async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -
     let (grpc, api) = line.split_once(", API on ").expect("both addresses");
     let (grpc, api) = (addr(grpc), addr(api));
     let mut nodes = BTreeMap::new();
-    for (name, app, version, sa) in workloads {
+    for (i, (name, app, version, sa)) in workloads.iter().enumerate() {
         let (echo_extra, proxy_extra) = extra(name, work);
         let mut echo = vec![
             s("echo"),
@@ -395,7 +399,13 @@ async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -
         let proxy = format!("proxy-{name}");
         let mut args = proxy_args(grpc, &data, name, sa, app_addr, None);
         args.extend(proxy_extra);
-        procs.spawn(&proxy, &logs, &args);
+        // Every other proxy is the sidecar binary, the rest `meshc proxy`:
+        // the same proxy, so each test runs both against each other.
+        if i % 2 == 1 {
+            procs.spawn_exe(env!("CARGO_BIN_EXE_meshc-proxy"), &proxy, &logs, &args[1..]);
+        } else {
+            procs.spawn(&proxy, &logs, &args);
+        }
         // `meshc proxy: outbound A, inbound B, admin http://C`
         let line = announced(&logs, &proxy, "meshc proxy: outbound ");
         // `meshc proxy: tcp A to HOST:PORT`, one per upstream, and

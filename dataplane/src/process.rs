@@ -1,0 +1,89 @@
+//! What a proxy process needs around [`proxy::start`](crate::proxy::start):
+//! its command-line arguments, its logs, its runtime and its shutdown on
+//! Ctrl-C or SIGTERM. Both `meshc proxy` and the sidecar binary
+//! `meshc-proxy` run [`run_proxy`]; `meshc serve` and `meshc echo` share the
+//! logs and the shutdown.
+
+use clap::{Args, ValueEnum};
+
+use crate::proxy;
+
+/// How logs are written on standard error.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The proxy's command line: its settings and its log format.
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The proxy's settings.
+    #[command(flatten)]
+    pub settings: proxy::Settings,
+    /// Log format.
+    #[arg(long, value_enum, env = "MESHC_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Structured logs on standard error, filtered by `MESHC_LOG` (default info).
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a proxy until Ctrl-C or SIGTERM, then stops it (in-flight requests
+/// finish); the process's exit code.
+pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<u8> {
+    init_logs(args.log_format);
+    let runtime = match args.settings.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(async move {
+        let proxy = proxy::start(args.settings).await?;
+        for up in &proxy.tcp_upstreams {
+            eprintln!("meshc proxy: tcp {} to {}:{}", up.listen, up.host, up.port);
+        }
+        for g in &proxy.gateway_listeners {
+            eprintln!("meshc proxy: gateway port {} on {}", g.port, g.listen);
+        }
+        eprintln!(
+            "meshc proxy: outbound {}, inbound {}, admin http://{}",
+            proxy.outbound_addr, proxy.inbound_addr, proxy.admin_addr
+        );
+        shutdown_signal().await;
+        proxy.stop().await;
+        anyhow::Ok(0)
+    })
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (how Kubernetes stops a container).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

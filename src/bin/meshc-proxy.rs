@@ -1,0 +1,43 @@
+//! `meshc-proxy`: the sidecar proxy alone, as a workload's pod runs it.
+//!
+//! The same proxy as `meshc proxy`, with the same flags and environment,
+//! in a binary that links the data plane and nothing else: no compiler,
+//! control plane, web UI, Git or store. A process maps the pages of its
+//! executable that it touches, and the kernel maps their neighbours with
+//! them, so a proxy started from the whole `meshc` binary holds megabytes of
+//! other commands' code; this one does not (`benches/proxy_load.rs`
+//! measures both).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use meshc_dataplane::process::{ProxyArgs, run_proxy};
+
+#[path = "../heap.rs"]
+mod heap;
+
+/// meshc's sidecar proxy: enforces the IR the control plane distributes.
+#[derive(Parser)]
+#[command(name = "meshc-proxy", version)]
+struct Cli {
+    #[command(flatten)]
+    args: ProxyArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    heap::long_running();
+    match run_proxy(cli.args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
