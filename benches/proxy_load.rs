@@ -579,27 +579,22 @@ async fn run(rate: u64, secs: u64) {
             .to_string(),
     )
     .unwrap();
-    let a = start_proxy(
-        &mut procs,
-        ProxyExe::Sidecar(1),
-        grpc,
-        &data,
-        "shop/web-v1",
-        "web",
-        web_app,
-        Some(&endpoints),
-    );
+    // web's proxy, reaching reviews directly (static endpoints, TLS off).
+    let web = |procs: &mut Procs, exe| {
+        start_proxy(
+            procs,
+            exe,
+            grpc,
+            &data,
+            "shop/web-v1",
+            "web",
+            web_app,
+            Some(&endpoints),
+        )
+    };
+    let a = web(&mut procs, ProxyExe::Sidecar(1));
     // The same proxy as `a`, run as `meshc proxy` from the whole binary.
-    let whole = start_proxy(
-        &mut procs,
-        ProxyExe::Meshc,
-        grpc,
-        &data,
-        "shop/web-v1",
-        "web",
-        web_app,
-        Some(&endpoints),
-    );
+    let whole = web(&mut procs, ProxyExe::Meshc);
     let b = start_proxy(
         &mut procs,
         ProxyExe::Sidecar(1),
@@ -736,16 +731,7 @@ async fn run(rate: u64, secs: u64) {
     println!(
         "\nmaximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
     );
-    let wide = start_proxy(
-        &mut procs,
-        ProxyExe::Sidecar(2),
-        grpc,
-        &data,
-        "shop/web-v1",
-        "web",
-        web_app,
-        Some(&endpoints),
-    );
+    let wide = web(&mut procs, ProxyExe::Sidecar(2));
     wait_ready(&client, wide.admin, 4).await;
     let max_wide = closed_loop(&client, wide.outbound, "reviews:9080", 32, 5).await;
     let nginx_one = start_nginx(work.path(), reviews_v1, reviews_v2, "1");

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use meshc_compiler::{ConfigFile, Input, InputError, Limits, Options, config, rules};
-use meshc_dataplane::process::{LogFormat, ProxyArgs, init_logs, shutdown_signal};
+use meshc_dataplane::process::{
+    LogFormat, ProxyArgs, exit_code, init_logs, parse_args, shutdown_signal,
+};
 use meshc_validator::{Format, RenderOptions};
 use rayon::prelude::*;
 
@@ -194,12 +196,9 @@ struct TestArgs {
 static GLOBAL: memory::Allocator = memory::Allocator;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     if matches!(
         cli.command,
@@ -222,13 +221,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Synth { services, out } => synth(services, &out),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    exit_code(result)
 }
 
 /// Write to stdout; a closed pipe ends output quietly.

@@ -290,3 +290,35 @@ fn closed_pipe_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The sidecar binary takes `meshc proxy`'s flags and fails as it does: a
+/// usage error exits 2, and so does a CA file it cannot read, named.
+#[test]
+fn sidecar_binary_reports_bad_flags_and_files() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshc-proxy"))
+            .args(args)
+            .output()
+            .expect("meshc-proxy runs")
+    };
+    let usage = run(&["--no-such-flag"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--no-such-flag"));
+    let missing = "/nonexistent/meshc-ca.pem";
+    let out = run(&[
+        "--workload",
+        "shop/web-v1",
+        "--service-account",
+        "web",
+        "--bootstrap-token",
+        "t",
+        "--ca-file",
+        missing,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(missing), "{err}");
+    let version = run(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("meshc-proxy "));
+}

@@ -4,7 +4,9 @@
 //! `meshc-proxy` run [`run_proxy`]; `meshc serve` and `meshc echo` share the
 //! logs and the shutdown.
 
-use clap::{Args, ValueEnum};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, ValueEnum};
 
 use crate::proxy;
 
@@ -26,6 +28,26 @@ pub struct ProxyArgs {
     /// Log format.
     #[arg(long, value_enum, env = "MESHC_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The command line, or the exit code to leave with: 0 after `--help` or
+/// `--version` (printed), 2 after a usage error (printed).
+pub fn parse_args<C: Parser>() -> Result<C, ExitCode> {
+    C::try_parse().map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    })
+}
+
+/// A command's exit code; an error is printed and exits 2.
+pub fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Structured logs on standard error, filtered by `MESHC_LOG` (default info).

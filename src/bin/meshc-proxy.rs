@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use meshc_dataplane::process::{ProxyArgs, run_proxy};
+use meshc_dataplane::process::{ProxyArgs, exit_code, parse_args, run_proxy};
 
 #[path = "../heap.rs"]
 mod heap;
@@ -25,19 +25,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     heap::long_running();
-    match run_proxy(cli.args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    exit_code(run_proxy(cli.args))
 }
