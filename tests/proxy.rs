@@ -1606,8 +1606,33 @@ async fn https_get(
     ca_pem: &str,
     client: Option<(String, String)>,
 ) -> Option<(u16, String)> {
-    use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tls_connect(addr, sni, ca_pem, client).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    let status = text.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-echo-version: "))
+        .unwrap_or("none")
+        .trim()
+        .to_string();
+    Some((status, version))
+}
+
+/// A TLS connection to `addr` asking for `sni`, trusting `ca_pem`, with a
+/// client certificate and key (PEM) when given; `None` when the handshake
+/// fails.
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    client: Option<(String, String)>,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -1632,23 +1657,39 @@ async fn https_get(
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
     let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
-    let mut s = tokio::time::timeout(Duration::from_secs(10), connect)
+    tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Through a gateway server that terminates TLS for `sni` (certificate
+/// from `ca_pem`) and carries TCP inside: the banner line of the
+/// application the decrypted stream reached, after checking that `payload`
+/// came back unchanged; `None` when the handshake fails or the connection
+/// closes first.
+async fn terminated_exchange(
+    addr: SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    payload: &[u8],
+) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let s = tls_connect(addr, sni, ca_pem, None).await?;
+    let mut r = BufReader::new(s);
+    let mut banner = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut banner)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        return None;
+    }
+    r.get_mut().write_all(payload).await.ok()?;
+    let mut back = vec![0; payload.len()];
+    tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut back))
         .await
         .ok()?
         .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
-    let status = text.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
-    let version = text
-        .lines()
-        .find_map(|l| l.strip_prefix("x-echo-version: "))
-        .unwrap_or("none")
-        .trim()
-        .to_string();
-    Some((status, version))
+    assert_eq!(back, payload, "the stream came back changed");
+    Some(banner.trim_end().to_string())
 }
 
 /// The README's first command: `meshc up` seeds bookinfo, runs the mesh, and
@@ -1797,6 +1838,19 @@ spec:
       mode: MUTUAL
       credentialName: partner-cert
       subjectAltNames: [spiffe://partner.example/client]
+  - port: {number: 9444, name: tls-db, protocol: TLS}
+    hosts: [db-secure.example.com]
+    tls: {mode: SIMPLE, credentialName: db-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db-secure, namespace: shop}
+spec:
+  hosts: [db-secure.example.com]
+  gateways: [public]
+  tcp:
+  - match: [{port: 9444}]
+    route: [{destination: {host: db, subset: v1, port: {number: 5432}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -1861,6 +1915,7 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     let pki = Pki::new();
     let shop_hosts = &["shop.example.com", "secure.example.com"];
     pki.secret(&credentials, "shop-cert", shop_hosts, None);
+    pki.secret(&credentials, "db-cert", &["db-secure.example.com"], None);
     pki.secret(
         &credentials,
         "partner-cert",
@@ -1877,7 +1932,7 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
                 s(&[
                     "--gateway-listen",
                     "8080=127.0.0.1:0,9000=0.0.0.0:0,9443=127.0.0.1:0,\
-                     8443=127.0.0.1:0,8444=127.0.0.1:0",
+                     8443=127.0.0.1:0,8444=127.0.0.1:0,9444=127.0.0.1:0",
                     "--gateway-credentials",
                     &work.join("credentials").display().to_string(),
                 ]),
@@ -2002,10 +2057,35 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     assert_eq!(streams("db-tls.tls[0]", "ok"), 10.0);
     assert_eq!(streams("none", "no_route"), 1.0);
 
+    // A TLS server in SIMPLE mode: the proxy terminates TLS with the
+    // Secret's certificate and routes the plaintext stream inside by the
+    // gateway's TCP route (to v1); a name the server does not admit gets no
+    // handshake.
+    let secure = mesh.nodes["ingress-v1"].gateway[5];
+    let ca = pki.server_ca_pem.as_str();
+    for i in 0..5 {
+        let payload = format!("row {i}\n");
+        let got =
+            terminated_exchange(secure, "db-secure.example.com", ca, payload.as_bytes()).await;
+        assert_eq!(got.as_deref(), Some("db v1"), "{}", logs(&mesh.logs));
+    }
+    assert_eq!(
+        terminated_exchange(secure, "db.example.com", ca, b"x\n").await,
+        None
+    );
+    eventually("the terminated streams counted", &mesh, || async {
+        let m = metrics(&mesh, "ingress-v1").await;
+        sum(
+            &m,
+            "meshc_proxy_tcp_streams_total",
+            &[("direction", "gateway"), ("route", "db-secure.tcp[0]")],
+        ) >= 5.0
+    })
+    .await;
+
     // HTTPS: the SIMPLE server terminates TLS with the Secret's certificate
     // and routes the requests inside by the gateway's routes.
     let https = mesh.nodes["ingress-v1"].gateway[3];
-    let ca = pki.server_ca_pem.as_str();
     let get = |sni: &'static str, host: &'static str, path: &'static str, ca: &str| {
         let ca = ca.to_string();
         async move { https_get(https, sni, host, path, &ca, None).await }
@@ -2096,7 +2176,9 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
             &[("reason", reason)],
         )
     };
-    assert_eq!(refused("no gateway server for the server name"), 2.0);
+    // other.example.com and plaintext (no name) on 8443, db.example.com on
+    // the terminating TLS server's port.
+    assert_eq!(refused("no gateway server for the server name"), 3.0);
     assert_eq!(refused("client certificate name not allowed"), 1.0);
     assert!(refused("handshake failed") >= 2.0, "{m:?}");
 }

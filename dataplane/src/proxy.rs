@@ -654,10 +654,12 @@ async fn connection(
 
 /// Terminate TLS on gateway port `port` for the server that admits the
 /// ClientHello's name `sni`, then serve the requests inside as the
-/// gateway's (routed among the servers that terminate TLS).
+/// gateway's (routed among the servers that terminate TLS), or, for a
+/// `TLS`-protocol server, route the stream inside by the gateway's TCP
+/// routes.
 async fn terminate_tls(
     state: &Arc<State>,
-    applied: &Applied,
+    applied: &Arc<Applied>,
     tcp: TcpStream,
     port: u16,
     sni: Option<String>,
@@ -672,6 +674,7 @@ async fn terminate_tls(
     let termination = server.termination.as_ref().expect("a terminating server");
     let mode = server.tls.as_deref().unwrap_or("SIMPLE");
     let mesh = state.tls.read().expect("not poisoned").clone();
+    let destination = crate::tcp::original_destination(&tcp);
     let config = match state.gateway_tls.config(mode, termination, mesh.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -708,6 +711,15 @@ async fn terminate_tls(
         }
     }
     conn.identity = client.as_ref().and_then(spiffe_id);
+    if eval::terminates_tcp(server) {
+        let l4 = eval::L4Conn {
+            port: Some(port),
+            sni: sni.as_deref(),
+            destination,
+        };
+        crate::tcp::terminated(state, applied, stream, gateway, port, l4).await;
+        return Ok(());
+    }
     conn.terminated = true;
     serve(TokioIo::new(stream), state, Direction::Gateway(port), conn).await
 }

@@ -24,7 +24,10 @@
 //! - **Gateway**: on a gateway port whose server is TCP or TLS
 //!   `PASSTHROUGH`, a connection is routed by the routes bound to the
 //!   gateway ([`meshc_ir::eval::route_gateway_tcp`]; by the ClientHello's
-//!   server name for `PASSTHROUGH`), then goes on as an outbound one.
+//!   server name for `PASSTHROUGH`), then goes on as an outbound one. A
+//!   `TLS` server that terminates (`SIMPLE`, `MUTUAL`...) has its stream
+//!   decrypted by the proxy, and the plaintext inside is routed by the
+//!   gateway's TCP routes ([`meshc_ir::eval::route_terminated_tcp`]).
 //!
 //! A TCP connection keeps the config it started with to its end, like a
 //! request does.
@@ -233,26 +236,62 @@ async fn gateway_stream(
         sni: sni.as_deref(),
         destination: original_destination(&client),
     };
-    let Some(rule) = eval::route_gateway_tcp(ir, port, conn, &me) else {
+    let rule = eval::route_gateway_tcp(ir, port, conn, &me);
+    connect_rule(state, &applied, client, rule).await
+}
+
+/// The decrypted stream `client` of a connection that `gateway`'s `TLS`
+/// server on `port` terminated: routed by the gateway's TCP routes
+/// ([`eval::route_terminated_tcp`]), then on as an outbound connection goes.
+pub(crate) async fn terminated<S>(
+    state: &Arc<State>,
+    applied: &Arc<Applied>,
+    client: S,
+    gateway: &str,
+    port: u16,
+    conn: eval::L4Conn<'_>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let rule = eval::route_terminated_tcp(&applied.ir, gateway, port, conn, &state.me(applied));
+    let ended = connect_rule(state, applied, client, rule).await;
+    count(state, "gateway", &ended);
+}
+
+/// Connect a gateway's connection by the rule that routed it (a weighted
+/// pick among its destinations); `no_route` without one.
+async fn connect_rule<S>(
+    state: &Arc<State>,
+    applied: &Applied,
+    client: S,
+    rule: Option<&meshc_ir::L4Rule>,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(rule) = rule else {
         return Ended::new("unknown", "none", "no_route");
     };
     let Some(dest) = eval::pick(&rule.destinations, fastrand::u32(..100)) else {
         return Ended::new("unknown", &rule.name, "no_route");
     };
-    connect(state, &applied, client, &rule.name, dest, None, "gateway").await
+    connect(state, applied, client, &rule.name, dest, None, "gateway").await
 }
 
 /// Connect `client` to a destination chosen by `route` (on its own port,
 /// else `port`, else its host's only port) and splice them.
-async fn connect(
+async fn connect<S>(
     state: &Arc<State>,
     applied: &Applied,
-    client: TcpStream,
+    client: S,
     route: &str,
     dest: &WeightedDestination,
     port: Option<u16>,
     direction: &'static str,
-) -> Ended {
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let route = route.to_string();
     let Some(host) = applied.ir.hosts.get(&dest.host) else {
         return Ended::new(&dest.host, &route, "no_route");

@@ -264,7 +264,9 @@ pub fn gateway_for<'a>(
 /// The server that terminates a TLS connection on gateway port `port` whose
 /// ClientHello names `sni`: the first (gateways by name, servers in order)
 /// whose hosts admit the name. Without a name, only a server for any host
-/// (`*`) does, as Envoy matches a filter chain without server names.
+/// (`*`) does, as Envoy matches a filter chain without server names. The
+/// server serves HTTP inside ([`terminates`]) or, on the `TLS` protocol,
+/// opaque TCP ([`terminates_tcp`]).
 pub fn terminating_server<'a>(
     ir: &'a Ir,
     port: u16,
@@ -276,7 +278,7 @@ pub fn terminating_server<'a>(
             .iter()
             .find(|s| {
                 s.port == port
-                    && terminates(s)
+                    && (terminates(s) || terminates_tcp(s))
                     && match sni.as_deref() {
                         Some(n) => admits(s, n),
                         None => s.hosts.iter().any(|h| h == "*"),
@@ -292,9 +294,10 @@ pub fn terminating_server<'a>(
 pub enum GatewayPort {
     /// Plaintext HTTP servers: requests are routed by [`route`].
     Http,
-    /// HTTP servers that terminate TLS ([`terminating_server`] chooses by
-    /// the ClientHello's server name); the requests inside are routed by
-    /// [`route`].
+    /// Servers that terminate TLS ([`terminating_server`] chooses by the
+    /// ClientHello's server name); the requests inside are routed by
+    /// [`route`], or for a `TLS`-protocol server the stream inside by
+    /// [`route_terminated_tcp`].
     Https,
     /// TCP servers, or TLS servers in `PASSTHROUGH` mode: connections are
     /// routed by [`route_gateway_tcp`], with the server name of their
@@ -331,21 +334,32 @@ fn l4_server(s: &GatewayServer) -> bool {
     }
 }
 
-/// Whether a gateway server terminates TLS and serves HTTP inside: a mode
-/// other than `PASSTHROUGH` (and `AUTO_PASSTHROUGH`), with the credentials
-/// it needs, on an HTTP protocol. A terminated `TLS` server (TCP routes on
-/// the decrypted stream) is not served.
-pub fn terminates(s: &GatewayServer) -> bool {
+/// Whether a gateway server terminates TLS: a mode other than
+/// `PASSTHROUGH` (and `AUTO_PASSTHROUGH`), with the credentials it needs.
+fn terminating_mode(s: &GatewayServer) -> bool {
     s.termination.is_some()
         && s.tls.as_deref().is_some_and(|m| {
             ["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"]
                 .iter()
                 .any(|t| m.eq_ignore_ascii_case(t))
         })
+}
+
+/// Whether a gateway server terminates TLS and serves HTTP inside: a
+/// terminating mode on an HTTP protocol.
+pub fn terminates(s: &GatewayServer) -> bool {
+    terminating_mode(s)
         && matches!(
             s.protocol.to_ascii_uppercase().as_str(),
             "HTTPS" | "HTTP" | "HTTP2" | "GRPC"
         )
+}
+
+/// Whether a gateway server terminates TLS and carries opaque TCP inside: a
+/// terminating mode on the `TLS` protocol. The decrypted stream is routed
+/// by the gateway's TCP routes ([`route_terminated_tcp`]), as Istio does.
+pub fn terminates_tcp(s: &GatewayServer) -> bool {
+    terminating_mode(s) && s.protocol.eq_ignore_ascii_case("TLS")
 }
 
 /// What the gateways in the IR serve on `port`: L4 when any server on it is
@@ -358,7 +372,7 @@ pub fn gateway_port(ir: &Ir, port: u16) -> GatewayPort {
             .flat_map(|g| &g.servers)
             .filter(move |s| s.port == port)
     };
-    let terminate = servers().any(terminates);
+    let terminate = servers().any(|s| terminates(s) || terminates_tcp(s));
     if servers().any(l4_server) {
         GatewayPort::L4 {
             passthrough: servers().any(|s| l4_server(s) && s.tls.is_some()),
@@ -416,11 +430,42 @@ pub fn route_gateway_tcp<'a>(
                 && l4_server(s)
                 && (s.tls.is_none() || sni.as_deref().is_some_and(|n| admits(s, n)))
         })?;
-        let passthrough = server.tls.is_some();
-        g.l4.values().flatten().find(|r| {
-            is_tls_rule(r) == passthrough
-                && (r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, &conn, source)))
-        })
+        first_l4_rule(g, server.tls.is_some(), &conn, source)
+    })
+}
+
+/// Route the decrypted stream of a connection that gateway `gateway`'s
+/// server on `port` terminated ([`terminates_tcp`]): the first of the
+/// gateway's bound TCP rules (hosts in order, rules in order) whose
+/// alternative holds for the connection (`conn.sni`: the name the client
+/// asked for in its ClientHello).
+pub fn route_terminated_tcp<'a>(
+    ir: &'a Ir,
+    gateway: &str,
+    port: u16,
+    conn: L4Conn<'_>,
+    source: &Peer,
+) -> Option<&'a L4Rule> {
+    let sni = conn.sni.map(str::to_ascii_lowercase);
+    let conn = L4Conn {
+        port: Some(port),
+        sni: sni.as_deref(),
+        destination: conn.destination,
+    };
+    first_l4_rule(ir.gateways.get(gateway)?, false, &conn, source)
+}
+
+/// A gateway's first bound rule, TLS rules when `tls` and TCP rules
+/// otherwise, with an alternative that holds for `conn`.
+fn first_l4_rule<'a>(
+    g: &'a crate::GatewayPolicy,
+    tls: bool,
+    conn: &L4Conn<'_>,
+    source: &Peer,
+) -> Option<&'a L4Rule> {
+    g.l4.values().flatten().find(|r| {
+        is_tls_rule(r) == tls
+            && (r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, conn, source)))
     })
 }
 

@@ -730,3 +730,97 @@ fn gateway_l4_routes_tcp_by_port_and_passthrough_by_server_name() {
         None
     );
 }
+
+#[test]
+fn a_terminating_tls_server_routes_its_decrypted_stream_by_tcp_routes() {
+    let tcp = |name: &str, port: u16, subset: &str| L4Rule {
+        name: name.into(),
+        origin: format!("VirtualService shop/{name}"),
+        matches: vec![L4Match {
+            port: Some(port),
+            ..L4Match::default()
+        }],
+        destinations: vec![dest(subset, 100)],
+    };
+    let tls_rule = L4Rule {
+        name: "db-tls".into(),
+        origin: "VirtualService shop/db-tls".into(),
+        matches: vec![L4Match {
+            port: Some(9444),
+            sni_hosts: vec!["db.example.com".into()],
+            ..L4Match::default()
+        }],
+        destinations: vec![dest("v2", 100)],
+    };
+    let server = |port: u16, protocol: &str, tls: &str| GatewayServer {
+        port,
+        protocol: protocol.into(),
+        hosts: vec!["db.example.com".into()],
+        tls: Some(tls.into()),
+        termination: Some(Termination::default()),
+        https_redirect: false,
+    };
+    let mut ir = Ir::new(mesh());
+    ir.gateways.insert(
+        "shop/public".into(),
+        GatewayPolicy {
+            selector: [("app".to_string(), "ingress".to_string())].into(),
+            servers: vec![
+                server(9444, "TLS", "SIMPLE"),
+                server(9445, "TLS", "MUTUAL"),
+                server(443, "HTTPS", "SIMPLE"),
+            ],
+            hosts: BTreeMap::new(),
+            l4: [(
+                "db.example.com".to_string(),
+                vec![tls_rule, tcp("db-mutual", 9445, "v1"), tcp("db", 9444, "v1")],
+            )]
+            .into(),
+        },
+    );
+    let s = |port| {
+        ir.gateways["shop/public"]
+            .servers
+            .iter()
+            .find(|s| s.port == port)
+            .unwrap()
+    };
+    // A TLS server that terminates carries TCP; an HTTPS one, HTTP.
+    assert!(eval::terminates_tcp(s(9444)) && !eval::terminates(s(9444)));
+    assert!(eval::terminates(s(443)) && !eval::terminates_tcp(s(443)));
+    // Without credentials there is nothing to terminate with.
+    let mut bare = s(9444).clone();
+    bare.termination = None;
+    assert!(!eval::terminates_tcp(&bare));
+    assert_eq!(eval::gateway_port(&ir, 9444), eval::GatewayPort::Https);
+    let hello = |port, sni| eval::terminating_server(&ir, port, sni).map(|(g, s)| (g, s.port));
+    assert_eq!(
+        hello(9444, Some("DB.example.com")),
+        Some(("shop/public", 9444))
+    );
+    assert_eq!(hello(9444, Some("www.example.com")), None);
+    // Inside: TCP rules by port, never the TLS rule that names the host.
+    let me = Peer::default();
+    let inside = |gateway, port| {
+        let conn = eval::L4Conn {
+            sni: Some("db.example.com"),
+            ..Default::default()
+        };
+        eval::route_terminated_tcp(&ir, gateway, port, conn, &me).map(|r| r.name.as_str())
+    };
+    assert_eq!(inside("shop/public", 9444), Some("db"));
+    assert_eq!(inside("shop/public", 9445), Some("db-mutual"));
+    assert_eq!(inside("shop/public", 9000), None);
+    assert_eq!(inside("shop/elsewhere", 9444), None);
+    // Not an opaque-TCP server: the passthrough lookup does not take it.
+    let conn = eval::L4Conn {
+        sni: Some("db.example.com"),
+        ..Default::default()
+    };
+    assert_eq!(eval::route_gateway_tcp(&ir, 9444, conn, &me), None);
+    // Nor does an HTTP request over TLS on its port.
+    assert_eq!(
+        eval::gateway_for(&ir, "db.example.com", 9444, true, &me),
+        None
+    );
+}
