@@ -1594,6 +1594,31 @@ impl Pki {
     }
 }
 
+/// How a gateway server pins client certificates: the SHA-256 digest of
+/// certificate `by_hash` (PEM), as `verifyCertificateHash` takes it (hex
+/// pairs with colons, upper case here), and that of the public key of
+/// `by_spki`, as `verifyCertificateSpki` takes it (base64).
+fn pin_digests(by_hash: &str, by_spki: &str) -> (String, String) {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+    let der = |pem: &str| {
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    };
+    let hash = Sha256::digest(der(by_hash))
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let cert = der(by_spki);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+    let spki = base64::engine::general_purpose::STANDARD
+        .encode(Sha256::digest(parsed.tbs_certificate.subject_pki.raw));
+    (hash, spki)
+}
+
 /// An HTTP/1.1 GET of `host``path` over TLS to `addr`, with `sni` in the
 /// ClientHello, trusting `ca_pem`, presenting `client` (certificate, key)
 /// when given: the status and the answering application's version, or
@@ -1838,6 +1863,8 @@ spec:
       mode: MUTUAL
       credentialName: partner-cert
       subjectAltNames: [spiffe://partner.example/client]
+      verifyCertificateHash: ["PINNED_HASH"]
+      verifyCertificateSpki: ["PINNED_SPKI"]
   - port: {number: 9444, name: tls-db, protocol: TLS}
     hosts: [db-secure.example.com]
     tls: {mode: SIMPLE, credentialName: db-cert}
@@ -1905,14 +1932,23 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     std::fs::create_dir_all(&repo_dir).unwrap();
     let repo = Repository::init(&repo_dir).unwrap();
     repo.set_head("refs/heads/main").unwrap();
+    // The partner server pins two client certificates: one by the digest
+    // of the certificate (written with colons, upper case), the other by
+    // its public key's.
+    let pki = Pki::new();
+    let good = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
+    let good_by_key = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
+    let unpinned = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
+    let pins = pin_digests(&good.0, &good_by_key.0);
     std::fs::write(
         repo_dir.join("policy.yaml"),
-        policy(GATEWAY_POLICY, GATEWAY_WORKLOADS),
+        policy(GATEWAY_POLICY, GATEWAY_WORKLOADS)
+            .replace("PINNED_HASH", &pins.0)
+            .replace("PINNED_SPKI", &pins.1),
     )
     .unwrap();
     commit_all(&repo, "gateway policy");
     let credentials = work.path().join("credentials");
-    let pki = Pki::new();
     let shop_hosts = &["shop.example.com", "secure.example.com"];
     pki.secret(&credentials, "shop-cert", shop_hosts, None);
     pki.secret(&credentials, "db-cert", &["db-secure.example.com"], None);
@@ -2120,9 +2156,8 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     assert_eq!(got, Some((200, "v2".into())));
 
     // MUTUAL: a client certificate from the Secret's CA naming one of the
-    // server's subjectAltNames, or no handshake.
+    // server's subjectAltNames, and pinned, or no handshake.
     let partner = mesh.nodes["ingress-v1"].gateway[4];
-    let good = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
     let wrong_name = Pki::client(&pki.client_ca, "spiffe://partner.example/other");
     let (foreign_ca, _) = test_ca();
     let foreign = Pki::client(&foreign_ca, "spiffe://partner.example/client");
@@ -2143,6 +2178,9 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     assert_eq!(mutual(None, "partner.example.com").await, None);
     assert_eq!(mutual(Some(&foreign), "partner.example.com").await, None);
     assert_eq!(mutual(Some(&wrong_name), "partner.example.com").await, None);
+    let got = mutual(Some(&good_by_key), "partner.example.com").await;
+    assert_eq!(got, Some((200, "v2".into())));
+    assert_eq!(mutual(Some(&unpinned), "partner.example.com").await, None);
     // Through the partner server, only the hosts it admits.
     let got = mutual(Some(&good), "shop.example.com").await;
     assert_eq!(got, Some((404, "none".into())));
@@ -2167,7 +2205,8 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     // Counted: the gateway's HTTPS requests by route, and each refusal by
     // its reason.
     let m = metrics(&mesh, "ingress-v1").await;
-    assert_eq!(counted_in(&m, "partner", "200"), 3.0);
+    // The certificate pinned by its digest three times, by its key once.
+    assert_eq!(counted_in(&m, "partner", "200"), 3.0 + 1.0);
     assert_eq!(counted_in(&m, "new-reviews", "200"), 10.0 + 5.0 + 1.0);
     let refused = |reason: &str| {
         sum(
@@ -2180,6 +2219,7 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     // the terminating TLS server's port.
     assert_eq!(refused("no gateway server for the server name"), 3.0);
     assert_eq!(refused("client certificate name not allowed"), 1.0);
+    assert_eq!(refused("client certificate not pinned"), 1.0);
     assert!(refused("handshake failed") >= 2.0, "{m:?}");
 }
 

@@ -633,6 +633,8 @@ fn termination(t: &crate::model::ServerTlsSettings) -> Option<ir::Termination> {
         subject_alt_names: t.subject_alt_names.clone().unwrap_or_default(),
         min_protocol_version: t.min_protocol_version.map(crate::model::enum_name),
         max_protocol_version: t.max_protocol_version.map(crate::model::enum_name),
+        verify_certificate_hash: t.verify_certificate_hash.clone().unwrap_or_default(),
+        verify_certificate_spki: t.verify_certificate_spki.clone().unwrap_or_default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! What the IR says of a Gateway's servers: TLS mode (unset on an HTTPS
 //! server with `tls` settings: PASSTHROUGH, as Istio reads it), how a
-//! terminating server gets its certificate, and `httpsRedirect`.
+//! terminating server gets its certificate and which client certificates
+//! it takes (names, pinned digests), and `httpsRedirect`.
 
 use meshc_compiler::{Input, Options, compile};
 use meshc_ir::{GatewayServer, Termination};
@@ -35,6 +36,8 @@ spec:
       mode: MUTUAL
       tlsCertificates: [{serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}]
       subjectAltNames: [spiffe://partner/client]
+      verifyCertificateHash: ["AB:CD:EF"]
+      verifyCertificateSpki: [q83vEjRWeJA=]
   - port: {number: 9443, name: https-through, protocol: HTTPS}
     hosts: [db.example.com]
     tls: {credentialName: unused}
@@ -85,6 +88,8 @@ fn servers_lower_with_their_tls() {
                     private_key: Some("/k.pem".into()),
                     ca_certificates: Some("/ca.pem".into()),
                     subject_alt_names: vec!["spiffe://partner/client".into()],
+                    verify_certificate_hash: vec!["AB:CD:EF".into()],
+                    verify_certificate_spki: vec!["q83vEjRWeJA=".into()],
                     ..Termination::default()
                 }),
                 false,

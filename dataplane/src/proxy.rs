@@ -710,6 +710,18 @@ async fn terminate_tls(
             bail!("the client certificate names none of the server's subjectAltNames");
         }
     }
+    // `verifyCertificateHash` / `verifyCertificateSpki`: a client
+    // certificate must be one of those pinned.
+    if let Some(cert) = &client
+        && !crate::tls::pinned(
+            cert,
+            &termination.verify_certificate_hash,
+            &termination.verify_certificate_spki,
+        )
+    {
+        refuse("client certificate not pinned");
+        bail!("the client certificate matches none of the server's pinned digests");
+    }
     conn.identity = client.as_ref().and_then(spiffe_id);
     if eval::terminates_tcp(server) {
         let l4 = eval::L4Conn {

@@ -192,6 +192,30 @@ pub fn subject_alt_names(cert: &CertificateDer<'_>) -> Vec<String> {
         .collect()
 }
 
+/// Whether a client certificate is one of those pinned by a gateway
+/// server: its SHA-256 digest among `hashes` (hex, plain or with colons,
+/// either case), or its public key's (the DER SubjectPublicKeyInfo) among
+/// `spkis` (base64), as Envoy checks `verify_certificate_hash` and
+/// `verify_certificate_spki`. With neither list, every certificate is.
+pub fn pinned(cert: &CertificateDer<'_>, hashes: &[String], spkis: &[String]) -> bool {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    if hashes.is_empty() && spkis.is_empty() {
+        return true;
+    }
+    let digest = Sha256::digest(cert.as_ref());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let by_hash = hashes
+        .iter()
+        .any(|h| h.replace(':', "").eq_ignore_ascii_case(&hex));
+    by_hash
+        || x509_parser::parse_x509_certificate(cert.as_ref()).is_ok_and(|(_, parsed)| {
+            let spki = base64::engine::general_purpose::STANDARD
+                .encode(Sha256::digest(parsed.tbs_certificate.subject_pki.raw));
+            spkis.iter().any(|s| s.trim() == spki)
+        })
+}
+
 /// The authorization principal (`<td>/ns/<ns>/sa/<sa>`) of a SPIFFE id.
 pub fn principal(spiffe_id: &str) -> Option<String> {
     spiffe_id.strip_prefix("spiffe://").map(str::to_string)

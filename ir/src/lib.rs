@@ -770,6 +770,15 @@ pub struct Termination {
     pub min_protocol_version: Option<String>,
     /// `maxProtocolVersion`, if set.
     pub max_protocol_version: Option<String>,
+    /// `verifyCertificateHash`: hex SHA-256 digests of the client
+    /// certificates allowed (plain or colon-separated, as written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_certificate_hash: Vec<String>,
+    /// `verifyCertificateSpki`: base64 SHA-256 digests of the public keys
+    /// (SubjectPublicKeyInfo) of the client certificates allowed. With both
+    /// lists, a certificate matching either is allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_certificate_spki: Vec<String>,
 }
 
 impl Ir {

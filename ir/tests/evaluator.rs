@@ -773,7 +773,11 @@ fn a_terminating_tls_server_routes_its_decrypted_stream_by_tcp_routes() {
             hosts: BTreeMap::new(),
             l4: [(
                 "db.example.com".to_string(),
-                vec![tls_rule, tcp("db-mutual", 9445, "v1"), tcp("db", 9444, "v1")],
+                vec![
+                    tls_rule,
+                    tcp("db-mutual", 9445, "v1"),
+                    tcp("db", 9444, "v1"),
+                ],
             )]
             .into(),
         },
