@@ -2,7 +2,10 @@
 //!
 //! A policy repository seeded from `policies-examples/bookinfo` (embedded in
 //! the binary), the control plane following it, and for every workload of
-//! the policy an echo application behind its own proxy. Then a little
+//! the policy an echo application behind its own proxy. A workload that a
+//! Gateway selects (bookinfo's ingress gateway) serves the Gateway's ports
+//! on loopback, with a demo certificate for each Secret its HTTPS servers
+//! name, issued by a demo CA kept beside the repository. Then a little
 //! traffic, and what to try next. Ctrl-C stops everything.
 
 use std::collections::BTreeMap;
@@ -92,6 +95,136 @@ struct Workload {
     proxy: proxy::Proxy,
 }
 
+/// The ports of the Gateway servers that select workload `w`.
+fn gateway_ports(ir: &meshc_ir::Ir, w: &meshc_ir::WorkloadPolicy) -> Vec<u16> {
+    let mut ports: Vec<u16> = ir
+        .gateways
+        .values()
+        .filter(|g| g.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+        .flat_map(|g| g.servers.iter().map(|s| s.port))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The demo CA that issues the gateways' certificates: kept in `dir`
+/// (`gateway-ca.pem`, `gateway-ca.key`) so that a client that trusts it
+/// keeps working across runs; created the first time.
+fn demo_ca(dir: &Path) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>> {
+    let (cert_path, key_path) = (dir.join("gateway-ca.pem"), dir.join("gateway-ca.key"));
+    if cert_path.exists() && key_path.exists() {
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&key_path)?)?;
+        let pem = std::fs::read_to_string(&cert_path)?;
+        return rcgen::Issuer::from_ca_cert_pem(&pem, key)
+            .with_context(|| format!("reading {}", cert_path.display()));
+    }
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "meshc up demo gateway CA");
+    std::fs::write(&cert_path, params.self_signed(&key)?.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok(rcgen::Issuer::new(params, key))
+}
+
+/// Write a demo certificate into `credentials/NAME` (as Kubernetes mounts a
+/// Secret: `tls.crt`, `tls.key`) for every Secret a gateway server names
+/// that is not there yet, for the server's hosts. A policy repository
+/// holds no keys; in a cluster these Secrets come from elsewhere.
+fn demo_credentials(dir: &Path, credentials: &Path, ir: &meshc_ir::Ir) -> Result<()> {
+    let mut wanted: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in ir.gateways.values().flat_map(|g| &g.servers) {
+        if let Some(name) = s
+            .termination
+            .as_ref()
+            .and_then(|t| t.credential_name.as_deref())
+        {
+            let hosts = s
+                .hosts
+                .iter()
+                .map(|h| h.rsplit('/').next().unwrap_or(h).to_string())
+                .filter(|h| h != "*");
+            wanted.entry(name).or_default().extend(hosts);
+        }
+    }
+    let missing: Vec<_> = wanted
+        .into_iter()
+        .filter(|(name, _)| !credentials.join(name).join("tls.crt").exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ca = demo_ca(dir)?;
+    for (name, hosts) in missing {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(hosts)?.signed_by(&key, &ca)?;
+        let secret = credentials.join(name);
+        std::fs::create_dir_all(&secret)?;
+        std::fs::write(secret.join("tls.crt"), cert.pem())?;
+        std::fs::write(secret.join("tls.key"), key.serialize_pem())?;
+    }
+    Ok(())
+}
+
+/// `n` HTTPS GETs of `https://host/path` through a gateway listener at
+/// `addr`, trusting the demo CA in `ca_pem`: how many answered with each
+/// version (or status, or error).
+async fn through_gateway(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    ca_pem: &str,
+    n: usize,
+) -> BTreeMap<String, usize> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(c);
+    }
+    let mut counts = BTreeMap::new();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let Ok(config) = config else {
+        return counts;
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    for _ in 0..n {
+        let answer = async {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let mut tls = connector.connect(name, tcp).await?;
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            tls.write_all(req.as_bytes()).await?;
+            let mut out = Vec::new();
+            tls.read_to_end(&mut out).await?;
+            let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+            let status = text.get(9..12).unwrap_or("?").to_string();
+            let version = text
+                .lines()
+                .find_map(|l| l.strip_prefix("x-echo-version: "))
+                .map(|v| v.trim().to_string());
+            anyhow::Ok(match version {
+                Some(v) if status == "200" => v,
+                _ => format!("HTTP {status}"),
+            })
+        };
+        let key = match tokio::time::timeout(Duration::from_secs(10), answer).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "timed out".to_string(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
 pub fn run(args: UpArgs) -> Result<u8> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -162,8 +295,15 @@ async fn up(args: UpArgs) -> Result<u8> {
         }
     }
     let ca_file = dir.join("data/ca.pem");
+    let credentials = dir.join("credentials");
+    demo_credentials(&dir, &credentials, &ir).context("issuing the gateways' demo certificates")?;
     let mut workloads = Vec::new();
-    for (name, w) in ir.workloads.iter().filter(|(_, w)| w.meshed) {
+    // Meshed workloads, and the gateway workloads (a Gateway selects them).
+    for (name, w) in ir
+        .workloads
+        .iter()
+        .filter(|(_, w)| w.meshed || !gateway_ports(&ir, w).is_empty())
+    {
         let service = service_of.get(name.as_str()).copied().unwrap_or("app");
         let version = w.labels.get("version").cloned().unwrap_or("v1".into());
         let e = echo::start(echo::EchoSettings {
@@ -190,11 +330,14 @@ async fn up(args: UpArgs) -> Result<u8> {
             threads: 1,
             tcp_upstreams: Vec::new(),
             app_protocol: proxy::AppProtocol::Http,
-            // Bookinfo has no ingress gateway workload, and its HTTPS
-            // server's Secret is not in a policy repository: no gateway
-            // listener in the demo.
-            gateway_listen: Vec::new(),
-            gateway_credentials: None,
+            gateway_listen: gateway_ports(&ir, w)
+                .into_iter()
+                .map(|port| proxy::GatewayListen {
+                    port,
+                    listen: ([127, 0, 0, 1], 0).into(),
+                })
+                .collect(),
+            gateway_credentials: Some(credentials.clone()),
         })
         .await?;
         workloads.push(Workload {
@@ -234,14 +377,64 @@ async fn up(args: UpArgs) -> Result<u8> {
         workloads.len()
     );
     println!(
-        "  {:<34} {:<12} {:<8} {:<22} {:<22}",
+        "  {:<34} {:<20} {:<8} {:<22} {:<22}",
         "workload", "service", "version", "proxy outbound", "proxy admin"
     );
     for w in &workloads {
         println!(
-            "  {:<34} {:<12} {:<8} {:<22} {:<22}",
+            "  {:<34} {:<20} {:<8} {:<22} {:<22}",
             w.name, w.service, w.version, w.proxy.outbound_addr, w.proxy.admin_addr
         );
+    }
+    // The gateways: each port on loopback, and HTTPS requests through the
+    // first terminating server to the first path its routes send somewhere.
+    let gateway_ca = std::fs::read_to_string(dir.join("gateway-ca.pem")).unwrap_or_default();
+    let mut try_gateway = Vec::new();
+    for w in &workloads {
+        for l in &w.proxy.gateway_listeners {
+            println!(
+                "\n{} serves gateway port {} on {}",
+                w.name, l.port, l.listen
+            );
+            let server = ir
+                .gateways
+                .values()
+                .flat_map(|g| g.servers.iter().map(move |s| (g, s)))
+                .find(|(_, s)| s.port == l.port && meshc_ir::eval::terminates(s));
+            let Some((g, s)) = server else { continue };
+            let Some(host) = s
+                .hosts
+                .iter()
+                .map(|h| h.rsplit('/').next().unwrap_or(h))
+                .find(|h| !h.contains('*'))
+            else {
+                continue;
+            };
+            let path = g
+                .hosts
+                .get(host)
+                .and_then(|rules| rules.first())
+                .and_then(|r| r.matches.first())
+                .and_then(|m| match &m.uri {
+                    Some(meshc_ir::StrMatch::Exact(p) | meshc_ir::StrMatch::Prefix(p)) => {
+                        Some(p.as_str())
+                    }
+                    _ => None,
+                })
+                .unwrap_or("/");
+            let counts = through_gateway(l.listen, host, path, &gateway_ca, 20).await;
+            let split: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            println!(
+                "20 requests through {} to https://{host}{path}: {}",
+                w.name,
+                split.join(", ")
+            );
+            try_gateway.push(format!(
+                "  curl --cacert {} --resolve {host}:{port}:127.0.0.1 https://{host}:{port}{path}",
+                dir.join("gateway-ca.pem").display(),
+                port = l.listen.port()
+            ));
+        }
     }
     // Demonstration traffic: productpage calling reviews, as bookinfo does.
     let from = workloads
@@ -294,14 +487,22 @@ async fn up(args: UpArgs) -> Result<u8> {
              and watch the split change (the control plane polls every 2 s).\n\
              \nControl plane API: http://{}/api/v1/versions  /api/v1/proxies  /api/v1/drift\n\
              Proxy metrics: http://{}/metrics\n\
-             API token (for POST /api/v1/sync, rollback): {}\n",
+             API token (for POST /api/v1/sync, rollback): {}\n{}",
             running.http_addr,
             from.proxy.outbound_addr,
             repo.display(),
             repo.display(),
             running.http_addr,
             from.proxy.admin_addr,
-            api_token
+            api_token,
+            if try_gateway.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\nThrough the ingress gateway:\n{}\n",
+                    try_gateway.join("\n")
+                )
+            }
         );
     }
     if !args.once {

@@ -1733,7 +1733,22 @@ fn meshc_up_runs_bookinfo_on_loopback() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("6 workloads"), "{stdout}");
+    // Bookinfo's six, and the ingress gateway its Gateway selects.
+    assert!(stdout.contains("7 workloads"), "{stdout}");
+    // HTTPS through the gateway, with the demo certificate, to the page its
+    // bound VirtualService routes (and its ALLOW policy lets the gateway's
+    // identity reach).
+    assert!(
+        stdout.contains(
+            "20 requests through istio-system/istio-ingressgateway to \
+             https://bookinfo.example.com/productpage: v1 20"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--resolve bookinfo.example.com:"),
+        "{stdout}"
+    );
     // Bookinfo's canary is 90/10 between v1 and v2; jason always gets v3.
     let plain = stdout
         .lines()
