@@ -1264,9 +1264,19 @@ const TCP_WORKLOADS: &[Workload] = &[
 /// it (`db v1`), after checking that it echoes `payload` back; `None` when
 /// the connection closes first.
 async fn tcp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<String> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let mut r = BufReader::new(tcp);
+    banner_exchange(tcp, payload).await
+}
+
+/// Over `stream`: the banner line the application sends first, after
+/// checking that it echoes `payload` back; `None` when the stream ends
+/// first.
+async fn banner_exchange<S>(stream: S, payload: &[u8]) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut r = BufReader::new(stream);
     let mut banner = String::new();
     let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut banner)).await;
     if !matches!(read, Ok(Ok(n)) if n > 0) {
@@ -1699,22 +1709,8 @@ async fn terminated_exchange(
     ca_pem: &str,
     payload: &[u8],
 ) -> Option<String> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let s = tls_connect(addr, sni, ca_pem, None).await?;
-    let mut r = BufReader::new(s);
-    let mut banner = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut banner)).await;
-    if !matches!(read, Ok(Ok(n)) if n > 0) {
-        return None;
-    }
-    r.get_mut().write_all(payload).await.ok()?;
-    let mut back = vec![0; payload.len()];
-    tokio::time::timeout(Duration::from_secs(10), r.read_exact(&mut back))
-        .await
-        .ok()?
-        .ok()?;
-    assert_eq!(back, payload, "the stream came back changed");
-    Some(banner.trim_end().to_string())
+    banner_exchange(s, payload).await
 }
 
 /// The README's first command: `meshc up` seeds bookinfo, runs the mesh, and

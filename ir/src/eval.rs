@@ -437,8 +437,7 @@ pub fn route_gateway_tcp<'a>(
 /// Route the decrypted stream of a connection that gateway `gateway`'s
 /// server on `port` terminated ([`terminates_tcp`]): the first of the
 /// gateway's bound TCP rules (hosts in order, rules in order) whose
-/// alternative holds for the connection (`conn.sni`: the name the client
-/// asked for in its ClientHello).
+/// alternative holds for the connection (TCP rules match no server name).
 pub fn route_terminated_tcp<'a>(
     ir: &'a Ir,
     gateway: &str,
@@ -446,11 +445,9 @@ pub fn route_terminated_tcp<'a>(
     conn: L4Conn<'_>,
     source: &Peer,
 ) -> Option<&'a L4Rule> {
-    let sni = conn.sni.map(str::to_ascii_lowercase);
     let conn = L4Conn {
         port: Some(port),
-        sni: sni.as_deref(),
-        destination: conn.destination,
+        ..conn
     };
     first_l4_rule(ir.gateways.get(gateway)?, false, &conn, source)
 }
