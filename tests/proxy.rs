@@ -1594,6 +1594,47 @@ impl Pki {
         }
     }
 
+    /// A client certificate naming `uri` with serial number `serial`, from
+    /// `issuer`, for a revocation list to name: (certificate, key).
+    fn revocable(
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        uri: &str,
+        serial: u64,
+    ) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A revocation list from `issuer` naming the certificates `serials`.
+    fn crl(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let hour = time::Duration::hours(1);
+        rcgen::CertificateRevocationListParams {
+            this_update: now - hour,
+            next_update: now + hour,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - hour,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+
     /// A client certificate naming `uri`, from `issuer`: (certificate, key).
     fn client(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, uri: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -1874,7 +1915,7 @@ spec:
       mode: MUTUAL
       credentialName: partner-cert
       subjectAltNames: [spiffe://partner.example/client]
-      verifyCertificateHash: ["PINNED_HASH"]
+      verifyCertificateHash: ["PINNED_HASH", "REVOKED_HASH"]
       verifyCertificateSpki: ["PINNED_SPKI"]
   - port: {number: 9444, name: tls-db, protocol: TLS}
     hosts: [db-secure.example.com]
@@ -1951,10 +1992,15 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     let good_by_key = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
     let unpinned = Pki::client(&pki.client_ca, "spiffe://partner.example/client");
     let pins = pin_digests(&good.0, &good_by_key.0);
+    // Pinned too, but revoked by the CA's revocation list (`ca.crl` in the
+    // Secret): refused at the handshake.
+    let revoked = Pki::revocable(&pki.client_ca, "spiffe://partner.example/client", 4242);
+    let revoked_pin = pin_digests(&revoked.0, &revoked.0).0;
     std::fs::write(
         repo_dir.join("policy.yaml"),
         policy(GATEWAY_POLICY, GATEWAY_WORKLOADS)
             .replace("PINNED_HASH", &pins.0)
+            .replace("REVOKED_HASH", &revoked_pin)
             .replace("PINNED_SPKI", &pins.1),
     )
     .unwrap();
@@ -1969,6 +2015,11 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
         &["partner.example.com"],
         Some(&pki.client_ca_pem),
     );
+    std::fs::write(
+        credentials.join("partner-cert/ca.crl"),
+        Pki::crl(&pki.client_ca, &[4242]),
+    )
+    .unwrap();
     let extra: Extra = |name, work| {
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         match name {
@@ -2192,6 +2243,7 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
     let got = mutual(Some(&good_by_key), "partner.example.com").await;
     assert_eq!(got, Some((200, "v2".into())));
     assert_eq!(mutual(Some(&unpinned), "partner.example.com").await, None);
+    assert_eq!(mutual(Some(&revoked), "partner.example.com").await, None);
     // Through the partner server, only the hosts it admits.
     let got = mutual(Some(&good), "shop.example.com").await;
     assert_eq!(got, Some((404, "none".into())));

@@ -630,6 +630,7 @@ fn termination(t: &crate::model::ServerTlsSettings) -> Option<ir::Termination> {
         server_certificate: file(&t.server_certificate, first.map(|c| &c.server_certificate)),
         private_key: file(&t.private_key, first.map(|c| &c.private_key)),
         ca_certificates: file(&t.ca_certificates, first.map(|c| &c.ca_certificates)),
+        ca_crl: some(&t.ca_crl),
         subject_alt_names: t.subject_alt_names.clone().unwrap_or_default(),
         min_protocol_version: t.min_protocol_version.map(crate::model::enum_name),
         max_protocol_version: t.max_protocol_version.map(crate::model::enum_name),

@@ -36,6 +36,7 @@ spec:
       mode: MUTUAL
       tlsCertificates: [{serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}]
       subjectAltNames: [spiffe://partner/client]
+      caCrl: /crl.pem
       verifyCertificateHash: ["AB:CD:EF"]
       verifyCertificateSpki: [q83vEjRWeJA=]
   - port: {number: 9443, name: https-through, protocol: HTTPS}
@@ -87,6 +88,7 @@ fn servers_lower_with_their_tls() {
                     server_certificate: Some("/c.pem".into()),
                     private_key: Some("/k.pem".into()),
                     ca_certificates: Some("/ca.pem".into()),
+                    ca_crl: Some("/crl.pem".into()),
                     subject_alt_names: vec!["spiffe://partner/client".into()],
                     verify_certificate_hash: vec!["AB:CD:EF".into()],
                     verify_certificate_spki: vec!["q83vEjRWeJA=".into()],

@@ -27,7 +27,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use meshc_ir::Termination;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use crate::tls::{MeshTls, roots};
@@ -55,6 +55,9 @@ struct Files {
     certificate: PathBuf,
     key: PathBuf,
     ca: Option<PathBuf>,
+    /// Revocation lists for client certificates: `caCrl`, else `ca.crl`
+    /// beside a CA that came from a Secret.
+    crl: Option<PathBuf>,
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -98,6 +101,7 @@ impl GatewayCredentials {
         let files = self.files(t, mutual)?;
         let mut stamps = vec![stamp(&files.certificate), stamp(&files.key)];
         stamps.extend(files.ca.as_deref().map(stamp));
+        stamps.extend(files.crl.as_deref().map(stamp));
         let config = Arc::new(build(&mode, t, &files)?);
         // Servers of configs long gone are not kept for ever.
         if cache.len() >= MAX_CACHED {
@@ -177,10 +181,22 @@ impl GatewayCredentials {
                  caCertCredentialName, or caCertificates"
             );
         }
+        // A CA from a Secret may come with its revocation list (`ca.crl`,
+        // as Istio reads it); `caCrl` names a file instead.
+        let crl = match &t.ca_crl {
+            Some(path) => Some(PathBuf::from(path)),
+            None if t.credential_name.is_some() || t.ca_credential_name.is_some() => ca
+                .as_deref()
+                .and_then(Path::parent)
+                .map(|d| d.join("ca.crl"))
+                .filter(|p| p.is_file()),
+            None => None,
+        };
         Ok(Files {
             certificate,
             key,
             ca: ca.filter(|_| mutual),
+            crl: crl.filter(|_| mutual),
         })
     }
 }
@@ -209,7 +225,16 @@ fn build(mode: &str, t: &Termination, files: &Files) -> Result<ServerConfig> {
             let pem = String::from_utf8(read(ca)?)
                 .with_context(|| format!("{} is not PEM", ca.display()))?;
             let roots = Arc::new(roots(&pem).with_context(|| ca.display().to_string())?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            if let Some(crl) = &files.crl {
+                let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&read(crl)?)
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("the revocation lists in {}", crl.display()))?;
+                if crls.is_empty() {
+                    bail!("no revocation list in {}", crl.display());
+                }
+                verifier = verifier.with_crls(crls);
+            }
             let verifier = if mode == "OPTIONAL_MUTUAL" {
                 verifier.allow_unauthenticated()
             } else {

@@ -764,6 +764,11 @@ pub struct Termination {
     pub private_key: Option<String>,
     /// `caCertificates`: a PEM file with the CA for client certificates.
     pub ca_certificates: Option<String>,
+    /// `caCrl`: a PEM file of certificate revocation lists that client
+    /// certificates are checked against (a Secret's `ca.crl` is read without
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
     /// `subjectAltNames`: a client certificate must carry one of these.
     pub subject_alt_names: Vec<String>,
     /// `minProtocolVersion` (`TLSV1_2`, `TLSV1_3`), if set.
