@@ -664,7 +664,7 @@ fn run_echo(settings: meshc_dataplane::echo::EchoSettings) -> Result<u8> {
 
 fn serve(args: ServeArgs) -> Result<u8> {
     use meshc_reconciler::serve::Settings;
-    init_logs(args.log_format);
+    init_logs(args.log_format, "info");
     let file = match &args.config {
         Some(p) => Settings::from_file(p)?,
         None => Settings::default(),

@@ -95,6 +95,11 @@ struct Workload {
     proxy: proxy::Proxy,
 }
 
+/// A Gateway server's host without its namespace (`ns/host` → `host`).
+fn server_host(h: &str) -> &str {
+    h.rsplit('/').next().unwrap_or(h)
+}
+
 /// The ports of the Gateway servers that select workload `w`.
 fn gateway_ports(ir: &meshc_ir::Ir, w: &meshc_ir::WorkloadPolicy) -> Vec<u16> {
     let mut ports: Vec<u16> = ir
@@ -145,7 +150,7 @@ fn demo_credentials(dir: &Path, credentials: &Path, ir: &meshc_ir::Ir) -> Result
             let hosts = s
                 .hosts
                 .iter()
-                .map(|h| h.rsplit('/').next().unwrap_or(h).to_string())
+                .map(|h| server_host(h).to_string())
                 .filter(|h| h != "*");
             wanted.entry(name).or_default().extend(hosts);
         }
@@ -226,12 +231,8 @@ async fn through_gateway(
 }
 
 pub fn run(args: UpArgs) -> Result<u8> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // Quieter than the other servers: the demo's own output is the point.
+    meshc_dataplane::process::init_logs(meshc_dataplane::process::LogFormat::Text, "warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -405,7 +406,7 @@ async fn up(args: UpArgs) -> Result<u8> {
             let Some(host) = s
                 .hosts
                 .iter()
-                .map(|h| h.rsplit('/').next().unwrap_or(h))
+                .map(|h| server_host(h))
                 .find(|h| !h.contains('*'))
             else {
                 continue;

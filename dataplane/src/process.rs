@@ -50,10 +50,11 @@ pub fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
     }
 }
 
-/// Structured logs on standard error, filtered by `MESHC_LOG` (default info).
-pub fn init_logs(format: LogFormat) {
+/// Structured logs on standard error, filtered by `MESHC_LOG` (default
+/// `default`, such as `info`).
+pub fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -66,7 +67,7 @@ pub fn init_logs(format: LogFormat) {
 /// Runs a proxy until Ctrl-C or SIGTERM, then stops it (in-flight requests
 /// finish); the process's exit code.
 pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<u8> {
-    init_logs(args.log_format);
+    init_logs(args.log_format, "info");
     let runtime = match args.settings.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -565,26 +565,22 @@ async fn connection(
                 } else {
                     None
                 };
-                // A name no PASSTHROUGH server admits, with a server that
-                // terminates on the port: terminated.
-                let passed = !terminate
-                    || eval::route_gateway_tcp(
-                        &a.ir,
-                        port,
-                        eval::L4Conn {
-                            port: Some(port),
-                            sni: sni.as_deref(),
-                            destination: crate::tcp::original_destination(&tcp),
-                        },
-                        &state.me(&a),
-                    )
-                    .is_some()
-                    || eval::terminating_server(&a.ir, port, sni.as_deref()).is_none();
-                if passed {
-                    crate::tcp::gateway(state, tcp, port, sni).await;
-                    return Ok(());
+                let l4 = eval::L4Conn {
+                    port: Some(port),
+                    sni: sni.as_deref(),
+                    destination: crate::tcp::original_destination(&tcp),
+                };
+                let rule = eval::route_gateway_tcp(&a.ir, port, l4, &state.me(&a));
+                // A name no PASSTHROUGH route takes, with a server that
+                // terminates it on the port: terminated.
+                if terminate
+                    && rule.is_none()
+                    && eval::terminating_server(&a.ir, port, sni.as_deref()).is_some()
+                {
+                    return terminate_tls(state, &a, tcp, port, sni, conn).await;
                 }
-                return terminate_tls(state, &a, tcp, port, sni, conn).await;
+                crate::tcp::gateway(state, &a, tcp, rule).await;
+                return Ok(());
             }
             eval::GatewayPort::Https => {
                 let sni = crate::tcp::server_name(&tcp).await;
@@ -674,7 +670,10 @@ async fn terminate_tls(
     let termination = server.termination.as_ref().expect("a terminating server");
     let mode = server.tls.as_deref().unwrap_or("SIMPLE");
     let mesh = state.tls.read().expect("not poisoned").clone();
-    let destination = crate::tcp::original_destination(&tcp);
+    // The address dialled, for the TCP routes of a stream inside.
+    let destination = eval::terminates_tcp(server)
+        .then(|| crate::tcp::original_destination(&tcp))
+        .flatten();
     let config = match state.gateway_tls.config(mode, termination, mesh.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -729,7 +728,8 @@ async fn terminate_tls(
             sni: sni.as_deref(),
             destination,
         };
-        crate::tcp::terminated(state, applied, stream, gateway, port, l4).await;
+        let rule = eval::route_terminated_tcp(&applied.ir, gateway, port, l4, &state.me(applied));
+        crate::tcp::gateway(state, applied, stream, rule).await;
         return Ok(());
     }
     conn.terminated = true;

@@ -210,50 +210,20 @@ async fn outbound(state: &Arc<State>, client: TcpStream, up: &TcpUpstream) -> En
     .await
 }
 
-/// A connection on gateway port `port` that the config serves as opaque
-/// TCP: routed by [`eval::route_gateway_tcp`] (by the ClientHello's server
-/// name `sni`, read by the caller when a `PASSTHROUGH` server is on the
-/// port, and by the address the client connected to), then on as an
-/// outbound connection goes.
-pub(crate) async fn gateway(state: &Arc<State>, client: TcpStream, port: u16, sni: Option<String>) {
-    let ended = gateway_stream(state, client, port, sni).await;
-    count(state, "gateway", &ended);
-}
-
-async fn gateway_stream(
-    state: &Arc<State>,
-    client: TcpStream,
-    port: u16,
-    sni: Option<String>,
-) -> Ended {
-    let Some(applied) = state.current() else {
-        return Ended::new("unknown", "none", "no_config");
-    };
-    let ir = &applied.ir;
-    let me = state.me(&applied);
-    let conn = eval::L4Conn {
-        port: Some(port),
-        sni: sni.as_deref(),
-        destination: original_destination(&client),
-    };
-    let rule = eval::route_gateway_tcp(ir, port, conn, &me);
-    connect_rule(state, &applied, client, rule).await
-}
-
-/// The decrypted stream `client` of a connection that `gateway`'s `TLS`
-/// server on `port` terminated: routed by the gateway's TCP routes
-/// ([`eval::route_terminated_tcp`]), then on as an outbound connection goes.
-pub(crate) async fn terminated<S>(
+/// A connection on a gateway port, routed by the caller to `rule`: by
+/// [`eval::route_gateway_tcp`] for a TCP or TLS `PASSTHROUGH` server (by
+/// port, the ClientHello's server name and the address the client
+/// connected to), or by [`eval::route_terminated_tcp`] for the decrypted
+/// stream of a `TLS` server that terminates; then on as an outbound
+/// connection goes.
+pub(crate) async fn gateway<S>(
     state: &Arc<State>,
     applied: &Arc<Applied>,
     client: S,
-    gateway: &str,
-    port: u16,
-    conn: eval::L4Conn<'_>,
+    rule: Option<&meshc_ir::L4Rule>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let rule = eval::route_terminated_tcp(&applied.ir, gateway, port, conn, &state.me(applied));
     let ended = connect_rule(state, applied, client, rule).await;
     count(state, "gateway", &ended);
 }
