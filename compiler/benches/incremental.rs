@@ -1,10 +1,12 @@
 //! Benchmark: recompiling a generated repository after a one-file change
 //! (one VirtualService's timeout) with an incremental `Session`, against a
 //! full compile of the same files; and, in the 10,000-service repository,
-//! after one edit of each other kind (`edit_kinds`). All but the last keep
+//! after one edit of each other kind (`edit_kinds`). The first six keep
 //! the registry: what they change (a Service's target port, a Deployment's
-//! replicas) is not what it copies; a Service's port name is, so that edit
-//! builds the registry again and runs every rule.
+//! replicas) is not what it copies. The others change what it copies (a
+//! Service's port name, that is its protocol; a pod's labels; a Service's
+//! selector; a pod's service account): the registry is patched in place
+//! and the rules reading that part of it run again for what it reaches.
 //!
 //! Run: `cargo bench -p meshc-compiler --bench incremental`.
 
@@ -106,12 +108,27 @@ const EDITS: &[(&str, &str, &str)] = &[
     ("PeerAuthentication", "mode: STRICT", "mode: PERMISSIVE"),
     ("Service", "targetPort: 8080", "targetPort: 8081"),
     ("Deployment", "replicas: 3", "replicas: 4"),
-    // What the registry copies: it is built again and every rule runs.
+    // What the registry copies: it is patched.
     ("Service port name", "- name: http\n", "- name: grpc\n"),
+    (
+        "pod labels",
+        "        version: v2\n",
+        "        version: v2\n        tier: canary\n",
+    ),
+    (
+        "Service selector",
+        "  selector:\n    app: ",
+        "  selector:\n    tier: web\n    app: ",
+    ),
+    (
+        "service account",
+        "      serviceAccountName: svc-00042\n",
+        "      serviceAccountName: svc-00042-v2\n",
+    ),
 ];
 
 #[divan::bench(
-    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name"],
+    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name", "pod labels", "Service selector", "service account"],
     sample_count = 5,
     sample_size = 1
 )]
@@ -132,6 +149,9 @@ fn edit_kinds(bencher: divan::Bencher, kind: &str) {
         .bench_local_values(|inputs| {
             let c = session.compile(inputs);
             assert!(c.ir.is_ok() || !c.analysis.diagnostics.is_empty());
+            if std::env::var_os("MESHC_BENCH_STATS").is_some() {
+                eprintln!("{kind}: {:?}", session.stats());
+            }
         });
 }
 

@@ -146,7 +146,7 @@ pub struct HostPort {
 }
 
 /// A host something can route to: a Service's FQDN or a ServiceEntry host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostEntry {
     /// The host as declared (FQDN for Services; possibly `*.suffix` for ServiceEntries).
     pub host: String,
@@ -189,7 +189,9 @@ impl std::ops::Deref for Context<'_> {
 /// DestinationRules by host, gateways, workloads, namespaces, service
 /// accounts. It holds resource indices and what it copied from the resources
 /// (see [`same_contribution`]), never references, so an incremental compile can
-/// keep it across an edit that leaves every contribution as it was.
+/// keep it across an edit that leaves every contribution as it was, and
+/// patch it (`Registry::patch`) across one that changes only what it
+/// copies of resources that stay where they were.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Every Service FQDN and ServiceEntry host.
@@ -485,6 +487,292 @@ impl Registry {
                 .push(i);
         }
         self.workloads.push(w);
+    }
+}
+
+/// What patching the registry in place changed ([`Registry::patch`]): which
+/// of its parts ([`parts`]), the hosts whose entries changed (Service FQDNs
+/// and ServiceEntry hosts, and DestinationRule hosts before and after), and
+/// the namespaces of the changed resources (a Namespace's own name). Rules
+/// say which parts they read and how far a change of them reaches
+/// (`crate::rules::Deps`).
+#[derive(Debug, Default)]
+pub(crate) struct RegistryDelta {
+    pub parts: u16,
+    pub hosts: Vec<String>,
+    pub namespaces: Vec<String>,
+}
+
+/// The parts of the registry a patch can change, as bits.
+pub(crate) mod parts {
+    /// A Service's `exportTo` annotation.
+    pub const SVC_EXPORT: u16 = 1;
+    /// A Service's ports.
+    pub const SVC_PORTS: u16 = 1 << 1;
+    /// A Service's selector.
+    pub const SVC_SELECTOR: u16 = 1 << 2;
+    /// A ServiceEntry's `exportTo`.
+    pub const SE_EXPORT: u16 = 1 << 3;
+    /// A ServiceEntry's ports.
+    pub const SE_PORTS: u16 = 1 << 4;
+    /// A workload's pod labels or annotations.
+    pub const WL_LABELS: u16 = 1 << 5;
+    /// A workload's service account (and so the known service accounts).
+    pub const WL_SA: u16 = 1 << 6;
+    /// A Namespace's labels.
+    pub const NS_LABELS: u16 = 1 << 7;
+    /// A DestinationRule's host.
+    pub const DR_HOST: u16 = 1 << 8;
+    /// Where hosts are visible.
+    pub const HOST_EXPORT: u16 = SVC_EXPORT | SE_EXPORT;
+    /// Hosts' ports.
+    pub const HOST_PORTS: u16 = SVC_PORTS | SE_PORTS;
+}
+
+/// Insert `i` into a sorted list, keeping it sorted.
+fn insert_sorted(v: &mut Vec<usize>, i: usize) {
+    if let Err(at) = v.binary_search(&i) {
+        v.insert(at, i);
+    }
+}
+
+/// Remove `i` from a sorted list; whether the list is now empty.
+fn remove_sorted(v: &mut Vec<usize>, i: usize) -> bool {
+    if let Ok(at) = v.binary_search(&i) {
+        v.remove(at);
+    }
+    v.is_empty()
+}
+
+impl Registry {
+    /// Bring the registry up to date in place after edits that keep every
+    /// resource's identity where it was and change only what it copies of
+    /// some: `pairs` are each such resource before, with its index in
+    /// `resources` (the new list). Gives what changed, or `None` (the
+    /// registry is then unusable and must be built again) for an edit it
+    /// cannot patch: a ServiceEntry's hosts, a resource that stopped or
+    /// started declaring a workload, a kind it points to.
+    pub(crate) fn patch(
+        &mut self,
+        pairs: &[(Resource, usize)],
+        resources: &[Resource],
+        settings: &Settings,
+    ) -> Option<RegistryDelta> {
+        let mut delta = RegistryDelta::default();
+        for (old, i) in pairs {
+            let (i, new) = (*i, &resources[*i]);
+            if old.identity() != new.identity() || INDEXED_KINDS.contains(&new.kind) {
+                return None;
+            }
+            let ns = new.namespace.clone();
+            match (old.spec.as_deref(), new.spec.as_deref()) {
+                (Some(Spec::Service(a)), Some(Spec::Service(b))) => {
+                    let host = format!("{}.{ns}.svc.{}", new.name, settings.cluster_domain);
+                    let k = *self
+                        .exact_hosts
+                        .get(&host)?
+                        .iter()
+                        .find(|&&k| self.hosts[k].index == i)?;
+                    let (export, ports) = (export_annotation(new), service_ports(b));
+                    let entry = &self.hosts[k];
+                    for (changed, bit) in [
+                        (entry.export_to != export, parts::SVC_EXPORT),
+                        (entry.ports != ports, parts::SVC_PORTS),
+                        (a.selector != b.selector, parts::SVC_SELECTOR),
+                    ] {
+                        if changed {
+                            delta.parts |= bit;
+                        }
+                    }
+                    self.unindex_selector(k);
+                    let entry = &mut self.hosts[k];
+                    entry.export_to = export;
+                    entry.ports = ports;
+                    entry.selector = b.selector.clone();
+                    self.index_selector(k);
+                    delta.hosts.push(host);
+                }
+                (Some(Spec::ServiceEntry(a)), Some(Spec::ServiceEntry(b))) => {
+                    if a.hosts != b.hosts {
+                        return None;
+                    }
+                    let (export, ports) = (b.export_to.clone().unwrap_or_default(), entry_ports(b));
+                    if a.export_to != b.export_to {
+                        delta.parts |= parts::SE_EXPORT;
+                    }
+                    if entry_ports(a) != ports {
+                        delta.parts |= parts::SE_PORTS;
+                    }
+                    for h in self.hosts.iter_mut().filter(|h| h.index == i) {
+                        h.export_to = export.clone();
+                        h.ports = ports.clone();
+                    }
+                    delta.hosts.extend(b.hosts.iter().cloned());
+                }
+                (Some(Spec::DestinationRule(a)), Some(Spec::DestinationRule(b))) => {
+                    let before = fqdn(&a.host, &ns, &settings.cluster_domain);
+                    let after = fqdn(&b.host, &ns, &settings.cluster_domain);
+                    if before != after {
+                        delta.parts |= parts::DR_HOST;
+                        if self
+                            .destination_rules
+                            .get_mut(&before)
+                            .is_some_and(|v| remove_sorted(v, i))
+                        {
+                            self.destination_rules.remove(&before);
+                        }
+                        insert_sorted(self.destination_rules.entry(after.clone()).or_default(), i);
+                        delta.hosts.extend([before, after]);
+                    }
+                }
+                _ if new.kind == Kind::Namespace => {
+                    self.namespaces.insert(new.name.clone(), new.labels());
+                    delta.parts |= parts::NS_LABELS;
+                    delta.namespaces.push(new.name.clone());
+                    continue;
+                }
+                (a, b) => match (workload(i, old), workload(i, new)) {
+                    (Some(before), Some(after)) => {
+                        self.patch_workload(before, after, resources, &mut delta)?
+                    }
+                    (None, None) if a.is_some() == b.is_some() => continue,
+                    _ => return None,
+                },
+            }
+            delta.namespaces.push(ns);
+        }
+        delta.hosts.sort_unstable();
+        delta.hosts.dedup();
+        delta.namespaces.sort_unstable();
+        delta.namespaces.dedup();
+        Some(delta)
+    }
+
+    /// Replace workload `before` with `after` (the same resource).
+    fn patch_workload(
+        &mut self,
+        before: Workload,
+        after: Workload,
+        resources: &[Resource],
+        delta: &mut RegistryDelta,
+    ) -> Option<()> {
+        let w = self
+            .workloads
+            .binary_search_by_key(&after.index, |w| w.index)
+            .ok()?;
+        if before.labels != after.labels || before.annotations != after.annotations {
+            delta.parts |= parts::WL_LABELS;
+        }
+        let by_key = self.workloads_by_label.get_mut(&after.namespace)?;
+        for (k, v) in &before.labels {
+            let Some(values) = by_key.get_mut(k) else {
+                continue;
+            };
+            if values.get_mut(v).is_some_and(|l| remove_sorted(l, w)) {
+                values.remove(v);
+            }
+            if values.is_empty() {
+                by_key.remove(k);
+            }
+        }
+        for (k, v) in &after.labels {
+            let values = by_key.entry(k.clone()).or_default();
+            insert_sorted(values.entry(v.clone()).or_default(), w);
+        }
+        if before.service_account != after.service_account {
+            delta.parts |= parts::WL_SA;
+            let ns = after.namespace.clone();
+            let old = before.service_account.as_str();
+            self.workloads[w] = after;
+            let used = self.workloads_in_ns(&ns).any(|o| o.service_account == old)
+                || self.by_kind[Kind::ServiceAccount as usize]
+                    .iter()
+                    .any(|&r| resources[r].namespace == ns && resources[r].name == old);
+            if !used {
+                self.service_accounts.remove(&format!("{ns}/{old}"));
+            }
+            let w = &self.workloads[w];
+            self.service_accounts
+                .insert(format!("{}/{}", w.namespace, w.service_account));
+        } else {
+            self.workloads[w] = after;
+        }
+        Some(())
+    }
+
+    fn workloads_in_ns<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s Workload> + 's {
+        self.workloads_by_ns
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.workloads[i])
+    }
+
+    /// Host entry `k`'s selector, taken out of the selector indices.
+    fn unindex_selector(&mut self, k: usize) {
+        let h = &self.hosts[k];
+        let Some((key, value)) = h.selector.as_ref().and_then(|s| s.iter().next()) else {
+            return;
+        };
+        if self
+            .selecting_services
+            .get_mut(&h.namespace)
+            .is_some_and(|v| remove_sorted(v, k))
+        {
+            self.selecting_services.remove(&h.namespace);
+        }
+        let label = (h.namespace.clone(), key.clone(), value.clone());
+        if self
+            .services_by_label
+            .get_mut(&label)
+            .is_some_and(|v| remove_sorted(v, k))
+        {
+            self.services_by_label.remove(&label);
+        }
+    }
+
+    /// Host entry `k`'s selector, put in the selector indices.
+    fn index_selector(&mut self, k: usize) {
+        let h = &self.hosts[k];
+        let Some((key, value)) = h.selector.as_ref().and_then(|s| s.iter().next()) else {
+            return;
+        };
+        insert_sorted(
+            self.selecting_services
+                .entry(h.namespace.clone())
+                .or_default(),
+            k,
+        );
+        insert_sorted(
+            self.services_by_label
+                .entry((h.namespace.clone(), key.clone(), value.clone()))
+                .or_default(),
+            k,
+        );
+    }
+}
+
+/// Registries are equal when they index the same (the mTLS index, built on
+/// demand, is not compared): how a patched registry is checked against one
+/// built afresh.
+impl PartialEq for Registry {
+    fn eq(&self, o: &Self) -> bool {
+        self.hosts == o.hosts
+            && self.exact_hosts == o.exact_hosts
+            && self.wildcard_hosts == o.wildcard_hosts
+            && self.selecting_services == o.selecting_services
+            && self.services_by_label == o.services_by_label
+            && self.destination_rules == o.destination_rules
+            && self.gateways == o.gateways
+            && self.gateway_api == o.gateway_api
+            && self.workloads == o.workloads
+            && self.workloads_by_ns == o.workloads_by_ns
+            && self.workloads_by_label == o.workloads_by_label
+            && self.namespaces == o.namespaces
+            && self.known_namespaces == o.known_namespaces
+            && self.service_accounts == o.service_accounts
+            && self.sidecars == o.sidecars
+            && self.by_kind == o.by_kind
     }
 }
 

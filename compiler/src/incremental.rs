@@ -15,8 +15,13 @@
 //!   host, which namespace a PeerAuthentication covers...) and patched into
 //!   the previous IR; a change that reaches everything (a mesh-wide policy, a
 //!   wildcard DestinationRule) lowers everything.
-//! - **Rules** still run over the whole repository: their answers depend on
-//!   the registry as a whole.
+//! - **The registry** is kept when the change leaves what it copies as it
+//!   was, patched in place when only what it copies of some resources
+//!   changed (`Registry::patch`), and built again
+//!   otherwise ([`Stats::registry`]).
+//! - **Rules** run again only where their `crate::rules::Deps` say the change
+//!   can reach (the changed subjects, those a registry patch reaches, or all
+//!   of them); the other findings are carried over.
 //!
 //! The result is the one [`crate::compile`] gives for the same files sorted
 //! by path; `tests/incremental.rs` checks this on random edits.
@@ -72,6 +77,21 @@ pub struct Stats {
     pub lowered: Lowered,
     /// How the rules ran.
     pub rules: RuleRuns,
+    /// What became of the last compile's registry.
+    pub registry: RegistryUse,
+}
+
+/// What a compile did with the last compile's registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RegistryUse {
+    /// Built it again (or had none).
+    #[default]
+    Built,
+    /// Kept it: the change left what it copies as it was.
+    Kept,
+    /// Patched it in place: the change altered what it copies of some
+    /// resources but kept them where they were.
+    Patched,
 }
 
 /// How a compile made its IR.
@@ -264,6 +284,7 @@ impl Session {
             removed,
             lowered: Lowered::Not,
             rules: RuleRuns::default(),
+            registry: RegistryUse::Built,
         };
 
         let options = &self.options;
@@ -307,6 +328,7 @@ impl Session {
         };
         let ir = ir.expect("lowering was asked for").map(Arc::new);
         self.stats.rules = kept.runs;
+        self.stats.registry = kept.registry_use;
         self.stats.lowered = match (&ir, scoped) {
             (Err(CompileError::Diagnostics(_)), _) => {
                 // Not lowered: the last IR and what changed since stay.

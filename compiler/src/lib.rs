@@ -268,6 +268,7 @@ pub(crate) struct Kept {
     pub registry: analysis::Registry,
     pub findings: Vec<Vec<Diagnostic>>,
     pub runs: rules::RuleRuns,
+    pub registry_use: incremental::RegistryUse,
 }
 
 /// The last compile's registry and findings, and what changed since.
@@ -289,15 +290,37 @@ pub(crate) fn finish(
     lowering: Lowering,
     previous: Option<Previous>,
 ) -> (Option<Result<meshc_ir::Ir, CompileError>>, Kept) {
-    let (registry, last) = match previous {
-        Some(mut p) if p.change.registry_same() => {
+    let previous = previous.map(|mut p| {
+        if let Some(pairs) = p.change.registry_patch() {
+            let delta = p
+                .registry
+                .patch(pairs, &analysis.resources, &options.settings);
+            p.change.patched(delta);
+            // Tests compile small repositories: check every patch there.
+            debug_assert!(
+                !p.change.registry_kept()
+                    || analysis.resources.len() > 5_000
+                    || p.registry
+                        == analysis::Registry::new(&analysis.resources, &options.settings),
+                "a patched registry differs from one built afresh"
+            );
+        }
+        p
+    });
+    let (registry, last, registry_use) = match previous {
+        Some(mut p) if p.change.registry_kept() => {
             p.registry
                 .forget_stale(&p.change, &analysis.resources, &options.settings);
-            (p.registry, Some((p.findings, p.change)))
+            let used = match p.change.delta() {
+                Some(_) => incremental::RegistryUse::Patched,
+                None => incremental::RegistryUse::Kept,
+            };
+            (p.registry, Some((p.findings, p.change)), used)
         }
         _ => (
             analysis::Registry::new(&analysis.resources, &options.settings),
             None,
+            incremental::RegistryUse::Built,
         ),
     };
     let ctx = Context::new(&analysis.resources, &options.settings, &registry);
@@ -327,6 +350,7 @@ pub(crate) fn finish(
         registry,
         findings,
         runs,
+        registry_use,
     };
     (ir, kept)
 }

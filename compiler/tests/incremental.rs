@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use meshc_compiler::incremental::{Lowered, Session};
+use meshc_compiler::incremental::{Lowered, RegistryUse, Session};
 use meshc_compiler::{Compiled, Input, Options, compile, synth};
 
 /// The same edits every run: a failure reproduces.
@@ -74,6 +74,34 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     ("exportTo: \"*\"", "exportTo: \".\""),
     ("serviceAccountName: web", "serviceAccountName: front"),
     ("serviceAccountName: front", "serviceAccountName: web"),
+    // Patched in place: ports, a port's name (its protocol), a ServiceEntry
+    // port's protocol, a DestinationRule's host, a workload's pod labels.
+    ("port: 9090", "port: 9091"),
+    ("port: 9091", "port: 9090"),
+    ("port: 80\n", "port: 81\n"),
+    ("port: 81\n", "port: 80\n"),
+    ("- name: http\n", "- name: grpc\n"),
+    ("- name: grpc\n", "- name: http\n"),
+    ("protocol: HTTPS}", "protocol: TLS}"),
+    ("protocol: TLS}", "protocol: HTTPS}"),
+    (
+        "host: legacy.shop.svc.cluster.local",
+        "host: api.shop.svc.cluster.local",
+    ),
+    (
+        "host: api.shop.svc.cluster.local",
+        "host: legacy.shop.svc.cluster.local",
+    ),
+    ("labels: {istio: ingress}}", "labels: {istio: egress}}"),
+    ("labels: {istio: egress}}", "labels: {istio: ingress}}"),
+    // A port a route names (bookinfo); a pod and a selector of the call
+    // chain (`retries`), which take a hop out of it.
+    ("    port: 9080\n", "    port: 9081\n"),
+    ("    port: 9081\n", "    port: 9080\n"),
+    ("labels: {app: b}", "labels: {app: z}"),
+    ("labels: {app: z}", "labels: {app: b}"),
+    ("selector: {app: c}", "selector: {app: z}"),
+    ("selector: {app: z}", "selector: {app: c}"),
 ];
 
 /// The `mtls` repository: server modes (PeerAuthentication) and client
@@ -636,6 +664,8 @@ fn random_edits_compile_as_from_scratch() {
     // Compiles that carried some rules' findings over, and that ran some
     // rules for the changed resources only.
     let (mut carried, mut focused) = (0, 0);
+    // Compiles that patched the registry in place.
+    let mut patched = 0;
     // Files passed without their bytes, the session having them.
     let mut known = 0;
     for (name, original) in repositories() {
@@ -686,6 +716,7 @@ fn random_edits_compile_as_from_scratch() {
             let runs = session.stats().rules;
             carried += usize::from(runs.carried > 0);
             focused += usize::from(runs.focused > 0);
+            patched += usize::from(session.stats().registry == RegistryUse::Patched);
             steps += 1;
         }
     }
@@ -697,6 +728,10 @@ fn random_edits_compile_as_from_scratch() {
     assert!(
         carried * 3 >= steps && focused * 4 >= steps,
         "of {steps} compiles, {carried} carried findings over and {focused} ran rules for the changed resources"
+    );
+    assert!(
+        patched * 20 >= steps,
+        "only {patched} of {steps} compiles patched the registry"
     );
     assert!(
         known >= steps,

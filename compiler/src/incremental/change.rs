@@ -1,13 +1,14 @@
 //! What an edit changed, as the rules see it: which documents of the changed
 //! files kept their text (and moved by how much), which resources are new
-//! or gone or differ, and whether the registry can be kept. The rules'
+//! or gone or differ, and whether the registry can be kept, patched or must
+//! be built again. The rules'
 //! findings of the last compile are carried over with it
 //! ([`Change::carry`]) when [`crate::rules::Deps`] says they cannot differ.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use crate::analysis::{Context, Resource, same_contribution};
+use crate::analysis::{Context, RegistryDelta, Resource, same_contribution};
 use crate::diagnostic::{Diagnostic, Label};
 use crate::model::Kind;
 use crate::source::FileId;
@@ -34,9 +35,24 @@ pub(crate) struct Change {
     /// duplicate shares its findings' `resource`), sorted: found among the
     /// resources of the changed kinds the first time a rule asks.
     focus: std::sync::OnceLock<Vec<usize>>,
-    /// Whether every changed file has as many resources as before and each
-    /// gives the registry what its predecessor gave.
-    registry_same: bool,
+    /// What becomes of the registry.
+    registry: RegistryEdit,
+    /// What patching the registry changed, once it is patched
+    /// ([`Change::patched`]).
+    delta: Option<RegistryDelta>,
+}
+
+/// What an edit does to the registry.
+enum RegistryEdit {
+    /// Every changed file has as many resources as before and each gives
+    /// the registry what its predecessor gave: it is kept as it is.
+    Same,
+    /// The same, except that these resources (as they were, with their new
+    /// index) give it something else but keep their identity: it can be
+    /// patched ([`crate::analysis::Registry::patch`]).
+    Patch(Vec<(Resource, usize)>),
+    /// It is built again.
+    Rebuild,
 }
 
 /// A changed file: its id, its resources before, and the range of its
@@ -62,12 +78,29 @@ impl Change {
             kinds: 0,
             displays: HashSet::new(),
             focus: std::sync::OnceLock::new(),
-            registry_same: true,
+            registry: RegistryEdit::Same,
+            delta: None,
         };
+        let mut patches = Vec::new();
+        let mut rebuild = false;
         for e in edited {
             let new = &resources[e.new.clone()];
-            change.registry_same &= e.old.len() == new.len()
-                && e.old.iter().zip(new).all(|(a, b)| same_contribution(a, b));
+            if e.old.len() != new.len() {
+                rebuild = true;
+            }
+            for (k, (a, b)) in e.old.iter().zip(new).enumerate() {
+                if rebuild || same_contribution(a, b) {
+                    continue;
+                }
+                if a.identity() != b.identity()
+                    || a.spec.is_some() != b.spec.is_some()
+                    || crate::analysis::INDEXED_KINDS.contains(&a.kind)
+                {
+                    rebuild = true;
+                } else {
+                    patches.push((a.clone(), e.new.start + k));
+                }
+            }
             // The new documents: byte range and range of their resources.
             let mut new_docs: Vec<(Range<usize>, Range<usize>)> = Vec::new();
             for (k, r) in new.iter().enumerate() {
@@ -118,6 +151,11 @@ impl Change {
             change.old.extend(gone);
             change.files.insert(e.id, File { docs });
         }
+        change.registry = match (rebuild, patches.is_empty()) {
+            (true, _) => RegistryEdit::Rebuild,
+            (false, true) => RegistryEdit::Same,
+            (false, false) => RegistryEdit::Patch(patches),
+        };
         for r in change
             .old
             .iter()
@@ -129,9 +167,38 @@ impl Change {
         change
     }
 
-    /// Whether the registry built before the change is still right.
-    pub(crate) fn registry_same(&self) -> bool {
-        self.registry_same
+    /// Whether the registry built before the change is still right (or was
+    /// patched to be: [`Change::patched`]).
+    pub(crate) fn registry_kept(&self) -> bool {
+        match self.registry {
+            RegistryEdit::Same => true,
+            RegistryEdit::Patch(_) => self.delta.is_some(),
+            RegistryEdit::Rebuild => false,
+        }
+    }
+
+    /// The resources whose contribution to the registry changed, as they
+    /// were, with their new index: `None` when the registry is kept as it
+    /// is or must be built again.
+    pub(crate) fn registry_patch(&self) -> Option<&[(Resource, usize)]> {
+        match &self.registry {
+            RegistryEdit::Patch(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Record what patching the registry changed; `None`: it could not be
+    /// patched, and is built again.
+    pub(crate) fn patched(&mut self, delta: Option<RegistryDelta>) {
+        match delta {
+            Some(d) => self.delta = Some(d),
+            None => self.registry = RegistryEdit::Rebuild,
+        }
+    }
+
+    /// What patching the registry changed, when it was patched.
+    pub(crate) fn delta(&self) -> Option<&RegistryDelta> {
+        self.delta.as_ref()
     }
 
     /// Whether a resource of one of `kinds` changed (its document's text did).

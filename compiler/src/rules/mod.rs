@@ -6,10 +6,11 @@
 //! comment (What it does / Why is this bad? / Example / Fix) is kept as data by
 //! [`declare_rule!`], so `meshc explain` prints exactly what the source says.
 
-use crate::analysis::{Context, Resource};
+use crate::analysis::parts::*;
+use crate::analysis::{Context, RegistryDelta, Resource};
 use crate::diagnostic::{Diagnostic, Severity, Upstream};
 use crate::incremental::Change;
-use crate::model::Kind;
+use crate::model::{Kind, Spec};
 
 pub mod authorization;
 pub mod deprecated_field;
@@ -181,13 +182,21 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
         .find(|r| r.code.eq_ignore_ascii_case(code_or_name) || r.name == code_or_name)
 }
 
-/// What a rule's findings depend on besides the registry, so that an
-/// incremental compile runs again only the rules an edit can affect
-/// ([`crate::incremental`]). What the registry holds of a resource need not
-/// be named: while the registry is kept, it is as it was
-/// ([`crate::analysis::same_contribution`]), and Gateways and Sidecars are
-/// as they were. A rule that reads more of a Service, ServiceEntry,
-/// workload or Namespace (its spec, its metadata) names the kind.
+/// What a rule's findings depend on, so that an incremental compile runs
+/// again only the rules an edit can affect ([`crate::incremental`]).
+///
+/// - `registry`: the parts of the registry it reads
+///   ([`crate::analysis::parts`]: a Service's ports, a workload's labels...),
+///   each with how far a change to them reaches ([`Reach`]). An edit that
+///   changes only what the registry copies of some resources patches it in
+///   place ([`crate::analysis::Registry::patch`]), and a rule reading a part
+///   that changed runs again for the subjects the change reaches (a global
+///   rule: in full). Gateways and Sidecars, and any resource that came, went
+///   or was renamed, build the registry again and every rule runs.
+/// - `reads` and `kinds`: the resources it reads besides its subjects and
+///   the registry. A rule that reads more of a Service, ServiceEntry,
+///   workload or Namespace than the registry copies (its spec, its
+///   metadata) names the kind.
 #[derive(Clone, Copy)]
 pub(crate) enum Deps {
     /// The rule reports on each of its subjects (resources of `subjects`,
@@ -203,13 +212,36 @@ pub(crate) enum Deps {
         /// The kinds of `reads` whose resources reach only the subjects of
         /// their own namespace (all of them from the root namespace).
         namespaced: &'static [Kind],
+        /// The parts of the registry it reads, and how far a change reaches.
+        registry: &'static [(u16, Reach)],
     },
     /// The rule's findings depend on the resources of `kinds` together;
     /// with `project`, only on what it returns for each of them.
     Global {
         kinds: &'static [Kind],
         project: Option<fn(&Resource) -> String>,
+        /// The parts of the registry it reads: a change to one runs it.
+        registry: &'static [(u16, Reach)],
     },
+}
+
+/// Which subjects of a local rule a change to a part of the registry
+/// reaches ([`RegistryDelta`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Those that name one of the changed hosts (VirtualServices by their
+    /// hosts and destinations, DestinationRules by their host; wildcards
+    /// either way); subjects of other kinds, all.
+    Named,
+    /// Those that name a host of one of the changed resources' namespaces,
+    /// or a host that is not a Service's (a ServiceEntry host, a wildcard).
+    HostNamespace,
+    /// Those of the changed resources' namespaces, those of the root
+    /// namespace (which select across namespaces) and every Gateway (whose
+    /// selector does).
+    Namespace,
+    /// All of them.
+    All,
 }
 
 /// Every semantic rule, in the order their findings are collected.
@@ -220,6 +252,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &Kind::ALL,
             project: Some(|_| String::new()),
+            registry: &[],
         },
     ),
     (
@@ -229,6 +262,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::DestinationRule],
             project: Some(references::dangling_subset::project),
             namespaced: &[],
+            registry: &[(DR_HOST, Reach::Named)],
         },
     ),
     (
@@ -238,6 +272,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(HOST_EXPORT, Reach::Named)],
         },
     ),
     (
@@ -247,6 +282,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -256,6 +292,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -265,6 +302,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -274,6 +312,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::PeerAuthentication],
             project: None,
             namespaced: &[Kind::PeerAuthentication],
+            registry: &[(WL_LABELS | NS_LABELS, Reach::Namespace)],
         },
     ),
     (
@@ -283,6 +322,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(HOST_EXPORT | HOST_PORTS, Reach::Named)],
         },
     ),
     (
@@ -292,6 +332,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -305,6 +346,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(NS_LABELS, Reach::All)],
         },
     ),
     (
@@ -312,6 +354,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::VirtualService],
             project: Some(routing::conflicting_hosts::project),
+            registry: &[],
         },
     ),
     (
@@ -319,6 +362,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[],
             project: None,
+            registry: &[(SE_EXPORT | SE_PORTS, Reach::All)],
         },
     ),
     (
@@ -328,6 +372,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -345,6 +390,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(WL_LABELS, Reach::Namespace)],
         },
     ),
     (
@@ -352,6 +398,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::Sidecar, Kind::PeerAuthentication],
             project: Some(|r| format!("{:?}", r.selection())),
+            registry: &[(WL_LABELS, Reach::All)],
         },
     ),
     (
@@ -361,6 +408,10 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::ServiceEntry],
             project: Some(references::subset_selects_nothing::project),
             namespaced: &[],
+            registry: &[
+                (HOST_EXPORT | SVC_SELECTOR, Reach::Named),
+                (WL_LABELS, Reach::HostNamespace),
+            ],
         },
     ),
     (
@@ -368,6 +419,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::DestinationRule],
             project: Some(routing::duplicate_destination_rule::project),
+            registry: &[(DR_HOST, Reach::All)],
         },
     ),
     (
@@ -377,6 +429,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::PeerAuthentication, Kind::DestinationRule],
             project: Some(crate::mtls::project),
             namespaced: &[Kind::PeerAuthentication],
+            registry: &[(SVC_SELECTOR, Reach::Namespace), (DR_HOST, Reach::All)],
         },
     ),
     (
@@ -384,6 +437,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[],
             project: None,
+            registry: &[(WL_LABELS, Reach::All)],
         },
     ),
     (
@@ -393,6 +447,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -400,6 +455,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::Service],
             project: Some(references::gateway_port::project),
+            registry: &[(WL_LABELS | SVC_SELECTOR | SVC_PORTS, Reach::All)],
         },
     ),
     (
@@ -409,6 +465,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -418,6 +475,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(NS_LABELS, Reach::All)],
         },
     ),
     (
@@ -427,6 +485,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(WL_SA | NS_LABELS, Reach::All)],
         },
     ),
     (
@@ -436,6 +495,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -443,6 +503,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::VirtualService, Kind::AuthorizationPolicy],
             project: Some(resilience::retry_amplification::project),
+            registry: &[(WL_LABELS | WL_SA | SVC_SELECTOR, Reach::All)],
         },
     ),
     (
@@ -452,6 +513,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -461,6 +523,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -470,6 +533,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -479,6 +543,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -486,6 +551,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::PeerAuthentication, Kind::DestinationRule],
             project: Some(crate::mtls::project),
+            registry: &[(HOST_EXPORT | SVC_SELECTOR | DR_HOST, Reach::All)],
         },
     ),
     (
@@ -493,6 +559,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::AuthorizationPolicy],
             project: None,
+            registry: &[],
         },
     ),
     (
@@ -502,6 +569,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -511,6 +579,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[],
         },
     ),
     (
@@ -520,6 +589,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::Service],
             project: None,
             namespaced: &[Kind::Service],
+            registry: &[(SVC_SELECTOR | SVC_PORTS | NS_LABELS, Reach::Namespace)],
         },
     ),
     (
@@ -527,6 +597,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[],
             project: None,
+            registry: &[(WL_LABELS | NS_LABELS, Reach::All)],
         },
     ),
     (
@@ -534,6 +605,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[],
             project: None,
+            registry: &[],
         },
     ),
     (
@@ -541,6 +613,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::VirtualService],
             project: None,
+            registry: &[],
         },
     ),
     (
@@ -550,6 +623,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::RequestAuthentication],
             project: None,
             namespaced: &[],
+            registry: &[(WL_LABELS, Reach::All)],
         },
     ),
     (
@@ -564,6 +638,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
+            registry: &[(WL_LABELS, Reach::All)],
         },
     ),
     (
@@ -571,6 +646,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::EnvoyFilter],
             project: None,
+            registry: &[],
         },
     ),
     (
@@ -578,6 +654,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::HttpRoute, Kind::GrpcRoute, Kind::ReferenceGrant],
             project: None,
+            registry: &[(HOST_EXPORT | HOST_PORTS | NS_LABELS, Reach::All)],
         },
     ),
     (
@@ -585,6 +662,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[],
             project: None,
+            registry: &[],
         },
     ),
 ];
@@ -610,7 +688,10 @@ pub(crate) fn check_all(
     previous: Option<(&[Vec<Diagnostic>], &Change)>,
 ) -> (Vec<Vec<Diagnostic>>, RuleRuns) {
     use rayon::prelude::*;
-    let previous = previous.filter(|(p, c)| p.len() == CHECKS.len() && c.registry_same());
+    let previous = previous.filter(|(p, c)| p.len() == CHECKS.len() && c.registry_kept());
+    let reached = previous
+        .and_then(|(_, c)| c.delta())
+        .map(|d| Reached::new(ctx, d));
     let found: Vec<(Vec<Diagnostic>, Run)> = CHECKS
         .par_iter()
         .enumerate()
@@ -624,12 +705,24 @@ pub(crate) fn check_all(
                 return full();
             };
             let last = &last[i];
+            // How far what changed of the registry reaches the rule.
+            let hit: Vec<Reach> = match (change.delta(), deps.registry()) {
+                (Some(d), uses) => uses
+                    .iter()
+                    .filter(|(bits, _)| d.parts & bits != 0)
+                    .map(|&(_, reach)| reach)
+                    .collect(),
+                (None, _) => Vec::new(),
+            };
             let carried = match *deps {
+                _ if hit.contains(&Reach::All) => None,
+                Deps::Global { .. } if !hit.is_empty() => None,
                 Deps::Local {
                     subjects,
                     reads,
                     project,
                     namespaced,
+                    ..
                 } => {
                     let same = |kinds: &[Kind]| {
                         !change.touches(kinds)
@@ -651,11 +744,15 @@ pub(crate) fn check_all(
                     } else {
                         None
                     };
+                    let reached = match &reached {
+                        Some(r) if !hit.is_empty() => r.of(subjects, &hit),
+                        _ => Vec::new(),
+                    };
                     reach.and_then(|namespaces| {
-                        focused_run(ctx, *check, last, change, subjects, &namespaces)
+                        focused_run(ctx, *check, last, change, subjects, &namespaces, &reached)
                     })
                 }
-                Deps::Global { kinds, project } => {
+                Deps::Global { kinds, project, .. } => {
                     let same = !change.touches(kinds)
                         || project.is_some_and(|p| change.same_projection(kinds, p, ctx.resources));
                     if same {
@@ -703,9 +800,132 @@ fn carry(
         .collect()
 }
 
+impl Deps {
+    fn registry(&self) -> &'static [(u16, Reach)] {
+        match *self {
+            Deps::Local { registry, .. } | Deps::Global { registry, .. } => registry,
+        }
+    }
+}
+
+/// The subjects of local rules that a patch of the registry reaches, found
+/// once per compile for all the rules that ask ([`Reach`]).
+struct Reached<'c> {
+    ctx: &'c Context<'c>,
+    delta: &'c RegistryDelta,
+    /// VirtualServices and DestinationRules naming a changed host.
+    named: std::sync::OnceLock<Vec<usize>>,
+    /// VirtualServices and DestinationRules naming a host that may be of a
+    /// changed namespace.
+    host_namespace: std::sync::OnceLock<Vec<usize>>,
+}
+
+impl<'c> Reached<'c> {
+    fn new(ctx: &'c Context<'c>, delta: &'c RegistryDelta) -> Self {
+        Reached {
+            ctx,
+            delta,
+            named: std::sync::OnceLock::new(),
+            host_namespace: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn in_namespaces(&self, ns: &str) -> bool {
+        self.delta.namespaces.iter().any(|n| n == ns)
+    }
+
+    /// Whether `host`, written in `ns`, names a changed host.
+    fn names_changed(&self, host: &str, ns: &str) -> bool {
+        let domain = self.ctx.settings.cluster_domain.as_str();
+        self.delta.hosts.iter().any(|t| {
+            crate::analysis::fqdn_is(t, host, ns, domain)
+                || ((t.contains('*') || host.contains('*')) && {
+                    let h = self.ctx.fqdn(host, ns);
+                    crate::analysis::host_matches(t, &h) || crate::analysis::host_matches(&h, t)
+                })
+        })
+    }
+
+    /// Whether `host`, written in `ns`, may be a host of a changed
+    /// namespace: a Service's of one, or anything but a Service's.
+    fn names_namespace(&self, host: &str, ns: &str) -> bool {
+        let h = self.ctx.fqdn(host, ns);
+        h.contains('*')
+            || h.strip_suffix(self.ctx.settings.cluster_domain.as_str())
+                .and_then(|h| h.strip_suffix(".svc."))
+                .and_then(|h| h.rsplit_once('.'))
+                .is_none_or(|(_, n)| self.in_namespaces(n))
+    }
+
+    /// The VirtualServices (by their hosts and destinations) and
+    /// DestinationRules (by their host) of which `test` holds for a host.
+    fn naming(&self, test: impl Fn(&str, &str) -> bool) -> Vec<usize> {
+        let mut out = Vec::new();
+        for kind in [Kind::VirtualService, Kind::DestinationRule] {
+            for (i, r, spec) in self.ctx.of_kind(kind) {
+                let ns = r.namespace.as_str();
+                let hit = match spec {
+                    Spec::VirtualService(vs) => {
+                        vs.hosts.iter().flatten().any(|h| test(h, ns))
+                            || walk::destination_hosts(vs).any(|h| test(h, ns))
+                    }
+                    Spec::DestinationRule(dr) => test(&dr.host, ns),
+                    _ => false,
+                };
+                if hit {
+                    out.push(i);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The subjects (of `kinds`) reached by any of `reaches` (never
+    /// [`Reach::All`]), sorted.
+    fn of(&self, kinds: &[Kind], reaches: &[Reach]) -> Vec<usize> {
+        let ctx = self.ctx;
+        let root = ctx.settings.root_namespace.as_str();
+        let mut out = Vec::new();
+        for &reach in reaches {
+            let named = match reach {
+                Reach::Named => Some(
+                    self.named
+                        .get_or_init(|| self.naming(|h, ns| self.names_changed(h, ns))),
+                ),
+                Reach::HostNamespace => Some(
+                    self.host_namespace
+                        .get_or_init(|| self.naming(|h, ns| self.names_namespace(h, ns))),
+                ),
+                Reach::Namespace | Reach::All => None,
+            };
+            for &kind in kinds {
+                match (reach, named) {
+                    (_, Some(named))
+                        if matches!(kind, Kind::VirtualService | Kind::DestinationRule) =>
+                    {
+                        out.extend(named.iter().filter(|&&i| ctx.resources[i].kind == kind));
+                    }
+                    (Reach::Namespace, _) if kind != Kind::Gateway => {
+                        let all = ctx.indices_of(kind).iter();
+                        out.extend(all.filter(|&&i| {
+                            let ns = ctx.resources[i].namespace.as_str();
+                            ns == root || self.in_namespaces(ns)
+                        }));
+                    }
+                    _ => out.extend(ctx.indices_of(kind)),
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// A local rule after a change: its findings about unchanged subjects
-/// outside `namespaces` carried over, and it run for the others. `None`
-/// when a finding cannot be carried.
+/// outside `namespaces` and `reached` carried over, and it run for the
+/// others. `None` when a finding cannot be carried.
 fn focused_run(
     ctx: &Context,
     check: Check,
@@ -713,8 +933,9 @@ fn focused_run(
     change: &Change,
     subjects: &[Kind],
     namespaces: &[&str],
+    reached: &[usize],
 ) -> Option<(Vec<Diagnostic>, Run)> {
-    if namespaces.is_empty() && !change.touches(subjects) {
+    if namespaces.is_empty() && reached.is_empty() && !change.touches(subjects) {
         return carry(ctx, last, change, |_| true).map(|v| (v, Run::Carried));
     }
     if last.iter().any(|d| d.resource.is_none()) {
@@ -728,10 +949,24 @@ fn focused_run(
             .and_then(|(_, r)| r.split_once('/'))
             .map(|(ns, _)| ns)
     }
+    let reached_names: std::collections::HashSet<String> = reached
+        .iter()
+        .map(|&i| ctx.resources[i].display())
+        .collect();
     let mut v = carry(ctx, last, change, |d| {
-        !change.about_changed(d) && !namespace_of(d).is_some_and(|ns| namespaces.contains(&ns))
+        !change.about_changed(d)
+            && !namespace_of(d).is_some_and(|ns| namespaces.contains(&ns))
+            && !d
+                .resource
+                .as_ref()
+                .is_some_and(|r| reached_names.contains(r))
     })?;
     let mut focus = change.focus(ctx).to_vec();
+    if !reached.is_empty() {
+        focus.extend_from_slice(reached);
+        focus.sort_unstable();
+        focus.dedup();
+    }
     if !namespaces.is_empty() {
         let of_subjects = subjects.iter().flat_map(|&k| ctx.indices_of(k));
         focus.extend(

@@ -121,6 +121,28 @@ pub(crate) fn destinations(vs: &VirtualServiceSpec) -> Vec<(DestAt, &Destination
     out
 }
 
+/// The hosts of [`destinations`], without building the list: for scans of
+/// every VirtualService.
+pub(crate) fn destination_hosts(vs: &VirtualServiceSpec) -> impl Iterator<Item = &str> {
+    let http = vs.http.iter().flatten().flat_map(|h| {
+        let routed = h.route.iter().flatten().map(|d| &d.destination);
+        let mirrors = h.mirrors.iter().flatten().map(|m| &m.destination);
+        routed.chain(h.mirror.iter()).chain(mirrors)
+    });
+    let tcp = vs
+        .tcp
+        .iter()
+        .flatten()
+        .flat_map(|t| t.route.iter().flatten());
+    let tls = vs
+        .tls
+        .iter()
+        .flatten()
+        .flat_map(|t| t.route.iter().flatten());
+    http.chain(tcp.chain(tls).map(|d| &d.destination))
+        .map(|d| d.host.as_str())
+}
+
 /// Whether a VirtualService applies to sidecars: no `gateways`, or `mesh`
 /// among them.
 pub(crate) fn mesh_bound(vs: &VirtualServiceSpec) -> bool {
