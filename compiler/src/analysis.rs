@@ -684,7 +684,7 @@ impl Registry {
             let ns = after.namespace.clone();
             let old = before.service_account.as_str();
             self.workloads[w] = after;
-            let used = self.workloads_in_ns(&ns).any(|o| o.service_account == old)
+            let used = self.workloads_in(&ns).any(|o| o.service_account == old)
                 || self.by_kind[Kind::ServiceAccount as usize]
                     .iter()
                     .any(|&r| resources[r].namespace == ns && resources[r].name == old);
@@ -700,7 +700,8 @@ impl Registry {
         Some(())
     }
 
-    fn workloads_in_ns<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s Workload> + 's {
+    /// The workloads of namespace `ns`.
+    pub fn workloads_in<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s Workload> + 's {
         self.workloads_by_ns
             .get(ns)
             .into_iter()
@@ -1059,15 +1060,6 @@ impl<'a> Context<'a> {
     /// that keep workloads elsewhere get no false positives.
     pub fn has_workloads(&self) -> bool {
         !self.workloads.is_empty()
-    }
-
-    /// The workloads of namespace `ns`.
-    pub fn workloads_in<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s Workload> + 's {
-        self.workloads_by_ns
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .map(|&i| &self.workloads[i])
     }
 
     /// Whether namespace `ns` has any workload.
