@@ -454,19 +454,13 @@ impl Registry {
 
     fn add_host(&mut self, h: HostEntry) {
         let i = self.hosts.len();
-        if let Some((k, v)) = h.selector.as_ref().and_then(|s| s.iter().next()) {
-            push_at(&mut self.selecting_services, &h.namespace, i);
-            self.services_by_label
-                .entry((h.namespace.clone(), k.clone(), v.clone()))
-                .or_default()
-                .push(i);
-        }
         if h.host.starts_with('*') {
             self.wildcard_hosts.push(i);
         } else {
             self.exact_hosts.entry(h.host.clone()).or_default().push(i);
         }
         self.hosts.push(h);
+        self.index_selector(i);
     }
 
     fn add_workload(&mut self, w: Workload) {
@@ -738,12 +732,12 @@ impl Registry {
         let Some((key, value)) = h.selector.as_ref().and_then(|s| s.iter().next()) else {
             return;
         };
-        insert_sorted(
-            self.selecting_services
-                .entry(h.namespace.clone())
-                .or_default(),
-            k,
-        );
+        match self.selecting_services.get_mut(&h.namespace) {
+            Some(v) => insert_sorted(v, k),
+            None => {
+                self.selecting_services.insert(h.namespace.clone(), vec![k]);
+            }
+        }
         insert_sorted(
             self.services_by_label
                 .entry((h.namespace.clone(), key.clone(), value.clone()))

@@ -48,8 +48,8 @@ enum RegistryEdit {
     /// the registry what its predecessor gave: it is kept as it is.
     Same,
     /// The same, except that these resources (as they were, with their new
-    /// index) give it something else but keep their identity: it can be
-    /// patched ([`crate::analysis::Registry::patch`]).
+    /// index) give it something else: it may be patched
+    /// ([`crate::analysis::Registry::patch`]), or else is built again.
     Patch(Vec<(Resource, usize)>),
     /// It is built again.
     Rebuild,
@@ -88,16 +88,9 @@ impl Change {
             if e.old.len() != new.len() {
                 rebuild = true;
             }
+            // Whether these can be patched is the patch's to say.
             for (k, (a, b)) in e.old.iter().zip(new).enumerate() {
-                if rebuild || same_contribution(a, b) {
-                    continue;
-                }
-                if a.identity() != b.identity()
-                    || a.spec.is_some() != b.spec.is_some()
-                    || crate::analysis::INDEXED_KINDS.contains(&a.kind)
-                {
-                    rebuild = true;
-                } else {
+                if !rebuild && !same_contribution(a, b) {
                     patches.push((a.clone(), e.new.start + k));
                 }
             }

@@ -813,20 +813,23 @@ impl Deps {
 struct Reached<'c> {
     ctx: &'c Context<'c>,
     delta: &'c RegistryDelta,
-    /// VirtualServices and DestinationRules naming a changed host.
-    named: std::sync::OnceLock<Vec<usize>>,
-    /// VirtualServices and DestinationRules naming a host that may be of a
-    /// changed namespace.
-    host_namespace: std::sync::OnceLock<Vec<usize>>,
+    /// VirtualServices, then DestinationRules ([`NAMING`]), naming a changed
+    /// host: each kind scanned only when a rule about it asks.
+    named: [std::sync::OnceLock<Vec<usize>>; 2],
+    /// The same, naming a host that may be of a changed namespace.
+    host_namespace: [std::sync::OnceLock<Vec<usize>>; 2],
 }
+
+/// The kinds [`Reach::Named`] and [`Reach::HostNamespace`] look into.
+const NAMING: [Kind; 2] = [Kind::VirtualService, Kind::DestinationRule];
 
 impl<'c> Reached<'c> {
     fn new(ctx: &'c Context<'c>, delta: &'c RegistryDelta) -> Self {
         Reached {
             ctx,
             delta,
-            named: std::sync::OnceLock::new(),
-            host_namespace: std::sync::OnceLock::new(),
+            named: Default::default(),
+            host_namespace: Default::default(),
         }
     }
 
@@ -849,36 +852,35 @@ impl<'c> Reached<'c> {
     /// Whether `host`, written in `ns`, may be a host of a changed
     /// namespace: a Service's of one, or anything but a Service's.
     fn names_namespace(&self, host: &str, ns: &str) -> bool {
-        let h = self.ctx.fqdn(host, ns);
-        h.contains('*')
-            || h.strip_suffix(self.ctx.settings.cluster_domain.as_str())
+        // A short name is a Service of `ns` (as `fqdn` qualifies it).
+        if !host.contains('.') && !host.starts_with('*') {
+            return self.in_namespaces(ns);
+        }
+        host.contains('*')
+            || host
+                .strip_suffix(self.ctx.settings.cluster_domain.as_str())
                 .and_then(|h| h.strip_suffix(".svc."))
                 .and_then(|h| h.rsplit_once('.'))
                 .is_none_or(|(_, n)| self.in_namespaces(n))
     }
 
-    /// The VirtualServices (by their hosts and destinations) and
-    /// DestinationRules (by their host) of which `test` holds for a host.
-    fn naming(&self, test: impl Fn(&str, &str) -> bool) -> Vec<usize> {
-        let mut out = Vec::new();
-        for kind in [Kind::VirtualService, Kind::DestinationRule] {
-            for (i, r, spec) in self.ctx.of_kind(kind) {
-                let ns = r.namespace.as_str();
-                let hit = match spec {
-                    Spec::VirtualService(vs) => {
-                        vs.hosts.iter().flatten().any(|h| test(h, ns))
-                            || walk::destination_hosts(vs).any(|h| test(h, ns))
-                    }
-                    Spec::DestinationRule(dr) => test(&dr.host, ns),
-                    _ => false,
-                };
-                if hit {
-                    out.push(i);
+    /// The VirtualServices (by their hosts and destinations) or
+    /// DestinationRules (by their host), as `kind` says, of which `test`
+    /// holds for a host, in order.
+    fn naming(&self, kind: Kind, test: impl Fn(&str, &str) -> bool) -> Vec<usize> {
+        let named = |(i, r, spec): (usize, &Resource, &Spec)| {
+            let ns = r.namespace.as_str();
+            let hit = match spec {
+                Spec::VirtualService(vs) => {
+                    vs.hosts.iter().flatten().any(|h| test(h, ns))
+                        || walk::destination_hosts(vs).any(|h| test(h, ns))
                 }
-            }
-        }
-        out.sort_unstable();
-        out
+                Spec::DestinationRule(dr) => test(&dr.host, ns),
+                _ => false,
+            };
+            hit.then_some(i)
+        };
+        self.ctx.of_kind(kind).filter_map(named).collect()
     }
 
     /// The subjects (of `kinds`) reached by any of `reaches` (never
@@ -888,24 +890,17 @@ impl<'c> Reached<'c> {
         let root = ctx.settings.root_namespace.as_str();
         let mut out = Vec::new();
         for &reach in reaches {
-            let named = match reach {
-                Reach::Named => Some(
-                    self.named
-                        .get_or_init(|| self.naming(|h, ns| self.names_changed(h, ns))),
-                ),
-                Reach::HostNamespace => Some(
-                    self.host_namespace
-                        .get_or_init(|| self.naming(|h, ns| self.names_namespace(h, ns))),
-                ),
-                Reach::Namespace | Reach::All => None,
-            };
             for &kind in kinds {
-                match (reach, named) {
-                    (_, Some(named))
-                        if matches!(kind, Kind::VirtualService | Kind::DestinationRule) =>
-                    {
-                        out.extend(named.iter().filter(|&&i| ctx.resources[i].kind == kind));
-                    }
+                let naming = NAMING.iter().position(|&k| k == kind);
+                match (reach, naming) {
+                    (Reach::Named, Some(n)) => out.extend(
+                        self.named[n]
+                            .get_or_init(|| self.naming(kind, |h, ns| self.names_changed(h, ns))),
+                    ),
+                    (Reach::HostNamespace, Some(n)) => out
+                        .extend(self.host_namespace[n].get_or_init(|| {
+                            self.naming(kind, |h, ns| self.names_namespace(h, ns))
+                        })),
                     (Reach::Namespace, _) if kind != Kind::Gateway => {
                         let all = ctx.indices_of(kind).iter();
                         out.extend(all.filter(|&&i| {
