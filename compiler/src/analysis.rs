@@ -202,10 +202,11 @@ pub struct Registry {
     wildcard_hosts: Vec<usize>,
     /// Namespace → indices into `hosts` of its Services that have a selector.
     selecting_services: HashMap<String, Vec<usize>>,
-    /// (namespace, key, value) of the first label of each selector →
+    /// Namespace → key → value of the first label of each selector →
     /// indices into `hosts`: a workload's candidate Services are those whose
-    /// selector starts with one of its labels.
-    services_by_label: HashMap<(String, String, String), Vec<usize>>,
+    /// selector starts with one of its labels. Nested, as
+    /// `workloads_by_label`, so a lookup builds no key.
+    services_by_label: LabelIndex,
     /// Resolved DestinationRule host → resource indices, in input order.
     pub destination_rules: HashMap<String, Vec<usize>>,
     /// Gateways by `namespace/name` → resource index.
@@ -219,7 +220,7 @@ pub struct Registry {
     /// Namespace → label key → label value → indices into `workloads`: a
     /// selector's candidates are the workloads with its first label. Nested,
     /// so a lookup borrows its keys instead of building a tuple of strings.
-    workloads_by_label: HashMap<String, HashMap<String, HashMap<String, Vec<usize>>>>,
+    workloads_by_label: LabelIndex,
     /// Namespaces declared in the repository, with their labels.
     pub namespaces: HashMap<String, Map<String, String>>,
     /// Namespaces declared or used by any resource.
@@ -234,6 +235,38 @@ pub struct Registry {
     /// PeerAuthentications and DestinationRules: an incremental compile that
     /// keeps the registry drops it when one of those changed.
     pub(crate) mtls: OnceLock<crate::mtls::MtlsIndex>,
+}
+
+/// Namespace → label key → label value → indices, in order.
+type LabelIndex = HashMap<String, ByLabel>;
+/// Label key → label value → indices, in order.
+type ByLabel = HashMap<String, HashMap<String, Vec<usize>>>;
+
+/// Take `i` out of the list at `k: v`, dropping what empties.
+fn unindex_label(by_key: &mut ByLabel, k: &str, v: &str, i: usize) {
+    let Some(values) = by_key.get_mut(k) else {
+        return;
+    };
+    if values.get_mut(v).is_some_and(|l| remove_sorted(l, i)) {
+        values.remove(v);
+    }
+    if values.is_empty() {
+        by_key.remove(k);
+    }
+}
+
+/// Put `i` in the list at `k: v`.
+fn index_label(by_key: &mut ByLabel, k: &str, v: &str, i: usize) {
+    let values = match by_key.get_mut(k) {
+        Some(values) => values,
+        None => by_key.entry(k.to_string()).or_default(),
+    };
+    match values.get_mut(v) {
+        Some(l) => insert_sorted(l, i),
+        None => {
+            values.insert(v.to_string(), vec![i]);
+        }
+    }
 }
 
 /// The kinds that declare workloads.
@@ -322,7 +355,7 @@ fn export_annotation(r: &Resource) -> Vec<String> {
 }
 
 /// The workload resource `r` (at index `i`) declares, if it is one.
-fn workload(i: usize, r: &Resource) -> Option<Workload> {
+pub(crate) fn workload(i: usize, r: &Resource) -> Option<Workload> {
     match (&r.kind, r.spec.as_deref()) {
         (Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet, Some(Spec::Workload(w))) => {
             let t = &w.template;
@@ -468,17 +501,15 @@ impl Registry {
             .insert(format!("{}/{}", w.namespace, w.service_account));
         let i = self.workloads.len();
         push_at(&mut self.workloads_by_ns, &w.namespace, i);
-        let by_key = self
-            .workloads_by_label
-            .entry(w.namespace.clone())
-            .or_default();
+        let by_key = match self.workloads_by_label.get_mut(&w.namespace) {
+            Some(by_key) => by_key,
+            None => self
+                .workloads_by_label
+                .entry(w.namespace.clone())
+                .or_default(),
+        };
         for (k, v) in &w.labels {
-            by_key
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .push(i);
+            index_label(by_key, k, v, i);
         }
         self.workloads.push(w);
     }
@@ -511,6 +542,15 @@ pub(crate) mod parts {
     pub const SE_PORTS: u16 = 1 << 4;
     /// A workload's pod labels or annotations.
     pub const WL_LABELS: u16 = 1 << 5;
+    /// Which selectors pick a workload: its new labels are not selected as
+    /// its old ones were by some Service or ServiceEntry of its namespace,
+    /// some Sidecar, PeerAuthentication, AuthorizationPolicy,
+    /// RequestAuthentication, Telemetry or WasmPlugin of its namespace or
+    /// the root namespace, or some Gateway. Set with [`WL_LABELS`]; a rule
+    /// that reads workloads only through those selections (not a label's
+    /// value, not an annotation, not a subset's labels) names this part
+    /// instead, and an edit of a label nothing selects on leaves it alone.
+    pub const WL_SELECTED: u16 = 1 << 9;
     /// A workload's service account (and so the known service accounts).
     pub const WL_SA: u16 = 1 << 6;
     /// A Namespace's labels.
@@ -553,6 +593,9 @@ impl Registry {
         settings: &Settings,
     ) -> Option<RegistryDelta> {
         let mut delta = RegistryDelta::default();
+        // Workloads whose labels changed: (namespace, before, after).
+        type Relabelled = (String, Map<String, String>, Map<String, String>);
+        let mut relabelled: Vec<Relabelled> = Vec::new();
         for (old, i) in pairs {
             let (i, new) = (*i, &resources[*i]);
             if old.identity() != new.identity() || INDEXED_KINDS.contains(&new.kind) {
@@ -627,6 +670,13 @@ impl Registry {
                 }
                 (a, b) => match (workload(i, old), workload(i, new)) {
                     (Some(before), Some(after)) => {
+                        if before.labels != after.labels {
+                            relabelled.push((
+                                ns.clone(),
+                                before.labels.clone(),
+                                after.labels.clone(),
+                            ));
+                        }
                         self.patch_workload(before, after, resources, &mut delta)?
                     }
                     (None, None) if a.is_some() == b.is_some() => continue,
@@ -639,7 +689,49 @@ impl Registry {
         delta.hosts.dedup();
         delta.namespaces.sort_unstable();
         delta.namespaces.dedup();
+        // Judged on the patched registry, with every selector as it is now:
+        // one that changed in the same edit is a changed resource itself.
+        let root = settings.root_namespace.as_str();
+        if relabelled
+            .iter()
+            .any(|(ns, a, b)| !self.selected_alike(ns, a, b, resources, root))
+        {
+            delta.parts |= parts::WL_SELECTED;
+        }
         Some(delta)
+    }
+
+    /// Whether pods of namespace `ns` with labels `a` and pods there with
+    /// labels `b` are picked by the same selectors ([`parts::WL_SELECTED`]).
+    fn selected_alike(
+        &self,
+        ns: &str,
+        a: &Map<String, String>,
+        b: &Map<String, String>,
+        resources: &[Resource],
+        root: &str,
+    ) -> bool {
+        let alike = |selector: &Map<String, String>| selects(selector, a) == selects(selector, b);
+        let hosts = self.selecting_services.get(ns).into_iter().flatten();
+        let services = hosts
+            .filter_map(|&i| self.hosts[i].selector.as_ref())
+            .all(alike);
+        const POLICIES: [Kind; 6] = [
+            Kind::Sidecar,
+            Kind::PeerAuthentication,
+            Kind::AuthorizationPolicy,
+            Kind::RequestAuthentication,
+            Kind::Telemetry,
+            Kind::WasmPlugin,
+        ];
+        let by = |kind: Kind| self.by_kind[kind as usize].iter().map(|&i| &resources[i]);
+        let policies = POLICIES.into_iter().flat_map(by).all(|r| {
+            (r.namespace != ns && r.namespace != root)
+                || !matches!(r.selection(), Some(Selection::Labels(l, _)) if !alike(l))
+        });
+        let gateways = by(Kind::Gateway)
+            .all(|r| !matches!(r.selection(), Some(Selection::Labels(l, _)) if !alike(l)));
+        services && policies && gateways
     }
 
     /// Replace workload `before` with `after` (the same resource).
@@ -659,19 +751,10 @@ impl Registry {
         }
         let by_key = self.workloads_by_label.get_mut(&after.namespace)?;
         for (k, v) in &before.labels {
-            let Some(values) = by_key.get_mut(k) else {
-                continue;
-            };
-            if values.get_mut(v).is_some_and(|l| remove_sorted(l, w)) {
-                values.remove(v);
-            }
-            if values.is_empty() {
-                by_key.remove(k);
-            }
+            unindex_label(by_key, k, v, w);
         }
         for (k, v) in &after.labels {
-            let values = by_key.entry(k.clone()).or_default();
-            insert_sorted(values.entry(v.clone()).or_default(), w);
+            index_label(by_key, k, v, w);
         }
         if before.service_account != after.service_account {
             delta.parts |= parts::WL_SA;
@@ -716,13 +799,11 @@ impl Registry {
         {
             self.selecting_services.remove(&h.namespace);
         }
-        let label = (h.namespace.clone(), key.clone(), value.clone());
-        if self
-            .services_by_label
-            .get_mut(&label)
-            .is_some_and(|v| remove_sorted(v, k))
-        {
-            self.services_by_label.remove(&label);
+        if let Some(by_key) = self.services_by_label.get_mut(&h.namespace) {
+            unindex_label(by_key, key, value, k);
+            if by_key.is_empty() {
+                self.services_by_label.remove(&h.namespace);
+            }
         }
     }
 
@@ -738,12 +819,14 @@ impl Registry {
                 self.selecting_services.insert(h.namespace.clone(), vec![k]);
             }
         }
-        insert_sorted(
-            self.services_by_label
-                .entry((h.namespace.clone(), key.clone(), value.clone()))
+        let by_key = match self.services_by_label.get_mut(&h.namespace) {
+            Some(by_key) => by_key,
+            None => self
+                .services_by_label
+                .entry(h.namespace.clone())
                 .or_default(),
-            k,
-        );
+        };
+        index_label(by_key, key, value, k);
     }
 }
 
@@ -1004,9 +1087,11 @@ impl<'a> Context<'a> {
         labels: &'s Map<String, String>,
     ) -> impl Iterator<Item = &'s HostEntry> + 's {
         let mut candidates: Vec<usize> = Vec::new();
-        for (k, v) in labels {
-            let key = (ns.to_string(), k.clone(), v.clone());
-            candidates.extend(self.services_by_label.get(&key).into_iter().flatten());
+        if let Some(by_key) = self.services_by_label.get(ns) {
+            for (k, v) in labels {
+                let found = by_key.get(k).and_then(|m| m.get(v));
+                candidates.extend(found.into_iter().flatten());
+            }
         }
         candidates.sort_unstable();
         candidates

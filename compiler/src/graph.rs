@@ -13,9 +13,10 @@ use foldhash::HashMap;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
+use rayon::prelude::*;
 
 use crate::analysis::{Context, Resource, Workload};
-use crate::model::{AuthorizationAction, HttpRoute, Kind, Spec};
+use crate::model::{AuthorizationAction, AuthorizationPolicySpec, HttpRoute, Kind, Spec};
 use crate::path;
 use crate::rules::authorization::{parse_principal, sources};
 use crate::yaml::YamlPath;
@@ -88,6 +89,9 @@ pub struct CallGraph<'a> {
     pub graph: DiGraph<Node, Call<'a>>,
     hosts: HashMap<String, NodeIndex>,
     gateways: HashMap<String, NodeIndex>,
+    /// The edge of each (caller, callee): a hub calls hundreds of hosts,
+    /// and the graph would find one by walking them all.
+    edges: HashMap<(NodeIndex, NodeIndex), EdgeIndex>,
 }
 
 /// The tries of an http route (1 + its `retries.attempts`), when it retries.
@@ -103,6 +107,7 @@ impl<'a> CallGraph<'a> {
             graph: DiGraph::new(),
             hosts: HashMap::default(),
             gateways: HashMap::default(),
+            edges: HashMap::default(),
         };
         // The most tries a mesh VirtualService route to each host makes.
         let mut host_tries: HashMap<String, (u64, &'a Resource, At)> = HashMap::default();
@@ -147,6 +152,7 @@ impl<'a> CallGraph<'a> {
                 }
             }
         }
+        // A call to `callee`: the tries of the mesh routes to it.
         let call = |callee: &str, evidence: (&'a Resource, At)| {
             let t = host_tries.get(callee);
             Call {
@@ -155,20 +161,12 @@ impl<'a> CallGraph<'a> {
                 evidence,
             }
         };
-        // The hosts behind each workload (by resource index), found once.
-        let mut behind: HashMap<usize, Vec<(NodeIndex, &'c str)>> = HashMap::default();
-        let mut hosts_of = |g: &mut CallGraph<'a>, w: &'c Workload| -> Vec<(NodeIndex, &'c str)> {
-            behind
-                .entry(w.index)
-                .or_insert_with(|| {
-                    ctx.services_of(w)
-                        .map(|h| (g.host_node(&h.host), h.host.as_str()))
-                        .collect()
-                })
-                .clone()
-        };
+        // The hosts behind each caller workload (by its position in
+        // `ctx.workloads`), found once.
+        let mut behind: Vec<Option<Vec<NodeIndex>>> = vec![None; ctx.workloads.len()];
         // Workloads by (namespace, service account): a principal's callers.
-        let mut by_account: HashMap<(&str, &str), Vec<&'c Workload>> = HashMap::default();
+        let mut by_account: HashMap<(&str, &str), Vec<&'c Workload>> =
+            HashMap::with_capacity_and_hasher(ctx.workloads.len(), Default::default());
         for w in &ctx.workloads {
             by_account
                 .entry((w.namespace.as_str(), w.service_account.as_str()))
@@ -176,36 +174,47 @@ impl<'a> CallGraph<'a> {
                 .push(w);
         }
         // ALLOW policies: principal's workloads → the policy's workloads.
-        for (_, r, spec) in ctx.of_kind(Kind::AuthorizationPolicy) {
-            let Spec::AuthorizationPolicy(ap) = spec else {
-                continue;
-            };
-            if ap.action.is_some_and(|a| a != AuthorizationAction::Allow)
-                || r.namespace == ctx.settings.root_namespace
-            {
-                continue;
-            }
-            let Some(callees) = ctx.selected_workloads(r) else {
-                continue;
-            };
-            let mut callee_hosts = Vec::new();
-            for w in callees {
-                callee_hosts.extend(hosts_of(&mut g, w));
-            }
-            if callee_hosts.is_empty() {
-                continue;
-            }
+        // Each policy's callees (the hosts behind the workloads it selects),
+        // found in parallel: these are most of the lookups.
+        let allows: Vec<(&'a Resource, &'a AuthorizationPolicySpec, Vec<&'c str>)> = ctx
+            .indices_of(Kind::AuthorizationPolicy)
+            .par_iter()
+            .filter_map(|&i| {
+                let r: &'a Resource = &ctx.resources[i];
+                let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
+                    return None;
+                };
+                if ap.action.is_some_and(|a| a != AuthorizationAction::Allow)
+                    || r.namespace == ctx.settings.root_namespace
+                {
+                    return None;
+                }
+                let callees = ctx.selected_workloads(r)?;
+                let hosts: Vec<&str> = callees
+                    .into_iter()
+                    .flat_map(|w| ctx.services_of(w).map(|h| h.host.as_str()))
+                    .collect();
+                (!hosts.is_empty()).then_some((r, ap, hosts))
+            })
+            .collect();
+        for (r, ap, hosts) in allows {
+            // Each callee with the tries of the routes to it; each caller
+            // names itself as the call's evidence.
+            let callee_hosts: Vec<(NodeIndex, Call<'a>)> = hosts
+                .into_iter()
+                .map(|h| (g.host_node(h), call(h, (r, At::Retries(0)))))
+                .collect();
             for (i, j, src) in sources(ap) {
                 for (k, p) in src.principals.iter().flatten().enumerate() {
                     let Some((_, ns, sa)) = parse_principal(p).filter(|_| !p.contains('*')) else {
                         continue;
                     };
-                    let at = At::Principal(i, j, k);
+                    let evidence = (r, At::Principal(i, j, k));
                     for w in by_account.get(&(ns, sa)).into_iter().flatten() {
-                        for (caller, _) in hosts_of(&mut g, w) {
-                            for &(callee, name) in &callee_hosts {
-                                if caller != callee {
-                                    g.add(caller, callee, call(name, (r, at)));
+                        for &caller in g.behind(ctx, &mut behind, w) {
+                            for (callee, c) in &callee_hosts {
+                                if caller != *callee {
+                                    g.add(caller, *callee, Call { evidence, ..*c });
                                 }
                             }
                         }
@@ -230,10 +239,11 @@ impl<'a> CallGraph<'a> {
                     }
                     let name = ctx.fqdn(host, ns);
                     let callee = g.host_node(&name);
+                    let c = call(&name, (r, At::Egress(i, k)));
                     for w in &callers {
-                        for (caller, _) in hosts_of(&mut g, w) {
+                        for &caller in g.behind(ctx, &mut behind, w) {
                             if caller != callee {
-                                g.add(caller, callee, call(&name, (r, At::Egress(i, k))));
+                                g.add(caller, callee, c);
                             }
                         }
                     }
@@ -241,6 +251,25 @@ impl<'a> CallGraph<'a> {
             }
         }
         g
+    }
+
+    /// The hosts behind workload `w` (the Services that select it), found
+    /// once per workload in `memo`.
+    fn behind<'m>(
+        &mut self,
+        ctx: &Context<'a>,
+        memo: &'m mut [Option<Vec<NodeIndex>>],
+        w: &Workload,
+    ) -> &'m [NodeIndex] {
+        let at = ctx
+            .workloads
+            .binary_search_by_key(&w.index, |o| o.index)
+            .expect("a workload of the registry");
+        memo[at].get_or_insert_with(|| {
+            ctx.services_of(w)
+                .map(|h| self.host_node(&h.host))
+                .collect()
+        })
     }
 
     fn host_node(&mut self, host: &str) -> NodeIndex {
@@ -263,11 +292,12 @@ impl<'a> CallGraph<'a> {
 
     /// Add a call, keeping one edge per pair: the one with the most tries.
     fn add(&mut self, a: NodeIndex, b: NodeIndex, call: Call<'a>) {
-        match self.graph.find_edge(a, b) {
-            Some(e) if self.graph[e].attempts >= call.attempts => {}
-            Some(e) => self.graph[e] = call,
+        match self.edges.get(&(a, b)) {
+            Some(&e) if self.graph[e].attempts >= call.attempts => {}
+            Some(&e) => self.graph[e] = call,
             None => {
-                self.graph.add_edge(a, b, call);
+                let e = self.graph.add_edge(a, b, call);
+                self.edges.insert((a, b), e);
             }
         }
     }

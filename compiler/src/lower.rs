@@ -1600,8 +1600,8 @@ fn authz_policy(r: &Resource, ap: &AuthorizationPolicySpec, _td: &str) -> ir::Au
 /// - a host's policy reads its Services and ServiceEntries, the
 ///   VirtualServices naming it (and their delegates), the DestinationRules
 ///   of its destinations (subset labels), its own DestinationRule, its
-///   namespace's PeerAuthentication (auto mTLS) and its namespace's
-///   workloads (endpoints);
+///   namespace's PeerAuthentication (auto mTLS) and the workloads its
+///   selector picks (endpoints: of its namespace);
 /// - a workload's policy reads itself, its namespace (injection), and the
 ///   PeerAuthentications, AuthorizationPolicies and Sidecars of its namespace
 ///   and of the root namespace;
@@ -1694,7 +1694,15 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             }
             Some(Spec::Workload(_) | Spec::Pod(_)) => {
                 workloads.insert(format!("{ns}/{}", r.name));
-                host_namespaces.insert(ns);
+                // The hosts it is an endpoint of: those whose selector picks
+                // its labels (as they were, and as they are: both versions
+                // are among `changed`).
+                if let Some(w) = crate::analysis::workload(0, r) {
+                    hosts.extend(
+                        ctx.services_selecting(ns, &w.labels)
+                            .map(|h| h.host.clone()),
+                    );
+                }
             }
             Some(Spec::None) if r.kind == crate::model::Kind::Namespace => {
                 workload_namespaces.insert(r.name.as_str());

@@ -102,7 +102,68 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     ("labels: {app: z}", "labels: {app: b}"),
     ("selector: {app: c}", "selector: {app: z}"),
     ("selector: {app: z}", "selector: {app: c}"),
+    // Pod labels (the `labels` repository) that no selector picks but rules
+    // read (ambient mode, a Kubernetes Gateway's name) or that nothing reads
+    // (`tier`), and one that a policy selects.
+    ("dataplane-mode: ambient,", "dataplane-mode: none,"),
+    ("dataplane-mode: none,", "dataplane-mode: ambient,"),
+    (
+        "gateway.networking.k8s.io/gateway-name: web}",
+        "gateway.example.com/name: web}",
+    ),
+    (
+        "gateway.example.com/name: web}",
+        "gateway.networking.k8s.io/gateway-name: web}",
+    ),
+    ("tier: front}", "tier: back}"),
+    ("tier: back}", "tier: front}"),
+    ("labels: {app: gw,", "labels: {app: gx,"),
+    ("labels: {app: gx,", "labels: {app: gw,"),
 ];
+
+/// The `labels` repository: a Sidecar whose only workload runs in ambient
+/// mode, and a policy selecting a Kubernetes Gateway's pod.
+const LABELS_EDGE: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: edge}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web, namespace: edge}
+spec:
+  workloadSelector: {labels: {app: web}}
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: edge
+  labels: {app: web, istio.io/dataplane-mode: ambient, tier: front}
+spec:
+  containers: [{name: c, image: i}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: guard, namespace: edge}
+spec:
+  selector:
+    matchLabels: {app: gw}
+  action: DENY
+  rules:
+  - to:
+    - operation: {paths: [\"/admin/*\"]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: gw-istio
+  namespace: edge
+  labels: {app: gw, gateway.networking.k8s.io/gateway-name: web}
+spec:
+  containers: [{name: istio-proxy, image: istio/proxyv2}]
+";
 
 /// The `mtls` repository: server modes (PeerAuthentication) and client
 /// modes (DestinationRule TLS) that agree or conflict as edits flip them,
@@ -456,6 +517,9 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
     ports.insert("external.yaml".to_string(), PORTS_EXTERNAL.to_string());
     ports.insert("mtls.yaml".to_string(), PORTS_MTLS.to_string());
     out.push(("ports", ports));
+    let mut labels = BTreeMap::new();
+    labels.insert("edge.yaml".to_string(), LABELS_EDGE.to_string());
+    out.push(("labels", labels));
     out
 }
 

@@ -390,7 +390,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
-            registry: &[(WL_LABELS, Reach::Namespace)],
+            registry: &[(WL_SELECTED, Reach::Namespace)],
         },
     ),
     (
@@ -398,7 +398,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::Sidecar, Kind::PeerAuthentication],
             project: Some(|r| format!("{:?}", r.selection())),
-            registry: &[(WL_LABELS, Reach::All)],
+            registry: &[(WL_SELECTED, Reach::All)],
         },
     ),
     (
@@ -437,7 +437,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[],
             project: None,
-            registry: &[(WL_LABELS, Reach::All)],
+            registry: &[(WL_SELECTED, Reach::All)],
         },
     ),
     (
@@ -455,7 +455,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::Service],
             project: Some(references::gateway_port::project),
-            registry: &[(WL_LABELS | SVC_SELECTOR | SVC_PORTS, Reach::All)],
+            registry: &[(WL_SELECTED | SVC_SELECTOR | SVC_PORTS, Reach::All)],
         },
     ),
     (
@@ -503,7 +503,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::VirtualService, Kind::AuthorizationPolicy],
             project: Some(resilience::retry_amplification::project),
-            registry: &[(WL_LABELS | WL_SA | SVC_SELECTOR, Reach::All)],
+            registry: &[(WL_SELECTED | WL_SA | SVC_SELECTOR, Reach::All)],
         },
     ),
     (
@@ -623,7 +623,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[Kind::RequestAuthentication],
             project: None,
             namespaced: &[],
-            registry: &[(WL_LABELS, Reach::All)],
+            registry: &[(WL_SELECTED, Reach::All)],
         },
     ),
     (
@@ -638,7 +638,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
-            registry: &[(WL_LABELS, Reach::All)],
+            registry: &[(WL_LABELS, Reach::Namespace)],
         },
     ),
     (
