@@ -1036,6 +1036,20 @@ impl<'a> Context<'a> {
         out
     }
 
+    /// The host entries whose host is `name` exactly (a wildcard one
+    /// written as `name`), whatever their visibility, in registry order.
+    pub fn hosts_named<'s>(&'s self, name: &str) -> Vec<&'s HostEntry> {
+        let exact = self.exact_hosts.get(name).into_iter().flatten();
+        let wild = self
+            .wildcard_hosts
+            .iter()
+            .filter(|_| name.starts_with('*'))
+            .filter(|&&i| self.hosts[i].host == name);
+        let mut v: Vec<usize> = exact.chain(wild).copied().collect();
+        v.sort_unstable();
+        v.into_iter().map(|i| &self.hosts[i]).collect()
+    }
+
     /// Whether `fqdn` names something visible from namespace `from`: a Service,
     /// a ServiceEntry host, or a host configured as known.
     pub fn host_exists(&self, fqdn: &str, from: &str) -> bool {

@@ -181,12 +181,11 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     let (mtls, services) = rayon::join(
         || MtlsView::new(ctx),
         || {
-            // A scoped lowering picks its few before sorting.
-            let mut services: Vec<&HostEntry> = ctx
-                .hosts
-                .iter()
-                .filter(|h| kept(keep, |k| k.hosts.contains(&h.host)))
-                .collect();
+            // A scoped lowering looks its few up before sorting.
+            let mut services: Vec<&HostEntry> = match keep {
+                None => ctx.hosts.iter().collect(),
+                Some(k) => k.hosts.iter().flat_map(|h| ctx.hosts_named(h)).collect(),
+            };
             services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
             services
                 .into_par_iter()
@@ -277,7 +276,10 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     // those that reach what it redoes) and its hosts resolved once; only
     // those are sorted. Delegates (no hosts) are lowered where a parent uses
     // them.
+    // A scope of workloads only reads no VirtualService.
+    let no_routes = keep.is_some_and(|k| k.hosts.is_empty() && k.gateways.is_empty());
     let mut vss: Vec<(&Resource, &VirtualServiceSpec, Vec<Bind>, Vec<String>)> = virtual_services()
+        .take_while(|_| !no_routes)
         .filter(|r| match (keep, r.spec.as_deref()) {
             (Some(k), Some(Spec::VirtualService(vs))) => may_reach(k, r, vs, &s.cluster_domain),
             _ => true,
@@ -416,9 +418,12 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
             .filter_map(|w| w.split_once('/').map(|(ns, _)| ns))
             .collect()
     });
+    // Policies go to workloads: a scope without any reads none.
+    let no_workloads = keep.is_some_and(|k| k.workloads.is_empty());
     let mut policies: Vec<&Resource> = ctx
         .of_kind(crate::model::Kind::AuthorizationPolicy)
         .map(|(_, r, _)| r)
+        .take_while(|_| !no_workloads)
         .filter(|r| {
             r.namespace == root
                 || wanted_namespaces
@@ -488,8 +493,23 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         }
         a
     };
-    let inbound: Vec<&crate::analysis::Workload> =
-        ctx.workloads.iter().filter(|w| wanted(w)).collect();
+    // A scope's few workloads are looked up in their namespaces, not found
+    // by asking every workload of the repository.
+    let inbound: Vec<&crate::analysis::Workload> = match &kept_workloads {
+        None => ctx.workloads.iter().collect(),
+        Some(k) => {
+            let mut v: Vec<&crate::analysis::Workload> = k
+                .iter()
+                .flat_map(|&(ns, name)| {
+                    ctx.workloads_in(ns)
+                        .filter(move |w| ctx.resources[w.index].name == name)
+                })
+                .collect();
+            v.sort_unstable_by_key(|w| w.index);
+            v.dedup_by_key(|w| w.index);
+            v
+        }
+    };
     let lr = &l;
     let policies: Vec<(String, ir::WorkloadPolicy)> = inbound
         .into_par_iter()
