@@ -235,6 +235,10 @@ pub struct Registry {
     /// PeerAuthentications and DestinationRules: an incremental compile that
     /// keeps the registry drops it when one of those changed.
     pub(crate) mtls: OnceLock<crate::mtls::MtlsIndex>,
+    /// The naming index ([`crate::naming`]), built on first use: which
+    /// VirtualServices and DestinationRules name each host. An incremental
+    /// compile that keeps the registry moves the changed ones in it.
+    naming: OnceLock<crate::naming::NamingIndex>,
 }
 
 /// Namespace → label key → label value → indices, in order.
@@ -418,6 +422,7 @@ impl Registry {
             sidecars: Vec::new(),
             by_kind: Default::default(),
             mtls: OnceLock::new(),
+            naming: OnceLock::new(),
         };
         for (i, r) in resources.iter().enumerate() {
             ctx.by_kind[r.kind as usize].push(i);
@@ -855,17 +860,43 @@ impl PartialEq for Registry {
 }
 
 impl Registry {
+    /// The indices of the resources the naming index holds.
+    fn naming_indices(&self) -> Vec<usize> {
+        let of = |k: Kind| self.by_kind[k as usize].iter().copied();
+        crate::naming::NAMING.into_iter().flat_map(of).collect()
+    }
+
     /// Mend what an edit made stale in a registry kept across it (the
-    /// change leaves every contribution as it was): the mTLS index, when
-    /// what it reads of a PeerAuthentication or DestinationRule changed, is
-    /// patched ([`crate::mtls::MtlsIndex::patch`]) or else dropped, to be
-    /// built again by the first to ask.
+    /// change leaves every contribution as it was): the naming index moves
+    /// the changed VirtualServices and DestinationRules
+    /// ([`crate::naming::NamingIndex::patch`]); the mTLS index, when what it
+    /// reads of a PeerAuthentication or DestinationRule changed, is patched
+    /// ([`crate::mtls::MtlsIndex::patch`]). Either is dropped, to be built
+    /// again by the first to ask, when it cannot be patched.
     pub(crate) fn forget_stale(
         &mut self,
         change: &crate::incremental::Change,
         resources: &[Resource],
         settings: &Settings,
     ) {
+        let domain = settings.cluster_domain.as_str();
+        if let Some(ix) = self.naming.get_mut()
+            && !ix.patch(change, resources, domain)
+        {
+            self.naming = OnceLock::new();
+        }
+        // Tests compile small repositories: check every patch there.
+        debug_assert!(
+            resources.len() > 5_000
+                || self.naming.get().is_none_or(|ix| {
+                    *ix == crate::naming::NamingIndex::new(
+                        resources,
+                        &self.naming_indices(),
+                        domain,
+                    )
+                }),
+            "a patched naming index differs from one built afresh"
+        );
         let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
         if !change.touches(&reads)
             || change.same_projection(&reads, crate::mtls::project, resources)
@@ -906,6 +937,15 @@ impl<'a> Context<'a> {
             focus: Some(focus),
             ..self
         }
+    }
+
+    /// The naming index of the repository, built by the first to ask.
+    pub(crate) fn naming(&self) -> &'a crate::naming::NamingIndex {
+        let registry: &'a Registry = self.registry;
+        registry.naming.get_or_init(|| {
+            let indices = registry.naming_indices();
+            crate::naming::NamingIndex::new(self.resources, &indices, &self.settings.cluster_domain)
+        })
     }
 
     /// The mTLS index of the repository, built by the first to ask.

@@ -27,6 +27,7 @@ pub mod incremental;
 pub mod lower;
 pub mod model;
 pub mod mtls;
+mod naming;
 pub mod policytest;
 pub mod rules;
 pub mod schema;

@@ -1012,3 +1012,51 @@ fn documents_swapped_then_an_edit_elsewhere_name_the_right_policy() {
         assert_eq!(incremental.2, full.2, "step {n}");
     }
 }
+
+#[test]
+fn a_route_moved_to_another_host_is_found_by_that_hosts_next_edit() {
+    // A port edit patches the registry and asks which VirtualServices name
+    // the Service (the naming index is built); the route then moves to
+    // another Service; that Service's port changes: the index must have
+    // followed the route, or MC0104 misses it.
+    let service = |name: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - {{name: http, port: {port}}}\n"
+        )
+    };
+    let route = |host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: front, namespace: shop}}\nspec:\n  hosts: [front]\n  http:\n  - route:\n    - destination: {{host: {host}, port: {{number: 80}}}}\n"
+        )
+    };
+    let mut files = BTreeMap::new();
+    files.insert(
+        "services.yaml".to_string(),
+        [service("a", 80), service("b", 80), service("front", 80)].join("---\n"),
+    );
+    files.insert("route.yaml".to_string(), route("a"));
+    let mut steps = vec![files.clone()];
+    let services = |a: u16, b: u16| [service("a", a), service("b", b), service("front", 80)];
+    files.insert("services.yaml".to_string(), services(81, 80).join("---\n"));
+    steps.push(files.clone());
+    files.insert("route.yaml".to_string(), route("b"));
+    steps.push(files.clone());
+    files.insert("services.yaml".to_string(), services(81, 82).join("---\n"));
+    steps.push(files);
+    let mut session = Session::new(Options::default());
+    let mut order = Rng(7);
+    for (n, files) in steps.iter().enumerate() {
+        let incremental = observe(session.compile(inputs(files, &mut order)));
+        let sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
+        let full = observe(&compile(sorted, &Options::default()));
+        assert_eq!(incremental.0, full.0, "step {n}");
+        if n == 3 {
+            assert_eq!(session.stats().registry, RegistryUse::Patched);
+            assert!(
+                full.0.iter().any(|d| d.contains("MC0104")),
+                "the moved route's port is reported: {:?}",
+                full.0
+            );
+        }
+    }
+}

@@ -10,7 +10,9 @@ use crate::analysis::parts::*;
 use crate::analysis::{Context, RegistryDelta, Resource};
 use crate::diagnostic::{Diagnostic, Severity, Upstream};
 use crate::incremental::Change;
-use crate::model::{Kind, Spec};
+use crate::model::Kind;
+// The kinds `Reach::Named` and `Reach::HostNamespace` look into.
+use crate::naming::NAMING;
 
 pub mod authorization;
 pub mod deprecated_field;
@@ -820,9 +822,6 @@ struct Reached<'c> {
     host_namespace: [std::sync::OnceLock<Vec<usize>>; 2],
 }
 
-/// The kinds [`Reach::Named`] and [`Reach::HostNamespace`] look into.
-const NAMING: [Kind; 2] = [Kind::VirtualService, Kind::DestinationRule];
-
 impl<'c> Reached<'c> {
     fn new(ctx: &'c Context<'c>, delta: &'c RegistryDelta) -> Self {
         Reached {
@@ -866,21 +865,29 @@ impl<'c> Reached<'c> {
 
     /// The VirtualServices (by their hosts and destinations) or
     /// DestinationRules (by their host), as `kind` says, of which `test`
-    /// holds for a host, in order.
-    fn naming(&self, kind: Kind, test: impl Fn(&str, &str) -> bool) -> Vec<usize> {
-        let named = |(i, r, spec): (usize, &Resource, &Spec)| {
+    /// holds for a host, in order: among `candidates` (sorted resource
+    /// indices) when given, else among all of them.
+    fn naming(
+        &self,
+        kind: Kind,
+        candidates: Option<&[usize]>,
+        test: impl Fn(&str, &str) -> bool,
+    ) -> Vec<usize> {
+        let named = |i: usize| {
+            let r = &self.ctx.resources[i];
             let ns = r.namespace.as_str();
-            let hit = match spec {
-                Spec::VirtualService(vs) => {
-                    vs.hosts.iter().flatten().any(|h| test(h, ns))
-                        || walk::destination_hosts(vs).any(|h| test(h, ns))
-                }
-                Spec::DestinationRule(dr) => test(&dr.host, ns),
-                _ => false,
-            };
-            hit.then_some(i)
+            (r.kind == kind && crate::naming::names(r).any(|h| test(h, ns))).then_some(i)
         };
-        self.ctx.of_kind(kind).filter_map(named).collect()
+        match candidates {
+            Some(c) => c.iter().copied().filter_map(named).collect(),
+            None => self
+                .ctx
+                .indices_of(kind)
+                .iter()
+                .copied()
+                .filter_map(named)
+                .collect(),
+        }
     }
 
     /// The subjects (of `kinds`) reached by any of `reaches` (never
@@ -893,14 +900,19 @@ impl<'c> Reached<'c> {
             for &kind in kinds {
                 let naming = NAMING.iter().position(|&k| k == kind);
                 match (reach, naming) {
-                    (Reach::Named, Some(n)) => out.extend(
-                        self.named[n]
-                            .get_or_init(|| self.naming(kind, |h, ns| self.names_changed(h, ns))),
-                    ),
-                    (Reach::HostNamespace, Some(n)) => out
-                        .extend(self.host_namespace[n].get_or_init(|| {
-                            self.naming(kind, |h, ns| self.names_namespace(h, ns))
-                        })),
+                    // The naming index gives the few that may name a
+                    // changed host.
+                    (Reach::Named, Some(n)) => out.extend(self.named[n].get_or_init(|| {
+                        let candidates = ctx.naming().candidates(&self.delta.hosts);
+                        self.naming(kind, candidates.as_deref(), |h, ns| {
+                            self.names_changed(h, ns)
+                        })
+                    })),
+                    (Reach::HostNamespace, Some(n)) => {
+                        out.extend(self.host_namespace[n].get_or_init(|| {
+                            self.naming(kind, None, |h, ns| self.names_namespace(h, ns))
+                        }))
+                    }
                     (Reach::Namespace, _) if kind != Kind::Gateway => {
                         let all = ctx.indices_of(kind).iter();
                         out.extend(all.filter(|&&i| {

@@ -1,0 +1,146 @@
+//! The naming index: which VirtualServices (by their hosts and destination
+//! hosts) and DestinationRules (by their host) name each host, so that after
+//! a patch of the registry the subjects a changed host reaches
+//! (`crate::rules::Reach::Named`) are looked up instead of found by walking
+//! every route of the repository.
+//!
+//! It is built on first use and kept with the registry across compiles: an
+//! incremental compile that keeps the registry moves the changed
+//! VirtualServices and DestinationRules in it ([`NamingIndex::patch`]), or
+//! drops it to be built again.
+
+use foldhash::HashMap;
+
+use crate::analysis::{Resource, fqdn};
+use crate::incremental::Change;
+use crate::model::{Kind, Spec};
+use crate::rules::walk;
+
+/// The kinds the index holds.
+pub(crate) const NAMING: [Kind; 2] = [Kind::VirtualService, Kind::DestinationRule];
+
+/// Host → the resources naming it.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct NamingIndex {
+    /// Fully qualified host → indices of the resources that name it exactly
+    /// (sorted, each once).
+    exact: HashMap<String, Vec<usize>>,
+    /// Indices of the resources that name a wildcard host (sorted): they
+    /// may name any host, and are tested one by one.
+    wildcard: Vec<usize>,
+}
+
+/// The hosts resource `r` names, as written: a VirtualService's hosts and
+/// destinations, a DestinationRule's host.
+pub(crate) fn names(r: &Resource) -> impl Iterator<Item = &str> {
+    let (vs, dr) = match r.spec.as_deref() {
+        Some(Spec::VirtualService(vs)) => (Some(vs), None),
+        Some(Spec::DestinationRule(dr)) => (None, Some(dr)),
+        _ => (None, None),
+    };
+    let routes = vs.into_iter().flat_map(|vs| {
+        let hosts = vs.hosts.iter().flatten().map(String::as_str);
+        hosts.chain(walk::destination_hosts(vs))
+    });
+    routes.chain(dr.map(|dr| dr.host.as_str()))
+}
+
+impl NamingIndex {
+    /// The index of the resources at `indices` (every VirtualService and
+    /// DestinationRule of `resources`).
+    pub(crate) fn new(resources: &[Resource], indices: &[usize], domain: &str) -> Self {
+        let mut ix = NamingIndex::default();
+        for &i in indices {
+            ix.add(i, &resources[i], domain);
+        }
+        ix.wildcard.sort_unstable();
+        ix.wildcard.dedup();
+        for v in ix.exact.values_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
+        ix
+    }
+
+    fn add(&mut self, i: usize, r: &Resource, domain: &str) {
+        for host in names(r) {
+            if host.contains('*') {
+                self.wildcard.push(i);
+            } else {
+                let name = fqdn(host, &r.namespace, domain);
+                let at = self.exact.entry(name).or_default();
+                if at.last() != Some(&i) {
+                    at.push(i);
+                }
+            }
+        }
+    }
+
+    /// Resources that may name one of `hosts`: those naming one exactly,
+    /// and every one naming a wildcard (the caller tests those), sorted.
+    /// `None` when a host is itself a wildcard: only a walk finds them.
+    pub(crate) fn candidates(&self, hosts: &[String]) -> Option<Vec<usize>> {
+        if hosts.iter().any(|h| h.contains('*')) {
+            return None;
+        }
+        let mut out = self.wildcard.clone();
+        for h in hosts {
+            out.extend(self.exact.get(h).into_iter().flatten());
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// Move the changed VirtualServices and DestinationRules of `change`
+    /// (which kept the registry, so each sits where its old version sat).
+    /// `false` when a changed one has no single partner: build it again.
+    pub(crate) fn patch(&mut self, change: &Change, resources: &[Resource], domain: &str) -> bool {
+        for kind in NAMING {
+            if !change.touches(&[kind]) {
+                continue;
+            }
+            let Some(pairs) = change.pairs(kind, resources) else {
+                return false;
+            };
+            for (old, i) in pairs {
+                self.remove(i, old, domain);
+                let mut fresh = NamingIndex::default();
+                fresh.add(i, &resources[i], domain);
+                for (host, _) in fresh.exact {
+                    let at = self.exact.entry(host).or_default();
+                    if let Err(k) = at.binary_search(&i) {
+                        at.insert(k, i);
+                    }
+                }
+                if !fresh.wildcard.is_empty()
+                    && let Err(k) = self.wildcard.binary_search(&i)
+                {
+                    self.wildcard.insert(k, i);
+                }
+            }
+        }
+        true
+    }
+
+    /// Take resource `i` (as `old` was) out.
+    fn remove(&mut self, i: usize, old: &Resource, domain: &str) {
+        for host in names(old) {
+            if host.contains('*') {
+                if let Ok(k) = self.wildcard.binary_search(&i) {
+                    self.wildcard.remove(k);
+                }
+                continue;
+            }
+            let name = fqdn(host, &old.namespace, domain);
+            if let Some(at) = self.exact.get_mut(&name) {
+                if let Ok(k) = at.binary_search(&i) {
+                    at.remove(k);
+                }
+                if at.is_empty() {
+                    self.exact.remove(&name);
+                }
+            }
+        }
+    }
+}
