@@ -273,6 +273,17 @@ fn index_label(by_key: &mut ByLabel, k: &str, v: &str, i: usize) {
     }
 }
 
+/// The kinds that select workloads by labels ([`Resource::selection`]).
+pub(crate) const SELECTING_KINDS: &[Kind] = &[
+    Kind::Sidecar,
+    Kind::PeerAuthentication,
+    Kind::AuthorizationPolicy,
+    Kind::RequestAuthentication,
+    Kind::Telemetry,
+    Kind::WasmPlugin,
+    Kind::Gateway,
+];
+
 /// The kinds that declare workloads.
 pub const WORKLOAD_KINDS: &[Kind] = &[
     Kind::Deployment,
@@ -721,22 +732,14 @@ impl Registry {
         let services = hosts
             .filter_map(|&i| self.hosts[i].selector.as_ref())
             .all(alike);
-        const POLICIES: [Kind; 6] = [
-            Kind::Sidecar,
-            Kind::PeerAuthentication,
-            Kind::AuthorizationPolicy,
-            Kind::RequestAuthentication,
-            Kind::Telemetry,
-            Kind::WasmPlugin,
-        ];
-        let by = |kind: Kind| self.by_kind[kind as usize].iter().map(|&i| &resources[i]);
-        let policies = POLICIES.into_iter().flat_map(by).all(|r| {
-            (r.namespace != ns && r.namespace != root)
-                || !matches!(r.selection(), Some(Selection::Labels(l, _)) if !alike(l))
+        // Policies select in their namespace (the root namespace's: in
+        // every one), Gateways in any.
+        let by = |kind: &Kind| self.by_kind[*kind as usize].iter().map(|&i| &resources[i]);
+        let selectors = SELECTING_KINDS.iter().flat_map(by).all(|r| {
+            let reaches = r.kind == Kind::Gateway || r.namespace == ns || r.namespace == root;
+            !reaches || !matches!(r.selection(), Some(Selection::Labels(l, _)) if !alike(l))
         });
-        let gateways = by(Kind::Gateway)
-            .all(|r| !matches!(r.selection(), Some(Selection::Labels(l, _)) if !alike(l)));
-        services && policies && gateways
+        services && selectors
     }
 
     /// Replace workload `before` with `after` (the same resource).

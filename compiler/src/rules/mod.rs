@@ -380,15 +380,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         references::selector_matches_nothing::check,
         Deps::Local {
-            subjects: &[
-                Kind::Sidecar,
-                Kind::PeerAuthentication,
-                Kind::AuthorizationPolicy,
-                Kind::RequestAuthentication,
-                Kind::Telemetry,
-                Kind::WasmPlugin,
-                Kind::Gateway,
-            ],
+            subjects: crate::analysis::SELECTING_KINDS,
             reads: &[],
             project: None,
             namespaced: &[],
