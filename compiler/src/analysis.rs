@@ -259,6 +259,15 @@ fn unindex_label(by_key: &mut ByLabel, k: &str, v: &str, i: usize) {
     }
 }
 
+/// The index of namespace `ns`, made when missing (the key copied only
+/// then).
+fn of_namespace<'m>(ix: &'m mut LabelIndex, ns: &str) -> &'m mut ByLabel {
+    if !ix.contains_key(ns) {
+        ix.insert(ns.to_string(), ByLabel::default());
+    }
+    ix.get_mut(ns).expect("inserted when missing")
+}
+
 /// Put `i` in the list at `k: v`.
 fn index_label(by_key: &mut ByLabel, k: &str, v: &str, i: usize) {
     let values = match by_key.get_mut(k) {
@@ -517,13 +526,7 @@ impl Registry {
             .insert(format!("{}/{}", w.namespace, w.service_account));
         let i = self.workloads.len();
         push_at(&mut self.workloads_by_ns, &w.namespace, i);
-        let by_key = match self.workloads_by_label.get_mut(&w.namespace) {
-            Some(by_key) => by_key,
-            None => self
-                .workloads_by_label
-                .entry(w.namespace.clone())
-                .or_default(),
-        };
+        let by_key = of_namespace(&mut self.workloads_by_label, &w.namespace);
         for (k, v) in &w.labels {
             index_label(by_key, k, v, i);
         }
@@ -827,13 +830,7 @@ impl Registry {
                 self.selecting_services.insert(h.namespace.clone(), vec![k]);
             }
         }
-        let by_key = match self.services_by_label.get_mut(&h.namespace) {
-            Some(by_key) => by_key,
-            None => self
-                .services_by_label
-                .entry(h.namespace.clone())
-                .or_default(),
-        };
+        let by_key = of_namespace(&mut self.services_by_label, &h.namespace);
         index_label(by_key, key, value, k);
     }
 }
