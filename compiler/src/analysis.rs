@@ -731,9 +731,9 @@ impl Registry {
         root: &str,
     ) -> bool {
         let alike = |selector: &Map<String, String>| selects(selector, a) == selects(selector, b);
-        let hosts = self.selecting_services.get(ns).into_iter().flatten();
-        let services = hosts
-            .filter_map(|&i| self.hosts[i].selector.as_ref())
+        let services = self
+            .selecting_services(ns)
+            .filter_map(|h| h.selector.as_ref())
             .all(alike);
         // Policies select in their namespace (the root namespace's: in
         // every one), Gateways in any.
@@ -786,6 +786,15 @@ impl Registry {
             self.workloads[w] = after;
         }
         Some(())
+    }
+
+    /// The Services of namespace `ns` that have a selector.
+    pub fn selecting_services<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s HostEntry> + 's {
+        self.selecting_services
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.hosts[i])
     }
 
     /// The workloads of namespace `ns`.
@@ -1115,15 +1124,6 @@ impl<'a> Context<'a> {
             .flatten()
             .map(|&i| &self.workloads[i])
             .filter(move |w| selects(selector, &w.labels))
-    }
-
-    /// The Services of namespace `ns` that have a selector.
-    pub fn selecting_services<'s>(&'s self, ns: &str) -> impl Iterator<Item = &'s HostEntry> + 's {
-        self.selecting_services
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .map(|&i| &self.hosts[i])
     }
 
     /// The Services that select workload `w` (Services only select pods of

@@ -53,25 +53,24 @@ impl NamingIndex {
         for &i in indices {
             ix.add(i, &resources[i], domain);
         }
-        ix.wildcard.sort_unstable();
-        ix.wildcard.dedup();
-        for v in ix.exact.values_mut() {
-            v.sort_unstable();
-            v.dedup();
-        }
         ix
     }
 
+    /// Put resource `i` (`r`) in, each list kept sorted and without repeats.
     fn add(&mut self, i: usize, r: &Resource, domain: &str) {
+        let put = |at: &mut Vec<usize>| {
+            if let Err(k) = at.binary_search(&i) {
+                at.insert(k, i);
+            }
+        };
         for host in names(r) {
             if host.contains('*') {
-                self.wildcard.push(i);
+                put(&mut self.wildcard);
             } else {
-                let name = fqdn(host, &r.namespace, domain);
-                let at = self.exact.entry(name).or_default();
-                if at.last() != Some(&i) {
-                    at.push(i);
-                }
+                put(self
+                    .exact
+                    .entry(fqdn(host, &r.namespace, domain))
+                    .or_default());
             }
         }
     }
@@ -105,19 +104,7 @@ impl NamingIndex {
             };
             for (old, i) in pairs {
                 self.remove(i, old, domain);
-                let mut fresh = NamingIndex::default();
-                fresh.add(i, &resources[i], domain);
-                for (host, _) in fresh.exact {
-                    let at = self.exact.entry(host).or_default();
-                    if let Err(k) = at.binary_search(&i) {
-                        at.insert(k, i);
-                    }
-                }
-                if !fresh.wildcard.is_empty()
-                    && let Err(k) = self.wildcard.binary_search(&i)
-                {
-                    self.wildcard.insert(k, i);
-                }
+                self.add(i, &resources[i], domain);
             }
         }
         true
