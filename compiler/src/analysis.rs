@@ -239,6 +239,10 @@ pub struct Registry {
     /// VirtualServices and DestinationRules name each host. An incremental
     /// compile that keeps the registry moves the changed ones in it.
     naming: OnceLock<crate::naming::NamingIndex>,
+    /// The call index ([`crate::graph::CallIndex`]), built on first use:
+    /// what MC0501's call graph is assembled from. An incremental compile
+    /// that keeps the registry reads the changed resources into it again.
+    calls: OnceLock<crate::graph::CallIndex>,
 }
 
 /// Namespace → label key → label value → indices, in order.
@@ -443,6 +447,7 @@ impl Registry {
             by_kind: Default::default(),
             mtls: OnceLock::new(),
             naming: OnceLock::new(),
+            calls: OnceLock::new(),
         };
         for (i, r) in resources.iter().enumerate() {
             ctx.by_kind[r.kind as usize].push(i);
@@ -880,8 +885,11 @@ impl Registry {
     /// the changed VirtualServices and DestinationRules
     /// ([`crate::naming::NamingIndex::patch`]); the mTLS index, when what it
     /// reads of a PeerAuthentication or DestinationRule changed, is patched
-    /// ([`crate::mtls::MtlsIndex::patch`]). Either is dropped, to be built
-    /// again by the first to ask, when it cannot be patched.
+    /// ([`crate::mtls::MtlsIndex::patch`]); the call index reads the changed
+    /// VirtualServices and AuthorizationPolicies, and the policies of the
+    /// namespaces a patch reached, again ([`crate::graph::CallIndex::patch`]).
+    /// Each is dropped, to be built again by the first to ask, when it
+    /// cannot be patched.
     pub(crate) fn forget_stale(
         &mut self,
         change: &crate::incremental::Change,
@@ -906,6 +914,16 @@ impl Registry {
                 }),
             "a patched naming index differs from one built afresh"
         );
+        if let Some(mut ix) = self.calls.take() {
+            let ctx = Context::new(resources, settings, self);
+            if ix.patch(&ctx, change) {
+                debug_assert!(
+                    resources.len() > 5_000 || ix == crate::graph::CallIndex::new(&ctx),
+                    "a patched call index differs from one built afresh"
+                );
+                let _ = self.calls.set(ix);
+            }
+        }
         let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
         if !change.touches(&reads)
             || change.same_projection(&reads, crate::mtls::project, resources)
@@ -955,6 +973,14 @@ impl<'a> Context<'a> {
             let indices = registry.naming_indices();
             crate::naming::NamingIndex::new(self.resources, &indices, &self.settings.cluster_domain)
         })
+    }
+
+    /// The call index of the repository, built by the first to ask.
+    pub(crate) fn calls(&self) -> &'a crate::graph::CallIndex {
+        let registry: &'a Registry = self.registry;
+        registry
+            .calls
+            .get_or_init(|| crate::graph::CallIndex::new(self))
     }
 
     /// The mTLS index of the repository, built by the first to ask.

@@ -15,8 +15,9 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rayon::prelude::*;
 
-use crate::analysis::{Context, Resource, Workload};
-use crate::model::{AuthorizationAction, AuthorizationPolicySpec, HttpRoute, Kind, Spec};
+use crate::analysis::{Context, Resource, Workload, parts};
+use crate::incremental::Change;
+use crate::model::{AuthorizationAction, HttpRoute, Kind, Spec};
 use crate::path;
 use crate::rules::authorization::{parse_principal, sources};
 use crate::yaml::YamlPath;
@@ -100,128 +101,407 @@ fn tries(route: &HttpRoute) -> Option<u64> {
     (n > 0).then_some(n as u64 + 1)
 }
 
+/// What the call graph is built from, found once and kept with the
+/// registry (`Registry::calls`), so that a compile after an edit assembles
+/// the graph from it instead of walking every VirtualService and asking the
+/// registry for every policy's workloads again: per VirtualService, the
+/// tries of its mesh routes and its gateway routes; per ALLOW
+/// AuthorizationPolicy, the hosts behind the workloads it selects and the
+/// principals it names; per principal's service account, the hosts behind
+/// its workloads. Hosts are numbered ([`Host`]), so the assembly hashes no
+/// name. Entries are in resource order, so the graph comes out node for
+/// node as a walk of the resources would make it.
+#[derive(Debug, Default)]
+pub(crate) struct CallIndex {
+    /// Host number → name.
+    names: Vec<String>,
+    /// Host name → number.
+    numbers: HashMap<String, Host>,
+    /// Each VirtualService: its resource index and, when it has a spec, its
+    /// calls.
+    services: Vec<(usize, Option<ServiceCalls>)>,
+    /// Each AuthorizationPolicy: its resource index, namespace and, when it
+    /// is an ALLOW policy outside the root namespace whose workloads some
+    /// Service selects, its calls.
+    allows: Vec<(usize, String, Option<AllowCalls>)>,
+    /// Service account (namespace, name) → its number in `callers`.
+    accounts: HashMap<(String, String), usize>,
+    /// Per service account a principal names: the hosts behind its
+    /// workloads, each once.
+    callers: Vec<Vec<Host>>,
+}
+
+/// A host's number in a [`CallIndex`].
+type Host = u32;
+
+/// What a VirtualService says of calls.
+#[derive(Debug)]
+struct ServiceCalls {
+    /// When bound to the mesh and retrying: the most tries of its http
+    /// routes, where they are set, and its hosts.
+    mesh: Option<(u64, At, Vec<Host>)>,
+    /// The Gateways (`namespace/name`) it binds.
+    gateways: Vec<String>,
+    /// Each http route's tries when it retries, and its destination hosts,
+    /// for the gateways' calls.
+    routes: Vec<(Option<u64>, Vec<Host>)>,
+}
+
+/// What an ALLOW AuthorizationPolicy says of calls.
+#[derive(Debug)]
+struct AllowCalls {
+    /// The hosts behind the workloads it selects (callees), in order.
+    callees: Vec<Host>,
+    /// Its exact principals (callers): where, and the service account's
+    /// number in [`CallIndex::callers`].
+    principals: Vec<(At, usize)>,
+}
+
+/// The registry parts the hosts behind workloads read: which workloads a
+/// policy selects, which Services select those, which workloads run as a
+/// service account.
+const SELECTIONS: u16 = parts::WL_LABELS | parts::WL_SELECTED | parts::SVC_SELECTOR | parts::WL_SA;
+
+impl CallIndex {
+    /// The index of the repository.
+    pub(crate) fn new(ctx: &Context) -> CallIndex {
+        let mut ix = CallIndex::default();
+        ix.services = ctx
+            .indices_of(Kind::VirtualService)
+            .iter()
+            .map(|&i| (i, ix.service(ctx, &ctx.resources[i])))
+            .collect();
+        // The policies' lookups in parallel: they are most of the work.
+        let found: Vec<(usize, Option<Vec<&str>>)> = ctx
+            .indices_of(Kind::AuthorizationPolicy)
+            .par_iter()
+            .map(|&i| (i, callees(ctx, &ctx.resources[i])))
+            .collect();
+        ix.allows = found
+            .into_iter()
+            .map(|(i, hosts)| {
+                let r = &ctx.resources[i];
+                let calls = hosts.map(|h| ix.allow(ctx, r, &h));
+                (i, r.namespace.clone(), calls)
+            })
+            .collect();
+        ix
+    }
+
+    fn number(&mut self, host: &str) -> Host {
+        if let Some(&n) = self.numbers.get(host) {
+            return n;
+        }
+        let n = self.names.len() as Host;
+        self.names.push(host.to_string());
+        self.numbers.insert(host.to_string(), n);
+        n
+    }
+
+    fn service(&mut self, ctx: &Context, r: &Resource) -> Option<ServiceCalls> {
+        let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
+            return None;
+        };
+        let http = || vs.http.iter().flatten().enumerate();
+        let best = http()
+            .filter_map(|(i, h)| Some((tries(h)?, At::Retries(i))))
+            .max_by_key(|(n, _)| *n);
+        let mesh = best
+            .filter(|_| crate::rules::walk::mesh_bound(vs))
+            .map(|(n, at)| {
+                let hosts = vs.hosts.iter().flatten();
+                let hosts = hosts.map(|h| self.number(&ctx.fqdn(h, &r.namespace)));
+                (n, at, hosts.collect())
+            });
+        let gateways: Vec<String> = vs
+            .gateways
+            .iter()
+            .flatten()
+            .filter(|g| *g != "mesh")
+            .map(|gw| crate::analysis::gateway_key(gw, &r.namespace))
+            .collect();
+        let routes = match gateways.is_empty() {
+            true => Vec::new(),
+            false => http()
+                .map(|(_, h)| {
+                    let hosts = h.route.iter().flatten();
+                    let hosts =
+                        hosts.map(|d| self.number(&ctx.fqdn(&d.destination.host, &r.namespace)));
+                    (tries(h), hosts.collect())
+                })
+                .collect(),
+        };
+        Some(ServiceCalls {
+            mesh,
+            gateways,
+            routes,
+        })
+    }
+
+    /// The calls of ALLOW policy `r`, whose callees are `hosts`.
+    fn allow(&mut self, ctx: &Context, r: &Resource, hosts: &[&str]) -> AllowCalls {
+        let callees = hosts.iter().map(|h| self.number(h)).collect();
+        let mut principals = Vec::new();
+        if let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() {
+            for (i, j, src) in sources(ap) {
+                for (k, p) in src.principals.iter().flatten().enumerate() {
+                    if let Some((_, ns, sa)) = parse_principal(p).filter(|_| !p.contains('*')) {
+                        let account = self.account(ctx, ns, sa);
+                        principals.push((At::Principal(i, j, k), account));
+                    }
+                }
+            }
+        }
+        AllowCalls {
+            callees,
+            principals,
+        }
+    }
+
+    /// The number of service account `sa` of `ns`, its callers found when
+    /// it is new.
+    fn account(&mut self, ctx: &Context, ns: &str, sa: &str) -> usize {
+        if let Some(&n) = self.accounts.get(&(ns.to_string(), sa.to_string())) {
+            return n;
+        }
+        let hosts = behind_account(ctx, ns, sa);
+        let hosts = hosts.iter().map(|h| self.number(h)).collect();
+        self.callers.push(hosts);
+        let n = self.callers.len() - 1;
+        self.accounts.insert((ns.to_string(), sa.to_string()), n);
+        n
+    }
+
+    /// Bring the index up to date after `change`, which kept the registry
+    /// (patched, when it was, before this): the changed VirtualServices and
+    /// AuthorizationPolicies (each where its old version sat) are read
+    /// again, and so are, where a registry patch changed what selects what
+    /// or who runs as whom, the policies and service accounts of the
+    /// namespaces it reached. `false` when a changed one has no single
+    /// partner or the resources of those kinds moved: build it again.
+    pub(crate) fn patch(&mut self, ctx: &Context, change: &Change) -> bool {
+        if let Some(d) = change.delta().filter(|d| d.parts & SELECTIONS != 0) {
+            let reached: Vec<(&str, &str, usize)> = self
+                .accounts
+                .iter()
+                .filter(|((ns, _), _)| d.namespaces.contains(ns))
+                .map(|((ns, sa), &n)| (ns.as_str(), sa.as_str(), n))
+                .collect();
+            let found: Vec<(usize, Vec<&str>)> = reached
+                .into_iter()
+                .map(|(ns, sa, n)| (n, behind_account(ctx, ns, sa)))
+                .collect();
+            for (n, hosts) in found {
+                self.callers[n] = hosts.iter().map(|h| self.number(h)).collect();
+            }
+            for k in 0..self.allows.len() {
+                if d.namespaces.contains(&self.allows[k].1) {
+                    self.read_allow(ctx, k);
+                }
+            }
+        }
+        for kind in [Kind::VirtualService, Kind::AuthorizationPolicy] {
+            if !change.touches(&[kind]) {
+                continue;
+            }
+            let Some(pairs) = change.pairs(kind, ctx.resources) else {
+                return false;
+            };
+            for (_, i) in pairs {
+                let found = match kind {
+                    Kind::VirtualService => self.services.binary_search_by_key(&i, |e| e.0),
+                    _ => self.allows.binary_search_by_key(&i, |e| e.0),
+                };
+                let Ok(k) = found else { return false };
+                if kind == Kind::VirtualService {
+                    self.services[k].1 = self.service(ctx, &ctx.resources[i]);
+                } else {
+                    self.read_allow(ctx, k);
+                }
+            }
+        }
+        let same =
+            |v: &mut dyn Iterator<Item = usize>, kind| v.eq(ctx.indices_of(kind).iter().copied());
+        same(&mut self.services.iter().map(|e| e.0), Kind::VirtualService)
+            && same(
+                &mut self.allows.iter().map(|e| e.0),
+                Kind::AuthorizationPolicy,
+            )
+    }
+
+    /// Read the policy of `allows[k]` again.
+    fn read_allow(&mut self, ctx: &Context, k: usize) {
+        let r = &ctx.resources[self.allows[k].0];
+        let calls = callees(ctx, r).map(|h| self.allow(ctx, r, &h));
+        self.allows[k] = (self.allows[k].0, r.namespace.clone(), calls);
+    }
+
+    /// What the index says, by name: what it is compared by (a patched
+    /// index numbers hosts in another order than a fresh one).
+    fn named(&self) -> impl PartialEq + std::fmt::Debug + '_ {
+        let names = |v: &[Host]| -> Vec<&str> {
+            v.iter().map(|&h| self.names[h as usize].as_str()).collect()
+        };
+        let services: Vec<_> = self
+            .services
+            .iter()
+            .map(|(i, s)| {
+                let s = s.as_ref().map(|s| {
+                    let mesh = s.mesh.as_ref().map(|(n, at, h)| (*n, *at, names(h)));
+                    let routes: Vec<_> = s.routes.iter().map(|(t, h)| (*t, names(h))).collect();
+                    (mesh, &s.gateways, routes)
+                });
+                (*i, s)
+            })
+            .collect();
+        let allows: Vec<_> = self
+            .allows
+            .iter()
+            .map(|(i, ns, a)| {
+                let a = a.as_ref().map(|a| {
+                    let principals: Vec<_> = a
+                        .principals
+                        .iter()
+                        .map(|(at, n)| (*at, names(&self.callers[*n])))
+                        .collect();
+                    (names(&a.callees), principals)
+                });
+                (*i, ns, a)
+            })
+            .collect();
+        (services, allows)
+    }
+}
+
+impl PartialEq for CallIndex {
+    fn eq(&self, o: &Self) -> bool {
+        self.named() == o.named()
+    }
+}
+
+/// The hosts behind the workloads ALLOW policy `r` selects (its callees),
+/// when it is one outside the root namespace and they are some.
+fn callees<'c>(ctx: &'c Context, r: &'c Resource) -> Option<Vec<&'c str>> {
+    let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
+        return None;
+    };
+    if ap.action.is_some_and(|a| a != AuthorizationAction::Allow)
+        || r.namespace == ctx.settings.root_namespace
+    {
+        return None;
+    }
+    let hosts: Vec<&str> = ctx
+        .selected_workloads(r)?
+        .into_iter()
+        .flat_map(|w| ctx.services_of(w).map(|h| h.host.as_str()))
+        .collect();
+    (!hosts.is_empty()).then_some(hosts)
+}
+
+/// The hosts behind the workloads of namespace `ns` running as `sa`, in
+/// workload order, each once.
+fn behind_account<'c>(ctx: &'c Context, ns: &str, sa: &str) -> Vec<&'c str> {
+    let mut out: Vec<&str> = Vec::new();
+    for w in ctx.workloads_in(ns).filter(|w| w.service_account == sa) {
+        for h in ctx.services_of(w) {
+            if !out.contains(&h.host.as_str()) {
+                out.push(&h.host);
+            }
+        }
+    }
+    out
+}
+
 impl<'a> CallGraph<'a> {
-    /// Build the graph from the repository.
+    /// Build the graph from the repository's call index.
     pub fn build<'c>(ctx: &'c Context<'a>) -> CallGraph<'a> {
+        let index = ctx.calls();
+        let resource = |i: usize| -> &'a Resource { &ctx.resources[i] };
         let mut g = CallGraph {
             graph: DiGraph::new(),
             hosts: HashMap::default(),
             gateways: HashMap::default(),
             edges: HashMap::default(),
         };
+        // Each numbered host's node, once made.
+        let mut nodes: Vec<Option<NodeIndex>> = vec![None; index.names.len()];
+        let mut node = |g: &mut CallGraph<'a>, h: Host| -> NodeIndex {
+            *nodes[h as usize].get_or_insert_with(|| g.host_node(&index.names[h as usize]))
+        };
         // The most tries a mesh VirtualService route to each host makes.
-        let mut host_tries: HashMap<String, (u64, &'a Resource, At)> = HashMap::default();
-        for (_, r, spec) in ctx.of_kind(Kind::VirtualService) {
-            let Spec::VirtualService(vs) = spec else {
-                continue;
-            };
-            if crate::rules::walk::mesh_bound(vs) {
-                let best = vs
-                    .http
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .filter_map(|(i, h)| Some((tries(h)?, At::Retries(i))))
-                    .max_by_key(|(n, _)| *n);
-                if let Some((n, at)) = best {
-                    for h in vs.hosts.iter().flatten() {
-                        let fqdn = ctx.fqdn(h, &r.namespace);
-                        if host_tries.get(&fqdn).is_none_or(|(m, _, _)| *m < n) {
-                            host_tries.insert(fqdn, (n, r, at));
-                        }
+        let mut host_tries: Vec<Option<(u64, &'a Resource, At)>> = vec![None; index.names.len()];
+        for (i, vs) in &index.services {
+            let Some(vs) = vs else { continue };
+            if let Some((n, at, hosts)) = &vs.mesh {
+                for &h in hosts {
+                    let t = &mut host_tries[h as usize];
+                    if t.is_none_or(|(m, _, _)| m < *n) {
+                        *t = Some((*n, resource(*i), *at));
                     }
                 }
             }
             // Gateway → destination, with that route's own retries.
-            for gw in vs.gateways.iter().flatten().filter(|g| *g != "mesh") {
-                let gw = g.gateway_node(&crate::analysis::gateway_key(gw, &r.namespace));
-                for (i, http) in vs.http.iter().flatten().enumerate() {
-                    let t = tries(http);
-                    for (j, d) in http.route.iter().flatten().enumerate() {
-                        let callee = g.host_node(&ctx.fqdn(&d.destination.host, &r.namespace));
+            for gw in &vs.gateways {
+                let gw = g.gateway_node(gw);
+                for (k, (t, hosts)) in vs.routes.iter().enumerate() {
+                    for (j, &callee) in hosts.iter().enumerate() {
+                        let callee = node(&mut g, callee);
+                        let r = resource(*i);
                         g.add(
                             gw,
                             callee,
                             Call {
                                 attempts: t.unwrap_or(1),
-                                retries: t.map(|_| (r, At::Retries(i))),
-                                evidence: (r, At::Route(i, j)),
+                                retries: t.map(|_| (r, At::Retries(k))),
+                                evidence: (r, At::Route(k, j)),
                             },
                         );
                     }
                 }
             }
         }
-        // A call to `callee`: the tries of the mesh routes to it.
-        let call = |callee: &str, evidence: (&'a Resource, At)| {
-            let t = host_tries.get(callee);
+        // A call to host `callee`: the tries of the mesh routes to it.
+        let call = |callee: Option<Host>, evidence: (&'a Resource, At)| {
+            let t = callee.and_then(|h| host_tries[h as usize]);
             Call {
-                attempts: t.map_or(1, |(n, _, _)| *n),
-                retries: t.map(|(_, r, at)| (*r, *at)),
+                attempts: t.map_or(1, |(n, _, _)| n),
+                retries: t.map(|(_, r, at)| (r, at)),
                 evidence,
             }
         };
-        // The hosts behind each caller workload (by its position in
-        // `ctx.workloads`), found once.
-        let mut behind: Vec<Option<Vec<NodeIndex>>> = vec![None; ctx.workloads.len()];
-        // Workloads by (namespace, service account): a principal's callers.
-        let mut by_account: HashMap<(&str, &str), Vec<&'c Workload>> =
-            HashMap::with_capacity_and_hasher(ctx.workloads.len(), Default::default());
-        for w in &ctx.workloads {
-            by_account
-                .entry((w.namespace.as_str(), w.service_account.as_str()))
-                .or_default()
-                .push(w);
-        }
         // ALLOW policies: principal's workloads → the policy's workloads.
-        // Each policy's callees (the hosts behind the workloads it selects),
-        // found in parallel: these are most of the lookups.
-        let allows: Vec<(&'a Resource, &'a AuthorizationPolicySpec, Vec<&'c str>)> = ctx
-            .indices_of(Kind::AuthorizationPolicy)
-            .par_iter()
-            .filter_map(|&i| {
-                let r: &'a Resource = &ctx.resources[i];
-                let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() else {
-                    return None;
-                };
-                if ap.action.is_some_and(|a| a != AuthorizationAction::Allow)
-                    || r.namespace == ctx.settings.root_namespace
-                {
-                    return None;
-                }
-                let callees = ctx.selected_workloads(r)?;
-                let hosts: Vec<&str> = callees
-                    .into_iter()
-                    .flat_map(|w| ctx.services_of(w).map(|h| h.host.as_str()))
-                    .collect();
-                (!hosts.is_empty()).then_some((r, ap, hosts))
-            })
-            .collect();
-        for (r, ap, hosts) in allows {
+        for (i, _, allow) in &index.allows {
+            let Some(allow) = allow else { continue };
+            let r = resource(*i);
             // Each callee with the tries of the routes to it; each caller
             // names itself as the call's evidence.
-            let callee_hosts: Vec<(NodeIndex, Call<'a>)> = hosts
-                .into_iter()
-                .map(|h| (g.host_node(h), call(h, (r, At::Retries(0)))))
+            let callee_hosts: Vec<(NodeIndex, Call<'a>)> = allow
+                .callees
+                .iter()
+                .map(|&h| (node(&mut g, h), call(Some(h), (r, At::Retries(0)))))
                 .collect();
-            for (i, j, src) in sources(ap) {
-                for (k, p) in src.principals.iter().flatten().enumerate() {
-                    let Some((_, ns, sa)) = parse_principal(p).filter(|_| !p.contains('*')) else {
-                        continue;
-                    };
-                    let evidence = (r, At::Principal(i, j, k));
-                    for w in by_account.get(&(ns, sa)).into_iter().flatten() {
-                        for &caller in g.behind(ctx, &mut behind, w) {
-                            for (callee, c) in &callee_hosts {
-                                if caller != *callee {
-                                    g.add(caller, *callee, Call { evidence, ..*c });
-                                }
-                            }
+            for &(at, account) in &allow.principals {
+                for &caller in &index.callers[account] {
+                    let caller = node(&mut g, caller);
+                    for (callee, c) in &callee_hosts {
+                        if caller != *callee {
+                            g.add(
+                                caller,
+                                *callee,
+                                Call {
+                                    evidence: (r, at),
+                                    ..*c
+                                },
+                            );
                         }
                     }
                 }
             }
         }
+        // The hosts behind each caller workload (by its position in
+        // `ctx.workloads`), found once.
+        let mut behind: Vec<Option<Vec<NodeIndex>>> = vec![None; ctx.workloads.len()];
+        let call = |name: &str, evidence| call(index.numbers.get(name).copied(), evidence);
         // Sidecars: exact hosts imported into their workloads' egress.
         for (_, r, spec) in ctx.of_kind(Kind::Sidecar) {
             let Spec::Sidecar(sc) = spec else { continue };
