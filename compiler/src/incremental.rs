@@ -53,7 +53,8 @@ pub struct Session {
 }
 
 /// The last IR made and everything that changed since: every resource of a
-/// file that changed (as it was), the paths of those files, and whether a
+/// file that changed (as that IR saw it: an edit after a compile with errors
+/// adds nothing for a file already changed), the paths of those files, and whether a
 /// Gateway API Gateway was among them (VirtualServices bind to those by
 /// name, which the scope does not track).
 struct Since {
@@ -265,8 +266,13 @@ impl Session {
         if let Some(s) = since.as_mut() {
             for o in gone {
                 s.gateway_api |= has_gateway_api(&o.resources);
-                s.paths.insert(o.source.path);
-                s.gone.extend(o.resources);
+                // A file changed again since the last IR keeps the version
+                // that IR was made from (or none, when it came since): the
+                // versions in between are not what the IR holds, and would
+                // make every unchanged resource of theirs look changed.
+                if s.paths.insert(o.source.path) {
+                    s.gone.extend(o.resources);
+                }
             }
             for (path, gateway_api) in fresh {
                 s.gateway_api |= gateway_api;

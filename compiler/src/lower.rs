@@ -278,7 +278,24 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     // them.
     // A scope of workloads only reads no VirtualService.
     let no_routes = keep.is_some_and(|k| k.hosts.is_empty() && k.gateways.is_empty());
-    let mut vss: Vec<(&Resource, &VirtualServiceSpec, Vec<Bind>, Vec<String>)> = virtual_services()
+    // A scope of a few hosts and no gateway reads only the VirtualServices
+    // the naming index says may name one of them.
+    let named: Option<Vec<&Resource>> = keep
+        .filter(|k| k.hosts.len() <= 64 && k.gateways.is_empty())
+        .and_then(|k| {
+            let hosts: Vec<String> = k.hosts.iter().cloned().collect();
+            ctx.naming().candidates(&hosts)
+        })
+        .map(|c| {
+            let of = c.into_iter().map(|i| &ctx.resources[i]);
+            of.filter(|r| r.kind == crate::model::Kind::VirtualService && r.spec.is_some())
+                .collect()
+        });
+    let listed: Box<dyn Iterator<Item = &Resource>> = match named {
+        Some(v) => Box::new(v.into_iter()),
+        None => Box::new(virtual_services()),
+    };
+    let mut vss: Vec<(&Resource, &VirtualServiceSpec, Vec<Bind>, Vec<String>)> = listed
         .take_while(|_| !no_routes)
         .filter(|r| match (keep, r.spec.as_deref()) {
             (Some(k), Some(Spec::VirtualService(vs))) => may_reach(k, r, vs, &s.cluster_domain),
@@ -368,9 +385,13 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         }
     }
 
-    let selectors: HashMap<&str, &Map<String, String>> = ctx
-        .hosts
-        .iter()
+    // A scoped lowering looks its few hosts up.
+    let entries: Vec<&HostEntry> = match keep {
+        None => ctx.hosts.iter().collect(),
+        Some(_) => out.hosts.keys().flat_map(|h| ctx.hosts_named(h)).collect(),
+    };
+    let selectors: HashMap<&str, &Map<String, String>> = entries
+        .into_iter()
         .filter(|h| out.hosts.contains_key(&h.host))
         .filter_map(|h| Some((h.host.as_str(), h.selector.as_ref()?)))
         .collect();
