@@ -243,6 +243,52 @@ pub struct Registry {
     /// what MC0501's call graph is assembled from. An incremental compile
     /// that keeps the registry reads the changed resources into it again.
     calls: OnceLock<crate::graph::CallIndex>,
+    /// The principal index ([`crate::principals`]), built on first use:
+    /// which AuthorizationPolicies name each service account. An
+    /// incremental compile that keeps the registry moves the changed ones.
+    principals: OnceLock<crate::principals::PrincipalIndex>,
+    /// Resource indices by identity, built on first use
+    /// ([`Context::identities`]). A registry is kept across an edit only
+    /// when every resource keeps its identity at its index, so this needs
+    /// no patch.
+    identities: OnceLock<Identities>,
+}
+
+/// Resource indices by a hash of their identity (kind, namespace, name):
+/// a lookup compares the identities of the few it gives.
+#[derive(Debug, Default)]
+pub(crate) struct Identities {
+    /// The index of the first resource with each hash.
+    first: HashMap<u64, usize>,
+    /// Every index, in order, of a hash that more than one resource has
+    /// (the same identity declared twice, or two that collide).
+    pub(crate) more: HashMap<u64, Vec<usize>>,
+}
+
+impl Identities {
+    fn hash(id: (Kind, &str, &str)) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0).hash_one(id)
+    }
+
+    fn new(resources: &[Resource]) -> Self {
+        let mut ix = Identities {
+            first: HashMap::with_capacity_and_hasher(resources.len(), Default::default()),
+            more: HashMap::default(),
+        };
+        for (i, r) in resources.iter().enumerate() {
+            let h = Identities::hash(r.identity());
+            match ix.first.entry(h) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    ix.more.entry(h).or_insert_with(|| vec![*e.get()]).push(i);
+                }
+            }
+        }
+        ix
+    }
 }
 
 /// Namespace → label key → label value → indices, in order.
@@ -448,6 +494,8 @@ impl Registry {
             mtls: OnceLock::new(),
             naming: OnceLock::new(),
             calls: OnceLock::new(),
+            principals: OnceLock::new(),
+            identities: OnceLock::new(),
         };
         for (i, r) in resources.iter().enumerate() {
             ctx.by_kind[r.kind as usize].push(i);
@@ -550,6 +598,8 @@ pub(crate) struct RegistryDelta {
     pub parts: u16,
     pub hosts: Vec<String>,
     pub namespaces: Vec<String>,
+    /// Service accounts (`namespace/name`) a workload left or took.
+    pub accounts: Vec<String>,
 }
 
 /// The parts of the registry a patch can change, as bits.
@@ -713,6 +763,8 @@ impl Registry {
         delta.hosts.dedup();
         delta.namespaces.sort_unstable();
         delta.namespaces.dedup();
+        delta.accounts.sort_unstable();
+        delta.accounts.dedup();
         // Judged on the patched registry, with every selector as it is now:
         // one that changed in the same edit is a changed resource itself.
         let root = settings.root_namespace.as_str();
@@ -777,6 +829,10 @@ impl Registry {
             let ns = after.namespace.clone();
             let old = before.service_account.as_str();
             self.workloads[w] = after;
+            delta.accounts.push(format!("{ns}/{old}"));
+            delta
+                .accounts
+                .push(format!("{ns}/{}", self.workloads[w].service_account));
             let used = self.workloads_in(&ns).any(|o| o.service_account == old)
                 || self.by_kind[Kind::ServiceAccount as usize]
                     .iter()
@@ -914,6 +970,19 @@ impl Registry {
                 }),
             "a patched naming index differs from one built afresh"
         );
+        if let Some(ix) = self.principals.get_mut()
+            && !ix.patch(change, resources)
+        {
+            self.principals = OnceLock::new();
+        }
+        debug_assert!(
+            resources.len() > 5_000
+                || self.principals.get().is_none_or(|ix| {
+                    let indices = &self.by_kind[Kind::AuthorizationPolicy as usize];
+                    *ix == crate::principals::PrincipalIndex::new(resources, indices)
+                }),
+            "a patched principal index differs from one built afresh"
+        );
         if let Some(mut ix) = self.calls.take() {
             let ctx = Context::new(resources, settings, self);
             if ix.patch(&ctx, change) {
@@ -972,6 +1041,35 @@ impl<'a> Context<'a> {
         registry.naming.get_or_init(|| {
             let indices = registry.naming_indices();
             crate::naming::NamingIndex::new(self.resources, &indices, &self.settings.cluster_domain)
+        })
+    }
+
+    /// The resources by identity, indexed by the first to ask.
+    pub(crate) fn identities(&self) -> &'a Identities {
+        let registry: &'a Registry = self.registry;
+        registry
+            .identities
+            .get_or_init(|| Identities::new(self.resources))
+    }
+
+    /// The indices of the resources with identity `id`, in order.
+    pub(crate) fn with_identity(&self, id: (Kind, &str, &str)) -> Vec<usize> {
+        let ix = self.identities();
+        let h = Identities::hash(id);
+        let found: Vec<usize> = match ix.more.get(&h) {
+            Some(v) => v.clone(),
+            None => ix.first.get(&h).map(|&i| vec![i]).unwrap_or_default(),
+        };
+        let same = |&i: &usize| self.resources[i].identity() == id;
+        found.into_iter().filter(same).collect()
+    }
+
+    /// The principal index of the repository, built by the first to ask.
+    pub(crate) fn principals(&self) -> &'a crate::principals::PrincipalIndex {
+        let registry: &'a Registry = self.registry;
+        registry.principals.get_or_init(|| {
+            let indices = &registry.by_kind[Kind::AuthorizationPolicy as usize];
+            crate::principals::PrincipalIndex::new(self.resources, indices)
         })
     }
 

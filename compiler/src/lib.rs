@@ -29,6 +29,7 @@ pub mod model;
 pub mod mtls;
 mod naming;
 pub mod policytest;
+mod principals;
 pub mod rules;
 pub mod schema;
 pub mod source;
@@ -637,25 +638,33 @@ fn identify(root: Node, origin: Origin<'_>, default_namespace: &str, out: &mut F
 /// `MC0007`: resources declared twice. A rule like the others (`rules::CHECKS`).
 pub(crate) fn check_duplicates(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let resources = ctx.resources;
-    let mut seen: foldhash::HashMap<(Kind, &str, &str), &Resource> =
-        foldhash::HashMap::with_capacity_and_hasher(resources.len(), Default::default());
-    for r in resources {
-        let first = *seen.entry(r.identity()).or_insert(r);
-        if !std::ptr::eq(first, r) {
-            let d = r
-                .diag(
-                    &load::DUPLICATE_RESOURCE,
-                    path!["metadata", "name"],
-                    format!("{} is declared twice", r.display()),
-                )
-                .with_related(
-                    first
-                        .label(path!["metadata", "name"])
-                        .with_message("first declared here"),
-                )
-                .with_help("only one of them exists in the cluster; merge them or rename one");
-            out.push(d);
+    // Each resource declared again, with the first of its identity, in
+    // order: only hashes that several resources share are looked at.
+    let mut again: Vec<(usize, usize)> = Vec::new();
+    for v in ctx.identities().more.values() {
+        for (k, &i) in v.iter().enumerate() {
+            let id = resources[i].identity();
+            if let Some(&first) = v[..k].iter().find(|&&j| resources[j].identity() == id) {
+                again.push((i, first));
+            }
         }
+    }
+    again.sort_unstable();
+    for (i, first) in again {
+        let (r, first) = (&resources[i], &resources[first]);
+        let d = r
+            .diag(
+                &load::DUPLICATE_RESOURCE,
+                path!["metadata", "name"],
+                format!("{} is declared twice", r.display()),
+            )
+            .with_related(
+                first
+                    .label(path!["metadata", "name"])
+                    .with_message("first declared here"),
+            )
+            .with_help("only one of them exists in the cluster; merge them or rename one");
+        out.push(d);
     }
 }
 

@@ -74,6 +74,9 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     ("exportTo: \"*\"", "exportTo: \".\""),
     ("serviceAccountName: web", "serviceAccountName: front"),
     ("serviceAccountName: front", "serviceAccountName: web"),
+    // The principal a policy names: the account it waits for moves.
+    ("sa/front]", "sa/back]"),
+    ("sa/back]", "sa/front]"),
     // Patched in place: ports, a port's name (its protocol), a ServiceEntry
     // port's protocol, a DestinationRule's host, a workload's pod labels.
     ("port: 9090", "port: 9091"),
@@ -1057,6 +1060,50 @@ fn a_route_moved_to_another_host_is_found_by_that_hosts_next_edit() {
                 "the moved route's port is reported: {:?}",
                 full.0
             );
+        }
+    }
+}
+
+#[test]
+fn a_principal_moved_to_another_account_is_found_by_that_accounts_next_edit() {
+    // A service-account edit patches the registry and asks which policies
+    // name the accounts it moved between (the principal index is built);
+    // the policy then names another account; a workload takes that
+    // account: the index must have followed the principal, or MC0403 keeps
+    // reporting an account that is now in use.
+    let workloads = |a: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: shop, labels: {{app: a}}}}\nspec: {{serviceAccountName: {a}, containers: [{{name: c, image: i}}]}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b, namespace: shop, labels: {{app: b}}}}\nspec: {{serviceAccountName: b, containers: [{{name: c, image: i}}]}}\n"
+        )
+    };
+    let policy = |account: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: b, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: b}}}}\n  rules:\n  - from: [{{source: {{principals: [cluster.local/ns/shop/sa/{account}]}}}}]\n"
+        )
+    };
+    let mut files = BTreeMap::new();
+    files.insert("pods.yaml".to_string(), workloads("a"));
+    files.insert("policy.yaml".to_string(), policy("front"));
+    let mut steps = vec![files.clone()];
+    files.insert("pods.yaml".to_string(), workloads("front"));
+    steps.push(files.clone());
+    files.insert("policy.yaml".to_string(), policy("back"));
+    steps.push(files.clone());
+    files.insert("pods.yaml".to_string(), workloads("back"));
+    steps.push(files);
+    let mut session = Session::new(Options::default());
+    let mut order = Rng(7);
+    for (n, files) in steps.iter().enumerate() {
+        let incremental = observe(session.compile(inputs(files, &mut order)));
+        let sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
+        let full = observe(&compile(sorted, &Options::default()));
+        assert_eq!(incremental.0, full.0, "step {n}");
+        let unknown = full.0.iter().any(|d| d.contains("MC0403"));
+        // `front` is unused at first and `back` after the policy moves to it,
+        // until a pod takes it.
+        assert_eq!(unknown, n == 0 || n == 2, "step {n}: {:?}", full.0);
+        if n == 3 {
+            assert_eq!(session.stats().registry, RegistryUse::Patched);
         }
     }
 }

@@ -209,16 +209,12 @@ impl Change {
                 .chain(self.new.iter().map(|&i| &ctx.resources[i]))
                 .map(Resource::identity)
                 .collect();
-            let mut kinds: Vec<Kind> = identities.iter().map(|i| i.0).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            let mut focus: Vec<usize> = kinds
+            let mut focus: Vec<usize> = identities
                 .into_iter()
-                .flat_map(|k| ctx.indices_of(k))
-                .copied()
-                .filter(|&i| identities.contains(&ctx.resources[i].identity()))
+                .flat_map(|id| ctx.with_identity(id))
                 .collect();
             focus.sort_unstable();
+            focus.dedup();
             focus
         })
     }

@@ -238,6 +238,10 @@ pub(crate) enum Reach {
     /// Those that name a host of one of the changed resources' namespaces,
     /// or a host that is not a Service's (a ServiceEntry host, a wildcard).
     HostNamespace,
+    /// AuthorizationPolicies naming, as an exact principal, a service account
+    /// a workload left or took (through the principal index,
+    /// [`crate::principals`]); subjects of other kinds, all.
+    Account,
     /// Those of the changed resources' namespaces, those of the root
     /// namespace (which select across namespaces) and every Gateway (whose
     /// selector does).
@@ -479,7 +483,7 @@ const CHECKS: &[(Check, Deps)] = &[
             reads: &[],
             project: None,
             namespaced: &[],
-            registry: &[(WL_SA | NS_LABELS, Reach::All)],
+            registry: &[(WL_SA, Reach::Account), (NS_LABELS, Reach::All)],
         },
     ),
     (
@@ -904,6 +908,11 @@ impl<'c> Reached<'c> {
                         out.extend(self.host_namespace[n].get_or_init(|| {
                             self.naming(kind, None, |h, ns| self.names_namespace(h, ns))
                         }))
+                    }
+                    (Reach::Account, _)
+                        if kind == Kind::AuthorizationPolicy && !self.delta.accounts.is_empty() =>
+                    {
+                        out.extend(ctx.principals().policies(&self.delta.accounts))
                     }
                     (Reach::Namespace, _) if kind != Kind::Gateway => {
                         let all = ctx.indices_of(kind).iter();

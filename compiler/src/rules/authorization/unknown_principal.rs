@@ -51,11 +51,7 @@ declare_rule! {
 }
 
 /// Why `principal` can never be a peer of this repository's mesh.
-fn problem(
-    ctx: &Context,
-    accounts_known: &HashSet<&str>,
-    principal: &str,
-) -> Option<(String, &'static str)> {
+fn problem(ctx: &Context, accounts: &Accounts, principal: &str) -> Option<(String, &'static str)> {
     if let Some(rest) = principal.strip_prefix("spiffe://") {
         return Some((
             format!(
@@ -86,10 +82,7 @@ fn problem(
             "KIA0106",
         ));
     }
-    if accounts_known.contains(ns)
-        && sa != "default"
-        && !ctx.service_accounts.contains(&format!("{ns}/{sa}"))
-    {
+    if accounts.namespaces.contains(ns) && sa != "default" && !accounts.known.contains(&(ns, sa)) {
         return Some((
             format!(
                 "principal `{principal}` names service account `{sa}`, which no workload of `{ns}` uses"
@@ -100,13 +93,22 @@ fn problem(
     None
 }
 
+/// The service accounts the repository knows, as (namespace, name), and
+/// the namespaces of those: split once, so that a principal is looked up
+/// without building a key.
+struct Accounts<'c> {
+    known: HashSet<(&'c str, &'c str)>,
+    namespaces: HashSet<&'c str>,
+}
+
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
-    // Namespaces whose service accounts the repository knows.
-    let accounts_known: HashSet<&str> = ctx
+    let known: HashSet<(&str, &str)> = ctx
         .service_accounts
         .iter()
-        .filter_map(|s| s.split_once('/').map(|(ns, _)| ns))
+        .filter_map(|s| s.split_once('/'))
         .collect();
+    let namespaces = known.iter().map(|(ns, _)| *ns).collect();
+    let accounts = Accounts { known, namespaces };
     for (_, r, spec) in ctx.subjects(Kind::AuthorizationPolicy) {
         let Spec::AuthorizationPolicy(ap) = spec else {
             continue;
@@ -117,7 +119,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 ("notPrincipals", &src.not_principals),
             ] {
                 for (k, p) in list.iter().flatten().enumerate() {
-                    let Some((message, code)) = problem(ctx, &accounts_known, p) else {
+                    let Some((message, code)) = problem(ctx, &accounts, p) else {
                         continue;
                     };
                     out.push(
