@@ -1046,6 +1046,21 @@ fn a_route_moved_to_another_host_is_found_by_that_hosts_next_edit() {
     steps.push(files.clone());
     files.insert("services.yaml".to_string(), services(81, 82).join("---\n"));
     steps.push(files);
+    step_through(&steps, |n, full, session| {
+        if n == 3 {
+            assert_eq!(session.stats().registry, RegistryUse::Patched);
+            assert!(
+                full.iter().any(|d| d.contains("MC0104")),
+                "the moved route's port is reported: {full:?}"
+            );
+        }
+    });
+}
+
+/// Compile `steps` (the files at each step) in one session, each compared
+/// with a full compile of the same files; `check` then looks at step `n`'s
+/// diagnostics and the session.
+fn step_through(steps: &[BTreeMap<String, String>], check: impl Fn(usize, &[String], &Session)) {
     let mut session = Session::new(Options::default());
     let mut order = Rng(7);
     for (n, files) in steps.iter().enumerate() {
@@ -1053,14 +1068,7 @@ fn a_route_moved_to_another_host_is_found_by_that_hosts_next_edit() {
         let sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
         let full = observe(&compile(sorted, &Options::default()));
         assert_eq!(incremental.0, full.0, "step {n}");
-        if n == 3 {
-            assert_eq!(session.stats().registry, RegistryUse::Patched);
-            assert!(
-                full.0.iter().any(|d| d.contains("MC0104")),
-                "the moved route's port is reported: {:?}",
-                full.0
-            );
-        }
+        check(n, &full.0, &session);
     }
 }
 
@@ -1091,19 +1099,13 @@ fn a_principal_moved_to_another_account_is_found_by_that_accounts_next_edit() {
     steps.push(files.clone());
     files.insert("pods.yaml".to_string(), workloads("back"));
     steps.push(files);
-    let mut session = Session::new(Options::default());
-    let mut order = Rng(7);
-    for (n, files) in steps.iter().enumerate() {
-        let incremental = observe(session.compile(inputs(files, &mut order)));
-        let sorted: Vec<Input> = files.iter().map(|(p, t)| Input::new(p, t)).collect();
-        let full = observe(&compile(sorted, &Options::default()));
-        assert_eq!(incremental.0, full.0, "step {n}");
-        let unknown = full.0.iter().any(|d| d.contains("MC0403"));
+    step_through(&steps, |n, full, session| {
+        let unknown = full.iter().any(|d| d.contains("MC0403"));
         // `front` is unused at first and `back` after the policy moves to it,
         // until a pod takes it.
-        assert_eq!(unknown, n == 0 || n == 2, "step {n}: {:?}", full.0);
+        assert_eq!(unknown, n == 0 || n == 2, "step {n}: {full:?}");
         if n == 3 {
             assert_eq!(session.stats().registry, RegistryUse::Patched);
         }
-    }
+    });
 }
