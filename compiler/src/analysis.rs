@@ -637,15 +637,38 @@ pub(crate) mod parts {
     pub const HOST_PORTS: u16 = SVC_PORTS | SE_PORTS;
 }
 
+/// An index kept with the registry (`index`, when it was built), after
+/// `patch` brought it up to date: kept when it could be, else left to be
+/// built again by the first to ask. With `fresh` (in debug builds, for small
+/// repositories), a patched index is compared with one built afresh.
+fn patched<T: PartialEq>(
+    index: Option<T>,
+    patch: impl FnOnce(&mut T) -> bool,
+    fresh: Option<impl FnOnce() -> T>,
+    what: &str,
+) -> OnceLock<T> {
+    let out = OnceLock::new();
+    if let Some(mut ix) = index
+        && patch(&mut ix)
+    {
+        debug_assert!(
+            fresh.is_none_or(|f| ix == f()),
+            "a patched {what} differs from one built afresh"
+        );
+        let _ = out.set(ix);
+    }
+    out
+}
+
 /// Insert `i` into a sorted list, keeping it sorted.
-fn insert_sorted(v: &mut Vec<usize>, i: usize) {
+pub(crate) fn insert_sorted(v: &mut Vec<usize>, i: usize) {
     if let Err(at) = v.binary_search(&i) {
         v.insert(at, i);
     }
 }
 
 /// Remove `i` from a sorted list; whether the list is now empty.
-fn remove_sorted(v: &mut Vec<usize>, i: usize) -> bool {
+pub(crate) fn remove_sorted(v: &mut Vec<usize>, i: usize) -> bool {
     if let Ok(at) = v.binary_search(&i) {
         v.remove(at);
     }
@@ -953,46 +976,33 @@ impl Registry {
         settings: &Settings,
     ) {
         let domain = settings.cluster_domain.as_str();
-        if let Some(ix) = self.naming.get_mut()
-            && !ix.patch(change, resources, domain)
-        {
-            self.naming = OnceLock::new();
-        }
         // Tests compile small repositories: check every patch there.
-        debug_assert!(
-            resources.len() > 5_000
-                || self.naming.get().is_none_or(|ix| {
-                    *ix == crate::naming::NamingIndex::new(
-                        resources,
-                        &self.naming_indices(),
-                        domain,
-                    )
-                }),
-            "a patched naming index differs from one built afresh"
+        let check = resources.len() <= 5_000;
+        let naming = self.naming.take();
+        self.naming = patched(
+            naming,
+            |ix| ix.patch(change, resources, domain),
+            check.then_some(|| {
+                crate::naming::NamingIndex::new(resources, &self.naming_indices(), domain)
+            }),
+            "naming index",
         );
-        if let Some(ix) = self.principals.get_mut()
-            && !ix.patch(change, resources)
-        {
-            self.principals = OnceLock::new();
-        }
-        debug_assert!(
-            resources.len() > 5_000
-                || self.principals.get().is_none_or(|ix| {
-                    let indices = &self.by_kind[Kind::AuthorizationPolicy as usize];
-                    *ix == crate::principals::PrincipalIndex::new(resources, indices)
-                }),
-            "a patched principal index differs from one built afresh"
+        let principals = self.principals.take();
+        let policies = &self.by_kind[Kind::AuthorizationPolicy as usize];
+        self.principals = patched(
+            principals,
+            |ix| ix.patch(change, resources),
+            check.then_some(|| crate::principals::PrincipalIndex::new(resources, policies)),
+            "principal index",
         );
-        if let Some(mut ix) = self.calls.take() {
-            let ctx = Context::new(resources, settings, self);
-            if ix.patch(&ctx, change) {
-                debug_assert!(
-                    resources.len() > 5_000 || ix == crate::graph::CallIndex::new(&ctx),
-                    "a patched call index differs from one built afresh"
-                );
-                let _ = self.calls.set(ix);
-            }
-        }
+        let calls = self.calls.take();
+        let ctx = Context::new(resources, settings, self);
+        self.calls = patched(
+            calls,
+            |ix| ix.patch(&ctx, change),
+            check.then_some(|| crate::graph::CallIndex::new(&ctx)),
+            "call index",
+        );
         let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
         if !change.touches(&reads)
             || change.same_projection(&reads, crate::mtls::project, resources)

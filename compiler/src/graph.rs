@@ -124,8 +124,8 @@ pub(crate) struct CallIndex {
     /// is an ALLOW policy outside the root namespace whose workloads some
     /// Service selects, its calls.
     allows: Vec<(usize, String, Option<AllowCalls>)>,
-    /// Service account (namespace, name) → its number in `callers`.
-    accounts: HashMap<(String, String), usize>,
+    /// Service account (namespace → name) → its number in `callers`.
+    accounts: HashMap<String, HashMap<String, usize>>,
     /// Per service account a principal names: the hosts behind its
     /// workloads, each once.
     callers: Vec<Vec<Host>>,
@@ -179,11 +179,7 @@ impl CallIndex {
             .collect();
         ix.allows = found
             .into_iter()
-            .map(|(i, hosts)| {
-                let r = &ctx.resources[i];
-                let calls = hosts.map(|h| ix.allow(ctx, r, &h));
-                (i, r.namespace.clone(), calls)
-            })
+            .map(|(i, hosts)| ix.allow(ctx, i, hosts))
             .collect();
         ix
     }
@@ -238,8 +234,21 @@ impl CallIndex {
         })
     }
 
+    /// The entry of AuthorizationPolicy `i`, whose callees are `hosts`
+    /// ([`callees`]).
+    fn allow(
+        &mut self,
+        ctx: &Context,
+        i: usize,
+        hosts: Option<Vec<&str>>,
+    ) -> (usize, String, Option<AllowCalls>) {
+        let r = &ctx.resources[i];
+        let calls = hosts.map(|hosts| self.allow_calls(ctx, r, &hosts));
+        (i, r.namespace.clone(), calls)
+    }
+
     /// The calls of ALLOW policy `r`, whose callees are `hosts`.
-    fn allow(&mut self, ctx: &Context, r: &Resource, hosts: &[&str]) -> AllowCalls {
+    fn allow_calls(&mut self, ctx: &Context, r: &Resource, hosts: &[&str]) -> AllowCalls {
         let callees = hosts.iter().map(|h| self.number(h)).collect();
         let mut principals = Vec::new();
         if let Some(Spec::AuthorizationPolicy(ap)) = r.spec.as_deref() {
@@ -261,15 +270,30 @@ impl CallIndex {
     /// The number of service account `sa` of `ns`, its callers found when
     /// it is new.
     fn account(&mut self, ctx: &Context, ns: &str, sa: &str) -> usize {
-        if let Some(&n) = self.accounts.get(&(ns.to_string(), sa.to_string())) {
+        if let Some(&n) = self.accounts.get(ns).and_then(|m| m.get(sa)) {
             return n;
         }
-        let hosts = behind_account(ctx, ns, sa);
-        let hosts = hosts.iter().map(|h| self.number(h)).collect();
+        let hosts = self.behind_account(ctx, ns, sa);
         self.callers.push(hosts);
         let n = self.callers.len() - 1;
-        self.accounts.insert((ns.to_string(), sa.to_string()), n);
+        let of_ns = self.accounts.entry(ns.to_string()).or_default();
+        of_ns.insert(sa.to_string(), n);
         n
+    }
+
+    /// The hosts behind the workloads of namespace `ns` running as `sa`, in
+    /// workload order, each once.
+    fn behind_account(&mut self, ctx: &Context, ns: &str, sa: &str) -> Vec<Host> {
+        let mut out: Vec<Host> = Vec::new();
+        for w in ctx.workloads_in(ns).filter(|w| w.service_account == sa) {
+            for h in ctx.services_of(w) {
+                let h = self.number(&h.host);
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+        }
+        out
     }
 
     /// Bring the index up to date after `change`, which kept the registry
@@ -281,18 +305,14 @@ impl CallIndex {
     /// partner or the resources of those kinds moved: build it again.
     pub(crate) fn patch(&mut self, ctx: &Context, change: &Change) -> bool {
         if let Some(d) = change.delta().filter(|d| d.parts & SELECTIONS != 0) {
-            let reached: Vec<(&str, &str, usize)> = self
-                .accounts
+            let reached: Vec<(String, String, usize)> = d
+                .namespaces
                 .iter()
-                .filter(|((ns, _), _)| d.namespaces.contains(ns))
-                .map(|((ns, sa), &n)| (ns.as_str(), sa.as_str(), n))
+                .filter_map(|ns| Some((ns, self.accounts.get(ns)?)))
+                .flat_map(|(ns, m)| m.iter().map(move |(sa, &n)| (ns.clone(), sa.clone(), n)))
                 .collect();
-            let found: Vec<(usize, Vec<&str>)> = reached
-                .into_iter()
-                .map(|(ns, sa, n)| (n, behind_account(ctx, ns, sa)))
-                .collect();
-            for (n, hosts) in found {
-                self.callers[n] = hosts.iter().map(|h| self.number(h)).collect();
+            for (ns, sa, n) in reached {
+                self.callers[n] = self.behind_account(ctx, &ns, &sa);
             }
             for k in 0..self.allows.len() {
                 if d.namespaces.contains(&self.allows[k].1) {
@@ -331,9 +351,8 @@ impl CallIndex {
 
     /// Read the policy of `allows[k]` again.
     fn read_allow(&mut self, ctx: &Context, k: usize) {
-        let r = &ctx.resources[self.allows[k].0];
-        let calls = callees(ctx, r).map(|h| self.allow(ctx, r, &h));
-        self.allows[k] = (self.allows[k].0, r.namespace.clone(), calls);
+        let i = self.allows[k].0;
+        self.allows[k] = self.allow(ctx, i, callees(ctx, &ctx.resources[i]));
     }
 
     /// What the index says, by name: what it is compared by (a patched
@@ -396,20 +415,6 @@ fn callees<'c>(ctx: &'c Context, r: &'c Resource) -> Option<Vec<&'c str>> {
         .flat_map(|w| ctx.services_of(w).map(|h| h.host.as_str()))
         .collect();
     (!hosts.is_empty()).then_some(hosts)
-}
-
-/// The hosts behind the workloads of namespace `ns` running as `sa`, in
-/// workload order, each once.
-fn behind_account<'c>(ctx: &'c Context, ns: &str, sa: &str) -> Vec<&'c str> {
-    let mut out: Vec<&str> = Vec::new();
-    for w in ctx.workloads_in(ns).filter(|w| w.service_account == sa) {
-        for h in ctx.services_of(w) {
-            if !out.contains(&h.host.as_str()) {
-                out.push(&h.host);
-            }
-        }
-    }
-    out
 }
 
 impl<'a> CallGraph<'a> {

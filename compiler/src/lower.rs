@@ -166,6 +166,19 @@ fn may_reach(keep: &Keep, r: &Resource, vs: &VirtualServiceSpec, domain: &str) -
         })
 }
 
+/// The registry's entries of the hosts `names` (each name's in registry
+/// order), or all of them: a scoped lowering looks its few up instead of
+/// asking every host.
+fn entries<'c, 'n>(
+    ctx: &'c Context,
+    names: Option<impl Iterator<Item = &'n String>>,
+) -> Vec<&'c HostEntry> {
+    match names {
+        None => ctx.hosts.iter().collect(),
+        Some(names) => names.flat_map(|h| ctx.hosts_named(h)).collect(),
+    }
+}
+
 fn kept(keep: Option<&Keep>, pick: impl Fn(&Keep) -> bool) -> bool {
     keep.is_none_or(pick)
 }
@@ -181,11 +194,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     let (mtls, services) = rayon::join(
         || MtlsView::new(ctx),
         || {
-            // A scoped lowering looks its few up before sorting.
-            let mut services: Vec<&HostEntry> = match keep {
-                None => ctx.hosts.iter().collect(),
-                Some(k) => k.hosts.iter().flat_map(|h| ctx.hosts_named(h)).collect(),
-            };
+            let mut services = entries(ctx, keep.map(|k| k.hosts.iter()));
             services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
             services
                 .into_par_iter()
@@ -282,10 +291,7 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     // the naming index says may name one of them.
     let named: Option<Vec<&Resource>> = keep
         .filter(|k| k.hosts.len() <= 64 && k.gateways.is_empty())
-        .and_then(|k| {
-            let hosts: Vec<String> = k.hosts.iter().cloned().collect();
-            ctx.naming().candidates(&hosts)
-        })
+        .and_then(|k| ctx.naming().candidates(k.hosts))
         .map(|c| {
             let of = c.into_iter().map(|i| &ctx.resources[i]);
             of.filter(|r| r.kind == crate::model::Kind::VirtualService && r.spec.is_some())
@@ -385,16 +391,12 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         }
     }
 
-    // A scoped lowering looks its few hosts up.
-    let entries: Vec<&HostEntry> = match keep {
-        None => ctx.hosts.iter().collect(),
-        Some(_) => out.hosts.keys().flat_map(|h| ctx.hosts_named(h)).collect(),
-    };
-    let selectors: HashMap<&str, &Map<String, String>> = entries
-        .into_iter()
-        .filter(|h| out.hosts.contains_key(&h.host))
-        .filter_map(|h| Some((h.host.as_str(), h.selector.as_ref()?)))
-        .collect();
+    let selectors: HashMap<&str, &Map<String, String>> =
+        entries(ctx, keep.map(|_| out.hosts.keys()))
+            .into_iter()
+            .filter(|h| out.hosts.contains_key(&h.host))
+            .filter_map(|h| Some((h.host.as_str(), h.selector.as_ref()?)))
+            .collect();
     let lr = &l;
     out.hosts.par_iter_mut().for_each(|(host, p)| {
         let selector = selectors.get(host.as_str()).copied();

@@ -11,7 +11,7 @@
 
 use foldhash::HashMap;
 
-use crate::analysis::{Resource, fqdn};
+use crate::analysis::{Resource, fqdn, insert_sorted, remove_sorted};
 use crate::incremental::Change;
 use crate::model::{Kind, Spec};
 use crate::rules::walk;
@@ -58,19 +58,12 @@ impl NamingIndex {
 
     /// Put resource `i` (`r`) in, each list kept sorted and without repeats.
     fn add(&mut self, i: usize, r: &Resource, domain: &str) {
-        let put = |at: &mut Vec<usize>| {
-            if let Err(k) = at.binary_search(&i) {
-                at.insert(k, i);
-            }
-        };
         for host in names(r) {
             if host.contains('*') {
-                put(&mut self.wildcard);
+                insert_sorted(&mut self.wildcard, i);
             } else {
-                put(self
-                    .exact
-                    .entry(fqdn(host, &r.namespace, domain))
-                    .or_default());
+                let name = fqdn(host, &r.namespace, domain);
+                insert_sorted(self.exact.entry(name).or_default(), i);
             }
         }
     }
@@ -78,8 +71,11 @@ impl NamingIndex {
     /// Resources that may name one of `hosts`: those naming one exactly,
     /// and every one naming a wildcard (the caller tests those), sorted.
     /// `None` when a host is itself a wildcard: only a walk finds them.
-    pub(crate) fn candidates(&self, hosts: &[String]) -> Option<Vec<usize>> {
-        if hosts.iter().any(|h| h.contains('*')) {
+    pub(crate) fn candidates<'h>(
+        &self,
+        hosts: impl IntoIterator<Item = &'h String> + Clone,
+    ) -> Option<Vec<usize>> {
+        if hosts.clone().into_iter().any(|h| h.contains('*')) {
             return None;
         }
         let mut out = self.wildcard.clone();
@@ -114,19 +110,16 @@ impl NamingIndex {
     fn remove(&mut self, i: usize, old: &Resource, domain: &str) {
         for host in names(old) {
             if host.contains('*') {
-                if let Ok(k) = self.wildcard.binary_search(&i) {
-                    self.wildcard.remove(k);
-                }
+                remove_sorted(&mut self.wildcard, i);
                 continue;
             }
             let name = fqdn(host, &old.namespace, domain);
-            if let Some(at) = self.exact.get_mut(&name) {
-                if let Ok(k) = at.binary_search(&i) {
-                    at.remove(k);
-                }
-                if at.is_empty() {
-                    self.exact.remove(&name);
-                }
+            if self
+                .exact
+                .get_mut(&name)
+                .is_some_and(|at| remove_sorted(at, i))
+            {
+                self.exact.remove(&name);
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use foldhash::HashMap;
 
-use crate::analysis::Resource;
+use crate::analysis::{Resource, insert_sorted, remove_sorted};
 use crate::incremental::Change;
 use crate::model::{Kind, Spec};
 use crate::rules::authorization::{parse_principal, sources};
@@ -56,22 +56,18 @@ impl PrincipalIndex {
 
     fn add(&mut self, i: usize, r: &Resource) {
         for account in named(r) {
-            let at = self.accounts.entry(account).or_default();
-            if let Err(k) = at.binary_search(&i) {
-                at.insert(k, i);
-            }
+            insert_sorted(self.accounts.entry(account).or_default(), i);
         }
     }
 
     fn remove(&mut self, i: usize, old: &Resource) {
         for account in named(old) {
-            if let Some(at) = self.accounts.get_mut(&account) {
-                if let Ok(k) = at.binary_search(&i) {
-                    at.remove(k);
-                }
-                if at.is_empty() {
-                    self.accounts.remove(&account);
-                }
+            if self
+                .accounts
+                .get_mut(&account)
+                .is_some_and(|at| remove_sorted(at, i))
+            {
+                self.accounts.remove(&account);
             }
         }
     }
