@@ -1,12 +1,16 @@
 //! Benchmark: recompiling a generated repository after a one-file change
 //! (one VirtualService's timeout) with an incremental `Session`, against a
 //! full compile of the same files; and, in the 10,000-service repository,
-//! after one edit of each other kind (`edit_kinds`). The first six keep
-//! the registry: what they change (a Service's target port, a Deployment's
-//! replicas) is not what it copies. The others change what it copies (a
-//! Service's port name, that is its protocol; a pod's labels; a Service's
-//! selector; a pod's service account): the registry is patched in place
-//! and the rules reading that part of it run again for what it reaches.
+//! after one edit of each other kind (`edit_kinds`). The generated
+//! repository gets an ingress Gateway (with its pods and Service) that
+//! `svc-00000` is bound to, and a namespace-wide Sidecar in `ns-000`. The
+//! first six edits, and the Gateway's and the Sidecar's, keep the
+//! registry: what they change (a Service's target port, a Deployment's
+//! replicas, a Gateway's server hosts, a Sidecar's egress) is not what it
+//! copies. The others change what it copies (a Service's port name, that
+//! is its protocol; a pod's labels; a Service's selector; a pod's service
+//! account): the registry is patched in place and the rules reading that
+//! part of it run again for what it reaches.
 //!
 //! Run: `cargo bench -p meshc-compiler --bench incremental`.
 
@@ -38,10 +42,61 @@ fn identified(files: &[(String, String)], versions: &[u64]) -> Vec<Input> {
         .collect()
 }
 
-/// A generated repository of `services`, a session that compiled it, and
-/// the index of the file the benchmarks edit.
+/// The ingress: pods, their Service and a Gateway, to which `svc-00000`'s
+/// VirtualService is bound.
+const INGRESS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  template:
+    metadata: {labels: {istio: ingressgateway}}
+    spec: {containers: [{name: istio-proxy, image: istio/proxyv2}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [ns-000/shop.example.com]
+";
+
+/// `ns-000`'s proxies import their namespace's hosts and the root's.
+const SIDECAR: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: ns-000}
+spec:
+  egress:
+  - hosts: [./*, istio-system/*]
+";
+
+/// A generated repository of `services` with the ingress and the Sidecar
+/// above, a session that compiled it, and the index of the file the
+/// benchmarks edit.
 fn compiled(services: usize) -> (Vec<(String, String)>, Session, usize) {
-    let files = synth::repository(services);
+    let mut files = synth::repository(services);
+    let bound = "  hosts:\n  - svc-00000\n";
+    let first = files
+        .iter_mut()
+        .find(|(p, _)| p.ends_with("svc-00000.yaml"))
+        .expect("generated service");
+    assert!(first.1.contains(bound));
+    first.1 = first.1.replacen(
+        bound,
+        "  hosts:\n  - svc-00000\n  - shop.example.com\n  gateways: [mesh, istio-system/ingress]\n",
+        1,
+    );
+    files.push(("istio-system/ingress.yaml".into(), INGRESS.into()));
+    files.push(("ns-000/sidecar.yaml".into(), SIDECAR.into()));
     let mut session = Session::new(Options::default());
     assert!(
         session
@@ -92,7 +147,8 @@ fn one_file_changed(bencher: divan::Bencher, (services, ids): (usize, bool)) {
         });
 }
 
-/// Each edit flips one value of `svc-00042.yaml` back and forth.
+/// Each edit flips one value of `svc-00042.yaml` back and forth (or of the
+/// file its name says).
 const EDITS: &[(&str, &str, &str)] = &[
     ("VirtualService", "timeout: 2s", "timeout: 3s"),
     (
@@ -125,16 +181,37 @@ const EDITS: &[(&str, &str, &str)] = &[
         "      serviceAccountName: svc-00042\n",
         "      serviceAccountName: svc-00042-v2\n",
     ),
+    // Kept: the registry reads these specs again when asked.
+    (
+        "Gateway (ingress.yaml)",
+        "hosts: [ns-000/shop.example.com]",
+        "hosts: [ns-000/shop.example.com, ns-000/www.example.com]",
+    ),
+    (
+        "Sidecar (sidecar.yaml)",
+        "hosts: [./*, istio-system/*]",
+        "hosts: [./*, istio-system/*, ns-001/*]",
+    ),
 ];
 
 #[divan::bench(
-    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name", "pod labels", "Service selector", "service account"],
+    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name", "pod labels", "Service selector", "service account", "Gateway (ingress.yaml)", "Sidecar (sidecar.yaml)"],
     sample_count = 5,
     sample_size = 1
 )]
 fn edit_kinds(bencher: divan::Bencher, kind: &str) {
     let (_, a, b) = EDITS.iter().find(|(k, _, _)| *k == kind).expect("an edit");
     let (mut files, mut session, edited) = compiled(10_000);
+    let edited = match kind.split_once('(') {
+        Some((_, file)) => {
+            let file = file.trim_end_matches(')');
+            files
+                .iter()
+                .position(|(p, _)| p.ends_with(file))
+                .expect("the edited file")
+        }
+        None => edited,
+    };
     assert!(files[edited].1.contains(a), "{kind}: `{a}` not in the file");
     let mut versions = vec![0; files.len()];
     let mut flip = false;

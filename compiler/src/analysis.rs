@@ -351,30 +351,25 @@ pub const WORKLOAD_KINDS: &[Kind] = &[
     Kind::Pod,
 ];
 
-/// The kinds the registry points to and reads again later (a Gateway's
-/// servers, a Sidecar's egress): any change to one builds the registry
-/// again, so rules need not declare what they read of them.
-pub(crate) const INDEXED_KINDS: &[Kind] = &[Kind::Gateway, Kind::K8sGateway, Kind::Sidecar];
-
 /// Whether `a` and `b`, at the same index, give [`Registry::new`] the same
 /// registry: the same kind, namespace and name (of every kind: documents
 /// reordered in a file build the registry again), whether they have a typed
 /// spec, and what the registry copies of them: a Service's ports (number,
 /// name, protocol), selector and `exportTo` annotation; a ServiceEntry's
 /// hosts, ports and `exportTo`; a workload's pod labels, annotations and
-/// service account; a Namespace's labels; a DestinationRule's host. Of
-/// [`INDEXED_KINDS`], all metadata and spec. A rule that reads more of a
-/// Service, ServiceEntry, workload or Namespace than this declares the kind
-/// in its `crate::rules::Deps`. Every field `Registry::new` reads is covered
+/// service account; a Namespace's labels; a DestinationRule's host; a
+/// Gateway API Gateway's listener hostnames. Of an Istio Gateway and a
+/// Sidecar it keeps only the index, and reads the spec again when asked
+/// ([`Context::gateway_hosts`], [`Context::imports`]). A rule that reads
+/// more of a Service, ServiceEntry, workload or Namespace than this, or
+/// reads Gateways or Sidecars other than its subjects, declares the kind in
+/// its `crate::rules::Deps`. Every field `Registry::new` reads is covered
 /// (`tests/incremental.rs` compiles random edits both ways).
 pub(crate) fn same_contribution(a: &Resource, b: &Resource) -> bool {
     // The same identity at each index: what holds indices (the registry,
     // the mTLS index) finds the same resources where it left them.
     if a.identity() != b.identity() || a.spec.is_some() != b.spec.is_some() {
         return false;
-    }
-    if INDEXED_KINDS.contains(&a.kind) {
-        return a.meta == b.meta && a.spec == b.spec;
     }
     match (a.spec.as_deref(), b.spec.as_deref()) {
         (Some(Spec::DestinationRule(x)), Some(Spec::DestinationRule(y))) => x.host == y.host,
@@ -387,9 +382,22 @@ pub(crate) fn same_contribution(a: &Resource, b: &Resource) -> bool {
             x.hosts == y.hosts && x.export_to == y.export_to && entry_ports(x) == entry_ports(y)
         }
         (Some(Spec::Workload(_) | Spec::Pod(_)), _) => workload(0, a) == workload(0, b),
+        (Some(Spec::K8sGateway(x)), Some(Spec::K8sGateway(y))) => {
+            listener_hosts(x) == listener_hosts(y)
+        }
         _ if a.kind == Kind::Namespace => a.labels() == b.labels(),
         _ => true,
     }
+}
+
+/// What the registry copies of a Gateway API Gateway: its listeners'
+/// hostnames (`*` for a listener without one).
+fn listener_hosts(g: &crate::model::K8sGatewaySpec) -> Vec<String> {
+    g.listeners
+        .iter()
+        .flatten()
+        .map(|l| l.hostname.clone().unwrap_or_else(|| "*".into()))
+        .collect()
 }
 
 /// What the registry copies of a Service's ports.
@@ -531,14 +539,8 @@ impl Registry {
                     ctx.destination_rules.entry(host).or_default().push(i);
                 }
                 (Kind::K8sGateway, Some(Spec::K8sGateway(g))) => {
-                    let hosts = g
-                        .listeners
-                        .iter()
-                        .flatten()
-                        .map(|l| l.hostname.clone().unwrap_or_else(|| "*".into()))
-                        .collect();
                     ctx.gateway_api
-                        .insert(format!("{}/{}", r.namespace, r.name), hosts);
+                        .insert(format!("{}/{}", r.namespace, r.name), listener_hosts(g));
                 }
                 (Kind::Sidecar, Some(Spec::Sidecar(_))) => ctx.sidecars.push(i),
                 (Kind::Gateway, _) => {
@@ -682,7 +684,7 @@ impl Registry {
     /// `resources` (the new list). Gives what changed, or `None` (the
     /// registry is then unusable and must be built again) for an edit it
     /// cannot patch: a ServiceEntry's hosts, a resource that stopped or
-    /// started declaring a workload, a kind it points to.
+    /// started declaring a workload.
     pub(crate) fn patch(
         &mut self,
         pairs: &[(Resource, usize)],
@@ -695,7 +697,7 @@ impl Registry {
         let mut relabelled: Vec<Relabelled> = Vec::new();
         for (old, i) in pairs {
             let (i, new) = (*i, &resources[*i]);
-            if old.identity() != new.identity() || INDEXED_KINDS.contains(&new.kind) {
+            if old.identity() != new.identity() {
                 return None;
             }
             let ns = new.namespace.clone();
@@ -758,6 +760,12 @@ impl Registry {
                         insert_sorted(self.destination_rules.entry(after.clone()).or_default(), i);
                         delta.hosts.extend([before, after]);
                     }
+                }
+                (Some(Spec::K8sGateway(_)), Some(Spec::K8sGateway(b))) => {
+                    // Its rules read Gateway API Gateways (`Deps`): no part.
+                    self.gateway_api
+                        .insert(format!("{ns}/{}", new.name), listener_hosts(b));
+                    continue;
                 }
                 _ if new.kind == Kind::Namespace => {
                     self.namespaces.insert(new.name.clone(), new.labels());
@@ -1054,6 +1062,13 @@ impl<'a> Context<'a> {
         })
     }
 
+    /// The naming index when it is already built (a session builds it with
+    /// every registry), without building it.
+    pub(crate) fn naming_if_built(&self) -> Option<&'a crate::naming::NamingIndex> {
+        let registry: &'a Registry = self.registry;
+        registry.naming.get()
+    }
+
     /// The resources by identity, indexed by the first to ask.
     pub(crate) fn identities(&self) -> &'a Identities {
         let registry: &'a Registry = self.registry;
@@ -1298,13 +1313,29 @@ impl<'a> Context<'a> {
         })
     }
 
-    /// Workloads anywhere whose labels include all of `selector`.
+    /// Workloads anywhere whose labels include all of `selector`, in order:
+    /// the candidates are those with its first label in each namespace (an
+    /// empty selector's are all).
     pub fn workloads_matching_anywhere<'s>(
         &'s self,
         selector: &'s Map<String, String>,
     ) -> impl Iterator<Item = &'s Workload> + 's {
-        self.workloads
-            .iter()
+        let candidates: Option<Vec<usize>> = selector.iter().next().map(|(k, v)| {
+            let mut c: Vec<usize> = self
+                .workloads_by_label
+                .values()
+                .filter_map(|m| m.get(k)?.get(v))
+                .flatten()
+                .copied()
+                .collect();
+            c.sort_unstable();
+            c
+        });
+        let all = candidates.is_none().then(|| self.workloads.iter());
+        let some = candidates.into_iter().flatten().map(|i| &self.workloads[i]);
+        all.into_iter()
+            .flatten()
+            .chain(some)
             .filter(move |w| selects(selector, &w.labels))
     }
 
@@ -1422,10 +1453,9 @@ impl<'a> Context<'a> {
 
     /// Every Istio Gateway with its spec, in resource order.
     pub fn istio_gateways(&self) -> Vec<(&'a Resource, &'a crate::model::GatewaySpec)> {
-        self.resources
-            .iter()
-            .filter_map(|r| match r.spec.as_deref() {
-                Some(Spec::Gateway(g)) => Some((r, g)),
+        self.of_kind(Kind::Gateway)
+            .filter_map(|(_, r, spec)| match spec {
+                Spec::Gateway(g) => Some((r, g)),
                 _ => None,
             })
             .collect()

@@ -513,23 +513,15 @@ impl<'a> CallGraph<'a> {
             let Some(callers) = ctx.selected_workloads(r) else {
                 continue;
             };
-            for (i, l) in sc.egress.iter().flatten().enumerate() {
-                for (k, entry) in l.hosts.iter().enumerate() {
-                    let Some((ns, host)) = entry.split_once('/') else {
-                        continue;
-                    };
-                    let ns = if ns == "." { r.namespace.as_str() } else { ns };
-                    if ns == "*" || ns == "~" || host.contains('*') {
-                        continue;
-                    }
-                    let name = ctx.fqdn(host, ns);
-                    let callee = g.host_node(&name);
-                    let c = call(&name, (r, At::Egress(i, k)));
-                    for w in &callers {
-                        for &caller in g.behind(ctx, &mut behind, w) {
-                            if caller != callee {
-                                g.add(caller, callee, c);
-                            }
+            for (i, k, (ns, host)) in exact_egress(sc) {
+                let ns = if ns == "." { r.namespace.as_str() } else { ns };
+                let name = ctx.fqdn(host, ns);
+                let callee = g.host_node(&name);
+                let c = call(&name, (r, At::Egress(i, k)));
+                for w in &callers {
+                    for &caller in g.behind(ctx, &mut behind, w) {
+                        if caller != callee {
+                            g.add(caller, callee, c);
                         }
                     }
                 }
@@ -664,4 +656,18 @@ impl<'a> CallGraph<'a> {
             })
             .collect()
     }
+}
+
+/// The egress entries of a Sidecar that import one exact host (the others,
+/// `ns/*`, `*/host`, `~/...`, make no call edge): `spec.egress[i].hosts[k]`
+/// with its namespace (`.` as written) and host.
+pub(crate) fn exact_egress(
+    sc: &crate::model::SidecarSpec,
+) -> impl Iterator<Item = (usize, usize, (&str, &str))> {
+    sc.egress.iter().flatten().enumerate().flat_map(|(i, l)| {
+        l.hosts.iter().enumerate().filter_map(move |(k, entry)| {
+            let (ns, host) = entry.split_once('/')?;
+            (ns != "*" && ns != "~" && !host.contains('*')).then_some((i, k, (ns, host)))
+        })
+    })
 }

@@ -87,6 +87,25 @@ impl NamingIndex {
         Some(out)
     }
 
+    /// Resources of `of` (sorted indices) that share an exact host with
+    /// another of them, sorted; `None` when one of them names a wildcard
+    /// host (any might share it).
+    pub(crate) fn sharing(&self, of: &[usize]) -> Option<Vec<usize>> {
+        let has = |i: &usize| of.binary_search(i).is_ok();
+        if self.wildcard.iter().any(has) {
+            return None;
+        }
+        let mut out: Vec<usize> = Vec::new();
+        for list in self.exact.values().filter(|l| l.len() > 1) {
+            if list.iter().filter(|i| has(i)).nth(1).is_some() {
+                out.extend(list.iter().filter(|i| has(i)));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
     /// Move the changed VirtualServices and DestinationRules of `change`
     /// (which kept the registry, so each sits where its old version sat).
     /// `false` when a changed one has no single partner: build it again.

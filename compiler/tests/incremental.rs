@@ -122,7 +122,249 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     ("tier: back}", "tier: front}"),
     ("labels: {app: gw,", "labels: {app: gx,"),
     ("labels: {app: gx,", "labels: {app: gw,"),
+    // Gateways and Sidecars (the `gateways` repository, bookinfo's and
+    // store's): the registry keeps them by index and reads their specs
+    // again, so these keep it, and the rules that read them say so. A
+    // certificate two Gateways share, a server host two serve, a server
+    // port no Service exposes, a selector (and the JWT rules its pods
+    // have), a host the bound VirtualService has or not.
+    (
+        "{credentialName: partner-cert,",
+        "{credentialName: shop-cert,",
+    ),
+    (
+        "{credentialName: shop-cert,",
+        "{credentialName: partner-cert,",
+    ),
+    (
+        "[front/partner.example.com]\n    tls: {cred",
+        "[front/secure.example.com]\n    tls: {cred",
+    ),
+    (
+        "[front/secure.example.com]\n    tls: {cred",
+        "[front/partner.example.com]\n    tls: {cred",
+    ),
+    (
+        "number: 443, name: https-partner",
+        "number: 8443, name: https-partner",
+    ),
+    (
+        "number: 8443, name: https-partner",
+        "number: 443, name: https-partner",
+    ),
+    ("selector: {istio: ingress}", "selector: {istio: edge}"),
+    ("selector: {istio: edge}", "selector: {istio: ingress}"),
+    ("front/shop.example.com]", "front/books.example.com]"),
+    ("front/books.example.com]", "front/shop.example.com]"),
+    (
+        "- bookinfo/bookinfo.example.com",
+        "- bookinfo/books.example.com",
+    ),
+    (
+        "- bookinfo/books.example.com",
+        "- bookinfo/bookinfo.example.com",
+    ),
+    // A namespace's Sidecar importing the host two namespaces configure (or
+    // not); a workload Sidecar's selector (an ambient pod's, or not).
+    ("hosts: [./*, istio-system/*]", "hosts: [./*, front/*]"),
+    ("hosts: [./*, front/*]", "hosts: [./*, istio-system/*]"),
+    (
+        "workloadSelector: {labels: {app: web}}",
+        "workloadSelector: {labels: {app: api}}",
+    ),
+    (
+        "workloadSelector: {labels: {app: api}}",
+        "workloadSelector: {labels: {app: web}}",
+    ),
+    // A Gateway API Gateway: a listener's name (a route's section), its
+    // hostname (which the registry copies), its port (another listener's).
+    ("sectionName: http}", "sectionName: https}"),
+    ("sectionName: https}", "sectionName: http}"),
+    ("{name: http, port: 80,", "{name: https, port: 80,"),
+    ("{name: https, port: 80,", "{name: http, port: 80,"),
+    ("hostname: web.example.com}", "hostname: www.example.com}"),
+    ("hostname: www.example.com}", "hostname: web.example.com}"),
+    ("{name: other, port: 8080,", "{name: other, port: 80,"),
+    ("{name: other, port: 80,", "{name: other, port: 8080,"),
+    // The Sidecar edge of the `retries` call chain, there or not.
+    ("[./b.n.svc.cluster.local]", "[./z.n.svc.cluster.local]"),
+    ("[./z.n.svc.cluster.local]", "[./b.n.svc.cluster.local]"),
 ];
+
+/// The `gateways` repository: two Istio Gateways on the same pods, a
+/// VirtualService bound to both that routes on a JWT claim (the pods have a
+/// RequestAuthentication), a Gateway API Gateway with a route, and a
+/// DestinationRule, a VirtualService (and one for a wildcard covering it)
+/// and two ServiceEntries (HTTP and HTTPS) for hosts configured twice,
+/// which apply together only where a namespace's Sidecar imports the host.
+const GATEWAYS_INGRESS: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: front}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: back}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector:
+    istio: ingress
+  ports: [{name: http, port: 80}, {name: https, port: 443}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingress}}
+  template:
+    metadata: {labels: {istio: ingress}}
+    spec: {containers: [{name: istio-proxy, image: istio/proxyv2}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingress}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [front/shop.example.com]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [front/secure.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: partner, namespace: istio-system}
+spec:
+  selector: {istio: ingress}
+  servers:
+  - port: {number: 443, name: https-partner, protocol: HTTPS}
+    hosts: [front/partner.example.com]
+    tls: {credentialName: partner-cert, mode: SIMPLE}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingress}}
+  jwtRules: [{issuer: \"https://issuer.example.com\", jwksUri: \"https://issuer.example.com/jwks\"}]
+";
+
+const GATEWAYS_FRONT: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: front}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: front}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: web}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: front}
+spec:
+  hosts: [shop.example.com, partner.example.com]
+  gateways: [istio-system/public, istio-system/partner]
+  http:
+  - name: admins
+    match: [{headers: {\"@request.auth.claims.group\": {exact: admins}}}]
+    route: [{destination: {host: web}}]
+  - name: all
+    route: [{destination: {host: web}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: front}
+spec:
+  host: web.front.svc.cluster.local
+  exportTo: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: front}
+spec:
+  hosts: [web.front.svc.cluster.local]
+  exportTo: [\"*\"]
+  http: [{route: [{destination: {host: web.front.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api-http, namespace: front}
+spec:
+  hosts: [api.example.com]
+  exportTo: [back]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 8443, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api-https, namespace: front}
+spec:
+  hosts: [api.example.com]
+  exportTo: [back]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 8443, name: https, protocol: HTTPS}]
+";
+
+const GATEWAYS_BACK: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: back}
+spec:
+  egress:
+  - hosts: [./*, istio-system/*]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-copy, namespace: back}
+spec:
+  host: web.front.svc.cluster.local
+  exportTo: [\".\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-copy, namespace: back}
+spec:
+  hosts: [web.front.svc.cluster.local]
+  exportTo: [\".\"]
+  http: [{route: [{destination: {host: web.front.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild, namespace: back}
+spec:
+  hosts: [\"*.front.svc.cluster.local\"]
+  exportTo: [\".\"]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+";
+
+const GATEWAYS_API: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: front}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: web.example.com}
+  - {name: other, port: 8080, protocol: HTTP, hostname: web.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: front}
+spec:
+  parentRefs: [{name: web, sectionName: http}]
+  hostnames: [web.example.com]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+";
 
 /// The `labels` repository: a Sidecar whose only workload runs in ambient
 /// mode, and a policy selecting a Kubernetes Gateway's pod.
@@ -397,6 +639,14 @@ spec:
     )
 }
 
+/// `a` calls `b`: its Sidecar imports `b`'s host (a call edge of MC0501's
+/// graph, as an ALLOW policy's principal is).
+const SIDECAR_A_TO_B: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: a, namespace: n}
+spec: {workloadSelector: {labels: {app: a}}, egress: [{hosts: [./b.n.svc.cluster.local]}]}
+";
+
 /// `callee` accepts calls from `caller` only.
 fn allow(callee: &str, caller: &str) -> String {
     format!(
@@ -499,14 +749,15 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
     cross.insert("subsets.yaml".to_string(), CROSS_SUBSETS.to_string());
     out.push(("cross", cross));
     // A call chain a → b → c → d whose retries multiply past the bound
-    // only while enough of its hops retry.
+    // only while enough of its hops retry (a → b through a Sidecar, the
+    // others through ALLOW policies).
     let mut retries = BTreeMap::new();
     for name in ["a", "b", "c", "d"] {
         retries.insert(format!("{name}.yaml"), retrying_service(name));
     }
     retries.insert(
         "policies.yaml".to_string(),
-        [allow("b", "a"), allow("c", "b"), allow("d", "c")].join("---\n"),
+        [SIDECAR_A_TO_B, &allow("c", "b"), &allow("d", "c")].join("---\n"),
     );
     out.push(("retries", retries));
     let mut mtls = BTreeMap::new();
@@ -523,6 +774,16 @@ fn repositories() -> Vec<(&'static str, BTreeMap<String, String>)> {
     let mut labels = BTreeMap::new();
     labels.insert("edge.yaml".to_string(), LABELS_EDGE.to_string());
     out.push(("labels", labels));
+    let mut gateways = BTreeMap::new();
+    for (file, text) in [
+        ("ingress.yaml", GATEWAYS_INGRESS),
+        ("front.yaml", GATEWAYS_FRONT),
+        ("back.yaml", GATEWAYS_BACK),
+        ("api.yaml", GATEWAYS_API),
+    ] {
+        gateways.insert(file.to_string(), text.to_string());
+    }
+    out.push(("gateways", gateways));
     out
 }
 
@@ -1107,5 +1368,114 @@ fn a_principal_moved_to_another_account_is_found_by_that_accounts_next_edit() {
         if n == 3 {
             assert_eq!(session.stats().registry, RegistryUse::Patched);
         }
+    });
+}
+
+#[test]
+fn gateway_and_sidecar_edits_keep_the_registry_and_rerun_what_reads_them() {
+    // Each edit changes a Gateway's, a Sidecar's or a Gateway API
+    // Gateway's spec and makes findings appear (then, undone, go): the
+    // registry is kept (patched for a listener hostname, which it copies),
+    // and every rule that reads those specs runs again.
+    let edits: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "ingress.yaml",
+            "{credentialName: partner-cert,",
+            "{credentialName: shop-cert,",
+            &["MC0210"],
+        ),
+        (
+            "ingress.yaml",
+            "[front/partner.example.com]",
+            "[front/secure.example.com]",
+            &["MC0106", "MC0206"],
+        ),
+        (
+            "ingress.yaml",
+            "number: 443, name: https-partner",
+            "number: 8443, name: https-partner",
+            &["MC0112"],
+        ),
+        (
+            "ingress.yaml",
+            "selector: {istio: ingress}",
+            "selector: {istio: edge}",
+            &["MC0107", "MC0406"],
+        ),
+        (
+            "ingress.yaml",
+            "front/shop.example.com]",
+            "front/books.example.com]",
+            &["MC0106"],
+        ),
+        (
+            "back.yaml",
+            "hosts: [./*, istio-system/*]",
+            "hosts: [./*, front/*]",
+            &["MC0203", "MC0204", "MC0205"],
+        ),
+        (
+            "api.yaml",
+            "sectionName: http}",
+            "sectionName: https}",
+            &["MC0117"],
+        ),
+        (
+            "api.yaml",
+            "{name: http, port: 80,",
+            "{name: https, port: 80,",
+            &["MC0117"],
+        ),
+        (
+            "api.yaml",
+            "{name: other, port: 8080,",
+            "{name: other, port: 80,",
+            &["MC0214"],
+        ),
+        (
+            "api.yaml",
+            "hostname: web.example.com}",
+            "hostname: www.example.com}",
+            &[],
+        ),
+    ];
+    let original = repositories()
+        .into_iter()
+        .find(|(name, _)| *name == "gateways")
+        .expect("the gateways repository")
+        .1;
+    let mut steps = vec![original.clone()];
+    for (file, from, to, _) in edits {
+        let mut files = original.clone();
+        let text = &files[*file];
+        assert!(text.contains(from), "{file}: `{from}`");
+        files.insert(file.to_string(), text.replacen(from, to, 1));
+        steps.push(files);
+        steps.push(original.clone());
+    }
+    step_through(&steps, |n, full, session| {
+        let codes: Vec<&str> = full.iter().map(|d| &d[..6]).collect();
+        if n == 0 {
+            assert!(codes.is_empty(), "the repository is clean: {full:?}");
+            return;
+        }
+        let (_, from, _, expected) = edits[(n - 1) / 2];
+        let edited = n % 2 == 1;
+        let mut found: Vec<&str> = codes.clone();
+        found.sort_unstable();
+        found.dedup();
+        let want: &[&str] = if edited { expected } else { &[] };
+        assert_eq!(found, want, "step {n} (`{from}`, edited: {edited})");
+        let registry = session.stats().registry;
+        let listener_host = from.starts_with("hostname:");
+        assert_eq!(
+            registry,
+            if listener_host {
+                RegistryUse::Patched
+            } else {
+                RegistryUse::Kept
+            },
+            "step {n} (`{from}`)"
+        );
     });
 }

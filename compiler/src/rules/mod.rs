@@ -193,12 +193,16 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
 ///   changes only what the registry copies of some resources patches it in
 ///   place ([`crate::analysis::Registry::patch`]), and a rule reading a part
 ///   that changed runs again for the subjects the change reaches (a global
-///   rule: in full). Gateways and Sidecars, and any resource that came, went
-///   or was renamed, build the registry again and every rule runs.
+///   rule: in full). Any resource that came, went or was renamed builds the
+///   registry again and every rule runs.
 /// - `reads` and `kinds`: the resources it reads besides its subjects and
 ///   the registry. A rule that reads more of a Service, ServiceEntry,
 ///   workload or Namespace than the registry copies (its spec, its
-///   metadata) names the kind.
+///   metadata) names the kind; so does one that reads Gateways, Gateway API
+///   Gateways or Sidecars, whose specs the registry reads again when asked
+///   ([`Context::gateway_hosts`], [`Context::istio_gateways`],
+///   [`Context::imports`] and so [`Context::applied_together`]). Whether a
+///   Gateway exists is the registry's: an edit keeps it.
 #[derive(Clone, Copy)]
 pub(crate) enum Deps {
     /// The rule reports on each of its subjects (resources of `subjects`,
@@ -358,7 +362,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         routing::conflicting_hosts::check,
         Deps::Global {
-            kinds: &[Kind::VirtualService],
+            kinds: &[Kind::VirtualService, Kind::Sidecar],
             project: Some(routing::conflicting_hosts::project),
             registry: &[],
         },
@@ -366,7 +370,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         routing::service_entry_protocol::check,
         Deps::Global {
-            kinds: &[],
+            kinds: &[Kind::Sidecar],
             project: None,
             registry: &[(SE_EXPORT | SE_PORTS, Reach::All)],
         },
@@ -375,7 +379,7 @@ const CHECKS: &[(Check, Deps)] = &[
         references::host_not_in_gateway::check,
         Deps::Local {
             subjects: &[Kind::VirtualService],
-            reads: &[],
+            reads: &[Kind::Gateway, Kind::K8sGateway],
             project: None,
             namespaced: &[],
             registry: &[],
@@ -415,7 +419,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         routing::duplicate_destination_rule::check,
         Deps::Global {
-            kinds: &[Kind::DestinationRule],
+            kinds: &[Kind::DestinationRule, Kind::Sidecar],
             project: Some(routing::duplicate_destination_rule::project),
             registry: &[(DR_HOST, Reach::All)],
         },
@@ -433,7 +437,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         routing::conflicting_gateways::check,
         Deps::Global {
-            kinds: &[],
+            kinds: &[Kind::Gateway],
             project: None,
             registry: &[(WL_SELECTED, Reach::All)],
         },
@@ -451,7 +455,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         references::gateway_port::check,
         Deps::Global {
-            kinds: &[Kind::Service],
+            kinds: &[Kind::Service, Kind::Gateway],
             project: Some(references::gateway_port::project),
             registry: &[(WL_SELECTED | SVC_SELECTOR | SVC_PORTS, Reach::All)],
         },
@@ -499,7 +503,11 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         resilience::retry_amplification::check,
         Deps::Global {
-            kinds: &[Kind::VirtualService, Kind::AuthorizationPolicy],
+            kinds: &[
+                Kind::VirtualService,
+                Kind::AuthorizationPolicy,
+                Kind::Sidecar,
+            ],
             project: Some(resilience::retry_amplification::project),
             registry: &[(WL_SELECTED | WL_SA | SVC_SELECTOR, Reach::All)],
         },
@@ -593,7 +601,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         references::ambient_sidecar::check,
         Deps::Global {
-            kinds: &[],
+            kinds: &[Kind::Sidecar],
             project: None,
             registry: &[(WL_LABELS | NS_LABELS, Reach::All)],
         },
@@ -601,7 +609,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         routing::duplicate_certificate::check,
         Deps::Global {
-            kinds: &[],
+            kinds: &[Kind::Gateway],
             project: None,
             registry: &[],
         },
@@ -618,7 +626,7 @@ const CHECKS: &[(Check, Deps)] = &[
         authorization::claim_route::check,
         Deps::Local {
             subjects: &[Kind::VirtualService],
-            reads: &[Kind::RequestAuthentication],
+            reads: &[Kind::RequestAuthentication, Kind::Gateway],
             project: None,
             namespaced: &[],
             registry: &[(WL_SELECTED, Reach::All)],
@@ -650,7 +658,12 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         references::gateway_api::check,
         Deps::Global {
-            kinds: &[Kind::HttpRoute, Kind::GrpcRoute, Kind::ReferenceGrant],
+            kinds: &[
+                Kind::HttpRoute,
+                Kind::GrpcRoute,
+                Kind::ReferenceGrant,
+                Kind::K8sGateway,
+            ],
             project: None,
             registry: &[(HOST_EXPORT | HOST_PORTS | NS_LABELS, Reach::All)],
         },
@@ -658,7 +671,7 @@ const CHECKS: &[(Check, Deps)] = &[
     (
         routing::gateway_api_listeners::check,
         Deps::Global {
-            kinds: &[],
+            kinds: &[Kind::K8sGateway],
             project: None,
             registry: &[],
         },

@@ -100,6 +100,11 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         let Spec::VirtualService(vs) = spec else {
             continue;
         };
+        // Only routes through a Gateway: most VirtualServices are left
+        // before their matches are read.
+        if vs.gateways.iter().flatten().all(|g| g == "mesh") {
+            continue;
+        }
         let Some((key, at)) = claim_key(vs) else {
             continue;
         };

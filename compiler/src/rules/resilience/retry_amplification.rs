@@ -91,6 +91,12 @@ pub(crate) fn project(r: &crate::analysis::Resource) -> String {
                 )
             )
         }
+        // A Sidecar makes call edges only with the exact hosts it imports
+        // (`ns/*` makes none), from the workloads it selects.
+        Some(crate::model::Spec::Sidecar(sc)) => {
+            let exact: Vec<_> = crate::graph::exact_egress(sc).collect();
+            format!("{:?}", (&sc.workload_selector, exact))
+        }
         other => format!("{other:?}"),
     }
 }

@@ -64,9 +64,15 @@ pub(crate) fn project(r: &crate::analysis::Resource) -> String {
 }
 
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
+    // Only VirtualServices that share a host with another can conflict: the
+    // naming index, when a session has built it, gives them without
+    // reading every VirtualService's hosts (a Sidecar edit runs this rule).
+    let all = ctx.indices_of(Kind::VirtualService);
+    let sharing = ctx.naming_if_built().and_then(|ix| ix.sharing(all));
     let mut claims: Vec<Claim> = Vec::new();
-    for (i, r, spec) in ctx.of_kind(Kind::VirtualService) {
-        let Spec::VirtualService(vs) = spec else {
+    for &i in sharing.as_deref().unwrap_or(all) {
+        let r = &ctx.resources[i];
+        let Some(Spec::VirtualService(vs)) = r.spec.as_deref() else {
             continue;
         };
         if !crate::rules::walk::mesh_bound(vs) {

@@ -75,6 +75,10 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     type Rule<'a> = (usize, Vec<&'a str>, &'a [String]);
     let mut by_host: HashMap<&String, Vec<Rule>> = HashMap::new();
     for (host, rules) in &ctx.destination_rules {
+        // One rule for a host duplicates nothing.
+        if rules.len() < 2 {
+            continue;
+        }
         for &i in rules {
             let Some(dr) = ctx
                 .destination_rule(i)
