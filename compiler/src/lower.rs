@@ -679,6 +679,8 @@ fn termination(t: &crate::model::ServerTlsSettings) -> Option<ir::Termination> {
         max_protocol_version: t.max_protocol_version.map(crate::model::enum_name),
         verify_certificate_hash: t.verify_certificate_hash.clone().unwrap_or_default(),
         verify_certificate_spki: t.verify_certificate_spki.clone().unwrap_or_default(),
+        cipher_suites: t.cipher_suites.clone().unwrap_or_default(),
+        ecdh_curves: t.ecdh_curves.clone().unwrap_or_default(),
     })
 }
 

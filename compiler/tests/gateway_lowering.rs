@@ -39,6 +39,8 @@ spec:
       caCrl: /crl.pem
       verifyCertificateHash: ["AB:CD:EF"]
       verifyCertificateSpki: [q83vEjRWeJA=]
+      cipherSuites: ["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]", ECDHE-RSA-AES256-GCM-SHA384]
+      ecdhCurves: [X25519, P-256]
   - port: {number: 9443, name: https-through, protocol: HTTPS}
     hosts: [db.example.com]
     tls: {credentialName: unused}
@@ -92,6 +94,11 @@ fn servers_lower_with_their_tls() {
                     subject_alt_names: vec!["spiffe://partner/client".into()],
                     verify_certificate_hash: vec!["AB:CD:EF".into()],
                     verify_certificate_spki: vec!["q83vEjRWeJA=".into()],
+                    cipher_suites: vec![
+                        "[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]".into(),
+                        "ECDHE-RSA-AES256-GCM-SHA384".into(),
+                    ],
+                    ecdh_curves: vec!["X25519".into(), "P-256".into()],
                     ..Termination::default()
                 }),
                 false,

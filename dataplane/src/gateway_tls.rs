@@ -217,9 +217,27 @@ fn build(mode: &str, t: &Termination, files: &Files) -> Result<ServerConfig> {
     }
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
         .with_context(|| format!("the key in {}", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions(t)?)?;
+    let provider = provider(t)?;
+    let mut versions = versions(t)?;
+    // `cipherSuites` may leave no TLS 1.2 suite: then TLS 1.3 only.
+    let tls12 = |s: &rustls::SupportedCipherSuite| s.version() == &rustls::version::TLS12;
+    if !provider.cipher_suites.iter().any(tls12) {
+        versions.retain(|v| v.version != rustls::ProtocolVersion::TLSv1_2);
+        if versions.is_empty() {
+            bail!(
+                "none of cipherSuites ({}) is a TLS 1.2 suite the proxy supports ({}), and TLS 1.3 is not allowed",
+                t.cipher_suites.join(", "),
+                TLS12_SUITES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let provider = Arc::new(provider);
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
     let builder = match &files.ca {
         Some(ca) => {
             let pem = String::from_utf8(read(ca)?)
@@ -249,6 +267,111 @@ fn build(mode: &str, t: &Termination, files: &Files) -> Result<ServerConfig> {
         .context("the certificate and key do not go together")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The TLS 1.2 cipher suites the proxy has (ring's), by their OpenSSL names,
+/// as Envoy's `cipherSuites` lists them.
+const TLS12_SUITES: &[(&str, rustls::CipherSuite)] = {
+    use rustls::CipherSuite as S;
+    &[
+        (
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
+        (
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ),
+        (
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ]
+};
+
+/// The key-exchange groups the proxy has, by the names `ecdhCurves` uses.
+const GROUPS: &[(&[&str], rustls::NamedGroup)] = {
+    use rustls::NamedGroup as G;
+    &[
+        (&["X25519"], G::X25519),
+        (&["P-256", "secp256r1", "prime256v1"], G::secp256r1),
+        (&["P-384", "secp384r1"], G::secp384r1),
+    ]
+};
+
+/// ring's provider, narrowed to the TLS 1.2 suites of `cipherSuites` (an
+/// OpenSSL name, or the IANA one; `[A|B]` groups count as their members;
+/// TLS 1.3 suites are kept, as Envoy cannot configure them either) and the
+/// groups of `ecdhCurves`. Names the proxy does not have are left out with
+/// a warning (Envoy's list has CBC suites rustls does not implement).
+fn provider(t: &Termination) -> Result<rustls::crypto::CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if !t.cipher_suites.is_empty() {
+        let names: Vec<&str> = t
+            .cipher_suites
+            .iter()
+            .flat_map(|s| {
+                s.trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .split('|')
+            })
+            .map(str::trim)
+            .collect();
+        let suite = |name: &str| {
+            TLS12_SUITES
+                .iter()
+                .find(|(n, s)| *n == name || format!("{s:?}") == name)
+                .map(|(_, s)| *s)
+        };
+        let unknown: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| suite(n).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                suites = %unknown.join(", "),
+                "cipherSuites names suites the proxy does not have; they are left out"
+            );
+        }
+        let wanted: Vec<rustls::CipherSuite> = names.iter().filter_map(|n| suite(n)).collect();
+        p.cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS13 || wanted.contains(&s.suite()));
+    }
+    if !t.ecdh_curves.is_empty() {
+        let wanted: Vec<rustls::NamedGroup> = t
+            .ecdh_curves
+            .iter()
+            .filter_map(|c| {
+                let group = GROUPS.iter().find(|(names, _)| names.contains(&c.trim()));
+                if group.is_none() {
+                    tracing::warn!(curve = %c, "ecdhCurves names a group the proxy does not have; it is left out");
+                }
+                group.map(|(_, g)| *g)
+            })
+            .collect();
+        p.kx_groups.retain(|g| wanted.contains(&g.name()));
+        if p.kx_groups.is_empty() {
+            bail!(
+                "none of ecdhCurves ({}) is a group the proxy supports (X25519, P-256, P-384)",
+                t.ecdh_curves.join(", ")
+            );
+        }
+    }
+    Ok(p)
 }
 
 /// The protocol versions between `minProtocolVersion` and
@@ -308,6 +431,138 @@ mod tests {
         assert!(v(Some("SSLV3"), None).is_err());
         let e = v(None, Some("TLSV1_1")).unwrap_err().to_string();
         assert!(e.contains("1.2 and 1.3 only"), "{e}");
+    }
+
+    /// A self-signed certificate for `localhost` written where `build`
+    /// reads it, and the certificate (the client's root).
+    fn files(tag: &str) -> (Files, CertificateDer<'static>) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("meshc-gw-tls-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (certificate, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&certificate, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        let files = Files {
+            certificate,
+            key,
+            ca: None,
+            crl: None,
+        };
+        (files, c.cert.der().clone())
+    }
+
+    /// A real handshake over an in-memory pipe between `server` and a
+    /// client offering only `suites` and `groups` (all when empty), TLS
+    /// 1.3 too when `tls13`: the suite agreed, or `None` when it failed.
+    async fn handshake(
+        server: ServerConfig,
+        root: CertificateDer<'static>,
+        suites: &[rustls::CipherSuite],
+        groups: &[rustls::NamedGroup],
+        tls13: bool,
+    ) -> Option<rustls::CipherSuite> {
+        let mut p = rustls::crypto::ring::default_provider();
+        if !suites.is_empty() {
+            p.cipher_suites.retain(|s| suites.contains(&s.suite()));
+        }
+        if !groups.is_empty() {
+            p.kx_groups.retain(|g| groups.contains(&g.name()));
+        }
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls13 {
+            &[&rustls::version::TLS12, &rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS12]
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(p))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let (s, c) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+        let (_, c) = (s.ok()?, c.ok()?);
+        c.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+    }
+
+    #[tokio::test]
+    async fn cipher_suites_and_curves_narrow_what_a_handshake_may_agree() {
+        use rustls::CipherSuite as S;
+        use rustls::NamedGroup as G;
+        let (files, root) = files("suites");
+        let server = |suites: &[&str], curves: &[&str], max: Option<&str>| {
+            let t = Termination {
+                cipher_suites: suites.iter().map(|s| s.to_string()).collect(),
+                ecdh_curves: curves.iter().map(|s| s.to_string()).collect(),
+                ..termination(None, max)
+            };
+            build("SIMPLE", &t, &files)
+        };
+        let (aes128, aes256) = (
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        );
+        // TLS 1.2 with one suite allowed: a client without it is refused.
+        let one = || server(&["ECDHE-ECDSA-AES128-GCM-SHA256"], &[], Some("TLSV1_2")).unwrap();
+        assert_eq!(
+            handshake(one(), root.clone(), &[aes256], &[], false).await,
+            None
+        );
+        assert_eq!(
+            handshake(one(), root.clone(), &[aes256, aes128], &[], false).await,
+            Some(aes128)
+        );
+        // Without the list, the client's first choice is taken.
+        let any = server(&[], &[], Some("TLSV1_2")).unwrap();
+        assert_eq!(
+            handshake(any, root.clone(), &[aes256], &[], false).await,
+            Some(aes256)
+        );
+        // An equal-preference group, and an IANA name, count as their members.
+        let group = server(
+            &["[ECDHE-ECDSA-CHACHA20-POLY1305|TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]"],
+            &[],
+            Some("TLSV1_2"),
+        )
+        .unwrap();
+        assert_eq!(
+            handshake(group, root.clone(), &[aes256], &[], false).await,
+            Some(aes256)
+        );
+        // TLS 1.3 suites are not narrowed (Envoy cannot narrow them either):
+        // only suites the proxy lacks leave TLS 1.3 alone.
+        let cbc = server(&["AES128-SHA"], &[], None).unwrap();
+        let tls13 = handshake(cbc, root.clone(), &[], &[], true).await;
+        assert!(
+            tls13.is_some_and(|s| format!("{s:?}").starts_with("TLS13_")),
+            "{tls13:?}"
+        );
+        let cbc12 = server(&["AES128-SHA"], &[], Some("TLSV1_2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            cbc12.contains("AES128-SHA") && cbc12.contains("TLS 1.3 is not allowed"),
+            "{cbc12}"
+        );
+        // Curves: a client with only X25519 meets a server allowing P-256.
+        let p256 = || server(&[], &["P-256"], None).unwrap();
+        assert_eq!(
+            handshake(p256(), root.clone(), &[], &[G::X25519], true).await,
+            None
+        );
+        assert!(
+            handshake(p256(), root.clone(), &[], &[G::secp256r1], true)
+                .await
+                .is_some()
+        );
+        let none = server(&[], &["brainpoolP256r1"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("brainpoolP256r1"), "{none}");
     }
 
     #[test]

@@ -784,6 +784,15 @@ pub struct Termination {
     /// lists, a certificate matching either is allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verify_certificate_spki: Vec<String>,
+    /// `cipherSuites`: the TLS 1.2 cipher suites allowed, by their OpenSSL
+    /// names as written (`[A|B]` is a group of equal preference); empty: the
+    /// proxy's defaults. TLS 1.3 suites are not configurable, as in Envoy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// `ecdhCurves`: the key-exchange groups allowed (`X25519`, `P-256`,
+    /// `P-384`); empty: the proxy's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
 }
 
 impl Ir {
