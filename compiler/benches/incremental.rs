@@ -3,14 +3,14 @@
 //! full compile of the same files; and, in the 10,000-service repository,
 //! after one edit of each other kind (`edit_kinds`). The generated
 //! repository gets an ingress Gateway (with its pods and Service) that
-//! `svc-00000` is bound to, and a namespace-wide Sidecar in `ns-000`. The
-//! first six edits, and the Gateway's and the Sidecar's, keep the
-//! registry: what they change (a Service's target port, a Deployment's
+//! `svc-00000` is bound to, a namespace-wide Sidecar and a ServiceEntry in
+//! `ns-000`. The first six edits, and the Gateway's and the Sidecar's, keep
+//! the registry: what they change (a Service's target port, a Deployment's
 //! replicas, a Gateway's server hosts, a Sidecar's egress) is not what it
 //! copies. The others change what it copies (a Service's port name, that
 //! is its protocol; a pod's labels; a Service's selector; a pod's service
-//! account): the registry is patched in place and the rules reading that
-//! part of it run again for what it reaches.
+//! account; a ServiceEntry's hosts): the registry is patched in place and
+//! the rules reading that part of it run again for what it reaches.
 //!
 //! Run: `cargo bench -p meshc-compiler --bench incremental`.
 
@@ -79,9 +79,20 @@ spec:
   - hosts: [./*, istio-system/*]
 ";
 
-/// A generated repository of `services` with the ingress and the Sidecar
-/// above, a session that compiled it, and the index of the file the
-/// benchmarks edit.
+/// `ns-000`'s calls out of the mesh.
+const EGRESS: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: ns-000}
+spec:
+  hosts: [api.partner.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+";
+
+/// A generated repository of `services` with the ingress, the Sidecar and
+/// the ServiceEntry above, a session that compiled it, and the index of
+/// the file the benchmarks edit.
 fn compiled(services: usize) -> (Vec<(String, String)>, Session, usize) {
     let mut files = synth::repository(services);
     let bound = "  hosts:\n  - svc-00000\n";
@@ -97,6 +108,7 @@ fn compiled(services: usize) -> (Vec<(String, String)>, Session, usize) {
     );
     files.push(("istio-system/ingress.yaml".into(), INGRESS.into()));
     files.push(("ns-000/sidecar.yaml".into(), SIDECAR.into()));
+    files.push(("ns-000/egress.yaml".into(), EGRESS.into()));
     let mut session = Session::new(Options::default());
     assert!(
         session
@@ -192,10 +204,16 @@ const EDITS: &[(&str, &str, &str)] = &[
         "hosts: [./*, istio-system/*]",
         "hosts: [./*, istio-system/*, ns-001/*]",
     ),
+    // Patched: the registry copies a ServiceEntry's hosts.
+    (
+        "ServiceEntry hosts (egress.yaml)",
+        "hosts: [api.partner.example.com]",
+        "hosts: [api.partner.example.com, auth.partner.example.com]",
+    ),
 ];
 
 #[divan::bench(
-    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name", "pod labels", "Service selector", "service account", "Gateway (ingress.yaml)", "Sidecar (sidecar.yaml)"],
+    args = ["VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Service", "Deployment", "Service port name", "pod labels", "Service selector", "service account", "Gateway (ingress.yaml)", "Sidecar (sidecar.yaml)", "ServiceEntry hosts (egress.yaml)"],
     sample_count = 5,
     sample_size = 1
 )]

@@ -633,8 +633,11 @@ pub(crate) mod parts {
     pub const NS_LABELS: u16 = 1 << 7;
     /// A DestinationRule's host.
     pub const DR_HOST: u16 = 1 << 8;
-    /// Where hosts are visible.
-    pub const HOST_EXPORT: u16 = SVC_EXPORT | SE_EXPORT;
+    /// A ServiceEntry's hosts: which hosts exist, and which namespaces own
+    /// one (a Sidecar's `./*` imports its namespace's).
+    pub const SE_HOSTS: u16 = 1 << 10;
+    /// Where hosts are visible, and which ServiceEntry hosts exist.
+    pub const HOST_EXPORT: u16 = SVC_EXPORT | SE_EXPORT | SE_HOSTS;
     /// Hosts' ports.
     pub const HOST_PORTS: u16 = SVC_PORTS | SE_PORTS;
 }
@@ -683,8 +686,9 @@ impl Registry {
     /// some: `pairs` are each such resource before, with its index in
     /// `resources` (the new list). Gives what changed, or `None` (the
     /// registry is then unusable and must be built again) for an edit it
-    /// cannot patch: a ServiceEntry's hosts, a resource that stopped or
-    /// started declaring a workload.
+    /// cannot patch: a resource that stopped or started declaring a
+    /// workload. A ServiceEntry's hosts replace its host entries where they
+    /// were ([`Registry::replace_entries`]).
     pub(crate) fn patch(
         &mut self,
         pairs: &[(Resource, usize)],
@@ -729,9 +733,6 @@ impl Registry {
                     delta.hosts.push(host);
                 }
                 (Some(Spec::ServiceEntry(a)), Some(Spec::ServiceEntry(b))) => {
-                    if a.hosts != b.hosts {
-                        return None;
-                    }
                     let (export, ports) = (b.export_to.clone().unwrap_or_default(), entry_ports(b));
                     if a.export_to != b.export_to {
                         delta.parts |= parts::SE_EXPORT;
@@ -739,9 +740,23 @@ impl Registry {
                     if entry_ports(a) != ports {
                         delta.parts |= parts::SE_PORTS;
                     }
-                    for h in self.hosts.iter_mut().filter(|h| h.index == i) {
-                        h.export_to = export.clone();
-                        h.ports = ports.clone();
+                    if a.hosts != b.hosts {
+                        delta.parts |= parts::SE_HOSTS;
+                        delta.hosts.extend(a.hosts.iter().cloned());
+                        let entries = b.hosts.iter().map(|h| HostEntry {
+                            host: h.clone(),
+                            index: i,
+                            namespace: ns.clone(),
+                            export_to: export.clone(),
+                            ports: ports.clone(),
+                            selector: None,
+                        });
+                        self.replace_entries(i, entries.collect());
+                    } else {
+                        for h in self.hosts.iter_mut().filter(|h| h.index == i) {
+                            h.export_to = export.clone();
+                            h.ports = ports.clone();
+                        }
                     }
                     delta.hosts.extend(b.hosts.iter().cloned());
                 }
@@ -896,6 +911,59 @@ impl Registry {
             .into_iter()
             .flatten()
             .map(|&i| &self.workloads[i])
+    }
+
+    /// Replace the host entries of resource `i` (a ServiceEntry's, which
+    /// have no selector) with `entries`, where they were: the entries after
+    /// them move by the difference, and every index of the host entries
+    /// with them.
+    fn replace_entries(&mut self, i: usize, entries: Vec<HostEntry>) {
+        let start = self.hosts.partition_point(|h| h.index < i);
+        let end = self.hosts.partition_point(|h| h.index <= i);
+        for k in start..end {
+            let host = &self.hosts[k].host;
+            if host.starts_with('*') {
+                remove_sorted(&mut self.wildcard_hosts, k);
+            } else if self
+                .exact_hosts
+                .get_mut(host)
+                .is_some_and(|v| remove_sorted(v, k))
+            {
+                self.exact_hosts.remove(host);
+            }
+        }
+        let added = entries.len();
+        let shift = |k: &mut usize| {
+            if *k >= end {
+                *k = *k + added - (end - start);
+            }
+        };
+        self.exact_hosts.values_mut().flatten().for_each(shift);
+        self.wildcard_hosts.iter_mut().for_each(shift);
+        self.selecting_services
+            .values_mut()
+            .flatten()
+            .for_each(shift);
+        self.services_by_label
+            .values_mut()
+            .flat_map(|by_key| by_key.values_mut())
+            .flat_map(|by_value| by_value.values_mut())
+            .flatten()
+            .for_each(shift);
+        self.hosts.splice(start..end, entries);
+        for k in start..start + added {
+            let host = &self.hosts[k].host;
+            if host.starts_with('*') {
+                insert_sorted(&mut self.wildcard_hosts, k);
+            } else {
+                match self.exact_hosts.get_mut(host) {
+                    Some(v) => insert_sorted(v, k),
+                    None => {
+                        self.exact_hosts.insert(host.clone(), vec![k]);
+                    }
+                }
+            }
+        }
     }
 
     /// Host entry `k`'s selector, taken out of the selector indices.

@@ -186,6 +186,32 @@ const REPLACEMENTS: &[(&str, &str)] = &[
     ("hostname: www.example.com}", "hostname: web.example.com}"),
     ("{name: other, port: 8080,", "{name: other, port: 80,"),
     ("{name: other, port: 80,", "{name: other, port: 8080,"),
+    // ServiceEntry hosts (patched into the registry): one renamed, one
+    // added (a host of another namespace's Service, which the namespace's
+    // `./*` egress then imports), and back.
+    ("hosts: [api.example.com]", "hosts: [api2.example.com]"),
+    ("hosts: [api2.example.com]", "hosts: [api.example.com]"),
+    ("hosts: [ext-grpc.example.com]", "hosts: [ext.example.com]"),
+    (
+        "hosts: [ext.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 9000, name: grpc",
+        "hosts: [ext-grpc.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 9000, name: grpc",
+    ),
+    (
+        "hosts: [mirror.example.com]",
+        "hosts: [mirror.example.com, web.front.svc.cluster.local]",
+    ),
+    (
+        "hosts: [mirror.example.com, web.front.svc.cluster.local]",
+        "hosts: [mirror.example.com]",
+    ),
+    (
+        "hosts: [ledger.example.com]",
+        "hosts: [ledger.example.com, books.example.com]",
+    ),
+    (
+        "hosts: [ledger.example.com, books.example.com]",
+        "hosts: [ledger.example.com]",
+    ),
     // The Sidecar edge of the `retries` call chain, there or not.
     ("[./b.n.svc.cluster.local]", "[./z.n.svc.cluster.local]"),
     ("[./z.n.svc.cluster.local]", "[./b.n.svc.cluster.local]"),
@@ -315,6 +341,24 @@ spec:
   location: MESH_EXTERNAL
   resolution: DNS
   ports: [{number: 8443, name: https, protocol: HTTPS}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-http, namespace: front}
+spec:
+  hosts: [ext.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 9000, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-grpc, namespace: front}
+spec:
+  hosts: [ext-grpc.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 9000, name: grpc, protocol: GRPC}]
 ";
 
 const GATEWAYS_BACK: &str = "apiVersion: networking.istio.io/v1
@@ -346,6 +390,16 @@ spec:
   hosts: [\"*.front.svc.cluster.local\"]
   exportTo: [\".\"]
   http: [{route: [{destination: {host: api.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mirror, namespace: back}
+spec:
+  hosts: [mirror.example.com]
+  exportTo: [\".\"]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP}]
 ";
 
 const GATEWAYS_API: &str = "apiVersion: gateway.networking.k8s.io/v1
@@ -1374,9 +1428,10 @@ fn a_principal_moved_to_another_account_is_found_by_that_accounts_next_edit() {
 #[test]
 fn gateway_and_sidecar_edits_keep_the_registry_and_rerun_what_reads_them() {
     // Each edit changes a Gateway's, a Sidecar's or a Gateway API
-    // Gateway's spec and makes findings appear (then, undone, go): the
-    // registry is kept (patched for a listener hostname, which it copies),
-    // and every rule that reads those specs runs again.
+    // Gateway's spec, or a ServiceEntry's hosts, and makes findings appear
+    // (then, undone, go): the registry is kept (patched for a listener
+    // hostname or ServiceEntry hosts, which it copies), and every rule that
+    // reads those specs runs again.
     let edits: &[(&str, &str, &str, &[&str])] = &[
         (
             "ingress.yaml",
@@ -1438,6 +1493,24 @@ fn gateway_and_sidecar_edits_keep_the_registry_and_rerun_what_reads_them() {
             "hostname: www.example.com}",
             &[],
         ),
+        (
+            "back.yaml",
+            "hosts: [mirror.example.com]",
+            "hosts: [mirror.example.com, web.front.svc.cluster.local]",
+            &["MC0203", "MC0205"],
+        ),
+        (
+            "front.yaml",
+            "hosts: [api.example.com]",
+            "hosts: [api2.example.com]",
+            &[],
+        ),
+        (
+            "front.yaml",
+            "hosts: [ext-grpc.example.com]",
+            "hosts: [ext.example.com]",
+            &["MC0204"],
+        ),
     ];
     let original = repositories()
         .into_iter()
@@ -1467,10 +1540,12 @@ fn gateway_and_sidecar_edits_keep_the_registry_and_rerun_what_reads_them() {
         let want: &[&str] = if edited { expected } else { &[] };
         assert_eq!(found, want, "step {n} (`{from}`, edited: {edited})");
         let registry = session.stats().registry;
-        let listener_host = from.starts_with("hostname:");
+        // A listener hostname, or a ServiceEntry's hosts.
+        let copied = from.starts_with("hostname:")
+            || (from.starts_with("hosts: [") && from.ends_with(".example.com]"));
         assert_eq!(
             registry,
-            if listener_host {
+            if copied {
                 RegistryUse::Patched
             } else {
                 RegistryUse::Kept

@@ -364,7 +364,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::VirtualService, Kind::Sidecar],
             project: Some(routing::conflicting_hosts::project),
-            registry: &[],
+            registry: &[(SE_HOSTS, Reach::All)],
         },
     ),
     (
@@ -372,7 +372,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::Sidecar],
             project: None,
-            registry: &[(SE_EXPORT | SE_PORTS, Reach::All)],
+            registry: &[(SE_EXPORT | SE_PORTS | SE_HOSTS, Reach::All)],
         },
     ),
     (
@@ -421,7 +421,7 @@ const CHECKS: &[(Check, Deps)] = &[
         Deps::Global {
             kinds: &[Kind::DestinationRule, Kind::Sidecar],
             project: Some(routing::duplicate_destination_rule::project),
-            registry: &[(DR_HOST, Reach::All)],
+            registry: &[(DR_HOST | SE_HOSTS, Reach::All)],
         },
     ),
     (
