@@ -567,12 +567,8 @@ impl Registry {
 
     fn add_host(&mut self, h: HostEntry) {
         let i = self.hosts.len();
-        if h.host.starts_with('*') {
-            self.wildcard_hosts.push(i);
-        } else {
-            self.exact_hosts.entry(h.host.clone()).or_default().push(i);
-        }
         self.hosts.push(h);
+        self.index_host(i);
         self.index_selector(i);
     }
 
@@ -921,16 +917,7 @@ impl Registry {
         let start = self.hosts.partition_point(|h| h.index < i);
         let end = self.hosts.partition_point(|h| h.index <= i);
         for k in start..end {
-            let host = &self.hosts[k].host;
-            if host.starts_with('*') {
-                remove_sorted(&mut self.wildcard_hosts, k);
-            } else if self
-                .exact_hosts
-                .get_mut(host)
-                .is_some_and(|v| remove_sorted(v, k))
-            {
-                self.exact_hosts.remove(host);
-            }
+            self.unindex_host(k);
         }
         let added = entries.len();
         let shift = |k: &mut usize| {
@@ -952,17 +939,36 @@ impl Registry {
             .for_each(shift);
         self.hosts.splice(start..end, entries);
         for k in start..start + added {
-            let host = &self.hosts[k].host;
-            if host.starts_with('*') {
-                insert_sorted(&mut self.wildcard_hosts, k);
-            } else {
-                match self.exact_hosts.get_mut(host) {
-                    Some(v) => insert_sorted(v, k),
-                    None => {
-                        self.exact_hosts.insert(host.clone(), vec![k]);
-                    }
+            self.index_host(k);
+        }
+    }
+
+    /// Host entry `k`, put in the exact or wildcard host index.
+    fn index_host(&mut self, k: usize) {
+        let host = &self.hosts[k].host;
+        if host.starts_with('*') {
+            insert_sorted(&mut self.wildcard_hosts, k);
+        } else {
+            match self.exact_hosts.get_mut(host) {
+                Some(v) => insert_sorted(v, k),
+                None => {
+                    self.exact_hosts.insert(host.clone(), vec![k]);
                 }
             }
+        }
+    }
+
+    /// Host entry `k`, taken out of the exact or wildcard host index.
+    fn unindex_host(&mut self, k: usize) {
+        let host = &self.hosts[k].host;
+        if host.starts_with('*') {
+            remove_sorted(&mut self.wildcard_hosts, k);
+        } else if self
+            .exact_hosts
+            .get_mut(host)
+            .is_some_and(|v| remove_sorted(v, k))
+        {
+            self.exact_hosts.remove(host);
         }
     }
 
