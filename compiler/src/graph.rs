@@ -320,24 +320,22 @@ impl CallIndex {
                 }
             }
         }
-        for kind in [Kind::VirtualService, Kind::AuthorizationPolicy] {
-            if !change.touches(&[kind]) {
-                continue;
-            }
-            let Some(pairs) = change.pairs(kind, ctx.resources) else {
-                return false;
+        let kinds = [Kind::VirtualService, Kind::AuthorizationPolicy];
+        let Some(pairs) = change.pairs_of(&kinds, ctx.resources) else {
+            return false;
+        };
+        for (old, i) in pairs {
+            let service = old.kind == Kind::VirtualService;
+            let found = if service {
+                self.services.binary_search_by_key(&i, |e| e.0)
+            } else {
+                self.allows.binary_search_by_key(&i, |e| e.0)
             };
-            for (_, i) in pairs {
-                let found = match kind {
-                    Kind::VirtualService => self.services.binary_search_by_key(&i, |e| e.0),
-                    _ => self.allows.binary_search_by_key(&i, |e| e.0),
-                };
-                let Ok(k) = found else { return false };
-                if kind == Kind::VirtualService {
-                    self.services[k].1 = self.service(ctx, &ctx.resources[i]);
-                } else {
-                    self.read_allow(ctx, k);
-                }
+            let Ok(k) = found else { return false };
+            if service {
+                self.services[k].1 = self.service(ctx, &ctx.resources[i]);
+            } else {
+                self.read_allow(ctx, k);
             }
         }
         let same =

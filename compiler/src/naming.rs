@@ -110,17 +110,12 @@ impl NamingIndex {
     /// (which kept the registry, so each sits where its old version sat).
     /// `false` when a changed one has no single partner: build it again.
     pub(crate) fn patch(&mut self, change: &Change, resources: &[Resource], domain: &str) -> bool {
-        for kind in NAMING {
-            if !change.touches(&[kind]) {
-                continue;
-            }
-            let Some(pairs) = change.pairs(kind, resources) else {
-                return false;
-            };
-            for (old, i) in pairs {
-                self.remove(i, old, domain);
-                self.add(i, &resources[i], domain);
-            }
+        let Some(pairs) = change.pairs_of(&NAMING, resources) else {
+            return false;
+        };
+        for (old, i) in pairs {
+            self.remove(i, old, domain);
+            self.add(i, &resources[i], domain);
         }
         true
     }

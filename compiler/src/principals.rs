@@ -88,11 +88,7 @@ impl PrincipalIndex {
     /// registry, so each sits where its old version sat). `false` when a
     /// changed one has no single partner: build it again.
     pub(crate) fn patch(&mut self, change: &Change, resources: &[Resource]) -> bool {
-        let kind = Kind::AuthorizationPolicy;
-        if !change.touches(&[kind]) {
-            return true;
-        }
-        let Some(pairs) = change.pairs(kind, resources) else {
+        let Some(pairs) = change.pairs_of(&[Kind::AuthorizationPolicy], resources) else {
             return false;
         };
         for (old, i) in pairs {

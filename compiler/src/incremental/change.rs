@@ -259,6 +259,22 @@ impl Change {
         new.is_empty().then_some(out)
     }
 
+    /// The changed resources of every kind of `kinds`, each paired with its
+    /// other version ([`Change::pairs`]), kind by kind: what an index kept
+    /// with the registry moves. `None` when one has no single partner (the
+    /// index is built again).
+    pub(crate) fn pairs_of<'c>(
+        &'c self,
+        kinds: &[Kind],
+        resources: &[Resource],
+    ) -> Option<Vec<(&'c Resource, usize)>> {
+        let mut out = Vec::new();
+        for &kind in kinds.iter().filter(|&&k| self.touches(&[k])) {
+            out.extend(self.pairs(kind, resources)?);
+        }
+        Some(out)
+    }
+
     /// The namespaces of the changed resources of `kinds`, before and after.
     pub(crate) fn namespaces<'r>(
         &'r self,
