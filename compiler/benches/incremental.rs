@@ -257,3 +257,47 @@ fn full_compile(bencher: divan::Bencher, services: usize) {
         .with_inputs(|| inputs(&files))
         .bench_values(|inputs| assert!(compile(inputs, &Options::default()).ir.is_ok()));
 }
+
+/// A policy file added, then removed again, alternately: a new document
+/// changes how many resources there are, and every registry structure is
+/// keyed by resource position, so the registry is built again and every
+/// rule runs (`Stats::registry` is `Built`); lowering stays scoped.
+#[divan::bench(sample_count = 6, sample_size = 1)]
+fn file_added_or_removed(bencher: divan::Bencher) {
+    const ADDED: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-debug, namespace: ns-000}
+spec:
+  selector: {matchLabels: {app: svc-00042}}
+  action: DENY
+  rules:
+  - to:
+    - operation: {paths: [/debug/*]}
+";
+    let (mut files, mut session, _) = compiled(10_000);
+    let mut versions = vec![0; files.len()];
+    bencher
+        .with_inputs(|| {
+            match files
+                .iter()
+                .position(|(p, _)| p == "ns-000/deny-debug.yaml")
+            {
+                Some(i) => {
+                    files.remove(i);
+                    versions.remove(i);
+                }
+                None => {
+                    files.push(("ns-000/deny-debug.yaml".into(), ADDED.into()));
+                    versions.push(0);
+                }
+            }
+            identified(&files, &versions)
+        })
+        .bench_local_values(|inputs| {
+            let c = session.compile(inputs);
+            assert!(c.ir.is_ok());
+            if std::env::var_os("MESHC_BENCH_STATS").is_some() {
+                eprintln!("file: {:?}", session.stats());
+            }
+        });
+}

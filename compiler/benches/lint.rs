@@ -39,3 +39,20 @@ fn analyze_repository(bencher: divan::Bencher, services: usize) {
             a.resources.len()
         });
 }
+
+/// What `meshc compile --hash` does: analyse, lower, hash the IR.
+#[divan::bench(args = [1_000, 10_000], sample_count = 5, sample_size = 1)]
+fn compile_and_hash(bencher: divan::Bencher, services: usize) {
+    let files = synth::repository(services);
+    bencher
+        .with_inputs(|| {
+            files
+                .iter()
+                .map(|(p, t)| Input::new(p.clone(), t.clone()))
+                .collect::<Vec<_>>()
+        })
+        .bench_values(|inputs| {
+            let compiled = meshc_compiler::compile(inputs, &Options::default());
+            compiled.ir.as_ref().expect("the repository lowers").hash()
+        });
+}

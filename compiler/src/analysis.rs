@@ -1035,6 +1035,42 @@ impl PartialEq for Registry {
 }
 
 impl Registry {
+    /// Whether `self`, built before an edit that added, removed or moved
+    /// resources, holds what `new`, built after it, holds, apart from where
+    /// the resources are and from what only resources of some kind give it:
+    /// the DestinationRules of each host, the Sidecars, which resource is
+    /// each kind's. A rule reads those through a kind its `Deps` names, or
+    /// through `DR_HOST`, and runs again where the changed resources of that
+    /// kind reach; what it reads through no kind (which hosts, workloads,
+    /// namespaces, service accounts and gateway names exist, and what each
+    /// gives) must be as it was.
+    pub(crate) fn same_but_positions(&self, new: &Registry) -> bool {
+        let host = |(a, b): (&HostEntry, &HostEntry)| {
+            a.host == b.host
+                && a.namespace == b.namespace
+                && a.export_to == b.export_to
+                && a.ports == b.ports
+                && a.selector == b.selector
+        };
+        let workload = |(a, b): (&Workload, &Workload)| {
+            a.namespace == b.namespace
+                && a.labels == b.labels
+                && a.annotations == b.annotations
+                && a.service_account == b.service_account
+        };
+        // The indices into `hosts` and `workloads` follow from those lists.
+        self.hosts.len() == new.hosts.len()
+            && self.hosts.iter().zip(&new.hosts).all(host)
+            && self.workloads.len() == new.workloads.len()
+            && self.workloads.iter().zip(&new.workloads).all(workload)
+            && self.gateways.len() == new.gateways.len()
+            && self.gateways.keys().all(|k| new.gateways.contains_key(k))
+            && self.gateway_api == new.gateway_api
+            && self.namespaces == new.namespaces
+            && self.known_namespaces == new.known_namespaces
+            && self.service_accounts == new.service_accounts
+    }
+
     /// The indices of the resources the naming index holds.
     fn naming_indices(&self) -> Vec<usize> {
         let of = |k: Kind| self.by_kind[k as usize].iter().copied();

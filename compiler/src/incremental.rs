@@ -18,7 +18,9 @@
 //! - **The registry** is kept when the change leaves what it copies as it
 //!   was, patched in place when only what it copies of some resources
 //!   changed (`Registry::patch`), and built again
-//!   otherwise ([`Stats::registry`]).
+//!   otherwise ([`Stats::registry`]): when resources came, went or moved
+//!   and the registry built again holds what the last one did apart from
+//!   positions, the rules still carry their findings over.
 //! - **Rules** run again only where their `crate::rules::Deps` say the change
 //!   can reach (the changed subjects, those a registry patch reaches, or all
 //!   of them); the other findings are carried over.
@@ -210,11 +212,12 @@ impl Session {
             Some(last) => match in_place_changes(&last, &inputs) {
                 Some(changed) => in_place(last, inputs, changed, &self.options),
                 None => {
+                    let before = last.files.len();
                     let (old, ir) = take_apart(last);
-                    (rebuild(old, inputs, &self.options), ir)
+                    (rebuild(old, before, inputs, &self.options), ir)
                 }
             },
-            None => (rebuild(HashMap::new(), inputs, &self.options), None),
+            None => (rebuild(HashMap::new(), 0, inputs, &self.options), None),
         };
         let Gathered {
             mut analysis,
@@ -226,16 +229,15 @@ impl Session {
             fresh,
             edited,
         } = gathered;
-        // In place, the rules and the registry may keep what they can.
+        // The rules and the registry may keep what they can.
         let previous = match (edited, kept) {
-            (Some(ranges), Some(kept)) => {
-                let edited = ranges
+            (Some(Edits { files, renumber }), Some(kept)) => {
+                let edited = files
                     .into_iter()
                     .map(|(id, new)| Edited {
                         id,
-                        old: gone
-                            .iter()
-                            .find(|o| o.id == id)
+                        old: id
+                            .and_then(|id| gone.iter().find(|o| o.id == id))
                             .map(|o| o.resources.clone())
                             .unwrap_or_default(),
                         new,
@@ -244,7 +246,7 @@ impl Session {
                 Some(crate::Previous {
                     registry: kept.registry,
                     findings: kept.findings,
-                    change: Change::new(edited, &analysis.resources),
+                    change: Change::new(edited, &analysis.resources, renumber),
                 })
             }
             _ => None,
@@ -380,14 +382,26 @@ struct Gathered {
     gone: Vec<Old>,
     /// The paths of loaded files, and whether they hold a Gateway API Gateway.
     fresh: Vec<(String, bool)>,
-    /// When the files were changed in place: each changed file's id and the
-    /// range of its resources in the new list.
-    edited: Option<Vec<(FileId, std::ops::Range<usize>)>>,
+    /// What changed, file by file.
+    edited: Option<Edits>,
+}
+
+/// The files that changed: each one's id in the last compile (`None` for a
+/// new file) and the range of its resources in the new list (empty for a
+/// file gone); and, when files came or went, the id each file of the last
+/// compile has now (`None`: gone).
+struct Edits {
+    files: Vec<(Option<FileId>, std::ops::Range<usize>)>,
+    renumber: Option<Vec<Option<FileId>>>,
 }
 
 /// Most files changed in place; more, and moving every resource once
 /// (`rebuild`) is cheaper than shifting the tail of the list once per file.
 const IN_PLACE_MAX: usize = 16;
+
+/// Most files changed, added or removed for the rules to carry findings
+/// over; more, and most rules would run again anyway.
+const CARRY_MAX: usize = 256;
 
 /// When `inputs` are the last compile's files (same paths, same order) and
 /// at most [`IN_PLACE_MAX`] changed: the indices of those that did.
@@ -476,7 +490,7 @@ fn in_place(
     let mut at = 0;
     for (i, m) in files.iter().enumerate() {
         if changed.binary_search(&i).is_ok() {
-            edited.push((FileId(i as u32), at..at + m.resources));
+            edited.push((Some(FileId(i as u32)), at..at + m.resources));
         }
         at += m.resources;
     }
@@ -492,14 +506,23 @@ fn in_place(
         removed: 0,
         gone,
         fresh,
-        edited: Some(edited),
+        edited: Some(Edits {
+            files: edited,
+            renumber: None,
+        }),
     };
     (gathered, ir.ok())
 }
 
 /// Assemble a compile from the previous one's files taken apart (`old`,
-/// by path): unchanged files reused (renumbered), the others loaded.
-fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options) -> Gathered {
+/// by path; `before` of them): unchanged files reused (renumbered), the
+/// others loaded.
+fn rebuild(
+    mut old: HashMap<String, Old>,
+    before: usize,
+    inputs: Vec<Input>,
+    options: &Options,
+) -> Gathered {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for i in &inputs {
         *counts.entry(i.path.as_str()).or_default() += 1;
@@ -511,30 +534,39 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
         .collect();
     enum Slot {
         Reused(Old),
-        Load(Input),
+        /// With the id its last version had.
+        Load(Input, Option<FileId>),
     }
     let mut slots = Vec::with_capacity(inputs.len());
     let mut gone = Vec::new();
-    for input in inputs {
+    // Each file of the last compile's id now.
+    let mut renumber = vec![None; before];
+    for (i, input) in inputs.into_iter().enumerate() {
         let previous = unique
             .contains(&input.path)
             .then(|| old.remove(&input.path))
             .flatten();
+        if let Some(o) = &previous {
+            renumber[o.id.0 as usize] = Some(FileId(i as u32));
+        }
         match previous {
             Some(mut o) if o.meta.reusable && same_content(&input, &o.source, &o.meta) => {
                 o.meta.id = input.id;
                 slots.push(Slot::Reused(o));
             }
             Some(o) => {
+                slots.push(Slot::Load(input, Some(o.id)));
                 gone.push(o);
-                slots.push(Slot::Load(input));
             }
-            None => slots.push(Slot::Load(input)),
+            None => slots.push(Slot::Load(input, None)),
         }
     }
     let removed = old.len();
+    // A file gone has no resources now (where does not matter).
+    let mut edited: Vec<(Option<FileId>, std::ops::Range<usize>)> =
+        old.values().map(|o| (Some(o.id), 0..0)).collect();
     gone.extend(old.into_values());
-    let loaded: Vec<(Old, bool)> = slots
+    let loaded: Vec<(Old, Option<Option<FileId>>)> = slots
         .into_par_iter()
         .enumerate()
         .map(|(i, slot)| {
@@ -542,11 +574,11 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
             match slot {
                 Slot::Reused(mut o) => {
                     if o.id != id {
-                        renumber(&mut o, id);
+                        renumber_file(&mut o, id);
                     }
-                    (o, false)
+                    (o, None)
                 }
-                Slot::Load(input) => (load(id, input, options), true),
+                Slot::Load(input, was) => (load(id, input, options), Some(was)),
             }
         })
         .collect();
@@ -558,8 +590,10 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
     let mut files = Vec::with_capacity(loaded.len());
     let mut fresh = Vec::new();
     for (o, loaded) in loaded {
-        if loaded {
+        let at = analysis.resources.len();
+        if let Some(was) = loaded {
             fresh.push((o.source.path.clone(), has_gateway_api(&o.resources)));
+            edited.push((was, at..at + o.resources.len()));
         }
         analysis.sources.add(o.source);
         analysis.resources.extend(o.resources);
@@ -575,7 +609,11 @@ fn rebuild(mut old: HashMap<String, Old>, inputs: Vec<Input>, options: &Options)
         removed,
         gone,
         fresh,
-        edited: None,
+        // Many files changed: the rules run again in full.
+        edited: (edited.len() <= CARRY_MAX).then_some(Edits {
+            files: edited,
+            renumber: Some(renumber),
+        }),
     }
 }
 
@@ -692,7 +730,7 @@ fn load(id: FileId, input: Input, options: &crate::Options) -> Old {
 }
 
 /// Give a reused file's spans its new id.
-fn renumber(o: &mut Old, id: FileId) {
+fn renumber_file(o: &mut Old, id: FileId) {
     o.id = id;
     let span = |s: &mut Span| s.file = id;
     for r in &mut o.resources {

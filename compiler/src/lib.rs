@@ -319,6 +319,17 @@ pub(crate) fn finish(
             };
             (p.registry, Some((p.findings, p.change)), used)
         }
+        // Resources came or went: built again, the rules may still carry
+        // their findings over when it holds what the last one did.
+        Some(mut p) if p.change.moved() => {
+            let registry = analysis::Registry::new(&analysis.resources, &options.settings);
+            let last = p.registry.same_but_positions(&registry).then(|| {
+                p.change
+                    .rebuilt_alike(&options.settings.cluster_domain, &analysis.resources);
+                (p.findings, p.change)
+            });
+            (registry, last, incremental::RegistryUse::Built)
+        }
         _ => (
             analysis::Registry::new(&analysis.resources, &options.settings),
             None,

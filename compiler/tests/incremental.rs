@@ -1554,3 +1554,69 @@ fn gateway_and_sidecar_edits_keep_the_registry_and_rerun_what_reads_them() {
         );
     });
 }
+
+#[test]
+fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds_the_same() {
+    // A document added to or removed from a file changes how many resources
+    // there are: the registry is built again. When it holds what it held
+    // apart from positions (the new document is a policy), the rules carry
+    // their findings over and run again where the changed kinds reach; when
+    // a Service, a workload or a namespace came or went, every rule runs.
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: reviews-v1, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews, version: v1}}\n  template:\n    metadata: {labels: {app: reviews, version: v1}}\n    spec: {containers: [{name: c, image: i}]}\n";
+    const RATINGS: &str = "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}]\n";
+    const ROUTE: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 90}\n    - {destination: {host: reviews, subset: v2}, weight: 10}\n";
+    let rule = |subsets: &str| {
+        format!(
+            "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: shop}}\nspec:\n  host: reviews\n  subsets: [{subsets}]\n"
+        )
+    };
+    const POLICY: &str = "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n";
+    const ELSEWHERE: &str = "\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: other}\nspec:\n  mtls: {mode: STRICT}\n";
+    let v1 = "{name: v1, labels: {version: v1}}";
+    let both = "{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}";
+    let step = |service: &str, routes: String| {
+        BTreeMap::from([
+            ("service.yaml".to_string(), service.to_string()),
+            ("routes.yaml".to_string(), routes),
+        ])
+    };
+    let steps = [
+        // 0: v2 is dangling.
+        step(SERVICE, format!("{ROUTE}{}", rule(v1))),
+        // 1: a policy document added: the rules carry over.
+        step(SERVICE, format!("{ROUTE}{}{POLICY}", rule(v1))),
+        // 2: the DestinationRule's document removed: v1 dangles too.
+        step(SERVICE, format!("{ROUTE}{POLICY}")),
+        // 3: put back with both subsets: nothing dangles.
+        step(SERVICE, format!("{ROUTE}{}{POLICY}", rule(both))),
+        // 4: a Service added: which hosts exist changed, all rules run.
+        step(
+            &format!("{SERVICE}{RATINGS}"),
+            format!("{ROUTE}{}{POLICY}", rule(both)),
+        ),
+        // 5: a policy in a namespace nothing used: all rules run.
+        step(
+            &format!("{SERVICE}{RATINGS}"),
+            format!("{ROUTE}{}{POLICY}{ELSEWHERE}", rule(both)),
+        ),
+        // 6: and removed again, with the first DestinationRule back.
+        step(
+            &format!("{SERVICE}{RATINGS}"),
+            format!("{ROUTE}{}{POLICY}", rule(v1)),
+        ),
+    ];
+    let dangling = [1, 1, 2, 0, 0, 0, 1];
+    let every_rule = [true, false, false, false, true, true, true];
+    step_through(&steps, |n, full, session| {
+        let found = full.iter().filter(|d| d.contains("MC0101")).count();
+        assert_eq!(found, dangling[n], "step {n}: {full:?}");
+        let stats = session.stats();
+        assert_eq!(stats.registry, RegistryUse::Built, "step {n}");
+        let runs = &stats.rules;
+        assert_eq!(
+            runs.focused + runs.carried == 0,
+            every_rule[n],
+            "step {n}: {runs:?}"
+        );
+    });
+}

@@ -22,7 +22,11 @@ struct File {
 
 /// The differences between the last compile's resources and this one's.
 pub(crate) struct Change {
+    /// The changed files of the last compile, by their id then.
     files: HashMap<FileId, File>,
+    /// When files came or went, the id each file of the last compile has
+    /// now (`None`: gone); else every file kept its id.
+    renumber: Option<Vec<Option<FileId>>>,
     /// Old resources of the documents whose text changed or went away.
     old: Vec<Resource>,
     /// Indices of the new resources in documents with new text.
@@ -51,14 +55,23 @@ enum RegistryEdit {
     /// index) give it something else: it may be patched
     /// ([`crate::analysis::Registry::patch`]), or else is built again.
     Patch(Vec<(Resource, usize)>),
-    /// It is built again.
+    /// It is built again: resources came, went or took another identity
+    /// (a changed file has a different number of them). The rules may
+    /// still carry their findings over when the registry built again holds
+    /// what this one did apart from positions ([`Change::rebuilt_alike`]).
+    Moved,
+    /// It was built again and holds what the last one did apart from
+    /// positions; `delta` says which DestinationRule hosts changed.
+    Rebuilt,
+    /// It is built again, and the rules run again in full.
     Rebuild,
 }
 
-/// A changed file: its id, its resources before, and the range of its
-/// resources now in the new resource list.
+/// A changed file: its id in the last compile (`None` for a new file), its
+/// resources before, and the range of its resources now in the new
+/// resource list (empty for a file gone).
 pub(crate) struct Edited {
-    pub id: FileId,
+    pub id: Option<FileId>,
     pub old: Vec<Resource>,
     pub new: Range<usize>,
 }
@@ -70,9 +83,14 @@ fn bit(k: Kind) -> u32 {
 impl Change {
     /// Compare the `edited` files' resources before and after; `resources`
     /// is the new list.
-    pub(crate) fn new(edited: Vec<Edited>, resources: &[Resource]) -> Change {
+    pub(crate) fn new(
+        edited: Vec<Edited>,
+        resources: &[Resource],
+        renumber: Option<Vec<Option<FileId>>>,
+    ) -> Change {
         let mut change = Change {
             files: HashMap::new(),
+            renumber,
             old: Vec::new(),
             new: Vec::new(),
             kinds: 0,
@@ -142,10 +160,12 @@ impl Change {
                 }
             }
             change.old.extend(gone);
-            change.files.insert(e.id, File { docs });
+            if let Some(id) = e.id {
+                change.files.insert(id, File { docs });
+            }
         }
         change.registry = match (rebuild, patches.is_empty()) {
-            (true, _) => RegistryEdit::Rebuild,
+            (true, _) => RegistryEdit::Moved,
             (false, true) => RegistryEdit::Same,
             (false, false) => RegistryEdit::Patch(patches),
         };
@@ -166,8 +186,51 @@ impl Change {
         match self.registry {
             RegistryEdit::Same => true,
             RegistryEdit::Patch(_) => self.delta.is_some(),
-            RegistryEdit::Rebuild => false,
+            RegistryEdit::Moved | RegistryEdit::Rebuilt | RegistryEdit::Rebuild => false,
         }
+    }
+
+    /// Whether resources came, went or moved, so that the registry is built
+    /// again, and may then hold what the last one did apart from positions.
+    pub(crate) fn moved(&self) -> bool {
+        matches!(self.registry, RegistryEdit::Moved)
+    }
+
+    /// The registry built again holds what the last one held apart from
+    /// positions ([`crate::analysis::Registry::same_but_positions`]): the
+    /// rules may carry findings over, and the registry changed only in the
+    /// DestinationRules of the changed ones' hosts (`DR_HOST`, their hosts
+    /// before and after). What the rules read of the changed resources'
+    /// kinds they name in their `Deps`.
+    pub(crate) fn rebuilt_alike(&mut self, cluster_domain: &str, resources: &[Resource]) {
+        let mut delta = RegistryDelta::default();
+        for r in self
+            .old
+            .iter()
+            .chain(self.new.iter().map(|&i| &resources[i]))
+        {
+            if let Some(crate::model::Spec::DestinationRule(dr)) = r.spec.as_deref() {
+                delta.parts |= crate::analysis::parts::DR_HOST;
+                delta.hosts.push(crate::analysis::fqdn(
+                    &dr.host,
+                    &r.namespace,
+                    cluster_domain,
+                ));
+                delta.namespaces.push(r.namespace.clone());
+            }
+        }
+        delta.hosts.sort_unstable();
+        delta.hosts.dedup();
+        delta.namespaces.sort_unstable();
+        delta.namespaces.dedup();
+        self.registry = RegistryEdit::Rebuilt;
+        self.delta = Some(delta);
+    }
+
+    /// Whether the rules may carry the last compile's findings over: the
+    /// registry was kept, patched, or built again alike.
+    pub(crate) fn findings_may_carry(&self) -> bool {
+        self.registry_kept() || matches!(self.registry, RegistryEdit::Rebuilt)
     }
 
     /// The resources whose contribution to the registry changed, as they
@@ -317,7 +380,7 @@ impl Change {
 
     fn move_label(&self, mut l: Label, resources: &[Resource]) -> Option<Label> {
         let Some(file) = self.files.get(&l.span.file) else {
-            return Some(l);
+            return self.renumbered(l);
         };
         let at = l.span.start as usize;
         let (range, shift) = file
@@ -327,7 +390,7 @@ impl Change {
         if let Some(shift) = shift {
             l.span.start = (l.span.start as i64 + shift) as u32;
             l.span.end = (l.span.end as i64 + shift) as u32;
-            return Some(l);
+            return self.renumbered(l);
         }
         // The document's text changed: find the node again by its path in
         // the new version of the resource whose node it was.
@@ -344,6 +407,15 @@ impl Change {
             return None;
         };
         l.span = new.locate(path)?;
+        Some(l)
+    }
+
+    /// A label of a file of the last compile with that file's id now;
+    /// `None` when the file is gone.
+    fn renumbered(&self, mut l: Label) -> Option<Label> {
+        if let Some(ids) = &self.renumber {
+            l.span.file = (*ids.get(l.span.file.0 as usize)?)?;
+        }
         Some(l)
     }
 }

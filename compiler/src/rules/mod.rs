@@ -699,7 +699,7 @@ pub(crate) fn check_all(
     previous: Option<(&[Vec<Diagnostic>], &Change)>,
 ) -> (Vec<Vec<Diagnostic>>, RuleRuns) {
     use rayon::prelude::*;
-    let previous = previous.filter(|(p, c)| p.len() == CHECKS.len() && c.registry_kept());
+    let previous = previous.filter(|(p, c)| p.len() == CHECKS.len() && c.findings_may_carry());
     let reached = previous
         .and_then(|(_, c)| c.delta())
         .map(|d| Reached::new(ctx, d));
