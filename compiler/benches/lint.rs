@@ -16,6 +16,13 @@ fn main() {
     divan::main();
 }
 
+fn inputs(files: &[(String, String)]) -> Vec<Input> {
+    files
+        .iter()
+        .map(|(p, t)| Input::new(p.clone(), t.clone()))
+        .collect()
+}
+
 #[divan::bench(args = [100, 1_000, 10_000], sample_count = 5, sample_size = 1)]
 fn analyze_repository(bencher: divan::Bencher, services: usize) {
     let files = synth::repository(services);
@@ -26,12 +33,7 @@ fn analyze_repository(bencher: divan::Bencher, services: usize) {
         bytes
     );
     bencher
-        .with_inputs(|| {
-            files
-                .iter()
-                .map(|(p, t)| Input::new(p.clone(), t.clone()))
-                .collect::<Vec<_>>()
-        })
+        .with_inputs(|| inputs(&files))
         .counter(divan::counter::BytesCount::new(bytes))
         .bench_values(|inputs| {
             let a = analyze(inputs, &Options::default());
@@ -45,12 +47,7 @@ fn analyze_repository(bencher: divan::Bencher, services: usize) {
 fn compile_and_hash(bencher: divan::Bencher, services: usize) {
     let files = synth::repository(services);
     bencher
-        .with_inputs(|| {
-            files
-                .iter()
-                .map(|(p, t)| Input::new(p.clone(), t.clone()))
-                .collect::<Vec<_>>()
-        })
+        .with_inputs(|| inputs(&files))
         .bench_values(|inputs| {
             let compiled = meshc_compiler::compile(inputs, &Options::default());
             compiled.ir.as_ref().expect("the repository lowers").hash()
