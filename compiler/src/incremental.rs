@@ -3,11 +3,11 @@
 //!
 //! - **Loading** (decode, YAML, schema, types: most of a full compile) is
 //!   redone only for files whose bytes changed; the others keep their
-//!   resources, skipped documents and loading diagnostics. When the files
-//!   are the same paths as last time and a few changed, the new resources
-//!   are spliced into the last compile's lists in place; otherwise the last
-//!   compile is taken apart by file and reassembled, renumbering the spans
-//!   of files that moved.
+//!   resources, skipped documents and loading diagnostics. When a few
+//!   files changed, came or went, the new resources are spliced into the
+//!   last compile's lists in place (renumbering the spans of the files
+//!   after one that came or went); otherwise the last compile is taken
+//!   apart by file and reassembled.
 //! - **Lowering** is redone only for the hosts, workloads and gateways the
 //!   change reaches ([`crate::lower::touched`] reads the changed resources,
 //!   as they were and as they are, against the reference structure: which
@@ -403,38 +403,76 @@ const IN_PLACE_MAX: usize = 16;
 /// over; more, and most rules would run again anyway.
 const CARRY_MAX: usize = 256;
 
-/// When `inputs` are the last compile's files (same paths, same order) and
-/// at most [`IN_PLACE_MAX`] changed: the indices of those that did.
-fn in_place_changes(last: &Last, inputs: &[Input]) -> Option<Vec<usize>> {
-    let sources = &last.compiled.analysis.sources;
-    if last.files.len() != inputs.len()
-        || inputs.windows(2).any(|w| w[0].path == w[1].path)
-        || inputs
-            .iter()
-            .enumerate()
-            .any(|(i, input)| sources.get(FileId(i as u32)).path != input.path)
-    {
-        return None;
-    }
-    let changed: Vec<usize> = inputs
-        .par_iter()
-        .enumerate()
-        .filter(|(i, input)| {
-            let meta = &last.files[*i];
-            let source = sources.get(FileId(*i as u32));
-            !(meta.reusable && same_content(input, source, meta))
-        })
-        .map(|(i, _)| i)
-        .collect();
-    (changed.len() <= IN_PLACE_MAX).then_some(changed)
+/// One file of the repository against the last compile: its index there
+/// (`None`: new) and among the inputs (`None`: gone), and whether it must
+/// be loaded or taken out (changed, new or gone).
+#[derive(Clone, Copy)]
+struct Step {
+    old: Option<usize>,
+    new: Option<usize>,
+    changed: bool,
 }
 
-/// Load the `changed` files and splice them into the last compile, from the
-/// back so the offsets of the files before stay right.
+/// The inputs (sorted by path) against the last compile's files, when at
+/// most [`IN_PLACE_MAX`] changed, came or went and no path is given twice.
+fn in_place_changes(last: &Last, inputs: &[Input]) -> Option<Vec<Step>> {
+    let sources = &last.compiled.analysis.sources;
+    if inputs.windows(2).any(|w| w[0].path == w[1].path) {
+        return None;
+    }
+    let path_of = |i: usize| sources.get(FileId(i as u32)).path.as_str();
+    let (before, now) = (last.files.len(), inputs.len());
+    let mut steps = Vec::with_capacity(now.max(before));
+    let (mut i, mut j) = (0, 0);
+    let mut moved = 0;
+    while i < before || j < now {
+        let order = match (i < before, j < now) {
+            (true, true) => path_of(i).cmp(inputs[j].path.as_str()),
+            (true, false) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let step = match order {
+            std::cmp::Ordering::Equal => Step {
+                old: Some(i),
+                new: Some(j),
+                changed: false,
+            },
+            std::cmp::Ordering::Less => Step {
+                old: Some(i),
+                new: None,
+                changed: true,
+            },
+            std::cmp::Ordering::Greater => Step {
+                old: None,
+                new: Some(j),
+                changed: true,
+            },
+        };
+        i += usize::from(step.old.is_some());
+        j += usize::from(step.new.is_some());
+        moved += usize::from(step.changed);
+        if moved > IN_PLACE_MAX {
+            return None;
+        }
+        steps.push(step);
+    }
+    steps.par_iter_mut().for_each(|s| {
+        if let (Some(i), Some(j)) = (s.old, s.new) {
+            let meta = &last.files[i];
+            let source = sources.get(FileId(i as u32));
+            s.changed = !(meta.reusable && same_content(&inputs[j], source, meta));
+        }
+    });
+    (steps.iter().filter(|s| s.changed).count() <= IN_PLACE_MAX).then_some(steps)
+}
+
+/// Load the changed and new files and splice them into the last compile,
+/// and take the gone ones out, from the back so the offsets of the files
+/// before stay right; then give the files that moved their new ids.
 fn in_place(
     last: Last,
     inputs: Vec<Input>,
-    changed: Vec<usize>,
+    steps: Vec<Step>,
     options: &Options,
 ) -> (Gathered, Option<Arc<meshc_ir::Ir>>) {
     let Last {
@@ -442,58 +480,104 @@ fn in_place(
         mut files,
         ..
     } = last;
-    analysis.sources.truncate(files.len());
-    let mut starts = Vec::with_capacity(files.len() + 1);
-    let (mut r, mut k) = (0, 0);
-    for m in &files {
-        starts.push((r, k));
-        r += m.resources;
-        k += m.skipped;
-    }
-    starts.push((r, k));
-    let mut inputs: Vec<Option<Input>> = inputs.into_iter().map(Some).collect();
-    let to_load: Vec<(usize, Input)> = changed
-        .iter()
-        .filter_map(|&i| Some((i, inputs[i].take()?)))
-        .collect();
-    // Unchanged files keep the id they are given now (the changed ones
-    // were taken above, and their loads take theirs).
-    for (m, input) in files.iter_mut().zip(&mut inputs) {
-        if let Some(input) = input {
-            m.id = input.id.take();
+    let before = files.len();
+    analysis.sources.truncate(before);
+    let old_starts = starts(&files);
+    // Unchanged files keep the id they are given now; the others are loaded
+    // with the id they have now.
+    let new_steps = steps.iter().enumerate().filter(|(_, s)| s.new.is_some());
+    let mut to_load = Vec::new();
+    for ((k, s), (j, input)) in new_steps.zip(inputs.into_iter().enumerate()) {
+        match s.old {
+            Some(i) if !s.changed => files[i].id = input.id,
+            _ => to_load.push((k, j, input)),
         }
     }
     let mut fresh_files: Vec<(usize, Old)> = to_load
         .into_par_iter()
-        .map(|(i, input)| (i, load(FileId(i as u32), input, options)))
+        .map(|(k, j, input)| (k, load(FileId(j as u32), input, options)))
         .collect();
-    fresh_files.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+    fresh_files.sort_by_key(|(k, _)| std::cmp::Reverse(*k));
+    let mut fresh_files = fresh_files.into_iter().peekable();
     let mut gone = Vec::new();
     let mut fresh = Vec::new();
-    for (i, new) in fresh_files {
-        let ((r0, k0), (r1, k1)) = (starts[i], starts[i + 1]);
-        fresh.push((new.source.path.clone(), has_gateway_api(&new.resources)));
-        let resources = analysis.resources.splice(r0..r1, new.resources).collect();
-        let skipped = analysis.skipped.splice(k0..k1, new.skipped).collect();
-        let source = analysis.sources.replace(FileId(i as u32), new.source);
-        let meta = std::mem::replace(&mut files[i], new.meta);
-        gone.push(Old {
-            id: FileId(i as u32),
-            source,
-            resources,
-            skipped,
-            meta,
-        });
+    let mut removed = 0;
+    // The file of the last compile that a new file goes before.
+    let mut next_old = before;
+    for (k, s) in steps.iter().enumerate().rev() {
+        let new = fresh_files.next_if(|(at, _)| *at == k).map(|(_, o)| o);
+        if let Some(new) = &new {
+            fresh.push((new.source.path.clone(), has_gateway_api(&new.resources)));
+        }
+        match (s.old, new) {
+            (Some(i), Some(new)) => {
+                let ((r0, k0), (r1, k1)) = (old_starts[i], old_starts[i + 1]);
+                let resources = analysis.resources.splice(r0..r1, new.resources).collect();
+                let skipped = analysis.skipped.splice(k0..k1, new.skipped).collect();
+                let source = analysis.sources.replace(FileId(i as u32), new.source);
+                let meta = std::mem::replace(&mut files[i], new.meta);
+                gone.push(Old {
+                    id: FileId(i as u32),
+                    source,
+                    resources,
+                    skipped,
+                    meta,
+                });
+            }
+            (Some(i), None) if s.changed => {
+                let ((r0, k0), (r1, k1)) = (old_starts[i], old_starts[i + 1]);
+                gone.push(Old {
+                    id: FileId(i as u32),
+                    resources: analysis.resources.drain(r0..r1).collect(),
+                    skipped: analysis.skipped.drain(k0..k1).collect(),
+                    source: analysis.sources.remove(FileId(i as u32)),
+                    meta: files.remove(i),
+                });
+                removed += 1;
+            }
+            (None, Some(new)) => {
+                let (r, k) = old_starts[next_old];
+                analysis.resources.splice(r..r, new.resources);
+                analysis.skipped.splice(k..k, new.skipped);
+                analysis.sources.insert(FileId(next_old as u32), new.source);
+                files.insert(next_old, new.meta);
+            }
+            _ => {}
+        }
+        if let Some(i) = s.old {
+            next_old = i;
+        }
     }
     analysis.inputs = files.len();
-    let mut edited = Vec::with_capacity(changed.len());
-    let mut at = 0;
-    for (i, m) in files.iter().enumerate() {
-        if changed.binary_search(&i).is_ok() {
-            edited.push((Some(FileId(i as u32)), at..at + m.resources));
+    // Files after one that came or went have another id now.
+    let now = starts(&files);
+    let mut renumber = None;
+    if files.len() != before || removed > 0 {
+        let mut ids = vec![None; before];
+        for s in &steps {
+            if let (Some(i), Some(j)) = (s.old, s.new) {
+                ids[i] = Some(FileId(j as u32));
+                if i != j && !s.changed {
+                    let ((r0, k0), (r1, k1)) = (now[j], now[j + 1]);
+                    renumber_spans(
+                        &mut analysis.resources[r0..r1],
+                        &mut analysis.skipped[k0..k1],
+                        &mut files[j].diagnostics,
+                        FileId(j as u32),
+                    );
+                }
+            }
         }
-        at += m.resources;
+        renumber = Some(ids);
     }
+    let edited = steps
+        .iter()
+        .filter(|s| s.changed)
+        .map(|s| {
+            let range = s.new.map_or(0..0, |j| now[j].0..now[j + 1].0);
+            (s.old.map(|i| FileId(i as u32)), range)
+        })
+        .collect();
     let diagnostics = files
         .iter()
         .flat_map(|m| m.diagnostics.iter().cloned())
@@ -503,15 +587,28 @@ fn in_place(
         diagnostics,
         loaded: fresh.len(),
         files,
-        removed: 0,
+        removed,
         gone,
         fresh,
         edited: Some(Edits {
             files: edited,
-            renumber: None,
+            renumber,
         }),
     };
     (gathered, ir.ok())
+}
+
+/// Where each file's resources and skipped documents start, and the ends.
+fn starts(files: &[Meta]) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(files.len() + 1);
+    let (mut r, mut k) = (0, 0);
+    for m in files {
+        out.push((r, k));
+        r += m.resources;
+        k += m.skipped;
+    }
+    out.push((r, k));
+    out
 }
 
 /// Assemble a compile from the previous one's files taken apart (`old`,
@@ -732,17 +829,33 @@ fn load(id: FileId, input: Input, options: &crate::Options) -> Old {
 /// Give a reused file's spans its new id.
 fn renumber_file(o: &mut Old, id: FileId) {
     o.id = id;
+    renumber_spans(
+        &mut o.resources,
+        &mut o.skipped,
+        &mut o.meta.diagnostics,
+        id,
+    );
+}
+
+/// Give one file's resources, skipped documents and loading diagnostics
+/// the file id `id`.
+fn renumber_spans(
+    resources: &mut [Resource],
+    skipped: &mut [Skipped],
+    diagnostics: &mut [Diagnostic],
+    id: FileId,
+) {
     let span = |s: &mut Span| s.file = id;
-    for r in &mut o.resources {
+    for r in resources {
         r.file = id;
         r.span.file = id;
         // Read again with the new number when a diagnostic needs it.
         r.yaml.tree.take();
     }
-    for s in &mut o.skipped {
+    for s in skipped {
         span(&mut s.span);
     }
-    for d in &mut o.meta.diagnostics {
+    for d in diagnostics {
         span(&mut d.primary.span);
         d.related.iter_mut().for_each(|l| span(&mut l.span));
     }

@@ -140,6 +140,14 @@ impl SourceMap {
     pub fn replace(&mut self, id: FileId, file: SourceFile) -> SourceFile {
         std::mem::replace(&mut self.files[id.0 as usize], file)
     }
+    /// Put `file` at `id`, moving the files from there one id up.
+    pub fn insert(&mut self, id: FileId, file: SourceFile) {
+        self.files.insert(id.0 as usize, file);
+    }
+    /// Take file `id` out, moving the files after it one id down.
+    pub fn remove(&mut self, id: FileId) -> SourceFile {
+        self.files.remove(id.0 as usize)
+    }
     /// Take the files out, in insertion order.
     pub fn into_files(self) -> Vec<SourceFile> {
         self.files
