@@ -431,22 +431,16 @@ fn in_place_changes(last: &Last, inputs: &[Input]) -> Option<Vec<Step>> {
             (true, false) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
-        let step = match order {
-            std::cmp::Ordering::Equal => Step {
-                old: Some(i),
-                new: Some(j),
-                changed: false,
-            },
-            std::cmp::Ordering::Less => Step {
-                old: Some(i),
-                new: None,
-                changed: true,
-            },
-            std::cmp::Ordering::Greater => Step {
-                old: None,
-                new: Some(j),
-                changed: true,
-            },
+        let (old, new) = match order {
+            std::cmp::Ordering::Equal => (Some(i), Some(j)),
+            std::cmp::Ordering::Less => (Some(i), None),
+            std::cmp::Ordering::Greater => (None, Some(j)),
+        };
+        // A file on both sides is compared with its last version below.
+        let step = Step {
+            old,
+            new,
+            changed: old.is_none() || new.is_none(),
         };
         i += usize::from(step.old.is_some());
         j += usize::from(step.new.is_some());
@@ -509,8 +503,8 @@ fn in_place(
         if let Some(new) = &new {
             fresh.push((new.source.path.clone(), has_gateway_api(&new.resources)));
         }
-        match (s.old, new) {
-            (Some(i), Some(new)) => {
+        match (s.old, s.new, new) {
+            (Some(i), Some(_), Some(new)) => {
                 let ((r0, k0), (r1, k1)) = (old_starts[i], old_starts[i + 1]);
                 let resources = analysis.resources.splice(r0..r1, new.resources).collect();
                 let skipped = analysis.skipped.splice(k0..k1, new.skipped).collect();
@@ -524,7 +518,7 @@ fn in_place(
                     meta,
                 });
             }
-            (Some(i), None) if s.changed => {
+            (Some(i), None, _) => {
                 let ((r0, k0), (r1, k1)) = (old_starts[i], old_starts[i + 1]);
                 gone.push(Old {
                     id: FileId(i as u32),
@@ -535,7 +529,7 @@ fn in_place(
                 });
                 removed += 1;
             }
-            (None, Some(new)) => {
+            (None, Some(_), Some(new)) => {
                 let (r, k) = old_starts[next_old];
                 analysis.resources.splice(r..r, new.resources);
                 analysis.skipped.splice(k..k, new.skipped);
