@@ -10,6 +10,7 @@ use foldhash::{HashMap, HashSet};
 
 use crate::config::Settings;
 use crate::diagnostic::{Diagnostic, Label};
+use crate::incremental::GONE;
 use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, Map, ObjectMeta, Spec};
 use crate::rules::RuleMeta;
 use crate::source::{FileId, Span};
@@ -256,7 +257,7 @@ pub struct Registry {
 
 /// Resource indices by a hash of their identity (kind, namespace, name):
 /// a lookup compares the identities of the few it gives.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct Identities {
     /// The index of the first resource with each hash.
     first: HashMap<u64, usize>,
@@ -266,6 +267,45 @@ pub(crate) struct Identities {
 }
 
 impl Identities {
+    /// Move every index to its new position (`map`, old index → new or
+    /// [`GONE`]), dropping the gone ones, and put the resources at `added`
+    /// in.
+    fn shift(&mut self, map: &[u32], added: &[usize], resources: &[Resource]) -> bool {
+        for v in self.more.values_mut() {
+            shift_sorted(v, map);
+        }
+        let more = &self.more;
+        self.first.retain(|h, first| match map[*first] {
+            GONE => match more.get(h).and_then(|v| v.first()) {
+                Some(&k) => {
+                    *first = k;
+                    true
+                }
+                None => false,
+            },
+            to => {
+                *first = to as usize;
+                true
+            }
+        });
+        self.more.retain(|_, v| v.len() > 1);
+        for &i in added {
+            let h = Identities::hash(resources[i].identity());
+            if let Some(v) = self.more.get_mut(&h) {
+                insert_sorted(v, i);
+                self.first.insert(h, v[0]);
+            } else if let Some(first) = self.first.get_mut(&h) {
+                let mut v = vec![*first, i];
+                v.sort_unstable();
+                *first = v[0];
+                self.more.insert(h, v);
+            } else {
+                self.first.insert(h, i);
+            }
+        }
+        true
+    }
+
     fn hash(id: (Kind, &str, &str)) -> u64 {
         use std::hash::BuildHasher;
         foldhash::fast::FixedState::with_seed(0).hash_one(id)
@@ -665,6 +705,16 @@ fn patched<T: PartialEq>(
 pub(crate) fn insert_sorted(v: &mut Vec<usize>, i: usize) {
     if let Err(at) = v.binary_search(&i) {
         v.insert(at, i);
+    }
+}
+
+/// Move the indices of a sorted list to their new positions (`map`, old
+/// index → new or [`GONE`]), dropping the gone ones: the map keeps order,
+/// so the list stays sorted.
+pub(crate) fn shift_sorted(v: &mut Vec<usize>, map: &[u32]) {
+    v.retain(|&k| map[k] != GONE);
+    for k in v.iter_mut() {
+        *k = map[*k] as usize;
     }
 }
 
@@ -1069,6 +1119,115 @@ impl Registry {
             && self.namespaces == new.namespaces
             && self.known_namespaces == new.known_namespaces
             && self.service_accounts == new.service_accounts
+    }
+
+    /// Move the registry to the resources' new positions after an edit in
+    /// which only resources that give it nothing but their position came
+    /// or went (`change` says which, and where every old resource is now):
+    /// its per-kind lists, DestinationRules by host and Sidecars drop the
+    /// gone ones and take the new ones, every other resource index moves,
+    /// and so do the indices kept with it (naming, principal, call,
+    /// identity and mTLS; one that cannot move is dropped, to be built
+    /// again by the first to ask). Gives whether it then holds what it held
+    /// apart from positions, as [`Registry::same_but_positions`] would say
+    /// (a namespace no resource used before, or none uses now, and it does
+    /// not).
+    pub(crate) fn shift(
+        &mut self,
+        change: &crate::incremental::Change,
+        resources: &[Resource],
+        settings: &Settings,
+    ) -> bool {
+        let map = change.positions().expect("a shift knows the positions");
+        let domain = settings.cluster_domain.as_str();
+        let added = change.added();
+        let mv = |k: &mut usize| *k = map[*k] as usize;
+        self.hosts.iter_mut().for_each(|h| mv(&mut h.index));
+        self.workloads.iter_mut().for_each(|w| mv(&mut w.index));
+        self.gateways.values_mut().for_each(mv);
+        for v in self.destination_rules.values_mut() {
+            shift_sorted(v, map);
+        }
+        self.destination_rules.retain(|_, v| !v.is_empty());
+        shift_sorted(&mut self.sidecars, map);
+        for v in &mut self.by_kind {
+            shift_sorted(v, map);
+        }
+        let mut alike = true;
+        for &i in added {
+            let r = &resources[i];
+            insert_sorted(&mut self.by_kind[r.kind as usize], i);
+            match r.spec.as_deref() {
+                Some(Spec::DestinationRule(dr)) => {
+                    let host = fqdn(&dr.host, &r.namespace, domain);
+                    insert_sorted(self.destination_rules.entry(host).or_default(), i);
+                }
+                Some(Spec::Sidecar(_)) => insert_sorted(&mut self.sidecars, i),
+                _ => {}
+            }
+            if !self.known_namespaces.contains(r.namespace.as_str()) {
+                self.known_namespaces.insert(r.namespace.clone());
+                alike = false;
+            }
+        }
+        for r in change.removed() {
+            let ns = r.namespace.as_str();
+            if self.known_namespaces.contains(ns)
+                && !self.namespaces.contains_key(ns)
+                && !resources.iter().any(|o| o.namespace == ns)
+            {
+                self.known_namespaces.remove(ns);
+                alike = false;
+            }
+        }
+        // Tests compile small repositories: check every move there.
+        let check = resources.len() <= 5_000;
+        let naming = self.naming.take();
+        self.naming = patched(
+            naming,
+            |ix| ix.shift(map, added, resources, domain),
+            check.then_some(|| {
+                crate::naming::NamingIndex::new(resources, &self.naming_indices(), domain)
+            }),
+            "moved naming index",
+        );
+        let principals = self.principals.take();
+        let policies = &self.by_kind[Kind::AuthorizationPolicy as usize];
+        self.principals = patched(
+            principals,
+            |ix| ix.shift(map, added, resources),
+            check.then_some(|| crate::principals::PrincipalIndex::new(resources, policies)),
+            "moved principal index",
+        );
+        let identities = self.identities.take();
+        self.identities = patched(
+            identities,
+            |ix| ix.shift(map, added, resources),
+            check.then_some(|| Identities::new(resources)),
+            "moved identity index",
+        );
+        let mtls = self.mtls.take();
+        let rules = &self.destination_rules;
+        let fresh_mtls = || {
+            let ctx = Context::new(resources, settings, self);
+            crate::mtls::MtlsIndex::new(&ctx)
+        };
+        let mtls = patched(
+            mtls,
+            |ix| ix.shift(change, map, resources, rules, domain),
+            check.then_some(fresh_mtls),
+            "moved mTLS index",
+        );
+        self.mtls = mtls;
+        let calls = self.calls.take();
+        let ctx = Context::new(resources, settings, self);
+        self.calls = patched(
+            calls,
+            |ix| ix.shift(&ctx, map, added),
+            check.then_some(|| crate::graph::CallIndex::new(&ctx)),
+            "moved call index",
+        );
+        alike
     }
 
     /// The indices of the resources the naming index holds.

@@ -347,6 +347,38 @@ impl CallIndex {
             )
     }
 
+    /// Move every entry to its resource's new position (`map`: old index →
+    /// new, or [`crate::incremental::GONE`]), dropping the gone ones, and
+    /// read the new VirtualServices and AuthorizationPolicies at `added`
+    /// in, after an edit that left the registry's hosts and workloads as
+    /// they were (`ctx` holds it, moved).
+    pub(crate) fn shift(&mut self, ctx: &Context, map: &[u32], added: &[usize]) -> bool {
+        use crate::incremental::GONE;
+        self.services.retain(|e| map[e.0] != GONE);
+        self.services
+            .iter_mut()
+            .for_each(|e| e.0 = map[e.0] as usize);
+        self.allows.retain(|e| map[e.0] != GONE);
+        self.allows.iter_mut().for_each(|e| e.0 = map[e.0] as usize);
+        for &i in added {
+            let r = &ctx.resources[i];
+            match r.kind {
+                Kind::VirtualService => {
+                    let entry = (i, self.service(ctx, r));
+                    let at = self.services.partition_point(|e| e.0 < i);
+                    self.services.insert(at, entry);
+                }
+                Kind::AuthorizationPolicy => {
+                    let entry = self.allow(ctx, i, callees(ctx, r));
+                    let at = self.allows.partition_point(|e| e.0 < i);
+                    self.allows.insert(at, entry);
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
     /// Read the policy of `allows[k]` again.
     fn read_allow(&mut self, ctx: &Context, k: usize) {
         let i = self.allows[k].0;

@@ -41,8 +41,8 @@ use crate::{
     Analysis, CompileError, Compiled, FileId, FileResult, Input, Lowering, Options, Resource,
     Skipped, SourceFile, Span, finish, load_file,
 };
-pub(crate) use change::Change;
 use change::Edited;
+pub(crate) use change::{Change, GONE};
 
 /// A compiler that remembers its last compile.
 pub struct Session {
@@ -95,6 +95,10 @@ pub enum RegistryUse {
     /// Patched it in place: the change altered what it copies of some
     /// resources but kept them where they were.
     Patched,
+    /// Moved it, and the indices kept with it, to the resources' new
+    /// positions: resources that give it nothing but their position came
+    /// or went.
+    Shifted,
 }
 
 /// How a compile made its IR.
@@ -231,7 +235,14 @@ impl Session {
         } = gathered;
         // The rules and the registry may keep what they can.
         let previous = match (edited, kept) {
-            (Some(Edits { files, renumber }), Some(kept)) => {
+            (
+                Some(Edits {
+                    files,
+                    renumber,
+                    positions,
+                }),
+                Some(kept),
+            ) => {
                 let edited = files
                     .into_iter()
                     .map(|(id, new)| Edited {
@@ -240,13 +251,18 @@ impl Session {
                             .and_then(|id| gone.iter().find(|o| o.id == id))
                             .map(|o| o.resources.clone())
                             .unwrap_or_default(),
+                        old_at: match (id, &positions) {
+                            (Some(id), Some(p)) => p.starts[id.0 as usize],
+                            _ => 0,
+                        },
                         new,
                     })
                     .collect();
+                let positions = positions.map(|p| p.map);
                 Some(crate::Previous {
                     registry: kept.registry,
                     findings: kept.findings,
-                    change: Change::new(edited, &analysis.resources, renumber),
+                    change: Change::new(edited, &analysis.resources, renumber, positions),
                 })
             }
             _ => None,
@@ -393,6 +409,20 @@ struct Gathered {
 struct Edits {
     files: Vec<(Option<FileId>, std::ops::Range<usize>)>,
     renumber: Option<Vec<Option<FileId>>>,
+    /// When the last compile's resources were spliced in place: where each
+    /// of the unchanged files' resources is now.
+    positions: Option<Positions>,
+}
+
+/// Where the last compile's resources are after an in-place splice.
+struct Positions {
+    /// Old resource index → new one, for the resources of unchanged files;
+    /// [`change::GONE`] for the others (the changed documents' are found
+    /// by [`Change::new`]).
+    map: Vec<u32>,
+    /// Where each file of the last compile (by its id then) started in its
+    /// resource list.
+    starts: Vec<usize>,
 }
 
 /// Most files changed in place; more, and moving every resource once
@@ -572,6 +602,19 @@ fn in_place(
             (s.old.map(|i| FileId(i as u32)), range)
         })
         .collect();
+    let mut map = vec![change::GONE; old_starts[before].0];
+    for s in steps.iter().filter(|s| !s.changed) {
+        if let (Some(i), Some(j)) = (s.old, s.new) {
+            let (from, to) = (old_starts[i].0..old_starts[i + 1].0, now[j].0);
+            for (k, slot) in map[from].iter_mut().enumerate() {
+                *slot = (to + k) as u32;
+            }
+        }
+    }
+    let positions = Positions {
+        map,
+        starts: old_starts.iter().map(|s| s.0).collect(),
+    };
     let diagnostics = files
         .iter()
         .flat_map(|m| m.diagnostics.iter().cloned())
@@ -587,6 +630,7 @@ fn in_place(
         edited: Some(Edits {
             files: edited,
             renumber,
+            positions: Some(positions),
         }),
     };
     (gathered, ir.ok())
@@ -704,6 +748,7 @@ fn rebuild(
         edited: (edited.len() <= CARRY_MAX).then_some(Edits {
             files: edited,
             renumber: Some(renumber),
+            positions: None,
         }),
     }
 }

@@ -319,6 +319,26 @@ pub(crate) fn finish(
             };
             (p.registry, Some((p.findings, p.change)), used)
         }
+        // Only resources that give it nothing but their position came or
+        // went: it moves to their new positions.
+        Some(mut p) if p.change.shifts() => {
+            let alike = p
+                .registry
+                .shift(&p.change, &analysis.resources, &options.settings);
+            // Tests compile small repositories: check every move there.
+            debug_assert!(
+                analysis.resources.len() > 5_000
+                    || p.registry
+                        == analysis::Registry::new(&analysis.resources, &options.settings),
+                "a moved registry differs from one built afresh"
+            );
+            let last = alike.then(|| {
+                p.change
+                    .rebuilt_alike(&options.settings.cluster_domain, &analysis.resources);
+                (p.findings, p.change)
+            });
+            (p.registry, last, incremental::RegistryUse::Shifted)
+        }
         // Resources came or went: built again, the rules may still carry
         // their findings over when it holds what the last one did.
         Some(mut p) if p.change.moved() => {

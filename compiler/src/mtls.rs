@@ -20,7 +20,7 @@ type WorkloadPolicy<'a> = (&'a Resource, &'a Map<String, String>, MutualTlsMode)
 /// holds it), and kept across an incremental compile when no
 /// PeerAuthentication or DestinationRule changed; it holds resource indices,
 /// not references, for that.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct MtlsIndex {
     mesh: Option<(usize, MutualTlsMode)>,
     namespaces: HashMap<String, (usize, MutualTlsMode)>,
@@ -166,6 +166,71 @@ impl MtlsIndex {
                 continue;
             };
             let host = crate::analysis::fqdn(&dr.host, &r.namespace, domain);
+            match destination_rules
+                .get(&host)
+                .and_then(|v| first_client(resources, v))
+            {
+                Some(first) => {
+                    self.client.insert(host, first);
+                }
+                None => {
+                    self.client.remove(&host);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl MtlsIndex {
+    /// Move every index to its resource's new position (`map`: old index
+    /// → new, or [`crate::incremental::GONE`]) after `change`, in which
+    /// only resources that give the registry nothing but their position
+    /// came or went; the hosts of changed DestinationRules, and those whose
+    /// first client rule is gone, find it again in `destination_rules`
+    /// (the registry's, moved). `false` when a PeerAuthentication changed:
+    /// build it again.
+    pub(crate) fn shift(
+        &mut self,
+        change: &crate::incremental::Change,
+        map: &[u32],
+        resources: &[Resource],
+        destination_rules: &foldhash::HashMap<String, Vec<usize>>,
+        domain: &str,
+    ) -> bool {
+        use crate::incremental::GONE;
+        use crate::model::Kind;
+        if change.touches(&[Kind::PeerAuthentication]) {
+            return false;
+        }
+        let slots = self
+            .mesh
+            .iter_mut()
+            .chain(self.namespaces.values_mut())
+            .chain(self.workloads.values_mut().flatten());
+        for slot in slots {
+            match map[slot.0] {
+                GONE => return false,
+                to => slot.0 = to as usize,
+            }
+        }
+        let mut hosts: Vec<String> = Vec::new();
+        for (host, slot) in &mut self.client {
+            match map[slot.0] {
+                GONE => hosts.push(host.clone()),
+                to => slot.0 = to as usize,
+            }
+        }
+        let changed = change
+            .removed()
+            .iter()
+            .chain(change.added().iter().map(|&i| &resources[i]));
+        for r in changed {
+            if let Some(Spec::DestinationRule(dr)) = r.spec.as_deref() {
+                hosts.push(crate::analysis::fqdn(&dr.host, &r.namespace, domain));
+            }
+        }
+        for host in hosts {
             match destination_rules
                 .get(&host)
                 .and_then(|v| first_client(resources, v))

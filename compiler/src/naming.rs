@@ -11,7 +11,7 @@
 
 use foldhash::HashMap;
 
-use crate::analysis::{Resource, fqdn, insert_sorted, remove_sorted};
+use crate::analysis::{Resource, fqdn, insert_sorted, remove_sorted, shift_sorted};
 use crate::incremental::Change;
 use crate::model::{Kind, Spec};
 use crate::rules::walk;
@@ -115,6 +115,30 @@ impl NamingIndex {
         };
         for (old, i) in pairs {
             self.remove(i, old, domain);
+            self.add(i, &resources[i], domain);
+        }
+        true
+    }
+
+    /// Move every index to its new position (`map`: old index → new, or
+    /// [`crate::incremental::GONE`]), dropping the gone ones, and put the
+    /// new resources at `added` in (those of its kinds).
+    pub(crate) fn shift(
+        &mut self,
+        map: &[u32],
+        added: &[usize],
+        resources: &[Resource],
+        domain: &str,
+    ) -> bool {
+        for v in self.exact.values_mut() {
+            shift_sorted(v, map);
+        }
+        self.exact.retain(|_, v| !v.is_empty());
+        shift_sorted(&mut self.wildcard, map);
+        for &i in added
+            .iter()
+            .filter(|&&i| NAMING.contains(&resources[i].kind))
+        {
             self.add(i, &resources[i], domain);
         }
         true

@@ -12,7 +12,7 @@
 
 use foldhash::HashMap;
 
-use crate::analysis::{Resource, insert_sorted, remove_sorted};
+use crate::analysis::{Resource, insert_sorted, remove_sorted, shift_sorted};
 use crate::incremental::Change;
 use crate::model::{Kind, Spec};
 use crate::rules::authorization::{parse_principal, sources};
@@ -82,6 +82,23 @@ impl PrincipalIndex {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Move every index to its new position (`map`: old index → new, or
+    /// [`crate::incremental::GONE`]), dropping the gone ones, and put the
+    /// new policies at `added` in.
+    pub(crate) fn shift(&mut self, map: &[u32], added: &[usize], resources: &[Resource]) -> bool {
+        for v in self.accounts.values_mut() {
+            shift_sorted(v, map);
+        }
+        self.accounts.retain(|_, v| !v.is_empty());
+        let policies = added
+            .iter()
+            .filter(|&&i| resources[i].kind == Kind::AuthorizationPolicy);
+        for &i in policies {
+            self.add(i, &resources[i]);
+        }
+        true
     }
 
     /// Move the changed AuthorizationPolicies of `change` (which kept the

@@ -27,6 +27,10 @@ pub(crate) struct Change {
     /// When files came or went, the id each file of the last compile has
     /// now (`None`: gone); else every file kept its id.
     renumber: Option<Vec<Option<FileId>>>,
+    /// When the last compile's resources were spliced in place: each old
+    /// resource index's new one, or [`GONE`] (the resources of documents
+    /// whose text changed or went away, and of files gone).
+    positions: Option<Vec<u32>>,
     /// Old resources of the documents whose text changed or went away.
     old: Vec<Resource>,
     /// Indices of the new resources in documents with new text.
@@ -55,6 +59,12 @@ enum RegistryEdit {
     /// index) give it something else: it may be patched
     /// ([`crate::analysis::Registry::patch`]), or else is built again.
     Patch(Vec<(Resource, usize)>),
+    /// Resources came or went, all of kinds that give the registry no more
+    /// than their position ([`SHIFTABLE`]), and every old one's new
+    /// position is known: the registry and its indices are moved to the
+    /// new positions ([`crate::analysis::Registry::shift`]) instead of
+    /// being built again.
+    Shift,
     /// It is built again: resources came, went or took another identity
     /// (a changed file has a different number of them). The rules may
     /// still carry their findings over when the registry built again holds
@@ -73,8 +83,32 @@ enum RegistryEdit {
 pub(crate) struct Edited {
     pub id: Option<FileId>,
     pub old: Vec<Resource>,
+    /// Where its resources started in the last compile's list.
+    pub old_at: usize,
     pub new: Range<usize>,
 }
+
+/// The position of an old resource that has none now.
+pub(crate) const GONE: u32 = u32::MAX;
+
+/// The kinds whose resources give the registry nothing but their position
+/// (its per-kind lists, a DestinationRule's host, a Sidecar's place, the
+/// namespaces in use): when only resources of these came or went, the
+/// registry and its indices move to the new positions.
+const SHIFTABLE: [Kind; 12] = [
+    Kind::VirtualService,
+    Kind::DestinationRule,
+    Kind::Sidecar,
+    Kind::PeerAuthentication,
+    Kind::AuthorizationPolicy,
+    Kind::RequestAuthentication,
+    Kind::EnvoyFilter,
+    Kind::HttpRoute,
+    Kind::GrpcRoute,
+    Kind::ReferenceGrant,
+    Kind::Telemetry,
+    Kind::WasmPlugin,
+];
 
 fn bit(k: Kind) -> u32 {
     1 << (k as u32)
@@ -87,10 +121,12 @@ impl Change {
         edited: Vec<Edited>,
         resources: &[Resource],
         renumber: Option<Vec<Option<FileId>>>,
+        mut positions: Option<Vec<u32>>,
     ) -> Change {
         let mut change = Change {
             files: HashMap::new(),
             renumber,
+            positions: None,
             old: Vec::new(),
             new: Vec::new(),
             kinds: 0,
@@ -132,11 +168,11 @@ impl Change {
             let mut kept_new = vec![false; new_docs.len()];
             let mut docs = Vec::new();
             let mut gone = Vec::new();
-            let mut old = e.old.into_iter().peekable();
-            while let Some(first) = old.next() {
+            let mut old = e.old.into_iter().enumerate().peekable();
+            while let Some((at, first)) = old.next() {
                 let range = first.document_range();
                 let mut same_doc = vec![first];
-                while let Some(r) = old.next_if(|r| r.document_range() == range) {
+                while let Some((_, r)) = old.next_if(|(_, r)| r.document_range() == range) {
                     same_doc.push(r);
                 }
                 let to = unclaimed
@@ -147,6 +183,16 @@ impl Change {
                         kept_new[n] = true;
                         let shift = new_docs[n].0.start as i64 - range.start as i64;
                         docs.push((range, Some(shift)));
+                        // The same text gives as many resources, in order.
+                        let now = new_docs[n].1.clone();
+                        match positions.as_mut() {
+                            Some(map) if now.len() == same_doc.len() => {
+                                for (k, to) in now.enumerate() {
+                                    map[e.old_at + at + k] = to as u32;
+                                }
+                            }
+                            _ => positions = None,
+                        }
                     }
                     None => {
                         docs.push((range, None));
@@ -164,11 +210,6 @@ impl Change {
                 change.files.insert(id, File { docs });
             }
         }
-        change.registry = match (rebuild, patches.is_empty()) {
-            (true, _) => RegistryEdit::Moved,
-            (false, true) => RegistryEdit::Same,
-            (false, false) => RegistryEdit::Patch(patches),
-        };
         for r in change
             .old
             .iter()
@@ -177,7 +218,39 @@ impl Change {
             change.kinds |= bit(r.kind);
             change.displays.insert(r.display());
         }
+        let shiftable = SHIFTABLE.iter().fold(0, |bits, &k| bits | bit(k));
+        change.registry = match (rebuild, patches.is_empty()) {
+            (true, _) if positions.is_some() && change.kinds & !shiftable == 0 => {
+                change.positions = positions;
+                RegistryEdit::Shift
+            }
+            (true, _) => RegistryEdit::Moved,
+            (false, true) => RegistryEdit::Same,
+            (false, false) => RegistryEdit::Patch(patches),
+        };
         change
+    }
+
+    /// Whether the registry is to be moved to the resources' new positions
+    /// ([`crate::analysis::Registry::shift`]).
+    pub(crate) fn shifts(&self) -> bool {
+        matches!(self.registry, RegistryEdit::Shift)
+    }
+
+    /// The indices of the new resources in documents with new text.
+    pub(crate) fn added(&self) -> &[usize] {
+        &self.new
+    }
+
+    /// The old resources of the documents whose text changed or went away.
+    pub(crate) fn removed(&self) -> &[Resource] {
+        &self.old
+    }
+
+    /// Each old resource index's new one, or [`GONE`], when the registry is
+    /// to be moved to them.
+    pub(crate) fn positions(&self) -> Option<&[u32]> {
+        self.positions.as_deref()
     }
 
     /// Whether the registry built before the change is still right (or was
@@ -186,7 +259,10 @@ impl Change {
         match self.registry {
             RegistryEdit::Same => true,
             RegistryEdit::Patch(_) => self.delta.is_some(),
-            RegistryEdit::Moved | RegistryEdit::Rebuilt | RegistryEdit::Rebuild => false,
+            RegistryEdit::Shift
+            | RegistryEdit::Moved
+            | RegistryEdit::Rebuilt
+            | RegistryEdit::Rebuild => false,
         }
     }
 
