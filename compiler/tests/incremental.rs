@@ -1576,7 +1576,13 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
             "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: shop}}\nspec:\n  host: reviews\n  subsets: [{subsets}]\n"
         )
     };
-    const POLICY: &str = "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n";
+    let policy = |name: &str| {
+        format!(
+            "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  rules:\n  - to: [{{operation: {{methods: [GET]}}}}]\n"
+        )
+    };
+    let policy_ = policy("reviews");
+    let (first, second, third) = (policy("reviews-get"), policy("second"), policy("third"));
     const ELSEWHERE: &str = "\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: other}\nspec:\n  mtls: {mode: STRICT}\n";
     let v1 = "{name: v1, labels: {version: v1}}";
     let both = "{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}";
@@ -1590,33 +1596,53 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
         // 0: v2 is dangling.
         step(SERVICE, format!("{ROUTE}{}", rule(v1))),
         // 1: a policy document added: the rules carry over.
-        step(SERVICE, format!("{ROUTE}{}{POLICY}", rule(v1))),
+        step(SERVICE, format!("{ROUTE}{}{policy_}", rule(v1))),
         // 2: the DestinationRule's document removed: v1 dangles too.
-        step(SERVICE, format!("{ROUTE}{POLICY}")),
+        step(SERVICE, format!("{ROUTE}{policy_}")),
         // 3: put back with both subsets: nothing dangles.
-        step(SERVICE, format!("{ROUTE}{}{POLICY}", rule(both))),
+        step(SERVICE, format!("{ROUTE}{}{policy_}", rule(both))),
         // 4: a Service added: which hosts exist changed, all rules run.
         step(
             &format!("{SERVICE}{RATINGS}"),
-            format!("{ROUTE}{}{POLICY}", rule(both)),
+            format!("{ROUTE}{}{policy_}", rule(both)),
         ),
         // 5: a policy in a namespace nothing used: all rules run.
         step(
             &format!("{SERVICE}{RATINGS}"),
-            format!("{ROUTE}{}{POLICY}{ELSEWHERE}", rule(both)),
+            format!("{ROUTE}{}{policy_}{ELSEWHERE}", rule(both)),
         ),
         // 6: and removed again, with the first DestinationRule back.
         step(
             &format!("{SERVICE}{RATINGS}"),
-            format!("{ROUTE}{}{POLICY}", rule(v1)),
+            format!("{ROUTE}{}{policy_}", rule(v1)),
+        ),
+        // 7: the policy renamed: gone under one name, new under another.
+        step(
+            &format!("{SERVICE}{RATINGS}"),
+            format!("{ROUTE}{}{first}", rule(v1)),
+        ),
+        // 8: a second policy.
+        step(
+            &format!("{SERVICE}{RATINGS}"),
+            format!("{ROUTE}{first}{second}{}", rule(v1)),
+        ),
+        // 9: the two swapped and a third added: the positions of the two
+        // change order, and the registry's sorted lists cannot simply move.
+        step(
+            &format!("{SERVICE}{RATINGS}"),
+            format!("{ROUTE}{second}{first}{}{third}", rule(v1)),
         ),
     ];
-    let dangling = [1, 1, 2, 0, 0, 0, 1];
-    let every_rule = [true, false, false, false, true, true, true];
+    let dangling = [1, 1, 2, 0, 0, 0, 1, 1, 1, 1];
+    let every_rule = [
+        true, false, false, false, true, true, true, false, false, false,
+    ];
     // Only policies came or went, apart from the Service of step 4: the
     // registry moves to the new positions instead of being built again.
     let (built, shifted) = (RegistryUse::Built, RegistryUse::Shifted);
-    let registry = [built, shifted, shifted, shifted, built, shifted, shifted];
+    let registry = [
+        built, shifted, shifted, shifted, built, shifted, shifted, shifted, shifted, built,
+    ];
     step_through(&steps, |n, full, session| {
         let found = full.iter().filter(|d| d.contains("MC0101")).count();
         assert_eq!(found, dangling[n], "step {n}: {full:?}");

@@ -144,6 +144,11 @@ impl Change {
             }
             // Whether these can be patched is the patch's to say.
             for (k, (a, b)) in e.old.iter().zip(new).enumerate() {
+                // A resource renamed, or documents reordered: the registry
+                // holds positions by identity, and cannot be patched.
+                if a.identity() != b.identity() {
+                    rebuild = true;
+                }
                 if !rebuild && !same_contribution(a, b) {
                     patches.push((a.clone(), e.new.start + k));
                 }
@@ -219,8 +224,20 @@ impl Change {
             change.displays.insert(r.display());
         }
         let shiftable = SHIFTABLE.iter().fold(0, |bits, &k| bits | bit(k));
+        // Documents that changed places keep no order: the lists of
+        // positions would have to be sorted again.
+        let in_order = |map: &Vec<u32>| {
+            let mut last = None;
+            map.iter().filter(|&&to| to != GONE).all(|&to| {
+                let rising = last < Some(to);
+                last = Some(to);
+                rising
+            })
+        };
         change.registry = match (rebuild, patches.is_empty()) {
-            (true, _) if positions.is_some() && change.kinds & !shiftable == 0 => {
+            (true, _)
+                if positions.as_ref().is_some_and(in_order) && change.kinds & !shiftable == 0 =>
+            {
                 change.positions = positions;
                 RegistryEdit::Shift
             }
