@@ -259,9 +259,10 @@ fn full_compile(bencher: divan::Bencher, services: usize) {
 }
 
 /// A policy file added, then removed again, alternately: a new document
-/// changes how many resources there are, and every registry structure is
-/// keyed by resource position, so the registry is built again and every
-/// rule runs (`Stats::registry` is `Built`); lowering stays scoped.
+/// changes how many resources there are; a policy gives the registry only
+/// its position, so the registry and its indices move to the new positions
+/// (`Stats::registry` is `Shifted`), the rules run where the policy reaches
+/// and lowering stays scoped.
 #[divan::bench(sample_count = 6, sample_size = 1)]
 fn file_added_or_removed(bencher: divan::Bencher) {
     const ADDED: &str = "apiVersion: security.istio.io/v1
@@ -274,20 +275,47 @@ spec:
   - to:
     - operation: {paths: [/debug/*]}
 ";
+    added_and_removed(bencher, "ns-000/deny-debug.yaml", ADDED);
+}
+
+/// A new service's file (a Service and its Deployment) added, then removed
+/// again, alternately: which hosts and workloads exist changes, so the
+/// registry is built again (`Built`) and every rule runs.
+#[divan::bench(sample_count = 6, sample_size = 1)]
+fn service_added_or_removed(bencher: divan::Bencher) {
+    const ADDED: &str = "apiVersion: v1
+kind: Service
+metadata: {name: svc-new, namespace: ns-000}
+spec:
+  selector: {app: svc-new}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: svc-new, namespace: ns-000}
+spec:
+  selector: {matchLabels: {app: svc-new}}
+  template:
+    metadata: {labels: {app: svc-new, version: v1}}
+    spec: {containers: [{name: app, image: app}]}
+";
+    added_and_removed(bencher, "ns-000/svc-new.yaml", ADDED);
+}
+
+/// File `path` with `text` added to the 10,000-service repository, then
+/// removed again, alternately, each compiled by the session.
+fn added_and_removed(bencher: divan::Bencher, path: &str, text: &str) {
     let (mut files, mut session, _) = compiled(10_000);
     let mut versions = vec![0; files.len()];
     bencher
         .with_inputs(|| {
-            match files
-                .iter()
-                .position(|(p, _)| p == "ns-000/deny-debug.yaml")
-            {
+            match files.iter().position(|(p, _)| p == path) {
                 Some(i) => {
                     files.remove(i);
                     versions.remove(i);
                 }
                 None => {
-                    files.push(("ns-000/deny-debug.yaml".into(), ADDED.into()));
+                    files.push((path.into(), text.into()));
                     versions.push(0);
                 }
             }
@@ -297,7 +325,7 @@ spec:
             let c = session.compile(inputs);
             assert!(c.ir.is_ok());
             if std::env::var_os("MESHC_BENCH_STATS").is_some() {
-                eprintln!("file: {:?}", session.stats());
+                eprintln!("{path}: {:?}", session.stats());
             }
         });
 }
