@@ -15,6 +15,7 @@ use crate::model::{DestinationRuleSpec, Kind, KubeServicePort, Map, ObjectMeta, 
 use crate::rules::RuleMeta;
 use crate::source::{FileId, Span};
 use crate::yaml::{DocAt, Node, YamlPath};
+use parts::*;
 
 /// One resource read from the repository.
 #[derive(Debug, Clone)]
@@ -510,6 +511,72 @@ pub(crate) fn workload(i: usize, r: &Resource) -> Option<Workload> {
 }
 
 /// Append `i` to the list at `key`, copying the key only when it is new.
+/// The host entries resource `i` (`r`) gives the registry: a Service's
+/// FQDN, a ServiceEntry's hosts; none for any other.
+fn host_entries(i: usize, r: &Resource, domain: &str) -> Vec<HostEntry> {
+    match (&r.kind, r.spec.as_deref()) {
+        (Kind::Service, Some(Spec::Service(svc))) => vec![HostEntry {
+            host: format!("{}.{}.svc.{domain}", r.name, r.namespace),
+            index: i,
+            namespace: r.namespace.clone(),
+            export_to: export_annotation(r),
+            ports: service_ports(svc),
+            selector: svc.selector.clone(),
+        }],
+        (Kind::ServiceEntry, Some(Spec::ServiceEntry(se))) => {
+            let ports = entry_ports(se);
+            let entry = |h: &String| HostEntry {
+                host: h.clone(),
+                index: i,
+                namespace: r.namespace.clone(),
+                export_to: se.export_to.clone().unwrap_or_default(),
+                ports: ports.clone(),
+                selector: None,
+            };
+            se.hosts.iter().map(entry).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The entries of `old` (in the order of the resources they come from,
+/// `index` of each) moved to their resources' new positions (`map`, old
+/// index → new or [`GONE`]), those of gone resources dropped, and `new`
+/// (entries of new resources, in order) merged in where their resources
+/// are. Gives the list, each old entry's new place in it (or [`GONE`]), and
+/// the places of the new entries.
+fn merge_entries<T>(
+    old: Vec<T>,
+    new: Vec<T>,
+    map: &[u32],
+    at: impl Fn(&T) -> usize,
+    set: impl Fn(&mut T, usize),
+) -> (Vec<T>, Vec<u32>, Vec<usize>) {
+    let mut out = Vec::with_capacity(old.len() + new.len());
+    let mut moved = Vec::with_capacity(old.len());
+    let mut placed = Vec::with_capacity(new.len());
+    let mut new = new.into_iter().peekable();
+    for mut e in old {
+        let to = map[at(&e)];
+        if to == GONE {
+            moved.push(GONE);
+            continue;
+        }
+        set(&mut e, to as usize);
+        while let Some(n) = new.next_if(|n| at(n) < to as usize) {
+            placed.push(out.len());
+            out.push(n);
+        }
+        moved.push(out.len() as u32);
+        out.push(e);
+    }
+    for n in new {
+        placed.push(out.len());
+        out.push(n);
+    }
+    (out, moved, placed)
+}
+
 fn push_at(map: &mut HashMap<String, Vec<usize>>, key: &str, i: usize) {
     match map.get_mut(key) {
         Some(v) => v.push(i),
@@ -551,27 +618,10 @@ impl Registry {
                 ctx.known_namespaces.insert(r.namespace.clone());
             }
             match (&r.kind, r.spec.as_deref()) {
-                (Kind::Service, Some(Spec::Service(svc))) => {
-                    ctx.add_host(HostEntry {
-                        host: format!("{}.{}.svc.{}", r.name, r.namespace, settings.cluster_domain),
-                        index: i,
-                        namespace: r.namespace.clone(),
-                        export_to: export_annotation(r),
-                        ports: service_ports(svc),
-                        selector: svc.selector.clone(),
-                    });
-                }
-                (Kind::ServiceEntry, Some(Spec::ServiceEntry(se))) => {
-                    let ports = entry_ports(se);
-                    for h in &se.hosts {
-                        ctx.add_host(HostEntry {
-                            host: h.clone(),
-                            index: i,
-                            namespace: r.namespace.clone(),
-                            export_to: se.export_to.clone().unwrap_or_default(),
-                            ports: ports.clone(),
-                            selector: None,
-                        });
+                (Kind::Service, Some(Spec::Service(_)))
+                | (Kind::ServiceEntry, Some(Spec::ServiceEntry(_))) => {
+                    for h in host_entries(i, r, &settings.cluster_domain) {
+                        ctx.add_host(h);
                     }
                 }
                 (Kind::DestinationRule, Some(Spec::DestinationRule(dr))) => {
@@ -716,6 +766,20 @@ pub(crate) fn shift_sorted(v: &mut Vec<usize>, map: &[u32]) {
     for k in v.iter_mut() {
         *k = map[*k] as usize;
     }
+}
+
+/// [`shift_sorted`] for every list of a label index, dropping what empties.
+fn shift_labels(ix: &mut LabelIndex, map: &[u32]) {
+    for by_key in ix.values_mut() {
+        for values in by_key.values_mut() {
+            for v in values.values_mut() {
+                shift_sorted(v, map);
+            }
+            values.retain(|_, v| !v.is_empty());
+        }
+        by_key.retain(|_, values| !values.is_empty());
+    }
+    ix.retain(|_, by_key| !by_key.is_empty());
 }
 
 /// Remove `i` from a sorted list; whether the list is now empty.
@@ -1122,29 +1186,133 @@ impl Registry {
     }
 
     /// Move the registry to the resources' new positions after an edit in
-    /// which only resources that give it nothing but their position came
-    /// or went (`change` says which, and where every old resource is now):
-    /// its per-kind lists, DestinationRules by host and Sidecars drop the
-    /// gone ones and take the new ones, every other resource index moves,
-    /// and so do the indices kept with it (naming, principal, call,
-    /// identity and mTLS; one that cannot move is dropped, to be built
-    /// again by the first to ask). Gives whether it then holds what it held
-    /// apart from positions, as [`Registry::same_but_positions`] would say
-    /// (a namespace no resource used before, or none uses now, and it does
-    /// not).
+    /// which resources came or went but no Gateway, Gateway API Gateway or
+    /// Namespace (`change` says which, and where every old resource is
+    /// now): the gone ones' contributions leave and the new ones' come in
+    /// (host entries and workloads where their resources are, with every
+    /// index into those lists moved), every other resource index moves, and
+    /// so do the indices kept with it (naming, principal, call, identity
+    /// and mTLS; one that cannot move is dropped, to be built again by the
+    /// first to ask). Gives what changed as a [`RegistryDelta`], as a patch
+    /// of the resources that came and went would: a Service's host with
+    /// every part a Service gives and `SE_HOSTS` (which hosts exist), a
+    /// ServiceEntry's hosts, a DestinationRule's host, a workload's
+    /// namespace and service account with every workload part, a service
+    /// account; or `None` when the namespaces in use changed (a namespace
+    /// no resource used before, or none uses now), which no part says.
     pub(crate) fn shift(
         &mut self,
         change: &crate::incremental::Change,
         resources: &[Resource],
         settings: &Settings,
-    ) -> bool {
+    ) -> Option<RegistryDelta> {
         let map = change.positions().expect("a shift knows the positions");
         let domain = settings.cluster_domain.as_str();
         let added = change.added();
-        let mv = |k: &mut usize| *k = map[*k] as usize;
-        self.hosts.iter_mut().for_each(|h| mv(&mut h.index));
-        self.workloads.iter_mut().for_each(|w| mv(&mut w.index));
-        self.gateways.values_mut().for_each(mv);
+        let mut delta = RegistryDelta::default();
+        // Service accounts a gone workload ran as, or a gone ServiceAccount
+        // declared: (namespace, name).
+        let mut left: Vec<(String, String)> = Vec::new();
+        let (mut hosts_changed, mut workloads_changed) = (false, false);
+        let changed = change
+            .removed()
+            .iter()
+            .map(|r| (r, true))
+            .chain(added.iter().map(|&i| (&resources[i], false)));
+        for (r, gone) in changed {
+            let ns = &r.namespace;
+            match (r.kind, r.spec.as_deref()) {
+                (Kind::Service | Kind::ServiceEntry, _) => {
+                    delta.parts |= match r.kind {
+                        Kind::Service => SVC_EXPORT | SVC_PORTS | SVC_SELECTOR,
+                        _ => SE_EXPORT | SE_PORTS | SE_HOSTS,
+                    };
+                    let entries = host_entries(0, r, domain);
+                    hosts_changed |= !entries.is_empty();
+                    delta.hosts.extend(entries.into_iter().map(|h| h.host));
+                }
+                (Kind::DestinationRule, Some(Spec::DestinationRule(dr))) => {
+                    delta.parts |= DR_HOST;
+                    delta.hosts.push(fqdn(&dr.host, ns, domain));
+                }
+                (Kind::ServiceAccount, _) => {
+                    delta.parts |= WL_SA;
+                    delta.accounts.push(format!("{ns}/{}", r.name));
+                    if gone {
+                        left.push((ns.clone(), r.name.clone()));
+                    }
+                }
+                _ => match workload(0, r) {
+                    Some(w) => {
+                        delta.parts |= WL_LABELS | WL_SELECTED | WL_SA;
+                        delta.accounts.push(format!("{ns}/{}", w.service_account));
+                        workloads_changed = true;
+                        if gone {
+                            left.push((ns.clone(), w.service_account));
+                        }
+                    }
+                    None => continue,
+                },
+            }
+            delta.namespaces.push(ns.clone());
+        }
+        for list in [&mut delta.hosts, &mut delta.namespaces, &mut delta.accounts] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        if hosts_changed {
+            let new = added
+                .iter()
+                .flat_map(|&i| host_entries(i, &resources[i], domain));
+            let hosts = std::mem::take(&mut self.hosts);
+            let (hosts, moved, placed) =
+                merge_entries(hosts, new.collect(), map, |h| h.index, |h, i| h.index = i);
+            self.hosts = hosts;
+            for v in self.exact_hosts.values_mut() {
+                shift_sorted(v, &moved);
+            }
+            self.exact_hosts.retain(|_, v| !v.is_empty());
+            shift_sorted(&mut self.wildcard_hosts, &moved);
+            for v in self.selecting_services.values_mut() {
+                shift_sorted(v, &moved);
+            }
+            self.selecting_services.retain(|_, v| !v.is_empty());
+            shift_labels(&mut self.services_by_label, &moved);
+            for k in placed {
+                self.index_host(k);
+                self.index_selector(k);
+            }
+        } else {
+            self.hosts
+                .iter_mut()
+                .for_each(|h| h.index = map[h.index] as usize);
+        }
+        if workloads_changed {
+            let new = added.iter().filter_map(|&i| workload(i, &resources[i]));
+            let workloads = std::mem::take(&mut self.workloads);
+            let (workloads, moved, placed) = merge_entries(
+                workloads,
+                new.collect(),
+                map,
+                |w| w.index,
+                |w, i| w.index = i,
+            );
+            self.workloads = workloads;
+            for v in self.workloads_by_ns.values_mut() {
+                shift_sorted(v, &moved);
+            }
+            self.workloads_by_ns.retain(|_, v| !v.is_empty());
+            shift_labels(&mut self.workloads_by_label, &moved);
+            for k in placed {
+                self.index_workload(k);
+            }
+        } else {
+            let workloads = self.workloads.iter_mut();
+            workloads.for_each(|w| w.index = map[w.index] as usize);
+        }
+        self.gateways
+            .values_mut()
+            .for_each(|k| *k = map[*k] as usize);
         for v in self.destination_rules.values_mut() {
             shift_sorted(v, map);
         }
@@ -1163,11 +1331,24 @@ impl Registry {
                     insert_sorted(self.destination_rules.entry(host).or_default(), i);
                 }
                 Some(Spec::Sidecar(_)) => insert_sorted(&mut self.sidecars, i),
+                _ if r.kind == Kind::ServiceAccount => {
+                    self.service_accounts
+                        .insert(format!("{}/{}", r.namespace, r.name));
+                }
                 _ => {}
             }
             if !self.known_namespaces.contains(r.namespace.as_str()) {
                 self.known_namespaces.insert(r.namespace.clone());
                 alike = false;
+            }
+        }
+        for (ns, sa) in left {
+            let used = self.workloads_in(&ns).any(|w| w.service_account == sa)
+                || self.by_kind[Kind::ServiceAccount as usize]
+                    .iter()
+                    .any(|&r| resources[r].namespace == ns && resources[r].name == sa);
+            if !used {
+                self.service_accounts.remove(&format!("{ns}/{sa}"));
             }
         }
         for r in change.removed() {
@@ -1223,11 +1404,29 @@ impl Registry {
         let ctx = Context::new(resources, settings, self);
         self.calls = patched(
             calls,
-            |ix| ix.shift(&ctx, map, added),
+            |ix| ix.shift(&ctx, map, added, &delta),
             check.then_some(|| crate::graph::CallIndex::new(&ctx)),
             "moved call index",
         );
-        alike
+        alike.then_some(delta)
+    }
+
+    /// Workload `k`, put in the namespace and label indices, and its
+    /// service account among the known ones.
+    fn index_workload(&mut self, k: usize) {
+        let w = &self.workloads[k];
+        let account = format!("{}/{}", w.namespace, w.service_account);
+        self.service_accounts.insert(account);
+        match self.workloads_by_ns.get_mut(&w.namespace) {
+            Some(v) => insert_sorted(v, k),
+            None => {
+                self.workloads_by_ns.insert(w.namespace.clone(), vec![k]);
+            }
+        }
+        let by_key = of_namespace(&mut self.workloads_by_label, &w.namespace);
+        for (key, value) in &w.labels {
+            index_label(by_key, key, value, k);
+        }
     }
 
     /// The indices of the resources the naming index holds.

@@ -304,21 +304,8 @@ impl CallIndex {
     /// namespaces it reached. `false` when a changed one has no single
     /// partner or the resources of those kinds moved: build it again.
     pub(crate) fn patch(&mut self, ctx: &Context, change: &Change) -> bool {
-        if let Some(d) = change.delta().filter(|d| d.parts & SELECTIONS != 0) {
-            let reached: Vec<(String, String, usize)> = d
-                .namespaces
-                .iter()
-                .filter_map(|ns| Some((ns, self.accounts.get(ns)?)))
-                .flat_map(|(ns, m)| m.iter().map(move |(sa, &n)| (ns.clone(), sa.clone(), n)))
-                .collect();
-            for (ns, sa, n) in reached {
-                self.callers[n] = self.behind_account(ctx, &ns, &sa);
-            }
-            for k in 0..self.allows.len() {
-                if d.namespaces.contains(&self.allows[k].1) {
-                    self.read_allow(ctx, k);
-                }
-            }
+        if let Some(d) = change.delta() {
+            self.reread(ctx, d);
         }
         let kinds = [Kind::VirtualService, Kind::AuthorizationPolicy];
         let Some(pairs) = change.pairs_of(&kinds, ctx.resources) else {
@@ -347,12 +334,41 @@ impl CallIndex {
             )
     }
 
+    /// Where a registry patch or move (`d`) changed what selects what or
+    /// who runs as whom, read the policies and service accounts of the
+    /// namespaces it reached again.
+    fn reread(&mut self, ctx: &Context, d: &crate::analysis::RegistryDelta) {
+        if d.parts & SELECTIONS == 0 {
+            return;
+        }
+        let reached: Vec<(String, String, usize)> = d
+            .namespaces
+            .iter()
+            .filter_map(|ns| Some((ns, self.accounts.get(ns)?)))
+            .flat_map(|(ns, m)| m.iter().map(move |(sa, &n)| (ns.clone(), sa.clone(), n)))
+            .collect();
+        for (ns, sa, n) in reached {
+            self.callers[n] = self.behind_account(ctx, &ns, &sa);
+        }
+        for k in 0..self.allows.len() {
+            if d.namespaces.contains(&self.allows[k].1) {
+                self.read_allow(ctx, k);
+            }
+        }
+    }
+
     /// Move every entry to its resource's new position (`map`: old index →
-    /// new, or [`crate::incremental::GONE`]), dropping the gone ones, and
-    /// read the new VirtualServices and AuthorizationPolicies at `added`
-    /// in, after an edit that left the registry's hosts and workloads as
-    /// they were (`ctx` holds it, moved).
-    pub(crate) fn shift(&mut self, ctx: &Context, map: &[u32], added: &[usize]) -> bool {
+    /// new, or [`crate::incremental::GONE`]), dropping the gone ones, read
+    /// the new VirtualServices and AuthorizationPolicies at `added` in, and
+    /// read again what the registry's move (`delta`) reached (`ctx` holds
+    /// the registry, moved).
+    pub(crate) fn shift(
+        &mut self,
+        ctx: &Context,
+        map: &[u32],
+        added: &[usize],
+        delta: &crate::analysis::RegistryDelta,
+    ) -> bool {
         use crate::incremental::GONE;
         self.services.retain(|e| map[e.0] != GONE);
         self.services
@@ -376,6 +392,7 @@ impl CallIndex {
                 _ => {}
             }
         }
+        self.reread(ctx, delta);
         true
     }
 

@@ -319,10 +319,10 @@ pub(crate) fn finish(
             };
             (p.registry, Some((p.findings, p.change)), used)
         }
-        // Only resources that give it nothing but their position came or
-        // went: it moves to their new positions.
+        // Resources came or went, none a Gateway or a Namespace: it moves
+        // to their new positions, and takes the new ones in.
         Some(mut p) if p.change.shifts() => {
-            let alike = p
+            let delta = p
                 .registry
                 .shift(&p.change, &analysis.resources, &options.settings);
             // Tests compile small repositories: check every move there.
@@ -332,9 +332,8 @@ pub(crate) fn finish(
                         == analysis::Registry::new(&analysis.resources, &options.settings),
                 "a moved registry differs from one built afresh"
             );
-            let last = alike.then(|| {
-                p.change
-                    .rebuilt_alike(&options.settings.cluster_domain, &analysis.resources);
+            let last = delta.map(|d| {
+                p.change.shifted(d);
                 (p.findings, p.change)
             });
             (p.registry, last, incremental::RegistryUse::Shifted)

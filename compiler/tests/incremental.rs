@@ -1564,10 +1564,10 @@ fn gateway_and_sidecar_edits_keep_the_registry_and_rerun_what_reads_them() {
 #[test]
 fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds_the_same() {
     // A document added to or removed from a file changes how many resources
-    // there are: the registry is built again. When it holds what it held
-    // apart from positions (the new document is a policy), the rules carry
-    // their findings over and run again where the changed kinds reach; when
-    // a Service, a workload or a namespace came or went, every rule runs.
+    // there are: the registry moves to the new positions (or, when documents
+    // changed places, is built again). The rules carry their findings over
+    // and run again where the changed kinds and hosts reach; when a
+    // namespace came into use or went out of it, every rule runs.
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: reviews-v1, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews, version: v1}}\n  template:\n    metadata: {labels: {app: reviews, version: v1}}\n    spec: {containers: [{name: c, image: i}]}\n";
     const RATINGS: &str = "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}]\n";
     const ROUTE: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 90}\n    - {destination: {host: reviews, subset: v2}, weight: 10}\n";
@@ -1601,7 +1601,8 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
         step(SERVICE, format!("{ROUTE}{policy_}")),
         // 3: put back with both subsets: nothing dangles.
         step(SERVICE, format!("{ROUTE}{}{policy_}", rule(both))),
-        // 4: a Service added: which hosts exist changed, all rules run.
+        // 4: a Service added: the registry takes it in, and the rules run
+        // where its host and namespace reach.
         step(
             &format!("{SERVICE}{RATINGS}"),
             format!("{ROUTE}{}{policy_}", rule(both)),
@@ -1635,13 +1636,13 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
     ];
     let dangling = [1, 1, 2, 0, 0, 0, 1, 1, 1, 1];
     let every_rule = [
-        true, false, false, false, true, true, true, false, false, false,
+        true, false, false, false, false, true, true, false, false, false,
     ];
-    // Only policies came or went, apart from the Service of step 4: the
-    // registry moves to the new positions instead of being built again.
+    // The registry moves to the new positions instead of being built again,
+    // and takes the new Service of step 4 in.
     let (built, shifted) = (RegistryUse::Built, RegistryUse::Shifted);
     let registry = [
-        built, shifted, shifted, shifted, built, shifted, shifted, shifted, shifted, built,
+        built, shifted, shifted, shifted, shifted, shifted, shifted, shifted, shifted, built,
     ];
     step_through(&steps, |n, full, session| {
         let found = full.iter().filter(|d| d.contains("MC0101")).count();
@@ -1654,5 +1655,86 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
             every_rule[n],
             "step {n}: {runs:?}"
         );
+    });
+}
+
+#[test]
+fn services_and_workloads_that_come_or_go_move_the_registry_and_rerun_what_they_reach() {
+    // A Service or a workload added or removed moves the registry and takes
+    // the new ones in; the rules then run where the host, the namespace or
+    // the service account reaches, as after a patch. Here a workload that
+    // comes makes two PeerAuthentications' selectors overlap (MC0108, run
+    // for the namespace's policies, not all), a policy added overlaps them
+    // too, and a Service that comes makes a route's host known (MC0102).
+    let policy = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {labels}}}\n  mtls: {{mode: STRICT}}\n"
+        )
+    };
+    let workload = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {labels}}}\n  template:\n    metadata: {{labels: {labels}}}\n    spec: {{containers: [{{name: c, image: i}}]}}\n"
+        )
+    };
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}]\n";
+    const ROUTE: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings, namespace: shop}\nspec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {host: ratings}\n";
+    let base = BTreeMap::from([
+        (
+            "policies.yaml".to_string(),
+            format!(
+                "{}---\n{}",
+                policy("a", "{app: reviews}"),
+                policy("b", "{tier: web}")
+            ),
+        ),
+        (
+            "reviews.yaml".to_string(),
+            workload("reviews-v1", "{app: reviews}"),
+        ),
+        ("route.yaml".to_string(), ROUTE.to_string()),
+    ]);
+    let with = |more: &[(&str, String)]| {
+        let mut files = base.clone();
+        for (p, t) in more {
+            files.insert(p.to_string(), t.clone());
+        }
+        files
+    };
+    let both = || {
+        (
+            "web.yaml",
+            workload("web-reviews", "{app: reviews, tier: web}"),
+        )
+    };
+    let third = || ("more.yaml", policy("c", "{tier: web}"));
+    let service = || ("ratings.yaml", SERVICE.to_string());
+    let steps = [
+        with(&[]),
+        // 1: a workload both select: each of the two names the other.
+        with(&[both()]),
+        // 2: a third policy selecting it: each of the three names the others.
+        with(&[both(), third()]),
+        // 3: the workload gone: none overlap.
+        with(&[third()]),
+        // 4: the route's host comes into being.
+        with(&[third(), service()]),
+        // 5: and goes again.
+        with(&[third()]),
+    ];
+    let overlaps = [0, 2, 3, 0, 0, 0];
+    let unknown = [1, 1, 1, 1, 0, 1];
+    step_through(&steps, |n, full, session| {
+        let count = |code: &str| full.iter().filter(|d| d.contains(code)).count();
+        assert_eq!(count("MC0108"), overlaps[n], "step {n}: {full:?}");
+        assert_eq!(count("MC0102"), unknown[n], "step {n}: {full:?}");
+        if n > 0 {
+            let stats = session.stats();
+            assert_eq!(stats.registry, RegistryUse::Shifted, "step {n}");
+            assert!(
+                stats.rules.carried > 0 && stats.rules.focused > 0,
+                "step {n}: {:?}",
+                stats.rules
+            );
+        }
     });
 }

@@ -59,11 +59,10 @@ enum RegistryEdit {
     /// index) give it something else: it may be patched
     /// ([`crate::analysis::Registry::patch`]), or else is built again.
     Patch(Vec<(Resource, usize)>),
-    /// Resources came or went, all of kinds that give the registry no more
-    /// than their position ([`SHIFTABLE`]), and every old one's new
-    /// position is known: the registry and its indices are moved to the
-    /// new positions ([`crate::analysis::Registry::shift`]) instead of
-    /// being built again.
+    /// Resources came or went, none of the kinds in [`UNSHIFTABLE`], and
+    /// every old one's new position is known: the registry and its indices
+    /// are moved to the new positions and take the new resources in
+    /// ([`crate::analysis::Registry::shift`]) instead of being built again.
     Shift,
     /// It is built again: resources came, went or took another identity
     /// (a changed file has a different number of them). The rules may
@@ -91,24 +90,11 @@ pub(crate) struct Edited {
 /// The position of an old resource that has none now.
 pub(crate) const GONE: u32 = u32::MAX;
 
-/// The kinds whose resources give the registry nothing but their position
-/// (its per-kind lists, a DestinationRule's host, a Sidecar's place, the
-/// namespaces in use): when only resources of these came or went, the
-/// registry and its indices move to the new positions.
-const SHIFTABLE: [Kind; 12] = [
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::Sidecar,
-    Kind::PeerAuthentication,
-    Kind::AuthorizationPolicy,
-    Kind::RequestAuthentication,
-    Kind::EnvoyFilter,
-    Kind::HttpRoute,
-    Kind::GrpcRoute,
-    Kind::ReferenceGrant,
-    Kind::Telemetry,
-    Kind::WasmPlugin,
-];
+/// The kinds whose resources coming or going make the registry be built
+/// again rather than moved ([`crate::analysis::Registry::shift`]): what
+/// they give it (gateway names, listener hostnames, declared namespaces)
+/// is what every rule reads through no kind of theirs.
+const UNSHIFTABLE: [Kind; 3] = [Kind::Gateway, Kind::K8sGateway, Kind::Namespace];
 
 fn bit(k: Kind) -> u32 {
     1 << (k as u32)
@@ -223,7 +209,7 @@ impl Change {
             change.kinds |= bit(r.kind);
             change.displays.insert(r.display());
         }
-        let shiftable = SHIFTABLE.iter().fold(0, |bits, &k| bits | bit(k));
+        let unshiftable = UNSHIFTABLE.iter().fold(0, |bits, &k| bits | bit(k));
         // Documents that changed places keep no order: the lists of
         // positions would have to be sorted again.
         let in_order = |map: &Vec<u32>| {
@@ -236,7 +222,7 @@ impl Change {
         };
         change.registry = match (rebuild, patches.is_empty()) {
             (true, _)
-                if positions.as_ref().is_some_and(in_order) && change.kinds & !shiftable == 0 =>
+                if positions.as_ref().is_some_and(in_order) && change.kinds & unshiftable == 0 =>
             {
                 change.positions = positions;
                 RegistryEdit::Shift
@@ -316,6 +302,14 @@ impl Change {
         delta.hosts.dedup();
         delta.namespaces.sort_unstable();
         delta.namespaces.dedup();
+        self.registry = RegistryEdit::Rebuilt;
+        self.delta = Some(delta);
+    }
+
+    /// The registry was moved to the resources' new positions, and changed
+    /// as `delta` says ([`crate::analysis::Registry::shift`]): the rules run
+    /// by their `Deps`, as after a patch.
+    pub(crate) fn shifted(&mut self, delta: RegistryDelta) {
         self.registry = RegistryEdit::Rebuilt;
         self.delta = Some(delta);
     }

@@ -397,10 +397,12 @@ const CHECKS: &[(Check, Deps)] = &[
     ),
     (
         references::ambiguous_selector::check,
-        Deps::Global {
-            kinds: &[Kind::Sidecar, Kind::PeerAuthentication],
+        Deps::Local {
+            subjects: &[Kind::Sidecar, Kind::PeerAuthentication],
+            reads: &[Kind::Sidecar, Kind::PeerAuthentication],
             project: Some(|r| format!("{:?}", r.selection())),
-            registry: &[(WL_SELECTED, Reach::All)],
+            namespaced: &[Kind::Sidecar, Kind::PeerAuthentication],
+            registry: &[(WL_SELECTED, Reach::Namespace)],
         },
     ),
     (

@@ -1,6 +1,6 @@
 //! `MC0108` ambiguous-selector.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analysis::{Context, Selection};
 use crate::declare_rule;
@@ -55,10 +55,22 @@ declare_rule! {
 pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     // RequestAuthentications are not exclusive: several combine.
     for kind in [Kind::Sidecar, Kind::PeerAuthentication] {
+        // What a resource's findings say depends on the others of its kind
+        // in its namespace and on the namespace's workloads: the subjects'
+        // namespaces are read, and only the subjects reported on.
+        let subjects: Vec<usize> = ctx.subjects(kind).map(|(i, _, _)| i).collect();
+        let namespaces: BTreeSet<&str> = subjects
+            .iter()
+            .map(|&i| ctx.resources[i].namespace.as_str())
+            .collect();
+        let reported = |i: &usize| subjects.binary_search(i).is_ok();
         // namespace → (selector-less resources, labelled resources)
         type Labelled<'a> = Vec<(usize, &'a Map<String, String>, YamlPath)>;
         let mut by_ns: BTreeMap<&str, (Vec<usize>, Labelled)> = BTreeMap::new();
-        for (i, r, _) in ctx.of_kind(kind) {
+        let peers = ctx
+            .of_kind(kind)
+            .filter(|(_, r, _)| namespaces.contains(r.namespace.as_str()));
+        for (i, r, _) in peers {
             match r.selection() {
                 Some(Selection::Namespace) => by_ns.entry(&r.namespace).or_default().0.push(i),
                 Some(Selection::Labels(l, p)) => {
@@ -93,7 +105,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
         };
         for (ns, (plain, labelled)) in by_ns {
             if plain.len() > 1 {
-                for &i in &plain {
+                for &i in plain.iter().filter(|i| reported(i)) {
                     let r = &ctx.resources[i];
                     // A second declaration of the same name is MC0012's.
                     let others: Vec<&str> = plain
@@ -146,6 +158,9 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
             }
             for (a, (i, _, pa)) in labelled.iter().enumerate() {
                 let i = *i;
+                if !reported(&i) {
+                    continue;
+                }
                 let mut clash = std::mem::take(&mut rivals_of[a]);
                 clash.sort_unstable();
                 if clash.is_empty() {
