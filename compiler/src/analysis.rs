@@ -726,6 +726,12 @@ pub(crate) mod parts {
     pub const HOST_EXPORT: u16 = SVC_EXPORT | SE_EXPORT | SE_HOSTS;
     /// Hosts' ports.
     pub const HOST_PORTS: u16 = SVC_PORTS | SE_PORTS;
+    /// What MC0501's call graph is assembled from: set with a change of
+    /// what selects what or who runs as whom when the call index, read
+    /// again where it reached, differs, or a Sidecar's workloads may
+    /// (`crate::graph::CallIndex`), or when the index was not there to
+    /// tell. Set by the index's patch or move, not by the registry's.
+    pub const CALLS: u16 = 1 << 11;
 }
 
 /// An index kept with the registry (`index`, when it was built), after
@@ -1402,12 +1408,21 @@ impl Registry {
         self.mtls = mtls;
         let calls = self.calls.take();
         let ctx = Context::new(resources, settings, self);
+        // Unless the index says otherwise, the call graph may differ.
+        let mut calls_changed = true;
         self.calls = patched(
             calls,
-            |ix| ix.shift(&ctx, map, added, &delta),
+            |ix| {
+                let changed = ix.shift(&ctx, map, added, &delta);
+                calls_changed = changed.unwrap_or(true);
+                changed.is_some()
+            },
             check.then_some(|| crate::graph::CallIndex::new(&ctx)),
             "moved call index",
         );
+        if calls_changed {
+            delta.parts |= CALLS;
+        }
         alike.then_some(delta)
     }
 
@@ -1444,13 +1459,14 @@ impl Registry {
     /// VirtualServices and AuthorizationPolicies, and the policies of the
     /// namespaces a patch reached, again ([`crate::graph::CallIndex::patch`]).
     /// Each is dropped, to be built again by the first to ask, when it
-    /// cannot be patched.
+    /// cannot be patched. Gives whether the call graph may differ for what
+    /// the registry patch changed ([`parts::CALLS`]).
     pub(crate) fn forget_stale(
         &mut self,
         change: &crate::incremental::Change,
         resources: &[Resource],
         settings: &Settings,
-    ) {
+    ) -> bool {
         let domain = settings.cluster_domain.as_str();
         // Tests compile small repositories: check every patch there.
         let check = resources.len() <= 5_000;
@@ -1473,9 +1489,15 @@ impl Registry {
         );
         let calls = self.calls.take();
         let ctx = Context::new(resources, settings, self);
+        // Unless the index says otherwise, the call graph may differ.
+        let mut calls_changed = true;
         self.calls = patched(
             calls,
-            |ix| ix.patch(&ctx, change),
+            |ix| {
+                let changed = ix.patch(&ctx, change);
+                calls_changed = changed.unwrap_or(true);
+                changed.is_some()
+            },
             check.then_some(|| crate::graph::CallIndex::new(&ctx)),
             "call index",
         );
@@ -1483,7 +1505,7 @@ impl Registry {
         if !change.touches(&reads)
             || change.same_projection(&reads, crate::mtls::project, resources)
         {
-            return;
+            return calls_changed;
         }
         let patched = match self.mtls.get_mut() {
             Some(ix) => ix.patch(
@@ -1497,6 +1519,7 @@ impl Registry {
         if !patched {
             self.mtls = OnceLock::new();
         }
+        calls_changed
     }
 }
 

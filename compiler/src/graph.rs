@@ -148,7 +148,7 @@ struct ServiceCalls {
 }
 
 /// What an ALLOW AuthorizationPolicy says of calls.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct AllowCalls {
     /// The hosts behind the workloads it selects (callees), in order.
     callees: Vec<Host>,
@@ -301,16 +301,14 @@ impl CallIndex {
     /// AuthorizationPolicies (each where its old version sat) are read
     /// again, and so are, where a registry patch changed what selects what
     /// or who runs as whom, the policies and service accounts of the
-    /// namespaces it reached. `false` when a changed one has no single
-    /// partner or the resources of those kinds moved: build it again.
-    pub(crate) fn patch(&mut self, ctx: &Context, change: &Change) -> bool {
-        if let Some(d) = change.delta() {
-            self.reread(ctx, d);
-        }
+    /// namespaces it reached. Gives whether what the registry patch reached
+    /// reads differently now ([`CallIndex::reread`]), or `None` when a
+    /// changed one has no single partner or the resources of those kinds
+    /// moved: build it again.
+    pub(crate) fn patch(&mut self, ctx: &Context, change: &Change) -> Option<bool> {
+        let reread = change.delta().is_some_and(|d| self.reread(ctx, d));
         let kinds = [Kind::VirtualService, Kind::AuthorizationPolicy];
-        let Some(pairs) = change.pairs_of(&kinds, ctx.resources) else {
-            return false;
-        };
+        let pairs = change.pairs_of(&kinds, ctx.resources)?;
         for (old, i) in pairs {
             let service = old.kind == Kind::VirtualService;
             let found = if service {
@@ -318,7 +316,7 @@ impl CallIndex {
             } else {
                 self.allows.binary_search_by_key(&i, |e| e.0)
             };
-            let Ok(k) = found else { return false };
+            let Ok(k) = found else { return None };
             if service {
                 self.services[k].1 = self.service(ctx, &ctx.resources[i]);
             } else {
@@ -327,20 +325,28 @@ impl CallIndex {
         }
         let same =
             |v: &mut dyn Iterator<Item = usize>, kind| v.eq(ctx.indices_of(kind).iter().copied());
-        same(&mut self.services.iter().map(|e| e.0), Kind::VirtualService)
+        let same = same(&mut self.services.iter().map(|e| e.0), Kind::VirtualService)
             && same(
                 &mut self.allows.iter().map(|e| e.0),
                 Kind::AuthorizationPolicy,
-            )
+            );
+        same.then_some(reread)
     }
 
     /// Where a registry patch or move (`d`) changed what selects what or
     /// who runs as whom, read the policies and service accounts of the
-    /// namespaces it reached again.
-    fn reread(&mut self, ctx: &Context, d: &crate::analysis::RegistryDelta) {
+    /// namespaces it reached again. Gives whether the call graph may differ
+    /// for it ([`parts::CALLS`]): something read again differs, or a
+    /// Sidecar, whose workloads the graph finds in the registry itself, is
+    /// of a namespace it reached or of the root namespace.
+    fn reread(&mut self, ctx: &Context, d: &crate::analysis::RegistryDelta) -> bool {
         if d.parts & SELECTIONS == 0 {
-            return;
+            return false;
         }
+        let root = ctx.settings.root_namespace.as_str();
+        let mut changed = ctx.of_kind(Kind::Sidecar).any(|(_, r, _)| {
+            r.namespace == root || d.namespaces.binary_search(&r.namespace).is_ok()
+        });
         let reached: Vec<(String, String, usize)> = d
             .namespaces
             .iter()
@@ -348,27 +354,32 @@ impl CallIndex {
             .flat_map(|(ns, m)| m.iter().map(move |(sa, &n)| (ns.clone(), sa.clone(), n)))
             .collect();
         for (ns, sa, n) in reached {
-            self.callers[n] = self.behind_account(ctx, &ns, &sa);
+            let hosts = self.behind_account(ctx, &ns, &sa);
+            changed |= hosts != self.callers[n];
+            self.callers[n] = hosts;
         }
         for k in 0..self.allows.len() {
             if d.namespaces.contains(&self.allows[k].1) {
+                let before = self.allows[k].2.take();
                 self.read_allow(ctx, k);
+                changed |= before != self.allows[k].2;
             }
         }
+        changed
     }
 
     /// Move every entry to its resource's new position (`map`: old index →
     /// new, or [`crate::incremental::GONE`]), dropping the gone ones, read
     /// the new VirtualServices and AuthorizationPolicies at `added` in, and
     /// read again what the registry's move (`delta`) reached (`ctx` holds
-    /// the registry, moved).
+    /// the registry, moved); gives whether that reads differently now.
     pub(crate) fn shift(
         &mut self,
         ctx: &Context,
         map: &[u32],
         added: &[usize],
         delta: &crate::analysis::RegistryDelta,
-    ) -> bool {
+    ) -> Option<bool> {
         use crate::incremental::GONE;
         self.services.retain(|e| map[e.0] != GONE);
         self.services
@@ -392,8 +403,7 @@ impl CallIndex {
                 _ => {}
             }
         }
-        self.reread(ctx, delta);
-        true
+        Some(self.reread(ctx, delta))
     }
 
     /// Read the policy of `allows[k]` again.

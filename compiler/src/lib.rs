@@ -311,8 +311,11 @@ pub(crate) fn finish(
     });
     let (registry, last, registry_use) = match previous {
         Some(mut p) if p.change.registry_kept() => {
-            p.registry
-                .forget_stale(&p.change, &analysis.resources, &options.settings);
+            if p.registry
+                .forget_stale(&p.change, &analysis.resources, &options.settings)
+            {
+                p.change.add_parts(analysis::parts::CALLS);
+            }
             let used = match p.change.delta() {
                 Some(_) => incremental::RegistryUse::Patched,
                 None => incremental::RegistryUse::Kept,

@@ -1738,3 +1738,80 @@ fn services_and_workloads_that_come_or_go_move_the_registry_and_rerun_what_they_
         }
     });
 }
+
+#[test]
+fn a_selection_change_reruns_retry_amplification_only_when_the_call_graph_may_differ() {
+    // MC0501 reads the registry through the call index and the Sidecars'
+    // workloads: after a pod's labels or service account change, it runs
+    // again only when the index, read again where the change reached,
+    // differs, or a Sidecar of that namespace may select otherwise
+    // (`parts::CALLS`). Here `a` calls `b` through a Sidecar and `b` calls
+    // `c` through an ALLOW policy naming `b`'s account: five tries per
+    // hop, 25 over the bound of 10 when the chain holds, 5 when only the
+    // last hop does. Each step cuts or mends one link: the Sidecar's
+    // selection, the account a principal names, the policy's selection.
+    let pod = |name: &str, app: &str, account: &str| {
+        retrying_service(name)
+            .replace(
+                &format!("labels: {{app: {name}}}"),
+                &format!("labels: {{app: {app}}}"),
+            )
+            .replace(
+                &format!("serviceAccountName: {name}"),
+                &format!("serviceAccountName: {account}"),
+            )
+            .replace("attempts: 2", "attempts: 4")
+    };
+    // `a` and its Sidecar in a namespace of their own, so that a change in
+    // `n` reaches no Sidecar and only the index can tell.
+    const SIDECAR: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: a, namespace: m}
+spec: {workloadSelector: {labels: {app: a}}, egress: [{hosts: [n/b.n.svc.cluster.local]}]}
+";
+    let files = |a: &str, b_account: &str, c: &str| {
+        BTreeMap::from([
+            (
+                "a.yaml".to_string(),
+                pod("a", a, "a").replace("namespace: n", "namespace: m"),
+            ),
+            ("b.yaml".to_string(), pod("b", "b", b_account)),
+            ("c.yaml".to_string(), pod("c", c, "c")),
+            ("sidecar.yaml".to_string(), SIDECAR.to_string()),
+            ("allow.yaml".to_string(), allow("c", "b")),
+        ])
+    };
+    let steps = [
+        // 0: `a`'s pod is not the Sidecar's: only b -> c, 5 tries.
+        files("x", "b", "c"),
+        // 1: it is: a -> b -> c.
+        files("a", "b", "c"),
+        // 2: `b` runs as another account: the policy no longer names it.
+        files("a", "other", "c"),
+        // 3: back.
+        files("a", "b", "c"),
+        // 4: `c`'s pod leaves the policy's selection.
+        files("a", "b", "z"),
+        // 5: back.
+        files("a", "b", "c"),
+        // 6: a label nothing selects on, in `n`: the index reads the same,
+        // and the finding is carried over.
+        files("a", "b", "c")
+            .into_iter()
+            .map(|(p, t)| {
+                (
+                    p,
+                    t.replace("labels: {app: b}", "labels: {app: b, tier: x}"),
+                )
+            })
+            .collect(),
+    ];
+    let amplified = [0, 1, 0, 1, 0, 1, 1];
+    step_through(&steps, |n, full, session| {
+        let found = full.iter().filter(|d| d.contains("MC0501")).count();
+        assert_eq!(found, amplified[n], "step {n}: {full:?}");
+        if n > 0 {
+            assert_eq!(session.stats().registry, RegistryUse::Patched, "step {n}");
+        }
+    });
+}

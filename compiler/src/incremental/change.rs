@@ -339,6 +339,15 @@ impl Change {
         }
     }
 
+    /// Add `parts` to what patching the registry changed, when it was
+    /// patched ([`crate::analysis::parts::CALLS`], which the indices kept
+    /// with it say).
+    pub(crate) fn add_parts(&mut self, parts: u16) {
+        if let Some(d) = self.delta.as_mut() {
+            d.parts |= parts;
+        }
+    }
+
     /// What patching the registry changed, when it was patched.
     pub(crate) fn delta(&self) -> Option<&RegistryDelta> {
         self.delta.as_ref()

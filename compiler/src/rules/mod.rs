@@ -511,7 +511,7 @@ const CHECKS: &[(Check, Deps)] = &[
                 Kind::Sidecar,
             ],
             project: Some(resilience::retry_amplification::project),
-            registry: &[(WL_SELECTED | WL_SA | SVC_SELECTOR, Reach::All)],
+            registry: &[(CALLS, Reach::All)],
         },
     ),
     (
