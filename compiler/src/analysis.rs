@@ -1369,23 +1369,6 @@ impl Registry {
         }
         // Tests compile small repositories: check every move there.
         let check = resources.len() <= 5_000;
-        let naming = self.naming.take();
-        self.naming = patched(
-            naming,
-            |ix| ix.shift(map, added, resources, domain),
-            check.then_some(|| {
-                crate::naming::NamingIndex::new(resources, &self.naming_indices(), domain)
-            }),
-            "moved naming index",
-        );
-        let principals = self.principals.take();
-        let policies = &self.by_kind[Kind::AuthorizationPolicy as usize];
-        self.principals = patched(
-            principals,
-            |ix| ix.shift(map, added, resources),
-            check.then_some(|| crate::principals::PrincipalIndex::new(resources, policies)),
-            "moved principal index",
-        );
         let identities = self.identities.take();
         self.identities = patched(
             identities,
@@ -1406,19 +1389,12 @@ impl Registry {
             "moved mTLS index",
         );
         self.mtls = mtls;
-        let calls = self.calls.take();
-        let ctx = Context::new(resources, settings, self);
-        // Unless the index says otherwise, the call graph may differ.
-        let mut calls_changed = true;
-        self.calls = patched(
-            calls,
-            |ix| {
-                let changed = ix.shift(&ctx, map, added, &delta);
-                calls_changed = changed.unwrap_or(true);
-                changed.is_some()
-            },
-            check.then_some(|| crate::graph::CallIndex::new(&ctx)),
-            "moved call index",
+        let calls_changed = self.mend_indices(
+            resources,
+            settings,
+            |ix| ix.shift(map, added, resources, domain),
+            |ix| ix.shift(map, added, resources),
+            |ix, ctx| ix.shift(ctx, map, added, &delta),
         );
         if calls_changed {
             delta.parts |= CALLS;
@@ -1442,6 +1418,57 @@ impl Registry {
         for (key, value) in &w.labels {
             index_label(by_key, key, value, k);
         }
+    }
+
+    /// Bring the naming, principal and call indices kept with the registry
+    /// up to date (each closure gives whether it could; the call index's
+    /// also whether what it read again differs), each dropped when it
+    /// could not and, in debug builds for small repositories, compared
+    /// with one built afresh. Gives whether the call graph may differ
+    /// ([`parts::CALLS`]): the call index said so, or was not there to
+    /// tell.
+    fn mend_indices(
+        &mut self,
+        resources: &[Resource],
+        settings: &Settings,
+        naming: impl FnOnce(&mut crate::naming::NamingIndex) -> bool,
+        principals: impl FnOnce(&mut crate::principals::PrincipalIndex) -> bool,
+        calls: impl FnOnce(&mut crate::graph::CallIndex, &Context) -> Option<bool>,
+    ) -> bool {
+        let domain = settings.cluster_domain.as_str();
+        // Tests compile small repositories: check every patch there.
+        let check = resources.len() <= 5_000;
+        let index = self.naming.take();
+        self.naming = patched(
+            index,
+            naming,
+            check.then_some(|| {
+                crate::naming::NamingIndex::new(resources, &self.naming_indices(), domain)
+            }),
+            "naming index",
+        );
+        let index = self.principals.take();
+        let policies = &self.by_kind[Kind::AuthorizationPolicy as usize];
+        self.principals = patched(
+            index,
+            principals,
+            check.then_some(|| crate::principals::PrincipalIndex::new(resources, policies)),
+            "principal index",
+        );
+        let index = self.calls.take();
+        let ctx = Context::new(resources, settings, self);
+        let mut changed = true;
+        self.calls = patched(
+            index,
+            |ix| {
+                let patched = calls(ix, &ctx);
+                changed = patched.unwrap_or(true);
+                patched.is_some()
+            },
+            check.then_some(|| crate::graph::CallIndex::new(&ctx)),
+            "call index",
+        );
+        changed
     }
 
     /// The indices of the resources the naming index holds.
@@ -1468,38 +1495,12 @@ impl Registry {
         settings: &Settings,
     ) -> bool {
         let domain = settings.cluster_domain.as_str();
-        // Tests compile small repositories: check every patch there.
-        let check = resources.len() <= 5_000;
-        let naming = self.naming.take();
-        self.naming = patched(
-            naming,
+        let calls_changed = self.mend_indices(
+            resources,
+            settings,
             |ix| ix.patch(change, resources, domain),
-            check.then_some(|| {
-                crate::naming::NamingIndex::new(resources, &self.naming_indices(), domain)
-            }),
-            "naming index",
-        );
-        let principals = self.principals.take();
-        let policies = &self.by_kind[Kind::AuthorizationPolicy as usize];
-        self.principals = patched(
-            principals,
             |ix| ix.patch(change, resources),
-            check.then_some(|| crate::principals::PrincipalIndex::new(resources, policies)),
-            "principal index",
-        );
-        let calls = self.calls.take();
-        let ctx = Context::new(resources, settings, self);
-        // Unless the index says otherwise, the call graph may differ.
-        let mut calls_changed = true;
-        self.calls = patched(
-            calls,
-            |ix| {
-                let changed = ix.patch(&ctx, change);
-                calls_changed = changed.unwrap_or(true);
-                changed.is_some()
-            },
-            check.then_some(|| crate::graph::CallIndex::new(&ctx)),
-            "call index",
+            |ix, ctx| ix.patch(ctx, change),
         );
         let reads = [Kind::PeerAuthentication, Kind::DestinationRule];
         if !change.touches(&reads)

@@ -166,17 +166,7 @@ impl MtlsIndex {
                 continue;
             };
             let host = crate::analysis::fqdn(&dr.host, &r.namespace, domain);
-            match destination_rules
-                .get(&host)
-                .and_then(|v| first_client(resources, v))
-            {
-                Some(first) => {
-                    self.client.insert(host, first);
-                }
-                None => {
-                    self.client.remove(&host);
-                }
-            }
+            self.find_client(host, resources, destination_rules);
         }
         true
     }
@@ -231,19 +221,30 @@ impl MtlsIndex {
             }
         }
         for host in hosts {
-            match destination_rules
-                .get(&host)
-                .and_then(|v| first_client(resources, v))
-            {
-                Some(first) => {
-                    self.client.insert(host, first);
-                }
-                None => {
-                    self.client.remove(&host);
-                }
-            }
+            self.find_client(host, resources, destination_rules);
         }
         true
+    }
+
+    /// Find `host`'s first client rule again among `destination_rules`
+    /// (the registry's).
+    fn find_client(
+        &mut self,
+        host: String,
+        resources: &[Resource],
+        destination_rules: &foldhash::HashMap<String, Vec<usize>>,
+    ) {
+        match destination_rules
+            .get(&host)
+            .and_then(|v| first_client(resources, v))
+        {
+            Some(first) => {
+                self.client.insert(host, first);
+            }
+            None => {
+                self.client.remove(&host);
+            }
+        }
     }
 }
 
