@@ -336,17 +336,22 @@ impl CallIndex {
     /// Where a registry patch or move (`d`) changed what selects what or
     /// who runs as whom, read the policies and service accounts of the
     /// namespaces it reached again. Gives whether the call graph may differ
-    /// for it ([`parts::CALLS`]): something read again differs, or a
-    /// Sidecar, whose workloads the graph finds in the registry itself, is
-    /// of a namespace it reached or of the root namespace.
+    /// for it ([`parts::CALLS`]): something read again differs, or, when
+    /// what selects what changed, a Sidecar (whose workloads the graph finds
+    /// in the registry itself) is of a namespace it reached or of the root
+    /// namespace.
     fn reread(&mut self, ctx: &Context, d: &crate::analysis::RegistryDelta) -> bool {
         if d.parts & SELECTIONS == 0 {
             return false;
         }
+        // A Sidecar's callers are the workloads it selects and the Services
+        // that select those: only what selects what changes them.
         let root = ctx.settings.root_namespace.as_str();
-        let mut changed = ctx.of_kind(Kind::Sidecar).any(|(_, r, _)| {
-            r.namespace == root || d.namespaces.binary_search(&r.namespace).is_ok()
-        });
+        let selecting = d.parts & (parts::WL_SELECTED | parts::SVC_SELECTOR) != 0;
+        let mut changed = selecting
+            && ctx.of_kind(Kind::Sidecar).any(|(_, r, _)| {
+                r.namespace == root || d.namespaces.binary_search(&r.namespace).is_ok()
+            });
         let reached: Vec<(String, String, usize)> = d
             .namespaces
             .iter()
