@@ -233,6 +233,10 @@ pub struct Registry {
     sidecars: Vec<usize>,
     /// Indices of the resources of each kind (by `Kind as usize`), in order.
     by_kind: [Vec<usize>; Kind::ALL.len()],
+    /// Indices of the resources of each namespace, in order: what a scoped
+    /// lowering or a rule run for a few namespaces reads instead of every
+    /// resource of a kind.
+    by_namespace: HashMap<String, Vec<usize>>,
     /// The mTLS index, built on first use ([`Context::mtls`]). It reads
     /// PeerAuthentications and DestinationRules: an incremental compile that
     /// keeps the registry drops it when one of those changed.
@@ -606,6 +610,7 @@ impl Registry {
             service_accounts: HashSet::default(),
             sidecars: Vec::new(),
             by_kind: Default::default(),
+            by_namespace: HashMap::default(),
             mtls: OnceLock::new(),
             naming: OnceLock::new(),
             calls: OnceLock::new(),
@@ -614,8 +619,12 @@ impl Registry {
         };
         for (i, r) in resources.iter().enumerate() {
             ctx.by_kind[r.kind as usize].push(i);
-            if !ctx.known_namespaces.contains(r.namespace.as_str()) {
-                ctx.known_namespaces.insert(r.namespace.clone());
+            match ctx.by_namespace.get_mut(r.namespace.as_str()) {
+                Some(v) => v.push(i),
+                None => {
+                    ctx.by_namespace.insert(r.namespace.clone(), vec![i]);
+                    ctx.known_namespaces.insert(r.namespace.clone());
+                }
             }
             match (&r.kind, r.spec.as_deref()) {
                 (Kind::Service, Some(Spec::Service(_)))
@@ -1151,6 +1160,7 @@ impl PartialEq for Registry {
             && self.service_accounts == o.service_accounts
             && self.sidecars == o.sidecars
             && self.by_kind == o.by_kind
+            && self.by_namespace == o.by_namespace
     }
 }
 
@@ -1327,10 +1337,20 @@ impl Registry {
         for v in &mut self.by_kind {
             shift_sorted(v, map);
         }
+        for v in self.by_namespace.values_mut() {
+            shift_sorted(v, map);
+        }
+        self.by_namespace.retain(|_, v| !v.is_empty());
         let mut alike = true;
         for &i in added {
             let r = &resources[i];
             insert_sorted(&mut self.by_kind[r.kind as usize], i);
+            match self.by_namespace.get_mut(r.namespace.as_str()) {
+                Some(v) => insert_sorted(v, i),
+                None => {
+                    self.by_namespace.insert(r.namespace.clone(), vec![i]);
+                }
+            }
             match r.spec.as_deref() {
                 Some(Spec::DestinationRule(dr)) => {
                     let host = fqdn(&dr.host, &r.namespace, domain);
@@ -1361,7 +1381,7 @@ impl Registry {
             let ns = r.namespace.as_str();
             if self.known_namespaces.contains(ns)
                 && !self.namespaces.contains_key(ns)
-                && !resources.iter().any(|o| o.namespace == ns)
+                && !self.by_namespace.contains_key(ns)
             {
                 self.known_namespaces.remove(ns);
                 alike = false;
@@ -1834,6 +1854,11 @@ impl<'a> Context<'a> {
     /// The indices of the resources of `kind`, in order.
     pub(crate) fn indices_of(&self, kind: Kind) -> &[usize] {
         &self.by_kind[kind as usize]
+    }
+
+    /// The indices of the resources of namespace `ns`, in order.
+    pub(crate) fn in_namespace(&self, ns: &str) -> &[usize] {
+        self.by_namespace.get(ns).map_or(&[], Vec::as_slice)
     }
 
     /// The workload resource `index` declares, if it declares one.

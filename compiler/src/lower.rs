@@ -443,17 +443,29 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
     });
     // Policies go to workloads: a scope without any reads none.
     let no_workloads = keep.is_some_and(|k| k.workloads.is_empty());
-    let mut policies: Vec<&Resource> = ctx
-        .of_kind(crate::model::Kind::AuthorizationPolicy)
-        .map(|(_, r, _)| r)
-        .take_while(|_| !no_workloads)
-        .filter(|r| {
-            r.namespace == root
-                || wanted_namespaces
-                    .as_ref()
-                    .is_none_or(|n| n.contains(r.namespace.as_str()))
-        })
-        .collect();
+    let mut policies: Vec<&Resource> = match &wanted_namespaces {
+        _ if no_workloads => Vec::new(),
+        None => ctx
+            .of_kind(crate::model::Kind::AuthorizationPolicy)
+            .map(|(_, r, _)| r)
+            .collect(),
+        // Only the policies of those namespaces and the root namespace.
+        Some(namespaces) => {
+            let mut at: Vec<usize> = namespaces
+                .iter()
+                .copied()
+                .chain((!namespaces.contains(root)).then_some(root))
+                .flat_map(|ns| ctx.in_namespace(ns).iter().copied())
+                .collect();
+            // In resource order, as the full list: the sort below is
+            // stable, and keeps a name declared twice in that order.
+            at.sort_unstable();
+            at.into_iter()
+                .map(|i| &ctx.resources[i])
+                .filter(|r| r.kind == crate::model::Kind::AuthorizationPolicy && r.spec.is_some())
+                .collect()
+        }
+    };
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     // Each policy's targets and lowered form, worked out in parallel.
     let policies: Vec<(AuthorizationAction, Option<Vec<usize>>, ir::AuthzPolicy)> = policies

@@ -930,11 +930,10 @@ impl<'c> Reached<'c> {
                         out.extend(ctx.principals().policies(&self.delta.accounts))
                     }
                     (Reach::Namespace, _) if kind != Kind::Gateway => {
-                        let all = ctx.indices_of(kind).iter();
-                        out.extend(all.filter(|&&i| {
-                            let ns = ctx.resources[i].namespace.as_str();
-                            ns == root || self.in_namespaces(ns)
-                        }));
+                        let root = (!self.in_namespaces(root)).then_some(root);
+                        let namespaces = self.delta.namespaces.iter().map(String::as_str);
+                        let of = namespaces.chain(root).flat_map(|ns| ctx.in_namespace(ns));
+                        out.extend(of.filter(|&&i| ctx.resources[i].kind == kind));
                     }
                     _ => out.extend(ctx.indices_of(kind)),
                 }
@@ -991,11 +990,11 @@ fn focused_run(
         focus.dedup();
     }
     if !namespaces.is_empty() {
-        let of_subjects = subjects.iter().flat_map(|&k| ctx.indices_of(k));
+        let of_namespaces = namespaces.iter().flat_map(|ns| ctx.in_namespace(ns));
         focus.extend(
-            of_subjects
+            of_namespaces
                 .copied()
-                .filter(|&i| namespaces.contains(&ctx.resources[i].namespace.as_str())),
+                .filter(|&i| subjects.contains(&ctx.resources[i].kind)),
         );
         focus.sort_unstable();
         focus.dedup();
