@@ -1628,7 +1628,9 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
             format!("{ROUTE}{first}{second}{}", rule(v1)),
         ),
         // 9: the two swapped and a third added: the positions of the two
-        // change order, and the registry's sorted lists cannot simply move.
+        // change order, and the registry's sorted lists cannot simply move;
+        // which of two comes first is part of what rules say, and every
+        // rule runs.
         step(
             &format!("{SERVICE}{RATINGS}"),
             format!("{ROUTE}{second}{first}{}{third}", rule(v1)),
@@ -1636,7 +1638,7 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
     ];
     let dangling = [1, 1, 2, 0, 0, 0, 1, 1, 1, 1];
     let every_rule = [
-        true, false, false, false, false, true, true, false, false, false,
+        true, false, false, false, false, true, true, false, false, true,
     ];
     // The registry moves to the new positions instead of being built again,
     // and takes the new Service of step 4 in.
@@ -1813,5 +1815,33 @@ spec: {workloadSelector: {labels: {app: a}}, egress: [{hosts: [n/b.n.svc.cluster
         if n > 0 {
             assert_eq!(session.stats().registry, RegistryUse::Patched, "step {n}");
         }
+    });
+}
+
+#[test]
+fn a_duplicate_that_changes_places_with_its_first_moves_the_finding() {
+    // MC0012 reports the second declaration of an identity, with the first
+    // as related: which is second follows resource order. A file renamed
+    // past the other declaration's, or two documents swapped, changes it,
+    // though no resource changed.
+    const POLICY: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: twice, namespace: shop}\nspec: {action: DENY, rules: [{to: [{operation: {methods: [POST]}}]}]}\n";
+    const OTHER: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: other, namespace: shop}\nspec: {action: DENY, rules: [{to: [{operation: {methods: [PUT]}}]}]}\n";
+    let files = |list: &[(&str, String)]| -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(p, t)| (p.to_string(), t.clone()))
+            .collect()
+    };
+    let second = POLICY.replace("POST", "GET");
+    let steps = [
+        files(&[("a.yaml", POLICY.into()), ("b.yaml", second.clone())]),
+        // `a.yaml` renamed past `b.yaml`: `b.yaml`'s is first now.
+        files(&[("c.yaml", POLICY.into()), ("b.yaml", second.clone())]),
+        // Both in one file, then swapped.
+        files(&[("d.yaml", format!("{POLICY}---\n{OTHER}---\n{second}"))]),
+        files(&[("d.yaml", format!("{second}---\n{OTHER}---\n{POLICY}"))]),
+    ];
+    step_through(&steps, |n, full, _| {
+        let found = full.iter().filter(|d| d.contains("MC0012")).count();
+        assert_eq!(found, 1, "step {n}: {full:?}");
     });
 }

@@ -35,6 +35,14 @@ pub(crate) struct Change {
     old: Vec<Resource>,
     /// Indices of the new resources in documents with new text.
     new: Vec<usize>,
+    /// Where each of `old` sat among the documents of its file that kept
+    /// their text, and each of `new` sits (by index): a resource pairs with
+    /// its other version only at the same place, so that one that moved
+    /// past others (a file renamed, a document moved) counts as gone and
+    /// new, and the rules whose findings follow resource order (which of
+    /// two is first) run again.
+    old_slots: Vec<Option<Slot>>,
+    new_slots: HashMap<usize, Slot>,
     /// The kinds of `old` and `new`, as bits by `Kind as usize`.
     kinds: u32,
     /// Their `Kind namespace/name`, as [`Diagnostic::resource`] holds it.
@@ -43,6 +51,8 @@ pub(crate) struct Change {
     /// duplicate shares its findings' `resource`), sorted: found among the
     /// resources of the changed kinds the first time a rule asks.
     focus: std::sync::OnceLock<Vec<usize>>,
+    /// Documents that kept their text changed places with others.
+    reordered: bool,
     /// What becomes of the registry.
     registry: RegistryEdit,
     /// What patching the registry changed, once it is patched
@@ -75,6 +85,12 @@ enum RegistryEdit {
     /// It is built again, and the rules run again in full.
     Rebuild,
 }
+
+/// A changed resource's place: its file (by the id it has now), how many
+/// documents that kept their text come before it there, its document's
+/// place among the changed ones after those, and its own among the
+/// resources of its document.
+type Slot = (FileId, usize, usize, usize);
 
 /// A changed file: its id in the last compile (`None` for a new file), its
 /// resources before, and the range of its resources now in the new
@@ -115,15 +131,25 @@ impl Change {
             positions: None,
             old: Vec::new(),
             new: Vec::new(),
+            old_slots: Vec::new(),
+            new_slots: HashMap::new(),
             kinds: 0,
             displays: HashSet::new(),
             focus: std::sync::OnceLock::new(),
             registry: RegistryEdit::Same,
+            reordered: false,
             delta: None,
         };
         let mut patches = Vec::new();
         let mut rebuild = false;
+        // Documents that kept their text but changed places with others.
+        let mut reordered = false;
         for e in edited {
+            // The id the file has now (`None`: gone).
+            let now_id = e.id.and_then(|id| match &change.renumber {
+                Some(ids) => ids.get(id.0 as usize).copied().flatten(),
+                None => Some(id),
+            });
             let new = &resources[e.new.clone()];
             if e.old.len() != new.len() {
                 rebuild = true;
@@ -159,6 +185,9 @@ impl Change {
             let mut kept_new = vec![false; new_docs.len()];
             let mut docs = Vec::new();
             let mut gone = Vec::new();
+            // The last kept document's new place, how many were kept so far,
+            // and how many gone since.
+            let (mut last_kept, mut kept, mut since) = (None, 0, 0);
             let mut old = e.old.into_iter().enumerate().peekable();
             while let Some((at, first)) = old.next() {
                 let range = first.document_range();
@@ -171,6 +200,9 @@ impl Change {
                     .and_then(Vec::pop);
                 match to {
                     Some(n) => {
+                        reordered |= last_kept.is_some_and(|last| n < last);
+                        last_kept = Some(n);
+                        (kept, since) = (kept + 1, 0);
                         kept_new[n] = true;
                         let shift = new_docs[n].0.start as i64 - range.start as i64;
                         docs.push((range, Some(shift)));
@@ -187,14 +219,26 @@ impl Change {
                     }
                     None => {
                         docs.push((range, None));
+                        for (k, _) in same_doc.iter().enumerate() {
+                            change.old_slots.push(now_id.map(|id| (id, kept, since, k)));
+                        }
+                        since += 1;
                         gone.extend(same_doc);
                     }
                 }
             }
-            for ((_, rs), kept) in new_docs.into_iter().zip(kept_new) {
-                if !kept {
-                    change.new.extend(rs);
+            let (mut kept, mut since) = (0, 0);
+            for ((_, rs), was_kept) in new_docs.into_iter().zip(kept_new) {
+                if was_kept {
+                    (kept, since) = (kept + 1, 0);
+                    continue;
                 }
+                for (k, i) in rs.clone().enumerate() {
+                    let slot = (resources[i].file, kept, since, k);
+                    change.new_slots.insert(i, slot);
+                }
+                since += 1;
+                change.new.extend(rs);
             }
             change.old.extend(gone);
             if let Some(id) = e.id {
@@ -220,7 +264,12 @@ impl Change {
                 rising
             })
         };
+        change.reordered = reordered;
         change.registry = match (rebuild, patches.is_empty()) {
+            // Which of two resources comes first is part of what rules say
+            // (a declaration's second, a host's first DestinationRule), and
+            // nothing says which the reordered ones reach.
+            _ if reordered => RegistryEdit::Rebuild,
             (true, _)
                 if positions.as_ref().is_some_and(in_order) && change.kinds & unshiftable == 0 =>
             {
@@ -232,6 +281,13 @@ impl Change {
             (false, false) => RegistryEdit::Patch(patches),
         };
         change
+    }
+
+    /// Whether documents that kept their text changed places with others:
+    /// the registry is built again, every rule runs, and the lowering is
+    /// whole (which of two comes first decides some of what they say).
+    pub(crate) fn reordered(&self) -> bool {
+        self.reordered
     }
 
     /// Whether the registry is to be moved to the resources' new positions
@@ -398,7 +454,8 @@ impl Change {
 
     /// The changed resources of `kind`, each paired by identity with its
     /// other version: (old version, index of the new one in `resources`).
-    /// `None` when one has no partner or several.
+    /// `None` when one has no partner or several, or its partner is at
+    /// another place among the resources that kept their text.
     pub(crate) fn pairs<'c>(
         &'c self,
         kind: Kind,
@@ -409,9 +466,13 @@ impl Change {
             new.entry(resources[i].identity()).or_default().push(i);
         }
         let mut out = Vec::new();
-        for r in self.old.iter().filter(|r| r.kind == kind) {
+        let old = self.old.iter().zip(&self.old_slots);
+        for (r, slot) in old.filter(|(r, _)| r.kind == kind) {
             match new.remove(&r.identity()).as_deref() {
-                Some(&[i]) => out.push((r, i)),
+                // At the same place, or it moved past others.
+                Some(&[i]) if slot.is_some() && slot.as_ref() == self.new_slots.get(&i) => {
+                    out.push((r, i))
+                }
                 _ => return None,
             }
         }
