@@ -275,7 +275,7 @@ impl Identities {
     /// Move every index to its new position (`map`, old index → new or
     /// [`GONE`]), dropping the gone ones, and put the resources at `added`
     /// in.
-    fn shift(&mut self, map: &[u32], added: &[usize], resources: &[Resource]) -> bool {
+    fn shift(&mut self, map: &[u32], added: &[usize], resources: &[Resource]) {
         for v in self.more.values_mut() {
             shift_sorted(v, map);
         }
@@ -308,7 +308,6 @@ impl Identities {
                 self.first.insert(h, i);
             }
         }
-        true
     }
 
     fn hash(id: (Kind, &str, &str)) -> u64 {
@@ -1211,8 +1210,10 @@ impl Registry {
     /// and mTLS; one that cannot move is dropped, to be built again by the
     /// first to ask). Gives what changed as a [`RegistryDelta`], as a patch
     /// of the resources that came and went would: a Service's host with
-    /// every part a Service gives and `SE_HOSTS` (which hosts exist), a
-    /// ServiceEntry's hosts, a DestinationRule's host, a workload's
+    /// every part a Service gives (which Service hosts exist is read through
+    /// `SVC_EXPORT`; its FQDN names its own namespace, so `imports` and
+    /// `SE_HOSTS` do not change), a ServiceEntry's hosts with every part it
+    /// gives, a DestinationRule's host, a workload's
     /// namespace and service account with every workload part, a service
     /// account; or `None` when the namespaces in use changed (a namespace
     /// no resource used before, or none uses now), which no part says.
@@ -1392,7 +1393,10 @@ impl Registry {
         let identities = self.identities.take();
         self.identities = patched(
             identities,
-            |ix| ix.shift(map, added, resources),
+            |ix| {
+                ix.shift(map, added, resources);
+                true
+            },
             check.then_some(|| Identities::new(resources)),
             "moved identity index",
         );
@@ -1412,8 +1416,14 @@ impl Registry {
         let calls_changed = self.mend_indices(
             resources,
             settings,
-            |ix| ix.shift(map, added, resources, domain),
-            |ix| ix.shift(map, added, resources),
+            |ix| {
+                ix.shift(map, added, resources, domain);
+                true
+            },
+            |ix| {
+                ix.shift(map, added, resources);
+                true
+            },
             |ix, ctx| ix.shift(ctx, map, added, &delta),
         );
         if calls_changed {

@@ -129,7 +129,7 @@ impl NamingIndex {
         added: &[usize],
         resources: &[Resource],
         domain: &str,
-    ) -> bool {
+    ) {
         for v in self.exact.values_mut() {
             shift_sorted(v, map);
         }
@@ -141,7 +141,6 @@ impl NamingIndex {
         {
             self.add(i, &resources[i], domain);
         }
-        true
     }
 
     /// Take resource `i` (as `old` was) out.

@@ -87,7 +87,7 @@ impl PrincipalIndex {
     /// Move every index to its new position (`map`: old index → new, or
     /// [`crate::incremental::GONE`]), dropping the gone ones, and put the
     /// new policies at `added` in.
-    pub(crate) fn shift(&mut self, map: &[u32], added: &[usize], resources: &[Resource]) -> bool {
+    pub(crate) fn shift(&mut self, map: &[u32], added: &[usize], resources: &[Resource]) {
         for v in self.accounts.values_mut() {
             shift_sorted(v, map);
         }
@@ -98,7 +98,6 @@ impl PrincipalIndex {
         for &i in policies {
             self.add(i, &resources[i]);
         }
-        true
     }
 
     /// Move the changed AuthorizationPolicies of `change` (which kept the
