@@ -698,6 +698,17 @@ pub(crate) struct RegistryDelta {
     pub accounts: Vec<String>,
 }
 
+impl RegistryDelta {
+    /// Its hosts, namespaces and accounts sorted, each once: how rules
+    /// look them up.
+    pub(crate) fn settle(&mut self) {
+        for list in [&mut self.hosts, &mut self.namespaces, &mut self.accounts] {
+            list.sort_unstable();
+            list.dedup();
+        }
+    }
+}
+
 /// The parts of the registry a patch can change, as bits.
 pub(crate) mod parts {
     /// A Service's `exportTo` annotation.
@@ -929,12 +940,7 @@ impl Registry {
             }
             delta.namespaces.push(ns);
         }
-        delta.hosts.sort_unstable();
-        delta.hosts.dedup();
-        delta.namespaces.sort_unstable();
-        delta.namespaces.dedup();
-        delta.accounts.sort_unstable();
-        delta.accounts.dedup();
+        delta.settle();
         // Judged on the patched registry, with every selector as it is now:
         // one that changed in the same edit is a changed resource itself.
         let root = settings.root_namespace.as_str();
@@ -1273,10 +1279,7 @@ impl Registry {
             }
             delta.namespaces.push(ns.clone());
         }
-        for list in [&mut delta.hosts, &mut delta.namespaces, &mut delta.accounts] {
-            list.sort_unstable();
-            list.dedup();
-        }
+        delta.settle();
         if hosts_changed {
             let new = added
                 .iter()

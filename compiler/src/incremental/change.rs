@@ -254,8 +254,8 @@ impl Change {
             change.displays.insert(r.display());
         }
         let unshiftable = UNSHIFTABLE.iter().fold(0, |bits, &k| bits | bit(k));
-        // Documents that changed places keep no order: the lists of
-        // positions would have to be sorted again.
+        // The positions keep their order unless documents were reordered:
+        // files stay in path order, and so do kept documents within one.
         let in_order = |map: &Vec<u32>| {
             let mut last = None;
             map.iter().filter(|&&to| to != GONE).all(|&to| {
@@ -270,9 +270,8 @@ impl Change {
             // (a declaration's second, a host's first DestinationRule), and
             // nothing says which the reordered ones reach.
             _ if reordered => RegistryEdit::Rebuild,
-            (true, _)
-                if positions.as_ref().is_some_and(in_order) && change.kinds & unshiftable == 0 =>
-            {
+            (true, _) if positions.is_some() && change.kinds & unshiftable == 0 => {
+                debug_assert!(positions.as_ref().is_some_and(in_order));
                 change.positions = positions;
                 RegistryEdit::Shift
             }
@@ -354,10 +353,7 @@ impl Change {
                 delta.namespaces.push(r.namespace.clone());
             }
         }
-        delta.hosts.sort_unstable();
-        delta.hosts.dedup();
-        delta.namespaces.sort_unstable();
-        delta.namespaces.dedup();
+        delta.settle();
         self.registry = RegistryEdit::Rebuilt;
         self.delta = Some(delta);
     }
