@@ -636,15 +636,8 @@ impl Registry {
                     let host = fqdn(&dr.host, &r.namespace, &settings.cluster_domain);
                     ctx.destination_rules.entry(host).or_default().push(i);
                 }
-                (Kind::K8sGateway, Some(Spec::K8sGateway(g))) => {
-                    ctx.gateway_api
-                        .insert(format!("{}/{}", r.namespace, r.name), listener_hosts(g));
-                }
                 (Kind::Sidecar, Some(Spec::Sidecar(_))) => ctx.sidecars.push(i),
-                (Kind::Gateway, _) => {
-                    ctx.gateways
-                        .insert(format!("{}/{}", r.namespace, r.name), i);
-                }
+                (Kind::Gateway | Kind::K8sGateway, _) => {}
                 (Kind::Namespace, _) => {
                     ctx.namespaces.insert(r.name.clone(), r.labels());
                     ctx.known_namespaces.insert(r.name.clone());
@@ -660,7 +653,22 @@ impl Registry {
                 }
             }
         }
+        ctx.index_gateways(resources);
         ctx
+    }
+
+    /// The gateway names and Gateway API listener hostnames, gathered from
+    /// the Gateways of `by_kind` (the last of a name wins).
+    fn index_gateways(&mut self, resources: &[Resource]) {
+        let key = |r: &Resource| format!("{}/{}", r.namespace, r.name);
+        let of = |k: Kind| self.by_kind[k as usize].iter().map(|&i| (i, &resources[i]));
+        self.gateways = of(Kind::Gateway).map(|(i, r)| (key(r), i)).collect();
+        self.gateway_api = of(Kind::K8sGateway)
+            .filter_map(|(_, r)| match r.spec.as_deref() {
+                Some(Spec::K8sGateway(g)) => Some((key(r), listener_hosts(g))),
+                _ => None,
+            })
+            .collect();
     }
 
     fn add_host(&mut self, h: HostEntry) {
@@ -680,6 +688,20 @@ impl Registry {
             index_label(by_key, k, v, i);
         }
         self.workloads.push(w);
+    }
+}
+
+/// Count a resource giving an account (a workload, a ServiceAccount) that
+/// came to namespace `ns` or went from it.
+fn count_giver(givers: &mut HashMap<String, (usize, usize)>, ns: &str, gone: bool) {
+    let (gained, lost) = match givers.get_mut(ns) {
+        Some(n) => n,
+        None => givers.entry(ns.to_string()).or_default(),
+    };
+    if gone {
+        *lost += 1;
+    } else {
+        *gained += 1;
     }
 }
 
@@ -734,7 +756,8 @@ pub(crate) mod parts {
     pub const WL_SELECTED: u16 = 1 << 9;
     /// A workload's service account (and so the known service accounts).
     pub const WL_SA: u16 = 1 << 6;
-    /// A Namespace's labels.
+    /// A namespace's standing: its labels, whether the repository declares
+    /// it or uses it, whether it has a service account.
     pub const NS_LABELS: u16 = 1 << 7;
     /// A DestinationRule's host.
     pub const DR_HOST: u16 = 1 << 8;
@@ -1207,9 +1230,8 @@ impl Registry {
     }
 
     /// Move the registry to the resources' new positions after an edit in
-    /// which resources came or went but no Gateway, Gateway API Gateway or
-    /// Namespace (`change` says which, and where every old resource is
-    /// now): the gone ones' contributions leave and the new ones' come in
+    /// which resources came or went (`change` says which, and where every
+    /// old resource is now): the gone ones' contributions leave and the new ones' come in
     /// (host entries and workloads where their resources are, with every
     /// index into those lists moved), every other resource index moves, and
     /// so do the indices kept with it (naming, principal, call, identity
@@ -1221,14 +1243,17 @@ impl Registry {
     /// `SE_HOSTS` do not change), a ServiceEntry's hosts with every part it
     /// gives, a DestinationRule's host, a workload's
     /// namespace and service account with every workload part, a service
-    /// account; or `None` when the namespaces in use changed (a namespace
-    /// no resource used before, or none uses now), which no part says.
+    /// account, a Namespace's name with `NS_LABELS` (a Gateway gives no
+    /// part: the rules reading which gateways exist name the kind); and a
+    /// namespace that came into use or went out of it, was declared or no
+    /// longer is, or got its first service account or lost its last, with
+    /// `NS_LABELS`.
     pub(crate) fn shift(
         &mut self,
         change: &crate::incremental::Change,
         resources: &[Resource],
         settings: &Settings,
-    ) -> Option<RegistryDelta> {
+    ) -> RegistryDelta {
         let map = change.positions().expect("a shift knows the positions");
         let domain = settings.cluster_domain.as_str();
         let added = change.added();
@@ -1236,7 +1261,11 @@ impl Registry {
         // Service accounts a gone workload ran as, or a gone ServiceAccount
         // declared: (namespace, name).
         let mut left: Vec<(String, String)> = Vec::new();
+        // Namespaces whose resources giving an account (workloads and
+        // ServiceAccounts) came or went: how many came, how many went.
+        let mut givers: HashMap<String, (usize, usize)> = HashMap::default();
         let (mut hosts_changed, mut workloads_changed) = (false, false);
+        let (mut gateways_changed, mut namespaces_changed) = (false, false);
         let changed = change
             .removed()
             .iter()
@@ -1261,15 +1290,31 @@ impl Registry {
                 (Kind::ServiceAccount, _) => {
                     delta.parts |= WL_SA;
                     delta.accounts.push(format!("{ns}/{}", r.name));
+                    count_giver(&mut givers, ns, gone);
                     if gone {
                         left.push((ns.clone(), r.name.clone()));
                     }
+                }
+                // Which gateways exist: the rules that read it name the kind
+                // (`Deps`), so no part says it.
+                (Kind::Gateway | Kind::K8sGateway, _) => {
+                    gateways_changed = true;
+                    continue;
+                }
+                // A namespace declared or no longer: its labels changed, as
+                // a patch says of a Namespace edited.
+                (Kind::Namespace, _) => {
+                    delta.parts |= NS_LABELS;
+                    delta.namespaces.push(r.name.clone());
+                    namespaces_changed = true;
+                    continue;
                 }
                 _ => match workload(0, r) {
                     Some(w) => {
                         delta.parts |= WL_LABELS | WL_SELECTED | WL_SA;
                         delta.accounts.push(format!("{ns}/{}", w.service_account));
                         workloads_changed = true;
+                        count_giver(&mut givers, ns, gone);
                         if gone {
                             left.push((ns.clone(), w.service_account));
                         }
@@ -1279,7 +1324,6 @@ impl Registry {
             }
             delta.namespaces.push(ns.clone());
         }
-        delta.settle();
         if hosts_changed {
             let new = added
                 .iter()
@@ -1330,9 +1374,11 @@ impl Registry {
             let workloads = self.workloads.iter_mut();
             workloads.for_each(|w| w.index = map[w.index] as usize);
         }
-        self.gateways
-            .values_mut()
-            .for_each(|k| *k = map[*k] as usize);
+        if !gateways_changed {
+            self.gateways
+                .values_mut()
+                .for_each(|k| *k = map[*k] as usize);
+        }
         for v in self.destination_rules.values_mut() {
             shift_sorted(v, map);
         }
@@ -1345,7 +1391,10 @@ impl Registry {
             shift_sorted(v, map);
         }
         self.by_namespace.retain(|_, v| !v.is_empty());
-        let mut alike = true;
+        // Namespaces that came into use or went out of it, or were declared
+        // or no longer: `NS_LABELS`, which every rule reading which
+        // namespaces exist names.
+        let mut standing: Vec<String> = Vec::new();
         for &i in added {
             let r = &resources[i];
             insert_sorted(&mut self.by_kind[r.kind as usize], i);
@@ -1369,7 +1418,25 @@ impl Registry {
             }
             if !self.known_namespaces.contains(r.namespace.as_str()) {
                 self.known_namespaces.insert(r.namespace.clone());
-                alike = false;
+                standing.push(r.namespace.clone());
+            }
+        }
+        // Gateways and Namespaces are few: what they give is gathered again
+        // (the last of a name wins, as in `Registry::new`).
+        if gateways_changed {
+            self.index_gateways(resources);
+        }
+        if namespaces_changed {
+            self.namespaces = self.by_kind[Kind::Namespace as usize]
+                .iter()
+                .map(|&i| (resources[i].name.clone(), resources[i].labels()))
+                .collect();
+            for &i in added {
+                let r = &resources[i];
+                if r.kind == Kind::Namespace && !self.known_namespaces.contains(r.name.as_str()) {
+                    self.known_namespaces.insert(r.name.clone());
+                    standing.push(r.name.clone());
+                }
             }
         }
         for (ns, sa) in left {
@@ -1382,15 +1449,34 @@ impl Registry {
             }
         }
         for r in change.removed() {
-            let ns = r.namespace.as_str();
-            if self.known_namespaces.contains(ns)
-                && !self.namespaces.contains_key(ns)
-                && !self.by_namespace.contains_key(ns)
-            {
-                self.known_namespaces.remove(ns);
-                alike = false;
+            let declared = (r.kind == Kind::Namespace).then_some(r.name.as_str());
+            for ns in std::iter::once(r.namespace.as_str()).chain(declared) {
+                if self.known_namespaces.contains(ns)
+                    && !self.namespaces.contains_key(ns)
+                    && !self.by_namespace.contains_key(ns)
+                {
+                    self.known_namespaces.remove(ns);
+                    standing.push(ns.to_string());
+                }
             }
         }
+        // A namespace whose first account came or last went: whether it has
+        // any decides what MC0403 says of every principal naming it.
+        for (ns, (gained, lost)) in givers {
+            let declared = self.by_namespace.get(&ns).map_or(0, |v| {
+                let of_kind = |&&i: &&usize| resources[i].kind == Kind::ServiceAccount;
+                v.iter().filter(of_kind).count()
+            });
+            let now = self.workloads_by_ns.get(&ns).map_or(0, Vec::len) + declared;
+            if (now == 0) != (now + lost == gained) {
+                standing.push(ns);
+            }
+        }
+        if !standing.is_empty() {
+            delta.parts |= NS_LABELS;
+            delta.namespaces.extend(standing);
+        }
+        delta.settle();
         // Tests compile small repositories: check every move there.
         let check = resources.len() <= 5_000;
         let identities = self.identities.take();
@@ -1432,7 +1518,7 @@ impl Registry {
         if calls_changed {
             delta.parts |= CALLS;
         }
-        alike.then_some(delta)
+        delta
     }
 
     /// Workload `k`, put in the namespace and label indices, and its

@@ -322,8 +322,8 @@ pub(crate) fn finish(
             };
             (p.registry, Some((p.findings, p.change)), used)
         }
-        // Resources came or went, none a Gateway or a Namespace: it moves
-        // to their new positions, and takes the new ones in.
+        // Resources came or went: it moves to their new positions, and
+        // takes the new ones in.
         Some(mut p) if p.change.shifts() => {
             let delta = p
                 .registry
@@ -335,10 +335,8 @@ pub(crate) fn finish(
                         == analysis::Registry::new(&analysis.resources, &options.settings),
                 "a moved registry differs from one built afresh"
             );
-            let last = delta.map(|d| {
-                p.change.shifted(d);
-                (p.findings, p.change)
-            });
+            p.change.shifted(delta);
+            let last = Some((p.findings, p.change));
             (p.registry, last, incremental::RegistryUse::Shifted)
         }
         // Resources came or went: built again, the rules may still carry

@@ -1567,7 +1567,8 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
     // there are: the registry moves to the new positions (or, when documents
     // changed places, is built again). The rules carry their findings over
     // and run again where the changed kinds and hosts reach; when a
-    // namespace came into use or went out of it, every rule runs.
+    // namespace came into use or went out of it, the rules reading which
+    // namespaces exist (`NS_LABELS`) run in full.
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: reviews-v1, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews, version: v1}}\n  template:\n    metadata: {labels: {app: reviews, version: v1}}\n    spec: {containers: [{name: c, image: i}]}\n";
     const RATINGS: &str = "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}]\n";
     const ROUTE: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 90}\n    - {destination: {host: reviews, subset: v2}, weight: 10}\n";
@@ -1607,7 +1608,8 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
             &format!("{SERVICE}{RATINGS}"),
             format!("{ROUTE}{}{policy_}", rule(both)),
         ),
-        // 5: a policy in a namespace nothing used: all rules run.
+        // 5: a policy in a namespace nothing used: the rules reading which
+        // namespaces exist run in full, the others carry over.
         step(
             &format!("{SERVICE}{RATINGS}"),
             format!("{ROUTE}{}{policy_}{ELSEWHERE}", rule(both)),
@@ -1638,7 +1640,7 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
     ];
     let dangling = [1, 1, 2, 0, 0, 0, 1, 1, 1, 1];
     let every_rule = [
-        true, false, false, false, false, true, true, false, false, true,
+        true, false, false, false, false, false, false, false, false, true,
     ];
     // The registry moves to the new positions instead of being built again,
     // and takes the new Service of step 4 in.
@@ -1657,6 +1659,11 @@ fn documents_added_or_removed_rerun_only_what_they_reach_when_the_registry_holds
             every_rule[n],
             "step {n}: {runs:?}"
         );
+        // The namespace `other` comes into use, then goes out of it: MC0402,
+        // MC0403 and MC0118 read which namespaces exist.
+        if n == 5 || n == 6 {
+            assert!(runs.full >= 3, "step {n}: {runs:?}");
+        }
     });
 }
 
@@ -1843,5 +1850,109 @@ fn a_duplicate_that_changes_places_with_its_first_moves_the_finding() {
     step_through(&steps, |n, full, _| {
         let found = full.iter().filter(|d| d.contains("MC0012")).count();
         assert_eq!(found, 1, "step {n}: {full:?}");
+    });
+}
+
+#[test]
+fn gateways_and_namespaces_that_come_or_go_move_the_registry() {
+    // Which gateways exist and which namespaces are declared are the
+    // registry's: a Gateway, a Gateway API Gateway or a Namespace that
+    // comes or goes moves it. MC0103 (a route's gateway unknown) reads the
+    // gateways' names through their kinds and runs again; a Namespace of a
+    // namespace in use gives its name with its labels, as a label edit
+    // would, and MC0113 (two Services give a port two protocols, in the
+    // mesh only) runs again for it. A namespace no resource used before
+    // is declared the same way. (A Namespace, having no
+    // `metadata.namespace`, is in the default namespace, as every resource
+    // without one: an account there keeps that one in use.)
+    const WORKLOAD: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: details, namespace: shop}\nspec:\n  selector: {matchLabels: {app: details}}\n  template:\n    metadata: {labels: {app: details}}\n    spec: {containers: [{name: c, image: i}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: details-tcp, namespace: shop}\nspec:\n  selector: {app: details}\n  ports: [{name: tcp, port: 9080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: details-http, namespace: shop}\nspec:\n  selector: {app: details}\n  ports: [{name: http, port: 9080}]\n";
+    const ROUTE: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: front, namespace: shop}\nspec:\n  hosts: [front.example.com]\n  gateways: [edge]\n  http:\n  - route:\n    - destination: {host: details-http}\n";
+    const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: shop}\nspec:\n  selector: {app: details}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [front.example.com]\n";
+    const K8S_GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: shop}\nspec:\n  gatewayClassName: istio\n  listeners:\n  - {name: http, port: 80, protocol: HTTP, hostname: front.example.com}\n";
+    const SHOP: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+    const ACCOUNT: &str =
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: ops, namespace: default}\n";
+    const BILLING: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: billing}\n";
+    let with = |more: &[(&str, &str)]| {
+        let mut files = BTreeMap::from([
+            ("route.yaml".to_string(), ROUTE.to_string()),
+            ("shop.yaml".to_string(), WORKLOAD.to_string()),
+            ("sa.yaml".to_string(), ACCOUNT.to_string()),
+        ]);
+        for (p, t) in more {
+            files.insert(p.to_string(), t.to_string());
+        }
+        files
+    };
+    let steps = [
+        with(&[]),
+        // 1: the Gateway the route names.
+        with(&[("gw.yaml", GATEWAY)]),
+        // 2: its namespace declared without injection: out of the mesh.
+        with(&[("gw.yaml", GATEWAY), ("ns.yaml", SHOP)]),
+        // 3: and no longer.
+        with(&[("gw.yaml", GATEWAY)]),
+        // 4: the Gateway gone.
+        with(&[]),
+        // 5: a Gateway API Gateway of that name.
+        with(&[("gw.yaml", K8S_GATEWAY)]),
+        // 6: a namespace nothing used.
+        with(&[("gw.yaml", K8S_GATEWAY), ("ns.yaml", BILLING)]),
+    ];
+    let unknown = [1, 0, 0, 0, 1, 0, 0];
+    let protocols = [1, 1, 0, 1, 1, 1, 1];
+    step_through(&steps, |n, full, session| {
+        let count = |code: &str| full.iter().filter(|d| d.contains(code)).count();
+        assert_eq!(count("MC0103"), unknown[n], "step {n}: {full:?}");
+        assert_eq!(count("MC0113"), protocols[n], "step {n}: {full:?}");
+        if n == 0 {
+            return;
+        }
+        let stats = session.stats();
+        assert_eq!(stats.registry, RegistryUse::Shifted, "step {n}");
+        assert!(stats.rules.carried > 0, "step {n}: {:?}", stats.rules);
+    });
+}
+
+#[test]
+fn a_namespace_that_comes_into_use_or_gets_its_first_account_reruns_what_reads_it() {
+    // MC0403 reports a principal naming a service account no workload of
+    // its namespace uses, but only in a namespace with some account: the
+    // first account that comes (or the last that goes) changes it for every
+    // principal naming that namespace, not only for those naming the
+    // account. MC0402 reports a source namespace the repository neither
+    // declares nor uses: a resource that brings a namespace into use (or
+    // takes it out) changes it.
+    const POLICY: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-b, namespace: shop}\nspec:\n  action: ALLOW\n  rules:\n  - from:\n    - source: {principals: [cluster.local/ns/shop/sa/b]}\n    - source: {namespaces: [billing]}\n";
+    const SHOP: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+    const ACCOUNT: &str =
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a, namespace: shop}\n";
+    const BILLING: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ledger, namespace: billing}\nspec: {host: ledger}\n";
+    let with = |more: &[(&str, &str)]| {
+        let mut files = BTreeMap::from([
+            ("policy.yaml".to_string(), POLICY.to_string()),
+            ("ns.yaml".to_string(), SHOP.to_string()),
+        ]);
+        for (p, t) in more {
+            files.insert(p.to_string(), t.to_string());
+        }
+        files
+    };
+    let steps = [
+        with(&[]),
+        with(&[("sa.yaml", ACCOUNT)]),
+        with(&[]),
+        with(&[("billing.yaml", BILLING)]),
+        with(&[]),
+    ];
+    let account = [0, 1, 0, 0, 0];
+    let namespace = [1, 1, 1, 0, 1];
+    step_through(&steps, |n, full, session| {
+        let count = |code: &str| full.iter().filter(|d| d.contains(code)).count();
+        assert_eq!(count("MC0403"), account[n], "step {n}: {full:?}");
+        assert_eq!(count("MC0402"), namespace[n], "step {n}: {full:?}");
+        if n > 0 {
+            assert_eq!(session.stats().registry, RegistryUse::Shifted, "step {n}");
+        }
     });
 }

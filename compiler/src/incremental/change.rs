@@ -69,8 +69,7 @@ enum RegistryEdit {
     /// index) give it something else: it may be patched
     /// ([`crate::analysis::Registry::patch`]), or else is built again.
     Patch(Vec<(Resource, usize)>),
-    /// Resources came or went, none of the kinds in [`UNSHIFTABLE`], and
-    /// every old one's new position is known: the registry and its indices
+    /// Resources came or went, and every old one's new position is known: the registry and its indices
     /// are moved to the new positions and take the new resources in
     /// ([`crate::analysis::Registry::shift`]) instead of being built again.
     Shift,
@@ -105,12 +104,6 @@ pub(crate) struct Edited {
 
 /// The position of an old resource that has none now.
 pub(crate) const GONE: u32 = u32::MAX;
-
-/// The kinds whose resources coming or going make the registry be built
-/// again rather than moved ([`crate::analysis::Registry::shift`]): what
-/// they give it (gateway names, listener hostnames, declared namespaces)
-/// is what every rule reads through no kind of theirs.
-const UNSHIFTABLE: [Kind; 3] = [Kind::Gateway, Kind::K8sGateway, Kind::Namespace];
 
 fn bit(k: Kind) -> u32 {
     1 << (k as u32)
@@ -253,7 +246,6 @@ impl Change {
             change.kinds |= bit(r.kind);
             change.displays.insert(r.display());
         }
-        let unshiftable = UNSHIFTABLE.iter().fold(0, |bits, &k| bits | bit(k));
         // The positions keep their order unless documents were reordered:
         // files stay in path order, and so do kept documents within one.
         let in_order = |map: &Vec<u32>| {
@@ -270,7 +262,7 @@ impl Change {
             // (a declaration's second, a host's first DestinationRule), and
             // nothing says which the reordered ones reach.
             _ if reordered => RegistryEdit::Rebuild,
-            (true, _) if positions.is_some() && change.kinds & unshiftable == 0 => {
+            (true, _) if positions.is_some() => {
                 debug_assert!(positions.as_ref().is_some_and(in_order));
                 change.positions = positions;
                 RegistryEdit::Shift

@@ -193,16 +193,19 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
 ///   changes only what the registry copies of some resources patches it in
 ///   place ([`crate::analysis::Registry::patch`]), and a rule reading a part
 ///   that changed runs again for the subjects the change reaches (a global
-///   rule: in full). Any resource that came, went or was renamed builds the
-///   registry again and every rule runs.
+///   rule: in full). Resources that come or go move the registry
+///   ([`crate::analysis::Registry::shift`]) and say what they gave it the
+///   same way; a namespace that comes into use or goes out of it, or a
+///   reordering, makes every rule run.
 /// - `reads` and `kinds`: the resources it reads besides its subjects and
 ///   the registry. A rule that reads more of a Service, ServiceEntry,
 ///   workload or Namespace than the registry copies (its spec, its
 ///   metadata) names the kind; so does one that reads Gateways, Gateway API
 ///   Gateways or Sidecars, whose specs the registry reads again when asked
 ///   ([`Context::gateway_hosts`], [`Context::istio_gateways`],
-///   [`Context::imports`] and so [`Context::applied_together`]). Whether a
-///   Gateway exists is the registry's: an edit keeps it.
+///   [`Context::imports`] and so [`Context::applied_together`]). Which
+///   gateways exist is read through those kinds too (MC0103 projects them
+///   to their names): no part of the registry says it.
 #[derive(Clone, Copy)]
 pub(crate) enum Deps {
     /// The rule reports on each of its subjects (resources of `subjects`,
@@ -289,8 +292,8 @@ const CHECKS: &[(Check, Deps)] = &[
         references::unknown_gateway::check,
         Deps::Local {
             subjects: &[Kind::VirtualService],
-            reads: &[],
-            project: None,
+            reads: &[Kind::Gateway, Kind::K8sGateway],
+            project: Some(|r| r.display()),
             namespaced: &[],
             registry: &[],
         },
