@@ -279,8 +279,9 @@ spec:
 }
 
 /// A new service's file (a Service and its Deployment) added, then removed
-/// again, alternately: which hosts and workloads exist changes, so the
-/// registry is built again (`Built`) and every rule runs.
+/// again, alternately: which hosts and workloads exist changes; the
+/// registry moves and takes them in (`Shifted`), and the rules run where
+/// the host, the namespace and the account reach.
 #[divan::bench(sample_count = 6, sample_size = 1)]
 fn service_added_or_removed(bencher: divan::Bencher) {
     const ADDED: &str = "apiVersion: v1
@@ -300,6 +301,37 @@ spec:
     spec: {containers: [{name: app, image: app}]}
 ";
     added_and_removed(bencher, "ns-000/svc-new.yaml", ADDED);
+}
+
+/// An ingress Gateway's file added, then removed again, alternately: which
+/// gateways exist changes; the registry moves (`Shifted`), and the rules
+/// reading Gateways run.
+#[divan::bench(sample_count = 6, sample_size = 1)]
+fn gateway_added_or_removed(bencher: divan::Bencher) {
+    const ADDED: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*/*.example.com']
+";
+    added_and_removed(bencher, "istio-system/public-gateway.yaml", ADDED);
+}
+
+/// A Namespace of a new name declared, then no longer, alternately: which
+/// namespaces exist changes; the registry moves (`Shifted`), and the rules
+/// reading which namespaces exist (`NS_LABELS`) run in full.
+#[divan::bench(sample_count = 6, sample_size = 1)]
+fn namespace_added_or_removed(bencher: divan::Bencher) {
+    const ADDED: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: ns-new
+  labels: {istio-injection: enabled}
+";
+    added_and_removed(bencher, "ns-new/namespace.yaml", ADDED);
 }
 
 /// File `path` with `text` added to the 10,000-service repository, then
@@ -322,10 +354,11 @@ fn added_and_removed(bencher: divan::Bencher, path: &str, text: &str) {
             identified(&files, &versions)
         })
         .bench_local_values(|inputs| {
+            let at = std::time::Instant::now();
             let c = session.compile(inputs);
             assert!(c.ir.is_ok());
             if std::env::var_os("MESHC_BENCH_STATS").is_some() {
-                eprintln!("{path}: {:?}", session.stats());
+                eprintln!("{path} in {:?}: {:?}", at.elapsed(), session.stats());
             }
         });
 }
