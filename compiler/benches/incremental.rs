@@ -334,6 +334,36 @@ metadata:
     added_and_removed(bencher, "ns-new/namespace.yaml", ADDED);
 }
 
+/// Two documents of a service's file swapped, then swapped back,
+/// alternately: nothing but their order changed, and which of two comes
+/// first decides some of what rules and the lowering say, so the registry
+/// is built again, every rule runs and the lowering is whole
+/// (`Change::reordered`).
+#[divan::bench(sample_count = 6, sample_size = 1)]
+fn documents_swapped(bencher: divan::Bencher) {
+    let (mut files, mut session, edited) = compiled(10_000);
+    let mut versions = vec![0; files.len()];
+    bencher
+        .with_inputs(|| {
+            let text = &files[edited].1;
+            let docs: Vec<&str> = text.split("\n---\n").collect();
+            // Two documents in the middle: each keeps its text exactly.
+            let mut swapped = docs.clone();
+            swapped.swap(1, 2);
+            files[edited].1 = swapped.join("\n---\n");
+            versions[edited] += 1;
+            identified(&files, &versions)
+        })
+        .bench_local_values(|inputs| {
+            let at = std::time::Instant::now();
+            let c = session.compile(inputs);
+            assert!(c.ir.is_ok());
+            if std::env::var_os("MESHC_BENCH_STATS").is_some() {
+                eprintln!("swapped in {:?}: {:?}", at.elapsed(), session.stats());
+            }
+        });
+}
+
 /// File `path` with `text` added to the 10,000-service repository, then
 /// removed again, alternately, each compiled by the session.
 fn added_and_removed(bencher: divan::Bencher, path: &str, text: &str) {

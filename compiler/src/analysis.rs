@@ -397,7 +397,7 @@ pub const WORKLOAD_KINDS: &[Kind] = &[
 
 /// Whether `a` and `b`, at the same index, give [`Registry::new`] the same
 /// registry: the same kind, namespace and name (of every kind: documents
-/// reordered in a file build the registry again), whether they have a typed
+/// reordered in a file move the registry), whether they have a typed
 /// spec, and what the registry copies of them: a Service's ports (number,
 /// name, protocol), selector and `exportTo` annotation; a ServiceEntry's
 /// hosts, ports and `exportTo`; a workload's pod labels, annotations and

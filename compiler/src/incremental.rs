@@ -299,12 +299,8 @@ impl Session {
 
         let options = &self.options;
         let mut scoped = None;
-        // Documents that changed places: which of two comes first decides
-        // some of the IR (a host's first DestinationRule, the order of
-        // policies of one name), and no difference says where.
-        let reordered = previous.as_ref().is_some_and(|p| p.change.reordered());
         let (ir, kept) = match since.as_mut() {
-            Some(s) if !s.gateway_api && !reordered => {
+            Some(s) if !s.gateway_api => {
                 let mut scope = |ctx: &crate::Context| {
                     // Resources are in file order: each changed file's are
                     // one range.

@@ -195,7 +195,14 @@ fn lower_kept<'a>(ctx: &'a Context<'a>, keep: Option<&Keep>) -> Result<ir::Ir, V
         || MtlsView::new(ctx),
         || {
             let mut services = entries(ctx, keep.map(|k| k.hosts.iter()));
-            services.sort_by(|a, b| (&a.host, &a.namespace).cmp(&(&b.host, &b.namespace)));
+            // By host, namespace, then the declaring resource's kind and
+            // name: two ServiceEntries of one namespace may declare a host,
+            // and the IR never depends on file or document order.
+            fn key<'h>(h: &'h HostEntry, rs: &'h [Resource]) -> (&'h str, &'h str, u8, &'h str) {
+                let r = &rs[h.index];
+                (&h.host, &h.namespace, r.kind as u8, &r.name)
+            }
+            services.sort_by(|a, b| key(a, ctx.resources).cmp(&key(b, ctx.resources)));
             services
                 .into_par_iter()
                 .map(|h| {

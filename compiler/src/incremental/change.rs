@@ -51,8 +51,6 @@ pub(crate) struct Change {
     /// duplicate shares its findings' `resource`), sorted: found among the
     /// resources of the changed kinds the first time a rule asks.
     focus: std::sync::OnceLock<Vec<usize>>,
-    /// Documents that kept their text changed places with others.
-    reordered: bool,
     /// What becomes of the registry.
     registry: RegistryEdit,
     /// What patching the registry changed, once it is patched
@@ -105,6 +103,33 @@ pub(crate) struct Edited {
 /// The position of an old resource that has none now.
 pub(crate) const GONE: u32 = u32::MAX;
 
+/// Which of `claims` (each old document's new place, if any) form the
+/// longest run rising in both: the documents that kept their text and
+/// their order.
+fn rising(claims: &[Option<usize>]) -> Vec<bool> {
+    // `tails[l]`: the index of the claim ending the best run of length
+    // `l + 1` found so far (the one with the smallest place); `before`: the
+    // claim each follows in its run.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut before: Vec<Option<usize>> = vec![None; claims.len()];
+    for (j, n) in claims.iter().enumerate() {
+        let Some(n) = *n else { continue };
+        let l = tails.partition_point(|&t| claims[t] < Some(n));
+        before[j] = l.checked_sub(1).map(|p| tails[p]);
+        match tails.get_mut(l) {
+            Some(t) => *t = j,
+            None => tails.push(j),
+        }
+    }
+    let mut out = vec![false; claims.len()];
+    let mut at = tails.last().copied();
+    while let Some(j) = at {
+        out[j] = true;
+        at = before[j];
+    }
+    out
+}
+
 fn bit(k: Kind) -> u32 {
     1 << (k as u32)
 }
@@ -130,13 +155,11 @@ impl Change {
             displays: HashSet::new(),
             focus: std::sync::OnceLock::new(),
             registry: RegistryEdit::Same,
-            reordered: false,
             delta: None,
         };
         let mut patches = Vec::new();
         let mut rebuild = false;
         // Documents that kept their text but changed places with others.
-        let mut reordered = false;
         for e in edited {
             // The id the file has now (`None`: gone).
             let now_id = e.id.and_then(|id| match &change.renumber {
@@ -150,7 +173,7 @@ impl Change {
             // Whether these can be patched is the patch's to say.
             for (k, (a, b)) in e.old.iter().zip(new).enumerate() {
                 // A resource renamed, or documents reordered: the registry
-                // holds positions by identity, and cannot be patched.
+                // holds positions by identity, and is moved, not patched.
                 if a.identity() != b.identity() {
                     rebuild = true;
                 }
@@ -175,12 +198,8 @@ impl Change {
                     .or_default()
                     .push(n);
             }
-            let mut kept_new = vec![false; new_docs.len()];
-            let mut docs = Vec::new();
-            let mut gone = Vec::new();
-            // The last kept document's new place, how many were kept so far,
-            // and how many gone since.
-            let (mut last_kept, mut kept, mut since) = (None, 0, 0);
+            // The old documents: where each starts in `e.old`, its resources.
+            let mut old_docs: Vec<(usize, Vec<Resource>)> = Vec::new();
             let mut old = e.old.into_iter().enumerate().peekable();
             while let Some((at, first)) = old.next() {
                 let range = first.document_range();
@@ -188,13 +207,28 @@ impl Change {
                 while let Some((_, r)) = old.next_if(|(_, r)| r.document_range() == range) {
                     same_doc.push(r);
                 }
-                let to = unclaimed
-                    .get_mut(same_doc[0].document_text())
-                    .and_then(Vec::pop);
-                match to {
+                old_docs.push((at, same_doc));
+            }
+            // Each claims the first unclaimed new document with its text.
+            let claims: Vec<Option<usize>> = old_docs
+                .iter()
+                .map(|(_, d)| unclaimed.get_mut(d[0].document_text()).and_then(Vec::pop))
+                .collect();
+            // Which of two resources comes first is part of what rules say
+            // (a declaration's second, a host's first DestinationRule): the
+            // documents that keep their text and their order among the
+            // others are the longest run of claims in rising order; the
+            // rest changed places, and count as gone and new.
+            let in_order = rising(&claims);
+            let mut kept_new = vec![false; new_docs.len()];
+            let mut docs = Vec::new();
+            let mut gone = Vec::new();
+            // How many documents were kept so far, and how many gone since.
+            let (mut kept, mut since) = (0, 0);
+            for (j, (at, same_doc)) in old_docs.into_iter().enumerate() {
+                let range = same_doc[0].document_range();
+                match claims[j].filter(|_| in_order[j]) {
                     Some(n) => {
-                        reordered |= last_kept.is_some_and(|last| n < last);
-                        last_kept = Some(n);
                         (kept, since) = (kept + 1, 0);
                         kept_new[n] = true;
                         let shift = new_docs[n].0.start as i64 - range.start as i64;
@@ -246,8 +280,9 @@ impl Change {
             change.kinds |= bit(r.kind);
             change.displays.insert(r.display());
         }
-        // The positions keep their order unless documents were reordered:
-        // files stay in path order, and so do kept documents within one.
+        // The positions keep their order: files stay in path order, and
+        // kept documents within one (those that changed places are not
+        // kept).
         let in_order = |map: &Vec<u32>| {
             let mut last = None;
             map.iter().filter(|&&to| to != GONE).all(|&to| {
@@ -256,12 +291,7 @@ impl Change {
                 rising
             })
         };
-        change.reordered = reordered;
         change.registry = match (rebuild, patches.is_empty()) {
-            // Which of two resources comes first is part of what rules say
-            // (a declaration's second, a host's first DestinationRule), and
-            // nothing says which the reordered ones reach.
-            _ if reordered => RegistryEdit::Rebuild,
             (true, _) if positions.is_some() => {
                 debug_assert!(positions.as_ref().is_some_and(in_order));
                 change.positions = positions;
@@ -272,13 +302,6 @@ impl Change {
             (false, false) => RegistryEdit::Patch(patches),
         };
         change
-    }
-
-    /// Whether documents that kept their text changed places with others:
-    /// the registry is built again, every rule runs, and the lowering is
-    /// whole (which of two comes first decides some of what they say).
-    pub(crate) fn reordered(&self) -> bool {
-        self.reordered
     }
 
     /// Whether the registry is to be moved to the resources' new positions
@@ -562,5 +585,22 @@ impl Change {
             l.span.file = (*ids.get(l.span.file.0 as usize)?)?;
         }
         Some(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rising;
+
+    #[test]
+    fn the_documents_kept_are_the_longest_run_in_order() {
+        // The first document moved to the end: the others keep their places.
+        let moved = [Some(3), Some(0), Some(1), Some(2)];
+        assert_eq!(rising(&moved), [false, true, true, true]);
+        // Two swapped, one gone, one new (place 2 unclaimed).
+        let swapped = [Some(0), Some(3), None, Some(1), Some(4)];
+        assert_eq!(rising(&swapped), [true, false, false, true, true]);
+        assert_eq!(rising(&[None, None]), [false, false]);
+        assert!(rising(&[]).is_empty());
     }
 }
