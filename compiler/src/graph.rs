@@ -10,7 +10,6 @@
 
 use foldhash::HashMap;
 
-use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rayon::prelude::*;
@@ -484,11 +483,13 @@ impl<'a> CallGraph<'a> {
     pub fn build<'c>(ctx: &'c Context<'a>) -> CallGraph<'a> {
         let index = ctx.calls();
         let resource = |i: usize| -> &'a Resource { &ctx.resources[i] };
+        // About a node per numbered host, and as many calls.
+        let n = index.names.len();
         let mut g = CallGraph {
-            graph: DiGraph::new(),
-            hosts: HashMap::default(),
+            graph: DiGraph::with_capacity(n, n),
+            hosts: HashMap::with_capacity_and_hasher(n, Default::default()),
             gateways: HashMap::default(),
-            edges: HashMap::default(),
+            edges: HashMap::with_capacity_and_hasher(n, Default::default()),
         };
         // Each numbered host's node, once made.
         let mut nodes: Vec<Option<NodeIndex>> = vec![None; index.names.len()];
@@ -642,40 +643,57 @@ impl<'a> CallGraph<'a> {
     }
 
     /// For every node, the call path into it with the most tries per client
-    /// request: the product of the attempts of its calls, and the path's edges
-    /// from its entry. Cycles are broken at their back edges, found by a
+    /// request: the product of the attempts of its calls, and the path's last
+    /// edge (`None` for a node no path reaches; [`CallGraph::path`] gives
+    /// the whole path). Cycles are broken at their back edges, found by a
     /// depth-first search that starts from the entries (nodes nobody calls),
     /// so a path never visits a node twice.
-    pub fn amplification(&self) -> Vec<(NodeIndex, u64, Vec<EdgeIndex>)> {
+    pub fn amplification(&self) -> Vec<(u64, Option<EdgeIndex>)> {
         let g = &self.graph;
         let n = g.node_count();
+        // Each node's calls in one list (`at[v]..at[v + 1]`), in the order
+        // the search takes them: the reverse of `edges`'.
+        let mut at = vec![0usize; n + 1];
+        let mut called = vec![false; n];
+        for e in g.raw_edges() {
+            at[e.source().index() + 1] += 1;
+            called[e.target().index()] = true;
+        }
+        for v in 0..n {
+            at[v + 1] += at[v];
+        }
+        let mut calls = vec![EdgeIndex::end(); g.edge_count()];
+        for v in g.node_indices() {
+            let end = at[v.index() + 1];
+            for (k, e) in g.edges(v).enumerate() {
+                calls[end - 1 - k] = e.id();
+            }
+        }
         // Depth-first search marking back edges; entries first.
         let mut back = vec![false; g.edge_count()];
         let mut state = vec![0u8; n]; // 0 new, 1 on the stack, 2 done
-        let mut starts: Vec<NodeIndex> = g
-            .node_indices()
-            .filter(|&v| g.edges_directed(v, Direction::Incoming).next().is_none())
-            .collect();
-        starts.extend(g.node_indices());
-        for s in starts {
+        let entries = g.node_indices().filter(|v| !called[v.index()]);
+        let mut stack: Vec<(NodeIndex, usize)> = Vec::new();
+        for s in entries.chain(g.node_indices()) {
             if state[s.index()] != 0 {
                 continue;
             }
             state[s.index()] = 1;
-            let mut stack: Vec<(NodeIndex, Vec<EdgeIndex>)> =
-                vec![(s, g.edges(s).map(|e| e.id()).collect())];
-            while let Some((u, pending)) = stack.last_mut() {
+            stack.push((s, at[s.index()]));
+            while let Some((u, next)) = stack.last_mut() {
                 let u = *u;
-                let Some(e) = pending.pop() else {
+                if *next == at[u.index() + 1] {
                     state[u.index()] = 2;
                     stack.pop();
                     continue;
-                };
+                }
+                let e = calls[*next];
+                *next += 1;
                 let v = g.edge_endpoints(e).map_or(u, |(_, t)| t);
                 match state[v.index()] {
                     0 => {
                         state[v.index()] = 1;
-                        stack.push((v, g.edges(v).map(|e| e.id()).collect()));
+                        stack.push((v, at[v.index()]));
                     }
                     1 => back[e.index()] = true,
                     _ => {}
@@ -705,18 +723,20 @@ impl<'a> CallGraph<'a> {
                 }
             }
         }
-        g.node_indices()
-            .map(|v| {
-                let mut path = Vec::new();
-                let mut at = v;
-                while let Some(e) = best[at.index()].1 {
-                    path.push(e);
-                    at = g.edge_endpoints(e).map_or(at, |(s, _)| s);
-                }
-                path.reverse();
-                (v, best[v.index()].0, path)
-            })
-            .collect()
+        best
+    }
+
+    /// The edges of the path into `v` that [`CallGraph::amplification`]
+    /// (`best`) found, from its entry.
+    pub fn path(&self, best: &[(u64, Option<EdgeIndex>)], v: NodeIndex) -> Vec<EdgeIndex> {
+        let mut path = Vec::new();
+        let mut at = v;
+        while let Some(e) = best[at.index()].1 {
+            path.push(e);
+            at = self.graph.edge_endpoints(e).map_or(at, |(s, _)| s);
+        }
+        path.reverse();
+        path
     }
 }
 

@@ -110,22 +110,24 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
     let g = &graph.graph;
     let domain = &ctx.settings.cluster_domain;
     let best = graph.amplification();
-    let product_at = |n: petgraph::graph::NodeIndex| best[n.index()].1;
     let mut found: Vec<Diagnostic> = Vec::new();
-    for (node, product, path) in &best {
+    for node in g.node_indices() {
         // Report where the bound is first crossed on the path.
-        let Some(&last) = path.last() else { continue };
+        let (product, last) = best[node.index()];
+        let Some(last) = last else { continue };
         let Some((prev, _)) = g.edge_endpoints(last) else {
             continue;
         };
-        if *product <= bound || product_at(prev) > bound {
+        if product <= bound || best[prev.index()].0 > bound {
             continue;
         }
+        let path = graph.path(&best, node);
+        let node = &node;
         let Some((first, _)) = path.first().and_then(|e| g.edge_endpoints(*e)) else {
             continue;
         };
         let mut route = g[first].short(domain);
-        for e in path {
+        for e in &path {
             let call = &g[*e];
             let target = g.edge_endpoints(*e).map(|(_, t)| t).unwrap_or(*node);
             route.push_str(&format!(
@@ -148,7 +150,7 @@ pub(crate) fn check(ctx: &Context, out: &mut Vec<Diagnostic>) {
                 ),
             )
             .with_help("retry at one layer only (attempts: 0 elsewhere), or raise `max-retry-amplification` in meshc.toml");
-        for e in path {
+        for e in &path {
             let call = &g[*e];
             let (from, to) = g
                 .edge_endpoints(*e)
