@@ -87,6 +87,21 @@ impl NamingIndex {
         Some(out)
     }
 
+    /// Resources that may name a host for which `test` (given the host
+    /// fully qualified) holds: those naming one exactly, and every one
+    /// naming a wildcard (the caller tests those), sorted.
+    pub(crate) fn naming_any(&self, test: impl Fn(&str) -> bool) -> Vec<usize> {
+        let mut out = self.wildcard.clone();
+        for (host, list) in &self.exact {
+            if test(host) {
+                out.extend(list);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Resources of `of` (sorted indices) that share an exact host with
     /// another of them, sorted; `None` when one of them names a wildcard
     /// host (any might share it).

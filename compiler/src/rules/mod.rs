@@ -922,9 +922,15 @@ impl<'c> Reached<'c> {
                             self.names_changed(h, ns)
                         })
                     })),
+                    // A host, fully qualified, names its namespace as
+                    // written in any: the index's hosts give the candidates.
                     (Reach::HostNamespace, Some(n)) => {
                         out.extend(self.host_namespace[n].get_or_init(|| {
-                            self.naming(kind, None, |h, ns| self.names_namespace(h, ns))
+                            let candidates =
+                                ctx.naming().naming_any(|h| self.names_namespace(h, ""));
+                            self.naming(kind, Some(&candidates), |h, ns| {
+                                self.names_namespace(h, ns)
+                            })
                         }))
                     }
                     (Reach::Account, _)
