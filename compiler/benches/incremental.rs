@@ -354,14 +354,7 @@ fn documents_swapped(bencher: divan::Bencher) {
             versions[edited] += 1;
             identified(&files, &versions)
         })
-        .bench_local_values(|inputs| {
-            let at = std::time::Instant::now();
-            let c = session.compile(inputs);
-            assert!(c.ir.is_ok());
-            if std::env::var_os("MESHC_BENCH_STATS").is_some() {
-                eprintln!("swapped in {:?}: {:?}", at.elapsed(), session.stats());
-            }
-        });
+        .bench_local_values(|inputs| compile_timed(&mut session, inputs, "swapped"));
 }
 
 /// File `path` with `text` added to the 10,000-service repository, then
@@ -383,12 +376,16 @@ fn added_and_removed(bencher: divan::Bencher, path: &str, text: &str) {
             }
             identified(&files, &versions)
         })
-        .bench_local_values(|inputs| {
-            let at = std::time::Instant::now();
-            let c = session.compile(inputs);
-            assert!(c.ir.is_ok());
-            if std::env::var_os("MESHC_BENCH_STATS").is_some() {
-                eprintln!("{path} in {:?}: {:?}", at.elapsed(), session.stats());
-            }
-        });
+        .bench_local_values(|inputs| compile_timed(&mut session, inputs, path));
+}
+
+/// Compile `inputs` in `session`, which must give an IR; with
+/// `MESHC_BENCH_STATS` set, print how long it took and the session's stats.
+fn compile_timed(session: &mut Session, inputs: Vec<Input>, what: &str) {
+    let at = std::time::Instant::now();
+    let c = session.compile(inputs);
+    assert!(c.ir.is_ok());
+    if std::env::var_os("MESHC_BENCH_STATS").is_some() {
+        eprintln!("{what} in {:?}: {:?}", at.elapsed(), session.stats());
+    }
 }
