@@ -1231,23 +1231,22 @@ impl Registry {
 
     /// Move the registry to the resources' new positions after an edit in
     /// which resources came or went (`change` says which, and where every
-    /// old resource is now): the gone ones' contributions leave and the new ones' come in
-    /// (host entries and workloads where their resources are, with every
-    /// index into those lists moved), every other resource index moves, and
-    /// so do the indices kept with it (naming, principal, call, identity
-    /// and mTLS; one that cannot move is dropped, to be built again by the
-    /// first to ask). Gives what changed as a [`RegistryDelta`], as a patch
-    /// of the resources that came and went would: a Service's host with
-    /// every part a Service gives (which Service hosts exist is read through
-    /// `SVC_EXPORT`; its FQDN names its own namespace, so `imports` and
-    /// `SE_HOSTS` do not change), a ServiceEntry's hosts with every part it
-    /// gives, a DestinationRule's host, a workload's
-    /// namespace and service account with every workload part, a service
-    /// account, a Namespace's name with `NS_LABELS` (a Gateway gives no
-    /// part: the rules reading which gateways exist name the kind); and a
-    /// namespace that came into use or went out of it, was declared or no
-    /// longer is, or got its first service account or lost its last, with
-    /// `NS_LABELS`.
+    /// old resource is now): the gone ones' contributions leave and the new
+    /// ones' come in (host entries and workloads where their resources are,
+    /// with every index into those lists moved), every other resource index
+    /// moves, and so do the indices kept with it (naming, principal, call,
+    /// identity and mTLS; one that cannot move is dropped, to be built again
+    /// by the first to ask). Gives what changed as a [`RegistryDelta`], as a
+    /// patch of the resources that came and went would: a Service's host
+    /// with every part a Service gives (which Service hosts exist is read
+    /// through `SVC_EXPORT`; its FQDN names its own namespace, so `imports`
+    /// and `SE_HOSTS` do not change), a ServiceEntry's hosts with every part
+    /// it gives, a DestinationRule's host, a workload's namespace and
+    /// service account with every workload part, a service account, a
+    /// Namespace's name with `NS_LABELS` (a Gateway gives no part: the rules
+    /// reading which gateways exist name the kind); and a namespace that
+    /// came into use or went out of it, was declared or no longer is, or got
+    /// its first service account or lost its last, with `NS_LABELS`.
     pub(crate) fn shift(
         &mut self,
         change: &crate::incremental::Change,
