@@ -1381,6 +1381,16 @@ fn a_route_moved_to_another_host_is_found_by_that_hosts_next_edit() {
 /// Compile `steps` (the files at each step) in one session, each compared
 /// with a full compile of the same files; `check` then looks at step `n`'s
 /// diagnostics and the session.
+/// A repository of the files of `lists` (`(path, text)`; a later one of a
+/// path wins).
+fn files_of(lists: &[&[(&str, &str)]]) -> BTreeMap<String, String> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect()
+}
+
 fn step_through(steps: &[BTreeMap<String, String>], check: impl Fn(usize, &[String], &Session)) {
     let mut session = Session::new(Options::default());
     let mut order = Rng(7);
@@ -1877,17 +1887,12 @@ fn gateways_and_namespaces_that_come_or_go_move_the_registry() {
     const ACCOUNT: &str =
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: ops, namespace: default}\n";
     const BILLING: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: billing}\n";
-    let with = |more: &[(&str, &str)]| {
-        let mut files = BTreeMap::from([
-            ("route.yaml".to_string(), ROUTE.to_string()),
-            ("shop.yaml".to_string(), WORKLOAD.to_string()),
-            ("sa.yaml".to_string(), ACCOUNT.to_string()),
-        ]);
-        for (p, t) in more {
-            files.insert(p.to_string(), t.to_string());
-        }
-        files
-    };
+    let base = [
+        ("route.yaml", ROUTE),
+        ("shop.yaml", WORKLOAD),
+        ("sa.yaml", ACCOUNT),
+    ];
+    let with = |more: &[(&str, &str)]| files_of(&[&base, more]);
     let steps = [
         with(&[]),
         // 1: the Gateway the route names.
@@ -1932,16 +1937,8 @@ fn a_namespace_that_comes_into_use_or_gets_its_first_account_reruns_what_reads_i
     const ACCOUNT: &str =
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a, namespace: shop}\n";
     const BILLING: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ledger, namespace: billing}\nspec: {host: ledger}\n";
-    let with = |more: &[(&str, &str)]| {
-        let mut files = BTreeMap::from([
-            ("policy.yaml".to_string(), POLICY.to_string()),
-            ("ns.yaml".to_string(), SHOP.to_string()),
-        ]);
-        for (p, t) in more {
-            files.insert(p.to_string(), t.to_string());
-        }
-        files
-    };
+    let base = [("policy.yaml", POLICY), ("ns.yaml", SHOP)];
+    let with = |more: &[(&str, &str)]| files_of(&[&base, more]);
     let steps = [
         with(&[]),
         with(&[("sa.yaml", ACCOUNT)]),

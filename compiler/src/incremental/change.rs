@@ -67,14 +67,17 @@ enum RegistryEdit {
     /// index) give it something else: it may be patched
     /// ([`crate::analysis::Registry::patch`]), or else is built again.
     Patch(Vec<(Resource, usize)>),
-    /// Resources came or went, and every old one's new position is known: the registry and its indices
-    /// are moved to the new positions and take the new resources in
+    /// Resources came, went or changed places, and every old one's new
+    /// position is known: the registry and its indices are moved to the new
+    /// positions and take the new resources in
     /// ([`crate::analysis::Registry::shift`]) instead of being built again.
     Shift,
-    /// It is built again: resources came, went or took another identity
-    /// (a changed file has a different number of them). The rules may
-    /// still carry their findings over when the registry built again holds
-    /// what this one did apart from positions ([`Change::rebuilt_alike`]).
+    /// It is built again: resources came, went or took another identity,
+    /// and where the old ones are now is not known (the last compile was
+    /// taken apart and reassembled, for more than 16 changed files). The
+    /// rules may still carry their findings over when the registry built
+    /// again holds what this one did apart from positions
+    /// ([`Change::rebuilt_alike`]).
     Moved,
     /// It was built again and holds what the last one did apart from
     /// positions; `delta` says which DestinationRule hosts changed.
@@ -159,7 +162,6 @@ impl Change {
         };
         let mut patches = Vec::new();
         let mut rebuild = false;
-        // Documents that kept their text but changed places with others.
         for e in edited {
             // The id the file has now (`None`: gone).
             let now_id = e.id.and_then(|id| match &change.renumber {
@@ -219,7 +221,7 @@ impl Change {
             // documents that keep their text and their order among the
             // others are the longest run of claims in rising order; the
             // rest changed places, and count as gone and new.
-            let in_order = rising(&claims);
+            let kept_order = rising(&claims);
             let mut kept_new = vec![false; new_docs.len()];
             let mut docs = Vec::new();
             let mut gone = Vec::new();
@@ -227,7 +229,7 @@ impl Change {
             let (mut kept, mut since) = (0, 0);
             for (j, (at, same_doc)) in old_docs.into_iter().enumerate() {
                 let range = same_doc[0].document_range();
-                match claims[j].filter(|_| in_order[j]) {
+                match claims[j].filter(|_| kept_order[j]) {
                     Some(n) => {
                         (kept, since) = (kept + 1, 0);
                         kept_new[n] = true;

@@ -193,10 +193,10 @@ pub fn find(code_or_name: &str) -> Option<&'static RuleMeta> {
 ///   changes only what the registry copies of some resources patches it in
 ///   place ([`crate::analysis::Registry::patch`]), and a rule reading a part
 ///   that changed runs again for the subjects the change reaches (a global
-///   rule: in full). Resources that come or go move the registry
-///   ([`crate::analysis::Registry::shift`]) and say what they gave it the
-///   same way; a namespace that comes into use or goes out of it, or a
-///   reordering, makes every rule run.
+///   rule: in full). Resources that come, go or change places move the
+///   registry ([`crate::analysis::Registry::shift`]) and say what they gave
+///   it the same way (a namespace that comes into use or goes out of it as
+///   `NS_LABELS`).
 /// - `reads` and `kinds`: the resources it reads besides its subjects and
 ///   the registry. A rule that reads more of a Service, ServiceEntry,
 ///   workload or Namespace than the registry copies (its spec, its
