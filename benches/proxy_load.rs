@@ -17,7 +17,10 @@
 //! requests that waited behind it (coordinated omission).
 //!
 //! Run: `cargo bench --bench proxy_load` (`MESHC_BENCH_RPS`, default 2000;
-//! `MESHC_BENCH_SECONDS`, default 10). The figures are printed, not asserted.
+//! `MESHC_BENCH_SECONDS`, default 10; `MESHC_BENCH_ROUNDS` of the maximum
+//! throughput, default 3; `MESHC_BENCH_ONLY=throughput` for that alone;
+//! `MESHC_BENCH_PROXY`, another build of `meshc-proxy` to measure). The
+//! figures are printed, not asserted.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -265,6 +268,16 @@ fn status_mb(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The middle value of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn rss_mb(pid: u32) -> f64 {
     status_mb(pid, "VmRSS")
 }
@@ -507,7 +520,10 @@ fn start_proxy(
     let pid = match exe {
         ProxyExe::Sidecar(threads) => {
             args.extend([s("--threads"), s(threads)]);
-            procs.spawn_exe(env!("CARGO_BIN_EXE_meshc-proxy"), &args)
+            // `MESHC_BENCH_PROXY`: another build of the sidecar, to compare.
+            let exe = std::env::var("MESHC_BENCH_PROXY")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_meshc-proxy").to_string());
+            procs.spawn_exe(&exe, &args)
         }
         ProxyExe::Meshc => procs.spawn(&[vec![s("proxy")], args].concat()),
     };
@@ -528,16 +544,21 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let rounds: usize = std::env::var("MESHC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let only_throughput = std::env::var("MESHC_BENCH_ONLY").is_ok_and(|v| v == "throughput");
     // `cargo bench` passes `--bench`; nothing else is expected.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(rate, secs));
+    runtime.block_on(run(rate, secs, rounds, only_throughput));
 }
 
-async fn run(rate: u64, secs: u64) {
+async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
     let work = tempfile::tempdir().unwrap();
     let repo_dir = work.path().join("repo");
     std::fs::create_dir_all(&repo_dir).unwrap();
@@ -611,146 +632,167 @@ async fn run(rate: u64, secs: u64) {
     wait_ready(&client, b.admin, 2).await;
     let _ = b.inbound;
 
-    println!(
-        "meshc proxy benchmark: {rate} requests/s for {secs} s, open loop, latency from each request's due time\n"
-    );
-    println!(
-        "{:<34} {:>8} {:>8} {:>8} {:>12} {:>7} {:>22} {:>14}",
-        "path",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "p99 due ms",
-        "failed",
-        "proxy cores/1k rps",
-        "proxy RSS"
-    );
-    let warm = |addr, host: &'static str| {
-        let client = client.clone();
-        async move {
-            open_loop(&client, addr, host, rate, 2, &[]).await;
-        }
-    };
-    warm(reviews_v1, "reviews:9080").await;
-    let direct = open_loop(&client, reviews_v1, "reviews:9080", rate, secs, &[]).await;
-    warm(a.outbound, "reviews:9080").await;
-    let one = open_loop(&client, a.outbound, "reviews:9080", rate, secs, &[a.pid]).await;
-    warm(whole.outbound, "reviews:9080").await;
-    let one_whole = open_loop(
-        &client,
-        whole.outbound,
-        "reviews:9080",
-        rate,
-        secs,
-        &[whole.pid],
-    )
-    .await;
-    warm(a.outbound, "ratings:9080").await;
-    let two = open_loop(
-        &client,
-        a.outbound,
-        "ratings:9080",
-        rate,
-        secs,
-        &[a.pid, b.pid],
-    )
-    .await;
-    // nginx doing the same 95/5 split, for the targets' comparison: the
-    // same open loop (its master and workers' CPU added up), then the
-    // maximum throughput below.
     let nginx = start_nginx(work.path(), reviews_v1, reviews_v2, "auto");
-    let nginx_run = match &nginx {
-        Ok(n) => {
-            warm(n.addr, "reviews:9080").await;
-            Some(open_loop(&client, n.addr, "reviews:9080", rate, secs, &n.pids()).await)
-        }
-        Err(_) => None,
-    };
-    let per_k = |c: f64| c / (rate as f64 / 1000.0);
-    let row = |name: &str, r: &Run, rss: &str| {
-        let cores = if r.cpu.is_empty() {
-            "-".to_string()
-        } else if name.contains("nginx") {
-            format!("{:.3}", per_k(r.cpu.iter().sum()))
-        } else {
-            r.cpu
-                .iter()
-                .map(|c| format!("{:.3}", per_k(*c)))
-                .collect::<Vec<_>>()
-                .join(" + ")
-        };
+    // `MESHC_BENCH_ONLY=throughput`: the maximum throughput alone.
+    if !only_throughput {
         println!(
-            "{:<34} {:>8.3} {:>8.3} {:>8.3} {:>12.3} {:>7} {:>22} {:>14}",
-            name, r.p50, r.p90, r.p99, r.p99_due, r.failed, cores, rss
+            "meshc proxy benchmark: {rate} requests/s for {secs} s, open loop, latency from each request's due time\n"
         );
-    };
-    row("direct to echo", &direct, "-");
-    row(
-        "one hop, plaintext, 95/5",
-        &one,
-        &format!("{:.1} MB", rss_mb(a.pid)),
-    );
-    row(
-        "one hop, as `meshc proxy`",
-        &one_whole,
-        &format!("{:.1} MB", rss_mb(whole.pid)),
-    );
-    row(
-        "two hops, mTLS between",
-        &two,
-        &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
-    );
-    if let (Ok(n), Some(r)) = (&nginx, &nginx_run) {
-        let rss: f64 = n.pids().into_iter().map(rss_mb).sum();
-        row("one hop through nginx, 95/5", r, &format!("{rss:.1} MB"));
-    }
-    println!(
-        "\nresident memory, one hop: meshc-proxy {}; meshc proxy {}",
-        rss_split(a.pid),
-        rss_split(whole.pid)
-    );
-    if let Ok(n) = &nginx {
-        let pids = n.pids();
-        let own: f64 = pids.iter().map(|p| status_mb(*p, "RssAnon")).sum();
-        let files: f64 = pids.iter().map(|p| status_mb(*p, "RssFile")).sum();
-        println!("resident memory, nginx: {own:.1} own + {files:.1} files");
-    }
-    println!(
-        "added p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
-        one.p50 - direct.p50,
-        two.p50 - direct.p50
-    );
-    if let Some(r) = &nginx_run {
-        println!("added p50 through nginx: {:.3} ms", r.p50 - direct.p50);
+        println!(
+            "{:<34} {:>8} {:>8} {:>8} {:>12} {:>7} {:>22} {:>14}",
+            "path",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99 due ms",
+            "failed",
+            "proxy cores/1k rps",
+            "proxy RSS"
+        );
+        let warm = |addr, host: &'static str| {
+            let client = client.clone();
+            async move {
+                open_loop(&client, addr, host, rate, 2, &[]).await;
+            }
+        };
+        warm(reviews_v1, "reviews:9080").await;
+        let direct = open_loop(&client, reviews_v1, "reviews:9080", rate, secs, &[]).await;
+        warm(a.outbound, "reviews:9080").await;
+        let one = open_loop(&client, a.outbound, "reviews:9080", rate, secs, &[a.pid]).await;
+        warm(whole.outbound, "reviews:9080").await;
+        let one_whole = open_loop(
+            &client,
+            whole.outbound,
+            "reviews:9080",
+            rate,
+            secs,
+            &[whole.pid],
+        )
+        .await;
+        warm(a.outbound, "ratings:9080").await;
+        let two = open_loop(
+            &client,
+            a.outbound,
+            "ratings:9080",
+            rate,
+            secs,
+            &[a.pid, b.pid],
+        )
+        .await;
+        // nginx doing the same 95/5 split, for the targets' comparison: the
+        // same open loop (its master and workers' CPU added up), then the
+        // maximum throughput below.
+        let nginx_run = match &nginx {
+            Ok(n) => {
+                warm(n.addr, "reviews:9080").await;
+                Some(open_loop(&client, n.addr, "reviews:9080", rate, secs, &n.pids()).await)
+            }
+            Err(_) => None,
+        };
+        let per_k = |c: f64| c / (rate as f64 / 1000.0);
+        let row = |name: &str, r: &Run, rss: &str| {
+            let cores = if r.cpu.is_empty() {
+                "-".to_string()
+            } else if name.contains("nginx") {
+                format!("{:.3}", per_k(r.cpu.iter().sum()))
+            } else {
+                r.cpu
+                    .iter()
+                    .map(|c| format!("{:.3}", per_k(*c)))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            };
+            println!(
+                "{:<34} {:>8.3} {:>8.3} {:>8.3} {:>12.3} {:>7} {:>22} {:>14}",
+                name, r.p50, r.p90, r.p99, r.p99_due, r.failed, cores, rss
+            );
+        };
+        row("direct to echo", &direct, "-");
+        row(
+            "one hop, plaintext, 95/5",
+            &one,
+            &format!("{:.1} MB", rss_mb(a.pid)),
+        );
+        row(
+            "one hop, as `meshc proxy`",
+            &one_whole,
+            &format!("{:.1} MB", rss_mb(whole.pid)),
+        );
+        row(
+            "two hops, mTLS between",
+            &two,
+            &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
+        );
+        if let (Ok(n), Some(r)) = (&nginx, &nginx_run) {
+            let rss: f64 = n.pids().into_iter().map(rss_mb).sum();
+            row("one hop through nginx, 95/5", r, &format!("{rss:.1} MB"));
+        }
+        println!(
+            "\nresident memory, one hop: meshc-proxy {}; meshc proxy {}",
+            rss_split(a.pid),
+            rss_split(whole.pid)
+        );
+        if let Ok(n) = &nginx {
+            let pids = n.pids();
+            let own: f64 = pids.iter().map(|p| status_mb(*p, "RssAnon")).sum();
+            let files: f64 = pids.iter().map(|p| status_mb(*p, "RssFile")).sum();
+            println!("resident memory, nginx: {own:.1} own + {files:.1} files");
+        }
+        println!(
+            "added p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
+            one.p50 - direct.p50,
+            two.p50 - direct.p50
+        );
+        if let Some(r) = &nginx_run {
+            println!("added p50 through nginx: {:.3} ms", r.p50 - direct.p50);
+        }
     }
 
     // Maximum throughput, like for like: a one-thread proxy (the sidecar's
-    // default) against one nginx worker, and two threads against two.
-    let max_direct = closed_loop(&client, reviews_v1, "reviews:9080", 32, 5).await;
-    let max_one = closed_loop(&client, a.outbound, "reviews:9080", 32, 5).await;
-    println!(
-        "\nmaximum throughput (32 in flight, 5 s): direct {max_direct:.0} requests/s, one hop {max_one:.0} requests/s"
-    );
+    // default) against one nginx worker, and two threads against two. In
+    // rounds, each path in turn, and the medians: on this machine a path's
+    // figure moves by a quarter from one run to the next.
     let wide = web(&mut procs, ProxyExe::Sidecar(2));
     wait_ready(&client, wide.admin, 4).await;
-    let max_wide = closed_loop(&client, wide.outbound, "reviews:9080", 32, 5).await;
     let nginx_one = start_nginx(work.path(), reviews_v1, reviews_v2, "1");
-    match (nginx, nginx_one) {
-        (Ok(nginx), Ok(nginx_one)) => {
-            let max_nginx_one = closed_loop(&client, nginx_one.addr, "reviews:9080", 32, 5).await;
-            drop(nginx_one);
-            let max_nginx = closed_loop(&client, nginx.addr, "reviews:9080", 32, 5).await;
-            drop(nginx);
-            println!(
-                "maximum throughput doing the same 95/5 split, one worker: meshc-proxy {max_one:.0} requests/s, nginx {max_nginx_one:.0} ({:.0}%)",
-                100.0 * max_one / max_nginx_one
-            );
-            println!(
-                "maximum throughput doing the same 95/5 split, two workers: meshc-proxy --threads 2 {max_wide:.0} requests/s, nginx {max_nginx:.0} ({:.0}%)",
-                100.0 * max_wide / max_nginx
-            );
+    let nginx_skipped = match (&nginx_one, &nginx) {
+        (Err(why), _) | (_, Err(why)) => Some(why.clone()),
+        _ => None,
+    };
+    let mut paths = vec![
+        ("direct", reviews_v1),
+        ("meshc-proxy, one thread", a.outbound),
+        ("meshc-proxy --threads 2", wide.outbound),
+    ];
+    if let (Ok(n1), Ok(n2)) = (&nginx_one, &nginx) {
+        paths.extend([
+            ("nginx, one worker", n1.addr),
+            ("nginx, two workers", n2.addr),
+        ]);
+    }
+    let mut max: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for _ in 0..rounds {
+        for (i, (_, addr)) in paths.iter().enumerate() {
+            max[i].push(closed_loop(&client, *addr, "reviews:9080", 32, 5).await);
         }
-        (Err(why), _) | (_, Err(why)) => println!("nginx comparison skipped: {why}"),
+    }
+    drop((nginx, nginx_one));
+    println!("\nmaximum throughput (32 in flight, 5 s, median of {rounds} rounds), requests/s:");
+    let medians: Vec<f64> = max.iter_mut().map(|m| median(m)).collect();
+    for (i, (name, _)) in paths.iter().enumerate() {
+        let all: Vec<String> = max[i].iter().map(|v| format!("{v:.0}")).collect();
+        println!("  {name:<26} {:>7.0}   ({})", medians[i], all.join(", "));
+    }
+    match nginx_skipped {
+        None => println!(
+            "maximum throughput doing the same 95/5 split: meshc-proxy one thread {:.0}% of nginx's one worker, two threads {:.0}% of its two",
+            100.0 * medians[1] / medians[3],
+            100.0 * medians[2] / medians[4]
+        ),
+        Some(why) => println!("nginx comparison skipped: {why}"),
+    }
+    if only_throughput {
+        return;
     }
 
     // A proxy with the 1,000-service IR (every host in its scope).

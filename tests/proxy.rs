@@ -399,9 +399,11 @@ async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -
         let proxy = format!("proxy-{name}");
         let mut args = proxy_args(grpc, &data, name, sa, app_addr, None);
         args.extend(proxy_extra);
-        // Every other proxy is the sidecar binary, the rest `meshc proxy`:
-        // the same proxy, so each test runs both against each other.
+        // Every other proxy is the sidecar binary with two worker threads,
+        // the rest `meshc proxy` with one: the same proxy, so each test runs
+        // both against each other.
         if i % 2 == 1 {
+            args.extend(["--threads".to_string(), "2".to_string()]);
             procs.spawn_exe(env!("CARGO_BIN_EXE_meshc-proxy"), &proxy, &logs, &args[1..]);
         } else {
             procs.spawn(&proxy, &logs, &args);
@@ -762,6 +764,27 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
         after - before
     );
 
+    // reviews-v1's proxy runs two worker threads, each with its own socket
+    // on the outbound address: calls to pool on connections of their own
+    // reach both (the
+    // kernel picks one by the connection's addresses; all 16 going to one
+    // worker has a chance of 2 in 65,536), and every one is served.
+    let reviews_out = mesh.nodes["reviews-v1"].outbound;
+    for _ in 0..16 {
+        let answer = plaintext_get(reviews_out, "pool:9080").await;
+        let answer = answer.expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let m = metrics(&mesh, "reviews-v1").await;
+    for worker in ["0", "1"] {
+        let accepted = sum(
+            &m,
+            "meshc_proxy_tcp_connections_total",
+            &[("direction", "outbound"), ("worker", worker)],
+        );
+        assert!(accepted >= 1.0, "worker {worker} accepted {accepted}");
+    }
+
     // Traces continue across both hops: the trace id the application sent
     // arrives, under a new span id (B3 headers alongside).
     let trace = "0af7651916cd43dd8448eb211c80319c";
@@ -1013,7 +1036,7 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
     // takes plaintext.
     let reviews_in = mesh.nodes["reviews-v1"].inbound;
     assert!(
-        plaintext_get(reviews_in).await.is_none(),
+        plaintext_get(reviews_in, "pool").await.is_none(),
         "STRICT answered plaintext"
     );
     assert!(
@@ -1021,7 +1044,7 @@ async fn the_proxy_enforces_the_policy_on_real_traffic() {
         "STRICT accepted a foreign certificate"
     );
     let pool_in = mesh.nodes["pool-v1"].inbound;
-    let answer = plaintext_get(pool_in)
+    let answer = plaintext_get(pool_in, "pool")
         .await
         .expect("PERMISSIVE answers plaintext");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -1498,13 +1521,13 @@ async fn opaque_tcp_is_split_routed_by_sni_authorized_and_spliced_over_mtls() {
     );
 }
 
-/// A plaintext HTTP/1.1 GET; `None` when the connection closes first.
-async fn plaintext_get(addr: SocketAddr) -> Option<String> {
+/// A plaintext HTTP/1.1 GET of `host` on a connection of its own; `None`
+/// when the connection closes first.
+async fn plaintext_get(addr: SocketAddr, host: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: pool\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
+    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.ok()?;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
@@ -2200,7 +2223,7 @@ async fn gateway_serves_its_servers_with_the_routes_bound_to_it() {
         None
     );
     // Plaintext on the TLS port gets no HTTP answer.
-    let plain = plaintext_get(https).await;
+    let plain = plaintext_get(https, "pool").await;
     assert!(
         !plain.as_deref().is_some_and(|r| r.starts_with("HTTP/")),
         "{plain:?}"

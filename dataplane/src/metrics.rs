@@ -50,7 +50,7 @@ pub struct Metrics {
     pub response_bytes: Family<Labels, Histogram>,
     /// gRPC responses by `grpc-status`.
     pub grpc: Family<Labels, Counter>,
-    /// TCP connections accepted, by direction.
+    /// TCP connections accepted, by direction and worker thread.
     pub connections: Family<Labels, Counter>,
     /// TCP connections open, by direction.
     pub open_connections: Family<Labels, Gauge>,
@@ -136,7 +136,7 @@ impl Default for Metrics {
         );
         r.register(
             "tcp_connections",
-            "TCP connections accepted",
+            "TCP connections accepted, by direction and worker thread",
             m.connections.clone(),
         );
         r.register(
@@ -195,6 +195,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Count a connection accepted in `direction` by worker thread
+    /// `worker`; the gauge of its direction's open connections, raised.
+    pub fn accepted(&self, direction: &str, worker: usize) -> Gauge {
+        self.connections
+            .get_or_create(&vec![
+                ("direction", direction.to_string()),
+                ("worker", worker.to_string()),
+            ])
+            .inc();
+        let open = self
+            .open_connections
+            .get_or_create(&vec![("direction", direction.to_string())])
+            .clone();
+        open.inc();
+        open
+    }
+
     /// The request metrics for these label values and response code.
     pub fn handles(&self, parts: [&str; 5], code: u16) -> std::sync::Arc<Handles> {
         // FNV-1a: a few dozen bytes, hashed once per request.

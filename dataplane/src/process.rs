@@ -68,15 +68,11 @@ pub fn init_logs(format: LogFormat, default: &str) {
 /// finish); the process's exit code.
 pub fn run_proxy(args: ProxyArgs) -> anyhow::Result<u8> {
     init_logs(args.log_format, "info");
-    let runtime = match args.settings.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-    };
+    // The first worker; `proxy::start` starts the others (`--threads`),
+    // each with an event loop of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let proxy = proxy::start(args.settings).await?;
         for up in &proxy.tcp_upstreams {

@@ -115,8 +115,12 @@ pub struct Settings {
     /// (0: off, 1: all).
     #[arg(long, env = "MESHC_ACCESS_LOG", default_value_t = 0.0)]
     pub access_log: f64,
-    /// Worker threads. One is a sidecar's usual share and costs the least
-    /// CPU per request (no work stealing between threads).
+    /// Worker threads. One is a sidecar's usual share. More run one event
+    /// loop each, every one with its own listening sockets on the same
+    /// addresses (`SO_REUSEPORT`: the kernel spreads the connections) and
+    /// its own upstream connection pools, so a connection and everything
+    /// it carries stay on one thread; the config, the clusters and the
+    /// metrics are shared.
     #[arg(long, env = "MESHC_PROXY_THREADS", default_value_t = 1)]
     pub threads: usize,
     /// Outbound TCP: a listener for one host and port each,
@@ -200,7 +204,9 @@ pub(crate) struct State {
     static_endpoints: Endpoints,
     pub(crate) tls: Arc<RwLock<Option<MeshTls>>>,
     pub(crate) clusters: Clusters,
-    clients: Clients,
+    /// One set of upstream clients (and so of connection pools) per worker
+    /// thread, indexed by [`WORKER`].
+    clients: Vec<Clients>,
     pub(crate) metrics: Metrics,
     access_log: f64,
     gateway_tls: crate::gateway_tls::GatewayCredentials,
@@ -210,7 +216,23 @@ pub(crate) struct State {
     me: Mutex<Option<(Arc<Applied>, Arc<Peer>)>>,
 }
 
+thread_local! {
+    /// The worker thread this is (0: the thread that started the proxy, and
+    /// any thread of another runtime).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The worker thread this runs on (see [`Settings::threads`]).
+pub(crate) fn worker() -> usize {
+    WORKER.get()
+}
+
 impl State {
+    /// The upstream clients of the worker thread this runs on.
+    fn clients(&self) -> &Clients {
+        &self.clients[WORKER.get() % self.clients.len()]
+    }
+
     pub(crate) fn current(&self) -> Option<Arc<Applied>> {
         self.config.borrow().clone()
     }
@@ -261,6 +283,8 @@ pub struct Proxy {
     pub gateway_listeners: Vec<GatewayListen>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The extra worker threads.
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -269,6 +293,9 @@ impl Proxy {
         self.stop.send_replace(true);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        for w in self.workers {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
     }
 }
 
@@ -332,10 +359,18 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         })?,
         None => Endpoints::new(),
     };
-    let outbound = TcpListener::bind(settings.outbound_addr)
+    // Extra worker threads serve the same addresses through sockets of
+    // their own (`SO_REUSEPORT`), which the first worker's must allow too.
+    let threads = if cfg!(unix) {
+        settings.threads.max(1)
+    } else {
+        1
+    };
+    let shared = threads > 1;
+    let outbound = bind(settings.outbound_addr, shared)
         .await
         .with_context(|| format!("binding the outbound listener {}", settings.outbound_addr))?;
-    let inbound = TcpListener::bind(settings.inbound_addr)
+    let inbound = bind(settings.inbound_addr, shared)
         .await
         .with_context(|| format!("binding the inbound listener {}", settings.inbound_addr))?;
     let admin = TcpListener::bind(settings.admin_addr)
@@ -343,7 +378,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         .with_context(|| format!("binding the admin listener {}", settings.admin_addr))?;
     let mut tcp_listeners = Vec::new();
     for up in &settings.tcp_upstreams {
-        let l = TcpListener::bind(up.listen)
+        let l = bind(up.listen, shared)
             .await
             .with_context(|| format!("binding the TCP upstream listener {up}"))?;
         let bound = TcpUpstream {
@@ -354,7 +389,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
     }
     let mut gateway = Vec::new();
     for g in &settings.gateway_listen {
-        let l = TcpListener::bind(g.listen).await.with_context(|| {
+        let l = bind(g.listen, shared).await.with_context(|| {
             format!(
                 "binding the listener {} for gateway port {}",
                 g.listen, g.port
@@ -393,7 +428,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
             identities: BTreeMap::new(),
         })),
         static_endpoints,
-        clients: Clients::new(tls.clone()),
+        clients: (0..threads).map(|_| Clients::new(tls.clone())).collect(),
         tls,
         clusters: Clusters::default(),
         metrics: Metrics::default(),
@@ -464,21 +499,42 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
     }
     let outbound_addr = outbound.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    tasks.spawn(accept(outbound, state.clone(), Direction::Outbound));
-    tasks.spawn(accept(inbound, state.clone(), Direction::Inbound));
-    tasks.spawn(accept(admin, state.clone(), Direction::Admin));
+    // What every worker serves, for the extra ones.
+    let mut serves = vec![
+        (outbound_addr, Serves::Http(Direction::Outbound)),
+        (inbound_addr, Serves::Http(Direction::Inbound)),
+    ];
     let mut tcp_upstreams = Vec::new();
     for (l, up) in tcp_listeners {
-        tcp_upstreams.push(up.clone());
-        tasks.spawn(crate::tcp::accept(l, state.clone(), Arc::new(up)));
+        let up = Arc::new(up);
+        tcp_upstreams.push(TcpUpstream::clone(&up));
+        serves.push((up.listen, Serves::Tcp(up.clone())));
+        tasks.spawn(crate::tcp::accept(l, state.clone(), up));
     }
     let mut gateway_listeners = Vec::new();
     for (l, port) in gateway {
-        gateway_listeners.push(GatewayListen {
-            port,
-            listen: l.local_addr()?,
-        });
+        let listen = l.local_addr()?;
+        gateway_listeners.push(GatewayListen { port, listen });
+        serves.push((listen, Serves::Http(Direction::Gateway(port))));
         tasks.spawn(accept(l, state.clone(), Direction::Gateway(port)));
+    }
+    tasks.spawn(accept(outbound, state.clone(), Direction::Outbound));
+    tasks.spawn(accept(inbound, state.clone(), Direction::Inbound));
+    tasks.spawn(accept(admin, state.clone(), Direction::Admin));
+    let mut workers = Vec::new();
+    for i in 1..threads {
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("meshc-worker-{i}"))
+            .spawn({
+                let (state, serves, stop) = (state.clone(), serves.clone(), stop_tx.subscribe());
+                move || run_worker(i, state, serves, stop, ready_tx)
+            })
+            .context("starting a worker thread")?;
+        workers.push(thread);
+        // A worker that could not bind ends the start (dropping `stop_tx`
+        // ends the workers already running).
+        ready.await.context("a worker thread ended")??;
     }
     Ok(Proxy {
         outbound_addr,
@@ -488,7 +544,79 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         gateway_listeners,
         stop: stop_tx,
         tasks,
+        workers,
     })
+}
+
+/// A listening socket at `addr`; with `shared`, one that other sockets
+/// (other workers') may bind to the same address too (`SO_REUSEPORT`).
+async fn bind(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+    if !shared {
+        return TcpListener::bind(addr).await;
+    }
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// What a listener serves.
+#[derive(Clone)]
+enum Serves {
+    Http(Direction),
+    Tcp(Arc<TcpUpstream>),
+}
+
+/// Worker thread `i` (1 and up): its own event loop, and its own sockets at
+/// the addresses in `serves`, until `stop`. Says on `ready` whether they
+/// could be bound.
+fn run_worker(
+    i: usize,
+    state: Arc<State>,
+    serves: Vec<(SocketAddr, Serves)>,
+    mut stop: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+) {
+    WORKER.set(i);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::Error::from(e).context("a worker's runtime")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut listeners = Vec::new();
+        for (addr, what) in serves {
+            match bind(addr, true).await {
+                Ok(l) => listeners.push((l, what)),
+                Err(e) => {
+                    let e = anyhow::Error::from(e).context(format!("worker {i}: binding {addr}"));
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        for (l, what) in listeners {
+            match what {
+                Serves::Http(dir) => tokio::spawn(accept(l, state.clone(), dir)),
+                Serves::Tcp(up) => tokio::spawn(crate::tcp::accept(l, state.clone(), up)),
+            };
+        }
+        // Until told to stop, or the proxy is gone; then the runtime ends
+        // with its connections.
+        let _ = stop.wait_for(|s| *s).await;
+    });
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -521,18 +649,29 @@ pub(crate) struct Conn {
     terminated: bool,
 }
 
+/// The next connection on `listener`. An error (out of file descriptors,
+/// say) is logged and waited out briefly rather than retried at once.
+pub(crate) async fn next_connection(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, remote)) => {
+                let _ = tcp.set_nodelay(true);
+                return (tcp, remote);
+            }
+            Err(e) => {
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn accept(listener: TcpListener, state: Arc<State>, dir: Direction) {
     loop {
-        let Ok((tcp, remote)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, remote) = next_connection(&listener).await;
         let state = state.clone();
         tokio::spawn(async move {
-            let label = vec![("direction", dir.as_str().to_string())];
-            state.metrics.connections.get_or_create(&label).inc();
-            let open = state.metrics.open_connections.get_or_create(&label).clone();
-            open.inc();
+            let open = state.metrics.accepted(dir.as_str(), WORKER.get());
             if let Err(e) = connection(tcp, remote, &state, dir).await {
                 tracing::debug!(direction = dir.as_str(), %remote, "connection: {e:#}");
             }
@@ -1718,9 +1857,9 @@ async fn forward(
                     .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
             }
             let client = if h2 {
-                &state.clients.h2
+                &state.clients().h2
             } else {
-                &state.clients.h1
+                &state.clients().h1
             };
             let call = client.request(req);
             let sent = Instant::now();
@@ -1863,9 +2002,9 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
         let h2 = out.version == Version::HTTP_2 && !out.orig_h1;
         let req = out.build("http", &state.app_addr.to_string(), h2, false);
         let client = if h2 {
-            &state.clients.h2
+            &state.clients().h2
         } else {
-            &state.clients.h1
+            &state.clients().h1
         };
         match client.request(req).await {
             Ok(r) => {

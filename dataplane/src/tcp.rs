@@ -142,17 +142,13 @@ where
 /// Serve one outbound TCP listener.
 pub(crate) async fn accept(listener: TcpListener, state: Arc<State>, up: Arc<TcpUpstream>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, _) = crate::proxy::next_connection(&listener).await;
         let state = state.clone();
         let up = up.clone();
         tokio::spawn(async move {
-            let label = vec![("direction", "outbound-tcp".to_string())];
-            state.metrics.connections.get_or_create(&label).inc();
-            let open = state.metrics.open_connections.get_or_create(&label).clone();
-            open.inc();
+            let open = state
+                .metrics
+                .accepted("outbound-tcp", crate::proxy::worker());
             let ended = outbound(&state, tcp, &up).await;
             count(&state, "outbound", &ended);
             open.dec();
