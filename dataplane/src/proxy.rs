@@ -1594,7 +1594,7 @@ async fn route_outbound(
         }
     }
     let destinations = decision.destinations();
-    let Some(dest) = eval::pick(&destinations, fastrand::u32(..100)).cloned() else {
+    let Some(dest) = eval::pick(&destinations, fastrand::u32(..100)) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "UH", "no destination\n");
     };
     let mut out = match Outgoing::read(req, rec).await {
@@ -1677,10 +1677,10 @@ async fn route_outbound(
             });
         }
     }
-    let retries = decision.retries().into_owned();
+    let retries = decision.retries();
     let timeout = decision.timeout_ms();
-    let hash = hash_key(ir, &dest, &ereq);
-    let mut resp = forward(state, &applied, &dest, &retries, timeout, hash, out, rec).await;
+    let hash = hash_key(ir, dest, &ereq);
+    let mut resp = forward(state, &applied, dest, &retries, timeout, hash, out, rec).await;
     if let Some(rule) = rule {
         apply_ops(resp.headers_mut(), &rule.response_headers);
     }

@@ -196,29 +196,53 @@ pub fn resolve_host<'a, V>(
     from_ns: Option<&str>,
     cluster_domain: &str,
 ) -> Option<&'a str> {
-    let host = strip_port(requested).to_ascii_lowercase();
-    let mut candidates = vec![host.clone()];
-    match host.matches('.').count() {
-        0 => {
-            if let Some(ns) = from_ns {
-                candidates.push(format!("{host}.{ns}.svc.{cluster_domain}"));
-            }
+    // Runs for every request a proxy routes: one allocation at most (the
+    // qualified form), none when the host is named as the IR names it.
+    let bare = strip_port(requested);
+    let lower;
+    let host = if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = bare.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        bare
+    };
+    let known = |candidate: &str| hosts.get_key_value(candidate).map(|(k, _)| k.as_str());
+    if let Some(k) = known(host) {
+        return Some(k);
+    }
+    // The candidates after the host itself, in order; the last one tried is
+    // the form wildcards are matched against.
+    let mut full = String::new();
+    fn qualify<'s>(full: &'s mut String, host: &str, parts: &[&str]) -> &'s str {
+        full.clear();
+        full.push_str(host);
+        for p in parts {
+            full.push('.');
+            full.push_str(p);
         }
-        1 => candidates.push(format!("{host}.svc.{cluster_domain}")),
-        _ => {}
+        full
     }
-    if !host.ends_with(cluster_domain) && host.ends_with(".svc") {
-        candidates.push(format!("{host}.{cluster_domain}"));
+    let found = match host.matches('.').count() {
+        0 => from_ns.and_then(|ns| known(qualify(&mut full, host, &[ns, "svc", cluster_domain]))),
+        1 => known(qualify(&mut full, host, &["svc", cluster_domain])),
+        _ => None,
+    };
+    if found.is_some() {
+        return found;
     }
-    for c in &candidates {
-        if let Some((k, _)) = hosts.get_key_value(c.as_str()) {
-            return Some(k.as_str());
-        }
+    if !host.ends_with(cluster_domain)
+        && host.ends_with(".svc")
+        && let Some(k) = known(qualify(&mut full, host, &[cluster_domain]))
+    {
+        return Some(k);
     }
-    let full = candidates.last().expect("at least one candidate");
+    let full = if full.is_empty() { host } else { &full };
+    // Wildcard keys sort together: `*` comes right before `+`.
+    use std::ops::Bound;
     hosts
-        .keys()
-        .filter(|k| k.starts_with('*') && host_pattern_matches(k, full))
+        .range::<str, _>((Bound::Included("*"), Bound::Excluded("+")))
+        .map(|(k, _)| k)
+        .filter(|k| host_pattern_matches(k, full))
         .max_by_key(|k| k.len())
         .map(String::as_str)
 }
