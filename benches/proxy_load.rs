@@ -649,44 +649,23 @@ async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
             "proxy cores/1k rps",
             "proxy RSS"
         );
-        let warm = |addr, host: &'static str| {
+        // Two seconds to warm up, then the measured run (the CPU of `pids`).
+        let measure = |addr, host: &'static str, pids: Vec<u32>| {
             let client = client.clone();
             async move {
                 open_loop(&client, addr, host, rate, 2, &[]).await;
+                open_loop(&client, addr, host, rate, secs, &pids).await
             }
         };
-        warm(reviews_v1, "reviews:9080").await;
-        let direct = open_loop(&client, reviews_v1, "reviews:9080", rate, secs, &[]).await;
-        warm(a.outbound, "reviews:9080").await;
-        let one = open_loop(&client, a.outbound, "reviews:9080", rate, secs, &[a.pid]).await;
-        warm(whole.outbound, "reviews:9080").await;
-        let one_whole = open_loop(
-            &client,
-            whole.outbound,
-            "reviews:9080",
-            rate,
-            secs,
-            &[whole.pid],
-        )
-        .await;
-        warm(a.outbound, "ratings:9080").await;
-        let two = open_loop(
-            &client,
-            a.outbound,
-            "ratings:9080",
-            rate,
-            secs,
-            &[a.pid, b.pid],
-        )
-        .await;
+        let direct = measure(reviews_v1, "reviews:9080", vec![]).await;
+        let one = measure(a.outbound, "reviews:9080", vec![a.pid]).await;
+        let one_whole = measure(whole.outbound, "reviews:9080", vec![whole.pid]).await;
+        let two = measure(a.outbound, "ratings:9080", vec![a.pid, b.pid]).await;
         // nginx doing the same 95/5 split, for the targets' comparison: the
         // same open loop (its master and workers' CPU added up), then the
         // maximum throughput below.
         let nginx_run = match &nginx {
-            Ok(n) => {
-                warm(n.addr, "reviews:9080").await;
-                Some(open_loop(&client, n.addr, "reviews:9080", rate, secs, &n.pids()).await)
-            }
+            Ok(n) => Some(measure(n.addr, "reviews:9080", n.pids()).await),
             Err(_) => None,
         };
         let per_k = |c: f64| c / (rate as f64 / 1000.0);
