@@ -230,7 +230,7 @@ pub(crate) fn worker() -> usize {
 impl State {
     /// The upstream clients of the worker thread this runs on.
     fn clients(&self) -> &Clients {
-        &self.clients[WORKER.get() % self.clients.len()]
+        &self.clients[worker() % self.clients.len()]
     }
 
     pub(crate) fn current(&self) -> Option<Arc<Applied>> {
@@ -499,27 +499,28 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
     }
     let outbound_addr = outbound.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    // What every worker serves, for the extra ones.
-    let mut serves = vec![
-        (outbound_addr, Serves::Http(Direction::Outbound)),
-        (inbound_addr, Serves::Http(Direction::Inbound)),
+    // What every worker serves; the first one's listeners, and from them
+    // the addresses the others bind.
+    let mut listeners = vec![
+        (outbound, Serves::Http(Direction::Outbound)),
+        (inbound, Serves::Http(Direction::Inbound)),
     ];
     let mut tcp_upstreams = Vec::new();
     for (l, up) in tcp_listeners {
-        let up = Arc::new(up);
-        tcp_upstreams.push(TcpUpstream::clone(&up));
-        serves.push((up.listen, Serves::Tcp(up.clone())));
-        tasks.spawn(crate::tcp::accept(l, state.clone(), up));
+        tcp_upstreams.push(up.clone());
+        listeners.push((l, Serves::Tcp(Arc::new(up))));
     }
     let mut gateway_listeners = Vec::new();
     for (l, port) in gateway {
         let listen = l.local_addr()?;
         gateway_listeners.push(GatewayListen { port, listen });
-        serves.push((listen, Serves::Http(Direction::Gateway(port))));
-        tasks.spawn(accept(l, state.clone(), Direction::Gateway(port)));
+        listeners.push((l, Serves::Http(Direction::Gateway(port))));
     }
-    tasks.spawn(accept(outbound, state.clone(), Direction::Outbound));
-    tasks.spawn(accept(inbound, state.clone(), Direction::Inbound));
+    let mut serves = Vec::new();
+    for (l, what) in listeners {
+        serves.push((l.local_addr()?, what.clone()));
+        tasks.spawn(what.accept(l, state.clone()));
+    }
     tasks.spawn(accept(admin, state.clone(), Direction::Admin));
     let mut workers = Vec::new();
     for i in 1..threads {
@@ -573,6 +574,16 @@ enum Serves {
     Tcp(Arc<TcpUpstream>),
 }
 
+impl Serves {
+    /// Serve the connections of `listener`, for good.
+    async fn accept(self, listener: TcpListener, state: Arc<State>) {
+        match self {
+            Serves::Http(dir) => accept(listener, state, dir).await,
+            Serves::Tcp(up) => crate::tcp::accept(listener, state, up).await,
+        }
+    }
+}
+
 /// Worker thread `i` (1 and up): its own event loop, and its own sockets at
 /// the addresses in `serves`, until `stop`. Says on `ready` whether they
 /// could be bound.
@@ -608,10 +619,7 @@ fn run_worker(
         }
         let _ = ready.send(Ok(()));
         for (l, what) in listeners {
-            match what {
-                Serves::Http(dir) => tokio::spawn(accept(l, state.clone(), dir)),
-                Serves::Tcp(up) => tokio::spawn(crate::tcp::accept(l, state.clone(), up)),
-            };
+            tokio::spawn(what.accept(l, state.clone()));
         }
         // Until told to stop, or the proxy is gone; then the runtime ends
         // with its connections.
@@ -671,7 +679,7 @@ async fn accept(listener: TcpListener, state: Arc<State>, dir: Direction) {
         let (tcp, remote) = next_connection(&listener).await;
         let state = state.clone();
         tokio::spawn(async move {
-            let open = state.metrics.accepted(dir.as_str(), WORKER.get());
+            let open = state.metrics.accepted(dir.as_str(), worker());
             if let Err(e) = connection(tcp, remote, &state, dir).await {
                 tracing::debug!(direction = dir.as_str(), %remote, "connection: {e:#}");
             }
