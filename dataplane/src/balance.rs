@@ -17,11 +17,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Which upstream a cluster is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClusterKey {
+pub struct ClusterKey<'a> {
     /// Fully qualified host.
-    pub host: String,
+    pub host: &'a str,
     /// Subset.
-    pub subset: Option<String>,
+    pub subset: Option<&'a str>,
     /// Port.
     pub port: Option<u16>,
 }
@@ -35,9 +35,12 @@ pub struct Endpoint {
     pub workload: String,
     /// The SPIFFE id its peer must present, when the workload registered one.
     pub identity: Option<String>,
+    /// The authority of plaintext requests to it (its address), made once,
+    /// not per request.
+    pub plain_authority: http::uri::Authority,
     /// The authority of mTLS requests to it, the expected identity included
-    /// (made once, not per request: [`crate::http::upstream_authority`]).
-    pub authority: String,
+    /// (made once: [`crate::http::upstream_authority`]).
+    pub mesh_authority: http::uri::Authority,
     active: AtomicU32,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
@@ -82,10 +85,18 @@ impl PeakEwma {
     }
 }
 
+/// An address, or an identity (hex) and an address, as an authority.
+fn authority(text: String) -> http::uri::Authority {
+    // Both are made of hex digits, dots, colons, brackets and `@`.
+    http::uri::Authority::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"))
+}
+
 impl Endpoint {
     fn new(workload: String, addr: SocketAddr, identity: Option<String>) -> Endpoint {
         Endpoint {
-            authority: crate::http::upstream_authority(addr, identity.as_deref()),
+            plain_authority: authority(addr.to_string()),
+            mesh_authority: authority(crate::http::upstream_authority(addr, identity.as_deref())),
             addr,
             workload,
             identity,
@@ -359,7 +370,9 @@ fn may_eject(od: &OutlierDetection, endpoints: &[Arc<Endpoint>], now: Instant) -
 /// Every cluster the proxy has used.
 #[derive(Default)]
 pub struct Clusters {
-    map: Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
+    /// By host, then by subset and port (a host has a few): looked up with
+    /// borrowed names, so a request allocates no key.
+    map: Mutex<HashMap<String, Vec<(Option<String>, Option<u16>, Arc<Cluster>)>>>,
     /// Bumped whenever the endpoints may have changed (a config or an
     /// endpoint update), so clusters recompute theirs.
     pub generation: AtomicU64,
@@ -367,17 +380,33 @@ pub struct Clusters {
 
 impl Clusters {
     /// The cluster for `key` under `policy`.
-    pub fn get(&self, key: &ClusterKey, policy: PortPolicy) -> Arc<Cluster> {
+    pub fn get(&self, key: &ClusterKey<'_>, policy: PortPolicy) -> Arc<Cluster> {
         let mut map = self.map.lock().expect("not poisoned");
-        match map.get(key) {
-            Some(c) if c.policy == policy => c.clone(),
-            _ => {
-                let c = Arc::new(Cluster::new(policy));
-                map.insert(key.clone(), c.clone());
-                c
+        if let Some(clusters) = map.get_mut(key.host) {
+            if let Some(i) = clusters
+                .iter()
+                .position(|(s, p, _)| s.as_deref() == key.subset && *p == key.port)
+            {
+                if clusters[i].2.policy == policy {
+                    return clusters[i].2.clone();
+                }
+                // The policy changed: a new cluster, with fresh state.
+                clusters.swap_remove(i);
             }
+            return add_cluster(clusters, key, policy);
         }
+        add_cluster(map.entry(key.host.to_string()).or_default(), key, policy)
     }
+}
+
+fn add_cluster(
+    clusters: &mut Vec<(Option<String>, Option<u16>, Arc<Cluster>)>,
+    key: &ClusterKey<'_>,
+    policy: PortPolicy,
+) -> Arc<Cluster> {
+    let c = Arc::new(Cluster::new(policy));
+    clusters.push((key.subset.map(str::to_string), key.port, c.clone()));
+    c
 }
 
 /// The hash of a consistent-hash key.

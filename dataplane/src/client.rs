@@ -52,6 +52,10 @@ pub struct Applied {
     pub resources: BTreeMap<String, Resource>,
     /// The assembled IR.
     pub ir: Ir,
+    /// The request headers decisions under `ir` read
+    /// ([`meshc_ir::eval::headers_read`]): the only ones a request's
+    /// evaluation copies.
+    pub headers_read: std::collections::BTreeSet<String>,
 }
 
 /// Accepts or refuses an assembled IR before it is applied (the proxy's own
@@ -99,6 +103,7 @@ pub fn apply(have: Option<&Applied>, response: &DiscoveryResponse) -> Result<App
         version,
         source: response.source.clone(),
         resources,
+        headers_read: meshc_ir::eval::headers_read(&ir),
         ir,
     })
 }

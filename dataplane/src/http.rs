@@ -82,6 +82,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     };
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // Most messages carry none of them: one pass over the names (a few
+    // comparisons each) instead of a lookup per name.
+    let hop = |n: &HeaderName| {
+        *n == CONNECTION
+            || *n == KEEP_ALIVE
+            || *n == PROXY_CONNECTION
+            || *n == PROXY_AUTHENTICATE
+            || *n == PROXY_AUTHORIZATION
+            || *n == TRANSFER_ENCODING
+            || *n == UPGRADE
+            || *n == TE
+    };
+    if !h.keys().any(hop) {
+        return;
+    }
     // Names listed in `Connection` are hop-by-hop too.
     if h.contains_key(&CONNECTION) {
         let listed: Vec<HeaderName> = h
@@ -382,9 +397,37 @@ fn trace_id(v: &[u8]) -> Option<[u8; 32]> {
     ok.then(|| v.try_into().expect("32 bytes"))
 }
 
+/// The trace and span ids of one hop, lower-case hex, kept as bytes (only
+/// an access-log line reads them as text).
+#[derive(Debug, Clone, Copy)]
+pub struct TraceIds {
+    trace: [u8; 32],
+    span: [u8; 16],
+}
+
+impl Default for TraceIds {
+    fn default() -> Self {
+        TraceIds {
+            trace: [b'0'; 32],
+            span: [b'0'; 16],
+        }
+    }
+}
+
+impl TraceIds {
+    /// The trace id, 32 hex digits.
+    pub fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.trace).unwrap_or_default()
+    }
+    /// The span id, 16 hex digits.
+    pub fn span_id(&self) -> &str {
+        std::str::from_utf8(&self.span).unwrap_or_default()
+    }
+}
+
 /// Continue (or start) a trace: a new span id per hop in W3C `traceparent`
 /// and in B3 (`x-b3-*`). Returns the trace and span ids.
-pub fn propagate_trace(h: &mut HeaderMap) -> (String, String) {
+pub fn propagate_trace(h: &mut HeaderMap) -> TraceIds {
     let mut span = [0u8; 16];
     hex(fastrand::u64(1..), &mut span);
     // `00-<trace>-<parent>-<flags>`: 55 bytes.
@@ -430,8 +473,7 @@ pub fn propagate_trace(h: &mut HeaderMap) -> (String, String) {
     if !h.contains_key(&B3_SAMPLED) {
         h.insert(B3_SAMPLED, HeaderValue::from_static("1"));
     }
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (text(&trace), text(&span))
+    TraceIds { trace, span }
 }
 
 /// A response as [`send`] returns it.
@@ -515,11 +557,14 @@ mod tests {
     #[test]
     fn traces_continue_with_a_new_span_per_hop() {
         let mut h = HeaderMap::new();
-        let (trace, span) = propagate_trace(&mut h);
+        let ids = propagate_trace(&mut h);
+        let (trace, span) = (ids.trace_id().to_string(), ids.span_id().to_string());
         assert_eq!(trace.len(), 32);
+        assert_eq!(span.len(), 16);
         let first = h["traceparent"].to_str().unwrap().to_string();
         assert_eq!(first, format!("00-{trace}-{span}-01"));
-        let (trace2, span2) = propagate_trace(&mut h);
+        let ids = propagate_trace(&mut h);
+        let (trace2, span2) = (ids.trace_id(), ids.span_id());
         assert_eq!(trace2, trace, "the trace continues");
         assert_ne!(span2, span, "with a new span");
         assert_eq!(h["x-b3-parentspanid"].to_str().unwrap(), span);

@@ -17,7 +17,7 @@
 //! Every request reads the config in force when it starts and keeps it to the
 //! end, so a config swap never touches a request in flight.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -43,7 +44,7 @@ use tokio::task::JoinSet;
 use crate::balance::{Cluster, ClusterKey, Clusters, Endpoint, Outcome, hash_of};
 use crate::client::{self, Applied, Check, Credentials};
 use crate::http::{
-    BoxError, Clients, Finished, Observed, ProxyBody, full, local, propagate_trace,
+    BoxError, Clients, Finished, Observed, ProxyBody, TraceIds, full, local, propagate_trace,
     strip_hop_by_hop,
 };
 use crate::metrics::Metrics;
@@ -198,6 +199,8 @@ pub(crate) struct State {
     pub(crate) workload: String,
     pub(crate) namespace: String,
     pub(crate) app_addr: SocketAddr,
+    /// `app_addr` as the authority of requests to the application.
+    app_authority: Authority,
     app_protocol: AppProtocol,
     config: watch::Receiver<Option<Arc<Applied>>>,
     endpoints: RwLock<Arc<EndpointTable>>,
@@ -421,6 +424,8 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         workload: settings.workload.clone(),
         namespace: namespace.to_string(),
         app_addr: settings.app_addr,
+        app_authority: Authority::try_from(settings.app_addr.to_string().as_str())
+            .context("the application address as an authority")?,
         app_protocol: settings.app_protocol,
         config: config_rx.clone(),
         endpoints: RwLock::new(Arc::new(EndpointTable {
@@ -978,7 +983,14 @@ fn host_only(authority: &str) -> &str {
 }
 
 /// The request as the evaluator sees it.
-fn eval_request(req: &Request<Incoming>, default_port: Option<u16>) -> eval::Request {
+/// The request as the evaluator sees it, with the headers among `read` (see
+/// [`meshc_ir::eval::headers_read`]; copying the others would cost an
+/// allocation each and decide nothing).
+fn eval_request(
+    req: &Request<Incoming>,
+    default_port: Option<u16>,
+    read: &BTreeSet<String>,
+) -> eval::Request {
     let authority = req
         .headers()
         .get(http::header::HOST)
@@ -991,7 +1003,10 @@ fn eval_request(req: &Request<Incoming>, default_port: Option<u16>) -> eval::Req
         .and_then(|(_, p)| p.parse().ok())
         .or(default_port);
     let mut headers = BTreeMap::new();
-    for (k, v) in req.headers() {
+    for (k, v) in req.headers().iter().filter(|_| !read.is_empty()) {
+        if !read.contains(k.as_str()) {
+            continue;
+        }
         if let Ok(v) = v.to_str() {
             headers
                 .entry(k.as_str().to_string())
@@ -1071,7 +1086,7 @@ fn rewritten_path(rule: &HttpRule, req: &eval::Request, me: &Peer) -> Option<Str
 /// stream, copied as it goes out while retries may need it.
 struct Outgoing {
     method: Method,
-    path: String,
+    path: PathAndQuery,
     headers: HeaderMap,
     version: Version,
     body: Option<Bytes>,
@@ -1222,7 +1237,8 @@ impl Outgoing {
             path: parts
                 .uri
                 .path_and_query()
-                .map_or("/".to_string(), |p| p.to_string()),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
             headers,
             version: parts.version,
             body,
@@ -1298,7 +1314,13 @@ impl Outgoing {
     /// A request to `authority` (see [`crate::http::upstream_authority`]);
     /// the body is cloned when buffered. A streaming body is taken, and
     /// copied as it goes when `keep` (another attempt may follow).
-    fn build(&mut self, scheme: &str, authority: &str, h2: bool, keep: bool) -> Request<ProxyBody> {
+    fn build(
+        &mut self,
+        scheme: Scheme,
+        authority: &Authority,
+        h2: bool,
+        keep: bool,
+    ) -> Request<ProxyBody> {
         // The stream: the original, or what the last attempt left.
         let stream = self.stream.take().or_else(|| {
             let replay = self.replay.take()?;
@@ -1331,9 +1353,11 @@ impl Outgoing {
         };
         let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
-        *r.uri_mut() = format!("{scheme}://{authority}{}", self.path)
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(scheme);
+        uri.authority = Some(authority.clone());
+        uri.path_and_query = Some(self.path.clone());
+        *r.uri_mut() = http::Uri::from_parts(uri).unwrap_or_else(|_| http::Uri::from_static("/"));
         *r.headers_mut() = self.headers.clone();
         *r.version_mut() = if h2 {
             Version::HTTP_2
@@ -1412,8 +1436,14 @@ fn roll(per_million: u32) -> bool {
     per_million >= PER_MILLION || fastrand::u32(..PER_MILLION) < per_million
 }
 
+/// What the metrics and the access log say of a request. The label
+/// values start empty and are filled as the request goes (empty ones are
+/// reported as `unknown` and `none`); the method and path are kept only
+/// when the access log samples the request.
 struct Recorded {
     dir: Direction,
+    /// Whether the access log writes a line for it.
+    log: bool,
     source: String,
     destination: String,
     host: String,
@@ -1421,7 +1451,39 @@ struct Recorded {
     method: String,
     path: String,
     request_bytes: u64,
-    trace: (String, String),
+    trace: TraceIds,
+}
+
+impl Recorded {
+    /// A request about to be handled in `dir`; the access log's sampling
+    /// is decided here.
+    fn new(state: &State, dir: Direction, req: &eval::Request) -> Recorded {
+        let log = state.access_log > 0.0 && fastrand::f64() < state.access_log;
+        let kept = |s: &str| if log { s.to_string() } else { String::new() };
+        Recorded {
+            dir,
+            log,
+            source: String::new(),
+            destination: String::new(),
+            host: String::new(),
+            route: String::new(),
+            method: kept(&req.method),
+            path: kept(&req.path),
+            request_bytes: 0,
+            trace: TraceIds::default(),
+        }
+    }
+}
+
+/// Replace a label value, reusing its allocation.
+fn set(label: &mut String, value: &str) {
+    label.clear();
+    label.push_str(value);
+}
+
+/// A label value, or what an unset one is reported as.
+fn or<'a>(value: &'a str, unset: &'a str) -> &'a str {
+    if value.is_empty() { unset } else { value }
 }
 
 /// Wrap a response so metrics and the access log see it end.
@@ -1435,10 +1497,10 @@ fn record(
     let handles = state.metrics.handles(
         [
             rec.dir.as_str(),
-            &rec.source,
-            &rec.destination,
-            &rec.host,
-            &rec.route,
+            or(&rec.source, "unknown"),
+            or(&rec.destination, "unknown"),
+            or(&rec.host, "unknown"),
+            or(&rec.route, "none"),
         ],
         code,
     );
@@ -1446,7 +1508,8 @@ fn record(
     handles.request_bytes.observe(rec.request_bytes as f64);
     let grpc = grpc_status(resp.headers()).map(str::to_string);
     let state2 = state.clone();
-    let log = state.access_log > 0.0 && fastrand::f64() < state.access_log;
+    // Only a logged request's record outlives this call.
+    let log = rec.log.then_some(rec);
     let done = move |f: Finished| {
         let m = &state2.metrics;
         let elapsed = start.elapsed();
@@ -1457,15 +1520,15 @@ fn record(
             l.push(("grpc_status", g.clone()));
             m.grpc.get_or_create(&l).inc();
         }
-        if log {
+        if let Some(rec) = &log {
             println!(
                 "{}",
                 serde_json::json!({
                     "direction": rec.dir.as_str(),
-                    "source": rec.source,
-                    "destination": rec.destination,
-                    "host": rec.host,
-                    "route": rec.route,
+                    "source": or(&rec.source, "unknown"),
+                    "destination": or(&rec.destination, "unknown"),
+                    "host": or(&rec.host, "unknown"),
+                    "route": or(&rec.route, "none"),
                     "method": rec.method,
                     "path": rec.path,
                     "code": code,
@@ -1473,8 +1536,8 @@ fn record(
                     "duration_ms": elapsed.as_secs_f64() * 1000.0,
                     "request_bytes": rec.request_bytes,
                     "response_bytes": f.bytes,
-                    "trace_id": rec.trace.0,
-                    "span_id": rec.trace.1,
+                    "trace_id": rec.trace.trace_id(),
+                    "span_id": rec.trace.span_id(),
                 })
             );
         }
@@ -1494,34 +1557,35 @@ async fn outbound(
     gateway: Option<(u16, bool)>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let mut ereq = eval_request(&req, gateway.map(|(port, _)| port));
+    let applied = state.current();
+    let read = applied.as_deref().map_or(&NONE_READ, |a| &a.headers_read);
+    let mut ereq = eval_request(&req, gateway.map(|(port, _)| port), read);
     if let Some((_, true)) = gateway {
         ereq.scheme = "https".into();
     }
-    let mut rec = Recorded {
-        dir: gateway.map_or(Direction::Outbound, |(port, _)| Direction::Gateway(port)),
-        source: state.workload.clone(),
-        destination: "unknown".into(),
-        host: "unknown".into(),
-        route: "none".into(),
-        method: ereq.method.clone(),
-        path: ereq.path.clone(),
-        request_bytes: 0,
-        trace: Default::default(),
+    let mut rec = Recorded::new(
+        &state,
+        gateway.map_or(Direction::Outbound, |(port, _)| Direction::Gateway(port)),
+        &ereq,
+    );
+    rec.source.clone_from(&state.workload);
+    let resp = match applied {
+        Some(applied) => route_outbound(&state, &applied, req, ereq, &mut rec).await,
+        None => local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n"),
     };
-    let resp = route_outbound(&state, req, ereq, &mut rec).await;
     record(&state, rec, start, resp)
 }
 
+/// No headers: what a request is evaluated with before the first config.
+static NONE_READ: BTreeSet<String> = BTreeSet::new();
+
 async fn route_outbound(
     state: &Arc<State>,
+    applied: &Arc<Applied>,
     req: Request<Incoming>,
     ereq: eval::Request,
     rec: &mut Recorded,
 ) -> Response<ProxyBody> {
-    let Some(applied) = state.current() else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n");
-    };
     let ir = &applied.ir;
     let me = state.me(&applied);
     let mut ereq = ereq;
@@ -1552,8 +1616,8 @@ async fn route_outbound(
     let Some(decision) = eval::route(ir, &ereq, &me) else {
         return local(StatusCode::NOT_FOUND, "NR", "no route: unknown host\n");
     };
-    rec.host = decision.host.to_string();
-    rec.route = decision.rule_name().to_string();
+    set(&mut rec.host, decision.host);
+    set(&mut rec.route, decision.rule_name());
     let rule = match decision.routed {
         Routed::NoMatch => {
             return local(StatusCode::NOT_FOUND, "NR", "no route matched\n");
@@ -1611,7 +1675,7 @@ async fn route_outbound(
     };
     if let Some(rule) = rule {
         if let Some(p) = rewritten_path(rule, &ereq, &me) {
-            out.path = p;
+            out.path = PathAndQuery::try_from(p).unwrap_or_else(|_| PathAndQuery::from_static("/"));
         }
         if let Some(a) = rule.rewrite.as_ref().and_then(|r| r.authority.as_ref())
             && let Ok(v) = HeaderValue::from_str(a)
@@ -1663,6 +1727,7 @@ async fn route_outbound(
                 };
                 let mut rec = Recorded {
                     dir: Direction::Outbound,
+                    log: false,
                     source: state.workload.clone(),
                     destination: String::new(),
                     host: m.host.clone(),
@@ -1739,8 +1804,8 @@ pub(crate) fn destination_cluster(
     workloads: &[String],
 ) -> (Arc<Cluster>, Arc<Vec<Arc<Endpoint>>>) {
     let key = ClusterKey {
-        host: dest.host.clone(),
-        subset: dest.subset.clone(),
+        host: &dest.host,
+        subset: dest.subset.as_deref(),
         port,
     };
     let cluster = state.clusters.get(&key, policy);
@@ -1805,7 +1870,7 @@ async fn forward(
             "destination host not in this proxy's scope\n",
         );
     };
-    rec.host = dest.host.clone();
+    set(&mut rec.host, &dest.host);
     let port = destination_port(dest, host);
     let (tp, workloads) = host.target(dest.subset.as_deref());
     let policy = tp.for_port(port);
@@ -1837,7 +1902,7 @@ async fn forward(
                     "no healthy upstream\n",
                 );
             };
-            rec.destination = ep.workload.clone();
+            set(&mut rec.destination, &ep.workload);
             let Some(permit) = cluster.admit().await else {
                 state
                     .metrics
@@ -1856,9 +1921,9 @@ async fn forward(
             let active = ep.start();
             let keep = attempt < retries.attempts;
             let mut req = if mtls {
-                out.build("https", &ep.authority, h2, keep)
+                out.build(Scheme::HTTPS, &ep.mesh_authority, h2, keep)
             } else {
-                out.build("http", &ep.addr.to_string(), h2, keep)
+                out.build(Scheme::HTTP, &ep.plain_authority, h2, keep)
             };
             if lift {
                 req.headers_mut()
@@ -1955,7 +2020,9 @@ async fn forward(
 
 async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
     let start = Instant::now();
-    let ereq = eval_request(&req, Some(state.app_addr.port()));
+    let applied = state.current();
+    let read = applied.as_deref().map_or(&NONE_READ, |a| &a.headers_read);
+    let ereq = eval_request(&req, Some(state.app_addr.port()), read);
     let principal = conn.identity.as_deref().and_then(principal);
     let source = principal
         .as_deref()
@@ -1971,19 +2038,13 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
             Some(format!("{ns}/sa/{sa}"))
         })
         .unwrap_or_else(|| "unknown".into());
-    let mut rec = Recorded {
-        dir: Direction::Inbound,
-        source,
-        destination: state.workload.clone(),
-        host: host_only(&ereq.host).to_string(),
-        route: "inbound".into(),
-        method: ereq.method.clone(),
-        path: ereq.path.clone(),
-        request_bytes: 0,
-        trace: Default::default(),
-    };
+    let mut rec = Recorded::new(&state, Direction::Inbound, &ereq);
+    rec.source = source;
+    rec.destination.clone_from(&state.workload);
+    rec.host.push_str(host_only(&ereq.host));
+    rec.route.push_str("inbound");
     let resp = async {
-        let Some(applied) = state.current() else {
+        let Some(applied) = applied else {
             return local(StatusCode::SERVICE_UNAVAILABLE, "NC", "no config yet\n");
         };
         let Some(w) = applied.ir.workloads.get(&state.workload) else {
@@ -1999,7 +2060,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
         let decision = eval::authorize(w, &ereq, &peer);
         if !decision.allowed {
             state.metrics.count_denied(decision.policy);
-            rec.route = "denied".into();
+            set(&mut rec.route, "denied");
             // Envoy's RBAC answer: nothing of the application's leaks.
             return local(StatusCode::FORBIDDEN, "RBAC", "RBAC: access denied");
         }
@@ -2008,7 +2069,7 @@ async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Respo
             Err(r) => return r,
         };
         let h2 = out.version == Version::HTTP_2 && !out.orig_h1;
-        let req = out.build("http", &state.app_addr.to_string(), h2, false);
+        let req = out.build(Scheme::HTTP, &state.app_authority, h2, false);
         let client = if h2 {
             &state.clients().h2
         } else {

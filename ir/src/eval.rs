@@ -4,7 +4,7 @@
 //! test asserts is what the data plane does.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::{
@@ -488,6 +488,65 @@ fn first_l4_rule<'a>(
         is_tls_rule(r) == tls
             && (r.matches.is_empty() || r.matches.iter().any(|m| l4_matches(m, conn, source)))
     })
+}
+
+/// Every request header (lower-case name) a decision under `ir` can read:
+/// route matches' `headers` and `withoutHeaders` (hosts' and gateways'
+/// rules), authorization conditions on `request.headers[...]`, and the
+/// consistent-hash keys of traffic policies (a header, or `cookie` for a
+/// cookie). A caller that builds [`Request`]s for this IR may copy only
+/// these headers: no other header changes what [`route`] or [`authorize`]
+/// decide, nor which endpoint a hash picks.
+pub fn headers_read(ir: &Ir) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let rules = ir.hosts.values().flat_map(|h| &h.http).chain(
+        ir.gateways
+            .values()
+            .flat_map(|g| g.hosts.values().flatten()),
+    );
+    for m in rules.flat_map(|r| &r.matches) {
+        names.extend(m.headers.keys().chain(m.without_headers.keys()).cloned());
+    }
+    let conditions = ir
+        .workloads
+        .values()
+        .flat_map(|w| {
+            w.authz
+                .custom
+                .iter()
+                .chain(&w.authz.deny)
+                .chain(&w.authz.allow)
+        })
+        .flat_map(|p| &p.rules)
+        .flat_map(|r| &r.when);
+    for c in conditions {
+        if let Some(h) = c
+            .key
+            .strip_prefix("request.headers[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            names.insert(h.to_ascii_lowercase());
+        }
+    }
+    let policies = ir.hosts.values().flat_map(|h| {
+        std::iter::once(&h.traffic_policy).chain(h.subsets.values().map(|s| &s.traffic_policy))
+    });
+    for tp in policies {
+        let balancers =
+            std::iter::once(&tp.load_balancer).chain(tp.ports.values().map(|p| &p.load_balancer));
+        for lb in balancers {
+            match lb {
+                crate::LoadBalancer::ConsistentHash(crate::HashKey::Header(h)) => {
+                    names.insert(h.to_ascii_lowercase());
+                }
+                crate::LoadBalancer::ConsistentHash(crate::HashKey::Cookie(_)) => {
+                    names.insert("cookie".to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    names
 }
 
 /// Route an HTTP request: the host's rules in order (or, through a gateway,

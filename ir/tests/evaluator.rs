@@ -172,7 +172,88 @@ fn workload(authz: Authz) -> WorkloadPolicy {
     }
 }
 
+/// Header names: the first three are read by generated policy, the rest never.
+const HEADERS: [&str; 5] = ["x-user", "x-canary", "x-tenant", "x-other", "user-agent"];
+const VALUES: [&str; 2] = ["a", "b"];
+
+/// Header matches (`headers` or `withoutHeaders`) on the read names.
+fn header_match() -> impl Strategy<Value = HttpMatch> {
+    (0usize..3, 0..VALUES.len(), any::<bool>()).prop_map(|(h, v, without)| {
+        let mut m = HttpMatch::default();
+        let on = if without {
+            &mut m.without_headers
+        } else {
+            &mut m.headers
+        };
+        on.insert(HEADERS[h].into(), StrMatch::Exact(VALUES[v].into()));
+        m
+    })
+}
+
+/// An authorization rule whose condition reads a header (named in any case).
+fn header_condition_rule() -> impl Strategy<Value = AuthzRule> {
+    (0usize..3, 0..VALUES.len(), any::<bool>()).prop_map(|(h, v, upper)| {
+        let name = if upper {
+            HEADERS[h].to_ascii_uppercase()
+        } else {
+            HEADERS[h].to_string()
+        };
+        AuthzRule {
+            from: vec![],
+            to: vec![],
+            when: vec![Condition {
+                key: format!("request.headers[{name}]"),
+                values: Values {
+                    values: Some(vec![VALUES[v].into()]),
+                    not_values: vec![],
+                },
+            }],
+        }
+    })
+}
+
 proptest! {
+    /// A request carrying only the headers `headers_read` names is routed
+    /// and authorized exactly as the request with all its headers (what
+    /// lets the proxy copy no others).
+    #[test]
+    fn only_the_headers_read_decide(
+        matches in prop::collection::vec(prop::collection::vec(header_match(), 0..3), 1..5),
+        deny in prop::collection::vec(header_condition_rule(), 0..3),
+        allow in prop::collection::vec(header_condition_rule(), 0..3),
+        sent in prop::collection::btree_map(0..HEADERS.len(), 0..VALUES.len(), 0..5),
+    ) {
+        let rules: Vec<_> = matches.into_iter().enumerate()
+            .map(|(i, m)| rule(&format!("r{i}"), m, &format!("v{i}"))).collect();
+        let mut ir = Ir::new(mesh());
+        ir.hosts.insert("reviews.default.svc.cluster.local".into(), host(rules));
+        let policy = |name: &str, rules| AuthzPolicy { name: name.into(), provider: None, rules };
+        let w = workload(Authz {
+            custom: vec![],
+            deny: vec![policy("default/deny", deny)],
+            allow: if allow.is_empty() { vec![] } else { vec![policy("default/allow", allow)] },
+        });
+        ir.workloads.insert("default/reviews".into(), w.clone());
+        let read = eval::headers_read(&ir);
+        prop_assert!(read.iter().all(|h| HEADERS[..3].contains(&h.as_str())), "{read:?}");
+        let full = Request {
+            host: "reviews".into(),
+            port: Some(9080),
+            method: "GET".into(),
+            path: "/".into(),
+            scheme: "http".into(),
+            headers: sent.iter().map(|(h, v)| (HEADERS[*h].to_string(), VALUES[*v].to_string())).collect(),
+            ..Request::default()
+        };
+        let mut kept = full.clone();
+        kept.headers.retain(|h, _| read.contains(h));
+        let peer = Peer { namespace: Some("default".into()), ..Peer::default() };
+        let (a, b) = (eval::route(&ir, &full, &peer).unwrap(), eval::route(&ir, &kept, &peer).unwrap());
+        prop_assert_eq!(a.rule_name(), b.rule_name());
+        let (a, b) = (eval::authorize(&w, &full, &peer), eval::authorize(&w, &kept, &peer));
+        prop_assert_eq!((a.allowed, a.decider, a.policy), (b.allowed, b.decider, b.policy));
+    }
+
     /// Over the 100 rolls, each destination is picked exactly its weight's times.
     #[test]
     fn weights_are_honoured(w in weights()) {
