@@ -367,12 +367,15 @@ fn may_eject(od: &OutlierDetection, endpoints: &[Arc<Endpoint>], now: Instant) -
     ejected < max
 }
 
+/// A host's clusters by subset and port.
+type HostClusters = Vec<(Option<String>, Option<u16>, Arc<Cluster>)>;
+
 /// Every cluster the proxy has used.
 #[derive(Default)]
 pub struct Clusters {
     /// By host, then by subset and port (a host has a few): looked up with
     /// borrowed names, so a request allocates no key.
-    map: Mutex<HashMap<String, Vec<(Option<String>, Option<u16>, Arc<Cluster>)>>>,
+    map: Mutex<rustc_hash::FxHashMap<String, HostClusters>>,
     /// Bumped whenever the endpoints may have changed (a config or an
     /// endpoint update), so clusters recompute theirs.
     pub generation: AtomicU64,
@@ -400,7 +403,7 @@ impl Clusters {
 }
 
 fn add_cluster(
-    clusters: &mut Vec<(Option<String>, Option<u16>, Arc<Cluster>)>,
+    clusters: &mut HostClusters,
     key: &ClusterKey<'_>,
     policy: PortPolicy,
 ) -> Arc<Cluster> {

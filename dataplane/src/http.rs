@@ -2,25 +2,22 @@
 //! plaintext or mesh TLS, hop-by-hop headers, trace propagation, and a body
 //! wrapper that reports when a response has been fully sent.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode, Uri};
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::tls::{MeshTls, spiffe_id};
+use crate::upstream::Upstream;
 
 /// The authority of an upstream request to `addr`. With the SPIFFE id the
 /// peer must present, that id rides in the userinfo (hex), so the
@@ -38,7 +35,7 @@ pub fn upstream_authority(addr: std::net::SocketAddr, identity: Option<&str>) ->
 
 /// The address and expected identity of an authority made by
 /// [`upstream_authority`].
-fn split_authority(authority: &str) -> Result<(&str, Option<String>), BoxError> {
+pub(crate) fn split_authority(authority: &str) -> Result<(&str, Option<String>), BoxError> {
     let Some((hex, addr)) = authority.rsplit_once('@') else {
         return Ok((authority, None));
     };
@@ -137,22 +134,6 @@ pub enum MeshStream {
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
-impl Connection for MeshStream {
-    fn connected(&self) -> Connected {
-        match self {
-            MeshStream::Plain(_) => Connected::new(),
-            MeshStream::Tls(s) => {
-                let c = Connected::new();
-                if s.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
-                    c.negotiated_h2()
-                } else {
-                    c
-                }
-            }
-        }
-    }
-}
-
 impl hyper::rt::Read for MeshStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -191,54 +172,6 @@ impl hyper::rt::Write for MeshStream {
     }
 }
 
-/// Connects `http://addr` in plaintext and `https://addr` with mesh mTLS
-/// (the certificate in force at connect time).
-#[derive(Clone)]
-pub struct Connector {
-    tls: Arc<RwLock<Option<MeshTls>>>,
-    h2: bool,
-    connect_timeout: Duration,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = MeshStream;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<MeshStream, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let authority = uri.authority().ok_or("no authority")?.as_str();
-            let (addr, expected) = split_authority(authority)?;
-            let addr = addr.to_string();
-            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(&addr))
-                .await
-                .map_err(|_| "connect timeout")??;
-            tcp.set_nodelay(true)?;
-            if uri.scheme_str() != Some("https") {
-                return Ok(MeshStream::Plain(TokioIo::new(tcp)));
-            }
-            let tls = this
-                .tls
-                .read()
-                .expect("not poisoned")
-                .clone()
-                .ok_or("no mesh certificate yet")?;
-            let config = if this.h2 {
-                tls.client_h2
-            } else {
-                tls.client_h1
-            };
-            let stream = mesh_handshake(config, tcp, &addr, expected.as_deref()).await?;
-            Ok(MeshStream::Tls(Box::new(TokioIo::new(stream))))
-        })
-    }
-}
-
 /// The client side of mesh mTLS over `tcp` (connected to `addr`): the
 /// chain must be the mesh CA's (the verifier checks it) and, when the
 /// endpoint registered one, the identity must be `expected`, or an endpoint
@@ -272,30 +205,23 @@ pub async fn mesh_handshake(
     Ok(stream)
 }
 
-/// Upstream clients with connection pools: HTTP/1.1 and HTTP/2 (prior
-/// knowledge in plaintext, ALPN over TLS).
+/// Upstream clients with connection pools ([`crate::upstream`]): HTTP/1.1
+/// and HTTP/2 (prior knowledge in plaintext, ALPN over TLS).
 #[derive(Clone)]
 pub struct Clients {
     /// HTTP/1.1.
-    pub h1: Client<Connector, ProxyBody>,
+    pub h1: Arc<Upstream>,
     /// HTTP/2.
-    pub h2: Client<Connector, ProxyBody>,
+    pub h2: Arc<Upstream>,
 }
 
 impl Clients {
     /// Clients sharing the mesh certificate `tls`.
     pub fn new(tls: Arc<RwLock<Option<MeshTls>>>) -> Clients {
-        let connector = |h2| Connector {
-            tls: tls.clone(),
-            h2,
-            connect_timeout: Duration::from_secs(10),
-        };
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64);
-        let h1 = b.build(connector(false));
-        let h2 = b.clone().http2_only(true).build(connector(true));
-        Clients { h1, h2 }
+        Clients {
+            h1: Arc::new(Upstream::new(tls.clone(), false)),
+            h2: Arc::new(Upstream::new(tls, true)),
+        }
     }
 }
 

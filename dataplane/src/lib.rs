@@ -16,3 +16,4 @@ pub mod process;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;

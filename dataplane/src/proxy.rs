@@ -1587,7 +1587,7 @@ async fn route_outbound(
     rec: &mut Recorded,
 ) -> Response<ProxyBody> {
     let ir = &applied.ir;
-    let me = state.me(&applied);
+    let me = state.me(applied);
     let mut ereq = ereq;
     if let Direction::Gateway(port) = rec.dir {
         // The gateway's own port, whatever the Host header says.
@@ -1753,7 +1753,7 @@ async fn route_outbound(
     let retries = decision.retries();
     let timeout = decision.timeout_ms();
     let hash = hash_key(ir, dest, &ereq);
-    let mut resp = forward(state, &applied, dest, &retries, timeout, hash, out, rec).await;
+    let mut resp = forward(state, applied, dest, &retries, timeout, hash, out, rec).await;
     if let Some(rule) = rule {
         apply_ops(resp.headers_mut(), &rule.response_headers);
     }
