@@ -1400,6 +1400,11 @@ fn grpc_status(h: &HeaderMap) -> Option<&str> {
 /// `5xx`, `gateway-error`, `connect-failure`, `reset`, `refused-stream`,
 /// `retriable-4xx`, status codes, and the gRPC ones on `grpc-status`).
 fn retriable(retry_on: &[String], a: &Attempt) -> bool {
+    // Looked up once, not once per gRPC condition.
+    let grpc = match a {
+        Attempt::Response(r) => grpc_status(r.headers()),
+        Attempt::Failed { .. } => None,
+    };
     retry_on.iter().any(|c| match a {
         Attempt::Failed {
             connect, timeout, ..
@@ -1415,9 +1420,9 @@ fn retriable(retry_on: &[String], a: &Attempt) -> bool {
                 "5xx" => s >= 500,
                 "gateway-error" => matches!(s, 502..=504),
                 "retriable-4xx" => s == 409,
-                code if code.parse() == Ok(s) => true,
-                grpc => {
-                    let want = match grpc {
+                code if code.starts_with(|c: char| c.is_ascii_digit()) => code.parse() == Ok(s),
+                condition => {
+                    let want = match condition {
                         "cancelled" => "1",
                         "deadline-exceeded" => "4",
                         "resource-exhausted" => "8",
@@ -1425,7 +1430,7 @@ fn retriable(retry_on: &[String], a: &Attempt) -> bool {
                         "unavailable" => "14",
                         _ => return false,
                     };
-                    grpc_status(r.headers()) == Some(want)
+                    grpc == Some(want)
                 }
             }
         }
