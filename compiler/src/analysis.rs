@@ -810,10 +810,17 @@ pub(crate) fn insert_sorted(v: &mut Vec<usize>, i: usize) {
 /// index → new or [`GONE`]), dropping the gone ones: the map keeps order,
 /// so the list stays sorted.
 pub(crate) fn shift_sorted(v: &mut Vec<usize>, map: &[u32]) {
-    v.retain(|&k| map[k] != GONE);
-    for k in v.iter_mut() {
-        *k = map[*k] as usize;
+    // One pass, in place: most lists are a few entries long and there are
+    // tens of thousands of them, so the per-list cost is what counts.
+    let mut kept = 0;
+    for r in 0..v.len() {
+        let to = map[v[r]];
+        if to != GONE {
+            v[kept] = to as usize;
+            kept += 1;
+        }
     }
+    v.truncate(kept);
 }
 
 /// [`shift_sorted`] for every list of a label index, dropping what empties.

@@ -1806,7 +1806,7 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             .hosts
             .par_iter()
             .filter(|(_, h)| {
-                host_namespaces.contains(h.namespace.as_str())
+                is_one_of(&host_namespaces, &h.namespace)
                     || routes_to(&h.http, &h.tcp, &h.tls, &destinations)
             })
             .map(|(name, _)| name)
@@ -1815,7 +1815,7 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
     }
     if !host_namespaces.is_empty() {
         for h in &ctx.hosts {
-            if host_namespaces.contains(h.namespace.as_str()) {
+            if is_one_of(&host_namespaces, &h.namespace) {
                 hosts.insert(h.host.clone());
             }
         }
@@ -1837,17 +1837,19 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
             }
         }
     }
-    if !workload_namespaces.is_empty() {
-        for (name, w) in &previous.workloads {
-            if workload_namespaces.contains(w.namespace.as_str()) {
-                workloads.insert(name.clone());
-            }
-        }
-        for w in &ctx.workloads {
-            if workload_namespaces.contains(w.namespace.as_str()) {
-                workloads.insert(format!("{}/{}", w.namespace, ctx.resources[w.index].name));
-            }
-        }
+    // A namespace's workloads, as they were (keys `namespace/name`: one
+    // range of the map) and as they are (the registry's index by namespace),
+    // not a scan of every workload.
+    let everything = Map::default();
+    for ns in workload_namespaces {
+        let (from, to) = (format!("{ns}/"), format!("{ns}0"));
+        workloads.extend(
+            previous
+                .workloads
+                .range(from..to)
+                .map(|(name, _)| name.clone()),
+        );
+        selected(ctx, ns, &everything, &mut workloads);
     }
     Some(Scope {
         previous,
@@ -1855,6 +1857,17 @@ pub(crate) fn touched(ctx: &Context, previous: ir::Ir, changed: &[&Resource]) ->
         workloads,
         gateways,
     })
+}
+
+/// Whether `s` is in `set`, which is usually one or two namespaces:
+/// compared, not hashed (std's SipHash per entry of a 10,000-entry scan
+/// cost milliseconds).
+fn is_one_of(set: &HashSet<&str>, s: &str) -> bool {
+    if set.len() <= 4 {
+        set.iter().any(|x| *x == s)
+    } else {
+        set.contains(s)
+    }
 }
 
 /// Add the workloads of namespace `ns` that `labels` selects, as
