@@ -20,7 +20,8 @@
 //! `MESHC_BENCH_SECONDS`, default 10; `MESHC_BENCH_ROUNDS` of the maximum
 //! throughput, default 3; `MESHC_BENCH_ONLY=throughput` for that alone;
 //! `MESHC_BENCH_PROXY`, another build of `meshc-proxy` to measure). The
-//! figures are printed, not asserted.
+//! figures are printed, not asserted. `benches/callgrind_proxy.sh` runs it
+//! with the one-hop proxy under callgrind for instructions per request.
 
 use std::net::SocketAddr;
 use std::path::Path;

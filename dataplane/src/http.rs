@@ -354,19 +354,63 @@ impl TraceIds {
 /// Continue (or start) a trace: a new span id per hop in W3C `traceparent`
 /// and in B3 (`x-b3-*`). Returns the trace and span ids.
 pub fn propagate_trace(h: &mut HeaderMap) -> TraceIds {
+    use http::header::Entry;
+    // Per request: one header lookup per name and one allocation (the new
+    // values are slices of one buffer).
     let mut span = [0u8; 16];
     hex(fastrand::u64(1..), &mut span);
-    // `00-<trace>-<parent>-<flags>`: 55 bytes.
-    let incoming = h
-        .get(&TRACEPARENT)
-        .map(HeaderValue::as_bytes)
-        .and_then(|v| {
-            (v.len() == 55 && v[2] == b'-' && v[35] == b'-' && v[52] == b'-')
-                .then(|| trace_id(&v[3..35]).map(|t| (t, [v[53], v[54]])))
-                .flatten()
-        });
-    let b3 = h.get(&B3_TRACE).and_then(|v| trace_id(v.as_bytes()));
-    let (trace, flags) = incoming.unwrap_or_else(|| {
+    let b3 = h.get(&B3_TRACE).map(|v| trace_id(v.as_bytes()));
+    let b3_present = b3.is_some();
+    let mut values = bytes::BytesMut::with_capacity(55 + 32 + 16);
+    let trace = match h.entry(TRACEPARENT) {
+        Entry::Occupied(mut e) => {
+            let (trace, flags) = continued(e.get().as_bytes(), b3.flatten());
+            traceparent(&mut values, &trace, &span, &flags);
+            if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+                e.insert(v);
+            }
+            trace
+        }
+        Entry::Vacant(e) => {
+            let (trace, flags) = continued(&[], b3.flatten());
+            traceparent(&mut values, &trace, &span, &flags);
+            if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+                e.insert(v);
+            }
+            trace
+        }
+    };
+    if !b3_present {
+        values.extend_from_slice(&trace);
+        if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+            h.insert(B3_TRACE, v);
+        }
+    }
+    values.extend_from_slice(&span);
+    if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+        match h.entry(B3_SPAN) {
+            Entry::Occupied(mut e) => {
+                let parent = e.insert(v);
+                h.insert(B3_PARENT, parent);
+            }
+            Entry::Vacant(e) => {
+                e.insert(v);
+            }
+        }
+    }
+    h.entry(B3_SAMPLED).or_insert(HeaderValue::from_static("1"));
+    TraceIds { trace, span }
+}
+
+/// The trace to continue and its flags: the incoming `traceparent`'s
+/// (`00-<trace>-<parent>-<flags>`, 55 bytes), else the B3 trace id with
+/// flags `01`, else a new trace.
+fn continued(traceparent: &[u8], b3: Option<[u8; 32]>) -> ([u8; 32], [u8; 2]) {
+    let v = traceparent;
+    let incoming = (v.len() == 55 && v[2] == b'-' && v[35] == b'-' && v[52] == b'-')
+        .then(|| trace_id(&v[3..35]).map(|t| (t, [v[53], v[54]])))
+        .flatten();
+    incoming.unwrap_or_else(|| {
         let t = b3.unwrap_or_else(|| {
             let mut t = [0u8; 32];
             hex(fastrand::u64(..), &mut t[..16]);
@@ -374,32 +418,17 @@ pub fn propagate_trace(h: &mut HeaderMap) -> TraceIds {
             t
         });
         (t, *b"01")
-    });
-    let mut tp = [0u8; 55];
-    tp[..3].copy_from_slice(b"00-");
-    tp[3..35].copy_from_slice(&trace);
-    tp[35] = b'-';
-    tp[36..52].copy_from_slice(&span);
-    tp[52] = b'-';
-    tp[53..].copy_from_slice(&flags);
-    if let Ok(v) = HeaderValue::from_bytes(&tp) {
-        h.insert(TRACEPARENT, v);
-    }
-    if let Some(parent) = h.get(&B3_SPAN).cloned() {
-        h.insert(B3_PARENT, parent);
-    }
-    if !h.contains_key(&B3_TRACE)
-        && let Ok(v) = HeaderValue::from_bytes(&trace)
-    {
-        h.insert(B3_TRACE, v);
-    }
-    if let Ok(v) = HeaderValue::from_bytes(&span) {
-        h.insert(B3_SPAN, v);
-    }
-    if !h.contains_key(&B3_SAMPLED) {
-        h.insert(B3_SAMPLED, HeaderValue::from_static("1"));
-    }
-    TraceIds { trace, span }
+    })
+}
+
+/// Append `00-<trace>-<span>-<flags>` to `out`.
+fn traceparent(out: &mut bytes::BytesMut, trace: &[u8; 32], span: &[u8; 16], flags: &[u8; 2]) {
+    out.extend_from_slice(b"00-");
+    out.extend_from_slice(trace);
+    out.extend_from_slice(b"-");
+    out.extend_from_slice(span);
+    out.extend_from_slice(b"-");
+    out.extend_from_slice(flags);
 }
 
 /// A response as [`send`] returns it.

@@ -215,6 +215,8 @@ pub fn resolve_host<'a, V>(
     let mut full = String::new();
     fn qualify<'s>(full: &'s mut String, host: &str, parts: &[&str]) -> &'s str {
         full.clear();
+        // Once, instead of growing by doubling as the parts go in.
+        full.reserve(host.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
         full.push_str(host);
         for p in parts {
             full.push('.');
