@@ -146,16 +146,23 @@ impl Upstream {
             }
         }
         let key = (https, authority);
+        // After a reused connection refused the request unsent, the one
+        // more try is on a new connection.
+        let mut fresh = false;
         loop {
-            let (sender, reused) = match self.checkout(&key) {
+            let pooled = if fresh { None } else { self.checkout(&key) };
+            let (sender, reused) = match pooled {
                 Some(s) => (s, true),
                 None => (self.connect(&key).await?, false),
             };
             let sent = match sender {
                 Sender::H1(mut s) => {
                     let sent = s.try_send_request(req).await;
-                    // Busy until its response is read; free again after.
-                    self.put(&key, Sender::H1(s));
+                    // Busy until its response is read; free again after. One
+                    // that failed is not kept.
+                    if sent.is_ok() {
+                        self.put(&key, Sender::H1(s));
+                    }
                     sent
                 }
                 Sender::H2(mut s) => {
@@ -170,7 +177,10 @@ impl Upstream {
                 Err(mut e) => match e.take_message() {
                     // Refused unsent by a connection that had been idle: the
                     // peer closed it meanwhile; a new one is tried.
-                    Some(back) if reused => req = back,
+                    Some(back) if reused => {
+                        req = back;
+                        fresh = true;
+                    }
                     _ => return Err(SendError::Request(e.into_error())),
                 },
             }
@@ -306,9 +316,17 @@ mod tests {
                 };
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let answer = service_fn(move |_req| async move {
+                    let answer = service_fn(move |req: Request<Incoming>| async move {
                         tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(Response::new(full(Bytes::from_static(b"ok"))))
+                        // `/slow`: half the body now, the rest a second later.
+                        let body = if req.uri().path() == "/slow" {
+                            http_body_util::StreamBody::new(slow_stream())
+                                .map_err(|never: Infallible| match never {})
+                                .boxed()
+                        } else {
+                            full(Bytes::from_static(b"ok"))
+                        };
+                        Ok::<_, Infallible>(Response::new(body))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(keep_alive)
@@ -320,10 +338,26 @@ mod tests {
         (addr, accepted)
     }
 
-    async fn get(up: &Upstream, addr: SocketAddr) -> Result<Bytes, SendError> {
+    /// `o`, then `k` a second later.
+    fn slow_stream()
+    -> impl tokio_stream::Stream<Item = Result<http_body::Frame<Bytes>, Infallible>> + Send {
+        tokio_stream::StreamExt::chain(
+            tokio_stream::once(Ok(http_body::Frame::data(Bytes::from_static(b"o")))),
+            tokio_stream::StreamExt::then(tokio_stream::once(()), |()| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(http_body::Frame::data(Bytes::from_static(b"k")))
+            }),
+        )
+    }
+
+    fn request(addr: SocketAddr, path: &str) -> Request<ProxyBody> {
         let mut req = Request::new(full(Bytes::new()));
-        *req.uri_mut() = format!("http://{addr}/").parse().unwrap();
-        let resp = up.request(req).await?;
+        *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+        req
+    }
+
+    async fn get(up: &Upstream, addr: SocketAddr) -> Result<Bytes, SendError> {
+        let resp = up.request(request(addr, "/")).await?;
         Ok(resp.into_body().collect().await.unwrap().to_bytes())
     }
 
@@ -336,17 +370,29 @@ mod tests {
         Upstream::new(Arc::default(), false)
     }
 
-    #[tokio::test]
-    async fn sequential_requests_reuse_one_connection() {
-        let (addr, accepted) = server(Duration::ZERO, true).await;
-        let up = upstream();
-        for _ in 0..10 {
-            assert_eq!(get(&up, addr).await.unwrap(), "ok");
-            // The connection is free once its response has been read and
-            // its task has run.
+    /// `n` requests one after the other, each answered `ok`; between them
+    /// the connections' tasks run (a connection is free once its response
+    /// has been read and its task has seen that).
+    async fn one_after_another(up: &Upstream, addr: SocketAddr, n: usize) {
+        for _ in 0..n {
+            assert_eq!(get(up, addr).await.unwrap(), "ok");
             settle().await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// One connection serves requests one after another, unless the peer
+    /// closes each (a closed connection is never handed out again).
+    #[tokio::test]
+    async fn connections_are_reused_unless_the_peer_closes_them() {
+        for (keep_alive, connections) in [(true, 1), (false, 5)] {
+            let (addr, accepted) = server(Duration::ZERO, keep_alive).await;
+            one_after_another(&upstream(), addr, 5).await;
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                connections,
+                "keep-alive {keep_alive}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -368,10 +414,7 @@ mod tests {
             "one connection per request in flight"
         );
         settle().await;
-        for _ in 0..4 {
-            get(&up, addr).await.unwrap();
-            settle().await;
-        }
+        one_after_another(&up, addr, 4).await;
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             4,
@@ -379,15 +422,22 @@ mod tests {
         );
     }
 
+    /// A connection whose response is still being read is busy: the next
+    /// request gets another one instead of waiting behind that body.
     #[tokio::test]
-    async fn connections_the_peer_closes_are_not_reused() {
-        let (addr, accepted) = server(Duration::ZERO, false).await;
+    async fn a_connection_whose_response_is_being_read_is_not_handed_out() {
+        let (addr, accepted) = server(Duration::ZERO, true).await;
         let up = upstream();
-        for _ in 0..3 {
-            assert_eq!(get(&up, addr).await.unwrap(), "ok");
-            settle().await;
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        let slow = up.request(request(addr, "/slow")).await.unwrap();
+        settle().await;
+        let next = tokio::time::timeout(Duration::from_millis(500), get(&up, addr)).await;
+        assert_eq!(
+            next.expect("not queued behind the slow body").unwrap(),
+            "ok"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let body = slow.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
     }
 
     #[tokio::test]
