@@ -93,6 +93,10 @@ struct Pooled {
 #[derive(Default)]
 struct Pools {
     by_key: FxHashMap<(bool, Authority), Vec<Pooled>>,
+    /// HTTP/2: held while a key's connection is being made, so the
+    /// requests of a burst share the one it makes instead of each making
+    /// its own (hyper-util's client did the same).
+    connecting: FxHashMap<(bool, Authority), Arc<tokio::sync::Mutex<()>>>,
     checkouts: u64,
 }
 
@@ -153,7 +157,9 @@ impl Upstream {
             let pooled = if fresh { None } else { self.checkout(&key) };
             let (sender, reused) = match pooled {
                 Some(s) => (s, true),
-                None => (self.connect(&key).await?, false),
+                // Boxed: the connect and TLS handshake state is large and
+                // rarely needed, and every request's future would carry it.
+                None => Box::pin(self.connect_or_share(&key, fresh)).await?,
             };
             let sent = match sender {
                 Sender::H1(mut s) => {
@@ -165,12 +171,8 @@ impl Upstream {
                     }
                     sent
                 }
-                Sender::H2(mut s) => {
-                    if !reused {
-                        self.put(&key, Sender::H2(s.clone()));
-                    }
-                    s.try_send_request(req).await
-                }
+                // Pooled when made, shared by every request.
+                Sender::H2(mut s) => s.try_send_request(req).await,
             };
             match sent {
                 Ok(resp) => return Ok(resp),
@@ -194,7 +196,7 @@ impl Upstream {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.checkouts += 1;
         if pools.checkouts.is_multiple_of(SWEEP_EVERY) {
-            sweep(&mut pools.by_key, now);
+            sweep(&mut pools, now);
         }
         let list = pools.by_key.get_mut(key)?;
         let mut i = list.len();
@@ -230,6 +232,33 @@ impl Upstream {
                 used: Instant::now(),
             });
         }
+    }
+
+    /// A new connection, or with HTTP/2 the one another request made while
+    /// this one waited for it (`fresh`: a new one regardless); whether it
+    /// was shared.
+    async fn connect_or_share(
+        &self,
+        key: &(bool, Authority),
+        fresh: bool,
+    ) -> Result<(Sender, bool), SendError> {
+        if !self.h2 {
+            return Ok((self.connect(key).await?, false));
+        }
+        let gate = {
+            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools.connecting.entry(key.clone()).or_default().clone()
+        };
+        let _made = gate.lock().await;
+        if !fresh && let Some(s) = self.checkout(key) {
+            return Ok((s, true));
+        }
+        let made = self.connect(key).await?;
+        if let Sender::H2(s) = &made {
+            // In the pool before the gate opens for the next in line.
+            self.put(key, Sender::H2(s.clone()));
+        }
+        Ok((made, false))
     }
 
     /// A new connection to `key`'s address, ready for a request.
@@ -281,12 +310,16 @@ impl Upstream {
     }
 }
 
-/// Drop every closed or expired connection (and the keys left with none).
-fn sweep(by_key: &mut FxHashMap<(bool, Authority), Vec<Pooled>>, now: Instant) {
-    by_key.retain(|_, list| {
+/// Drop every closed or expired connection (and the keys left with none,
+/// and their idle connect gates).
+fn sweep(pools: &mut Pools, now: Instant) {
+    pools.by_key.retain(|_, list| {
         list.retain(|p| !p.sender.is_closed() && now.duration_since(p.used) <= IDLE_TIMEOUT);
         !list.is_empty()
     });
+    pools
+        .connecting
+        .retain(|_, gate| Arc::strong_count(gate) > 1);
 }
 
 #[cfg(test)]
@@ -302,9 +335,17 @@ mod tests {
     use super::*;
     use crate::http::full;
 
-    /// An HTTP/1.1 server on loopback that answers after `delay`, keeping
-    /// connections alive or not; it counts the connections it accepts.
-    async fn server(delay: Duration, keep_alive: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    /// A server on loopback that answers after `delay`: HTTP/1.1 keeping
+    /// connections alive or not, or HTTP/2; it counts the connections it
+    /// accepts.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Serve {
+        H1KeepAlive,
+        H1Close,
+        H2,
+    }
+
+    async fn server(delay: Duration, serve: Serve) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -328,10 +369,20 @@ mod tests {
                         };
                         Ok::<_, Infallible>(Response::new(body))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(TokioIo::new(tcp), answer)
-                        .await;
+                    let io = TokioIo::new(tcp);
+                    let _ = match serve {
+                        Serve::H2 => {
+                            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, answer)
+                                .await
+                        }
+                        h1 => {
+                            hyper::server::conn::http1::Builder::new()
+                                .keep_alive(h1 == Serve::H1KeepAlive)
+                                .serve_connection(io, answer)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -370,6 +421,14 @@ mod tests {
         Upstream::new(Arc::default(), false)
     }
 
+    /// Four requests at once, each answered `ok`.
+    async fn four_at_once(up: &Upstream, addr: SocketAddr) {
+        let all = tokio::join!(get(up, addr), get(up, addr), get(up, addr), get(up, addr));
+        for r in [all.0, all.1, all.2, all.3] {
+            assert_eq!(r.unwrap(), "ok");
+        }
+    }
+
     /// `n` requests one after the other, each answered `ok`; between them
     /// the connections' tasks run (a connection is free once its response
     /// has been read and its task has seen that).
@@ -384,30 +443,22 @@ mod tests {
     /// closes each (a closed connection is never handed out again).
     #[tokio::test]
     async fn connections_are_reused_unless_the_peer_closes_them() {
-        for (keep_alive, connections) in [(true, 1), (false, 5)] {
+        for (keep_alive, connections) in [(Serve::H1KeepAlive, 1), (Serve::H1Close, 5)] {
             let (addr, accepted) = server(Duration::ZERO, keep_alive).await;
             one_after_another(&upstream(), addr, 5).await;
             assert_eq!(
                 accepted.load(Ordering::SeqCst),
                 connections,
-                "keep-alive {keep_alive}"
+                "{keep_alive:?}"
             );
         }
     }
 
     #[tokio::test]
     async fn concurrent_requests_get_a_connection_each_and_later_ones_reuse_them() {
-        let (addr, accepted) = server(Duration::from_millis(50), true).await;
+        let (addr, accepted) = server(Duration::from_millis(50), Serve::H1KeepAlive).await;
         let up = upstream();
-        let all = tokio::join!(
-            get(&up, addr),
-            get(&up, addr),
-            get(&up, addr),
-            get(&up, addr)
-        );
-        for r in [all.0, all.1, all.2, all.3] {
-            assert_eq!(r.unwrap(), "ok");
-        }
+        four_at_once(&up, addr).await;
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             4,
@@ -426,7 +477,7 @@ mod tests {
     /// request gets another one instead of waiting behind that body.
     #[tokio::test]
     async fn a_connection_whose_response_is_being_read_is_not_handed_out() {
-        let (addr, accepted) = server(Duration::ZERO, true).await;
+        let (addr, accepted) = server(Duration::ZERO, Serve::H1KeepAlive).await;
         let up = upstream();
         let slow = up.request(request(addr, "/slow")).await.unwrap();
         settle().await;
@@ -438,6 +489,16 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         let body = slow.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
+    }
+
+    /// A burst before the first HTTP/2 connection to a peer is up shares
+    /// the one connection the first request makes.
+    #[tokio::test]
+    async fn a_burst_shares_one_http2_connection() {
+        let (addr, accepted) = server(Duration::from_millis(20), Serve::H2).await;
+        let up = Upstream::new(Arc::default(), true);
+        four_at_once(&up, addr).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
