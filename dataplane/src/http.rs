@@ -355,39 +355,30 @@ impl TraceIds {
 /// and in B3 (`x-b3-*`). Returns the trace and span ids.
 pub fn propagate_trace(h: &mut HeaderMap) -> TraceIds {
     use http::header::Entry;
-    // Per request: one header lookup per name and one allocation (the new
-    // values are slices of one buffer).
+    // Per request: one allocation (the new values are slices of one
+    // buffer) and a lookup or two per name.
     let mut span = [0u8; 16];
     hex(fastrand::u64(1..), &mut span);
     let b3 = h.get(&B3_TRACE).map(|v| trace_id(v.as_bytes()));
-    let b3_present = b3.is_some();
-    let mut values = bytes::BytesMut::with_capacity(55 + 32 + 16);
-    let trace = match h.entry(TRACEPARENT) {
-        Entry::Occupied(mut e) => {
-            let (trace, flags) = continued(e.get().as_bytes(), b3.flatten());
-            traceparent(&mut values, &trace, &span, &flags);
-            if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
-                e.insert(v);
-            }
-            trace
+    let mut buf = bytes::BytesMut::with_capacity(55 + 32 + 16);
+    // The next value: what `parts` write into the buffer.
+    let mut value = |parts: &[&[u8]]| {
+        for p in parts {
+            buf.extend_from_slice(p);
         }
-        Entry::Vacant(e) => {
-            let (trace, flags) = continued(&[], b3.flatten());
-            traceparent(&mut values, &trace, &span, &flags);
-            if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
-                e.insert(v);
-            }
-            trace
-        }
+        HeaderValue::from_maybe_shared(buf.split().freeze()).ok()
     };
-    if !b3_present {
-        values.extend_from_slice(&trace);
-        if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
-            h.insert(B3_TRACE, v);
-        }
+    let incoming = h.get(&TRACEPARENT).map_or(&[][..], HeaderValue::as_bytes);
+    let (trace, flags) = continued(incoming, b3.flatten());
+    if let Some(v) = value(&[b"00-", &trace, b"-", &span, b"-", &flags]) {
+        h.insert(TRACEPARENT, v);
     }
-    values.extend_from_slice(&span);
-    if let Ok(v) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+    if b3.is_none()
+        && let Some(v) = value(&[&trace])
+    {
+        h.insert(B3_TRACE, v);
+    }
+    if let Some(v) = value(&[&span]) {
         match h.entry(B3_SPAN) {
             Entry::Occupied(mut e) => {
                 let parent = e.insert(v);
@@ -419,16 +410,6 @@ fn continued(traceparent: &[u8], b3: Option<[u8; 32]>) -> ([u8; 32], [u8; 2]) {
         });
         (t, *b"01")
     })
-}
-
-/// Append `00-<trace>-<span>-<flags>` to `out`.
-fn traceparent(out: &mut bytes::BytesMut, trace: &[u8; 32], span: &[u8; 16], flags: &[u8; 2]) {
-    out.extend_from_slice(b"00-");
-    out.extend_from_slice(trace);
-    out.extend_from_slice(b"-");
-    out.extend_from_slice(span);
-    out.extend_from_slice(b"-");
-    out.extend_from_slice(flags);
 }
 
 /// A response as [`send`] returns it.

@@ -982,7 +982,6 @@ fn host_only(authority: &str) -> &str {
     }
 }
 
-/// The request as the evaluator sees it.
 /// The request as the evaluator sees it, with the headers among `read` (see
 /// [`meshc_ir::eval::headers_read`]; copying the others would cost an
 /// allocation each and decide nothing).
@@ -1003,10 +1002,11 @@ fn eval_request(
         .and_then(|(_, p)| p.parse().ok())
         .or(default_port);
     let mut headers = BTreeMap::new();
-    for (k, v) in req.headers().iter().filter(|_| !read.is_empty()) {
-        if !read.contains(k.as_str()) {
-            continue;
-        }
+    for (k, v) in req
+        .headers()
+        .iter()
+        .filter(|(k, _)| read.contains(k.as_str()))
+    {
         if let Ok(v) = v.to_str() {
             headers
                 .entry(k.as_str().to_string())
