@@ -1537,24 +1537,9 @@ async fn plaintext_get(addr: SocketAddr, host: &str) -> Option<String> {
 /// trust; `None` when the handshake or the request fails.
 async fn foreign_tls_get(addr: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.subject_alt_names = vec![rcgen::SanType::URI(
-        "spiffe://cluster.local/ns/shop/sa/web".try_into().unwrap(),
-    )];
-    let leaf = leaf.signed_by(&key, &issuer).unwrap();
-    let creds = meshc_dataplane::client::Credentials {
-        certificate_pem: leaf.pem(),
-        key_pem: key.serialize_pem(),
-        not_after: 0,
-    };
     // Trusting its own CA, it will accept the server: the server must refuse it.
-    let tls = meshc_dataplane::tls::MeshTls::new(&ca_cert.pem(), &creds).unwrap();
+    let tls = meshc_dataplane::tls::MeshTls::self_issued("spiffe://cluster.local/ns/shop/sa/web")
+        .unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     let name = rustls::pki_types::ServerName::try_from("mesh.invalid").unwrap();
     let mut s = tokio_rustls::TlsConnector::from(tls.client_h1)

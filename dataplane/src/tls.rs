@@ -56,6 +56,27 @@ pub fn roots(ca_pem: &str) -> Result<RootCertStore> {
 }
 
 impl MeshTls {
+    /// Settings whose certificate, for `spiffe_id`, comes from a CA of
+    /// their own that only they trust: a peer from outside the mesh (the
+    /// tests' foreign client, a stalled upstream's caller).
+    pub fn self_issued(spiffe_id: &str) -> Result<MeshTls> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        leaf.subject_alt_names = vec![rcgen::SanType::URI(spiffe_id.try_into()?)];
+        let leaf = leaf.signed_by(&key, &issuer)?;
+        let credentials = Credentials {
+            certificate_pem: leaf.pem(),
+            key_pem: key.serialize_pem(),
+            not_after: 0,
+        };
+        MeshTls::new(&ca_cert.pem(), &credentials)
+    }
+
     /// TLS settings for `credentials`, trusting `ca_pem`.
     pub fn new(ca_pem: &str, credentials: &Credentials) -> Result<MeshTls> {
         let roots = Arc::new(roots(ca_pem)?);

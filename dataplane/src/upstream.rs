@@ -90,13 +90,20 @@ struct Pooled {
     used: Instant,
 }
 
+/// See [`Pools::connecting`].
+type Gate = Arc<tokio::sync::Mutex<Option<(Instant, String)>>>;
+
 #[derive(Default)]
 struct Pools {
     by_key: FxHashMap<(bool, Authority), Vec<Pooled>>,
     /// HTTP/2: held while a key's connection is being made, so the
     /// requests of a burst share the one it makes instead of each making
-    /// its own (hyper-util's client did the same).
-    connecting: FxHashMap<(bool, Authority), Arc<tokio::sync::Mutex<()>>>,
+    /// its own (hyper-util's client did the same). It keeps the last
+    /// failure to connect: the requests that waited for that attempt fail
+    /// with it instead of each trying again in turn (a peer that drops
+    /// connection attempts would otherwise hold the last of a burst for a
+    /// connect timeout per request ahead of it).
+    connecting: FxHashMap<(bool, Authority), Gate>,
     checkouts: u64,
 }
 
@@ -249,16 +256,31 @@ impl Upstream {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             pools.connecting.entry(key.clone()).or_default().clone()
         };
-        let _made = gate.lock().await;
+        let asked = Instant::now();
+        let mut failed = gate.lock().await;
+        if let Some((at, why)) = failed.as_ref()
+            && *at >= asked
+        {
+            let why = format!("{why} (connecting for the requests ahead of this one)");
+            return Err(SendError::Connect(why.into()));
+        }
         if !fresh && let Some(s) = self.checkout(key) {
             return Ok((s, true));
         }
-        let made = self.connect(key).await?;
-        if let Sender::H2(s) = &made {
-            // In the pool before the gate opens for the next in line.
-            self.put(key, Sender::H2(s.clone()));
+        match self.connect(key).await {
+            Ok(made) => {
+                *failed = None;
+                if let Sender::H2(s) = &made {
+                    // In the pool before the gate opens for the next in line.
+                    self.put(key, Sender::H2(s.clone()));
+                }
+                Ok((made, false))
+            }
+            Err(e) => {
+                *failed = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
         }
-        Ok((made, false))
     }
 
     /// A new connection to `key`'s address, ready for a request.
@@ -285,11 +307,22 @@ impl Upstream {
         }
     }
 
-    async fn stream(&self, (https, authority): &(bool, Authority)) -> Result<MeshStream, BoxError> {
-        let (addr, expected) = split_authority(authority.as_str())?;
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+    /// A TCP connection to `key`'s address, with the mesh TLS handshake
+    /// for `https`; both within the connect timeout (a peer that accepts
+    /// the connection and never answers the handshake does not hold a
+    /// request forever).
+    async fn stream(&self, key: &(bool, Authority)) -> Result<MeshStream, BoxError> {
+        tokio::time::timeout(self.connect_timeout, self.stream_untimed(key))
             .await
-            .map_err(|_| "connect timeout")??;
+            .map_err(|_| "connect timeout")?
+    }
+
+    async fn stream_untimed(
+        &self,
+        (https, authority): &(bool, Authority),
+    ) -> Result<MeshStream, BoxError> {
+        let (addr, expected) = split_authority(authority.as_str())?;
+        let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         if !https {
             return Ok(MeshStream::Plain(TokioIo::new(tcp)));
@@ -499,6 +532,49 @@ mod tests {
         let up = Upstream::new(Arc::default(), true);
         four_at_once(&up, addr).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A peer that accepts connections and never answers the TLS handshake
+    /// times out the connect; the requests of a burst that waited for that
+    /// one attempt fail with it instead of each trying in turn.
+    #[tokio::test]
+    async fn a_burst_waiting_on_a_failed_http2_connect_fails_with_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(tcp);
+            }
+        });
+        let tls = MeshTls::self_issued("spiffe://cluster.local/ns/shop/sa/web").unwrap();
+        let mut up = Upstream::new(Arc::new(RwLock::new(Some(tls))), true);
+        up.connect_timeout = Duration::from_millis(200);
+        let call = || {
+            let mut req = Request::new(full(Bytes::new()));
+            *req.uri_mut() = format!("https://{addr}/").parse().unwrap();
+            up.request(req)
+        };
+        let all = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(call(), call(), call(), call())
+        })
+        .await
+        .expect("the connect timeout covers the TLS handshake");
+        for r in [all.0, all.1, all.2, all.3] {
+            let e = r.unwrap_err();
+            assert!(
+                e.is_connect() && e.to_string().contains("connect timeout"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one attempt for the burst"
+        );
     }
 
     #[tokio::test]
