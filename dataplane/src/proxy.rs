@@ -1892,6 +1892,7 @@ async fn forward(
     // no connections (Linkerd does the same). Upgrades stay HTTP/1.1.
     let lift = mtls && !h2 && out.version == Version::HTTP_11 && out.upgrade.is_none();
     let h2 = h2 || lift;
+    let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let work = async {
         let mut out = out;
@@ -1939,7 +1940,7 @@ async fn forward(
             } else {
                 &state.clients().h1
             };
-            let call = client.request(req);
+            let call = client.request_within(req, connect_timeout);
             let sent = Instant::now();
             let result = match retries.per_try_timeout_ms {
                 Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call).await,

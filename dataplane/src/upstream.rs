@@ -38,6 +38,9 @@ use crate::tls::MeshTls;
 /// unbounded; Envoy's is unlimited as well, bounded by the connection pool's
 /// limits, which [`crate::balance::Cluster`] enforces before this).
 pub const MAX_PER_KEY: usize = 64;
+/// The connect timeout of [`Upstream::request`] (Istio's default
+/// `connectTimeout`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection unused this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Every this many checkouts, every key's closed and expired connections go.
@@ -112,7 +115,6 @@ struct Pools {
 pub struct Upstream {
     tls: Arc<RwLock<Option<MeshTls>>>,
     h2: bool,
-    connect_timeout: Duration,
     pools: Mutex<Pools>,
 }
 
@@ -122,16 +124,23 @@ impl Upstream {
         Upstream {
             tls,
             h2,
-            connect_timeout: Duration::from_secs(10),
             pools: Mutex::default(),
         }
     }
 
     /// Send `req` (its URI absolute: the scheme and authority choose the
-    /// upstream) and wait for the response head.
-    pub async fn request(
+    /// upstream) and wait for the response head; a new connection gets the
+    /// default connect timeout (10 s, Istio's).
+    pub async fn request(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+        self.request_within(req, CONNECT_TIMEOUT).await
+    }
+
+    /// [`Upstream::request`], a new connection (TCP and mesh TLS) getting
+    /// `connect_timeout` (the destination's `connectTimeout`).
+    pub async fn request_within(
         &self,
         mut req: Request<ProxyBody>,
+        connect_timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
         let https = req.uri().scheme() == Some(&Scheme::HTTPS);
         let Some(authority) = req.uri().authority().cloned() else {
@@ -166,7 +175,7 @@ impl Upstream {
                 Some(s) => (s, true),
                 // Boxed: the connect and TLS handshake state is large and
                 // rarely needed, and every request's future would carry it.
-                None => Box::pin(self.connect_or_share(&key, fresh)).await?,
+                None => Box::pin(self.connect_or_share(&key, fresh, connect_timeout)).await?,
             };
             let sent = match sender {
                 Sender::H1(mut s) => {
@@ -248,9 +257,10 @@ impl Upstream {
         &self,
         key: &(bool, Authority),
         fresh: bool,
+        timeout: Duration,
     ) -> Result<(Sender, bool), SendError> {
         if !self.h2 {
-            return Ok((self.connect(key).await?, false));
+            return Ok((self.connect(key, timeout).await?, false));
         }
         let gate = {
             let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
@@ -267,7 +277,7 @@ impl Upstream {
         if !fresh && let Some(s) = self.checkout(key) {
             return Ok((s, true));
         }
-        match self.connect(key).await {
+        match self.connect(key, timeout).await {
             Ok(made) => {
                 *failed = None;
                 if let Sender::H2(s) = &made {
@@ -284,8 +294,15 @@ impl Upstream {
     }
 
     /// A new connection to `key`'s address, ready for a request.
-    async fn connect(&self, key: &(bool, Authority)) -> Result<Sender, SendError> {
-        let stream = self.stream(key).await.map_err(SendError::Connect)?;
+    async fn connect(
+        &self,
+        key: &(bool, Authority),
+        timeout: Duration,
+    ) -> Result<Sender, SendError> {
+        let stream = self
+            .stream(key, timeout)
+            .await
+            .map_err(SendError::Connect)?;
         if self.h2 {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(stream)
@@ -311,8 +328,12 @@ impl Upstream {
     /// for `https`; both within the connect timeout (a peer that accepts
     /// the connection and never answers the handshake does not hold a
     /// request forever).
-    async fn stream(&self, key: &(bool, Authority)) -> Result<MeshStream, BoxError> {
-        tokio::time::timeout(self.connect_timeout, self.stream_untimed(key))
+    async fn stream(
+        &self,
+        key: &(bool, Authority),
+        timeout: Duration,
+    ) -> Result<MeshStream, BoxError> {
+        tokio::time::timeout(timeout, self.stream_untimed(key))
             .await
             .map_err(|_| "connect timeout")?
     }
@@ -551,12 +572,11 @@ mod tests {
             }
         });
         let tls = MeshTls::self_issued("spiffe://cluster.local/ns/shop/sa/web").unwrap();
-        let mut up = Upstream::new(Arc::new(RwLock::new(Some(tls))), true);
-        up.connect_timeout = Duration::from_millis(200);
+        let up = Upstream::new(Arc::new(RwLock::new(Some(tls))), true);
         let call = || {
             let mut req = Request::new(full(Bytes::new()));
             *req.uri_mut() = format!("https://{addr}/").parse().unwrap();
-            up.request(req)
+            up.request_within(req, Duration::from_millis(200))
         };
         let all = tokio::time::timeout(Duration::from_secs(10), async {
             tokio::join!(call(), call(), call(), call())
