@@ -16,7 +16,7 @@ use meshc_ir::{LoadBalancer, OutlierDetection, PortPolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Which upstream a cluster is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy)]
 pub struct ClusterKey<'a> {
     /// Fully qualified host.
     pub host: &'a str,

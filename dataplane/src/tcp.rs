@@ -281,7 +281,11 @@ where
             .inc();
         return ended("overflow");
     };
-    let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(ep.addr)).await;
+    // The connect timeout covers the mesh TLS handshake too, as for HTTP
+    // (`upstream::Upstream`): a peer that accepts and never answers the
+    // handshake does not hold the connection.
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    let connected = tokio::time::timeout_at(deadline, TcpStream::connect(ep.addr)).await;
     let outcome = match &connected {
         Ok(Ok(_)) => Outcome::Status(200),
         _ => Outcome::Failed,
@@ -301,7 +305,11 @@ where
         return ended("no_certificate");
     };
     let addr = ep.addr.to_string();
-    match mesh_handshake(tls.client_tcp, tcp, &addr, ep.identity.as_deref()).await {
+    let handshake = mesh_handshake(tls.client_tcp, tcp, &addr, ep.identity.as_deref());
+    let handshake = tokio::time::timeout_at(deadline, handshake)
+        .await
+        .unwrap_or_else(|_| Err("handshake timeout".into()));
+    match handshake {
         Ok(stream) => {
             splice(state, direction, &dest.host, client, stream).await;
             ended("ok")
