@@ -18,7 +18,7 @@
 //!
 //! Run: `cargo bench --bench proxy_load` (`MESHC_BENCH_RPS`, default 2000;
 //! `MESHC_BENCH_SECONDS`, default 10; `MESHC_BENCH_ROUNDS` of the maximum
-//! throughput, default 3; `MESHC_BENCH_ONLY=throughput` for that alone;
+//! throughput, default 3; `MESHC_BENCH_ONLY=throughput` or `memory` for that part alone;
 //! `MESHC_BENCH_PROXY`, another build of `meshc-proxy` to measure). The
 //! figures are printed, not asserted. `benches/callgrind_proxy.sh` runs it
 //! with the one-hop proxy under callgrind for instructions per request.
@@ -438,6 +438,21 @@ async fn wait_ready(client: &Clients, admin: SocketAddr, endpoints: usize) {
     }
 }
 
+/// Start `meshc echo` answering as `service`'s `version`.
+fn echo(procs: &mut Procs, service: &str, version: &str) -> SocketAddr {
+    let addr = loopback(free_port());
+    procs.spawn(&[
+        s("echo"),
+        s("--listen"),
+        s(addr),
+        s("--service"),
+        s(service),
+        s("--version"),
+        s(version),
+    ]);
+    addr
+}
+
 fn start_serve(procs: &mut Procs, repo: &Path, data: &Path) -> (u16, u32) {
     let (grpc, api) = (free_port(), free_port());
     let pid = procs.spawn(&[
@@ -549,19 +564,42 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let only_throughput = std::env::var("MESHC_BENCH_ONLY").is_ok_and(|v| v == "throughput");
+    let only = std::env::var("MESHC_BENCH_ONLY").unwrap_or_default();
     // `cargo bench` passes `--bench`; nothing else is expected.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(rate, secs, rounds, only_throughput));
+    runtime.block_on(async {
+        let work = tempfile::tempdir().unwrap();
+        let client = Clients::new(Default::default());
+        if only != "memory" {
+            run(
+                work.path(),
+                &client,
+                rate,
+                secs,
+                rounds,
+                only == "throughput",
+            )
+            .await;
+        }
+        if only != "throughput" {
+            big_ir(work.path(), &client).await;
+        }
+    });
 }
 
-async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
-    let work = tempfile::tempdir().unwrap();
-    let repo_dir = work.path().join("repo");
+async fn run(
+    work: &Path,
+    client: &Clients,
+    rate: u64,
+    secs: u64,
+    rounds: usize,
+    only_throughput: bool,
+) {
+    let repo_dir = work.join("repo");
     std::fs::create_dir_all(&repo_dir).unwrap();
     let repo = Repository::init(&repo_dir).unwrap();
     repo.set_head("refs/heads/main").unwrap();
@@ -572,29 +610,16 @@ async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
         + &deployment("ratings-v1", "ratings", "v1");
     std::fs::write(repo_dir.join("policy.yaml"), policy).unwrap();
     commit_all(&repo, "bench");
-    let data = work.path().join("data");
+    let data = work.join("data");
     let mut procs = Procs::default();
     let (grpc, _) = start_serve(&mut procs, &repo_dir, &data);
 
-    let echo = |procs: &mut Procs, service: &str, version: &str| {
-        let addr = loopback(free_port());
-        procs.spawn(&[
-            s("echo"),
-            s("--listen"),
-            s(addr),
-            s("--service"),
-            s(service),
-            s("--version"),
-            s(version),
-        ]);
-        addr
-    };
     let reviews_v1 = echo(&mut procs, "reviews", "v1");
     let reviews_v2 = echo(&mut procs, "reviews", "v2");
     let ratings = echo(&mut procs, "ratings", "v1");
     let web_app = echo(&mut procs, "web", "v1");
     // The one-hop proxy reaches reviews directly (static endpoints, TLS off).
-    let endpoints = work.path().join("endpoints.json");
+    let endpoints = work.join("endpoints.json");
     std::fs::write(
         &endpoints,
         serde_json::json!({"shop/reviews-v1": [reviews_v1], "shop/reviews-v2": [reviews_v2]})
@@ -627,13 +652,12 @@ async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
         ratings,
         None,
     );
-    let client = Clients::new(Default::default());
     wait_ready(&client, a.admin, 4).await;
     wait_ready(&client, whole.admin, 4).await;
     wait_ready(&client, b.admin, 2).await;
     let _ = b.inbound;
 
-    let nginx = start_nginx(work.path(), reviews_v1, reviews_v2, "auto");
+    let nginx = start_nginx(work, reviews_v1, reviews_v2, "auto");
     // `MESHC_BENCH_ONLY=throughput`: the maximum throughput alone.
     if !only_throughput {
         println!(
@@ -734,7 +758,7 @@ async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
     // figure moves by a quarter from one run to the next.
     let wide = web(&mut procs, ProxyExe::Sidecar(2));
     wait_ready(&client, wide.admin, 4).await;
-    let nginx_one = start_nginx(work.path(), reviews_v1, reviews_v2, "1");
+    let nginx_one = start_nginx(work, reviews_v1, reviews_v2, "1");
     let nginx_skipped = match (&nginx_one, &nginx) {
         (Err(why), _) | (_, Err(why)) => Some(why.clone()),
         _ => None,
@@ -771,13 +795,12 @@ async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
         ),
         Some(why) => println!("nginx comparison skipped: {why}"),
     }
-    if only_throughput {
-        return;
-    }
+}
 
-    // A proxy with the 1,000-service IR (every host in its scope).
-    drop(procs);
-    let big = work.path().join("big");
+/// A proxy with the 1,000-service IR (every host in its scope): its
+/// resident memory once ready, and after the periodic trim.
+async fn big_ir(work: &Path, client: &Clients) {
+    let big = work.join("big");
     std::fs::create_dir_all(&big).unwrap();
     let big_repo = Repository::init(&big).unwrap();
     big_repo.set_head("refs/heads/main").unwrap();
@@ -788,7 +811,7 @@ async fn run(rate: u64, secs: u64, rounds: usize, only_throughput: bool) {
     }
     commit_all(&big_repo, "1,000 services");
     let mut procs = Procs::default();
-    let big_data = work.path().join("big-data");
+    let big_data = work.join("big-data");
     let (grpc, _) = start_serve(&mut procs, &big, &big_data);
     let app = echo(&mut procs, "svc-00000", "v1");
     let p = start_proxy(

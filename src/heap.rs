@@ -4,6 +4,8 @@
 //! The sidecar binary includes this file as its own module; it has no use
 //! for the rest of `memory.rs` (mimalloc, for the short-lived commands).
 
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::Duration;
 
 /// How often the heap is trimmed.
@@ -41,16 +43,33 @@ mod glibc {
     pub fn trim() {}
 }
 
+/// The trimming thread, once started, for [`trim_soon`] to wake.
+static TRIMMER: OnceLock<Thread> = OnceLock::new();
+
 /// Cap the allocator's arenas and trim the heap periodically, for the rest
 /// of the process's life. Call first thing, before threads start.
 pub fn long_running() {
     glibc::limit_arenas(2);
-    let _ = std::thread::Builder::new()
+    if let Ok(handle) = std::thread::Builder::new()
         .name("meshc-trim".into())
         .spawn(|| {
             loop {
-                std::thread::sleep(TRIM_EVERY);
+                // Woken early by `trim_soon`; a spurious wake-up only trims
+                // once more.
+                std::thread::park_timeout(TRIM_EVERY);
                 glibc::trim();
             }
-        });
+        })
+    {
+        let _ = TRIMMER.set(handle.thread().clone());
+    }
+}
+
+/// Trim now rather than at the next tick, on the trimming thread (never the
+/// caller's): after a config swap, which frees the decoded update and the
+/// config it replaced all at once. A no-op before [`long_running`].
+pub fn trim_soon() {
+    if let Some(t) = TRIMMER.get() {
+        t.unpark();
+    }
 }

@@ -205,6 +205,7 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Proxy(_) | Command::Up(_)
     ) {
         heap::long_running();
+        meshc_dataplane::client::after_apply(heap::trim_soon);
     } else {
         memory::short_lived();
     }

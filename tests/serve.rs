@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,9 @@ struct Proxy {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How many times the distribution client ran its after-apply hook.
+static AFTER_APPLY: AtomicUsize = AtomicUsize::new(0);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_push_and_restarted_every_proxy_converges_on_whole_configs() {
     let work = tempfile::tempdir().unwrap();
@@ -111,6 +115,9 @@ async fn killed_mid_push_and_restarted_every_proxy_converges_on_whole_configs() 
         }
     }
     let c1 = commit_all(&repo, "bookinfo");
+    client::after_apply(|| {
+        AFTER_APPLY.fetch_add(1, Ordering::Relaxed);
+    });
     let data = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_port(), free_port());
     let mut server = start(work.path(), data.path(), grpc, http);
@@ -222,9 +229,11 @@ async fn killed_mid_push_and_restarted_every_proxy_converges_on_whole_configs() 
                 .map(|(w, _)| ir.scope(&format!("bookinfo/{w}")).unwrap())
         })
         .collect();
+    let mut seen_counts = Vec::new();
     for p in &proxies {
         let seen = p.seen.lock().unwrap();
         assert!(!seen.is_empty());
+        seen_counts.push(seen.len());
         for ir in seen.iter() {
             assert!(
                 scopes.contains(ir),
@@ -240,6 +249,10 @@ async fn killed_mid_push_and_restarted_every_proxy_converges_on_whole_configs() 
         let _ = p.stop.send(true);
         let _ = p.task.await;
     }
+    // The hook (the binary's heap trim) ran once per config applied, and
+    // only then: every config checked here was applied.
+    let checked: usize = seen_counts.iter().sum();
+    assert_eq!(AFTER_APPLY.load(Ordering::Relaxed), checked);
     // Graceful shutdown on SIGTERM.
     let pid = server.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -1,7 +1,7 @@
 //! The distribution client.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -171,6 +171,17 @@ pub async fn connect(config: &Config, credentials: &Credentials) -> Result<Chann
         .with_context(|| format!("connecting to {}", config.endpoint))
 }
 
+/// What the process runs after each config it applies: see [`after_apply`].
+static AFTER_APPLY: OnceLock<fn()> = OnceLock::new();
+
+/// Have `hook` run after each config is applied, once the update it came in
+/// and the config it replaced are dropped (the binary trims its heap then:
+/// decoding a large update makes a transient peak the allocator keeps). Set
+/// once per process; later calls are ignored.
+pub fn after_apply(hook: fn()) {
+    let _ = AFTER_APPLY.set(hook);
+}
+
 /// Subscribe once over `channel` until the stream ends. Starts from what
 /// `out` holds (so nothing it has is sent again), verifies each response,
 /// runs `check`, publishes applied configs to `out` and ACKs; NACKs otherwise.
@@ -225,6 +236,7 @@ pub async fn subscribe(
         }
         let current = out.borrow().clone();
         let outcome = apply(current.as_deref(), &response).and_then(|a| check(&a.ir).map(|()| a));
+        let applied = outcome.is_ok();
         let reply = match outcome {
             Ok(applied) => {
                 tracing::info!(
@@ -242,13 +254,20 @@ pub async fn subscribe(
             Err(message) => {
                 tracing::warn!(version = response.version, %message, "config refused; keeping the last good one");
                 DiscoveryRequest {
-                    version: current.map(|a| a.version.clone()).unwrap_or_default(),
+                    version: current
+                        .as_ref()
+                        .map(|a| a.version.clone())
+                        .unwrap_or_default(),
                     response_nonce: response.nonce.clone(),
                     error: Some(ErrorDetail { message }),
                     ..Default::default()
                 }
             }
         };
+        drop((response, current));
+        if applied && let Some(hook) = AFTER_APPLY.get() {
+            hook();
+        }
         if tx.send(reply).await.is_err() {
             break;
         }

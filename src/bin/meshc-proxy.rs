@@ -30,5 +30,6 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     heap::long_running();
+    meshc_dataplane::client::after_apply(heap::trim_soon);
     exit_code(run_proxy(cli.args))
 }
