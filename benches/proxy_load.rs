@@ -248,16 +248,21 @@ fn s(v: impl ToString) -> String {
 
 /// CPU seconds (user + system) a process has used.
 fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// CPU seconds a process has used in user space and in the kernel.
+fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ is 100 on Linux
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
-/// Resident memory in MB.
 /// A field of `/proc/PID/status`, in MB.
 fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -763,29 +768,62 @@ async fn run(
         (Err(why), _) | (_, Err(why)) => Some(why.clone()),
         _ => None,
     };
+    // Each path, and the processes whose CPU it costs beside the echo
+    // application's (none for the direct one).
     let mut paths = vec![
-        ("direct", reviews_v1),
-        ("meshc-proxy, one thread", a.outbound),
-        ("meshc-proxy --threads 2", wide.outbound),
+        ("direct", reviews_v1, vec![]),
+        ("meshc-proxy, one thread", a.outbound, vec![a.pid]),
+        ("meshc-proxy --threads 2", wide.outbound, vec![wide.pid]),
     ];
     if let (Ok(n1), Ok(n2)) = (&nginx_one, &nginx) {
         paths.extend([
-            ("nginx, one worker", n1.addr),
-            ("nginx, two workers", n2.addr),
+            ("nginx, one worker", n1.addr, n1.pids()),
+            ("nginx, two workers", n2.addr, n2.pids()),
         ]);
     }
     let mut max: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    // CPU per request, in microseconds (user, system): the path's own
+    // processes.
+    let mut cost: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
     for _ in 0..rounds {
-        for (i, (_, addr)) in paths.iter().enumerate() {
-            max[i].push(closed_loop(&client, *addr, "reviews:9080", 32, 5).await);
+        for (i, (_, addr, pids)) in paths.iter().enumerate() {
+            let cpu = || {
+                pids.iter()
+                    .map(|p| cpu_split(*p))
+                    .fold((0.0, 0.0), |(u, s), (pu, ps)| (u + pu, s + ps))
+            };
+            let (before, started) = (cpu(), Instant::now());
+            let rps = closed_loop(client, *addr, "reviews:9080", 32, 5).await;
+            let requests = rps * started.elapsed().as_secs_f64();
+            let after = cpu();
+            max[i].push(rps);
+            let per = |a: f64, b: f64| 1e6 * (a - b) / requests.max(1.0);
+            cost[i].push((per(after.0, before.0), per(after.1, before.1)));
         }
     }
     drop((nginx, nginx_one));
-    println!("\nmaximum throughput (32 in flight, 5 s, median of {rounds} rounds), requests/s:");
+    println!(
+        "\nmaximum throughput (32 in flight, 5 s, median of {rounds} rounds), requests/s, and the path's own CPU per request:"
+    );
     let medians: Vec<f64> = max.iter_mut().map(|m| median(m)).collect();
-    for (i, (name, _)) in paths.iter().enumerate() {
+    for (i, (name, _, pids)) in paths.iter().enumerate() {
         let all: Vec<String> = max[i].iter().map(|v| format!("{v:.0}")).collect();
-        println!("  {name:<26} {:>7.0}   ({})", medians[i], all.join(", "));
+        let us = if pids.is_empty() {
+            String::new()
+        } else {
+            let mut total: Vec<f64> = cost[i].iter().map(|(u, s)| u + s).collect();
+            let mut user: Vec<f64> = cost[i].iter().map(|(u, _)| *u).collect();
+            format!(
+                "{:>5.1} µs/request ({:.1} user)",
+                median(&mut total),
+                median(&mut user)
+            )
+        };
+        println!(
+            "  {name:<26} {:>7.0}   {us}   ({})",
+            medians[i],
+            all.join(", ")
+        );
     }
     match nginx_skipped {
         None => println!(
