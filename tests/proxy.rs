@@ -1521,6 +1521,133 @@ async fn opaque_tcp_is_split_routed_by_sni_authorized_and_spliced_over_mtls() {
     );
 }
 
+const STALLED_POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: db, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-postgres, port: 5432}]
+---
+DEPLOYMENTS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec:
+  host: db
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool: {tcp: {connectTimeout: 300ms}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+"#;
+
+/// An endpoint that takes the TCP connection and never answers the mesh
+/// TLS handshake holds an opaque stream only for the destination's connect
+/// timeout: the timeout covers the handshake, the client's connection is
+/// closed, and the stream is counted as a failed handshake. The endpoint
+/// beside it keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_tcp_peer_is_given_up_after_the_connect_timeout() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let repo = Repository::init(&repo_dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    const WORKLOADS: &[Workload] = &[("web-v1", "web", "v1", "web"), ("db-v1", "db", "v1", "db")];
+    std::fs::write(
+        repo_dir.join("policy.yaml"),
+        policy(STALLED_POLICY, WORKLOADS),
+    )
+    .unwrap();
+    commit_all(&repo, "tcp policy, 300 ms connect timeout");
+    // Accepted by the kernel (the backlog), never read from or written to.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        work.path().join("endpoints.json"),
+        serde_json::json!({"shop/db-v1": [stalled.local_addr().unwrap().to_string()]}).to_string(),
+    )
+    .unwrap();
+    let extra: Extra = |name, work| {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        match name {
+            "db-v1" => (s(&["--tcp"]), s(&["--app-protocol", "tcp"])),
+            _ => (
+                vec![],
+                vec![
+                    "--tcp-upstream".into(),
+                    "127.0.0.1:0=db:5432".into(),
+                    "--endpoints-file".into(),
+                    work.join("endpoints.json").display().to_string(),
+                ],
+            ),
+        }
+    };
+    let mesh = start(work.path(), &repo_dir, WORKLOADS, extra).await;
+    let web = mesh.nodes["web-v1"].tcp[0];
+
+    // Round robin over the two endpoints of db-v1: the real one answers,
+    // the stalled one is given up on.
+    let (mut served, mut closed) = (0, 0);
+    for i in 0..8 {
+        let started = Instant::now();
+        match tcp_exchange(web, format!("ping {i}\n").as_bytes()).await {
+            Some(banner) => {
+                assert_eq!(banner, "db v1");
+                served += 1;
+            }
+            None => {
+                let took = started.elapsed();
+                assert!(
+                    took < Duration::from_secs(3),
+                    "the stalled handshake held the connection for {took:?}"
+                );
+                closed += 1;
+            }
+        }
+    }
+    assert_eq!((served, closed), (4, 4), "round robin over both endpoints");
+    const FAILED: &[(&str, &str)] = &[("direction", "outbound"), ("outcome", "handshake_failed")];
+    eventually("the failed handshakes counted", &mesh, || async {
+        sum(
+            &metrics(&mesh, "web-v1").await,
+            "meshc_proxy_tcp_streams_total",
+            FAILED,
+        ) >= 4.0
+    })
+    .await;
+    assert_eq!(
+        sum(
+            &metrics(&mesh, "web-v1").await,
+            "meshc_proxy_tcp_streams_total",
+            FAILED
+        ),
+        4.0
+    );
+    drop(stalled);
+}
+
 /// A plaintext HTTP/1.1 GET of `host` on a connection of its own; `None`
 /// when the connection closes first.
 async fn plaintext_get(addr: SocketAddr, host: &str) -> Option<String> {
