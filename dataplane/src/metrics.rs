@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::proxy::PerWorker;
+
 /// Label pairs.
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -78,8 +80,8 @@ pub struct Metrics {
     pub config: Family<Labels, Gauge>,
     /// Configs applied.
     pub config_updates: Counter,
-    /// [`Handles`] by a hash of their labels.
-    cache: std::sync::Mutex<rustc_hash::FxHashMap<u64, std::sync::Arc<Handles>>>,
+    /// [`Handles`] by a hash of their labels, one cache per worker thread.
+    cache: PerWorker<std::sync::Mutex<rustc_hash::FxHashMap<u64, std::sync::Arc<Handles>>>>,
 }
 
 fn size_buckets() -> Histogram {
@@ -92,6 +94,13 @@ fn duration_buckets() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(1)
+    }
+}
+
+impl Metrics {
+    /// The metrics of a proxy with `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
         let mut registry = Registry::with_prefix("meshc_proxy");
         let m = Metrics {
             registry: Registry::default(),
@@ -112,7 +121,7 @@ impl Default for Metrics {
             tcp_bytes: Family::default(),
             config: Family::default(),
             config_updates: Counter::default(),
-            cache: Default::default(),
+            cache: PerWorker::new(workers, |_| Default::default()),
         };
         let r = &mut registry;
         r.register("requests", "HTTP requests", m.requests.clone());
@@ -224,7 +233,7 @@ impl Metrics {
         }
         hasher.write_u16(code);
         let key = hasher.finish();
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.get().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = cache.get(&key)
             && h.code == code
             && h.parts.iter().zip(parts).all(|(a, b)| a == b)

@@ -208,15 +208,38 @@ pub(crate) struct State {
     pub(crate) tls: Arc<RwLock<Option<MeshTls>>>,
     pub(crate) clusters: Clusters,
     /// One set of upstream clients (and so of connection pools) per worker
-    /// thread, indexed by [`WORKER`].
-    clients: Vec<Clients>,
+    /// thread.
+    clients: PerWorker<Clients>,
     pub(crate) metrics: Metrics,
     access_log: f64,
     gateway_tls: crate::gateway_tls::GatewayCredentials,
     /// This workload as a caller under the config in force, made once per
-    /// config (the config is held so the comparison cannot be fooled by a
-    /// reused address).
-    me: Mutex<Option<(Arc<Applied>, Arc<Peer>)>>,
+    /// config and worker (the config is held so the comparison cannot be
+    /// fooled by a reused address).
+    me: PerWorker<Mutex<Option<(Arc<Applied>, Arc<Peer>)>>>,
+}
+
+/// One `T` per worker thread, each on cache lines of its own: what every
+/// request writes (a lock, a reference count) stays with its thread
+/// instead of moving between cores with each request.
+pub(crate) struct PerWorker<T>(Box<[Padded<T>]>);
+
+/// A value aligned to two cache lines (the adjacent-line prefetcher pairs
+/// them), so that its neighbours' writes do not touch it.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> PerWorker<T> {
+    /// `workers` values (at least one), made by `make`.
+    pub(crate) fn new(workers: usize, make: impl FnMut(usize) -> T) -> Self {
+        let mut make = make;
+        PerWorker((0..workers.max(1)).map(|i| Padded(make(i))).collect())
+    }
+
+    /// The value of the worker thread this runs on.
+    pub(crate) fn get(&self) -> &T {
+        &self.0[worker() % self.0.len()].0
+    }
 }
 
 thread_local! {
@@ -233,7 +256,7 @@ pub(crate) fn worker() -> usize {
 impl State {
     /// The upstream clients of the worker thread this runs on.
     fn clients(&self) -> &Clients {
-        &self.clients[worker() % self.clients.len()]
+        self.clients.get()
     }
 
     pub(crate) fn current(&self) -> Option<Arc<Applied>> {
@@ -251,7 +274,7 @@ impl State {
     /// This workload as a caller under `applied`, for routing's source
     /// matches: its namespace and its labels in that config.
     pub(crate) fn me(&self, applied: &Arc<Applied>) -> Arc<Peer> {
-        let mut cache = self.me.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.me.get().lock().unwrap_or_else(|e| e.into_inner());
         if let Some((a, me)) = cache.as_ref()
             && Arc::ptr_eq(a, applied)
         {
@@ -433,15 +456,15 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
             identities: BTreeMap::new(),
         })),
         static_endpoints,
-        clients: (0..threads).map(|_| Clients::new(tls.clone())).collect(),
+        clients: PerWorker::new(threads, |_| Clients::new(tls.clone())),
         tls,
         clusters: Clusters::default(),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(threads),
         access_log: settings.access_log,
         gateway_tls: crate::gateway_tls::GatewayCredentials::new(
             settings.gateway_credentials.clone(),
         ),
-        me: Mutex::new(None),
+        me: PerWorker::new(threads, |_| Mutex::new(None)),
     });
     let workload = settings.workload.clone();
     let check: Check = Arc::new(move |ir: &Ir| {
