@@ -257,7 +257,7 @@ fn check(ir: &Ir, case: &TestCase, o: &mut Outcome) {
         port: rq.port,
         method: rq.method.clone().unwrap_or_else(|| "GET".into()),
         path: rq.path.clone().unwrap_or_else(|| "/".into()),
-        scheme: rq.scheme.clone().unwrap_or_else(|| "http".into()),
+        scheme: rq.scheme.clone().map_or("http".into(), Into::into),
         headers: rq
             .headers
             .iter()

@@ -1043,12 +1043,13 @@ fn eval_request(
     eval::Request {
         host: authority,
         port,
-        method: req.method().to_string(),
+        // `as_str`, not `to_string`: no formatting machinery per request.
+        method: req.method().as_str().to_owned(),
         path: req
             .uri()
             .path_and_query()
-            .map_or("/".to_string(), |p| p.to_string()),
-        scheme: "http".to_string(),
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        scheme: "http".into(),
         headers,
         gateway: None,
     }
@@ -1519,7 +1520,7 @@ fn record(
     state: &Arc<State>,
     rec: Recorded,
     start: Instant,
-    mut resp: Response<ProxyBody>,
+    resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let code = resp.status().as_u16();
     let handles = state.metrics.handles(
@@ -1570,9 +1571,7 @@ fn record(
             );
         }
     };
-    let body = std::mem::replace(resp.body_mut(), full(Bytes::new()));
-    *resp.body_mut() = Observed::new(body, grpc, done).boxed();
-    resp
+    resp.map(|body| Observed::new(body, grpc, done).boxed())
 }
 
 /// A request from the application, or from a client of the gateway when

@@ -25,7 +25,7 @@ pub struct Request {
     /// Path, possibly with a `?query`.
     pub path: String,
     /// `http` or `https`.
-    pub scheme: String,
+    pub scheme: std::borrow::Cow<'static, str>,
     /// Headers, names in lower case.
     pub headers: BTreeMap<String, String>,
     /// The gateway (`namespace/name`) the request enters through, if any.
