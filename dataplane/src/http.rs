@@ -362,11 +362,17 @@ pub fn propagate_trace(h: &mut HeaderMap) -> TraceIds {
     let b3 = h.get(&B3_TRACE).map(|v| trace_id(v.as_bytes()));
     let mut buf = bytes::BytesMut::with_capacity(55 + 32 + 16);
     // The next value: what `parts` write into the buffer.
+    // Every value is new per request: marked sensitive, HTTP/2's HPACK
+    // sends them as never-indexed literals instead of inserting each into
+    // the connection's table, where they would evict the headers that do
+    // repeat (and cost a search of the table per header first).
     let mut value = |parts: &[&[u8]]| {
         for p in parts {
             buf.extend_from_slice(p);
         }
-        HeaderValue::from_maybe_shared(buf.split().freeze()).ok()
+        let mut v = HeaderValue::from_maybe_shared(buf.split().freeze()).ok()?;
+        v.set_sensitive(true);
+        Some(v)
     };
     let incoming = h.get(&TRACEPARENT).map_or(&[][..], HeaderValue::as_bytes);
     let (trace, flags) = continued(incoming, b3.flatten());
@@ -381,7 +387,8 @@ pub fn propagate_trace(h: &mut HeaderMap) -> TraceIds {
     if let Some(v) = value(&[&span]) {
         match h.entry(B3_SPAN) {
             Entry::Occupied(mut e) => {
-                let parent = e.insert(v);
+                let mut parent = e.insert(v);
+                parent.set_sensitive(true);
                 h.insert(B3_PARENT, parent);
             }
             Entry::Vacant(e) => {
@@ -505,6 +512,16 @@ mod tests {
         assert_ne!(span2, span, "with a new span");
         assert_eq!(h["x-b3-parentspanid"].to_str().unwrap(), span);
         assert_eq!(h["x-b3-spanid"].to_str().unwrap(), span2);
+        // Values new per request stay out of HTTP/2's header table.
+        for name in [
+            "traceparent",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+        ] {
+            assert!(h[name].is_sensitive(), "{name} is indexed");
+        }
+        assert!(!h["x-b3-sampled"].is_sensitive());
     }
 
     #[test]
