@@ -1648,6 +1648,110 @@ async fn a_stalled_tcp_peer_is_given_up_after_the_connect_timeout() {
     drop(stalled);
 }
 
+const UPGRADE_POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain, namespace: shop}
+spec:
+  selector: {app: plain}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lifted, namespace: shop}
+spec:
+  selector: {app: lifted}
+  ports: [{name: http, port: 9080}]
+---
+DEPLOYMENTS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: plain, namespace: shop}
+spec:
+  host: plain
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+"#;
+
+/// HTTP/1.1 requests ride one multiplexed HTTP/2 connection between
+/// proxies by default, and their own HTTP/1.1 connections (over mTLS all
+/// the same) to a host whose DestinationRule says `DO_NOT_UPGRADE`: six
+/// overlapping requests open one connection to the peer in the first case
+/// and six in the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let repo = Repository::init(&repo_dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    const WORKLOADS: &[Workload] = &[
+        ("web-v1", "web", "v1", "web"),
+        ("plain-v1", "plain", "v1", "default"),
+        ("lifted-v1", "lifted", "v1", "default"),
+    ];
+    std::fs::write(
+        repo_dir.join("policy.yaml"),
+        policy(UPGRADE_POLICY, WORKLOADS),
+    )
+    .unwrap();
+    commit_all(&repo, "h2UpgradePolicy");
+    let mesh = start(work.path(), &repo_dir, WORKLOADS, |_, _| (vec![], vec![])).await;
+    const INBOUND: &[(&str, &str)] = &[("direction", "inbound")];
+    for (host, at) in [("plain", "plain-v1"), ("lifted", "lifted-v1")] {
+        let before = sum(
+            &metrics(&mesh, at).await,
+            "meshc_proxy_tcp_connections_total",
+            INBOUND,
+        );
+        let answers = at_once(&mesh, "web-v1", host, 6, "300").await;
+        for a in &answers {
+            assert_eq!(a.status, 200, "{host}: {a:?}");
+            assert_eq!(version(a), "v1");
+        }
+        let opened = sum(
+            &metrics(&mesh, at).await,
+            "meshc_proxy_tcp_connections_total",
+            INBOUND,
+        ) - before;
+        // Every request rode mTLS either way (the peer is STRICT).
+        let m = metrics(&mesh, at).await;
+        assert_eq!(
+            sum(&m, "meshc_proxy_tcp_connections_refused_total", &[]),
+            0.0
+        );
+        match host {
+            "plain" => assert!(
+                opened >= 6.0,
+                "{opened} connections for 6 HTTP/1.1 requests"
+            ),
+            _ => assert!(
+                opened <= 1.0,
+                "{opened} connections for 6 multiplexed requests"
+            ),
+        }
+    }
+}
+
 /// A plaintext HTTP/1.1 GET of `host` on a connection of its own; `None`
 /// when the connection closes first.
 async fn plaintext_get(addr: SocketAddr, host: &str) -> Option<String> {

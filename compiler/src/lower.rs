@@ -31,9 +31,9 @@ use rayon::prelude::*;
 use crate::analysis::{Context, HostEntry, Resource, Selection, gateway_key, selects};
 use crate::model::{
     AuthorizationAction, AuthorizationPolicySpec, ClientTlsMode, ClientTlsSettings,
-    ConnectionPoolSettings, Destination, HttpMatchRequest, HttpRoute, LoadBalancerSettings, Map,
-    MutualTlsMode, OutlierDetection, SimpleLb, Spec, StringMatch, TrafficPolicy,
-    VirtualServiceSpec,
+    ConnectionPoolSettings, Destination, DestinationRuleHttpH2UpgradePolicy, HttpMatchRequest,
+    HttpRoute, LoadBalancerSettings, Map, MutualTlsMode, OutlierDetection, SimpleLb, Spec,
+    StringMatch, TrafficPolicy, VirtualServiceSpec,
 };
 use crate::mtls::MtlsView;
 use crate::rules::resilience::duration_secs;
@@ -1540,6 +1540,11 @@ fn pool(base: &ir::ConnectionPool, p: Option<&ConnectionPoolSettings>) -> ir::Co
             base.max_requests_per_connection,
         ),
         max_retries: limit(http.and_then(|h| h.max_retries), base.max_retries),
+        h2_upgrade: match http.and_then(|h| h.h2_upgrade_policy) {
+            Some(DestinationRuleHttpH2UpgradePolicy::DoNotUpgrade) => false,
+            Some(DestinationRuleHttpH2UpgradePolicy::Upgrade) => true,
+            Some(DestinationRuleHttpH2UpgradePolicy::Default) | None => base.h2_upgrade,
+        },
     }
 }
 

@@ -1912,7 +1912,13 @@ async fn forward(
     // speaks: one multiplexed mTLS connection per peer instead of one per
     // HTTP/1.1 request in flight, so a burst costs no handshakes and opens
     // no connections (Linkerd does the same). Upgrades stay HTTP/1.1.
-    let lift = mtls && !h2 && out.version == Version::HTTP_11 && out.upgrade.is_none();
+    // `h2UpgradePolicy: DO_NOT_UPGRADE` keeps them HTTP/1.1 over mTLS, on
+    // the pooled connections of `upstream::Upstream`.
+    let lift = mtls
+        && policy.connection_pool.h2_upgrade
+        && !h2
+        && out.version == Version::HTTP_11
+        && out.upgrade.is_none();
     let h2 = h2 || lift;
     let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);

@@ -1,0 +1,92 @@
+//! `h2UpgradePolicy` reaches the IR: `DO_NOT_UPGRADE` keeps HTTP/1.1
+//! requests HTTP/1.1 between proxies, `UPGRADE` and meshc's default lift
+//! them to HTTP/2, and `DEFAULT` (or nothing) inherits from the level above,
+//! as the other connection-pool settings do.
+
+use meshc_compiler::{Input, Options, compile};
+
+const REPO: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api-v1, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api, version: v1}}
+  template: {metadata: {labels: {app: api, version: v1}}, spec: {}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api-v2, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api, version: v2}}
+  template: {metadata: {labels: {app: api, version: v2}}, spec: {}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template: {metadata: {labels: {app: web}}, spec: {}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec:
+  host: api
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool: {http: {h2UpgradePolicy: DEFAULT, maxRetries: 3}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+";
+
+#[test]
+fn the_policy_reaches_the_ir_and_inherits_like_the_other_pool_settings() {
+    let c = compile(
+        vec![Input::new("t.yaml", REPO.to_string())],
+        &Options::default(),
+    );
+    let ir = c.ir.expect("the repository compiles");
+    let upgrade = |host: &str, subset: Option<&str>| {
+        let (tp, _) = ir.hosts[host].target(subset);
+        tp.for_port(Some(8080)).connection_pool.h2_upgrade
+    };
+    let api = "api.shop.svc.cluster.local";
+    assert!(!upgrade(api, None), "DO_NOT_UPGRADE on the host");
+    assert!(!upgrade(api, Some("v1")), "DEFAULT inherits the host's");
+    assert!(upgrade(api, Some("v2")), "UPGRADE on the subset");
+    assert!(
+        upgrade("web.shop.svc.cluster.local", None),
+        "meshc lifts by default"
+    );
+
+    // Written only when off, and read back the same.
+    let json = serde_json::to_string(&*ir).unwrap();
+    assert_eq!(json.matches("\"h2_upgrade\":false").count(), 2, "{json}");
+    assert!(!json.contains("\"h2_upgrade\":true"));
+    let back: meshc_ir::Ir = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, *ir);
+}
