@@ -1,5 +1,6 @@
 //! Benchmark of the data plane (issue 6's targets): latency added by one
-//! proxy hop (plaintext, 95/5 split) and by two hops with mTLS between them,
+//! proxy hop (plaintext, 95/5 split) and by two hops with mTLS between them
+//! (HTTP/2 between them, meshc's default, and HTTP/1.1: `DO_NOT_UPGRADE`),
 //! at a fixed request rate, against a direct connection to the same echo
 //! application in the same run; the proxy's CPU per 1,000 requests per
 //! second and its resident memory; the same figures for Debian's nginx
@@ -92,6 +93,23 @@ spec:
       weight: 95
     - destination: {host: reviews, subset: v2}
       weight: 5
+---
+# The same workloads under a second name whose requests stay HTTP/1.1
+# between the proxies: the two-hop path with either protocol between them.
+apiVersion: v1
+kind: Service
+metadata: {name: ratings-h1, namespace: shop}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-h1, namespace: shop}
+spec:
+  host: ratings-h1
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
 ---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -691,6 +709,7 @@ async fn run(
         let one = measure(a.outbound, "reviews:9080", vec![a.pid]).await;
         let one_whole = measure(whole.outbound, "reviews:9080", vec![whole.pid]).await;
         let two = measure(a.outbound, "ratings:9080", vec![a.pid, b.pid]).await;
+        let two_h1 = measure(a.outbound, "ratings-h1:9080", vec![a.pid, b.pid]).await;
         // nginx doing the same 95/5 split, for the targets' comparison: the
         // same open loop (its master and workers' CPU added up), then the
         // maximum throughput below.
@@ -732,6 +751,11 @@ async fn run(
             &two,
             &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
         );
+        row(
+            "  the same, HTTP/1.1 between",
+            &two_h1,
+            &format!("{:.1}+{:.1} MB", rss_mb(a.pid), rss_mb(b.pid)),
+        );
         if let (Ok(n), Some(r)) = (&nginx, &nginx_run) {
             let rss: f64 = n.pids().into_iter().map(rss_mb).sum();
             row("one hop through nginx, 95/5", r, &format!("{rss:.1} MB"));
@@ -748,9 +772,10 @@ async fn run(
             println!("resident memory, nginx: {own:.1} own + {files:.1} files");
         }
         println!(
-            "added p50: one hop {:.3} ms, two hops with mTLS {:.3} ms",
+            "added p50: one hop {:.3} ms, two hops with mTLS {:.3} ms (HTTP/2 between), {:.3} ms (HTTP/1.1 between)",
             one.p50 - direct.p50,
-            two.p50 - direct.p50
+            two.p50 - direct.p50,
+            two_h1.p50 - direct.p50
         );
         if let Some(r) = &nginx_run {
             println!("added p50 through nginx: {:.3} ms", r.p50 - direct.p50);
