@@ -5,8 +5,9 @@
 # with the one-hop proxy (workload shop/web-v1) under callgrind, dumps its
 # counters every 2 s beside its request count (/metrics), and prints the
 # median instructions per request of the one-hop (plaintext) phase and of
-# the two-hop phase (this proxy is the mTLS client there). User space only:
-# the kernel's share is not counted.
+# the two two-hop phases (this proxy is the mTLS client there: HTTP/2
+# between the proxies, then HTTP/1.1). User space only: the kernel's share
+# is not counted.
 #
 # Usage: benches/callgrind_proxy.sh [meshc-proxy binary]
 # Needs valgrind and curl, and the benchmark built:
@@ -36,7 +37,7 @@ MESHC_BENCH_PROXY="$work/proxy.sh" MESHC_BENCH_RPS=200 MESHC_BENCH_SECONDS=10 \
     MESHC_BENCH_ROUNDS=1 setsid "$bench" --bench > "$work/bench.log" 2>&1 &
 bench_pid=$!
 
-# Dump every 2 s until both phases are over (4,800 outbound requests).
+# Dump every 2 s until the three phases are over (7,200 outbound requests).
 n=0
 while kill -0 "$bench_pid" 2>/dev/null; do
     pid=$(pgrep -f "valgrind.*callgrind.*$work.*shop/web-v1" | head -1 || true)
@@ -46,7 +47,7 @@ while kill -0 "$bench_pid" 2>/dev/null; do
             awk '/^meshc_proxy_requests_total\{direction="outbound"/ {s += $NF} END {print s + 0}')
         callgrind_control -d "$pid" > /dev/null 2>&1 || true
         echo "$n" >> "$work/counts"
-        [ "$n" -ge 4800 ] && break
+        [ "$n" -ge 7200 ] && break
     fi
     sleep 2
 done
@@ -62,18 +63,19 @@ for f in glob.glob(os.path.join(work, "out.*.*")):
         if line.startswith(("summary:", "totals:")):
             dumps[i] = int(line.split()[1])
             break
-phases = {"one hop, plaintext": [], "two hops (mTLS client)": []}
+phases = {"one hop, plaintext": [], "two hops, HTTP/2 (mTLS client)": [],
+          "two hops, HTTP/1.1 (mTLS client)": []}
 for i in range(1, len(counts)):
     done = counts[i] - counts[i - 1]
     ir = dumps.get(i + 1)  # dump i+1 holds what ran up to reading count i
     if ir is None or done < 300:  # partial intervals: warm-up, phase edges
         continue
-    phase = "one hop, plaintext" if counts[i] <= 2400 else "two hops (mTLS client)"
+    phase = list(phases)[min((counts[i] - 1) // 2400, 2)]
     phases[phase].append(ir / done)
 for name, per in phases.items():
     if per:
-        print(f"{name:<24} {statistics.median(per):>9,.0f} instructions/request "
+        print(f"{name:<34} {statistics.median(per):>9,.0f} instructions/request "
               f"(median of {len(per)} intervals, {min(per):,.0f}..{max(per):,.0f})")
     else:
-        print(f"{name:<24} no full interval measured")
+        print(f"{name:<34} no full interval measured")
 EOF
