@@ -675,9 +675,9 @@ async fn run(
         ratings,
         None,
     );
-    wait_ready(&client, a.admin, 4).await;
-    wait_ready(&client, whole.admin, 4).await;
-    wait_ready(&client, b.admin, 2).await;
+    wait_ready(client, a.admin, 4).await;
+    wait_ready(client, whole.admin, 4).await;
+    wait_ready(client, b.admin, 2).await;
     let _ = b.inbound;
 
     let nginx = start_nginx(work, reviews_v1, reviews_v2, "auto");
@@ -787,7 +787,7 @@ async fn run(
     // rounds, each path in turn, and the medians: on this machine a path's
     // figure moves by a quarter from one run to the next.
     let wide = web(&mut procs, ProxyExe::Sidecar(2));
-    wait_ready(&client, wide.admin, 4).await;
+    wait_ready(client, wide.admin, 4).await;
     let nginx_one = start_nginx(work, reviews_v1, reviews_v2, "1");
     let nginx_skipped = match (&nginx_one, &nginx) {
         (Err(why), _) | (_, Err(why)) => Some(why.clone()),
@@ -890,7 +890,7 @@ async fn big_ir(work: &Path, client: &Clients) {
     // Ready (without asking for /config, whose dump of the IR would be
     // counted as the proxy's own memory).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !admin_get(&client, p.admin, "/ready")
+    while !admin_get(client, p.admin, "/ready")
         .await
         .is_ok_and(|a| a.status == 200)
     {
@@ -902,7 +902,7 @@ async fn big_ir(work: &Path, client: &Clients) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let resident = rss_mb(p.pid);
-    let config = admin_get(&client, p.admin, "/config").await.unwrap();
+    let config = admin_get(client, p.admin, "/config").await.unwrap();
     let hosts = serde_json::from_slice::<serde_json::Value>(&config.body).unwrap()["ir"]["hosts"]
         .as_object()
         .map_or(0, |h| h.len());

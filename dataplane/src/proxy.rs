@@ -216,8 +216,11 @@ pub(crate) struct State {
     /// This workload as a caller under the config in force, made once per
     /// config and worker (the config is held so the comparison cannot be
     /// fooled by a reused address).
-    me: PerWorker<Mutex<Option<(Arc<Applied>, Arc<Peer>)>>>,
+    me: PerWorker<Mutex<Option<MeUnder>>>,
 }
+
+/// This workload as a caller, and the config it was made under.
+type MeUnder = (Arc<Applied>, Arc<Peer>);
 
 /// One `T` per worker thread, each on cache lines of its own: what every
 /// request writes (a lock, a reference count) stays with its thread
