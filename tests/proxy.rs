@@ -348,6 +348,18 @@ fn addr(text: &str) -> SocketAddr {
 /// the test's work directory.
 type Extra = fn(&str, &Path) -> (Vec<String>, Vec<String>);
 
+/// A Git repository in `work/repo` whose one commit, `message`, holds
+/// `text` as `policy.yaml`.
+fn policy_repo(work: &Path, text: &str, message: &str) -> (std::path::PathBuf, Repository) {
+    let dir = work.join("repo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let repo = Repository::init(&dir).unwrap();
+    repo.set_head("refs/heads/main").unwrap();
+    std::fs::write(dir.join("policy.yaml"), text).unwrap();
+    commit_all(&repo, message);
+    (dir, repo)
+}
+
 async fn start(work: &Path, repo: &Path, workloads: &[Workload], extra: Extra) -> Mesh {
     let data = work.join("data");
     let logs = work.join("logs");
@@ -691,12 +703,7 @@ fn sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_proxy_enforces_the_policy_on_real_traffic() {
     let work = tempfile::tempdir().unwrap();
-    let repo_dir = work.path().join("repo");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    let repo = Repository::init(&repo_dir).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
-    std::fs::write(repo_dir.join("policy.yaml"), policy(POLICY, WORKLOADS)).unwrap();
-    commit_all(&repo, "the shop");
+    let (repo_dir, repo) = policy_repo(work.path(), &policy(POLICY, WORKLOADS), "the shop");
     let mut mesh = start(work.path(), &repo_dir, WORKLOADS, |_, _| Default::default()).await;
 
     // 95/5 over 2,000 requests, within four standard deviations.
@@ -1357,16 +1364,11 @@ async fn tls_exchange(addr: SocketAddr, sni: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn opaque_tcp_is_split_routed_by_sni_authorized_and_spliced_over_mtls() {
     let work = tempfile::tempdir().unwrap();
-    let repo_dir = work.path().join("repo");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    let repo = Repository::init(&repo_dir).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
-    std::fs::write(
-        repo_dir.join("policy.yaml"),
-        policy(TCP_POLICY, TCP_WORKLOADS),
-    )
-    .unwrap();
-    commit_all(&repo, "tcp policy");
+    let (repo_dir, _) = policy_repo(
+        work.path(),
+        &policy(TCP_POLICY, TCP_WORKLOADS),
+        "tcp policy",
+    );
     let extra: Extra = |name, _| {
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         match name {
@@ -1571,17 +1573,12 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_tcp_peer_is_given_up_after_the_connect_timeout() {
     let work = tempfile::tempdir().unwrap();
-    let repo_dir = work.path().join("repo");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    let repo = Repository::init(&repo_dir).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
     const WORKLOADS: &[Workload] = &[("web-v1", "web", "v1", "web"), ("db-v1", "db", "v1", "db")];
-    std::fs::write(
-        repo_dir.join("policy.yaml"),
-        policy(STALLED_POLICY, WORKLOADS),
-    )
-    .unwrap();
-    commit_all(&repo, "tcp policy, 300 ms connect timeout");
+    let (repo_dir, _) = policy_repo(
+        work.path(),
+        &policy(STALLED_POLICY, WORKLOADS),
+        "tcp policy, 300 ms connect timeout",
+    );
     // Accepted by the kernel (the backlog), never read from or written to.
     let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std::fs::write(
@@ -1700,21 +1697,16 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
     let work = tempfile::tempdir().unwrap();
-    let repo_dir = work.path().join("repo");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    let repo = Repository::init(&repo_dir).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
     const WORKLOADS: &[Workload] = &[
         ("web-v1", "web", "v1", "web"),
         ("plain-v1", "plain", "v1", "default"),
         ("lifted-v1", "lifted", "v1", "default"),
     ];
-    std::fs::write(
-        repo_dir.join("policy.yaml"),
-        policy(UPGRADE_POLICY, WORKLOADS),
-    )
-    .unwrap();
-    commit_all(&repo, "h2UpgradePolicy");
+    let (repo_dir, _) = policy_repo(
+        work.path(),
+        &policy(UPGRADE_POLICY, WORKLOADS),
+        "h2UpgradePolicy",
+    );
     let mesh = start(work.path(), &repo_dir, WORKLOADS, |_, _| (vec![], vec![])).await;
     const INBOUND: &[(&str, &str)] = &[("direction", "inbound")];
     for (host, at) in [("plain", "plain-v1"), ("lifted", "lifted-v1")] {
