@@ -121,7 +121,7 @@ impl Metrics {
             tcp_bytes: Family::default(),
             config: Family::default(),
             config_updates: Counter::default(),
-            cache: PerWorker::new(workers, |_| Default::default()),
+            cache: PerWorker::new(workers, Default::default),
         };
         let r = &mut registry;
         r.register("requests", "HTTP requests", m.requests.clone());

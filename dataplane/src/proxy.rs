@@ -234,9 +234,8 @@ struct Padded<T>(T);
 
 impl<T> PerWorker<T> {
     /// `workers` values (at least one), made by `make`.
-    pub(crate) fn new(workers: usize, make: impl FnMut(usize) -> T) -> Self {
-        let mut make = make;
-        PerWorker((0..workers.max(1)).map(|i| Padded(make(i))).collect())
+    pub(crate) fn new(workers: usize, mut make: impl FnMut() -> T) -> Self {
+        PerWorker((0..workers.max(1)).map(|_| Padded(make())).collect())
     }
 
     /// The value of the worker thread this runs on.
@@ -459,7 +458,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
             identities: BTreeMap::new(),
         })),
         static_endpoints,
-        clients: PerWorker::new(threads, |_| Clients::new(tls.clone())),
+        clients: PerWorker::new(threads, || Clients::new(tls.clone())),
         tls,
         clusters: Clusters::default(),
         metrics: Metrics::new(threads),
@@ -467,7 +466,7 @@ pub async fn start(settings: Settings) -> Result<Proxy> {
         gateway_tls: crate::gateway_tls::GatewayCredentials::new(
             settings.gateway_credentials.clone(),
         ),
-        me: PerWorker::new(threads, |_| Mutex::new(None)),
+        me: PerWorker::new(threads, || Mutex::new(None)),
     });
     let workload = settings.workload.clone();
     let check: Check = Arc::new(move |ir: &Ir| {
