@@ -1741,6 +1741,24 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
                 "{opened} connections for 6 multiplexed requests"
             ),
         }
+        // The connections are kept: the same again, one after another and
+        // then overlapping, opens none.
+        let before = sum(
+            &metrics(&mesh, at).await,
+            "meshc_proxy_tcp_connections_total",
+            INBOUND,
+        );
+        for _ in 0..20 {
+            let a = call(&mesh, "web-v1", host, "GET", "/", &[]).await;
+            assert_eq!(a.status, 200);
+        }
+        at_once(&mesh, "web-v1", host, 6, "300").await;
+        let again = sum(
+            &metrics(&mesh, at).await,
+            "meshc_proxy_tcp_connections_total",
+            INBOUND,
+        ) - before;
+        assert_eq!(again, 0.0, "{host}: {again} connections opened again");
     }
 }
 
