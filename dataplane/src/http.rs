@@ -317,10 +317,13 @@ fn hex(v: u64, out: &mut [u8]) {
 
 /// A trace id of 32 lower-case hex digits (not all zero, as W3C requires).
 fn trace_id(v: &[u8]) -> Option<[u8; 32]> {
-    let ok = v.len() == 32
-        && v.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && v.iter().any(|b| *b != b'0');
-    ok.then(|| v.try_into().expect("32 bytes"))
+    let v: [u8; 32] = v.try_into().ok()?;
+    // Branch-free over the fixed 32 bytes, so the compiler vectorizes it:
+    // every byte lower-case hex, and not all of them `0`.
+    let hex = |b: u8| (b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6);
+    let all_hex = v.iter().fold(true, |ok, &b| ok & hex(b));
+    let zero = v.iter().fold(0u8, |acc, &b| acc | (b ^ b'0')) == 0;
+    (all_hex && !zero).then_some(v)
 }
 
 /// The trace and span ids of one hop, lower-case hex, kept as bytes (only
@@ -496,6 +499,28 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_are_32_lower_case_hex_digits_not_all_zero() {
+        let good = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            trace_id(good.as_bytes()),
+            Some(*b"0af7651916cd43dd8448eb211c80319c")
+        );
+        for bad in [
+            "0AF7651916CD43DD8448EB211C80319C",
+            "00000000000000000000000000000000",
+            "0af7651916cd43dd8448eb211c80319",
+            "0af7651916cd43dd8448eb211c80319cc",
+            "0af7651916cd43dd8448eb211c80319g",
+            "0af7651916cd43dd8448eb211c80319:",
+            "0af7651916cd43dd8448eb211c80319`",
+            "0af7651916cd43dd8448eb211c80319/",
+            "",
+        ] {
+            assert_eq!(trace_id(bad.as_bytes()), None, "{bad}");
+        }
+    }
 
     #[test]
     fn traces_continue_with_a_new_span_per_hop() {

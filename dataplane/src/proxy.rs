@@ -918,6 +918,10 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let state = state.clone();
+    // What the requests of an inbound connection say of their caller is the
+    // connection's: worked out once, not per request.
+    let caller = (dir == Direction::Inbound).then(|| Caller::of(&conn));
+    let conn = Arc::new((conn, caller));
     let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let conn = conn.clone();
@@ -925,9 +929,9 @@ where
             Ok::<_, Infallible>(match dir {
                 Direction::Outbound => outbound(state, req, None).await,
                 Direction::Gateway(port) => {
-                    outbound(state, req, Some((port, conn.terminated))).await
+                    outbound(state, req, Some((port, conn.0.terminated))).await
                 }
-                Direction::Inbound => inbound(state, req, conn).await,
+                Direction::Inbound => inbound(state, req, &conn.0, conn.1.as_ref()).await,
                 Direction::Admin => admin(&state, &req),
             })
         }
@@ -2054,28 +2058,56 @@ async fn forward(
     }
 }
 
-async fn inbound(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+/// The caller of an inbound connection, from its client certificate.
+pub(crate) struct Caller {
+    /// Its principal (`<trust domain>/ns/<ns>/sa/<sa>`), for authorization.
+    principal: Option<String>,
+    /// `<ns>/sa/<sa>`, or `unknown`: the metrics' `source`.
+    source: String,
+}
+
+impl Caller {
+    fn of(conn: &Conn) -> Caller {
+        let principal = conn.identity.as_deref().and_then(principal);
+        let source = principal
+            .as_deref()
+            .and_then(|p| {
+                let mut parts = p.split('/');
+                let (_td, _ns, ns, _sa, sa) = (
+                    parts.next()?,
+                    parts.next()?,
+                    parts.next()?,
+                    parts.next()?,
+                    parts.next()?,
+                );
+                Some(format!("{ns}/sa/{sa}"))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Caller { principal, source }
+    }
+}
+
+async fn inbound(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    conn: &Conn,
+    caller: Option<&Caller>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let applied = state.current();
     let read = applied.as_deref().map_or(&NONE_READ, |a| &a.headers_read);
     let ereq = eval_request(&req, Some(state.app_addr.port()), read);
-    let principal = conn.identity.as_deref().and_then(principal);
-    let source = principal
-        .as_deref()
-        .and_then(|p| {
-            let mut parts = p.split('/');
-            let (_td, _ns, ns, _sa, sa) = (
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-            );
-            Some(format!("{ns}/sa/{sa}"))
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let owned;
+    let caller = match caller {
+        Some(c) => c,
+        None => {
+            owned = Caller::of(conn);
+            &owned
+        }
+    };
+    let principal = caller.principal.clone();
     let mut rec = Recorded::new(&state, Direction::Inbound, &ereq);
-    rec.source = source;
+    set(&mut rec.source, &caller.source);
     rec.destination.clone_from(&state.workload);
     rec.host.push_str(host_only(&ereq.host));
     rec.route.push_str("inbound");
