@@ -1708,23 +1708,25 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
         "h2UpgradePolicy",
     );
     let mesh = start(work.path(), &repo_dir, WORKLOADS, |_, _| (vec![], vec![])).await;
-    const INBOUND: &[(&str, &str)] = &[("direction", "inbound")];
+    // Connections the workload's proxy accepted from its peers.
+    let inbound_connections = |at: &'static str| {
+        let mesh = &mesh;
+        async move {
+            sum(
+                &metrics(mesh, at).await,
+                "meshc_proxy_tcp_connections_total",
+                &[("direction", "inbound")],
+            )
+        }
+    };
     for (host, at) in [("plain", "plain-v1"), ("lifted", "lifted-v1")] {
-        let before = sum(
-            &metrics(&mesh, at).await,
-            "meshc_proxy_tcp_connections_total",
-            INBOUND,
-        );
+        let before = inbound_connections(at).await;
         let answers = at_once(&mesh, "web-v1", host, 6, "300").await;
         for a in &answers {
             assert_eq!(a.status, 200, "{host}: {a:?}");
             assert_eq!(version(a), "v1");
         }
-        let opened = sum(
-            &metrics(&mesh, at).await,
-            "meshc_proxy_tcp_connections_total",
-            INBOUND,
-        ) - before;
+        let opened = inbound_connections(at).await - before;
         // Every request rode mTLS either way (the peer is STRICT).
         let m = metrics(&mesh, at).await;
         assert_eq!(
@@ -1743,21 +1745,13 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
         }
         // The connections are kept: the same again, one after another and
         // then overlapping, opens none.
-        let before = sum(
-            &metrics(&mesh, at).await,
-            "meshc_proxy_tcp_connections_total",
-            INBOUND,
-        );
+        let before = inbound_connections(at).await;
         for _ in 0..20 {
             let a = call(&mesh, "web-v1", host, "GET", "/", &[]).await;
             assert_eq!(a.status, 200);
         }
         at_once(&mesh, "web-v1", host, 6, "300").await;
-        let again = sum(
-            &metrics(&mesh, at).await,
-            "meshc_proxy_tcp_connections_total",
-            INBOUND,
-        ) - before;
+        let again = inbound_connections(at).await - before;
         assert_eq!(again, 0.0, "{host}: {again} connections opened again");
     }
 }

@@ -918,20 +918,18 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let state = state.clone();
-    // What the requests of an inbound connection say of their caller is the
-    // connection's: worked out once, not per request.
-    let caller = (dir == Direction::Inbound).then(|| Caller::of(&conn));
-    let conn = Arc::new((conn, caller));
+    // What the requests say of their caller is the connection's: worked out
+    // once, not per request.
+    let terminated = conn.terminated;
+    let caller = Arc::new(Caller::of(&conn));
     let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
-        let conn = conn.clone();
+        let caller = caller.clone();
         async move {
             Ok::<_, Infallible>(match dir {
                 Direction::Outbound => outbound(state, req, None).await,
-                Direction::Gateway(port) => {
-                    outbound(state, req, Some((port, conn.0.terminated))).await
-                }
-                Direction::Inbound => inbound(state, req, &conn.0, conn.1.as_ref()).await,
+                Direction::Gateway(port) => outbound(state, req, Some((port, terminated))).await,
+                Direction::Inbound => inbound(state, req, &caller).await,
                 Direction::Admin => admin(&state, &req),
             })
         }
@@ -2058,12 +2056,15 @@ async fn forward(
     }
 }
 
-/// The caller of an inbound connection, from its client certificate.
+/// The caller of a connection: its address, and what its client
+/// certificate says.
 pub(crate) struct Caller {
     /// Its principal (`<trust domain>/ns/<ns>/sa/<sa>`), for authorization.
     principal: Option<String>,
     /// `<ns>/sa/<sa>`, or `unknown`: the metrics' `source`.
     source: String,
+    /// Its address, for authorization's `ipBlocks`.
+    ip: Option<std::net::IpAddr>,
 }
 
 impl Caller {
@@ -2083,28 +2084,23 @@ impl Caller {
                 Some(format!("{ns}/sa/{sa}"))
             })
             .unwrap_or_else(|| "unknown".into());
-        Caller { principal, source }
+        Caller {
+            principal,
+            source,
+            ip: conn.remote.map(|a| a.ip()),
+        }
     }
 }
 
 async fn inbound(
     state: Arc<State>,
     req: Request<Incoming>,
-    conn: &Conn,
-    caller: Option<&Caller>,
+    caller: &Caller,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let applied = state.current();
     let read = applied.as_deref().map_or(&NONE_READ, |a| &a.headers_read);
     let ereq = eval_request(&req, Some(state.app_addr.port()), read);
-    let owned;
-    let caller = match caller {
-        Some(c) => c,
-        None => {
-            owned = Caller::of(conn);
-            &owned
-        }
-    };
     let principal = caller.principal.clone();
     let mut rec = Recorded::new(&state, Direction::Inbound, &ereq);
     set(&mut rec.source, &caller.source);
@@ -2122,7 +2118,7 @@ async fn inbound(
             namespace: None,
             labels: meshc_ir::Map::default(),
             principal,
-            ip: conn.remote.map(|a| a.ip()),
+            ip: caller.ip,
             request_principal: None,
         };
         let decision = eval::authorize(w, &ereq, &peer);
