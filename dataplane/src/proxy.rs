@@ -50,6 +50,7 @@ use crate::http::{
 use crate::metrics::Metrics;
 use crate::tcp::TcpUpstream;
 use crate::tls::{MeshTls, principal, spiffe_id};
+use crate::upstream;
 
 /// Request bodies up to this size are buffered, so they can be retried and
 /// mirrored; larger or streaming bodies are forwarded as they come.
@@ -1316,7 +1317,7 @@ impl Outgoing {
     /// The response to send downstream: hop-by-hop headers dropped, and for
     /// a switched upgrade the two connections spliced once both have
     /// switched (the tunnel outlives the request and its timeouts).
-    fn respond(&mut self, r: Response<Incoming>) -> (http::response::Parts, Incoming) {
+    fn respond(&mut self, r: Response<upstream::Body>) -> (http::response::Parts, upstream::Body) {
         let (mut parts, body) = r.into_parts();
         let switched = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         let protocol = parts.headers.get(http::header::UPGRADE).cloned();
@@ -1412,7 +1413,7 @@ fn upgrade_asked(h: &HeaderMap) -> Option<HeaderValue> {
 
 /// What one attempt came to.
 enum Attempt {
-    Response(Response<Incoming>),
+    Response(Response<upstream::Body>),
     Failed {
         connect: bool,
         timeout: bool,

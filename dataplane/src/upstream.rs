@@ -6,23 +6,40 @@
 //! authority, so a connection made to one identity's peer is never handed to
 //! a request for another.
 //!
-//! HTTP/1.1 connections carry one request at a time: a pool keeps every
-//! connection it made (up to [`MAX_PER_KEY`] a key) and hands out one whose
-//! previous response has been read to the end (`is_ready`); a busy or closed
-//! one is skipped, and a new one is made when none is free. HTTP/2 shares
-//! one multiplexed connection a key. A request that a reused connection
-//! refused before sending any of it (the peer closed it while it was idle)
-//! goes out again on a new connection, as hyper-util's pooled client does.
+//! HTTP/1.1 connections carry one request at a time. A connection is out
+//! with its request until the response [`Body`] is dropped; then it goes to
+//! the oldest request waiting for one, or back to the pool (up to
+//! [`MAX_IDLE_PER_KEY`] a key), idle until [`IDLE_TIMEOUT`]. A request that
+//! finds no idle connection waits for the first of two: a connection given
+//! back, or a new one made for the waiting requests. New connections are
+//! made while more requests wait than connections are being made, at most
+//! [`MAX_CONNECTING`] at a time a key. So a burst costs a few handshakes at
+//! a time, every connection made is kept for the next request, and a
+//! request never waits for a handshake when a connection frees up first.
+//! Envoy's HTTP/1.1 pool hands connections to pending requests the same
+//! way. (A connection and an mTLS handshake for every request in flight,
+//! as this once did, melted the two-hop path down under a burst: the
+//! handshakes took the CPU the requests needed, so more were in flight,
+//! so more handshakes; issue 6.)
+//!
+//! HTTP/2 shares one multiplexed connection a key. A request that a reused
+//! connection refused before sending any of it (the peer closed it while it
+//! was idle) goes out again on a new connection, as hyper-util's pooled
+//! client does.
 //!
 //! Built on hyper's connection API instead of hyper-util's legacy client:
-//! per request this does one lock, one hash of the authority and no task
-//! spawn, where the legacy client's checkout, background readiness task and
-//! return to the pool cost about a sixth of the proxy's user-space
+//! per request this does two short locks, one hash of the authority and no
+//! task spawn, where the legacy client's checkout, background readiness
+//! task and return to the pool cost about a sixth of the proxy's user-space
 //! instructions (callgrind, issue 6).
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -30,14 +47,19 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::http::{BoxError, MeshStream, ProxyBody, mesh_handshake, split_authority};
 use crate::tls::MeshTls;
 
-/// HTTP/1.1 connections kept per upstream (hyper-util's default is
-/// unbounded; Envoy's is unlimited as well, bounded by the connection pool's
-/// limits, which [`crate::balance::Cluster`] enforces before this).
-pub const MAX_PER_KEY: usize = 64;
+/// Idle HTTP/1.1 connections kept per upstream; one given back beyond
+/// this is closed. Busy ones are not counted, and not limited here: the
+/// destination's connection-pool limits ([`crate::balance::Cluster`]) are
+/// enforced before this (Envoy's pools are unbounded the same way).
+pub const MAX_IDLE_PER_KEY: usize = 64;
+/// New HTTP/1.1 connections being made at once per upstream for the
+/// requests waiting for one.
+pub const MAX_CONNECTING: usize = 4;
 /// The connect timeout of [`Upstream::request`] (Istio's default
 /// `connectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,24 +95,56 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-enum Sender {
-    H1(http1::SendRequest<ProxyBody>),
-    H2(http2::SendRequest<ProxyBody>),
+type H1 = http1::SendRequest<ProxyBody>;
+type H2 = http2::SendRequest<ProxyBody>;
+/// The scheme (`true`: mesh mTLS) and the authority.
+type Key = (bool, Authority);
+
+/// Whether a connection is known to be closed.
+trait Closed {
+    fn closed(&self) -> bool;
 }
 
-impl Sender {
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
-        }
+impl Closed for H1 {
+    fn closed(&self) -> bool {
+        self.is_closed()
     }
 }
 
-struct Pooled {
-    sender: Sender,
-    /// When it was last handed out or made.
+impl Closed for H2 {
+    fn closed(&self) -> bool {
+        self.is_closed()
+    }
+}
+
+struct Pooled<S> {
+    sender: S,
+    /// When it was last handed out, given back or made.
     used: Instant,
+}
+
+impl<S: Closed> Pooled<S> {
+    fn live(&self, now: Instant) -> bool {
+        !self.sender.closed() && now.duration_since(self.used) <= IDLE_TIMEOUT
+    }
+}
+
+/// An HTTP/1.1 connection for a waiting request, and whether it was given
+/// back by another request (`true`) rather than made for the waiting ones.
+type Handed = Result<(H1, bool), SendError>;
+
+struct Waiter {
+    tx: oneshot::Sender<Handed>,
+    /// Its destination's connect timeout.
+    timeout: Duration,
+}
+
+/// The requests waiting for an HTTP/1.1 connection to one upstream.
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<Waiter>,
+    /// New connections being made for them.
+    connecting: usize,
 }
 
 /// See [`Pools::connecting`].
@@ -98,7 +152,14 @@ type Gate = Arc<tokio::sync::Mutex<Option<(Instant, String)>>>;
 
 #[derive(Default)]
 struct Pools {
-    by_key: FxHashMap<(bool, Authority), Vec<Pooled>>,
+    /// HTTP/1.1: the idle connections (the busy ones are out with their
+    /// responses' bodies).
+    h1: FxHashMap<Key, Vec<Pooled<H1>>>,
+    /// HTTP/1.1: the requests waiting for a connection.
+    waiting: FxHashMap<Key, Waiting>,
+    /// HTTP/2: the shared connection (more than one only while a closed
+    /// one has not been swept).
+    h2: FxHashMap<Key, Vec<Pooled<H2>>>,
     /// HTTP/2: held while a key's connection is being made, so the
     /// requests of a burst share the one it makes instead of each making
     /// its own (hyper-util's client did the same). It keeps the last
@@ -106,32 +167,204 @@ struct Pools {
     /// with it instead of each trying again in turn (a peer that drops
     /// connection attempts would otherwise hold the last of a burst for a
     /// connect timeout per request ahead of it).
-    connecting: FxHashMap<(bool, Authority), Gate>,
+    connecting: FxHashMap<Key, Gate>,
     checkouts: u64,
+}
+
+impl Pools {
+    /// Count a checkout; every [`SWEEP_EVERY`], drop every closed or
+    /// expired connection (and the keys left with none, and the idle
+    /// waiting lists and connect gates).
+    fn tick(&mut self, now: Instant) {
+        self.checkouts += 1;
+        if !self.checkouts.is_multiple_of(SWEEP_EVERY) {
+            return;
+        }
+        self.h1.retain(|_, list| {
+            list.retain(|p| p.live(now));
+            !list.is_empty()
+        });
+        self.h2.retain(|_, list| {
+            list.retain(|p| p.live(now));
+            !list.is_empty()
+        });
+        self.waiting.retain(|_, w| {
+            w.queue.retain(|x| !x.tx.is_closed());
+            !w.queue.is_empty() || w.connecting > 0
+        });
+        self.connecting
+            .retain(|_, gate| Arc::strong_count(gate) > 1);
+    }
+}
+
+type Shared = Arc<Mutex<Pools>>;
+
+fn lock(pools: &Mutex<Pools>) -> MutexGuard<'_, Pools> {
+    pools.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes connections: TCP, and the mesh TLS handshake for `https` keys.
+#[derive(Clone)]
+struct Connector {
+    tls: Arc<RwLock<Option<MeshTls>>>,
+    h2: bool,
 }
 
 /// Connections to upstreams over one protocol (HTTP/1.1, or HTTP/2 with
 /// prior knowledge in plaintext and by ALPN over TLS).
 pub struct Upstream {
-    tls: Arc<RwLock<Option<MeshTls>>>,
-    h2: bool,
-    pools: Mutex<Pools>,
+    connector: Connector,
+    pools: Shared,
+}
+
+/// A response body from an upstream. An HTTP/1.1 connection is given back
+/// to its pool (or to a waiting request) when this is dropped; a response
+/// dropped before its end closes the connection (hyper does), and a closed
+/// one is not kept.
+pub struct Body {
+    inner: Incoming,
+    ticket: Option<Ticket>,
+}
+
+struct Ticket {
+    pools: Shared,
+    key: Key,
+    sender: H1,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("pooled", &self.ticket.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let Some(Ticket { pools, key, sender }) = self.ticket.take() else {
+            return;
+        };
+        if sender.is_closed() {
+            return;
+        }
+        let mut guard = lock(&pools);
+        let Pools { h1, waiting, .. } = &mut *guard;
+        let sender = match waiting.get_mut(&key) {
+            Some(w) if !w.queue.is_empty() => match hand(w, sender, true) {
+                Some(s) => s,
+                None => return,
+            },
+            _ => sender,
+        };
+        let list = match h1.get_mut(&key) {
+            Some(l) => l,
+            None => h1.entry(key).or_default(),
+        };
+        if list.len() < MAX_IDLE_PER_KEY {
+            list.push(Pooled {
+                sender,
+                used: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Hand `sender` to the oldest request still waiting; back when none is.
+fn hand(w: &mut Waiting, mut sender: H1, reused: bool) -> Option<H1> {
+    while let Some(waiter) = w.queue.pop_front() {
+        match waiter.tx.send(Ok((sender, reused))) {
+            Ok(()) => return None,
+            // It stopped waiting (its timeout): the next one.
+            Err(back) => match back {
+                Ok((s, _)) => sender = s,
+                Err(_) => return None,
+            },
+        }
+    }
+    Some(sender)
+}
+
+/// Start making connections for `key`'s waiting requests while more of
+/// them wait than connections are being made (at most [`MAX_CONNECTING`]).
+/// Whenever a request waits, a connection is being made for it: each one
+/// made is handed to a waiting request, each failure fails one.
+fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
+    w.queue.retain(|x| !x.tx.is_closed());
+    while w.connecting < MAX_CONNECTING && w.connecting < w.queue.len() {
+        let timeout = w.queue[w.connecting].timeout;
+        w.connecting += 1;
+        let (pools, connector, key) = (pools.clone(), connector.clone(), key.clone());
+        tokio::spawn(async move {
+            let made = connector.connect_h1(&key, timeout).await;
+            let mut guard = lock(&pools);
+            let Pools { h1, waiting, .. } = &mut *guard;
+            let Some(w) = waiting.get_mut(&key) else {
+                return;
+            };
+            w.connecting -= 1;
+            match made {
+                Ok(sender) => {
+                    if let Some(sender) = hand(w, sender, false) {
+                        let list = h1.entry(key.clone()).or_default();
+                        if list.len() < MAX_IDLE_PER_KEY {
+                            list.push(Pooled {
+                                sender,
+                                used: Instant::now(),
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The oldest request still waiting fails with it (a
+                    // connect failure, for its retries and outlier
+                    // detection); the others wait on.
+                    while let Some(waiter) = w.queue.pop_front() {
+                        if !waiter.tx.is_closed() {
+                            let _ = waiter.tx.send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            }
+            fill(&pools, &connector, &key, w);
+        });
+    }
 }
 
 impl Upstream {
     /// Connections made with the mesh certificate in force in `tls`.
     pub fn new(tls: Arc<RwLock<Option<MeshTls>>>, h2: bool) -> Upstream {
         Upstream {
-            tls,
-            h2,
-            pools: Mutex::default(),
+            connector: Connector { tls, h2 },
+            pools: Shared::default(),
         }
     }
 
     /// Send `req` (its URI absolute: the scheme and authority choose the
     /// upstream) and wait for the response head; a new connection gets the
     /// default connect timeout (10 s, Istio's).
-    pub async fn request(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, SendError> {
+    pub async fn request(&self, req: Request<ProxyBody>) -> Result<Response<Body>, SendError> {
         self.request_within(req, CONNECT_TIMEOUT).await
     }
 
@@ -141,57 +374,81 @@ impl Upstream {
         &self,
         mut req: Request<ProxyBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Body>, SendError> {
         let https = req.uri().scheme() == Some(&Scheme::HTTPS);
         let Some(authority) = req.uri().authority().cloned() else {
             return Err(SendError::Connect("the request names no upstream".into()));
         };
-        if !self.h2 {
-            // HTTP/1.1 sends the origin form (the path), and the Host header
-            // the peer's address when the request has none.
-            let path = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *req.uri_mut() = Uri::from(path);
-            if !req.headers().contains_key(http::header::HOST) {
-                let host = match authority.port_u16() {
-                    Some(p) => format!("{}:{p}", authority.host()),
-                    None => authority.host().to_string(),
-                };
-                if let Ok(v) = HeaderValue::from_str(&host) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
+        let key = (https, authority);
+        if self.connector.h2 {
+            let resp = self.send_h2(key, req, connect_timeout).await?;
+            return Ok(resp.map(|inner| Body {
+                inner,
+                ticket: None,
+            }));
+        }
+        // HTTP/1.1 sends the origin form (the path), and the Host header
+        // the peer's address when the request has none.
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+        if !req.headers().contains_key(http::header::HOST) {
+            let authority = &key.1;
+            let host = match authority.port_u16() {
+                Some(p) => format!("{}:{p}", authority.host()),
+                None => authority.host().to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                req.headers_mut().insert(http::header::HOST, v);
             }
         }
-        let key = (https, authority);
+        self.send_h1(key, req, connect_timeout).await
+    }
+
+    async fn send_h1(
+        &self,
+        key: Key,
+        mut req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, SendError> {
         // After a reused connection refused the request unsent, the one
         // more try is on a new connection.
         let mut fresh = false;
         loop {
-            let pooled = if fresh { None } else { self.checkout(&key) };
-            let (sender, reused) = match pooled {
-                Some(s) => (s, true),
+            let (mut sender, reused) = if fresh {
                 // Boxed: the connect and TLS handshake state is large and
                 // rarely needed, and every request's future would carry it.
-                None => Box::pin(self.connect_or_share(&key, fresh, connect_timeout)).await?,
+                (
+                    Box::pin(self.connector.connect_h1(&key, timeout)).await?,
+                    false,
+                )
+            } else if let Some(s) = self.checkout_h1(&key) {
+                (s, true)
+            } else {
+                self.wait(&key, timeout).await?
             };
-            let sent = match sender {
-                Sender::H1(mut s) => {
-                    let sent = s.try_send_request(req).await;
-                    // Busy until its response is read; free again after. One
-                    // that failed is not kept.
-                    if sent.is_ok() {
-                        self.put(&key, Sender::H1(s));
-                    }
-                    sent
+            // One given back may still be finishing its last response.
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
                 }
-                // Pooled when made, shared by every request.
-                Sender::H2(mut s) => s.try_send_request(req).await,
-            };
-            match sent {
-                Ok(resp) => return Ok(resp),
+                return Err(SendError::Connect("the new connection closed".into()));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let ticket = Ticket {
+                        pools: self.pools.clone(),
+                        key,
+                        sender,
+                    };
+                    return Ok(resp.map(|inner| Body {
+                        inner,
+                        ticket: Some(ticket),
+                    }));
+                }
                 Err(mut e) => match e.take_message() {
                     // Refused unsent by a connection that had been idle: the
                     // peer closed it meanwhile; a new one is tried.
@@ -205,67 +462,91 @@ impl Upstream {
         }
     }
 
-    /// A free connection for `key`, dropping the closed and expired ones
-    /// met on the way.
-    fn checkout(&self, key: &(bool, Authority)) -> Option<Sender> {
+    /// The idle HTTP/1.1 connection given back last, dropping the closed
+    /// and expired ones met on the way.
+    fn checkout_h1(&self, key: &Key) -> Option<H1> {
         let now = Instant::now();
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.checkouts += 1;
-        if pools.checkouts.is_multiple_of(SWEEP_EVERY) {
-            sweep(&mut pools, now);
-        }
-        let list = pools.by_key.get_mut(key)?;
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let p = &mut list[i];
-            if p.sender.is_closed() || now.duration_since(p.used) > IDLE_TIMEOUT {
-                list.swap_remove(i);
-                continue;
-            }
-            match &p.sender {
-                Sender::H1(s) if s.is_ready() => return Some(list.swap_remove(i).sender),
-                Sender::H1(_) => {}
-                Sender::H2(s) => {
-                    let s = s.clone();
-                    p.used = now;
-                    return Some(Sender::H2(s));
-                }
+        let mut pools = lock(&self.pools);
+        pools.tick(now);
+        let list = pools.h1.get_mut(key)?;
+        while let Some(p) = list.pop() {
+            if p.live(now) {
+                return Some(p.sender);
             }
         }
         None
     }
 
-    fn put(&self, key: &(bool, Authority), sender: Sender) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        let list = match pools.by_key.get_mut(key) {
-            Some(l) => l,
-            None => pools.by_key.entry(key.clone()).or_default(),
-        };
-        if list.len() < MAX_PER_KEY {
-            list.push(Pooled {
-                sender,
-                used: Instant::now(),
-            });
+    /// Wait for an HTTP/1.1 connection: one given back or one made.
+    async fn wait(&self, key: &Key, timeout: Duration) -> Handed {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pools = lock(&self.pools);
+            let w = pools.waiting.entry(key.clone()).or_default();
+            w.queue.push_back(Waiter { tx, timeout });
+            fill(&self.pools, &self.connector, key, w);
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(SendError::Connect("the connection pool closed".into())))
+    }
+
+    async fn send_h2(
+        &self,
+        key: Key,
+        mut req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut fresh = false;
+        loop {
+            let pooled = if fresh { None } else { self.checkout_h2(&key) };
+            let (mut sender, reused) = match pooled {
+                Some(s) => (s, true),
+                None => Box::pin(self.connect_or_share(&key, fresh, timeout)).await?,
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => {
+                        req = back;
+                        fresh = true;
+                    }
+                    _ => return Err(SendError::Request(e.into_error())),
+                },
+            }
         }
     }
 
-    /// A new connection, or with HTTP/2 the one another request made while
+    /// The shared HTTP/2 connection, dropping the closed and expired ones
+    /// met on the way.
+    fn checkout_h2(&self, key: &Key) -> Option<H2> {
+        let now = Instant::now();
+        let mut pools = lock(&self.pools);
+        pools.tick(now);
+        let list = pools.h2.get_mut(key)?;
+        while let Some(p) = list.last_mut() {
+            if p.live(now) {
+                p.used = now;
+                return Some(p.sender.clone());
+            }
+            list.pop();
+        }
+        None
+    }
+
+    /// A new HTTP/2 connection, or the one another request made while
     /// this one waited for it (`fresh`: a new one regardless); whether it
     /// was shared.
     async fn connect_or_share(
         &self,
-        key: &(bool, Authority),
+        key: &Key,
         fresh: bool,
         timeout: Duration,
-    ) -> Result<(Sender, bool), SendError> {
-        if !self.h2 {
-            return Ok((self.connect(key, timeout).await?, false));
-        }
-        let gate = {
-            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-            pools.connecting.entry(key.clone()).or_default().clone()
-        };
+    ) -> Result<(H2, bool), SendError> {
+        let gate = lock(&self.pools)
+            .connecting
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let asked = Instant::now();
         let mut failed = gate.lock().await;
         if let Some((at, why)) = failed.as_ref()
@@ -274,16 +555,21 @@ impl Upstream {
             let why = format!("{why} (connecting for the requests ahead of this one)");
             return Err(SendError::Connect(why.into()));
         }
-        if !fresh && let Some(s) = self.checkout(key) {
+        if !fresh && let Some(s) = self.checkout_h2(key) {
             return Ok((s, true));
         }
-        match self.connect(key, timeout).await {
+        match self.connector.connect_h2(key, timeout).await {
             Ok(made) => {
                 *failed = None;
-                if let Sender::H2(s) = &made {
-                    // In the pool before the gate opens for the next in line.
-                    self.put(key, Sender::H2(s.clone()));
-                }
+                // In the pool before the gate opens for the next in line.
+                lock(&self.pools)
+                    .h2
+                    .entry(key.clone())
+                    .or_default()
+                    .push(Pooled {
+                        sender: made.clone(),
+                        used: Instant::now(),
+                    });
                 Ok((made, false))
             }
             Err(e) => {
@@ -292,56 +578,52 @@ impl Upstream {
             }
         }
     }
+}
 
-    /// A new connection to `key`'s address, ready for a request.
-    async fn connect(
-        &self,
-        key: &(bool, Authority),
-        timeout: Duration,
-    ) -> Result<Sender, SendError> {
+impl Connector {
+    /// A new HTTP/1.1 connection to `key`'s address, ready for a request.
+    async fn connect_h1(&self, key: &Key, timeout: Duration) -> Result<H1, SendError> {
         let stream = self
             .stream(key, timeout)
             .await
             .map_err(SendError::Connect)?;
-        if self.h2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .handshake(stream)
-                .await
-                .map_err(|e| SendError::Connect(e.into()))?;
-            tokio::spawn(conn);
-            Ok(Sender::H2(sender))
-        } else {
-            let (mut sender, conn) = http1::Builder::new()
-                .handshake(stream)
-                .await
-                .map_err(|e| SendError::Connect(e.into()))?;
-            tokio::spawn(conn.with_upgrades());
-            sender
-                .ready()
-                .await
-                .map_err(|e| SendError::Connect(e.into()))?;
-            Ok(Sender::H1(sender))
-        }
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(stream)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        tokio::spawn(conn.with_upgrades());
+        sender
+            .ready()
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        Ok(sender)
+    }
+
+    /// A new HTTP/2 connection to `key`'s address.
+    async fn connect_h2(&self, key: &Key, timeout: Duration) -> Result<H2, SendError> {
+        let stream = self
+            .stream(key, timeout)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(stream)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        tokio::spawn(conn);
+        Ok(sender)
     }
 
     /// A TCP connection to `key`'s address, with the mesh TLS handshake
     /// for `https`; both within the connect timeout (a peer that accepts
     /// the connection and never answers the handshake does not hold a
     /// request forever).
-    async fn stream(
-        &self,
-        key: &(bool, Authority),
-        timeout: Duration,
-    ) -> Result<MeshStream, BoxError> {
+    async fn stream(&self, key: &Key, timeout: Duration) -> Result<MeshStream, BoxError> {
         tokio::time::timeout(timeout, self.stream_untimed(key))
             .await
             .map_err(|_| "connect timeout")?
     }
 
-    async fn stream_untimed(
-        &self,
-        (https, authority): &(bool, Authority),
-    ) -> Result<MeshStream, BoxError> {
+    async fn stream_untimed(&self, (https, authority): &Key) -> Result<MeshStream, BoxError> {
         let (addr, expected) = split_authority(authority.as_str())?;
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -364,18 +646,6 @@ impl Upstream {
     }
 }
 
-/// Drop every closed or expired connection (and the keys left with none,
-/// and their idle connect gates).
-fn sweep(pools: &mut Pools, now: Instant) {
-    pools.by_key.retain(|_, list| {
-        list.retain(|p| !p.sender.is_closed() && now.duration_since(p.used) <= IDLE_TIMEOUT);
-        !list.is_empty()
-    });
-    pools
-        .connecting
-        .retain(|_, gate| Arc::strong_count(gate) > 1);
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -396,10 +666,37 @@ mod tests {
     enum Serve {
         H1KeepAlive,
         H1Close,
+        /// HTTP/1.1 kept alive over mesh TLS ([`test_tls`]), each
+        /// handshake answered [`SLOW_START`] after the connection is
+        /// accepted (a handshake that costs).
+        H1SlowTls,
         H2,
     }
 
-    async fn server(delay: Duration, serve: Serve) -> (SocketAddr, Arc<AtomicUsize>) {
+    const SLOW_START: Duration = Duration::from_millis(1500);
+
+    /// Where a test server listens, and whether over mesh TLS.
+    #[derive(Clone, Copy)]
+    struct Peer {
+        addr: SocketAddr,
+        https: bool,
+    }
+
+    impl Peer {
+        fn plain(addr: SocketAddr) -> Peer {
+            Peer { addr, https: false }
+        }
+    }
+
+    /// One self-issued mesh certificate for the servers and clients of
+    /// these tests.
+    fn test_tls() -> MeshTls {
+        static TLS: std::sync::OnceLock<MeshTls> = std::sync::OnceLock::new();
+        TLS.get_or_init(|| MeshTls::self_issued("spiffe://cluster.local/ns/shop/sa/web").unwrap())
+            .clone()
+    }
+
+    async fn server(delay: Duration, serve: Serve) -> (Peer, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -413,9 +710,15 @@ mod tests {
                 tokio::spawn(async move {
                     let answer = service_fn(move |req: Request<Incoming>| async move {
                         tokio::time::sleep(delay).await;
-                        // `/slow`: half the body now, the rest a second later.
-                        let body = if req.uri().path() == "/slow" {
-                            http_body_util::StreamBody::new(slow_stream())
+                        // `/slow`: half the body now, the rest a second
+                        // later; `/slowish`: 100 ms later.
+                        let rest = match req.uri().path() {
+                            "/slow" => Some(Duration::from_secs(1)),
+                            "/slowish" => Some(Duration::from_millis(100)),
+                            _ => None,
+                        };
+                        let body = if let Some(rest) = rest {
+                            http_body_util::StreamBody::new(slow_stream(rest))
                                 .map_err(|never: Infallible| match never {})
                                 .boxed()
                         } else {
@@ -423,6 +726,17 @@ mod tests {
                         };
                         Ok::<_, Infallible>(Response::new(body))
                     });
+                    if serve == Serve::H1SlowTls {
+                        tokio::time::sleep(SLOW_START).await;
+                        let acceptor = tokio_rustls::TlsAcceptor::from(test_tls().server);
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), answer)
+                            .await;
+                        return;
+                    }
                     let io = TokioIo::new(tcp);
                     let _ = match serve {
                         Serve::H2 => {
@@ -432,7 +746,7 @@ mod tests {
                         }
                         h1 => {
                             hyper::server::conn::http1::Builder::new()
-                                .keep_alive(h1 == Serve::H1KeepAlive)
+                                .keep_alive(h1 != Serve::H1Close)
                                 .serve_connection(io, answer)
                                 .await
                         }
@@ -440,29 +754,32 @@ mod tests {
                 });
             }
         });
-        (addr, accepted)
+        let https = serve == Serve::H1SlowTls;
+        (Peer { addr, https }, accepted)
     }
 
-    /// `o`, then `k` a second later.
-    fn slow_stream()
-    -> impl tokio_stream::Stream<Item = Result<http_body::Frame<Bytes>, Infallible>> + Send {
+    /// `o`, then `k` after `rest`.
+    fn slow_stream(
+        rest: Duration,
+    ) -> impl tokio_stream::Stream<Item = Result<http_body::Frame<Bytes>, Infallible>> + Send {
         tokio_stream::StreamExt::chain(
             tokio_stream::once(Ok(http_body::Frame::data(Bytes::from_static(b"o")))),
-            tokio_stream::StreamExt::then(tokio_stream::once(()), |()| async {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio_stream::StreamExt::then(tokio_stream::once(()), move |()| async move {
+                tokio::time::sleep(rest).await;
                 Ok(http_body::Frame::data(Bytes::from_static(b"k")))
             }),
         )
     }
 
-    fn request(addr: SocketAddr, path: &str) -> Request<ProxyBody> {
+    fn request(peer: Peer, path: &str) -> Request<ProxyBody> {
         let mut req = Request::new(full(Bytes::new()));
-        *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+        let scheme = if peer.https { "https" } else { "http" };
+        *req.uri_mut() = format!("{scheme}://{}{path}", peer.addr).parse().unwrap();
         req
     }
 
-    async fn get(up: &Upstream, addr: SocketAddr) -> Result<Bytes, SendError> {
-        let resp = up.request(request(addr, "/")).await?;
+    async fn get(up: &Upstream, peer: Peer) -> Result<Bytes, SendError> {
+        let resp = up.request(request(peer, "/")).await?;
         Ok(resp.into_body().collect().await.unwrap().to_bytes())
     }
 
@@ -472,11 +789,11 @@ mod tests {
     }
 
     fn upstream() -> Upstream {
-        Upstream::new(Arc::default(), false)
+        Upstream::new(Arc::new(RwLock::new(Some(test_tls()))), false)
     }
 
     /// Four requests at once, each answered `ok`.
-    async fn four_at_once(up: &Upstream, addr: SocketAddr) {
+    async fn four_at_once(up: &Upstream, addr: Peer) {
         let all = tokio::join!(get(up, addr), get(up, addr), get(up, addr), get(up, addr));
         for r in [all.0, all.1, all.2, all.3] {
             assert_eq!(r.unwrap(), "ok");
@@ -486,7 +803,7 @@ mod tests {
     /// `n` requests one after the other, each answered `ok`; between them
     /// the connections' tasks run (a connection is free once its response
     /// has been read and its task has seen that).
-    async fn one_after_another(up: &Upstream, addr: SocketAddr, n: usize) {
+    async fn one_after_another(up: &Upstream, addr: Peer, n: usize) {
         for _ in 0..n {
             assert_eq!(get(up, addr).await.unwrap(), "ok");
             settle().await;
@@ -543,6 +860,92 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         let body = slow.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
+    }
+
+    /// Forty requests at once to a peer whose connections take 1.5 s to
+    /// come up: a few connections are made at a time, and the requests
+    /// share them as they free up, instead of a connection (and a
+    /// handshake) each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_makes_a_few_connections_at_a_time_and_shares_them() {
+        let (addr, accepted) = server(Duration::ZERO, Serve::H1SlowTls).await;
+        let up = Arc::new(upstream());
+        let burst: Vec<_> = (0..40)
+            .map(|_| {
+                let up = up.clone();
+                tokio::spawn(async move { get(&up, addr).await })
+            })
+            .collect();
+        for r in burst {
+            assert_eq!(r.await.unwrap().unwrap(), "ok");
+        }
+        let made = accepted.load(Ordering::SeqCst);
+        // The first MAX_CONNECTING serve the burst within milliseconds of
+        // coming up; the ones started as each came up find none waiting.
+        assert!(
+            (MAX_CONNECTING..=3 * MAX_CONNECTING).contains(&made),
+            "{made} connections for a burst of 40"
+        );
+        // Every connection made is kept: the same burst again is served by
+        // them (and by at most MAX_CONNECTING more started meanwhile).
+        settle().await;
+        let again: Vec<_> = (0..40)
+            .map(|_| {
+                let up = up.clone();
+                tokio::spawn(async move { get(&up, addr).await })
+            })
+            .collect();
+        let started = Instant::now();
+        for r in again {
+            assert_eq!(r.await.unwrap().unwrap(), "ok");
+        }
+        assert!(started.elapsed() < SLOW_START, "{:?}", started.elapsed());
+        let more = accepted.load(Ordering::SeqCst) - made;
+        assert!(more <= MAX_CONNECTING, "{more} more connections");
+    }
+
+    /// A request waiting for a connection takes the first one free: one
+    /// given back 100 ms later rather than the new one made for it (1.5 s).
+    #[tokio::test]
+    async fn a_waiting_request_takes_a_connection_given_back_before_its_own_is_made() {
+        let (addr, accepted) = server(Duration::ZERO, Serve::H1SlowTls).await;
+        let up = upstream();
+        assert_eq!(get(&up, addr).await.unwrap(), "ok");
+        settle().await;
+        let busy = up.request(request(addr, "/slowish")).await.unwrap();
+        let started = Instant::now();
+        let (waited, body) = tokio::join!(get(&up, addr), async {
+            busy.into_body().collect().await.unwrap().to_bytes()
+        });
+        assert_eq!(body, "ok");
+        assert_eq!(waited.unwrap(), "ok");
+        let took = started.elapsed();
+        assert!(took < SLOW_START / 2, "waited {took:?} for a connection");
+        // The one made for it meanwhile comes up and is kept.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Every request of a burst to a peer that refuses connections fails
+    /// with a connect error (none is left waiting).
+    #[tokio::test]
+    async fn a_burst_to_a_refusing_peer_fails_every_request() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let up = Arc::new(upstream());
+        let burst: Vec<_> = (0..3 * MAX_CONNECTING)
+            .map(|_| {
+                let up = up.clone();
+                tokio::spawn(async move { get(&up, Peer::plain(addr)).await })
+            })
+            .collect();
+        for r in burst {
+            let r = tokio::time::timeout(Duration::from_secs(10), r)
+                .await
+                .expect("no request is left waiting");
+            let e = r.unwrap().unwrap_err();
+            assert!(e.is_connect(), "{e}");
+        }
     }
 
     /// A burst before the first HTTP/2 connection to a peer is up shares
@@ -602,7 +1005,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let e = get(&upstream(), addr).await.unwrap_err();
+        let e = get(&upstream(), Peer::plain(addr)).await.unwrap_err();
         assert!(e.is_connect(), "{e}");
     }
 }
