@@ -5,8 +5,8 @@
 # with the one-hop proxy (workload shop/web-v1) under callgrind, dumps its
 # counters every 2 s beside its request count (/metrics), and prints the
 # median instructions per request of the one-hop (plaintext) phase and of
-# the two two-hop phases (this proxy is the mTLS client there: HTTP/2
-# between the proxies, then HTTP/1.1). User space only: the kernel's share
+# the two two-hop phases (this proxy is the mTLS client there: HTTP/1.1
+# between the proxies, the default, then HTTP/2). User space only: the kernel's share
 # is not counted. With `--server`, the proxy of the two hops' far side
 # (workload shop/ratings-v1, the mTLS server) instead, by its inbound
 # requests, in the two two-hop phases.
@@ -19,10 +19,10 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--server" ]; then
     shift
     workload=shop/ratings-v1 direction=inbound
-    phases="two hops, HTTP/2 (mTLS server)|two hops, HTTP/1.1 (mTLS server)"
+    phases="two hops, HTTP/1.1 (mTLS server)|two hops, HTTP/2 (mTLS server)"
 else
     workload=shop/web-v1 direction=outbound
-    phases="one hop, plaintext|two hops, HTTP/2 (mTLS client)|two hops, HTTP/1.1 (mTLS client)"
+    phases="one hop, plaintext|two hops, HTTP/1.1 (mTLS client)|two hops, HTTP/2 (mTLS client)"
 fi
 # 2,400 requests a phase (200 requests/s for 10 s and 2 s of warm-up).
 last=$(( $(echo "$phases" | tr '|' '\n' | wc -l) * 2400 ))

@@ -1,7 +1,7 @@
-//! `h2UpgradePolicy` reaches the IR: `DO_NOT_UPGRADE` keeps HTTP/1.1
-//! requests HTTP/1.1 between proxies, `UPGRADE` and meshc's default lift
-//! them to HTTP/2, and `DEFAULT` (or nothing) inherits from the level above,
-//! as the other connection-pool settings do.
+//! `h2UpgradePolicy` reaches the IR: `UPGRADE` lifts HTTP/1.1 requests to
+//! HTTP/2 between proxies, `DO_NOT_UPGRADE` and the default (Istio's
+//! mesh-wide one) keep them HTTP/1.1, and `DEFAULT` (or nothing) inherits
+//! from the level above, as the other connection-pool settings do.
 
 use meshc_compiler::{Input, Options, compile};
 
@@ -51,7 +51,7 @@ metadata: {name: api, namespace: shop}
 spec:
   host: api
   trafficPolicy:
-    connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -60,7 +60,7 @@ spec:
   - name: v2
     labels: {version: v2}
     trafficPolicy:
-      connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+      connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
 ";
 
 #[test]
@@ -75,18 +75,18 @@ fn the_policy_reaches_the_ir_and_inherits_like_the_other_pool_settings() {
         tp.for_port(Some(8080)).connection_pool.h2_upgrade
     };
     let api = "api.shop.svc.cluster.local";
-    assert!(!upgrade(api, None), "DO_NOT_UPGRADE on the host");
-    assert!(!upgrade(api, Some("v1")), "DEFAULT inherits the host's");
-    assert!(upgrade(api, Some("v2")), "UPGRADE on the subset");
+    assert!(upgrade(api, None), "UPGRADE on the host");
+    assert!(upgrade(api, Some("v1")), "DEFAULT inherits the host's");
+    assert!(!upgrade(api, Some("v2")), "DO_NOT_UPGRADE on the subset");
     assert!(
-        upgrade("web.shop.svc.cluster.local", None),
-        "meshc lifts by default"
+        !upgrade("web.shop.svc.cluster.local", None),
+        "HTTP/1.1 stays HTTP/1.1 by default, as in Istio"
     );
 
-    // Written only when off, and read back the same.
+    // Written only when on, and read back the same.
     let json = serde_json::to_string(&*ir).unwrap();
-    assert_eq!(json.matches("\"h2_upgrade\":false").count(), 2, "{json}");
-    assert!(!json.contains("\"h2_upgrade\":true"));
+    assert_eq!(json.matches("\"h2_upgrade\":true").count(), 2, "{json}");
+    assert!(!json.contains("\"h2_upgrade\":false"));
     let back: meshc_ir::Ir = serde_json::from_str(&json).unwrap();
     assert_eq!(back, *ir);
 }

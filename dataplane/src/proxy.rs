@@ -1913,12 +1913,12 @@ async fn forward(
         )
     }) || out.version == Version::HTTP_2;
     let mtls = policy.tls == TlsMode::IstioMutual;
-    // Between proxies every request rides HTTP/2, whatever the application
-    // speaks: one multiplexed mTLS connection per peer instead of one per
-    // HTTP/1.1 request in flight, so a burst costs no handshakes and opens
-    // no connections (Linkerd does the same). Upgrades stay HTTP/1.1.
-    // `h2UpgradePolicy: DO_NOT_UPGRADE` keeps them HTTP/1.1 over mTLS, on
-    // the pooled connections of `upstream::Upstream`.
+    // Between proxies a request goes in the protocol the application spoke
+    // (Istio's default, `h2UpgradePolicy: DO_NOT_UPGRADE`): HTTP/1.1 over
+    // mTLS on the pooled connections of `upstream::Upstream`, cheaper per
+    // request than HTTP/2. `UPGRADE` lifts HTTP/1.1 to HTTP/2 between them:
+    // one multiplexed mTLS connection per peer instead of one per request
+    // in flight (Linkerd's way). Upgrades stay HTTP/1.1.
     let lift = mtls
         && policy.connection_pool.h2_upgrade
         && !h2

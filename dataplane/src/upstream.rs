@@ -97,8 +97,31 @@ impl std::error::Error for SendError {}
 
 type H1 = http1::SendRequest<ProxyBody>;
 type H2 = http2::SendRequest<ProxyBody>;
-/// The scheme (`true`: mesh mTLS) and the authority.
-type Key = (bool, Authority);
+/// A pool's upstream: the scheme (`true`: mesh mTLS) and the authority,
+/// hashed and compared as bytes. (`Authority` hashes itself a byte at a
+/// time, lower-casing each: about 500 instructions for an address, more
+/// for a mesh authority with its identity, per lookup. The authorities
+/// here are made by the proxy, always the same way.)
+#[derive(Clone)]
+struct Key {
+    https: bool,
+    authority: Authority,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.https == other.https && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u8(u8::from(self.https));
+        state.write(self.authority.as_str().as_bytes());
+    }
+}
 
 /// Whether a connection is known to be closed.
 trait Closed {
@@ -270,7 +293,12 @@ impl Drop for Body {
         }
         let mut guard = lock(&pools);
         let Pools { h1, waiting, .. } = &mut *guard;
-        let sender = match waiting.get_mut(&key) {
+        let pending = if waiting.is_empty() {
+            None
+        } else {
+            waiting.get_mut(&key)
+        };
+        let sender = match pending {
             Some(w) if !w.queue.is_empty() => match hand(w, sender, true) {
                 Some(s) => s,
                 None => return,
@@ -348,6 +376,12 @@ fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
                 }
             }
             fill(&pools, &connector, &key, w);
+            // Gone once no request waits and no connection is being made
+            // (then none can be waiting), so a response given back finds
+            // `waiting` empty and looks nothing up.
+            if w.connecting == 0 {
+                waiting.remove(&key);
+            }
         });
     }
 }
@@ -379,7 +413,7 @@ impl Upstream {
         let Some(authority) = req.uri().authority().cloned() else {
             return Err(SendError::Connect("the request names no upstream".into()));
         };
-        let key = (https, authority);
+        let key = Key { https, authority };
         if self.connector.h2 {
             let resp = self.send_h2(key, req, connect_timeout).await?;
             return Ok(resp.map(|inner| Body {
@@ -396,7 +430,7 @@ impl Upstream {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
         if !req.headers().contains_key(http::header::HOST) {
-            let authority = &key.1;
+            let authority = &key.authority;
             let host = match authority.port_u16() {
                 Some(p) => format!("{}:{p}", authority.host()),
                 None => authority.host().to_string(),
@@ -623,7 +657,7 @@ impl Connector {
             .map_err(|_| "connect timeout")?
     }
 
-    async fn stream_untimed(&self, (https, authority): &Key) -> Result<MeshStream, BoxError> {
+    async fn stream_untimed(&self, Key { https, authority }: &Key) -> Result<MeshStream, BoxError> {
         let (addr, expected) = split_authority(authority.as_str())?;
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;

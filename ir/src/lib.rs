@@ -503,18 +503,10 @@ pub struct ConnectionPool {
     /// Max concurrent retries.
     pub max_retries: u32,
     /// Whether HTTP/1.1 requests ride HTTP/2 between proxies (over mTLS):
-    /// `h2UpgradePolicy` `UPGRADE`, and meshc's default; `false` for
-    /// `DO_NOT_UPGRADE`. Written only when `false`.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    /// `h2UpgradePolicy: UPGRADE`; `false` for `DO_NOT_UPGRADE` and by
+    /// default (Istio's mesh-wide default). Written only when `true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub h2_upgrade: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_true(v: &bool) -> bool {
-    *v
 }
 
 impl Default for ConnectionPool {
@@ -526,7 +518,7 @@ impl Default for ConnectionPool {
             http2_max_requests: u32::MAX,
             max_requests_per_connection: 0,
             max_retries: u32::MAX,
-            h2_upgrade: true,
+            h2_upgrade: false,
         }
     }
 }
