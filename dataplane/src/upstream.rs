@@ -318,6 +318,19 @@ impl Drop for Body {
     }
 }
 
+/// The request back, for one more try on a new connection, when a
+/// connection that had been idle refused it unsent (the peer closed it
+/// meanwhile); the error otherwise.
+fn retry_unsent(
+    mut e: hyper::client::conn::TrySendError<Request<ProxyBody>>,
+    reused: bool,
+) -> Result<Request<ProxyBody>, SendError> {
+    match e.take_message() {
+        Some(back) if reused => Ok(back),
+        _ => Err(SendError::Request(e.into_error())),
+    }
+}
+
 /// Hand `sender` to the oldest request still waiting; back when none is.
 fn hand(w: &mut Waiting, mut sender: H1, reused: bool) -> Option<H1> {
     while let Some(waiter) = w.queue.pop_front() {
@@ -483,15 +496,10 @@ impl Upstream {
                         ticket: Some(ticket),
                     }));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Refused unsent by a connection that had been idle: the
-                    // peer closed it meanwhile; a new one is tried.
-                    Some(back) if reused => {
-                        req = back;
-                        fresh = true;
-                    }
-                    _ => return Err(SendError::Request(e.into_error())),
-                },
+                Err(e) => {
+                    req = retry_unsent(e, reused)?;
+                    fresh = true;
+                }
             }
         }
     }
@@ -539,13 +547,10 @@ impl Upstream {
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if reused => {
-                        req = back;
-                        fresh = true;
-                    }
-                    _ => return Err(SendError::Request(e.into_error())),
-                },
+                Err(e) => {
+                    req = retry_unsent(e, reused)?;
+                    fresh = true;
+                }
             }
         }
     }
