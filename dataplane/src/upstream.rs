@@ -241,9 +241,11 @@ pub struct Upstream {
 }
 
 /// A response body from an upstream. An HTTP/1.1 connection is given back
-/// to its pool (or to a waiting request) when this is dropped; a response
-/// dropped before its end closes the connection (hyper does), and a closed
-/// one is not kept.
+/// to its pool (or to a waiting request) when this is dropped. Hyper
+/// finishes reading a response dropped before its end when what is left is
+/// already buffered, and closes the connection otherwise; a closed one is
+/// not kept, and the request that takes one still finishing waits for it
+/// to be ready.
 pub struct Body {
     inner: Incoming,
     ticket: Option<Ticket>,
