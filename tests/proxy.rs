@@ -1675,6 +1675,13 @@ spec:
   selector: {app: lifted}
   ports: [{name: http, port: 9080}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: once, namespace: shop}
+spec:
+  selector: {app: once}
+  ports: [{name: http, port: 9080}]
+---
 DEPLOYMENTS
 ---
 apiVersion: networking.istio.io/v1
@@ -1684,6 +1691,14 @@ spec:
   host: lifted
   trafficPolicy:
     connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: once, namespace: shop}
+spec:
+  host: once
+  trafficPolicy:
+    connectionPool: {http: {maxRequestsPerConnection: 1}}
 ---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -1697,7 +1712,8 @@ spec:
 /// connection to a host whose DestinationRule says `UPGRADE`: six
 /// overlapping requests open six connections to the peer in the first case
 /// and one in the second. A burst of a hundred HTTP/1.1 requests opens
-/// fewer than half as many connections.
+/// fewer than half as many connections. `maxRequestsPerConnection: 1`
+/// opens one per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
     const BURST: usize = 100;
@@ -1706,6 +1722,7 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
         ("web-v1", "web", "v1", "web"),
         ("plain-v1", "plain", "v1", "default"),
         ("lifted-v1", "lifted", "v1", "default"),
+        ("once-v1", "once", "v1", "default"),
     ];
     let (repo_dir, _) = policy_repo(
         work.path(),
@@ -1773,6 +1790,16 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
         opened < (BURST / 2) as f64,
         "{opened} connections for a burst of {BURST}"
     );
+
+    // `maxRequestsPerConnection: 1`: no connection carries a second
+    // request (where `plain`'s carried 20 one after another above).
+    let before = inbound_connections("once-v1").await;
+    for _ in 0..5 {
+        let a = call(&mesh, "web-v1", "once", "GET", "/", &[]).await;
+        assert_eq!(a.status, 200);
+    }
+    let opened = inbound_connections("once-v1").await - before;
+    assert_eq!(opened, 5.0, "{opened} connections for 5 requests");
 }
 
 /// A plaintext HTTP/1.1 GET of `host` on a connection of its own; `None`

@@ -1926,6 +1926,7 @@ async fn forward(
         && out.upgrade.is_none();
     let h2 = h2 || lift;
     let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
+    let max_requests = policy.connection_pool.max_requests_per_connection;
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let work = async {
         let mut out = out;
@@ -1973,7 +1974,7 @@ async fn forward(
             } else {
                 &state.clients().h1
             };
-            let call = client.request_within(req, connect_timeout);
+            let call = client.request_within(req, connect_timeout, max_requests);
             let sent = Instant::now();
             let result = match retries.per_try_timeout_ms {
                 Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call).await,

@@ -144,6 +144,24 @@ struct Pooled<S> {
     sender: S,
     /// When it was last handed out, given back or made.
     used: Instant,
+    /// The requests it has carried (for `maxRequestsPerConnection`).
+    served: u32,
+}
+
+impl<S> Pooled<S> {
+    fn new(sender: S) -> Pooled<S> {
+        Pooled {
+            sender,
+            used: Instant::now(),
+            served: 0,
+        }
+    }
+}
+
+/// Whether a connection that carried `served` requests may carry another
+/// (`max`: the destination's `maxRequestsPerConnection`, 0 for no limit).
+fn may_carry_more(served: u32, max: u32) -> bool {
+    max == 0 || served < max
 }
 
 impl<S: Closed> Pooled<S> {
@@ -154,7 +172,7 @@ impl<S: Closed> Pooled<S> {
 
 /// An HTTP/1.1 connection for a waiting request, and whether it was given
 /// back by another request (`true`) rather than made for the waiting ones.
-type Handed = Result<(H1, bool), SendError>;
+type Handed = Result<(Pooled<H1>, bool), SendError>;
 
 struct Waiter {
     tx: oneshot::Sender<Handed>,
@@ -254,7 +272,9 @@ pub struct Body {
 struct Ticket {
     pools: Shared,
     key: Key,
-    sender: H1,
+    conn: Pooled<H1>,
+    /// The destination's `maxRequestsPerConnection` (0: no limit).
+    max_requests: u32,
 }
 
 impl std::fmt::Debug for Body {
@@ -287,10 +307,17 @@ impl http_body::Body for Body {
 
 impl Drop for Body {
     fn drop(&mut self) {
-        let Some(Ticket { pools, key, sender }) = self.ticket.take() else {
+        let Some(Ticket {
+            pools,
+            key,
+            conn,
+            max_requests,
+        }) = self.ticket.take()
+        else {
             return;
         };
-        if sender.is_closed() {
+        // One that carried its last request closes as it is dropped.
+        if conn.sender.is_closed() || !may_carry_more(conn.served, max_requests) {
             return;
         }
         let mut guard = lock(&pools);
@@ -300,23 +327,27 @@ impl Drop for Body {
         } else {
             waiting.get_mut(&key)
         };
-        let sender = match pending {
-            Some(w) if !w.queue.is_empty() => match hand(w, sender, true) {
-                Some(s) => s,
+        let conn = match pending {
+            Some(w) if !w.queue.is_empty() => match hand(w, conn, true) {
+                Some(c) => c,
                 None => return,
             },
-            _ => sender,
+            _ => conn,
         };
-        let list = match h1.get_mut(&key) {
-            Some(l) => l,
-            None => h1.entry(key).or_default(),
-        };
-        if list.len() < MAX_IDLE_PER_KEY {
-            list.push(Pooled {
-                sender,
-                used: Instant::now(),
-            });
-        }
+        keep(h1, key, conn);
+    }
+}
+
+/// Put an HTTP/1.1 connection in the idle list, unless that holds
+/// [`MAX_IDLE_PER_KEY`] already (then it closes as it is dropped).
+fn keep(h1: &mut FxHashMap<Key, Vec<Pooled<H1>>>, key: Key, mut conn: Pooled<H1>) {
+    let list = match h1.get_mut(&key) {
+        Some(l) => l,
+        None => h1.entry(key).or_default(),
+    };
+    if list.len() < MAX_IDLE_PER_KEY {
+        conn.used = Instant::now();
+        list.push(conn);
     }
 }
 
@@ -333,19 +364,19 @@ fn retry_unsent(
     }
 }
 
-/// Hand `sender` to the oldest request still waiting; back when none is.
-fn hand(w: &mut Waiting, mut sender: H1, reused: bool) -> Option<H1> {
+/// Hand `conn` to the oldest request still waiting; back when none is.
+fn hand(w: &mut Waiting, mut conn: Pooled<H1>, reused: bool) -> Option<Pooled<H1>> {
     while let Some(waiter) = w.queue.pop_front() {
-        match waiter.tx.send(Ok((sender, reused))) {
+        match waiter.tx.send(Ok((conn, reused))) {
             Ok(()) => return None,
             // It stopped waiting (its timeout): the next one.
             Err(back) => match back {
-                Ok((s, _)) => sender = s,
+                Ok((c, _)) => conn = c,
                 Err(_) => return None,
             },
         }
     }
-    Some(sender)
+    Some(conn)
 }
 
 /// Start making connections for `key`'s waiting requests while more of
@@ -368,14 +399,8 @@ fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
             w.connecting -= 1;
             match made {
                 Ok(sender) => {
-                    if let Some(sender) = hand(w, sender, false) {
-                        let list = h1.entry(key.clone()).or_default();
-                        if list.len() < MAX_IDLE_PER_KEY {
-                            list.push(Pooled {
-                                sender,
-                                used: Instant::now(),
-                            });
-                        }
+                    if let Some(conn) = hand(w, Pooled::new(sender), false) {
+                        keep(h1, key.clone(), conn);
                     }
                 }
                 Err(e) => {
@@ -414,15 +439,20 @@ impl Upstream {
     /// upstream) and wait for the response head; a new connection gets the
     /// default connect timeout (10 s, Istio's).
     pub async fn request(&self, req: Request<ProxyBody>) -> Result<Response<Body>, SendError> {
-        self.request_within(req, CONNECT_TIMEOUT).await
+        self.request_within(req, CONNECT_TIMEOUT, 0).await
     }
 
     /// [`Upstream::request`], a new connection (TCP and mesh TLS) getting
-    /// `connect_timeout` (the destination's `connectTimeout`).
+    /// `connect_timeout` (the destination's `connectTimeout`), and a
+    /// connection carrying at most `max_requests_per_connection` requests
+    /// (`maxRequestsPerConnection`; 0: no limit): one that carried its last
+    /// is closed when its response ends (HTTP/1.1), or handed to no further
+    /// request and closed once its streams end (HTTP/2).
     pub async fn request_within(
         &self,
         mut req: Request<ProxyBody>,
         connect_timeout: Duration,
+        max_requests_per_connection: u32,
     ) -> Result<Response<Body>, SendError> {
         let https = req.uri().scheme() == Some(&Scheme::HTTPS);
         let Some(authority) = req.uri().authority().cloned() else {
@@ -430,7 +460,9 @@ impl Upstream {
         };
         let key = Key { https, authority };
         if self.connector.h2 {
-            let resp = self.send_h2(key, req, connect_timeout).await?;
+            let resp = self
+                .send_h2(key, req, connect_timeout, max_requests_per_connection)
+                .await?;
             return Ok(resp.map(|inner| Body {
                 inner,
                 ticket: None,
@@ -454,7 +486,8 @@ impl Upstream {
                 req.headers_mut().insert(http::header::HOST, v);
             }
         }
-        self.send_h1(key, req, connect_timeout).await
+        self.send_h1(key, req, connect_timeout, max_requests_per_connection)
+            .await
     }
 
     async fn send_h1(
@@ -462,36 +495,37 @@ impl Upstream {
         key: Key,
         mut req: Request<ProxyBody>,
         timeout: Duration,
+        max_requests: u32,
     ) -> Result<Response<Body>, SendError> {
         // After a reused connection refused the request unsent, the one
         // more try is on a new connection.
         let mut fresh = false;
         loop {
-            let (mut sender, reused) = if fresh {
+            let (mut conn, reused) = if fresh {
                 // Boxed: the connect and TLS handshake state is large and
                 // rarely needed, and every request's future would carry it.
-                (
-                    Box::pin(self.connector.connect_h1(&key, timeout)).await?,
-                    false,
-                )
-            } else if let Some(s) = self.checkout_h1(&key) {
-                (s, true)
+                let made = Box::pin(self.connector.connect_h1(&key, timeout)).await?;
+                (Pooled::new(made), false)
+            } else if let Some(c) = self.checkout_h1(&key) {
+                (c, true)
             } else {
                 self.wait(&key, timeout).await?
             };
             // One given back may still be finishing its last response.
-            if sender.ready().await.is_err() {
+            if conn.sender.ready().await.is_err() {
                 if reused {
                     continue;
                 }
                 return Err(SendError::Connect("the new connection closed".into()));
             }
-            match sender.try_send_request(req).await {
+            match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
+                    conn.served += 1;
                     let ticket = Ticket {
                         pools: self.pools.clone(),
                         key,
-                        sender,
+                        conn,
+                        max_requests,
                     };
                     return Ok(resp.map(|inner| Body {
                         inner,
@@ -508,14 +542,14 @@ impl Upstream {
 
     /// The idle HTTP/1.1 connection given back last, dropping the closed
     /// and expired ones met on the way.
-    fn checkout_h1(&self, key: &Key) -> Option<H1> {
+    fn checkout_h1(&self, key: &Key) -> Option<Pooled<H1>> {
         let now = Instant::now();
         let mut pools = lock(&self.pools);
         pools.tick(now);
         let list = pools.h1.get_mut(key)?;
         while let Some(p) = list.pop() {
             if p.live(now) {
-                return Some(p.sender);
+                return Some(p);
             }
         }
         None
@@ -539,13 +573,18 @@ impl Upstream {
         key: Key,
         mut req: Request<ProxyBody>,
         timeout: Duration,
+        max_requests: u32,
     ) -> Result<Response<Incoming>, SendError> {
         let mut fresh = false;
         loop {
-            let pooled = if fresh { None } else { self.checkout_h2(&key) };
+            let pooled = if fresh {
+                None
+            } else {
+                self.checkout_h2(&key, max_requests)
+            };
             let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
-                None => Box::pin(self.connect_or_share(&key, fresh, timeout)).await?,
+                None => Box::pin(self.connect_or_share(&key, fresh, timeout, max_requests)).await?,
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
@@ -558,8 +597,9 @@ impl Upstream {
     }
 
     /// The shared HTTP/2 connection, dropping the closed and expired ones
-    /// met on the way.
-    fn checkout_h2(&self, key: &Key) -> Option<H2> {
+    /// met on the way; one that takes its last request (`max_requests`)
+    /// leaves the pool.
+    fn checkout_h2(&self, key: &Key, max_requests: u32) -> Option<H2> {
         let now = Instant::now();
         let mut pools = lock(&self.pools);
         pools.tick(now);
@@ -567,7 +607,12 @@ impl Upstream {
         while let Some(p) = list.last_mut() {
             if p.live(now) {
                 p.used = now;
-                return Some(p.sender.clone());
+                p.served += 1;
+                let s = p.sender.clone();
+                if !may_carry_more(p.served, max_requests) {
+                    list.pop();
+                }
+                return Some(s);
             }
             list.pop();
         }
@@ -582,6 +627,7 @@ impl Upstream {
         key: &Key,
         fresh: bool,
         timeout: Duration,
+        max_requests: u32,
     ) -> Result<(H2, bool), SendError> {
         let gate = lock(&self.pools)
             .connecting
@@ -596,21 +642,23 @@ impl Upstream {
             let why = format!("{why} (connecting for the requests ahead of this one)");
             return Err(SendError::Connect(why.into()));
         }
-        if !fresh && let Some(s) = self.checkout_h2(key) {
+        if !fresh && let Some(s) = self.checkout_h2(key, max_requests) {
             return Ok((s, true));
         }
         match self.connector.connect_h2(key, timeout).await {
             Ok(made) => {
                 *failed = None;
-                // In the pool before the gate opens for the next in line.
-                lock(&self.pools)
-                    .h2
-                    .entry(key.clone())
-                    .or_default()
-                    .push(Pooled {
-                        sender: made.clone(),
-                        used: Instant::now(),
-                    });
+                // In the pool before the gate opens for the next in line
+                // (unless this request is all it may carry).
+                let mut pooled = Pooled::new(made.clone());
+                pooled.served = 1;
+                if may_carry_more(pooled.served, max_requests) {
+                    lock(&self.pools)
+                        .h2
+                        .entry(key.clone())
+                        .or_default()
+                        .push(pooled);
+                }
                 Ok((made, false))
             }
             Err(e) => {
@@ -989,6 +1037,37 @@ mod tests {
         }
     }
 
+    /// `maxRequestsPerConnection`: a connection carries at most that many
+    /// requests, over either protocol.
+    #[tokio::test]
+    async fn a_connection_carries_at_most_max_requests_per_connection() {
+        for (serve, max, connections) in [
+            (Serve::H1KeepAlive, 2, 3),
+            (Serve::H1KeepAlive, 1, 5),
+            (Serve::H1KeepAlive, 0, 1),
+            (Serve::H2, 2, 3),
+            (Serve::H2, 1, 5),
+            (Serve::H2, 0, 1),
+        ] {
+            let (peer, accepted) = server(Duration::ZERO, serve).await;
+            let up = Upstream::new(Arc::default(), serve == Serve::H2);
+            for _ in 0..5 {
+                let resp = up
+                    .request_within(request(peer, "/"), CONNECT_TIMEOUT, max)
+                    .await
+                    .unwrap();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body, "ok");
+                settle().await;
+            }
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                connections,
+                "{serve:?}, at most {max} a connection"
+            );
+        }
+    }
+
     /// A burst before the first HTTP/2 connection to a peer is up shares
     /// the one connection the first request makes.
     #[tokio::test]
@@ -1020,7 +1099,7 @@ mod tests {
         let call = || {
             let mut req = Request::new(full(Bytes::new()));
             *req.uri_mut() = format!("https://{addr}/").parse().unwrap();
-            up.request_within(req, Duration::from_millis(200))
+            up.request_within(req, Duration::from_millis(200), 0)
         };
         let all = tokio::time::timeout(Duration::from_secs(10), async {
             tokio::join!(call(), call(), call(), call())
