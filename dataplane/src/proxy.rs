@@ -1411,7 +1411,9 @@ fn upgrade_asked(h: &HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
-/// What one attempt came to.
+/// What one attempt came to. Not boxed: it lives for one attempt on the
+/// request's stack, and a box would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     Response(Response<upstream::Body>),
     Failed {
