@@ -341,10 +341,7 @@ impl Drop for Body {
 /// Put an HTTP/1.1 connection in the idle list, unless that holds
 /// [`MAX_IDLE_PER_KEY`] already (then it closes as it is dropped).
 fn keep(h1: &mut FxHashMap<Key, Vec<Pooled<H1>>>, key: Key, mut conn: Pooled<H1>) {
-    let list = match h1.get_mut(&key) {
-        Some(l) => l,
-        None => h1.entry(key).or_default(),
-    };
+    let list = h1.entry(key).or_default();
     if list.len() < MAX_IDLE_PER_KEY {
         conn.used = Instant::now();
         list.push(conn);
@@ -382,9 +379,11 @@ fn hand(w: &mut Waiting, mut conn: Pooled<H1>, reused: bool) -> Option<Pooled<H1
 /// Start making connections for `key`'s waiting requests while more of
 /// them wait than connections are being made (at most [`MAX_CONNECTING`]).
 /// Whenever a request waits, a connection is being made for it: each one
-/// made is handed to a waiting request, each failure fails one.
+/// made is handed to a waiting request, each failure fails one. (Requests
+/// that stopped waiting are counted until a connection made prunes them:
+/// at most [`MAX_CONNECTING`] too many are made, and an enqueue does not
+/// walk the whole queue.)
 fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
-    w.queue.retain(|x| !x.tx.is_closed());
     while w.connecting < MAX_CONNECTING && w.connecting < w.queue.len() {
         let timeout = w.queue[w.connecting].timeout;
         w.connecting += 1;
@@ -415,6 +414,7 @@ fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
                     }
                 }
             }
+            w.queue.retain(|x| !x.tx.is_closed());
             fill(&pools, &connector, &key, w);
             // Gone once no request waits and no connection is being made
             // (then none can be waiting), so a response given back finds
