@@ -1682,6 +1682,13 @@ spec:
   selector: {app: once}
   ports: [{name: http, port: 9080}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: brief, namespace: shop}
+spec:
+  selector: {app: brief}
+  ports: [{name: http, port: 9080}]
+---
 DEPLOYMENTS
 ---
 apiVersion: networking.istio.io/v1
@@ -1700,6 +1707,14 @@ spec:
   trafficPolicy:
     connectionPool: {http: {maxRequestsPerConnection: 1}}
 ---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: brief, namespace: shop}
+spec:
+  host: brief
+  trafficPolicy:
+    connectionPool: {http: {idleTimeout: 1s}}
+---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
@@ -1713,7 +1728,9 @@ spec:
 /// overlapping requests open six connections to the peer in the first case
 /// and one in the second. A burst of a hundred HTTP/1.1 requests opens
 /// fewer than half as many connections. `maxRequestsPerConnection: 1`
-/// opens one per request.
+/// opens one per request. `idleTimeout: 1s` closes the connections a
+/// second after their last request, with no more traffic, while those to
+/// a host with the default timeout stay open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
     const BURST: usize = 100;
@@ -1723,6 +1740,7 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
         ("plain-v1", "plain", "v1", "default"),
         ("lifted-v1", "lifted", "v1", "default"),
         ("once-v1", "once", "v1", "default"),
+        ("brief-v1", "brief", "v1", "default"),
     ];
     let (repo_dir, _) = policy_repo(
         work.path(),
@@ -1800,6 +1818,38 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
     }
     let opened = inbound_connections("once-v1").await - before;
     assert_eq!(opened, 5.0, "{opened} connections for 5 requests");
+
+    // `idleTimeout: 1s`: the connections go a second after their last
+    // request, and nothing else comes to find them idle.
+    let open = |at: &'static str| {
+        let mesh = &mesh;
+        async move {
+            sum(
+                &metrics(mesh, at).await,
+                "meshc_proxy_tcp_connections_open",
+                &[("direction", "inbound")],
+            )
+        }
+    };
+    for a in at_once(&mesh, "web-v1", "brief", 6, "300").await {
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    let last = std::time::Instant::now();
+    assert!(open("brief-v1").await >= 6.0, "kept after their requests");
+    while open("brief-v1").await > 0.0 {
+        assert!(
+            last.elapsed() < Duration::from_secs(10),
+            "still open 10 s after the last request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_after = last.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed after {closed_after:?}, before their idle timeout"
+    );
+    // The default timeout (90 s) has not come for `plain`'s.
+    assert!(open("plain-v1").await > 0.0);
 }
 
 /// A plaintext HTTP/1.1 GET of `host` on a connection of its own; `None`

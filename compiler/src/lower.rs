@@ -1545,6 +1545,8 @@ fn pool(base: &ir::ConnectionPool, p: Option<&ConnectionPoolSettings>) -> ir::Co
             Some(DestinationRuleHttpH2UpgradePolicy::Upgrade) => true,
             Some(DestinationRuleHttpH2UpgradePolicy::Default) | None => base.h2_upgrade,
         },
+        idle_timeout_ms: millis(&http.and_then(|h| h.idle_timeout.clone()))
+            .or(base.idle_timeout_ms),
     }
 }
 

@@ -1342,7 +1342,8 @@ impl Outgoing {
 
     /// A request to `authority` (see [`crate::http::upstream_authority`]);
     /// the body is cloned when buffered. A streaming body is taken, and
-    /// copied as it goes when `keep` (another attempt may follow).
+    /// copied as it goes when `keep` (another attempt may follow); the
+    /// headers are copied when `keep`, taken otherwise.
     fn build(
         &mut self,
         scheme: Scheme,
@@ -1387,7 +1388,12 @@ impl Outgoing {
         uri.authority = Some(authority.clone());
         uri.path_and_query = Some(self.path.clone());
         *r.uri_mut() = http::Uri::from_parts(uri).unwrap_or_else(|_| http::Uri::from_static("/"));
-        *r.headers_mut() = self.headers.clone();
+        // The last attempt takes the headers; one another may follow copies them.
+        *r.headers_mut() = if keep {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
         *r.version_mut() = if h2 {
             Version::HTTP_2
         } else {
@@ -1423,49 +1429,78 @@ enum Attempt {
     },
 }
 
+/// `grpc-status`, named once: looking a header up by `&str` parses and
+/// validates the name on every call.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 fn grpc_status(h: &HeaderMap) -> Option<&str> {
-    h.get("grpc-status").and_then(|v| v.to_str().ok())
+    h.get(&GRPC_STATUS).and_then(|v| v.to_str().ok())
 }
 
 /// Whether `retry_on` covers what the attempt came to (Envoy's conditions:
 /// `5xx`, `gateway-error`, `connect-failure`, `reset`, `refused-stream`,
 /// `retriable-4xx`, status codes, and the gRPC ones on `grpc-status`).
 fn retriable(retry_on: &[String], a: &Attempt) -> bool {
-    // Looked up once, not once per gRPC condition.
-    let grpc = match a {
-        Attempt::Response(r) => grpc_status(r.headers()),
-        Attempt::Failed { .. } => None,
-    };
-    retry_on.iter().any(|c| match a {
+    let tried = match a {
+        Attempt::Response(r) => Tried::Answered(r.status().as_u16(), r.headers()),
         Attempt::Failed {
             connect, timeout, ..
-        } => match c.as_str() {
-            "5xx" | "gateway-error" => true,
-            "connect-failure" => *connect,
-            "reset" => !*connect && !*timeout,
-            _ => false,
+        } => Tried::Failed {
+            connect: *connect,
+            timeout: *timeout,
         },
-        Attempt::Response(r) => {
-            let s = r.status().as_u16();
-            match c.as_str() {
-                "5xx" => s >= 500,
-                "gateway-error" => matches!(s, 502..=504),
-                "retriable-4xx" => s == 409,
-                code if code.starts_with(|c: char| c.is_ascii_digit()) => code.parse() == Ok(s),
-                condition => {
-                    let want = match condition {
-                        "cancelled" => "1",
-                        "deadline-exceeded" => "4",
-                        "resource-exhausted" => "8",
-                        "internal" => "13",
-                        "unavailable" => "14",
-                        _ => return false,
-                    };
-                    grpc == Some(want)
+    };
+    retry_covers(retry_on, tried)
+}
+
+/// What [`retriable`] reads of an attempt.
+#[derive(Clone, Copy)]
+enum Tried<'a> {
+    /// A response: its status and headers.
+    Answered(u16, &'a HeaderMap),
+    /// No response: the connect failed, the per-try timeout fired, or the
+    /// stream was reset.
+    Failed { connect: bool, timeout: bool },
+}
+
+fn retry_covers(retry_on: &[String], tried: Tried<'_>) -> bool {
+    match tried {
+        Tried::Failed { connect, timeout } => retry_on.iter().any(|c| match c.as_str() {
+            "5xx" | "gateway-error" => true,
+            "connect-failure" => connect,
+            "reset" => !connect && !timeout,
+            _ => false,
+        }),
+        Tried::Answered(s, headers) => {
+            // Looked up once, and only when a gRPC condition asks: most
+            // responses are checked against conditions that read the
+            // status alone.
+            let mut grpc = None;
+            for c in retry_on {
+                let hit = match c.as_str() {
+                    "5xx" => s >= 500,
+                    "gateway-error" => matches!(s, 502..=504),
+                    "retriable-4xx" => s == 409,
+                    code if code.starts_with(|c: char| c.is_ascii_digit()) => code.parse() == Ok(s),
+                    condition => {
+                        let want = match condition {
+                            "cancelled" => "1",
+                            "deadline-exceeded" => "4",
+                            "resource-exhausted" => "8",
+                            "internal" => "13",
+                            "unavailable" => "14",
+                            _ => continue,
+                        };
+                        *grpc.get_or_insert_with(|| grpc_status(headers)) == Some(want)
+                    }
+                };
+                if hit {
+                    return true;
                 }
             }
+            false
         }
-    })
+    }
 }
 
 fn roll(per_million: u32) -> bool {
@@ -1909,10 +1944,9 @@ async fn forward(
     let (tp, workloads) = host.target(dest.subset.as_deref());
     let policy = tp.for_port(port);
     let h2 = port.and_then(|p| host.ports.get(&p)).is_some_and(|proto| {
-        matches!(
-            proto.to_ascii_uppercase().as_str(),
-            "GRPC" | "HTTP2" | "GRPC-WEB"
-        )
+        ["GRPC", "HTTP2", "GRPC-WEB"]
+            .iter()
+            .any(|p| proto.eq_ignore_ascii_case(p))
     }) || out.version == Version::HTTP_2;
     let mtls = policy.tls == TlsMode::IstioMutual;
     // Between proxies a request goes in the protocol the application spoke
@@ -1927,8 +1961,16 @@ async fn forward(
         && out.version == Version::HTTP_11
         && out.upgrade.is_none();
     let h2 = h2 || lift;
-    let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
-    let max_requests = policy.connection_pool.max_requests_per_connection;
+    let pool = &policy.connection_pool;
+    let limits = upstream::Limits {
+        connect_timeout: Duration::from_millis(pool.connect_timeout_ms.max(1)),
+        max_requests: pool.max_requests_per_connection,
+        idle_timeout: match pool.idle_timeout_ms {
+            None => upstream::IDLE_TIMEOUT,
+            Some(0) => Duration::MAX,
+            Some(ms) => Duration::from_millis(ms),
+        },
+    };
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let work = async {
         let mut out = out;
@@ -1976,7 +2018,7 @@ async fn forward(
             } else {
                 &state.clients().h1
             };
-            let call = client.request_within(req, connect_timeout, max_requests);
+            let call = client.request_within(req, limits);
             let sent = Instant::now();
             let result = match retries.per_try_timeout_ms {
                 Some(ms) => tokio::time::timeout(Duration::from_millis(ms), call).await,
@@ -2187,6 +2229,53 @@ mod tests {
     /// The hash key comes from the destination host's policy: not from the
     /// host the request named (a gateway host has none; a route may lead to
     /// another host), and not on the port the request came in on.
+    #[test]
+    fn retry_conditions_read_the_status_and_grpc_status() {
+        let on = |conds: &str, tried: Tried<'_>| {
+            let conds: Vec<String> = conds.split(',').map(str::to_string).collect();
+            retry_covers(&conds, tried)
+        };
+        let none = HeaderMap::new();
+        let mut unavailable = HeaderMap::new();
+        unavailable.insert("grpc-status", HeaderValue::from_static("14"));
+        let ok = Tried::Answered(200, &none);
+        // The Istio default.
+        let default = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+        assert!(!on(default, ok));
+        assert!(on(default, Tried::Answered(200, &unavailable)));
+        assert!(!on("cancelled", Tried::Answered(200, &unavailable)));
+        assert!(on(
+            default,
+            Tried::Failed {
+                connect: true,
+                timeout: false
+            }
+        ));
+        assert!(!on(
+            "connect-failure",
+            Tried::Failed {
+                connect: false,
+                timeout: true
+            }
+        ));
+        assert!(on(
+            "reset",
+            Tried::Failed {
+                connect: false,
+                timeout: false
+            }
+        ));
+        assert!(on("5xx", Tried::Answered(503, &none)));
+        assert!(!on("5xx", Tried::Answered(404, &none)));
+        assert!(on("gateway-error", Tried::Answered(504, &none)));
+        assert!(!on("gateway-error", Tried::Answered(500, &none)));
+        assert!(on("retriable-4xx", Tried::Answered(409, &none)));
+        // Status codes, after conditions that do not match.
+        assert!(on("unavailable,404,503", Tried::Answered(503, &none)));
+        assert!(!on("unavailable,404,503", ok));
+        assert!(on("200", ok));
+    }
+
     #[test]
     fn hash_key_follows_the_destination_hosts_policy() {
         let mut ir = Ir::new(Mesh {

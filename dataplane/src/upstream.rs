@@ -9,7 +9,9 @@
 //! HTTP/1.1 connections carry one request at a time. A connection is out
 //! with its request until the response [`Body`] is dropped; then it goes to
 //! the oldest request waiting for one, or back to the pool (up to
-//! [`MAX_IDLE_PER_KEY`] a key), idle until [`IDLE_TIMEOUT`]. A request that
+//! [`MAX_IDLE_PER_KEY`] a key), idle until its destination's idle timeout
+//! ([`Limits`]; [`IDLE_TIMEOUT`] by default), when a task closes it whether
+//! or not a request comes (see [`reap`]). A request that
 //! finds no idle connection waits for the first of two: a connection given
 //! back, or a new one made for the waiting requests. New connections are
 //! made while more requests wait than connections are being made, at most
@@ -63,10 +65,40 @@ pub const MAX_CONNECTING: usize = 4;
 /// The connect timeout of [`Upstream::request`] (Istio's default
 /// `connectTimeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection unused this long is closed.
+/// A connection unused this long is closed, unless its destination says
+/// otherwise (`connectionPool.http.idleTimeout`). Istio's default is an
+/// hour; this is hyper's pooled client's: each idle mesh connection holds
+/// its TLS state and buffers at both ends.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Every this many checkouts, every key's closed and expired connections go.
 const SWEEP_EVERY: u64 = 4096;
+
+/// What a destination's connection-pool settings ask of its connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// For a new connection, TCP and mesh TLS (`connectTimeout`).
+    pub connect_timeout: Duration,
+    /// Requests a connection carries at most (`maxRequestsPerConnection`;
+    /// 0: no limit). One that carried its last is closed when its response
+    /// ends (HTTP/1.1), or handed to no further request and closed once its
+    /// streams end (HTTP/2).
+    pub max_requests: u32,
+    /// How long a connection may go unused before it is closed
+    /// (`idleTimeout`; `Duration::MAX`: never). An idle HTTP/1.1
+    /// connection is closed when that time comes, traffic or not; an
+    /// HTTP/2 one when a request or a sweep finds it expired.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connect_timeout: CONNECT_TIMEOUT,
+            max_requests: 0,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -146,15 +178,24 @@ struct Pooled<S> {
     used: Instant,
     /// The requests it has carried (for `maxRequestsPerConnection`).
     served: u32,
+    /// How long it may stay unused: the idle timeout of the destination of
+    /// the request that used it last.
+    idle: Duration,
 }
 
 impl<S> Pooled<S> {
-    fn new(sender: S) -> Pooled<S> {
+    fn new(sender: S, idle: Duration) -> Pooled<S> {
         Pooled {
             sender,
             used: Instant::now(),
             served: 0,
+            idle,
         }
+    }
+
+    /// When it expires unless used again; `None`: never.
+    fn expires(&self) -> Option<Instant> {
+        self.used.checked_add(self.idle)
     }
 }
 
@@ -166,7 +207,7 @@ fn may_carry_more(served: u32, max: u32) -> bool {
 
 impl<S: Closed> Pooled<S> {
     fn live(&self, now: Instant) -> bool {
-        !self.sender.closed() && now.duration_since(self.used) <= IDLE_TIMEOUT
+        !self.sender.closed() && now.saturating_duration_since(self.used) <= self.idle
     }
 }
 
@@ -176,8 +217,8 @@ type Handed = Result<(Pooled<H1>, bool), SendError>;
 
 struct Waiter {
     tx: oneshot::Sender<Handed>,
-    /// Its destination's connect timeout.
-    timeout: Duration,
+    /// Its destination's: a connection made for it is made and kept by them.
+    limits: Limits,
 }
 
 /// The requests waiting for an HTTP/1.1 connection to one upstream.
@@ -210,6 +251,11 @@ struct Pools {
     /// connect timeout per request ahead of it).
     connecting: FxHashMap<Key, Gate>,
     checkouts: u64,
+    /// When the task closing the idle HTTP/1.1 connections as they expire
+    /// wakes next ([`reap`]); `None`: no such task runs.
+    reaping: Option<Instant>,
+    /// Wakes that task sooner, for a connection that expires before then.
+    reap_sooner: Arc<tokio::sync::Notify>,
 }
 
 impl Pools {
@@ -235,6 +281,44 @@ impl Pools {
         });
         self.connecting
             .retain(|_, gate| Arc::strong_count(gate) > 1);
+    }
+
+    /// Close the expired idle HTTP/1.1 connections; when the next one
+    /// expires, if one will.
+    fn reap(&mut self, now: Instant) -> Option<Instant> {
+        self.h1.retain(|_, list| {
+            list.retain(|p| p.live(now));
+            !list.is_empty()
+        });
+        self.h1.values().flatten().filter_map(Pooled::expires).min()
+    }
+}
+
+/// Close `pools`' idle HTTP/1.1 connections as they expire, until none is
+/// left that will (a connection given back after that starts this again).
+/// Without it an idle connection stayed open, its TLS state and buffers
+/// held at both ends, until a request to its upstream or the sweep of
+/// [`Pools::tick`] found it, which a quiet proxy never does.
+async fn reap(pools: std::sync::Weak<Mutex<Pools>>, sooner: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(shared) = pools.upgrade() else {
+                return;
+            };
+            let mut guard = lock(&shared);
+            let next = guard.reap(Instant::now());
+            guard.reaping = next;
+            match next {
+                Some(t) => t,
+                None => return,
+            }
+        };
+        // Just past the deadline, so the connection due then has expired.
+        let due = tokio::time::Instant::from(next) + Duration::from_millis(1);
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = sooner.notified() => {}
+        }
     }
 }
 
@@ -273,8 +357,8 @@ struct Ticket {
     pools: Shared,
     key: Key,
     conn: Pooled<H1>,
-    /// The destination's `maxRequestsPerConnection` (0: no limit).
-    max_requests: u32,
+    /// The destination's.
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Body {
@@ -310,22 +394,22 @@ impl Drop for Body {
         let Some(Ticket {
             pools,
             key,
-            conn,
-            max_requests,
+            mut conn,
+            limits,
         }) = self.ticket.take()
         else {
             return;
         };
         // One that carried its last request closes as it is dropped.
-        if conn.sender.is_closed() || !may_carry_more(conn.served, max_requests) {
+        if conn.sender.is_closed() || !may_carry_more(conn.served, limits.max_requests) {
             return;
         }
+        conn.idle = limits.idle_timeout;
         let mut guard = lock(&pools);
-        let Pools { h1, waiting, .. } = &mut *guard;
-        let pending = if waiting.is_empty() {
+        let pending = if guard.waiting.is_empty() {
             None
         } else {
-            waiting.get_mut(&key)
+            guard.waiting.get_mut(&key)
         };
         let conn = match pending {
             Some(w) if !w.queue.is_empty() => match hand(w, conn, true) {
@@ -334,17 +418,37 @@ impl Drop for Body {
             },
             _ => conn,
         };
-        keep(h1, key, conn);
+        keep(&mut guard, &pools, key, conn);
     }
 }
 
 /// Put an HTTP/1.1 connection in the idle list, unless that holds
-/// [`MAX_IDLE_PER_KEY`] already (then it closes as it is dropped).
-fn keep(h1: &mut FxHashMap<Key, Vec<Pooled<H1>>>, key: Key, mut conn: Pooled<H1>) {
-    let list = h1.entry(key).or_default();
-    if list.len() < MAX_IDLE_PER_KEY {
-        conn.used = Instant::now();
-        list.push(conn);
+/// [`MAX_IDLE_PER_KEY`] already (then it closes as it is dropped); it is
+/// closed when it expires ([`reap`], started here when none runs).
+fn keep(pools: &mut Pools, shared: &Shared, key: Key, mut conn: Pooled<H1>) {
+    let list = pools.h1.entry(key).or_default();
+    if list.len() >= MAX_IDLE_PER_KEY {
+        return;
+    }
+    conn.used = Instant::now();
+    let expires = conn.expires();
+    list.push(conn);
+    let Some(at) = expires else {
+        return;
+    };
+    match pools.reaping {
+        Some(next) if next <= at => {}
+        Some(_) => {
+            pools.reaping = Some(at);
+            pools.reap_sooner.notify_one();
+        }
+        // Not when the runtime is gone (a body dropped as the proxy stops).
+        None => {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                pools.reaping = Some(at);
+                rt.spawn(reap(Arc::downgrade(shared), pools.reap_sooner.clone()));
+            }
+        }
     }
 }
 
@@ -385,23 +489,19 @@ fn hand(w: &mut Waiting, mut conn: Pooled<H1>, reused: bool) -> Option<Pooled<H1
 /// walk the whole queue.)
 fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
     while w.connecting < MAX_CONNECTING && w.connecting < w.queue.len() {
-        let timeout = w.queue[w.connecting].timeout;
+        let limits = w.queue[w.connecting].limits;
         w.connecting += 1;
         let (pools, connector, key) = (pools.clone(), connector.clone(), key.clone());
         tokio::spawn(async move {
-            let made = connector.connect_h1(&key, timeout).await;
+            let made = connector.connect_h1(&key, limits.connect_timeout).await;
             let mut guard = lock(&pools);
-            let Pools { h1, waiting, .. } = &mut *guard;
-            let Some(w) = waiting.get_mut(&key) else {
+            let Some(w) = guard.waiting.get_mut(&key) else {
                 return;
             };
             w.connecting -= 1;
+            let mut spare = None;
             match made {
-                Ok(sender) => {
-                    if let Some(conn) = hand(w, Pooled::new(sender), false) {
-                        keep(h1, key.clone(), conn);
-                    }
-                }
+                Ok(sender) => spare = hand(w, Pooled::new(sender, limits.idle_timeout), false),
                 Err(e) => {
                     // The oldest request still waiting fails with it (a
                     // connect failure, for its retries and outlier
@@ -420,7 +520,10 @@ fn fill(pools: &Shared, connector: &Connector, key: &Key, w: &mut Waiting) {
             // (then none can be waiting), so a response given back finds
             // `waiting` empty and looks nothing up.
             if w.connecting == 0 {
-                waiting.remove(&key);
+                guard.waiting.remove(&key);
+            }
+            if let Some(conn) = spare {
+                keep(&mut guard, &pools, key, conn);
             }
         });
     }
@@ -439,20 +542,14 @@ impl Upstream {
     /// upstream) and wait for the response head; a new connection gets the
     /// default connect timeout (10 s, Istio's).
     pub async fn request(&self, req: Request<ProxyBody>) -> Result<Response<Body>, SendError> {
-        self.request_within(req, CONNECT_TIMEOUT, 0).await
+        self.request_within(req, Limits::default()).await
     }
 
-    /// [`Upstream::request`], a new connection (TCP and mesh TLS) getting
-    /// `connect_timeout` (the destination's `connectTimeout`), and a
-    /// connection carrying at most `max_requests_per_connection` requests
-    /// (`maxRequestsPerConnection`; 0: no limit): one that carried its last
-    /// is closed when its response ends (HTTP/1.1), or handed to no further
-    /// request and closed once its streams end (HTTP/2).
+    /// [`Upstream::request`] within the destination's `limits`.
     pub async fn request_within(
         &self,
         mut req: Request<ProxyBody>,
-        connect_timeout: Duration,
-        max_requests_per_connection: u32,
+        limits: Limits,
     ) -> Result<Response<Body>, SendError> {
         let https = req.uri().scheme() == Some(&Scheme::HTTPS);
         let Some(authority) = req.uri().authority().cloned() else {
@@ -460,9 +557,7 @@ impl Upstream {
         };
         let key = Key { https, authority };
         if self.connector.h2 {
-            let resp = self
-                .send_h2(key, req, connect_timeout, max_requests_per_connection)
-                .await?;
+            let resp = self.send_h2(key, req, limits).await?;
             return Ok(resp.map(|inner| Body {
                 inner,
                 ticket: None,
@@ -486,16 +581,14 @@ impl Upstream {
                 req.headers_mut().insert(http::header::HOST, v);
             }
         }
-        self.send_h1(key, req, connect_timeout, max_requests_per_connection)
-            .await
+        self.send_h1(key, req, limits).await
     }
 
     async fn send_h1(
         &self,
         key: Key,
         mut req: Request<ProxyBody>,
-        timeout: Duration,
-        max_requests: u32,
+        limits: Limits,
     ) -> Result<Response<Body>, SendError> {
         // After a reused connection refused the request unsent, the one
         // more try is on a new connection.
@@ -504,12 +597,13 @@ impl Upstream {
             let (mut conn, reused) = if fresh {
                 // Boxed: the connect and TLS handshake state is large and
                 // rarely needed, and every request's future would carry it.
-                let made = Box::pin(self.connector.connect_h1(&key, timeout)).await?;
-                (Pooled::new(made), false)
+                let made =
+                    Box::pin(self.connector.connect_h1(&key, limits.connect_timeout)).await?;
+                (Pooled::new(made, limits.idle_timeout), false)
             } else if let Some(c) = self.checkout_h1(&key) {
                 (c, true)
             } else {
-                self.wait(&key, timeout).await?
+                self.wait(&key, limits).await?
             };
             // One given back may still be finishing its last response.
             if conn.sender.ready().await.is_err() {
@@ -525,7 +619,7 @@ impl Upstream {
                         pools: self.pools.clone(),
                         key,
                         conn,
-                        max_requests,
+                        limits,
                     };
                     return Ok(resp.map(|inner| Body {
                         inner,
@@ -556,12 +650,12 @@ impl Upstream {
     }
 
     /// Wait for an HTTP/1.1 connection: one given back or one made.
-    async fn wait(&self, key: &Key, timeout: Duration) -> Handed {
+    async fn wait(&self, key: &Key, limits: Limits) -> Handed {
         let (tx, rx) = oneshot::channel();
         {
             let mut pools = lock(&self.pools);
             let w = pools.waiting.entry(key.clone()).or_default();
-            w.queue.push_back(Waiter { tx, timeout });
+            w.queue.push_back(Waiter { tx, limits });
             fill(&self.pools, &self.connector, key, w);
         }
         rx.await
@@ -572,19 +666,18 @@ impl Upstream {
         &self,
         key: Key,
         mut req: Request<ProxyBody>,
-        timeout: Duration,
-        max_requests: u32,
+        limits: Limits,
     ) -> Result<Response<Incoming>, SendError> {
         let mut fresh = false;
         loop {
             let pooled = if fresh {
                 None
             } else {
-                self.checkout_h2(&key, max_requests)
+                self.checkout_h2(&key, limits)
             };
             let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
-                None => Box::pin(self.connect_or_share(&key, fresh, timeout, max_requests)).await?,
+                None => Box::pin(self.connect_or_share(&key, fresh, limits)).await?,
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
@@ -599,7 +692,7 @@ impl Upstream {
     /// The shared HTTP/2 connection, dropping the closed and expired ones
     /// met on the way; one that takes its last request (`max_requests`)
     /// leaves the pool.
-    fn checkout_h2(&self, key: &Key, max_requests: u32) -> Option<H2> {
+    fn checkout_h2(&self, key: &Key, limits: Limits) -> Option<H2> {
         let now = Instant::now();
         let mut pools = lock(&self.pools);
         pools.tick(now);
@@ -607,9 +700,10 @@ impl Upstream {
         while let Some(p) = list.last_mut() {
             if p.live(now) {
                 p.used = now;
+                p.idle = limits.idle_timeout;
                 p.served += 1;
                 let s = p.sender.clone();
-                if !may_carry_more(p.served, max_requests) {
+                if !may_carry_more(p.served, limits.max_requests) {
                     list.pop();
                 }
                 return Some(s);
@@ -626,8 +720,7 @@ impl Upstream {
         &self,
         key: &Key,
         fresh: bool,
-        timeout: Duration,
-        max_requests: u32,
+        limits: Limits,
     ) -> Result<(H2, bool), SendError> {
         let gate = lock(&self.pools)
             .connecting
@@ -642,17 +735,17 @@ impl Upstream {
             let why = format!("{why} (connecting for the requests ahead of this one)");
             return Err(SendError::Connect(why.into()));
         }
-        if !fresh && let Some(s) = self.checkout_h2(key, max_requests) {
+        if !fresh && let Some(s) = self.checkout_h2(key, limits) {
             return Ok((s, true));
         }
-        match self.connector.connect_h2(key, timeout).await {
+        match self.connector.connect_h2(key, limits.connect_timeout).await {
             Ok(made) => {
                 *failed = None;
                 // In the pool before the gate opens for the next in line
                 // (unless this request is all it may carry).
-                let mut pooled = Pooled::new(made.clone());
+                let mut pooled = Pooled::new(made.clone(), limits.idle_timeout);
                 pooled.served = 1;
-                if may_carry_more(pooled.served, max_requests) {
+                if may_carry_more(pooled.served, limits.max_requests) {
                     lock(&self.pools)
                         .h2
                         .entry(key.clone())
@@ -1053,7 +1146,13 @@ mod tests {
             let up = Upstream::new(Arc::default(), serve == Serve::H2);
             for _ in 0..5 {
                 let resp = up
-                    .request_within(request(peer, "/"), CONNECT_TIMEOUT, max)
+                    .request_within(
+                        request(peer, "/"),
+                        Limits {
+                            max_requests: max,
+                            ..Limits::default()
+                        },
+                    )
                     .await
                     .unwrap();
                 let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -1066,6 +1165,67 @@ mod tests {
                 "{serve:?}, at most {max} a connection"
             );
         }
+    }
+
+    /// An idle HTTP/1.1 connection is closed when its destination's idle
+    /// timeout comes, with no request to find it expired; one used again
+    /// meanwhile gets its time again; with no timeout (`Duration::MAX`) it
+    /// stays. A connection to another upstream that expires much later
+    /// does not hold the earlier one open.
+    #[tokio::test]
+    async fn idle_connections_close_when_their_idle_timeout_comes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = Peer::plain(listener.local_addr().unwrap());
+        let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, o) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let ok = service_fn(|_| async {
+                        Ok::<_, Infallible>(Response::new(full(Bytes::from_static(b"ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), ok)
+                        .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let up = upstream();
+        let get_within = async |peer, idle_timeout| {
+            let limits = Limits {
+                idle_timeout,
+                ..Limits::default()
+            };
+            let resp = up.request_within(request(peer, "/"), limits).await.unwrap();
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            settle().await;
+        };
+        let (later, _) = server(Duration::ZERO, Serve::H1KeepAlive).await;
+        get_within(later, Duration::from_secs(60)).await;
+        let get_within = async |idle_timeout| get_within(peer, idle_timeout).await;
+        let idle = Duration::from_millis(300);
+        let ms = |n| tokio::time::sleep(Duration::from_millis(n));
+        get_within(idle).await;
+        assert_eq!(open.load(Ordering::SeqCst), 1, "kept for the next request");
+        ms(200).await;
+        get_within(idle).await;
+        ms(200).await;
+        // Past the first use's deadline: the second one's counts.
+        assert_eq!(open.load(Ordering::SeqCst), 1, "used again, so kept");
+        ms(300).await;
+        assert_eq!(open.load(Ordering::SeqCst), 0, "closed, no request came");
+        assert_eq!(lock(&up.pools).h1.len(), 1, "the other upstream's stays");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        get_within(Duration::MAX).await;
+        ms(600).await;
+        get_within(Duration::MAX).await;
+        assert_eq!(open.load(Ordering::SeqCst), 1, "no idle timeout: kept");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "and reused");
     }
 
     /// A burst before the first HTTP/2 connection to a peer is up shares
@@ -1099,7 +1259,13 @@ mod tests {
         let call = || {
             let mut req = Request::new(full(Bytes::new()));
             *req.uri_mut() = format!("https://{addr}/").parse().unwrap();
-            up.request_within(req, Duration::from_millis(200), 0)
+            up.request_within(
+                req,
+                Limits {
+                    connect_timeout: Duration::from_millis(200),
+                    ..Limits::default()
+                },
+            )
         };
         let all = tokio::time::timeout(Duration::from_secs(10), async {
             tokio::join!(call(), call(), call(), call())

@@ -507,6 +507,12 @@ pub struct ConnectionPool {
     /// default (Istio's mesh-wide default). Written only when `true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub h2_upgrade: bool,
+    /// How long an upstream HTTP connection may stay idle (no request on
+    /// it) before it is closed, in milliseconds (`http.idleTimeout`); `0`:
+    /// never (Envoy's reading of `0s`). `None`: the data plane's default.
+    /// Written only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl Default for ConnectionPool {
@@ -519,6 +525,7 @@ impl Default for ConnectionPool {
             max_requests_per_connection: 0,
             max_retries: u32::MAX,
             h2_upgrade: false,
+            idle_timeout_ms: None,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! `h2UpgradePolicy` reaches the IR: `UPGRADE` lifts HTTP/1.1 requests to
-//! HTTP/2 between proxies, `DO_NOT_UPGRADE` and the default (Istio's
-//! mesh-wide one) keep them HTTP/1.1, and `DEFAULT` (or nothing) inherits
-//! from the level above, as the other connection-pool settings do.
+//! The HTTP connection-pool settings that choose how connections are made
+//! and kept reach the IR. `h2UpgradePolicy`: `UPGRADE` lifts HTTP/1.1
+//! requests to HTTP/2 between proxies, `DO_NOT_UPGRADE` and the default
+//! (Istio's mesh-wide one) keep them HTTP/1.1, and `DEFAULT` (or nothing)
+//! inherits from the level above, as the other connection-pool settings
+//! do. `idleTimeout` is carried in milliseconds, inherited the same way.
 
 use meshc_compiler::{Input, Options, compile};
 
@@ -51,7 +53,7 @@ metadata: {name: api, namespace: shop}
 spec:
   host: api
   trafficPolicy:
-    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE, idleTimeout: 30s}}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -60,7 +62,7 @@ spec:
   - name: v2
     labels: {version: v2}
     trafficPolicy:
-      connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
+      connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE, idleTimeout: 1.5m}}
 ";
 
 #[test]
@@ -87,6 +89,30 @@ fn the_policy_reaches_the_ir_and_inherits_like_the_other_pool_settings() {
     let json = serde_json::to_string(&*ir).unwrap();
     assert_eq!(json.matches("\"h2_upgrade\":true").count(), 2, "{json}");
     assert!(!json.contains("\"h2_upgrade\":false"));
+    assert!(json.contains("\"idle_timeout_ms\":30000"), "{json}");
+    assert!(!json.contains("\"idle_timeout_ms\":null"), "{json}");
     let back: meshc_ir::Ir = serde_json::from_str(&json).unwrap();
     assert_eq!(back, *ir);
+}
+
+#[test]
+fn the_idle_timeout_reaches_the_ir_and_inherits() {
+    let c = compile(
+        vec![Input::new("t.yaml", REPO.to_string())],
+        &Options::default(),
+    );
+    let ir = c.ir.expect("the repository compiles");
+    let idle = |host: &str, subset: Option<&str>| {
+        let (tp, _) = ir.hosts[host].target(subset);
+        tp.for_port(Some(8080)).connection_pool.idle_timeout_ms
+    };
+    let api = "api.shop.svc.cluster.local";
+    assert_eq!(idle(api, None), Some(30_000), "set on the host");
+    assert_eq!(idle(api, Some("v1")), Some(30_000), "inherited by a subset");
+    assert_eq!(idle(api, Some("v2")), Some(90_000), "the subset's own");
+    assert_eq!(
+        idle("web.shop.svc.cluster.local", None),
+        None,
+        "unset: the data plane's default"
+    );
 }
