@@ -1547,6 +1547,8 @@ fn pool(base: &ir::ConnectionPool, p: Option<&ConnectionPoolSettings>) -> ir::Co
         },
         idle_timeout_ms: millis(&http.and_then(|h| h.idle_timeout.clone()))
             .or(base.idle_timeout_ms),
+        tcp_idle_timeout_ms: millis(&tcp.and_then(|t| t.idle_timeout.clone()))
+            .or(base.tcp_idle_timeout_ms),
     }
 }
 

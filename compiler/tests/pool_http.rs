@@ -3,7 +3,8 @@
 //! requests to HTTP/2 between proxies, `DO_NOT_UPGRADE` and the default
 //! (Istio's mesh-wide one) keep them HTTP/1.1, and `DEFAULT` (or nothing)
 //! inherits from the level above, as the other connection-pool settings
-//! do. `idleTimeout` is carried in milliseconds, inherited the same way.
+//! do. `idleTimeout`, HTTP's and TCP's, is carried in milliseconds,
+//! inherited the same way.
 
 use meshc_compiler::{Input, Options, compile};
 
@@ -53,7 +54,7 @@ metadata: {name: api, namespace: shop}
 spec:
   host: api
   trafficPolicy:
-    connectionPool: {http: {h2UpgradePolicy: UPGRADE, idleTimeout: 30s}}
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE, idleTimeout: 30s}, tcp: {idleTimeout: 2h}}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -115,4 +116,12 @@ fn the_idle_timeout_reaches_the_ir_and_inherits() {
         None,
         "unset: the data plane's default"
     );
+    // TCP's own, beside HTTP's.
+    let tcp_idle = |host: &str, subset: Option<&str>| {
+        let (tp, _) = ir.hosts[host].target(subset);
+        tp.for_port(Some(8080)).connection_pool.tcp_idle_timeout_ms
+    };
+    assert_eq!(tcp_idle(api, None), Some(7_200_000));
+    assert_eq!(tcp_idle(api, Some("v2")), Some(7_200_000));
+    assert_eq!(tcp_idle("web.shop.svc.cluster.local", None), None);
 }

@@ -33,13 +33,16 @@
 //! request does.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use meshc_ir::eval::{self, Peer};
 use meshc_ir::{TlsMode, WeightedDestination};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::balance::Outcome;
@@ -120,15 +123,146 @@ fn count(state: &State, direction: &'static str, e: &Ended) {
     state.metrics.tcp_streams.get_or_create(&labels).inc();
 }
 
-/// Copy both ways until both sides are done, counting the bytes.
-async fn splice<A, B>(state: &State, direction: &'static str, destination: &str, mut a: A, mut b: B)
+/// A proxied connection with no bytes either way this long is closed,
+/// unless its destination says otherwise (`tcp.idleTimeout`): Istio's
+/// default.
+pub(crate) const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The idle timeout `connectionPool.tcp.idleTimeout` asks for (in the IR,
+/// milliseconds; `0`: never).
+fn idle_timeout(ms: Option<u64>) -> Duration {
+    match ms {
+        None => TCP_IDLE_TIMEOUT,
+        Some(0) => Duration::MAX,
+        Some(ms) => Duration::from_millis(ms),
+    }
+}
+
+/// What passed through a spliced connection: when it last did (ms after
+/// the splice began) and the bytes read from each side.
+#[derive(Default)]
+struct Activity {
+    last_ms: AtomicU64,
+    read: [AtomicU64; 2],
+}
+
+/// One side of a splice, noting what is read from it in [`Activity`].
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    side: usize,
+    since: Instant,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            let a = &self.activity;
+            a.read[self.side].fetch_add(n, Ordering::Relaxed);
+            let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+            a.last_ms.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Copy both ways until both sides are done, or nothing has passed either
+/// way for `idle` (then both are closed, as Envoy's TCP proxy does): the
+/// bytes read from `a` and from `b`, and whether the idle timeout ended it.
+async fn copy_until_idle<A, B>(a: A, b: B, idle: Duration) -> (u64, u64, bool)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (sent, received) = tokio::io::copy_bidirectional(&mut a, &mut b)
-        .await
-        .unwrap_or((0, 0));
+    let since = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let mut a = Watched {
+        inner: a,
+        activity: activity.clone(),
+        side: 0,
+        since,
+    };
+    let mut b = Watched {
+        inner: b,
+        activity: activity.clone(),
+        side: 1,
+        since,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    tokio::pin!(copy);
+    let timed_out = loop {
+        let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+        let Some(deadline) = since.checked_add(last).and_then(|t| t.checked_add(idle)) else {
+            // No idle timeout.
+            let _ = copy.await;
+            break false;
+        };
+        tokio::select! {
+            _ = &mut copy => break false,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+                if since.elapsed().saturating_sub(last) >= idle {
+                    break true;
+                }
+            }
+        }
+    };
+    let read = |side: usize| activity.read[side].load(Ordering::Relaxed);
+    (read(0), read(1), timed_out)
+}
+
+/// Copy both ways until both sides are done or the connection has been
+/// idle for `idle`, counting the bytes; whether it went idle.
+async fn splice<A, B>(
+    state: &State,
+    direction: &'static str,
+    destination: &str,
+    a: A,
+    b: B,
+    idle: Duration,
+) -> bool
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sent, received, timed_out) = copy_until_idle(a, b, idle).await;
     for (flow, n) in [("sent", sent), ("received", received)] {
         let labels: Labels = vec![
             ("direction", direction.to_string()),
@@ -137,6 +271,7 @@ where
         ];
         state.metrics.tcp_bytes.get_or_create(&labels).inc_by(n);
     }
+    timed_out
 }
 
 /// Serve one outbound TCP listener.
@@ -267,8 +402,10 @@ where
     let policy = tp.for_port(port);
     let mtls = policy.tls == TlsMode::IstioMutual;
     let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
+    let idle = idle_timeout(policy.connection_pool.tcp_idle_timeout_ms);
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let ended = |outcome| Ended::new(&dest.host, &route, outcome);
+    let spliced = |idled| ended(if idled { "idle_timeout" } else { "ok" });
     let Some(ep) = cluster.pick(&endpoints, None, None, Instant::now()) else {
         return ended("no_endpoint");
     };
@@ -297,8 +434,7 @@ where
     let _ = tcp.set_nodelay(true);
     let _active = ep.start();
     if !mtls {
-        splice(state, direction, &dest.host, client, tcp).await;
-        return ended("ok");
+        return spliced(splice(state, direction, &dest.host, client, tcp, idle).await);
     }
     let tls = state.tls.read().expect("not poisoned").clone();
     let Some(tls) = tls else {
@@ -310,10 +446,7 @@ where
         .await
         .unwrap_or_else(|_| Err("handshake timeout".into()));
     match handshake {
-        Ok(stream) => {
-            splice(state, direction, &dest.host, client, stream).await;
-            ended("ok")
-        }
+        Ok(stream) => spliced(splice(state, direction, &dest.host, client, stream, idle).await),
         Err(e) => {
             tracing::debug!(%addr, "TCP upstream handshake: {e}");
             ended("handshake_failed")
@@ -406,8 +539,8 @@ where
             return Ended::new(&me, "inbound", "connect_failed");
         };
         let _ = app.set_nodelay(true);
-        splice(state, "inbound", &me, io, app).await;
-        Ended::new(&me, "inbound", "ok")
+        let idled = splice(state, "inbound", &me, io, app, TCP_IDLE_TIMEOUT).await;
+        Ended::new(&me, "inbound", if idled { "idle_timeout" } else { "ok" })
     }
     .await;
     count(state, "inbound", &ended);
@@ -416,6 +549,58 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Traffic keeps a spliced connection open past its idle timeout;
+    /// once nothing passes for that long, both sides are closed and the
+    /// bytes counted. With no idle timeout it lasts until both sides close.
+    #[tokio::test]
+    async fn a_splice_closes_after_its_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, a) = tokio::io::duplex(64);
+        let (b, mut server) = tokio::io::duplex(64);
+        let splice = tokio::spawn(copy_until_idle(a, b, Duration::from_millis(200)));
+        let mut buf = [0u8; 4];
+        for _ in 0..4 {
+            client.write_all(b"ping").await.unwrap();
+            server.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        // 400 ms in, twice the timeout, and open.
+        assert!(!splice.is_finished(), "closed while in use");
+        let quiet = Instant::now();
+        let (sent, received, idled) = tokio::time::timeout(Duration::from_secs(5), splice)
+            .await
+            .expect("closed within the idle timeout")
+            .unwrap();
+        assert!(idled);
+        assert!(
+            quiet.elapsed() >= Duration::from_millis(150),
+            "closed {:?} after the last bytes",
+            quiet.elapsed()
+        );
+        assert_eq!((sent, received), (16, 4));
+        assert_eq!(
+            client.read(&mut buf).await.unwrap(),
+            0,
+            "the client sees it close"
+        );
+        assert_eq!(
+            server.read(&mut buf).await.unwrap(),
+            0,
+            "so does the server"
+        );
+
+        let (mut client, a) = tokio::io::duplex(64);
+        let (b, server) = tokio::io::duplex(64);
+        let splice = tokio::spawn(copy_until_idle(a, b, Duration::MAX));
+        client.write_all(b"ping").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!splice.is_finished());
+        drop((client, server));
+        assert_eq!(splice.await.unwrap(), (4, 0, false));
+    }
 
     #[test]
     fn upstreams_parse_and_say_what_is_wrong() {

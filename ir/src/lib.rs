@@ -513,6 +513,12 @@ pub struct ConnectionPool {
     /// Written only when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// How long a proxied TCP connection may carry no bytes either way
+    /// before it is closed, in milliseconds (`tcp.idleTimeout`); `0`:
+    /// never. `None`: the data plane's default (an hour, Istio's). Written
+    /// only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout_ms: Option<u64>,
 }
 
 impl Default for ConnectionPool {
@@ -526,6 +532,7 @@ impl Default for ConnectionPool {
             max_retries: u32::MAX,
             h2_upgrade: false,
             idle_timeout_ms: None,
+            tcp_idle_timeout_ms: None,
         }
     }
 }
