@@ -66,23 +66,33 @@ spec:
       connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE, idleTimeout: 1.5m}}
 ";
 
-#[test]
-fn the_policy_reaches_the_ir_and_inherits_like_the_other_pool_settings() {
+/// The compiled IR, and the connection pool of `host` (`subset`) on port
+/// 8080 in it.
+fn compiled() -> std::sync::Arc<meshc_ir::Ir> {
     let c = compile(
         vec![Input::new("t.yaml", REPO.to_string())],
         &Options::default(),
     );
-    let ir = c.ir.expect("the repository compiles");
-    let upgrade = |host: &str, subset: Option<&str>| {
-        let (tp, _) = ir.hosts[host].target(subset);
-        tp.for_port(Some(8080)).connection_pool.h2_upgrade
-    };
-    let api = "api.shop.svc.cluster.local";
-    assert!(upgrade(api, None), "UPGRADE on the host");
-    assert!(upgrade(api, Some("v1")), "DEFAULT inherits the host's");
-    assert!(!upgrade(api, Some("v2")), "DO_NOT_UPGRADE on the subset");
+    c.ir.expect("the repository compiles")
+}
+
+fn pool(ir: &meshc_ir::Ir, host: &str, subset: Option<&str>) -> meshc_ir::ConnectionPool {
+    let (tp, _) = ir.hosts[host].target(subset);
+    tp.for_port(Some(8080)).connection_pool.clone()
+}
+
+const API: &str = "api.shop.svc.cluster.local";
+const WEB: &str = "web.shop.svc.cluster.local";
+
+#[test]
+fn the_policy_reaches_the_ir_and_inherits_like_the_other_pool_settings() {
+    let ir = compiled();
+    let upgrade = |host, subset| pool(&ir, host, subset).h2_upgrade;
+    assert!(upgrade(API, None), "UPGRADE on the host");
+    assert!(upgrade(API, Some("v1")), "DEFAULT inherits the host's");
+    assert!(!upgrade(API, Some("v2")), "DO_NOT_UPGRADE on the subset");
     assert!(
-        !upgrade("web.shop.svc.cluster.local", None),
+        !upgrade(WEB, None),
         "HTTP/1.1 stays HTTP/1.1 by default, as in Istio"
     );
 
@@ -98,30 +108,15 @@ fn the_policy_reaches_the_ir_and_inherits_like_the_other_pool_settings() {
 
 #[test]
 fn the_idle_timeout_reaches_the_ir_and_inherits() {
-    let c = compile(
-        vec![Input::new("t.yaml", REPO.to_string())],
-        &Options::default(),
-    );
-    let ir = c.ir.expect("the repository compiles");
-    let idle = |host: &str, subset: Option<&str>| {
-        let (tp, _) = ir.hosts[host].target(subset);
-        tp.for_port(Some(8080)).connection_pool.idle_timeout_ms
-    };
-    let api = "api.shop.svc.cluster.local";
-    assert_eq!(idle(api, None), Some(30_000), "set on the host");
-    assert_eq!(idle(api, Some("v1")), Some(30_000), "inherited by a subset");
-    assert_eq!(idle(api, Some("v2")), Some(90_000), "the subset's own");
-    assert_eq!(
-        idle("web.shop.svc.cluster.local", None),
-        None,
-        "unset: the data plane's default"
-    );
+    let ir = compiled();
+    let idle = |host, subset| pool(&ir, host, subset).idle_timeout_ms;
+    assert_eq!(idle(API, None), Some(30_000), "set on the host");
+    assert_eq!(idle(API, Some("v1")), Some(30_000), "inherited by a subset");
+    assert_eq!(idle(API, Some("v2")), Some(90_000), "the subset's own");
+    assert_eq!(idle(WEB, None), None, "unset: the data plane's default");
     // TCP's own, beside HTTP's.
-    let tcp_idle = |host: &str, subset: Option<&str>| {
-        let (tp, _) = ir.hosts[host].target(subset);
-        tp.for_port(Some(8080)).connection_pool.tcp_idle_timeout_ms
-    };
-    assert_eq!(tcp_idle(api, None), Some(7_200_000));
-    assert_eq!(tcp_idle(api, Some("v2")), Some(7_200_000));
-    assert_eq!(tcp_idle("web.shop.svc.cluster.local", None), None);
+    let tcp_idle = |host, subset| pool(&ir, host, subset).tcp_idle_timeout_ms;
+    assert_eq!(tcp_idle(API, None), Some(7_200_000));
+    assert_eq!(tcp_idle(API, Some("v2")), Some(7_200_000));
+    assert_eq!(tcp_idle(WEB, None), None);
 }
