@@ -1748,17 +1748,19 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
         "h2UpgradePolicy",
     );
     let mesh = start(work.path(), &repo_dir, WORKLOADS, |_, _| (vec![], vec![])).await;
-    // Connections the workload's proxy accepted from its peers.
-    let inbound_connections = |at: &'static str| {
+    // Inbound connections of the workload's proxy, by `metric`.
+    let inbound = |metric: &'static str, at: &'static str| {
         let mesh = &mesh;
         async move {
             sum(
                 &metrics(mesh, at).await,
-                "meshc_proxy_tcp_connections_total",
+                metric,
                 &[("direction", "inbound")],
             )
         }
     };
+    // Connections the workload's proxy accepted from its peers.
+    let inbound_connections = |at| inbound("meshc_proxy_tcp_connections_total", at);
     for (host, at) in [("plain", "plain-v1"), ("lifted", "lifted-v1")] {
         let before = inbound_connections(at).await;
         let answers = at_once(&mesh, "web-v1", host, 6, "300").await;
@@ -1821,16 +1823,7 @@ async fn h2_upgrade_policy_decides_the_protocol_between_proxies() {
 
     // `idleTimeout: 1s`: the connections go a second after their last
     // request, and nothing else comes to find them idle.
-    let open = |at: &'static str| {
-        let mesh = &mesh;
-        async move {
-            sum(
-                &metrics(mesh, at).await,
-                "meshc_proxy_tcp_connections_open",
-                &[("direction", "inbound")],
-            )
-        }
-    };
+    let open = |at| inbound("meshc_proxy_tcp_connections_open", at);
     for a in at_once(&mesh, "web-v1", "brief", 6, "300").await {
         assert_eq!(a.status, 200, "{a:?}");
     }
