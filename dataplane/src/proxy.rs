@@ -1965,11 +1965,7 @@ async fn forward(
     let limits = upstream::Limits {
         connect_timeout: Duration::from_millis(pool.connect_timeout_ms.max(1)),
         max_requests: pool.max_requests_per_connection,
-        idle_timeout: match pool.idle_timeout_ms {
-            None => upstream::IDLE_TIMEOUT,
-            Some(0) => Duration::MAX,
-            Some(ms) => Duration::from_millis(ms),
-        },
+        idle_timeout: upstream::idle_after(pool.idle_timeout_ms, upstream::IDLE_TIMEOUT),
     };
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let work = async {

@@ -51,6 +51,7 @@ use crate::http::mesh_handshake;
 use crate::metrics::Labels;
 use crate::proxy::{Conn, State, destination_cluster, destination_port, record_outcome};
 use crate::tls::{TCP_ALPN, principal};
+use crate::upstream::idle_after;
 
 /// An outbound TCP listener and the host it stands for:
 /// `LISTEN_ADDR=HOST:PORT`.
@@ -127,16 +128,6 @@ fn count(state: &State, direction: &'static str, e: &Ended) {
 /// unless its destination says otherwise (`tcp.idleTimeout`): Istio's
 /// default.
 pub(crate) const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// The idle timeout `connectionPool.tcp.idleTimeout` asks for (in the IR,
-/// milliseconds; `0`: never).
-fn idle_timeout(ms: Option<u64>) -> Duration {
-    match ms {
-        None => TCP_IDLE_TIMEOUT,
-        Some(0) => Duration::MAX,
-        Some(ms) => Duration::from_millis(ms),
-    }
-}
 
 /// What passed through a spliced connection: when it last did (ms after
 /// the splice began) and the bytes read from each side.
@@ -402,7 +393,7 @@ where
     let policy = tp.for_port(port);
     let mtls = policy.tls == TlsMode::IstioMutual;
     let connect_timeout = Duration::from_millis(policy.connection_pool.connect_timeout_ms.max(1));
-    let idle = idle_timeout(policy.connection_pool.tcp_idle_timeout_ms);
+    let idle = idle_after(policy.connection_pool.tcp_idle_timeout_ms, TCP_IDLE_TIMEOUT);
     let (cluster, endpoints) = destination_cluster(state, dest, port, policy, workloads);
     let ended = |outcome| Ended::new(&dest.host, &route, outcome);
     let spliced = |idled| ended(if idled { "idle_timeout" } else { "ok" });

@@ -267,14 +267,8 @@ impl Pools {
         if !self.checkouts.is_multiple_of(SWEEP_EVERY) {
             return;
         }
-        self.h1.retain(|_, list| {
-            list.retain(|p| p.live(now));
-            !list.is_empty()
-        });
-        self.h2.retain(|_, list| {
-            list.retain(|p| p.live(now));
-            !list.is_empty()
-        });
+        drop_expired(&mut self.h1, now);
+        drop_expired(&mut self.h2, now);
         self.waiting.retain(|_, w| {
             w.queue.retain(|x| !x.tx.is_closed());
             !w.queue.is_empty() || w.connecting > 0
@@ -286,10 +280,7 @@ impl Pools {
     /// Close the expired idle HTTP/1.1 connections; when the next one
     /// expires, if one will.
     fn reap(&mut self, now: Instant) -> Option<Instant> {
-        self.h1.retain(|_, list| {
-            list.retain(|p| p.live(now));
-            !list.is_empty()
-        });
+        drop_expired(&mut self.h1, now);
         self.h1.values().flatten().filter_map(Pooled::expires).min()
     }
 }
@@ -319,6 +310,25 @@ async fn reap(pools: std::sync::Weak<Mutex<Pools>>, sooner: Arc<tokio::sync::Not
             () = tokio::time::sleep_until(due) => {}
             () = sooner.notified() => {}
         }
+    }
+}
+
+/// Drop `pools`' closed and expired connections, and the keys left with
+/// none.
+fn drop_expired<S: Closed>(pools: &mut FxHashMap<Key, Vec<Pooled<S>>>, now: Instant) {
+    pools.retain(|_, list| {
+        list.retain(|p| p.live(now));
+        !list.is_empty()
+    });
+}
+
+/// An idle timeout as the IR gives it (milliseconds; `0`: never, as Envoy
+/// reads `0s`), `default` when unset.
+pub fn idle_after(ms: Option<u64>, default: Duration) -> Duration {
+    match ms {
+        None => default,
+        Some(0) => Duration::MAX,
+        Some(ms) => Duration::from_millis(ms),
     }
 }
 
